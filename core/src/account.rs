@@ -1,0 +1,140 @@
+//! Accounts: separate subject spaces. A connection is bound to one account when it connects;
+//! nothing crosses accounts.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::delivery::{self, FlushBatch};
+use crate::message::{ConnId, Message};
+use crate::stats::Stats;
+use crate::sublist::{MatchCache, Sublist, Subscription};
+use crate::Error;
+
+/// The name of the default account, as nats-server calls it.
+pub const DEFAULT_ACCOUNT: &str = "$G";
+
+/// One account: a subject space of its own.
+pub struct Account {
+    name: String,
+    sublist: Sublist,
+}
+
+impl Account {
+    /// A new, empty account.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            sublist: Sublist::new(),
+        }
+    }
+
+    /// The account's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The account's subject index.
+    pub fn sublist(&self) -> &Sublist {
+        &self.sublist
+    }
+
+    /// Adds a subscription to the account.
+    pub fn subscribe(&self, sub: Arc<Subscription>) -> Result<(), Error> {
+        self.sublist.insert(sub)
+    }
+
+    /// Removes a subscription from the account; returns whether it was there.
+    pub fn unsubscribe(&self, sub: &Arc<Subscription>) -> bool {
+        self.sublist.remove(sub)
+    }
+
+    /// Routes one message to every matching subscription; returns how many deliveries were queued.
+    /// Subscriptions that reach their limit are removed before this returns.
+    pub fn publish(&self, cache: &mut MatchCache, msg: &Message, batch: &mut FlushBatch) -> usize {
+        let result = cache.lookup(&self.sublist, &msg.subject);
+        if result.is_empty() {
+            return 0;
+        }
+        let n = delivery::deliver(result, msg, batch);
+        if batch.has_expired() {
+            for sub in batch.take_expired() {
+                self.sublist.remove(&sub);
+                sub.sink.auto_unsubscribed(&sub);
+            }
+        }
+        n
+    }
+}
+
+/// The whole bus: the accounts, the server-wide statistics and connection ids.
+pub struct Bus {
+    accounts: RwLock<HashMap<String, Arc<Account>>>,
+    stats: Stats,
+    next_conn: AtomicU64,
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Bus {
+    /// A bus with the default account.
+    pub fn new() -> Self {
+        let mut accounts = HashMap::new();
+        accounts.insert(
+            DEFAULT_ACCOUNT.to_string(),
+            Arc::new(Account::new(DEFAULT_ACCOUNT)),
+        );
+        Self {
+            accounts: RwLock::new(accounts),
+            stats: Stats::default(),
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    /// The default account (`$G`).
+    pub fn default_account(&self) -> Arc<Account> {
+        self.account(DEFAULT_ACCOUNT).expect("the default account always exists")
+    }
+
+    /// An account by name.
+    pub fn account(&self, name: &str) -> Option<Arc<Account>> {
+        self.accounts.read().expect("accounts lock").get(name).cloned()
+    }
+
+    /// The account with this name, created when it does not exist yet.
+    pub fn account_or_create(&self, name: &str) -> Arc<Account> {
+        if let Some(a) = self.account(name) {
+            return a;
+        }
+        self.accounts
+            .write()
+            .expect("accounts lock")
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(Account::new(name)))
+            .clone()
+    }
+
+    /// Total subscriptions over all accounts.
+    pub fn subscription_count(&self) -> usize {
+        self.accounts
+            .read()
+            .expect("accounts lock")
+            .values()
+            .map(|a| a.sublist.count())
+            .sum()
+    }
+
+    /// Server-wide statistics.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// A fresh connection id.
+    pub fn next_conn_id(&self) -> ConnId {
+        ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+}

@@ -1,0 +1,116 @@
+//! Delivery: how a publication reaches the matching subscriptions.
+//!
+//! The publisher's own task routes each message synchronously: every matching subscription's
+//! [`Sink`] encodes the message for its protocol into its connection's outbound buffer, without
+//! awaiting. A sink whose buffer went from empty to non-empty registers its writer in the
+//! publisher's [`FlushBatch`]; the publisher wakes each touched writer once, after its whole read
+//! batch, so many messages share one wake-up and one flush.
+
+use std::sync::Arc;
+
+use crate::message::Message;
+use crate::sublist::{MatchResult, Subscription};
+
+/// What became of one delivery attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// The message was queued for the subscriber.
+    Queued,
+    /// The subscriber's connection is gone or was cut off (slow consumer); nothing was queued.
+    Dropped,
+}
+
+/// The receiving end of a subscription: encodes messages for one connection's protocol.
+pub trait Sink: Send + Sync {
+    /// Encodes `msg` for `sub` into the connection's outbound buffer, without awaiting. When the
+    /// buffer was empty before, the sink adds its writer to `batch` so it is woken once per batch.
+    fn deliver(&self, sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery;
+
+    /// Told when the core removed `sub` because it reached its message limit.
+    fn auto_unsubscribed(&self, _sub: &Subscription) {}
+}
+
+/// A connection writer that can be woken to flush its outbound buffer.
+pub trait Flush: Send + Sync {
+    /// Wakes the writer. Called at most once per publisher read batch.
+    fn flush(&self);
+}
+
+/// What one publisher's read batch touched: writers to wake, subscriptions that hit their limit,
+/// and counters to add to the server's statistics once.
+#[derive(Default)]
+pub struct FlushBatch {
+    touched: Vec<Arc<dyn Flush>>,
+    expired: Vec<Arc<Subscription>>,
+    /// Messages delivered in this batch.
+    pub out_msgs: u64,
+    /// Bytes (headers and payload) delivered in this batch.
+    pub out_bytes: u64,
+}
+
+impl FlushBatch {
+    /// Registers a writer to wake at the end of the batch.
+    pub fn touch(&mut self, writer: Arc<dyn Flush>) {
+        self.touched.push(writer);
+    }
+
+    /// Whether any writer waits to be woken.
+    pub fn has_touched(&self) -> bool {
+        !self.touched.is_empty()
+    }
+
+    /// Wakes every touched writer once.
+    pub fn wake_all(&mut self) {
+        for w in self.touched.drain(..) {
+            w.flush();
+        }
+    }
+
+    /// Subscriptions that reached their limit during the batch (to remove from the index).
+    pub fn take_expired(&mut self) -> Vec<Arc<Subscription>> {
+        std::mem::take(&mut self.expired)
+    }
+
+    /// Whether any subscription reached its limit during the batch.
+    pub fn has_expired(&self) -> bool {
+        !self.expired.is_empty()
+    }
+}
+
+fn deliver_one(sub: &Arc<Subscription>, msg: &Message, batch: &mut FlushBatch) -> bool {
+    if sub.no_local && sub.conn == msg.facts.origin {
+        return false;
+    }
+    let Some(last) = sub.claim() else {
+        return false;
+    };
+    if last {
+        batch.expired.push(sub.clone());
+    }
+    let queued = sub.sink.deliver(sub, msg, batch) == Delivery::Queued;
+    if queued {
+        batch.out_msgs += 1;
+        batch.out_bytes += msg.size() as u64;
+    }
+    queued
+}
+
+/// Delivers `msg` to every plain subscription in `result` and to one member of each queue group.
+/// Returns how many deliveries were queued.
+pub fn deliver(result: &MatchResult, msg: &Message, batch: &mut FlushBatch) -> usize {
+    let mut n = 0;
+    for sub in &result.psubs {
+        n += usize::from(deliver_one(sub, msg, batch));
+    }
+    for group in &result.qsubs {
+        let len = group.members.len();
+        let start = group.next_start();
+        for i in 0..len {
+            if deliver_one(&group.members[(start + i) % len], msg, batch) {
+                n += 1;
+                break;
+            }
+        }
+    }
+    n
+}

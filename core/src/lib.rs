@@ -1,0 +1,30 @@
+//! junction-core: the bus. No sockets, no protocol syntax.
+//!
+//! Layout:
+//! - [`message`]: the one message model ([`Message`]) every frontend translates into.
+//! - [`subject`]: subject syntax and the naive matching rule.
+//! - [`sublist`]: the subject index (a trie with match caches) and [`Subscription`].
+//! - [`delivery`]: the [`Sink`] a frontend implements, and fan-out of one message.
+//! - [`account`]: accounts as separate subject spaces, and the [`Bus`] that holds them.
+//! - [`stats`]: server-wide counters.
+
+pub mod account;
+pub mod delivery;
+pub mod message;
+pub mod stats;
+pub mod subject;
+pub mod sublist;
+
+pub use account::{Account, Bus, DEFAULT_ACCOUNT};
+pub use delivery::{Delivery, Flush, FlushBatch, Sink};
+pub use message::{ConnId, DeliveryFacts, Message};
+pub use stats::Stats;
+pub use sublist::{MatchCache, MatchResult, Sublist, Subscription};
+
+/// Errors of the core.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    /// A subscription subject is not a valid subject.
+    #[error("invalid subject")]
+    InvalidSubject,
+}

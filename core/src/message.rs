@@ -1,0 +1,63 @@
+//! The one message model every frontend translates into and out of.
+
+use bytes::Bytes;
+
+/// Identifies one client connection, whatever its protocol. Unique for the life of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// One message on the bus.
+///
+/// `subject` is the canonical NATS-style subject (`a.b.c`); MQTT topics are mapped onto it at the
+/// edge. Every field is a `Bytes`, so fan-out shares the data and never copies it.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Canonical subject, NATS style.
+    pub subject: Bytes,
+    /// Reply subject (NATS reply-to; MQTT 5 response topic).
+    pub reply: Option<Bytes>,
+    /// The NATS header block (`NATS/1.0\r\n...\r\n\r\n`), when the message has headers.
+    pub headers: Option<Bytes>,
+    /// The payload, shared by every delivery.
+    pub payload: Bytes,
+    /// Facts about the publication that some protocols act on.
+    pub facts: DeliveryFacts,
+}
+
+/// Delivery facts: what a protocol needs to know about a publication beyond its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryFacts {
+    /// The connection that published the message (for NATS `echo: false` and MQTT no-local).
+    pub origin: ConnId,
+    /// Quality of service the publisher asked for (0 for NATS).
+    pub qos: u8,
+    /// Whether the publisher asked the broker to retain the message (MQTT).
+    pub retain: bool,
+    /// Seconds the message stays valid (MQTT 5 message expiry), when set.
+    pub expiry_secs: Option<u32>,
+}
+
+impl DeliveryFacts {
+    /// Facts of a plain publication from `origin`: QoS 0, not retained, no expiry.
+    pub fn from_origin(origin: ConnId) -> Self {
+        Self {
+            origin,
+            qos: 0,
+            retain: false,
+            expiry_secs: None,
+        }
+    }
+}
+
+impl Message {
+    /// Total size of headers and payload, as NATS counts a message's bytes.
+    pub fn size(&self) -> usize {
+        self.payload.len() + self.headers.as_ref().map_or(0, Bytes::len)
+    }
+}

@@ -1,0 +1,266 @@
+//! Subject index tests: fixed cases with the caches on and off, and a property test against the
+//! naive matcher in `subject::matches`.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use junction_core::subject;
+use junction_core::{
+    Account, ConnId, Delivery, DeliveryFacts, FlushBatch, MatchCache, Message, Sink, Sublist,
+    Subscription,
+};
+use proptest::prelude::*;
+
+/// Records what it was given, so tests can see where messages went.
+#[derive(Default)]
+struct Recorder {
+    got: Mutex<Vec<(Bytes, Bytes)>>,
+}
+
+impl Sink for Recorder {
+    fn deliver(&self, sub: &Subscription, msg: &Message, _: &mut FlushBatch) -> Delivery {
+        self.got
+            .lock()
+            .unwrap()
+            .push((sub.sid.clone(), msg.subject.clone()));
+        Delivery::Queued
+    }
+}
+
+fn sub(sink: &Arc<Recorder>, subject: &str, queue: Option<&str>, sid: &str) -> Arc<Subscription> {
+    Arc::new(Subscription::new(
+        ConnId(1),
+        Bytes::copy_from_slice(subject.as_bytes()),
+        queue.map(|q| Bytes::copy_from_slice(q.as_bytes())),
+        Bytes::copy_from_slice(sid.as_bytes()),
+        false,
+        sink.clone(),
+    ))
+}
+
+fn sids(list: &Sublist, cache: &mut MatchCache, subject: &str) -> BTreeSet<String> {
+    let r = cache.lookup(list, &Bytes::copy_from_slice(subject.as_bytes()));
+    let mut out: BTreeSet<String> = r
+        .psubs
+        .iter()
+        .map(|s| String::from_utf8(s.sid.to_vec()).unwrap())
+        .collect();
+    for g in &r.qsubs {
+        for s in &g.members {
+            out.insert(String::from_utf8(s.sid.to_vec()).unwrap());
+        }
+    }
+    out
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn fixed_cases(shared_cache: bool, local_cache: bool) {
+    let list = Sublist::with_cache(shared_cache);
+    let mut cache = MatchCache::new(local_cache);
+    let rec = Arc::new(Recorder::default());
+    let subs = [
+        sub(&rec, "foo.bar", None, "1"),
+        sub(&rec, "foo.*", None, "2"),
+        sub(&rec, "foo.>", None, "3"),
+        sub(&rec, ">", None, "4"),
+        sub(&rec, "*.bar", Some("q"), "5"),
+        sub(&rec, "foo.bar.baz", None, "6"),
+    ];
+    for s in &subs {
+        list.insert(s.clone()).unwrap();
+    }
+    assert_eq!(list.count(), 6);
+    assert_eq!(sids(&list, &mut cache, "foo.bar"), set(&["1", "2", "3", "4", "5"]));
+    assert_eq!(sids(&list, &mut cache, "foo"), set(&["4"]));
+    assert_eq!(sids(&list, &mut cache, "foo.bar.baz"), set(&["3", "4", "6"]));
+    assert_eq!(sids(&list, &mut cache, "x.bar"), set(&["4", "5"]));
+    // A removal must be seen through both caches at once.
+    assert!(list.remove(&subs[3]));
+    assert!(!list.remove(&subs[3]));
+    assert_eq!(sids(&list, &mut cache, "foo"), set(&[]));
+    assert_eq!(sids(&list, &mut cache, "foo.bar"), set(&["1", "2", "3", "5"]));
+    // So must an insertion.
+    list.insert(sub(&rec, "foo", None, "7")).unwrap();
+    assert_eq!(sids(&list, &mut cache, "foo"), set(&["7"]));
+    for s in &subs {
+        list.remove(s);
+    }
+    assert_eq!(list.count(), 1);
+    assert_eq!(sids(&list, &mut cache, "foo.bar"), set(&[]));
+}
+
+#[test]
+fn fixed_cases_with_caches_on() {
+    fixed_cases(true, true);
+}
+
+#[test]
+fn fixed_cases_with_caches_off() {
+    fixed_cases(false, false);
+    fixed_cases(true, false);
+    fixed_cases(false, true);
+}
+
+#[test]
+fn invalid_subjects_are_refused() {
+    let list = Sublist::new();
+    let rec = Arc::new(Recorder::default());
+    for bad in ["", "foo.", "foo..bar", "foo.>.bar", "a b"] {
+        assert!(list.insert(sub(&rec, bad, None, "1")).is_err(), "{bad:?}");
+    }
+    assert_eq!(list.count(), 0);
+}
+
+#[test]
+fn queue_groups_spread_evenly_and_deliver_once() {
+    let account = Account::new("A");
+    let recs: Vec<Arc<Recorder>> = (0..3).map(|_| Arc::new(Recorder::default())).collect();
+    for (i, r) in recs.iter().enumerate() {
+        account
+            .subscribe(sub(r, "jobs", Some("workers"), &i.to_string()))
+            .unwrap();
+    }
+    let plain = Arc::new(Recorder::default());
+    account.subscribe(sub(&plain, "jobs", None, "p")).unwrap();
+    let mut cache = MatchCache::default();
+    let mut batch = FlushBatch::default();
+    for _ in 0..300 {
+        let msg = Message {
+            subject: Bytes::from_static(b"jobs"),
+            reply: None,
+            headers: None,
+            payload: Bytes::from_static(b"x"),
+            facts: DeliveryFacts::from_origin(ConnId(9)),
+        };
+        assert_eq!(account.publish(&mut cache, &msg, &mut batch), 2);
+    }
+    for r in &recs {
+        assert_eq!(r.got.lock().unwrap().len(), 100);
+    }
+    assert_eq!(plain.got.lock().unwrap().len(), 300);
+}
+
+#[test]
+fn max_msgs_removes_the_subscription() {
+    let account = Account::new("A");
+    let rec = Arc::new(Recorder::default());
+    let s = sub(&rec, "a.*", None, "1");
+    account.subscribe(s.clone()).unwrap();
+    assert!(!s.set_max_msgs(2));
+    let mut cache = MatchCache::default();
+    let mut batch = FlushBatch::default();
+    let msg = Message {
+        subject: Bytes::from_static(b"a.b"),
+        reply: None,
+        headers: None,
+        payload: Bytes::new(),
+        facts: DeliveryFacts::from_origin(ConnId(9)),
+    };
+    let delivered: usize = (0..5)
+        .map(|_| account.publish(&mut cache, &msg, &mut batch))
+        .sum();
+    assert_eq!(delivered, 2);
+    assert_eq!(account.sublist().count(), 0);
+}
+
+#[test]
+fn no_local_skips_the_publishing_connection() {
+    let account = Account::new("A");
+    let rec = Arc::new(Recorder::default());
+    let s = Arc::new(Subscription::new(
+        ConnId(7),
+        Bytes::from_static(b"x"),
+        None,
+        Bytes::from_static(b"1"),
+        true,
+        rec.clone(),
+    ));
+    account.subscribe(s).unwrap();
+    let mut cache = MatchCache::default();
+    let mut batch = FlushBatch::default();
+    let mut msg = Message {
+        subject: Bytes::from_static(b"x"),
+        reply: None,
+        headers: None,
+        payload: Bytes::new(),
+        facts: DeliveryFacts::from_origin(ConnId(7)),
+    };
+    assert_eq!(account.publish(&mut cache, &msg, &mut batch), 0);
+    msg.facts.origin = ConnId(8);
+    assert_eq!(account.publish(&mut cache, &msg, &mut batch), 1);
+}
+
+fn token() -> impl Strategy<Value = String> {
+    prop_oneof![Just("a"), Just("b"), Just("c"), Just("dd")].prop_map(str::to_string)
+}
+
+fn filter() -> impl Strategy<Value = String> {
+    let tok = prop_oneof![4 => token(), 1 => Just("*".to_string())];
+    (prop::collection::vec(tok, 1..4), any::<bool>()).prop_map(|(mut toks, fwc)| {
+        if fwc {
+            toks.push(">".to_string());
+        }
+        toks.join(".")
+    })
+}
+
+fn literal() -> impl Strategy<Value = String> {
+    prop::collection::vec(token(), 1..5).prop_map(|t| t.join("."))
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Insert(String),
+    Remove(usize),
+    Match(String),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => filter().prop_map(Op::Insert),
+        1 => any::<usize>().prop_map(Op::Remove),
+        4 => literal().prop_map(Op::Match),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    /// Any sequence of inserts, removes and matches gives the naive matcher's answer, with the
+    /// caches on and off.
+    #[test]
+    fn index_agrees_with_naive_matcher(ops in prop::collection::vec(op(), 1..60), caches in any::<bool>()) {
+        let list = Sublist::with_cache(caches);
+        let mut cache = MatchCache::new(caches);
+        let rec = Arc::new(Recorder::default());
+        let mut live: Vec<Arc<Subscription>> = Vec::new();
+        let mut next = 0;
+        for op in ops {
+            match op {
+                Op::Insert(f) => {
+                    next += 1;
+                    let s = sub(&rec, &f, None, &next.to_string());
+                    list.insert(s.clone()).unwrap();
+                    live.push(s);
+                }
+                Op::Remove(i) if !live.is_empty() => {
+                    let s = live.remove(i % live.len());
+                    prop_assert!(list.remove(&s));
+                }
+                Op::Remove(_) => {}
+                Op::Match(subj) => {
+                    let want: BTreeSet<String> = live
+                        .iter()
+                        .filter(|s| subject::matches(&s.subject, subj.as_bytes()))
+                        .map(|s| String::from_utf8(s.sid.to_vec()).unwrap())
+                        .collect();
+                    prop_assert_eq!(sids(&list, &mut cache, &subj), want);
+                }
+            }
+        }
+        prop_assert_eq!(list.count(), live.len());
+    }
+}
