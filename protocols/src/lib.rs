@@ -1,0 +1,77 @@
+//! junction-protocols: the frontends. Bytes in, core operations out; deliveries in, bytes out.
+//!
+//! Layout:
+//! - [`outbound`]: the bounded outbound buffer every connection has, whatever its protocol.
+//! - [`nats`]: the NATS client protocol: [`nats::parser`] (pure, resumable), [`nats::encode`]
+//!   (MSG/HMSG and server replies), the connection task and the listener ([`nats::serve`]).
+//!
+//! Frontends never reach into each other: they meet only in `junction-core`.
+
+pub mod nats;
+pub mod outbound;
+
+/// Why a connection was closed; logged, and shown in monitoring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// The client closed the connection.
+    ClientClosed,
+    /// The server is shutting down.
+    ServerShutdown,
+    /// Reading from the socket failed.
+    ReadError,
+    /// Writing to the socket failed.
+    WriteError,
+    /// Too many bytes waited for a client that does not read fast enough.
+    SlowConsumerPendingBytes,
+    /// A write did not complete within the write deadline.
+    SlowConsumerWriteDeadline,
+    /// The client did not answer the server's pings.
+    StaleConnection,
+    /// The client sent something that is not the protocol.
+    ProtocolViolation,
+    /// The client announced a payload over the limit.
+    MaxPayloadExceeded,
+    /// The client sent a control line over the limit.
+    MaxControlLineExceeded,
+    /// The client's credentials were refused.
+    AuthenticationViolation,
+    /// The server already had its maximum of connections.
+    MaxConnectionsExceeded,
+    /// The client sent an error to the server.
+    ClientError,
+}
+
+impl CloseReason {
+    /// Whether the client was cut off for not keeping up.
+    pub fn is_slow_consumer(self) -> bool {
+        matches!(
+            self,
+            CloseReason::SlowConsumerPendingBytes | CloseReason::SlowConsumerWriteDeadline
+        )
+    }
+
+    /// A short human-readable reason, as nats-server's monitoring words it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::ClientClosed => "Client Closed",
+            CloseReason::ServerShutdown => "Server Shutdown",
+            CloseReason::ReadError => "Read Error",
+            CloseReason::WriteError => "Write Error",
+            CloseReason::SlowConsumerPendingBytes => "Slow Consumer (Pending Bytes)",
+            CloseReason::SlowConsumerWriteDeadline => "Slow Consumer (Write Deadline)",
+            CloseReason::StaleConnection => "Stale Connection",
+            CloseReason::ProtocolViolation => "Protocol Violation",
+            CloseReason::MaxPayloadExceeded => "Maximum Message Payload Exceeded",
+            CloseReason::MaxControlLineExceeded => "Maximum Control Line Exceeded",
+            CloseReason::AuthenticationViolation => "Authentication Failure",
+            CloseReason::MaxConnectionsExceeded => "Maximum Connections Exceeded",
+            CloseReason::ClientError => "Client Error",
+        }
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

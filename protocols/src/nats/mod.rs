@@ -1,0 +1,179 @@
+//! The NATS client protocol, wire-compatible with nats-server 2.10.
+//!
+//! - [`parser`]: a pure, resumable parser of client operations.
+//! - [`encode`]: MSG/HMSG and the server's fixed replies.
+//! - `conn`: one connection's task: reads and routes, writes coalesced output, pings.
+//! - [`serve`]: the listener's accept loop.
+
+mod conn;
+pub mod encode;
+pub mod parser;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use junction_auth::Authenticator;
+use junction_core::{Bus, Stats};
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use parser::{Decoder, Frame, Limits, ParseError};
+
+/// Settings of the NATS frontend, with nats-server's defaults.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The server's unique id, shown in INFO.
+    pub server_id: String,
+    /// The server's name, shown in INFO.
+    pub server_name: String,
+    /// The version shown in INFO.
+    pub version: String,
+    /// Host the listener is bound to, shown in INFO.
+    pub host: String,
+    /// Port the listener is bound to, shown in INFO.
+    pub port: u16,
+    /// Control line and payload limits.
+    pub limits: Limits,
+    /// Bytes that may wait for one client before it is cut off as a slow consumer.
+    pub max_pending: usize,
+    /// Most client connections at once (0: no limit).
+    pub max_connections: usize,
+    /// How often the server pings a client.
+    pub ping_interval: Duration,
+    /// Pings a client may leave unanswered before it is closed as stale.
+    pub ping_max: u32,
+    /// How long one write may stall before the client is cut off as a slow consumer.
+    pub write_deadline: Duration,
+}
+
+/// Default bytes pending for one client before it is a slow consumer (64 MiB).
+pub const DEFAULT_MAX_PENDING: usize = 64 * 1024 * 1024;
+/// Default maximum connections, as nats-server has it.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64 * 1024;
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            server_id: String::new(),
+            server_name: String::new(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            host: "0.0.0.0".to_string(),
+            port: 4222,
+            limits: Limits::default(),
+            max_pending: DEFAULT_MAX_PENDING,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            ping_interval: Duration::from_secs(120),
+            ping_max: 2,
+            write_deadline: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything a NATS connection needs from the server.
+pub struct Frontend {
+    /// The bus.
+    pub bus: Arc<Bus>,
+    /// Who connections are.
+    pub auth: Arc<dyn Authenticator>,
+    /// Settings.
+    pub opts: Options,
+}
+
+/// The INFO a server sends on connect.
+#[derive(Serialize)]
+struct Info<'a> {
+    server_id: &'a str,
+    server_name: &'a str,
+    version: &'a str,
+    proto: u8,
+    go: &'a str,
+    host: &'a str,
+    port: u16,
+    headers: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    auth_required: bool,
+    max_payload: usize,
+    client_id: u64,
+    client_ip: &'a str,
+}
+
+impl Frontend {
+    /// A frontend for `bus`.
+    pub fn new(bus: Arc<Bus>, auth: Arc<dyn Authenticator>, opts: Options) -> Self {
+        Self { bus, auth, opts }
+    }
+
+    /// The `INFO {...}\r\n` line for one client.
+    fn info(&self, client_id: u64, client_ip: &str) -> Vec<u8> {
+        let info = Info {
+            server_id: &self.opts.server_id,
+            server_name: &self.opts.server_name,
+            version: &self.opts.version,
+            proto: 1,
+            go: "junction",
+            host: &self.opts.host,
+            port: self.opts.port,
+            headers: true,
+            auth_required: self.auth.auth_required(),
+            max_payload: self.opts.limits.max_payload,
+            client_id,
+            client_ip,
+        };
+        let mut line = b"INFO ".to_vec();
+        line.extend_from_slice(&serde_json::to_vec(&info).expect("INFO serializes"));
+        line.extend_from_slice(b"\r\n");
+        line
+    }
+}
+
+/// Accepts NATS clients on `listener` until `shutdown` is cancelled. Each connection runs in its
+/// own task on `tracker`, so shutdown can wait for them to drain.
+pub async fn serve(
+    listener: TcpListener,
+    fe: Arc<Frontend>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accepting a NATS connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let stats = fe.bus.stats();
+        let open = Stats::get(&stats.connections) as usize;
+        if fe.opts.max_connections > 0 && open >= fe.opts.max_connections {
+            tracker.spawn(refuse(stream, fe.clone(), peer.ip().to_string()));
+            continue;
+        }
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        stats.total_connections.fetch_add(1, Ordering::Relaxed);
+        let fe = fe.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            conn::run(stream, peer, fe.clone(), shutdown).await;
+            fe.bus.stats().connections.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// Tells a client over the connection limit, as nats-server does, and closes.
+async fn refuse(mut stream: TcpStream, fe: Arc<Frontend>, ip: String) {
+    tracing::warn!(client_ip = %ip, "maximum connections exceeded");
+    let mut out = fe.info(0, &ip);
+    out.extend_from_slice(&encode::err("maximum connections exceeded"));
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(&out)).await;
+}

@@ -1,0 +1,198 @@
+//! The bounded outbound buffer of one connection, shared by every frontend.
+//!
+//! Publishers append encoded deliveries under a short lock and never await. The connection's own
+//! task takes the whole buffer at once and writes it with as few syscalls as the socket allows.
+//! When the bytes waiting pass `max_pending`, the connection is marked as a slow consumer: nothing
+//! more is queued for it and its task closes it. An idle connection holds no buffer memory.
+
+use std::sync::Mutex;
+
+use bytes::BytesMut;
+use tokio::sync::Notify;
+
+use crate::CloseReason;
+
+/// A written chunk at least this large is kept for reuse: the connection is busy.
+const KEEP_CHUNK_BYTES: usize = 4 * 1024;
+/// A spare buffer larger than this is never kept.
+const MAX_SPARE_BYTES: usize = 1024 * 1024;
+/// First allocation of an empty buffer.
+const FIRST_ALLOC_BYTES: usize = 512;
+
+/// What became of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// Queued; `was_empty` says the writer must be woken (nobody else will).
+    Queued {
+        /// The buffer was empty before this append.
+        was_empty: bool,
+    },
+    /// This append made the connection a slow consumer; it is being closed.
+    SlowConsumer,
+    /// The connection is closed or closing; nothing was queued.
+    Closed,
+}
+
+#[derive(Default)]
+struct State {
+    buf: BytesMut,
+    /// A cleared buffer of a busy connection, reused instead of allocating.
+    spare: BytesMut,
+    /// Bytes taken by the writer and not yet written.
+    in_flight: usize,
+    closed: Option<CloseReason>,
+}
+
+/// One connection's outbound buffer and its writer's wake-up.
+pub struct Outbound {
+    state: Mutex<State>,
+    notify: Notify,
+    max_pending: usize,
+}
+
+impl Outbound {
+    /// An empty buffer that cuts the connection off past `max_pending` bytes.
+    pub fn new(max_pending: usize) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            max_pending,
+        }
+    }
+
+    /// Appends `len` bytes written by `encode`, unless that would pass the limit.
+    pub fn push(&self, len: usize, encode: impl FnOnce(&mut BytesMut)) -> Push {
+        let mut s = self.state.lock().expect("outbound lock");
+        if s.closed.is_some() {
+            return Push::Closed;
+        }
+        if s.buf.len() + s.in_flight + len > self.max_pending {
+            s.closed = Some(CloseReason::SlowConsumerPendingBytes);
+            drop(s);
+            self.notify.notify_one();
+            return Push::SlowConsumer;
+        }
+        let was_empty = s.buf.is_empty();
+        if s.buf.capacity() == 0 {
+            let spare = std::mem::take(&mut s.spare);
+            s.buf = spare;
+            if s.buf.capacity() < len {
+                s.buf.reserve(len.max(FIRST_ALLOC_BYTES));
+            }
+        }
+        encode(&mut s.buf);
+        Push::Queued { was_empty }
+    }
+
+    /// Appends bytes the connection itself sends (replies, errors), even past the limit.
+    pub fn push_own(&self, data: &[u8]) {
+        let mut s = self.state.lock().expect("outbound lock");
+        if !s.closed.is_some_and(|r| r.is_slow_consumer()) {
+            s.buf.extend_from_slice(data);
+        }
+    }
+
+    /// Takes everything queued, for the writer. The returned buffer's length is "in flight"
+    /// until [`Outbound::written`] is called.
+    pub fn take(&self) -> BytesMut {
+        let mut s = self.state.lock().expect("outbound lock");
+        let buf = std::mem::take(&mut s.buf);
+        s.in_flight = buf.len();
+        buf
+    }
+
+    /// The writer finished writing `chunk`; a busy connection keeps it for reuse.
+    pub fn written(&self, mut chunk: BytesMut) {
+        let keep = chunk.capacity() >= KEEP_CHUNK_BYTES && chunk.capacity() <= MAX_SPARE_BYTES;
+        let mut s = self.state.lock().expect("outbound lock");
+        s.in_flight = 0;
+        if keep && s.spare.capacity() == 0 {
+            chunk.clear();
+            s.spare = chunk;
+        }
+    }
+
+    /// Releases the spare buffer (the connection went idle).
+    pub fn release_spare(&self) {
+        let mut s = self.state.lock().expect("outbound lock");
+        s.spare = BytesMut::new();
+    }
+
+    /// Whether nothing waits to be written.
+    pub fn is_empty(&self) -> bool {
+        self.state.lock().expect("outbound lock").buf.is_empty()
+    }
+
+    /// Bytes waiting to be written (queued and in flight).
+    pub fn pending(&self) -> usize {
+        let s = self.state.lock().expect("outbound lock");
+        s.buf.len() + s.in_flight
+    }
+
+    /// Marks the connection closed (the first reason wins) and wakes its task.
+    pub fn close(&self, reason: CloseReason) {
+        {
+            let mut s = self.state.lock().expect("outbound lock");
+            if s.closed.is_none() {
+                s.closed = Some(reason);
+            }
+        }
+        self.notify.notify_one();
+    }
+
+    /// Why the connection is closed, if it is.
+    pub fn closed(&self) -> Option<CloseReason> {
+        self.state.lock().expect("outbound lock").closed
+    }
+
+    /// Wakes the connection's task (after appends, once per batch).
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Resolves when the task was woken.
+    pub async fn woken(&self) {
+        self.notify.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_consumer_past_the_limit() {
+        let out = Outbound::new(10);
+        assert_eq!(out.push(6, |b| b.extend_from_slice(b"123456")), Push::Queued { was_empty: true });
+        assert_eq!(out.push(4, |b| b.extend_from_slice(b"7890")), Push::Queued { was_empty: false });
+        assert_eq!(out.push(1, |b| b.extend_from_slice(b"x")), Push::SlowConsumer);
+        assert_eq!(out.closed(), Some(CloseReason::SlowConsumerPendingBytes));
+        assert_eq!(out.push(1, |b| b.extend_from_slice(b"x")), Push::Closed);
+    }
+
+    #[test]
+    fn in_flight_bytes_count_towards_the_limit() {
+        let out = Outbound::new(10);
+        out.push(8, |b| b.extend_from_slice(b"12345678"));
+        let chunk = out.take();
+        assert_eq!(chunk.len(), 8);
+        assert!(out.is_empty());
+        assert_eq!(out.push(4, |b| b.extend_from_slice(b"abcd")), Push::SlowConsumer);
+        let out = Outbound::new(10);
+        out.push(8, |b| b.extend_from_slice(b"12345678"));
+        let chunk = out.take();
+        out.written(chunk);
+        assert_eq!(out.push(4, |b| b.extend_from_slice(b"abcd")), Push::Queued { was_empty: true });
+    }
+
+    #[test]
+    fn idle_connection_holds_no_buffer() {
+        let out = Outbound::new(1 << 20);
+        out.push(100, |b| b.extend_from_slice(&[0; 100]));
+        let chunk = out.take();
+        out.written(chunk);
+        let s = out.state.lock().unwrap();
+        assert_eq!(s.buf.capacity(), 0);
+        assert_eq!(s.spare.capacity(), 0);
+    }
+}

@@ -1,0 +1,189 @@
+//! The `junction` binary: command line, configuration and wiring only.
+
+mod settings;
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use junction_core::{Bus, DEFAULT_ACCOUNT};
+use junction_protocols::nats;
+use settings::{Cli, Settings};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long shutdown waits for connections to drain.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A 56-character server id in the alphabet nats-server uses (base32, starting with `N`).
+fn server_id() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut id = String::from("N");
+    let state = std::collections::hash_map::RandomState::new();
+    let mut word = 0u64;
+    for i in 0..55 {
+        if i % 12 == 0 {
+            let mut h = state.build_hasher();
+            h.write_usize(i);
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos(),
+            );
+            word = h.finish();
+        }
+        id.push(ALPHABET[(word & 31) as usize] as char);
+        word >>= 5;
+    }
+    id
+}
+
+fn init_logging(settings: &Settings) {
+    let level = if settings.trace {
+        tracing::Level::TRACE
+    } else if settings.debug {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::INFO
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if cli.version {
+        println!("junction version {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
+    let (settings, warnings) = Settings::load(&cli)?;
+    init_logging(&settings);
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(run(settings))
+}
+
+async fn run(settings: Settings) -> Result<()> {
+    let server_id = server_id();
+    let server_name = settings.server_name.clone().unwrap_or_else(|| server_id.clone());
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), server_id = %server_id, server_name = %server_name, "starting junction");
+    for (what, set) in [
+        ("MQTT (--mqtt-port)", settings.mqtt_port.is_some()),
+        ("WebSocket (--ws-port)", settings.ws_port.is_some()),
+        ("the data directory (--data-dir)", settings.data_dir.is_some()),
+    ] {
+        if set {
+            tracing::warn!("{what} is accepted but not served by this release");
+        }
+    }
+
+    let bus = Arc::new(Bus::new());
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    let listener = TcpListener::bind((settings.host.as_str(), settings.port))
+        .await
+        .with_context(|| format!("listening on {}:{}", settings.host, settings.port))?;
+    let nats_addr = listener.local_addr()?;
+    tracing::info!("Listening for client connections on {nats_addr}");
+
+    let opts = nats::Options {
+        server_id: server_id.clone(),
+        server_name: server_name.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        host: settings.host.clone(),
+        port: nats_addr.port(),
+        limits: nats::Limits {
+            max_control_line: settings.max_control_line,
+            max_payload: settings.max_payload,
+        },
+        max_pending: settings.max_pending,
+        max_connections: settings.max_connections,
+        ping_interval: settings.ping_interval,
+        ping_max: settings.ping_max,
+        write_deadline: settings.write_deadline,
+    };
+    let auth = Arc::new(junction_auth::Open {
+        account: DEFAULT_ACCOUNT.to_string(),
+    });
+    let frontend = Arc::new(nats::Frontend::new(bus.clone(), auth, opts));
+
+    let mut http_task = None;
+    if let Some(port) = settings.http_port {
+        let http = TcpListener::bind((settings.host.as_str(), port))
+            .await
+            .with_context(|| format!("listening for HTTP on {}:{port}", settings.host))?;
+        let http_addr = http.local_addr()?;
+        tracing::info!("Starting http monitor on {http_addr}");
+        let info = junction_web::ServerInfo {
+            server_id: server_id.clone(),
+            server_name: server_name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            host: settings.host.clone(),
+            port: nats_addr.port(),
+            http_port: http_addr.port(),
+            max_payload: settings.max_payload,
+            max_connections: settings.max_connections,
+            max_control_line: settings.max_control_line,
+            max_pending: settings.max_pending,
+            ping_interval: settings.ping_interval,
+            ping_max: settings.ping_max,
+            write_deadline: settings.write_deadline,
+        };
+        http_task = Some(tokio::spawn(junction_web::serve(
+            http,
+            bus.clone(),
+            info,
+            shutdown.clone(),
+        )));
+    }
+
+    let nats_task = tokio::spawn(nats::serve(
+        listener,
+        frontend,
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+    tracing::info!("Server is ready");
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: closing listeners and draining connections");
+    shutdown.cancel();
+    let _ = nats_task.await;
+    if let Some(t) = http_task {
+        let _ = t.await;
+    }
+    tracker.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
+        tracing::warn!("some connections did not drain in time");
+    }
+    tracing::info!("Server Exiting..");
+    Ok(())
+}

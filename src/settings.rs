@@ -1,0 +1,365 @@
+//! Settings: built-in defaults, then the configuration file (nats-server format), then flags.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Parser;
+use junction_config::{Item, Map};
+
+/// Junction: NATS services, MQTT devices and browsers on one message bus.
+///
+/// Runs a broker that unmodified NATS clients use exactly as they use nats-server. Flags override
+/// the configuration file, which uses the nats-server format (an existing nats-server.conf works
+/// for the keys Junction supports).
+#[derive(Debug, Parser)]
+#[command(name = "junction", disable_version_flag = true)]
+pub struct Cli {
+    /// Host to listen on for clients [default: 0.0.0.0].
+    #[arg(short = 'a', long = "addr", visible_alias = "net", value_name = "HOST")]
+    pub addr: Option<String>,
+    /// NATS client port (-1 or 0: a random free port) [default: 4222].
+    #[arg(short = 'p', long = "port", value_name = "N", allow_negative_numbers = true)]
+    pub port: Option<i32>,
+    /// HTTP monitoring port (0: off; -1: a random free port) [default: 8222].
+    #[arg(short = 'm', long = "http-port", visible_alias = "http_port", value_name = "N", allow_negative_numbers = true)]
+    pub http_port: Option<i32>,
+    /// MQTT port. Accepted now; the MQTT listener arrives with a later release.
+    #[arg(long = "mqtt-port", value_name = "N", allow_negative_numbers = true)]
+    pub mqtt_port: Option<i32>,
+    /// WebSocket port. Accepted now; the WebSocket listener arrives with a later release.
+    #[arg(long = "ws-port", value_name = "N", allow_negative_numbers = true)]
+    pub ws_port: Option<i32>,
+    /// Directory for durable state. Accepted now; the store arrives with a later release.
+    #[arg(long = "data-dir", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Configuration file (nats-server format).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Server name [default: the server id].
+    #[arg(short = 'n', long = "name", visible_alias = "server_name", value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// Log debug messages.
+    #[arg(short = 'D', long = "debug")]
+    pub debug: bool,
+    /// Log protocol traces.
+    #[arg(short = 'V', long = "trace")]
+    pub trace: bool,
+    /// Print the version and exit.
+    #[arg(short = 'v', long = "version")]
+    pub version: bool,
+}
+
+/// Everything the binary needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub host: String,
+    pub port: u16,
+    pub http_port: Option<u16>,
+    pub server_name: Option<String>,
+    pub max_payload: usize,
+    pub max_pending: usize,
+    pub max_control_line: usize,
+    pub max_connections: usize,
+    pub ping_interval: Duration,
+    pub ping_max: u32,
+    pub write_deadline: Duration,
+    pub debug: bool,
+    pub trace: bool,
+    /// Accepted for later releases; a warning says they are not served yet.
+    pub mqtt_port: Option<i32>,
+    pub ws_port: Option<i32>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".into(),
+            port: 4222,
+            http_port: Some(8222),
+            server_name: None,
+            max_payload: junction_protocols::nats::parser::DEFAULT_MAX_PAYLOAD,
+            max_pending: junction_protocols::nats::DEFAULT_MAX_PENDING,
+            max_control_line: junction_protocols::nats::parser::DEFAULT_MAX_CONTROL_LINE,
+            max_connections: junction_protocols::nats::DEFAULT_MAX_CONNECTIONS,
+            ping_interval: Duration::from_secs(120),
+            ping_max: 2,
+            write_deadline: Duration::from_secs(10),
+            debug: false,
+            trace: false,
+            mqtt_port: None,
+            ws_port: None,
+            data_dir: None,
+        }
+    }
+}
+
+/// Keys of nats-server's configuration that Junction does not serve yet: named in a warning
+/// that says so, rather than called unknown.
+const LATER_KEYS: &[&str] = &[
+    "mqtt",
+    "websocket",
+    "authorization",
+    "accounts",
+    "tls",
+    "leafnodes",
+    "jetstream",
+    "cluster",
+    "gateway",
+    "system_account",
+    "no_auth_user",
+    "operator",
+    "resolver",
+    "resolver_preload",
+    "logtime",
+    "log_file",
+    "pid_file",
+    "store_dir",
+    "data_dir",
+    "https_port",
+    "lame_duck_duration",
+];
+
+/// A warning about the configuration, with where it was found.
+fn at(item: &Item) -> String {
+    match &item.file {
+        Some(f) => format!("{}:{}:{}", f.display(), item.line, item.column),
+        None => format!("{}:{}", item.line, item.column),
+    }
+}
+
+fn port_of(item: &Item, key: &str) -> Result<i32> {
+    let n = item
+        .as_i64()
+        .ok_or_else(|| anyhow!("{}: '{key}' must be a number", at(item)))?;
+    i32::try_from(n)
+        .ok()
+        .filter(|p| (-1..=65535).contains(p))
+        .ok_or_else(|| anyhow!("{}: '{key}' is not a port: {n}", at(item)))
+}
+
+fn size_of(item: &Item, key: &str) -> Result<usize> {
+    item.as_i64()
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| anyhow!("{}: '{key}' must be a non-negative size", at(item)))
+}
+
+fn duration_of(item: &Item, key: &str) -> Result<Duration> {
+    item.as_duration()
+        .map_err(|e| anyhow!("{}: '{key}': {e}", at(item)))
+}
+
+fn bool_of(item: &Item, key: &str) -> Result<bool> {
+    item.as_bool()
+        .ok_or_else(|| anyhow!("{}: '{key}' must be true or false", at(item)))
+}
+
+/// `-1` and `0` ask for a random free port, as nats-server's `-p -1` does.
+fn listen_port(p: i32) -> u16 {
+    u16::try_from(p).unwrap_or(0)
+}
+
+/// `0` turns the monitor off; `-1` asks for a random free port.
+fn http_port(p: i32) -> Option<u16> {
+    match p {
+        0 => None,
+        -1 => Some(0),
+        p => u16::try_from(p).ok(),
+    }
+}
+
+/// Splits `host:port` (as in `listen: 127.0.0.1:4222`); a bare host or port is also accepted.
+fn split_listen(s: &str) -> (Option<String>, Option<i32>) {
+    if let Ok(p) = s.parse::<i32>() {
+        return (None, Some(p));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if p.parse::<i32>().is_ok() => (
+            Some(h.trim_matches(|c| c == '[' || c == ']').to_string()),
+            p.parse().ok(),
+        ),
+        _ => (Some(s.to_string()), None),
+    }
+}
+
+impl Settings {
+    /// Applies a parsed configuration file. Returns the warnings to log.
+    pub fn apply_file(&mut self, map: &Map) -> Result<Vec<String>> {
+        let mut warnings = Vec::new();
+        for (key, item) in map.iter() {
+            let k = key.to_ascii_lowercase();
+            match k.as_str() {
+                "host" | "net" => {
+                    self.host = item
+                        .as_str()
+                        .ok_or_else(|| anyhow!("{}: '{key}' must be a string", at(item)))?
+                        .to_string()
+                }
+                "listen" => {
+                    let text = match &item.value {
+                        junction_config::Value::Integer(n) => n.to_string(),
+                        _ => item
+                            .as_str()
+                            .ok_or_else(|| anyhow!("{}: 'listen' must be host:port", at(item)))?
+                            .to_string(),
+                    };
+                    let (h, p) = split_listen(&text);
+                    if let Some(h) = h {
+                        self.host = h;
+                    }
+                    if let Some(p) = p {
+                        self.port = listen_port(p);
+                    }
+                }
+                "port" => self.port = listen_port(port_of(item, key)?),
+                "http_port" | "monitor_port" => self.http_port = http_port(port_of(item, key)?),
+                "http" => {
+                    let text = match &item.value {
+                        junction_config::Value::Integer(n) => n.to_string(),
+                        _ => item.as_str().unwrap_or_default().to_string(),
+                    };
+                    match split_listen(&text) {
+                        (_, Some(p)) => self.http_port = http_port(p),
+                        _ => bail!("{}: 'http' must be host:port or a port", at(item)),
+                    }
+                }
+                "server_name" => {
+                    self.server_name = Some(
+                        item.as_str()
+                            .ok_or_else(|| anyhow!("{}: '{key}' must be a string", at(item)))?
+                            .to_string(),
+                    )
+                }
+                "max_payload" => self.max_payload = size_of(item, key)?,
+                "max_pending" => self.max_pending = size_of(item, key)?,
+                "max_control_line" => self.max_control_line = size_of(item, key)?,
+                "max_connections" | "max_conn" => self.max_connections = size_of(item, key)?,
+                "ping_interval" => self.ping_interval = duration_of(item, key)?,
+                "ping_max" => {
+                    self.ping_max = u32::try_from(size_of(item, key)?)
+                        .map_err(|_| anyhow!("{}: 'ping_max' is too large", at(item)))?
+                }
+                "write_deadline" => self.write_deadline = duration_of(item, key)?,
+                "debug" => self.debug = bool_of(item, key)?,
+                "trace" => self.trace = bool_of(item, key)?,
+                _ if item.used_as_variable => {}
+                _ if LATER_KEYS.contains(&k.as_str()) => warnings.push(format!(
+                    "{}: '{key}' is not supported yet and is ignored",
+                    at(item)
+                )),
+                _ => warnings.push(format!("{}: unknown key '{key}' is ignored", at(item))),
+            }
+        }
+        Ok(warnings)
+    }
+
+    /// Applies command-line flags, which win over the file.
+    pub fn apply_cli(&mut self, cli: &Cli) {
+        if let Some(a) = &cli.addr {
+            self.host = a.clone();
+        }
+        if let Some(p) = cli.port {
+            self.port = listen_port(p);
+        }
+        if let Some(p) = cli.http_port {
+            self.http_port = http_port(p);
+        }
+        if let Some(n) = &cli.server_name {
+            self.server_name = Some(n.clone());
+        }
+        self.debug |= cli.debug;
+        self.trace |= cli.trace;
+        if cli.mqtt_port.is_some() {
+            self.mqtt_port = cli.mqtt_port;
+        }
+        if cli.ws_port.is_some() {
+            self.ws_port = cli.ws_port;
+        }
+        if cli.data_dir.is_some() {
+            self.data_dir = cli.data_dir.clone();
+        }
+    }
+
+    /// Defaults, then the file, then the flags. Returns the settings and the warnings to log.
+    pub fn load(cli: &Cli) -> Result<(Settings, Vec<String>)> {
+        let mut settings = Settings::default();
+        let mut warnings = Vec::new();
+        if let Some(path) = &cli.config {
+            let map = read_config(path)?;
+            warnings = settings.apply_file(&map)?;
+        }
+        settings.apply_cli(cli);
+        if settings.max_payload == 0 || settings.max_control_line == 0 {
+            bail!("max_payload and max_control_line must be greater than zero");
+        }
+        if settings.max_payload > settings.max_pending {
+            bail!("max_payload ({}) cannot exceed max_pending ({})", settings.max_payload, settings.max_pending);
+        }
+        Ok((settings, warnings))
+    }
+}
+
+fn read_config(path: &Path) -> Result<Map> {
+    junction_config::parse_file(path)
+        .with_context(|| format!("configuration file '{}' is not valid", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut all = vec!["junction"];
+        all.extend_from_slice(args);
+        Cli::parse_from(all)
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let map = junction_config::parse_str(
+            "listen: 127.0.0.1:4333\nhttp_port: 8333\nmax_payload: 2MB\nping_interval: \"30s\"\nping_max: 3\nserver_name: edge-1\nwrite_deadline: 2s\nmax_connections: 100\nfoo: bar\nmqtt { port: 1883 }\n",
+        )
+        .unwrap();
+        let mut s = Settings::default();
+        let warnings = s.apply_file(&map).unwrap();
+        assert_eq!(s.host, "127.0.0.1");
+        assert_eq!(s.port, 4333);
+        assert_eq!(s.http_port, Some(8333));
+        assert_eq!(s.max_payload, 2 * 1024 * 1024);
+        assert_eq!(s.ping_interval, Duration::from_secs(30));
+        assert_eq!(s.ping_max, 3);
+        assert_eq!(s.write_deadline, Duration::from_secs(2));
+        assert_eq!(s.max_connections, 100);
+        assert_eq!(s.server_name.as_deref(), Some("edge-1"));
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("unknown key 'foo'") && warnings[0].starts_with("9:"));
+        assert!(warnings[1].contains("'mqtt' is not supported yet"));
+        s.apply_cli(&cli(&["-p", "5000", "-a", "::1", "-m", "0", "-D"]));
+        assert_eq!(s.port, 5000);
+        assert_eq!(s.host, "::1");
+        assert_eq!(s.http_port, None);
+        assert!(s.debug);
+    }
+
+    #[test]
+    fn bad_values_name_their_place() {
+        let map = junction_config::parse_str("port: 4222\nmax_payload: lots\n").unwrap();
+        let err = Settings::default().apply_file(&map).unwrap_err().to_string();
+        assert!(err.starts_with("2:1:"), "{err}");
+        let map = junction_config::parse_str("port: 70000\n").unwrap();
+        assert!(Settings::default().apply_file(&map).is_err());
+    }
+
+    #[test]
+    fn flags_parse() {
+        let c = cli(&[
+            "--addr", "127.0.0.1", "--port", "-1", "--http-port", "8000", "--mqtt-port", "1883",
+            "--ws-port", "8080", "--data-dir", "/tmp/x", "--config", "a.conf", "--trace",
+        ]);
+        assert_eq!(c.port, Some(-1));
+        assert_eq!(c.mqtt_port, Some(1883));
+        assert!(c.trace);
+        assert_eq!(c.config.as_deref(), Some(Path::new("a.conf")));
+    }
+}

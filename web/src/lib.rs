@@ -1,0 +1,189 @@
+//! junction-web: the HTTP monitoring listener (axum).
+//!
+//! Layout: [`serve`] runs the listener; the handlers answer `/healthz` and `/varz` with JSON in
+//! nats-server's shape, built from the bus's counters and a [`ServerInfo`] the binary fills in.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use junction_core::{Bus, Stats};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Static facts about the server, shown in `/varz`.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    /// The server's unique id.
+    pub server_id: String,
+    /// The server's name.
+    pub server_name: String,
+    /// The version.
+    pub version: String,
+    /// Host the client listener is bound to.
+    pub host: String,
+    /// NATS client port.
+    pub port: u16,
+    /// HTTP monitoring port.
+    pub http_port: u16,
+    /// Largest accepted payload.
+    pub max_payload: usize,
+    /// Most client connections at once.
+    pub max_connections: usize,
+    /// Longest control line.
+    pub max_control_line: usize,
+    /// Bytes that may wait for a client before it is a slow consumer.
+    pub max_pending: usize,
+    /// Server ping interval.
+    pub ping_interval: Duration,
+    /// Unanswered pings before a client is stale.
+    pub ping_max: u32,
+    /// Write deadline.
+    pub write_deadline: Duration,
+}
+
+struct Monitor {
+    bus: Arc<Bus>,
+    info: ServerInfo,
+    started: Instant,
+    started_wall: SystemTime,
+}
+
+/// Serves the monitoring endpoints on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    bus: Arc<Bus>,
+    info: ServerInfo,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let state = Arc::new(Monitor {
+        bus,
+        info,
+        started: Instant::now(),
+        started_wall: SystemTime::now(),
+    });
+    let app = Router::new()
+        .route("/", get(root))
+        .route("/healthz", get(healthz))
+        .route("/varz", get(varz))
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+async fn root() -> Json<Value> {
+    Json(json!({ "endpoints": ["/healthz", "/varz"] }))
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// A duration the way nats-server's monitoring prints it: `1d2h3m4s`, `5m0s`, `12s`.
+fn format_uptime(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (days, hours, mins, s) = (
+        secs / 86_400,
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60,
+    );
+    if days > 0 {
+        format!("{days}d{hours}h{mins}m{s}s")
+    } else if hours > 0 {
+        format!("{hours}h{mins}m{s}s")
+    } else if mins > 0 {
+        format!("{mins}m{s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// RFC 3339 UTC time with nanoseconds, as Go's JSON shows a `time.Time`.
+fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60,
+        d.subsec_nanos()
+    )
+}
+
+/// Resident memory of this process, from /proc (0 where that is not available).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+async fn varz(State(m): State<Arc<Monitor>>) -> Json<Value> {
+    let s = m.bus.stats();
+    let i = &m.info;
+    Json(json!({
+        "server_id": i.server_id,
+        "server_name": i.server_name,
+        "version": i.version,
+        "proto": 1,
+        "host": i.host,
+        "port": i.port,
+        "http_port": i.http_port,
+        "max_connections": i.max_connections,
+        "max_payload": i.max_payload,
+        "max_control_line": i.max_control_line,
+        "max_pending": i.max_pending,
+        "ping_interval": i.ping_interval.as_nanos() as u64,
+        "ping_max": i.ping_max,
+        "write_deadline": i.write_deadline.as_nanos() as u64,
+        "start": rfc3339(m.started_wall),
+        "now": rfc3339(SystemTime::now()),
+        "uptime": format_uptime(m.started.elapsed()),
+        "mem": rss_bytes(),
+        "connections": Stats::get(&s.connections),
+        "total_connections": Stats::get(&s.total_connections),
+        "subscriptions": m.bus.subscription_count(),
+        "in_msgs": Stats::get(&s.in_msgs),
+        "out_msgs": Stats::get(&s.out_msgs),
+        "in_bytes": Stats::get(&s.in_bytes),
+        "out_bytes": Stats::get(&s.out_bytes),
+        "slow_consumers": Stats::get(&s.slow_consumers),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptime_like_nats_server() {
+        assert_eq!(format_uptime(Duration::from_secs(0)), "0s");
+        assert_eq!(format_uptime(Duration::from_secs(61)), "1m1s");
+        assert_eq!(format_uptime(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(format_uptime(Duration::from_secs(90_061)), "1d1h1m1s");
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
+        let t = UNIX_EPOCH + Duration::new(1_709_251_199, 5);
+        assert_eq!(rfc3339(t), "2024-02-29T23:59:59.000000005Z");
+    }
+}
