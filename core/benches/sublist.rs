@@ -15,6 +15,7 @@ impl Sink for Null {
     fn deliver(&self, _: &Subscription, _: &Message, _: &mut FlushBatch) -> Delivery {
         Delivery::Queued
     }
+    fn flush(&self) {}
 }
 
 fn populate(list: &Sublist) {

@@ -2,7 +2,7 @@
 //!
 //! The publisher's own task routes each message synchronously: every matching subscription's
 //! [`Sink`] encodes the message for its protocol into its connection's outbound buffer, without
-//! awaiting. A sink whose buffer went from empty to non-empty registers its writer in the
+//! awaiting. A sink whose buffer went from empty to non-empty registers itself in the
 //! publisher's [`FlushBatch`]; the publisher wakes each touched writer once, after its whole read
 //! batch, so many messages share one wake-up and one flush.
 
@@ -23,24 +23,22 @@ pub enum Delivery {
 /// The receiving end of a subscription: encodes messages for one connection's protocol.
 pub trait Sink: Send + Sync {
     /// Encodes `msg` for `sub` into the connection's outbound buffer, without awaiting. When the
-    /// buffer was empty before, the sink adds its writer to `batch` so it is woken once per batch.
+    /// buffer was empty before, the sink adds itself (`sub.sink`) to `batch`, so that its writer
+    /// is woken once, at the end of the batch.
     fn deliver(&self, sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery;
+
+    /// Wakes the connection's writer. Called at most once per publisher read batch.
+    fn flush(&self);
 
     /// Told when the core removed `sub` because it reached its message limit.
     fn auto_unsubscribed(&self, _sub: &Subscription) {}
-}
-
-/// A connection writer that can be woken to flush its outbound buffer.
-pub trait Flush: Send + Sync {
-    /// Wakes the writer. Called at most once per publisher read batch.
-    fn flush(&self);
 }
 
 /// What one publisher's read batch touched: writers to wake, subscriptions that hit their limit,
 /// and counters to add to the server's statistics once.
 #[derive(Default)]
 pub struct FlushBatch {
-    touched: Vec<Arc<dyn Flush>>,
+    touched: Vec<Arc<dyn Sink>>,
     expired: Vec<Arc<Subscription>>,
     /// Messages delivered in this batch.
     pub out_msgs: u64,
@@ -49,8 +47,8 @@ pub struct FlushBatch {
 }
 
 impl FlushBatch {
-    /// Registers a writer to wake at the end of the batch.
-    pub fn touch(&mut self, writer: Arc<dyn Flush>) {
+    /// Registers a sink whose writer is woken at the end of the batch.
+    pub fn touch(&mut self, writer: Arc<dyn Sink>) {
         self.touched.push(writer);
     }
 

@@ -16,7 +16,7 @@ pub mod subject;
 pub mod sublist;
 
 pub use account::{Account, Bus, DEFAULT_ACCOUNT};
-pub use delivery::{Delivery, Flush, FlushBatch, Sink};
+pub use delivery::{Delivery, FlushBatch, Sink};
 pub use message::{ConnId, DeliveryFacts, Message};
 pub use stats::Stats;
 pub use sublist::{MatchCache, MatchResult, Sublist, Subscription};

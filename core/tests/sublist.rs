@@ -26,6 +26,7 @@ impl Sink for Recorder {
             .push((sub.sid.clone(), msg.subject.clone()));
         Delivery::Queued
     }
+    fn flush(&self) {}
 }
 
 fn sub(sink: &Arc<Recorder>, subject: &str, queue: Option<&str>, sid: &str) -> Arc<Subscription> {
