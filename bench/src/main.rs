@@ -1,0 +1,241 @@
+//! `junction-bench`: a dependency-free load generator for brokers that speak
+//! the NATS client protocol (Junction, nats-server, ...).
+//!
+//! It uses only std: one blocking TCP socket per client connection and one
+//! OS thread per active connection. Every mode prints exactly one
+//! machine-readable line starting with `RESULT ` (space-separated `key=value`
+//! pairs) followed by one human-readable line.
+//!
+//! ```text
+//! junction-bench <mode> [--host 127.0.0.1] [--port 4222] [--timeout 60] [--pid PID] [options]
+//!
+//!   pubsub  1 publisher -> N subscribers on one subject; rate counted at the subscribers
+//!           --subs 1 --size 128 --msgs 2000000 | --secs S  --subject bench.data --batch 65536
+//!   pub     publish only, rate at the publisher up to a final PING/PONG
+//!           --size 128 --msgs 2000000 | --secs S  --subject bench.data --batch 65536
+//!   reqrep  sequential request/reply latency through a responder connection
+//!           --count 20000 --warmup 1000 --size 128 --subject svc
+//!   idle    hold many idle connections; with --pid, server RSS per connection
+//!           --conns 10000 --threads 8 --settle 2 --hold 0
+//! ```
+//!
+//! Main `RESULT` keys: `rate` (msgs/s; for `pubsub` counted across all
+//! subscribers from the first to the last message received), `mbps` (payload
+//! megabytes, 10^6 bytes, per second), `p50_us`/`p90_us`/`p99_us`/`max_us`
+//! (`reqrep`), `rss_per_conn` (bytes, `idle`), `complete` (1 when everything
+//! expected was sent and received before the timeout).
+//!
+//! `--pid` names the server process: `pubsub`, `pub` and `reqrep` then add its
+//! CPU time per message (`srv_cpu_ns_per_msg`), `idle` its `VmRSS` growth.
+//! `--timeout` bounds every mode: on expiry it reports what it measured so far
+//! (`complete=0`). `idle` needs a file-descriptor limit above `--conns` for
+//! both the bench and the server (`ulimit -n`); `scripts/bench` raises it.
+//!
+//! Example, against a local nats-server:
+//!
+//! ```text
+//! nats-server -a 127.0.0.1 -p 14222 &
+//! cargo build --release -p junction-bench
+//! target/release/junction-bench pubsub --port 14222 --subs 4 --pid $!
+//! ```
+
+mod idle;
+mod procfs;
+mod proto;
+mod pubsub;
+mod reqrep;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::Duration;
+
+const USAGE: &str = "usage: junction-bench <pubsub|pub|reqrep|idle> [options]
+
+common:  --host 127.0.0.1  --port 4222  --timeout SECS (60)  --pid SERVER_PID
+pubsub:  --subs 1  --size 128  --msgs 2000000 | --secs S  --subject bench.data  --batch 65536
+pub:     --size 128  --msgs 2000000 | --secs S  --subject bench.data  --batch 65536
+reqrep:  --count 20000  --warmup 1000  --size 128  --subject svc
+idle:    --conns 10000  --threads 8  --settle 2  --hold 0
+
+Each run prints one `RESULT mode=... key=value ...` line and one human line.";
+
+/// Parsed command line.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub mode: String,
+    pub addr: SocketAddr,
+    pub timeout: Duration,
+    pub pid: Option<u32>,
+    pub subs: usize,
+    pub size: usize,
+    pub msgs: u64,
+    pub secs: Option<Duration>,
+    pub subject: String,
+    pub batch: usize,
+    pub count: usize,
+    pub warmup: usize,
+    pub conns: usize,
+    pub threads: usize,
+    pub settle: Duration,
+    pub hold: Duration,
+}
+
+fn parse_args(args: &[String]) -> Result<Opts, String> {
+    let mut mode = None;
+    let mut host = "127.0.0.1".to_string();
+    let mut port: u16 = 4222;
+    let mut subject = None;
+    let mut o = Opts {
+        mode: String::new(),
+        addr: SocketAddr::from(([127, 0, 0, 1], 4222)),
+        timeout: Duration::from_secs(60),
+        pid: None,
+        subs: 1,
+        size: 128,
+        msgs: 2_000_000,
+        secs: None,
+        subject: String::new(),
+        batch: 64 * 1024,
+        count: 20_000,
+        warmup: 1_000,
+        conns: 10_000,
+        threads: 8,
+        settle: Duration::from_secs(2),
+        hold: Duration::ZERO,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        if arg == "-h" || arg == "--help" {
+            return Err(String::new());
+        }
+        let Some(flag) = arg.strip_prefix("--") else {
+            if mode.is_some() {
+                return Err(format!("unexpected argument `{arg}`"));
+            }
+            mode = Some(arg.clone());
+            continue;
+        };
+        let (key, value) = match flag.split_once('=') {
+            Some((k, v)) => (k, v.to_string()),
+            None => (
+                flag,
+                it.next()
+                    .ok_or_else(|| format!("--{flag} needs a value"))?
+                    .clone(),
+            ),
+        };
+        let bad = |what: &str| format!("--{key}: bad {what} `{value}`");
+        let num = || value.parse::<u64>().map_err(|_| bad("number"));
+        let secs = || {
+            value
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| bad("duration"))
+        };
+        match key {
+            "mode" => mode = Some(value.clone()),
+            "host" => host = value.clone(),
+            "port" => port = value.parse().map_err(|_| bad("port"))?,
+            "timeout" => o.timeout = secs()?,
+            "pid" => o.pid = Some(value.parse().map_err(|_| bad("pid"))?),
+            "subs" => o.subs = num()?.max(1) as usize,
+            "size" => o.size = num()? as usize,
+            "msgs" => o.msgs = num()?,
+            "secs" => o.secs = Some(secs()?),
+            "subject" => subject = Some(value.clone()),
+            "batch" => o.batch = num()?.max(1) as usize,
+            "count" => o.count = num()?.max(1) as usize,
+            "warmup" => o.warmup = num()? as usize,
+            "conns" => o.conns = num()? as usize,
+            "threads" => o.threads = num()?.max(1) as usize,
+            "settle" => o.settle = secs()?,
+            "hold" => o.hold = secs()?,
+            _ => return Err(format!("unknown option --{key}")),
+        }
+    }
+    o.mode = mode.ok_or("missing mode")?;
+    o.subject = subject.unwrap_or_else(|| {
+        if o.mode == "reqrep" {
+            "svc"
+        } else {
+            "bench.data"
+        }
+        .to_string()
+    });
+    o.addr = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}:{port}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("no address for {host}"))?;
+    Ok(o)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opts = match parse_args(&args) {
+        Ok(o) => o,
+        Err(e) if e.is_empty() => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("junction-bench: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match opts.mode.as_str() {
+        "pubsub" => pubsub::run_pubsub(&opts),
+        "pub" => pubsub::run_pub(&opts),
+        "reqrep" => reqrep::run(&opts),
+        "idle" => idle::run(&opts),
+        other => {
+            eprintln!("junction-bench: unknown mode `{other}`\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("junction-bench {} ({}): {e}", opts.mode, opts.addr);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Formats a rate with an SI suffix for the human-readable line.
+pub fn human_rate(r: f64) -> String {
+    if r >= 1e6 {
+        format!("{:.2}M", r / 1e6)
+    } else if r >= 1e3 {
+        format!("{:.1}k", r / 1e3)
+    } else {
+        format!("{r:.0}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Opts, String> {
+        let v: Vec<String> = s.split_whitespace().map(String::from).collect();
+        parse_args(&v)
+    }
+
+    #[test]
+    fn parses_mode_and_flags() {
+        let o = parse("pubsub --port 14222 --subs=4 --secs 1.5").unwrap();
+        assert_eq!(o.mode, "pubsub");
+        assert_eq!(o.addr.port(), 14222);
+        assert_eq!(o.subs, 4);
+        assert_eq!(o.secs, Some(Duration::from_millis(1500)));
+        assert_eq!(o.subject, "bench.data");
+        let o = parse("--mode reqrep").unwrap();
+        assert_eq!(o.subject, "svc");
+        assert!(parse("pubsub --bogus 1").is_err());
+        assert!(parse("pubsub --subs").is_err());
+        assert!(parse("").is_err());
+    }
+}
