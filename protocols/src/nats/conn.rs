@@ -103,9 +103,9 @@ struct ConnectOptions {
     headers: bool,
     no_responders: bool,
     protocol: i64,
-    name: String,
-    lang: String,
-    version: String,
+    name: Option<String>,
+    lang: Option<String>,
+    version: Option<String>,
     user: Option<String>,
     pass: Option<String>,
     auth_token: Option<String>,
@@ -124,9 +124,9 @@ impl Default for ConnectOptions {
             headers: false,
             no_responders: false,
             protocol: 0,
-            name: String::new(),
-            lang: String::new(),
-            version: String::new(),
+            name: None,
+            lang: None,
+            version: None,
             user: None,
             pass: None,
             auth_token: None,
@@ -265,9 +265,9 @@ impl Session {
         self.connected = true;
         tracing::debug!(
             cid = %self.client.id,
-            name = %opts.name,
-            lang = %opts.lang,
-            version = %opts.version,
+            name = opts.name.as_deref().unwrap_or_default(),
+            lang = opts.lang.as_deref().unwrap_or_default(),
+            version = opts.version.as_deref().unwrap_or_default(),
             "client connected"
         );
         self.ok();
@@ -565,7 +565,8 @@ async fn drive(
                     Err(_) => return CloseReason::ReadError,
                 }
             }
-            _ = client.out.woken(), if !blocked => {}
+            // Woken by new output, or by a publisher that cut this connection off.
+            _ = client.out.woken() => {}
             ready = stream.writable(), if blocked => {
                 if ready.is_err() {
                     return CloseReason::WriteError;
