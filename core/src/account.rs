@@ -97,12 +97,17 @@ impl Bus {
 
     /// The default account (`$G`).
     pub fn default_account(&self) -> Arc<Account> {
-        self.account(DEFAULT_ACCOUNT).expect("the default account always exists")
+        self.account(DEFAULT_ACCOUNT)
+            .expect("the default account always exists")
     }
 
     /// An account by name.
     pub fn account(&self, name: &str) -> Option<Arc<Account>> {
-        self.accounts.read().expect("accounts lock").get(name).cloned()
+        self.accounts
+            .read()
+            .expect("accounts lock")
+            .get(name)
+            .cloned()
     }
 
     /// The account with this name, created when it does not exist yet.

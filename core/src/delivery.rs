@@ -7,6 +7,7 @@
 //! batch, so many messages share one wake-up and one flush.
 
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use crate::message::Message;
 use crate::sublist::{MatchResult, Subscription};
@@ -32,6 +33,17 @@ pub trait Sink: Send + Sync {
 
     /// Told when the core removed `sub` because it reached its message limit.
     fn auto_unsubscribed(&self, _sub: &Subscription) {}
+
+    /// Ready once the connection's backlog has drained below its low watermark; registers the
+    /// waker otherwise. Publishers that overran a subscriber that is still draining wait on this
+    /// briefly (see [`FlushBatch::backlog`]).
+    fn poll_drained(&self, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Ready(())
+    }
+
+    /// Told when a publisher gave up waiting for this backlog to drain: the connection is not
+    /// draining, so publishers stop waiting for it until its writer makes progress again.
+    fn stall_timed_out(&self) {}
 }
 
 /// What one publisher's read batch touched: writers to wake, subscriptions that hit their limit,
@@ -40,6 +52,7 @@ pub trait Sink: Send + Sync {
 pub struct FlushBatch {
     touched: Vec<Arc<dyn Sink>>,
     expired: Vec<Arc<Subscription>>,
+    backlogged: Vec<Arc<dyn Sink>>,
     /// Messages delivered in this batch.
     pub out_msgs: u64,
     /// Bytes (headers and payload) delivered in this batch.
@@ -62,6 +75,24 @@ impl FlushBatch {
         for w in self.touched.drain(..) {
             w.flush();
         }
+    }
+
+    /// Registers a sink whose backlog passed its high watermark while it is still draining: the
+    /// publisher should pause briefly until it drains (bounded, never for a stuck subscriber).
+    pub fn backlog(&mut self, sink: &Arc<dyn Sink>) {
+        if !self.backlogged.iter().any(|s| Arc::ptr_eq(s, sink)) {
+            self.backlogged.push(sink.clone());
+        }
+    }
+
+    /// Takes the sinks that reported a backlog during the batch.
+    pub fn take_backlogged(&mut self) -> Vec<Arc<dyn Sink>> {
+        std::mem::take(&mut self.backlogged)
+    }
+
+    /// Whether any sink reported a backlog during the batch.
+    pub fn has_backlogged(&self) -> bool {
+        !self.backlogged.is_empty()
     }
 
     /// Subscriptions that reached their limit during the batch (to remove from the index).

@@ -73,10 +73,22 @@ mod tests {
 
     #[test]
     fn validity_follows_nats_server() {
-        for ok in ["foo", "foo.bar", "foo.*", "foo.>", "*", ">", "*.>", "foo*.bar", "a.b-c"] {
+        for ok in [
+            "foo", "foo.bar", "foo.*", "foo.>", "*", ">", "*.>", "foo*.bar", "a.b-c",
+        ] {
             assert!(is_valid_subject(ok.as_bytes()), "{ok}");
         }
-        for bad in ["", ".", "foo.", ".foo", "foo..bar", "foo.>.bar", "foo bar", "a.\tb", ">.a"] {
+        for bad in [
+            "",
+            ".",
+            "foo.",
+            ".foo",
+            "foo..bar",
+            "foo.>.bar",
+            "foo bar",
+            "a.\tb",
+            ">.a",
+        ] {
             assert!(!is_valid_subject(bad.as_bytes()), "{bad}");
         }
         assert!(is_valid_literal_subject(b"foo.bar"));

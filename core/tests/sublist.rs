@@ -75,15 +75,24 @@ fn fixed_cases(shared_cache: bool, local_cache: bool) {
         list.insert(s.clone()).unwrap();
     }
     assert_eq!(list.count(), 6);
-    assert_eq!(sids(&list, &mut cache, "foo.bar"), set(&["1", "2", "3", "4", "5"]));
+    assert_eq!(
+        sids(&list, &mut cache, "foo.bar"),
+        set(&["1", "2", "3", "4", "5"])
+    );
     assert_eq!(sids(&list, &mut cache, "foo"), set(&["4"]));
-    assert_eq!(sids(&list, &mut cache, "foo.bar.baz"), set(&["3", "4", "6"]));
+    assert_eq!(
+        sids(&list, &mut cache, "foo.bar.baz"),
+        set(&["3", "4", "6"])
+    );
     assert_eq!(sids(&list, &mut cache, "x.bar"), set(&["4", "5"]));
     // A removal must be seen through both caches at once.
     assert!(list.remove(&subs[3]));
     assert!(!list.remove(&subs[3]));
     assert_eq!(sids(&list, &mut cache, "foo"), set(&[]));
-    assert_eq!(sids(&list, &mut cache, "foo.bar"), set(&["1", "2", "3", "5"]));
+    assert_eq!(
+        sids(&list, &mut cache, "foo.bar"),
+        set(&["1", "2", "3", "5"])
+    );
     // So must an insertion.
     list.insert(sub(&rec, "foo", None, "7")).unwrap();
     assert_eq!(sids(&list, &mut cache, "foo"), set(&["7"]));

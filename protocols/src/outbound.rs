@@ -6,6 +6,7 @@
 //! more is queued for it and its task closes it. An idle connection holds no buffer memory.
 
 use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
 use tokio::sync::Notify;
@@ -18,6 +19,8 @@ const KEEP_CHUNK_BYTES: usize = 4 * 1024;
 const MAX_SPARE_BYTES: usize = 1024 * 1024;
 /// First allocation of an empty buffer.
 const FIRST_ALLOC_BYTES: usize = 512;
+/// Past this backlog a publisher pauses briefly for a subscriber that is still draining.
+const HIGH_WATERMARK_BYTES: usize = 1024 * 1024;
 
 /// What became of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +29,9 @@ pub enum Push {
     Queued {
         /// The buffer was empty before this append.
         was_empty: bool,
+        /// The backlog is past the high watermark and the writer is draining it: the publisher
+        /// should pause until it drains.
+        backlogged: bool,
     },
     /// This append made the connection a slow consumer; it is being closed.
     SlowConsumer,
@@ -41,6 +47,11 @@ struct State {
     /// Bytes taken by the writer and not yet written.
     in_flight: usize,
     closed: Option<CloseReason>,
+    /// Publishers waiting for the backlog to drain.
+    drain_wakers: Vec<Waker>,
+    /// A publisher waited in vain: the writer is not draining, so nobody waits for it again
+    /// until it makes progress.
+    stuck: bool,
 }
 
 /// One connection's outbound buffer and its writer's wake-up.
@@ -48,6 +59,10 @@ pub struct Outbound {
     state: Mutex<State>,
     notify: Notify,
     max_pending: usize,
+    /// Backlog past which publishers pause (while the writer drains).
+    high_watermark: usize,
+    /// Backlog below which paused publishers go on.
+    low_watermark: usize,
 }
 
 impl Outbound {
@@ -57,6 +72,8 @@ impl Outbound {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
             max_pending,
+            high_watermark: (max_pending / 2).min(HIGH_WATERMARK_BYTES),
+            low_watermark: (max_pending / 4).min(HIGH_WATERMARK_BYTES / 2),
         }
     }
 
@@ -81,7 +98,11 @@ impl Outbound {
             }
         }
         encode(&mut s.buf);
-        Push::Queued { was_empty }
+        let backlogged = !s.stuck && s.buf.len() + s.in_flight > self.high_watermark;
+        Push::Queued {
+            was_empty,
+            backlogged,
+        }
     }
 
     /// Appends bytes the connection itself sends (replies, errors), even past the limit.
@@ -106,10 +127,33 @@ impl Outbound {
         let keep = chunk.capacity() >= KEEP_CHUNK_BYTES && chunk.capacity() <= MAX_SPARE_BYTES;
         let mut s = self.state.lock().expect("outbound lock");
         s.in_flight = 0;
+        s.stuck = false;
         if keep && s.spare.capacity() == 0 {
             chunk.clear();
             s.spare = chunk;
         }
+        if !s.drain_wakers.is_empty() && s.buf.len() <= self.low_watermark {
+            for w in s.drain_wakers.drain(..) {
+                w.wake();
+            }
+        }
+    }
+
+    /// Ready once the backlog is below the low watermark (or nobody should wait for it).
+    pub fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = self.state.lock().expect("outbound lock");
+        if s.stuck || s.closed.is_some() || s.buf.len() + s.in_flight <= self.low_watermark {
+            return Poll::Ready(());
+        }
+        if !s.drain_wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            s.drain_wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// A publisher waited in vain for the backlog to drain.
+    pub fn stall_timed_out(&self) {
+        self.state.lock().expect("outbound lock").stuck = true;
     }
 
     /// Releases the spare buffer (the connection went idle).
@@ -135,6 +179,9 @@ impl Outbound {
             let mut s = self.state.lock().expect("outbound lock");
             if s.closed.is_none() {
                 s.closed = Some(reason);
+            }
+            for w in s.drain_wakers.drain(..) {
+                w.wake();
             }
         }
         self.notify.notify_one();
@@ -163,9 +210,24 @@ mod tests {
     #[test]
     fn slow_consumer_past_the_limit() {
         let out = Outbound::new(10);
-        assert_eq!(out.push(6, |b| b.extend_from_slice(b"123456")), Push::Queued { was_empty: true });
-        assert_eq!(out.push(4, |b| b.extend_from_slice(b"7890")), Push::Queued { was_empty: false });
-        assert_eq!(out.push(1, |b| b.extend_from_slice(b"x")), Push::SlowConsumer);
+        assert_eq!(
+            out.push(6, |b| b.extend_from_slice(b"123456")),
+            Push::Queued {
+                was_empty: true,
+                backlogged: true
+            }
+        );
+        assert_eq!(
+            out.push(4, |b| b.extend_from_slice(b"7890")),
+            Push::Queued {
+                was_empty: false,
+                backlogged: true
+            }
+        );
+        assert_eq!(
+            out.push(1, |b| b.extend_from_slice(b"x")),
+            Push::SlowConsumer
+        );
         assert_eq!(out.closed(), Some(CloseReason::SlowConsumerPendingBytes));
         assert_eq!(out.push(1, |b| b.extend_from_slice(b"x")), Push::Closed);
     }
@@ -177,12 +239,56 @@ mod tests {
         let chunk = out.take();
         assert_eq!(chunk.len(), 8);
         assert!(out.is_empty());
-        assert_eq!(out.push(4, |b| b.extend_from_slice(b"abcd")), Push::SlowConsumer);
+        assert_eq!(
+            out.push(4, |b| b.extend_from_slice(b"abcd")),
+            Push::SlowConsumer
+        );
         let out = Outbound::new(10);
         out.push(8, |b| b.extend_from_slice(b"12345678"));
         let chunk = out.take();
         out.written(chunk);
-        assert_eq!(out.push(4, |b| b.extend_from_slice(b"abcd")), Push::Queued { was_empty: true });
+        assert_eq!(
+            out.push(4, |b| b.extend_from_slice(b"abcd")),
+            Push::Queued {
+                was_empty: true,
+                backlogged: false
+            }
+        );
+    }
+
+    #[test]
+    fn backlog_reported_until_a_stall_times_out() {
+        let out = Outbound::new(100);
+        // High watermark 50, low 25.
+        assert!(matches!(
+            out.push(60, |b| b.extend_from_slice(&[0; 60])),
+            Push::Queued {
+                backlogged: true,
+                ..
+            }
+        ));
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(out.poll_drained(&mut cx).is_pending());
+        out.stall_timed_out();
+        assert!(out.poll_drained(&mut cx).is_ready());
+        assert!(matches!(
+            out.push(1, |b| b.extend_from_slice(&[0])),
+            Push::Queued {
+                backlogged: false,
+                ..
+            }
+        ));
+        // Progress by the writer makes the backlog count again.
+        let chunk = out.take();
+        out.written(chunk);
+        assert!(matches!(
+            out.push(60, |b| b.extend_from_slice(&[0; 60])),
+            Push::Queued {
+                backlogged: true,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use junction_auth::Credentials;
@@ -31,6 +32,10 @@ const BUSY_READ_BYTES: usize = 8 * 1024;
 const LARGE_READ_BYTES: usize = 64 * 1024;
 /// Read buffer of a quiet connection (released when it goes idle).
 const SMALL_READ_BYTES: usize = 4 * 1024;
+/// Longest a publisher pauses for one backlogged subscriber that is draining.
+const STALL_MAX: Duration = Duration::from_millis(5);
+/// Longest a publisher pauses after one read batch, over all backlogged subscribers.
+const STALL_TOTAL: Duration = Duration::from_millis(10);
 
 /// The part of a connection that publishers on other connections see: its outbound buffer,
 /// encoded for NATS.
@@ -59,9 +64,15 @@ impl Sink for Client {
             payload: &msg.payload,
         };
         match self.out.push(m.encoded_len(), |b| m.encode(b)) {
-            Push::Queued { was_empty } => {
+            Push::Queued {
+                was_empty,
+                backlogged,
+            } => {
                 if was_empty {
                     batch.touch(sub.sink.clone());
+                }
+                if backlogged {
+                    batch.backlog(&sub.sink);
                 }
                 Delivery::Queued
             }
@@ -80,6 +91,14 @@ impl Sink for Client {
 
     fn flush(&self) {
         self.out.wake();
+    }
+
+    fn poll_drained(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.out.poll_drained(cx)
+    }
+
+    fn stall_timed_out(&self) {
+        self.out.stall_timed_out();
     }
 
     fn auto_unsubscribed(&self, sub: &Subscription) {
@@ -327,7 +346,13 @@ impl Session {
     }
 
     fn subscribe(&mut self, subject: Bytes, queue: Option<Bytes>, sid: Bytes) {
-        if self.client.subs.lock().expect("subs lock").contains_key(&sid) {
+        if self
+            .client
+            .subs
+            .lock()
+            .expect("subs lock")
+            .contains_key(&sid)
+        {
             self.ok();
             return;
         }
@@ -344,11 +369,7 @@ impl Session {
             self.reply(&encode::err("Invalid Subject"));
             return;
         }
-        self.client
-            .subs
-            .lock()
-            .expect("subs lock")
-            .insert(sid, sub);
+        self.client.subs.lock().expect("subs lock").insert(sid, sub);
         self.ok();
     }
 
@@ -375,6 +396,20 @@ impl Session {
         Stats::add(&stats.in_bytes, std::mem::take(&mut self.in_bytes));
         Stats::add(&stats.out_msgs, std::mem::take(&mut self.batch.out_msgs));
         Stats::add(&stats.out_bytes, std::mem::take(&mut self.batch.out_bytes));
+    }
+
+    /// After a read batch that overran subscribers which are still draining, waits (briefly, and
+    /// never for a stuck one) until they drain: a fast publisher is paced by the subscribers
+    /// that keep up, while one that does not keep up is cut off at `max_pending`.
+    async fn stall(&mut self) {
+        let started = Instant::now();
+        for sink in self.batch.take_backlogged() {
+            let left = STALL_TOTAL.saturating_sub(started.elapsed()).min(STALL_MAX);
+            let drained = std::future::poll_fn(|cx| sink.poll_drained(cx));
+            if left.is_zero() || tokio::time::timeout(left, drained).await.is_err() {
+                sink.stall_timed_out();
+            }
+        }
     }
 
     /// Removes every subscription of the connection.
@@ -461,9 +496,7 @@ pub(crate) async fn run(
         subs: Mutex::new(HashMap::new()),
         fe: fe.clone(),
     });
-    client
-        .out
-        .push_own(&fe.info(id.0, &peer.ip().to_string()));
+    client.out.push_own(&fe.info(id.0, &peer.ip().to_string()));
     tracing::debug!(cid = %id, peer = %peer, "accepted NATS connection");
     let defaults = ConnectOptions::default();
     let mut session = Session {
@@ -556,6 +589,9 @@ async fn drive(
                             closing = Some(reason);
                         }
                         session.end_batch();
+                        if session.batch.has_backlogged() {
+                            session.stall().await;
+                        }
                         if rbuf.is_empty() && n < BUSY_READ_BYTES {
                             // A quiet connection gives its read buffer back.
                             rbuf = BytesMut::new();

@@ -70,7 +70,11 @@ impl Msg<'_> {
     /// Appends `MSG subject sid [reply] len\r\npayload\r\n`, or the `HMSG` form with headers.
     pub fn encode(&self, buf: &mut BytesMut) {
         buf.reserve(self.encoded_len());
-        buf.put_slice(if self.headers.is_some() { b"HMSG " } else { b"MSG " });
+        buf.put_slice(if self.headers.is_some() {
+            b"HMSG "
+        } else {
+            b"MSG "
+        });
         buf.put_slice(self.subject);
         buf.put_u8(b' ');
         buf.put_slice(self.sid);

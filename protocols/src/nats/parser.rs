@@ -240,7 +240,11 @@ impl Decoder {
             }
             return Ok(None);
         };
-        let line_end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+        let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
+            nl - 1
+        } else {
+            nl
+        };
         let line = &buf[..line_end];
         let name_end = line
             .iter()
@@ -257,7 +261,8 @@ impl Decoder {
         match op {
             Op::Pub | Op::HPub => self.decode_pub(op, buf, nl, line_end, arg_start),
             Op::Sub => {
-                let args = Args::split(line, arg_start).ok_or(ParseError::BadArguments { op: "SUB" })?;
+                let args =
+                    Args::split(line, arg_start).ok_or(ParseError::BadArguments { op: "SUB" })?;
                 let (subject, queue, sid) = match args.len {
                     2 => (args.get(0), None, args.get(1)),
                     3 => (args.get(0), Some(args.get(1)), args.get(2)),
@@ -277,8 +282,11 @@ impl Decoder {
                     1 => None,
                     2 => {
                         let (s, e) = args.get(1);
-                        Some(parse_size(&line[s..e]).ok_or(ParseError::BadArguments { op: "UNSUB" })?
-                            as u64)
+                        Some(
+                            parse_size(&line[s..e])
+                                .ok_or(ParseError::BadArguments { op: "UNSUB" })?
+                                as u64,
+                        )
                     }
                     _ => return Err(ParseError::BadArguments { op: "UNSUB" }),
                 };
@@ -331,7 +339,12 @@ impl Decoder {
             (Op::Pub, 2) => (args.get(0), None, None, size_of(1)?),
             (Op::Pub, 3) => (args.get(0), Some(args.get(1)), None, size_of(2)?),
             (Op::HPub, 3) => (args.get(0), None, Some(size_of(1)?), size_of(2)?),
-            (Op::HPub, 4) => (args.get(0), Some(args.get(1)), Some(size_of(2)?), size_of(3)?),
+            (Op::HPub, 4) => (
+                args.get(0),
+                Some(args.get(1)),
+                Some(size_of(2)?),
+                size_of(3)?,
+            ),
             _ => return Err(bad),
         };
         if header_len.is_some_and(|h| h > total_len) {
@@ -388,7 +401,12 @@ fn finish_pub(
 mod tests {
     use super::*;
 
-    fn pub_frame(subject: &str, reply: Option<&str>, headers: Option<&str>, payload: &str) -> Frame {
+    fn pub_frame(
+        subject: &str,
+        reply: Option<&str>,
+        headers: Option<&str>,
+        payload: &str,
+    ) -> Frame {
         Frame::Pub {
             subject: Bytes::copy_from_slice(subject.as_bytes()),
             reply: reply.map(|r| Bytes::copy_from_slice(r.as_bytes())),
@@ -411,7 +429,10 @@ mod tests {
                 "CONNECT {\"verbose\":false,\"name\":\"a b\"}\r\n",
                 vec![Frame::Connect(b("{\"verbose\":false,\"name\":\"a b\"}"))],
             ),
-            ("PUB foo 5\r\nhello\r\n", vec![pub_frame("foo", None, None, "hello")]),
+            (
+                "PUB foo 5\r\nhello\r\n",
+                vec![pub_frame("foo", None, None, "hello")],
+            ),
             ("pub foo 0\r\n\r\n", vec![pub_frame("foo", None, None, "")]),
             (
                 "PUB foo.bar  INBOX.1\t3\r\na\r\n\r\n",
@@ -471,7 +492,11 @@ mod tests {
         ]
     }
 
-    fn decode_all(d: &mut Decoder, buf: &mut BytesMut, out: &mut Vec<Frame>) -> Result<(), ParseError> {
+    fn decode_all(
+        d: &mut Decoder,
+        buf: &mut BytesMut,
+        out: &mut Vec<Frame>,
+    ) -> Result<(), ParseError> {
         while let Some(f) = d.decode(buf)? {
             out.push(f);
         }
@@ -536,7 +561,10 @@ mod tests {
             ("SUB a b c d\r\n", ParseError::BadArguments { op: "SUB" }),
             ("UNSUB\r\n", ParseError::BadArguments { op: "UNSUB" }),
             ("UNSUB 1 x\r\n", ParseError::BadArguments { op: "UNSUB" }),
-            ("PUB foo 11\r\n", ParseError::MaxPayload { size: 11, max: 10 }),
+            (
+                "PUB foo 11\r\n",
+                ParseError::MaxPayload { size: 11, max: 10 },
+            ),
             ("PUB foo 2\r\nabc\r\n", ParseError::UnknownOperation),
             (&long_line, ParseError::MaxControlLine),
             (&unterminated, ParseError::MaxControlLine),
@@ -546,7 +574,11 @@ mod tests {
             let mut d = Decoder::new(limits);
             let mut buf = BytesMut::from(input.as_bytes());
             let mut got = Vec::new();
-            assert_eq!(decode_all(&mut d, &mut buf, &mut got), Err(want.clone()), "{input:?}");
+            assert_eq!(
+                decode_all(&mut d, &mut buf, &mut got),
+                Err(want.clone()),
+                "{input:?}"
+            );
             let mut d = Decoder::new(limits);
             let mut buf = BytesMut::new();
             let mut result = Ok(());
