@@ -189,22 +189,69 @@ enum Op {
     Err,
 }
 
+/// The operation named by `name`, in any case. Dispatches on the first byte, so the hot `PUB`
+/// costs one comparison.
 fn op_of(name: &[u8]) -> Option<Op> {
-    const OPS: [(&[u8], Op); 10] = [
-        (b"PUB", Op::Pub),
-        (b"HPUB", Op::HPub),
-        (b"SUB", Op::Sub),
-        (b"UNSUB", Op::Unsub),
-        (b"PING", Op::Ping),
-        (b"PONG", Op::Pong),
-        (b"CONNECT", Op::Connect),
-        (b"INFO", Op::Info),
-        (b"+OK", Op::Ok),
-        (b"-ERR", Op::Err),
-    ];
-    OPS.iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, op)| *op)
+    let (op, want): (Op, &[u8]) = match name.first()?.to_ascii_uppercase() {
+        b'P' => match name.len() {
+            3 => (Op::Pub, b"PUB"),
+            _ if name.get(1).is_some_and(|b| b.eq_ignore_ascii_case(&b'I')) => (Op::Ping, b"PING"),
+            _ => (Op::Pong, b"PONG"),
+        },
+        b'H' => (Op::HPub, b"HPUB"),
+        b'S' => (Op::Sub, b"SUB"),
+        b'U' => (Op::Unsub, b"UNSUB"),
+        b'C' => (Op::Connect, b"CONNECT"),
+        b'I' => (Op::Info, b"INFO"),
+        b'+' => (Op::Ok, b"+OK"),
+        b'-' => (Op::Err, b"-ERR"),
+        _ => return None,
+    };
+    want.eq_ignore_ascii_case(name).then_some(op)
+}
+
+fn is_space(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// `PUB` arguments, `subject [reply] size`, split without a general tokenizer: the size is read
+/// backwards from the end, the subject forwards from the start. Ranges are relative to `line`.
+#[allow(clippy::type_complexity)]
+fn split_pub_args(
+    line: &[u8],
+    from: usize,
+) -> Option<((usize, usize), Option<(usize, usize)>, usize)> {
+    let mut end = line.len();
+    while end > from && is_space(line[end - 1]) {
+        end -= 1;
+    }
+    let mut p = end;
+    while p > from && line[p - 1].is_ascii_digit() {
+        p -= 1;
+    }
+    if p == end || p == from || !is_space(line[p - 1]) {
+        return None;
+    }
+    let size = parse_size(&line[p..end])?;
+    let mut q = p;
+    while q > from && is_space(line[q - 1]) {
+        q -= 1;
+    }
+    let subject_end = line[from..q]
+        .iter()
+        .position(|&b| is_space(b))
+        .map_or(q, |i| from + i);
+    if subject_end == q {
+        return Some(((from, q), None, size));
+    }
+    let mut r = subject_end;
+    while is_space(line[r]) {
+        r += 1;
+    }
+    if line[r..q].iter().any(|&b| is_space(b)) {
+        return None;
+    }
+    Some(((from, subject_end), Some((r, q)), size))
 }
 
 impl Decoder {
@@ -329,23 +376,26 @@ impl Decoder {
         let name = if op == Op::Pub { "PUB" } else { "HPUB" };
         let bad = ParseError::BadArguments { op: name };
         let line = &buf[..line_end];
-        let args = Args::split(line, arg_start).ok_or(bad.clone())?;
-        let size_of = |i: usize| {
-            let (s, e) = args.get(i);
-            parse_size(&line[s..e]).ok_or(bad.clone())
-        };
         // (subject, reply, header length, total length)
-        let (subject, reply, header_len, total_len) = match (op, args.len) {
-            (Op::Pub, 2) => (args.get(0), None, None, size_of(1)?),
-            (Op::Pub, 3) => (args.get(0), Some(args.get(1)), None, size_of(2)?),
-            (Op::HPub, 3) => (args.get(0), None, Some(size_of(1)?), size_of(2)?),
-            (Op::HPub, 4) => (
-                args.get(0),
-                Some(args.get(1)),
-                Some(size_of(2)?),
-                size_of(3)?,
-            ),
-            _ => return Err(bad),
+        let (subject, reply, header_len, total_len) = if op == Op::Pub {
+            let (subject, reply, size) = split_pub_args(line, arg_start).ok_or(bad.clone())?;
+            (subject, reply, None, size)
+        } else {
+            let args = Args::split(line, arg_start).ok_or(bad.clone())?;
+            let size_of = |i: usize| {
+                let (s, e) = args.get(i);
+                parse_size(&line[s..e]).ok_or(bad.clone())
+            };
+            match args.len {
+                3 => (args.get(0), None, Some(size_of(1)?), size_of(2)?),
+                4 => (
+                    args.get(0),
+                    Some(args.get(1)),
+                    Some(size_of(2)?),
+                    size_of(3)?,
+                ),
+                _ => return Err(bad),
+            }
         };
         if header_len.is_some_and(|h| h > total_len) {
             return Err(bad);
@@ -434,6 +484,10 @@ mod tests {
                 vec![pub_frame("foo", None, None, "hello")],
             ),
             ("pub foo 0\r\n\r\n", vec![pub_frame("foo", None, None, "")]),
+            (
+                "PUB\tfoo\t r\t 1 \r\nx\r\n",
+                vec![pub_frame("foo", Some("r"), None, "x")],
+            ),
             (
                 "PUB foo.bar  INBOX.1\t3\r\na\r\n\r\n",
                 vec![pub_frame("foo.bar", Some("INBOX.1"), None, "a\r\n")],
@@ -551,6 +605,12 @@ mod tests {
             ("PUB foo bar\r\n", ParseError::BadArguments { op: "PUB" }),
             ("PUB foo -1\r\n", ParseError::BadArguments { op: "PUB" }),
             ("PUB a b c 1\r\n", ParseError::BadArguments { op: "PUB" }),
+            ("PUB 5\r\n", ParseError::BadArguments { op: "PUB" }),
+            ("PUB foo5\r\n", ParseError::BadArguments { op: "PUB" }),
+            ("PUB foo 5x\r\n", ParseError::BadArguments { op: "PUB" }),
+            ("PUB \r\n", ParseError::BadArguments { op: "PUB" }),
+            ("PINGX\r\n", ParseError::UnknownOperation),
+            ("P\r\n", ParseError::UnknownOperation),
             (
                 "PUB foo 99999999999999999999999\r\n",
                 ParseError::BadArguments { op: "PUB" },
