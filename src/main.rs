@@ -92,12 +92,18 @@ fn main() -> Result<()> {
 
 async fn run(settings: Settings) -> Result<()> {
     let server_id = server_id();
-    let server_name = settings.server_name.clone().unwrap_or_else(|| server_id.clone());
+    let server_name = settings
+        .server_name
+        .clone()
+        .unwrap_or_else(|| server_id.clone());
     tracing::info!(version = env!("CARGO_PKG_VERSION"), server_id = %server_id, server_name = %server_name, "starting junction");
     for (what, set) in [
         ("MQTT (--mqtt-port)", settings.mqtt_port.is_some()),
         ("WebSocket (--ws-port)", settings.ws_port.is_some()),
-        ("the data directory (--data-dir)", settings.data_dir.is_some()),
+        (
+            "the data directory (--data-dir)",
+            settings.data_dir.is_some(),
+        ),
     ] {
         if set {
             tracing::warn!("{what} is accepted but not served by this release");
@@ -181,7 +187,10 @@ async fn run(settings: Settings) -> Result<()> {
         let _ = t.await;
     }
     tracker.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("some connections did not drain in time");
     }
     tracing::info!("Server Exiting..");

@@ -19,10 +19,21 @@ pub struct Cli {
     #[arg(short = 'a', long = "addr", visible_alias = "net", value_name = "HOST")]
     pub addr: Option<String>,
     /// NATS client port (-1 or 0: a random free port) [default: 4222].
-    #[arg(short = 'p', long = "port", value_name = "N", allow_negative_numbers = true)]
+    #[arg(
+        short = 'p',
+        long = "port",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     pub port: Option<i32>,
     /// HTTP monitoring port (0: off; -1: a random free port) [default: 8222].
-    #[arg(short = 'm', long = "http-port", visible_alias = "http_port", value_name = "N", allow_negative_numbers = true)]
+    #[arg(
+        short = 'm',
+        long = "http-port",
+        visible_alias = "http_port",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     pub http_port: Option<i32>,
     /// MQTT port. Accepted now; the MQTT listener arrives with a later release.
     #[arg(long = "mqtt-port", value_name = "N", allow_negative_numbers = true)]
@@ -37,7 +48,12 @@ pub struct Cli {
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Server name [default: the server id].
-    #[arg(short = 'n', long = "name", visible_alias = "server_name", value_name = "NAME")]
+    #[arg(
+        short = 'n',
+        long = "name",
+        visible_alias = "server_name",
+        value_name = "NAME"
+    )]
     pub server_name: Option<String>,
     /// Log debug messages.
     #[arg(short = 'D', long = "debug")]
@@ -294,7 +310,11 @@ impl Settings {
             bail!("max_payload and max_control_line must be greater than zero");
         }
         if settings.max_payload > settings.max_pending {
-            bail!("max_payload ({}) cannot exceed max_pending ({})", settings.max_payload, settings.max_pending);
+            bail!(
+                "max_payload ({}) cannot exceed max_pending ({})",
+                settings.max_payload,
+                settings.max_pending
+            );
         }
         Ok((settings, warnings))
     }
@@ -345,7 +365,10 @@ mod tests {
     #[test]
     fn bad_values_name_their_place() {
         let map = junction_config::parse_str("port: 4222\nmax_payload: lots\n").unwrap();
-        let err = Settings::default().apply_file(&map).unwrap_err().to_string();
+        let err = Settings::default()
+            .apply_file(&map)
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("2:1:"), "{err}");
         let map = junction_config::parse_str("port: 70000\n").unwrap();
         assert!(Settings::default().apply_file(&map).is_err());
@@ -354,8 +377,21 @@ mod tests {
     #[test]
     fn flags_parse() {
         let c = cli(&[
-            "--addr", "127.0.0.1", "--port", "-1", "--http-port", "8000", "--mqtt-port", "1883",
-            "--ws-port", "8080", "--data-dir", "/tmp/x", "--config", "a.conf", "--trace",
+            "--addr",
+            "127.0.0.1",
+            "--port",
+            "-1",
+            "--http-port",
+            "8000",
+            "--mqtt-port",
+            "1883",
+            "--ws-port",
+            "8080",
+            "--data-dir",
+            "/tmp/x",
+            "--config",
+            "a.conf",
+            "--trace",
         ]);
         assert_eq!(c.port, Some(-1));
         assert_eq!(c.mqtt_port, Some(1883));

@@ -106,8 +106,16 @@ async fn pub_sub_and_wildcards() {
     let mut exact = nc.subscribe("sensors.k1.temp").await.unwrap();
     nc.flush().await.unwrap();
     let publisher = client(&server).await;
-    for subject in ["sensors.k1.temp", "sensors.k2.temp", "sensors.k2.hum.x", "sensors"] {
-        publisher.publish(subject, Bytes::from(subject)).await.unwrap();
+    for subject in [
+        "sensors.k1.temp",
+        "sensors.k2.temp",
+        "sensors.k2.hum.x",
+        "sensors",
+    ] {
+        publisher
+            .publish(subject, Bytes::from(subject))
+            .await
+            .unwrap();
     }
     publisher.flush().await.unwrap();
     assert_eq!(next(&mut star).await.subject.as_str(), "sensors.k1.temp");
@@ -118,13 +126,24 @@ async fn pub_sub_and_wildcards() {
         next(&mut full).await.subject.to_string(),
         next(&mut full).await.subject.to_string(),
     ];
-    assert_eq!(got, ["sensors.k1.temp", "sensors.k2.temp", "sensors.k2.hum.x"]);
+    assert_eq!(
+        got,
+        ["sensors.k1.temp", "sensors.k2.temp", "sensors.k2.hum.x"]
+    );
     // Nothing else arrives: `>` does not match its parent, `*` matches exactly one token.
-    publisher.publish("sensors.k3.temp.extra", "x".into()).await.unwrap();
+    publisher
+        .publish("sensors.k3.temp.extra", "x".into())
+        .await
+        .unwrap();
     publisher.publish("done", "x".into()).await.unwrap();
     publisher.flush().await.unwrap();
-    assert_eq!(next(&mut full).await.subject.as_str(), "sensors.k3.temp.extra");
-    assert!(timeout(Duration::from_millis(200), star.next()).await.is_err());
+    assert_eq!(
+        next(&mut full).await.subject.as_str(),
+        "sensors.k3.temp.extra"
+    );
+    assert!(timeout(Duration::from_millis(200), star.next())
+        .await
+        .is_err());
 }
 
 #[tokio::test]
@@ -139,7 +158,10 @@ async fn queue_group_spreads_and_delivers_once() {
     nc.flush().await.unwrap();
     let publisher = client(&server).await;
     for i in 0..300 {
-        publisher.publish("jobs", i.to_string().into()).await.unwrap();
+        publisher
+            .publish("jobs", i.to_string().into())
+            .await
+            .unwrap();
     }
     publisher.flush().await.unwrap();
     for _ in 0..300 {
@@ -215,7 +237,9 @@ async fn echo_false_is_honoured() {
     other.publish("chat", "theirs".into()).await.unwrap();
     other.flush().await.unwrap();
     assert_eq!(next(&mut sub).await.payload, "theirs");
-    assert!(timeout(Duration::from_millis(200), sub.next()).await.is_err());
+    assert!(timeout(Duration::from_millis(200), sub.next())
+        .await
+        .is_err());
 }
 
 #[tokio::test]
@@ -244,7 +268,8 @@ async fn unsub_with_max_stops_at_max() {
 async fn verbose_and_pedantic() {
     let server = Server::start(&[]);
     let mut raw = Raw::connect(&server).await;
-    raw.send("CONNECT {\"verbose\":true,\"pedantic\":true}\r\n").await;
+    raw.send("CONNECT {\"verbose\":true,\"pedantic\":true}\r\n")
+        .await;
     assert_eq!(raw.line().await, "+OK");
     raw.send("SUB foo 1\r\n").await;
     assert_eq!(raw.line().await, "+OK");
@@ -274,7 +299,9 @@ async fn headers_are_stripped_for_clients_without_header_support() {
     let nc = client(&server).await;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("A", "1");
-    nc.publish_with_headers("h", headers, "body".into()).await.unwrap();
+    nc.publish_with_headers("h", headers, "body".into())
+        .await
+        .unwrap();
     nc.flush().await.unwrap();
     assert_eq!(old.line().await, "MSG h 1 4");
     assert_eq!(old.line().await, "body");
@@ -293,11 +320,26 @@ async fn protocol_errors_close_only_the_offender() {
     nc.flush().await.unwrap();
     let long_subject = "a".repeat(300);
     let cases = [
-        ("FOO bar\r\n".to_string(), "-ERR 'Unknown Protocol Operation'"),
-        ("PUB x 1025\r\n".to_string(), "-ERR 'Maximum Payload Violation'"),
-        (format!("SUB {long_subject} 1\r\n"), "-ERR 'maximum control line exceeded'"),
-        ("PUB x 2\r\nabc\r\n".to_string(), "-ERR 'Unknown Protocol Operation'"),
-        ("CONNECT {nope\r\n".to_string(), "-ERR 'Unknown Protocol Operation'"),
+        (
+            "FOO bar\r\n".to_string(),
+            "-ERR 'Unknown Protocol Operation'",
+        ),
+        (
+            "PUB x 1025\r\n".to_string(),
+            "-ERR 'Maximum Payload Violation'",
+        ),
+        (
+            format!("SUB {long_subject} 1\r\n"),
+            "-ERR 'maximum control line exceeded'",
+        ),
+        (
+            "PUB x 2\r\nabc\r\n".to_string(),
+            "-ERR 'Unknown Protocol Operation'",
+        ),
+        (
+            "CONNECT {nope\r\n".to_string(),
+            "-ERR 'Unknown Protocol Operation'",
+        ),
     ];
     for (bad, want) in cases {
         let mut raw = Raw::connect(&server).await;
@@ -309,7 +351,10 @@ async fn protocol_errors_close_only_the_offender() {
     }
     // Raw garbage that is not UTF-8 or protocol at all.
     let mut raw = Raw::connect(&server).await;
-    raw.writer.write_all(&[0xff, 0x00, 0x13, b'\n']).await.unwrap();
+    raw.writer
+        .write_all(&[0xff, 0x00, 0x13, b'\n'])
+        .await
+        .unwrap();
     assert_eq!(raw.line().await, "-ERR 'Unknown Protocol Operation'");
     raw.until_closed().await;
 }
@@ -320,8 +365,12 @@ async fn info_has_the_fields_clients_read() {
     let stream = TcpStream::connect(server.addr()).await.unwrap();
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
-    timeout(WAIT, reader.read_line(&mut line)).await.unwrap().unwrap();
-    let info: serde_json::Value = serde_json::from_str(line.strip_prefix("INFO ").unwrap().trim()).unwrap();
+    timeout(WAIT, reader.read_line(&mut line))
+        .await
+        .unwrap()
+        .unwrap();
+    let info: serde_json::Value =
+        serde_json::from_str(line.strip_prefix("INFO ").unwrap().trim()).unwrap();
     assert_eq!(info["proto"], 1);
     assert_eq!(info["headers"], true);
     assert_eq!(info["max_payload"], 1024 * 1024);
@@ -336,18 +385,24 @@ async fn info_has_the_fields_clients_read() {
 
 #[tokio::test]
 async fn slow_consumer_is_cut_off_and_others_get_everything() {
-    let server = Server::with_config("max_pending: 2MB\nmax_payload: 64KB\nwrite_deadline: \"30s\"\n");
+    let server =
+        Server::with_config("max_pending: 2MB\nmax_payload: 64KB\nwrite_deadline: \"30s\"\n");
     // A subscriber that never reads, with a tiny receive buffer.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(server.addr().parse().unwrap()).await.unwrap();
+    let stream = socket
+        .connect(server.addr().parse().unwrap())
+        .await
+        .unwrap();
     let (r, w) = stream.into_split();
     let mut stuck = Raw {
         reader: BufReader::with_capacity(64, r),
         writer: w,
     };
     stuck.line().await;
-    stuck.send("CONNECT {\"verbose\":false}\r\nSUB firehose 1\r\nPING\r\n").await;
+    stuck
+        .send("CONNECT {\"verbose\":false}\r\nSUB firehose 1\r\nPING\r\n")
+        .await;
     assert_eq!(stuck.line().await, "PONG");
 
     let reader = client(&server).await;
@@ -367,7 +422,10 @@ async fn slow_consumer_is_cut_off_and_others_get_everything() {
         }
     });
     for i in 0..N {
-        publisher.publish("firehose", payload.clone()).await.unwrap();
+        publisher
+            .publish("firehose", payload.clone())
+            .await
+            .unwrap();
         if i % 500 == 499 {
             // Pace the publisher by the reading subscriber (a debug-build client is slow); the
             // stuck subscriber falls behind regardless.
@@ -390,7 +448,12 @@ async fn slow_consumer_is_cut_off_and_others_get_everything() {
     let mut sink = Vec::new();
     let closed = timeout(WAIT, stuck.reader.read_to_end(&mut sink)).await;
     assert!(closed.is_ok(), "slow consumer connection closed");
-    assert!(server.log.lock().unwrap().iter().any(|l| l.contains("slow consumer")));
+    assert!(server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("slow consumer")));
 }
 
 #[tokio::test]
@@ -399,7 +462,8 @@ async fn a_thousand_connections() {
     let mut conns = Vec::new();
     for _ in 0..1000 {
         let mut raw = Raw::connect(&server).await;
-        raw.send("CONNECT {\"verbose\":false}\r\nSUB all 1\r\n").await;
+        raw.send("CONNECT {\"verbose\":false}\r\nSUB all 1\r\n")
+            .await;
         conns.push(raw);
     }
     for raw in conns.iter_mut() {
@@ -447,7 +511,9 @@ async fn graceful_shutdown_on_sigterm() {
     let sub = nc.subscribe("x").await.unwrap();
     nc.flush().await.unwrap();
     let mut raw = Raw::connected(&server, "{\"verbose\":false}").await;
-    let status = server.terminate(Duration::from_secs(10)).expect("exits in time");
+    let status = server
+        .terminate(Duration::from_secs(10))
+        .expect("exits in time");
     assert!(status.success(), "{status}");
     raw.until_closed().await;
     let log = server.log.lock().unwrap().join("\n");
@@ -465,7 +531,10 @@ fn malformed_config_does_not_start() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{}:", path.display())), "{err}");
-    assert!(err.contains(":2:") || err.contains(":3:"), "line number in: {err}");
+    assert!(
+        err.contains(":2:") || err.contains(":3:"),
+        "line number in: {err}"
+    );
 }
 
 #[tokio::test]
@@ -490,7 +559,11 @@ async fn varz_counts_messages() {
     for _ in 0..10 {
         next(&mut sub).await;
     }
-    assert!(eventually(WAIT, || server.varz("in_msgs") == 10 && server.varz("out_msgs") == 10).await);
+    assert!(
+        eventually(WAIT, || server.varz("in_msgs") == 10
+            && server.varz("out_msgs") == 10)
+        .await
+    );
     assert_eq!(server.varz("in_bytes"), 50);
     assert_eq!(server.varz("out_bytes"), 50);
     assert_eq!(server.varz("connections"), 1);

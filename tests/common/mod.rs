@@ -49,7 +49,10 @@ impl Server {
         while Instant::now() < deadline {
             let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) else {
                 if let Ok(Some(status)) = child.try_wait() {
-                    panic!("junction exited early ({status}): {:?}", log.lock().unwrap());
+                    panic!(
+                        "junction exited early ({status}): {:?}",
+                        log.lock().unwrap()
+                    );
                 }
                 continue;
             };
@@ -115,7 +118,9 @@ impl Server {
     }
 
     pub fn varz(&self, key: &str) -> u64 {
-        self.http_json("/varz")[key].as_u64().expect("numeric varz field")
+        self.http_json("/varz")[key]
+            .as_u64()
+            .expect("numeric varz field")
     }
 }
 

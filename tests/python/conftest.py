@@ -179,7 +179,7 @@ def server_factory(tmp_path):
         if rc is None:
             srv.kill()
             problems.append(f"server on port {srv.port} did not exit within {STOP_TIMEOUT}s of SIGTERM")
-        elif rc != 0 and not already_done:
+        elif rc != EXPECT_EXIT and not already_done:
             problems.append(f"server on port {srv.port} exited with code {rc} after SIGTERM")
     if problems:
         pytest.fail("; ".join(problems))
@@ -399,7 +399,7 @@ class RawClient:
             pass
 
 
-def free_socket_count_ok(n: int) -> None:
+def raise_fd_limit(n: int) -> None:
     """Raise RLIMIT_NOFILE so that ``n`` sockets fit, or skip."""
     import resource
 

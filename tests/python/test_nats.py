@@ -21,7 +21,7 @@ from conftest import (
     Clients,
     RawClient,
     async_test,
-    free_socket_count_ok,
+    raise_fd_limit,
     set_small_rcvbuf,
     sync_subs,
     varz,
@@ -365,16 +365,15 @@ async def test_verbose_and_pedantic(server):
     assert await raw.readline() == b"+OK"
     assert await raw.read_op() == ("MSG", b"foo", b"1", None, b"hi")
 
-    # Publishing to a wildcard subject is a pedantic error, not a disconnect.
+    # Publishing to a wildcard subject is a pedantic error, not a disconnect:
+    # nats-server reports it and then still acknowledges the PUB.
     await raw.send(b"PUB foo.* 1\r\nx\r\n")
     assert await raw.readline() == b"-ERR 'Invalid Publish Subject'"
+    assert await raw.readline() == b"+OK"
 
-    # An invalid subscription subject is refused; the connection stays.
+    # An invalid subscription subject is refused (no +OK); the connection stays.
     await raw.send(b"SUB foo..bar 2\r\n")
-    ops = await raw.ping()
-    lines = [op[0] for op in ops]
-    assert b"-ERR 'Invalid Subject'" in lines, lines
-    assert all(line in (b"+OK", b"-ERR 'Invalid Subject'") for line in lines), lines
+    assert await raw.ping() == [(b"-ERR 'Invalid Subject'",)]
 
     # Still fully alive: subscribe and receive.
     await raw.send(b"SUB bar 3\r\n")
@@ -396,7 +395,10 @@ async def test_info_line(server):
     a = await RawClient.connect(server, send_connect=False)
     b = await RawClient.connect(server, send_connect=False)
     info = a.info
-    assert isinstance(info["server_id"], str) and len(info["server_id"]) > 0
+    # A 56-character public server key, as nats-server's ids are.
+    assert isinstance(info["server_id"], str) and len(info["server_id"]) == 56, info["server_id"]
+    assert info["server_id"].startswith("N") and info["server_id"].isalnum()
+    assert info["server_name"] == info["server_id"]  # no name configured
     assert isinstance(info["version"], str) and len(info["version"].split(".")) >= 3, info["version"]
     assert info["proto"] == 1
     assert info["headers"] is True
@@ -406,25 +408,86 @@ async def test_info_line(server):
     assert info["port"] == server.port
     assert b.info["client_id"] != a.info["client_id"]
     assert b.info["server_id"] == a.info["server_id"]
-    # A connection that skipped CONNECT can still talk (verbose off by default).
+    # An empty CONNECT takes nats-server's defaults, which are verbose.
     await a.send(b"CONNECT {}\r\n")
-    assert await a.ping() == []
+    assert await a.ping() == [(b"+OK",)]
     await a.close()
     await b.close()
 
 
 @async_test()
-async def test_unknown_protocol_operation(server):
+async def test_configured_server_name_and_max_payload(server_factory):
+    server = server_factory('server_name: "edge-1"\nmax_payload: 2KB\n')
+    raw = await RawClient.connect(server, send_connect=False)
+    assert raw.info["server_name"] == "edge-1"
+    assert raw.info["max_payload"] == 2048
+    await raw.close()
+    v = await varz(server)
+    assert v["server_name"] == "edge-1"
+    assert v["max_payload"] == 2048
+
+
+@pytest.mark.parametrize("bad", [
+    b"FOO bar\r\n",               # an unknown verb
+    b"MSG a 1 2\r\nhi\r\n",        # a server-only verb sent by a client
+    b"PUB foo 3\r\nhello\r\n",     # a payload longer than announced
+], ids=["unknown-verb", "client-sends-MSG", "payload-size-mismatch"])
+@async_test()
+async def test_unknown_protocol_operation(server, bad):
     async with Clients(server) as c:
         bystander = await c.connect()
         raw = await RawClient.connect(server)
         assert await raw.ping() == []
-        await raw.send(b"FOO bar\r\n")
+        await raw.send(bad)
         data = await raw.read_until_closed(5)
         assert data == b"-ERR 'Unknown Protocol Operation'\r\n"
         await raw.close()
         assert not bystander.is_closed
         await assert_still_works(c)
+
+
+@pytest.mark.parametrize("bad,send_connect", [
+    (b"PUB foo\r\n", True),                     # PUB without a size
+    (b"PUB foo bar baz qux 1\r\n", True),       # PUB with too many arguments
+    (b"HPUB foo 5 3\r\n", True),                # header size above the total size
+    (b"CONNECT {not json\r\n", False),          # CONNECT that is not JSON
+], ids=["pub-no-size", "pub-too-many-args", "hpub-bad-sizes", "connect-bad-json"])
+@async_test()
+async def test_malformed_arguments_close_the_connection(server, bad, send_connect):
+    """Malformed arguments close the connection. nats-server closes without a
+    word (the parse error goes to its log only); Junction deliberately says why
+    first, with nats-server's own string for bad protocol input, so the client
+    sees a clear error. Either way the connection is closed and others go on."""
+    async with Clients(server) as c:
+        bystander = await c.connect()
+        raw = await RawClient.connect(server, send_connect=send_connect)
+        if send_connect:
+            assert await raw.ping() == []
+        await raw.send(bad)
+        data = await raw.read_until_closed(5)
+        assert data == b"-ERR 'Unknown Protocol Operation'\r\n", f"after {bad!r} the server sent {data!r} before closing"
+        await raw.close()
+        assert not bystander.is_closed
+        await assert_still_works(c)
+
+
+@async_test()
+async def test_raw_protocol_basics(server):
+    raw = await RawClient.connect(server)
+    # Verbs are case-insensitive.
+    await raw.send(b"sub lower 1\r\npub lower 2\r\nhi\r\n")
+    assert await raw.ping() == [("MSG", b"lower", b"1", None, b"hi")]
+    # Reply subjects and queue subscriptions.
+    await raw.send(b"SUB req.* q1 2\r\nPUB req.a my.reply 3\r\nabc\r\n")
+    assert await raw.ping() == [("MSG", b"req.a", b"2", b"my.reply", b"abc")]
+    # HPUB in, HMSG out, sizes preserved.
+    hdr = b"NATS/1.0\r\nA: b\r\n\r\n"
+    await raw.send(b"SUB h 3\r\nHPUB h %d %d\r\n%shello\r\n" % (len(hdr), len(hdr) + 5, hdr))
+    assert await raw.ping() == [("HMSG", b"h", b"3", None, hdr, b"hello")]
+    # UNSUB stops delivery; unsubscribing an unknown sid is not an error.
+    await raw.send(b"UNSUB 3\r\nUNSUB 99\r\nPUB h 1\r\nx\r\n")
+    assert await raw.ping() == []
+    await raw.close()
 
 
 @async_test()
@@ -540,12 +603,23 @@ async def test_slow_consumer_isolation(server_factory):
                 await pub_nc.publish("flood", payload)
                 if i % 200 == 199:
                     await pub_nc.flush(timeout=10)
+                    # Pace the publisher by the reading subscriber, so that the
+                    # reader is never more than ~500 KB behind: with max_pending
+                    # 1MB only a connection that stops reading can be cut off.
+                    await wait_until(
+                        lambda: count > i - 500 or fast_nc.is_closed, 10,
+                        what=f"the reading subscriber to keep up (published {i + 1}, received {count})")
+                    assert not fast_nc.is_closed, (
+                        f"the server closed the READING subscriber after it received {count} of the "
+                        f"{i + 1} messages published so far (errors seen: {c.errors!r})")
             await pub_nc.flush(timeout=10)
 
-            await wait_until(lambda: count >= n, 30, what=f"{n} messages at the reading subscriber")
+            await wait_until(lambda: count >= n or fast_nc.is_closed, 30,
+                             what=f"{n} messages at the reading subscriber")
             await asyncio.sleep(0.2)
+            assert not fast_nc.is_closed, f"the reading subscriber was closed after {count} messages"
             assert count == n and bad == 0
-            assert not fast_nc.is_closed and not pub_nc.is_closed
+            assert not pub_nc.is_closed
 
             v = await wait_until(
                 lambda: (lambda v: v if v["slow_consumers"] >= 1 else None)(server.varz()), 10,
@@ -578,6 +652,59 @@ async def test_slow_consumer_isolation(server_factory):
         slow.close()
 
 
+@async_test(timeout=60)
+async def test_fast_publisher_does_not_cut_off_a_reading_subscriber(server_factory):
+    """A subscriber that reads as fast as it can is never a slow consumer.
+
+    The publisher is paced only by the protocol (a PING after every 50
+    messages, the next batch after the PONG), not by the subscriber, so at
+    most ~52 KB are ever unacknowledged: far below max_pending (1MB).
+    nats-server delivers every message here.
+    """
+    server = server_factory('max_pending: 1MB\nwrite_deadline: "2s"\n')
+    n, batch, size = 20_000, 50, 1024
+    frame = b"MSG flood 1 1024\r\n" + b"x" * size + b"\r\n"
+
+    sub = await RawClient.connect(server)
+    await sub.send(b"SUB flood 1\r\n")
+    assert await sub.ping() == []
+    received = 0
+    eof = False
+
+    async def read_all():
+        nonlocal received, eof
+        while received < n * len(frame):
+            try:
+                chunk = await sub.reader.read(1 << 20)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                eof = True
+                return
+            received += len(chunk)
+
+    reader = asyncio.create_task(read_all())
+    pub = await RawClient.connect(server)
+    pub_frame = b"PUB flood 1024\r\n" + b"x" * size + b"\r\n"
+    try:
+        for i in range(n // batch):
+            await pub.send(pub_frame * batch + b"PING\r\n")
+            assert await pub.readline(10) == b"PONG"
+            if eof:
+                break
+        await asyncio.wait_for(reader, 20)
+    finally:
+        reader.cancel()
+    assert not eof, (
+        f"the server closed a subscriber that was reading as fast as it could, after "
+        f"{received // len(frame)} of {n} messages ({received} bytes); "
+        f"slow_consumers={server.varz()['slow_consumers']}")
+    assert received == n * len(frame)
+    assert (await varz(server))["slow_consumers"] == 0
+    await sub.close()
+    await pub.close()
+
+
 # ==========================================================================
 # 11. Many connections
 # ==========================================================================
@@ -586,7 +713,7 @@ async def test_slow_consumer_isolation(server_factory):
 @async_test(timeout=120)
 async def test_thousand_connections(server_factory):
     n = 1000
-    free_socket_count_ok(2 * n + 100)  # before starting the server, which inherits the limit
+    raise_fd_limit(2 * n + 100)  # before starting the server, which inherits the limit
     server = server_factory()
     async with Clients(server) as c:
         pub_nc = await c.connect()

@@ -31,7 +31,7 @@ const BUSY_READ_BYTES: usize = 8 * 1024;
 /// Read buffer of a busy connection.
 const LARGE_READ_BYTES: usize = 64 * 1024;
 /// Read buffer of a quiet connection (released when it goes idle).
-const SMALL_READ_BYTES: usize = 4 * 1024;
+const SMALL_READ_BYTES: usize = 1024;
 /// Longest a publisher pauses for one backlogged subscriber that is draining.
 const STALL_MAX: Duration = Duration::from_millis(5);
 /// Longest a publisher pauses after one read batch, over all backlogged subscribers.

@@ -125,7 +125,8 @@ impl Frontend {
         };
         let mut line = b"INFO ".to_vec();
         line.extend_from_slice(&serde_json::to_vec(&info).expect("INFO serializes"));
-        line.extend_from_slice(b"\r\n");
+        // nats-server puts a space between the JSON and the CRLF.
+        line.extend_from_slice(b" \r\n");
         line
     }
 }
