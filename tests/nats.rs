@@ -568,3 +568,49 @@ async fn varz_counts_messages() {
     assert_eq!(server.varz("out_bytes"), 50);
     assert_eq!(server.varz("connections"), 1);
 }
+
+#[tokio::test]
+async fn connz_shows_connections_and_close_reasons() {
+    let server = Server::start(&[]);
+    let nc = async_nats::ConnectOptions::new()
+        .name("inventory-service")
+        .connect(server.url())
+        .await
+        .unwrap();
+    let _a = nc.subscribe("a").await.unwrap();
+    let _b = nc.subscribe("b.>").await.unwrap();
+    nc.publish("a", "x".into()).await.unwrap();
+    nc.flush().await.unwrap();
+    let open = server.http_json("/connz");
+    assert_eq!(open["num_connections"], 1);
+    let c = &open["connections"][0];
+    assert_eq!(c["name"], "inventory-service");
+    assert_eq!(c["lang"], "rust");
+    assert_eq!(c["subscriptions"], 2);
+    assert_eq!(c["ip"], "127.0.0.1");
+    assert_eq!(c["account"], "$G");
+    assert!(
+        eventually(WAIT, || server.http_json("/connz")["connections"][0]
+            ["in_msgs"]
+            == 1)
+        .await
+    );
+
+    let mut raw = Raw::connect(&server).await;
+    raw.send("BOGUS\r\n").await;
+    raw.until_closed().await;
+    let mut quiet = Raw::connected(&server, "{\"verbose\":false}").await;
+    quiet.send("PING\r\n").await;
+    assert_eq!(quiet.line().await, "PONG");
+    drop(quiet);
+    assert!(
+        eventually(WAIT, || server.http_json("/connz?state=closed")["total"]
+            == 2)
+        .await
+    );
+    let closed = server.http_json("/connz?state=closed");
+    assert_eq!(closed["connections"][0]["reason"], "Protocol Violation");
+    assert_eq!(closed["connections"][1]["reason"], "Client Closed");
+    assert!(closed["connections"][1]["stop"].is_string());
+    assert_eq!(server.http_json("/connz?state=all")["total"], 3);
+}

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use crate::conns::Registry;
 use crate::delivery::{self, FlushBatch};
 use crate::message::{ConnId, Message};
 use crate::stats::Stats;
@@ -71,6 +72,7 @@ impl Account {
 pub struct Bus {
     accounts: RwLock<HashMap<String, Arc<Account>>>,
     stats: Stats,
+    conns: Registry,
     next_conn: AtomicU64,
 }
 
@@ -91,6 +93,7 @@ impl Bus {
         Self {
             accounts: RwLock::new(accounts),
             stats: Stats::default(),
+            conns: Registry::default(),
             next_conn: AtomicU64::new(1),
         }
     }
@@ -136,6 +139,11 @@ impl Bus {
     /// Server-wide statistics.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Open and recently closed connections.
+    pub fn conns(&self) -> &Registry {
+        &self.conns
     }
 
     /// A fresh connection id.

@@ -7,8 +7,10 @@
 //! - [`delivery`]: the [`Sink`] a frontend implements, and fan-out of one message.
 //! - [`account`]: accounts as separate subject spaces, and the [`Bus`] that holds them.
 //! - [`stats`]: server-wide counters.
+//! - [`conns`]: the registry of open and recently closed connections, for monitoring.
 
 pub mod account;
+pub mod conns;
 pub mod delivery;
 pub mod message;
 pub mod stats;
@@ -16,6 +18,7 @@ pub mod subject;
 pub mod sublist;
 
 pub use account::{Account, Bus, DEFAULT_ACCOUNT};
+pub use conns::{ConnSnapshot, ConnView, Registry};
 pub use delivery::{Delivery, FlushBatch, Sink};
 pub use message::{ConnId, DeliveryFacts, Message};
 pub use stats::Stats;

@@ -1,15 +1,16 @@
 //! junction-web: the HTTP monitoring listener (axum).
 //!
-//! Layout: [`serve`] runs the listener; the handlers answer `/healthz` and `/varz` with JSON in
-//! nats-server's shape, built from the bus's counters and a [`ServerInfo`] the binary fills in.
+//! Layout: [`serve`] runs the listener; the handlers answer `/healthz`, `/varz` and `/connz` with
+//! JSON in nats-server's shape, built from the bus's counters, its connection registry and a
+//! [`ServerInfo`] the binary fills in.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use junction_core::{Bus, Stats};
+use junction_core::{Bus, ConnSnapshot, Stats};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -69,6 +70,7 @@ pub async fn serve(
         .route("/", get(root))
         .route("/healthz", get(healthz))
         .route("/varz", get(varz))
+        .route("/connz", get(connz))
         .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -76,7 +78,7 @@ pub async fn serve(
 }
 
 async fn root() -> Json<Value> {
-    Json(json!({ "endpoints": ["/healthz", "/varz"] }))
+    Json(json!({ "endpoints": ["/healthz", "/varz", "/connz"] }))
 }
 
 async fn healthz() -> Json<Value> {
@@ -168,6 +170,84 @@ async fn varz(State(m): State<Arc<Monitor>>) -> Json<Value> {
     }))
 }
 
+/// One query parameter's value.
+fn param<'a>(query: &'a Option<String>, key: &str) -> Option<&'a str> {
+    query
+        .as_deref()?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+fn conn_json(c: &ConnSnapshot, now: SystemTime) -> Value {
+    let uptime = c
+        .stop
+        .unwrap_or(now)
+        .duration_since(c.start)
+        .unwrap_or_default();
+    let mut v = json!({
+        "cid": c.cid.0,
+        "kind": "Client",
+        "type": c.kind,
+        "ip": c.ip,
+        "port": c.port,
+        "start": rfc3339(c.start),
+        "uptime": format_uptime(uptime),
+        "pending_bytes": c.pending_bytes,
+        "in_msgs": c.in_msgs,
+        "out_msgs": c.out_msgs,
+        "in_bytes": c.in_bytes,
+        "out_bytes": c.out_bytes,
+        "subscriptions": c.subscriptions,
+        "name": c.name,
+        "lang": c.lang,
+        "version": c.version,
+        "account": c.account,
+    });
+    if let (Some(stop), Some(reason)) = (c.stop, c.reason) {
+        v["stop"] = json!(rfc3339(stop));
+        v["reason"] = json!(reason);
+    }
+    v
+}
+
+/// `/connz?state=open|closed|all&offset=N&limit=N`: connections, as nats-server lists them.
+async fn connz(State(m): State<Arc<Monitor>>, RawQuery(query): RawQuery) -> Json<Value> {
+    let registry = m.bus.conns();
+    let conns = match param(&query, "state").unwrap_or("open") {
+        "closed" => registry.closed_snapshots(),
+        "all" | "any" => {
+            let mut all = registry.open_snapshots();
+            all.extend(registry.closed_snapshots());
+            all
+        }
+        _ => registry.open_snapshots(),
+    };
+    let offset: usize = param(&query, "offset")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let limit: usize = param(&query, "limit")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let now = SystemTime::now();
+    let page: Vec<Value> = conns
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|c| conn_json(c, now))
+        .collect();
+    Json(json!({
+        "server_id": m.info.server_id,
+        "now": rfc3339(now),
+        "num_connections": page.len(),
+        "total": conns.len(),
+        "offset": offset,
+        "limit": limit,
+        "connections": page,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +258,15 @@ mod tests {
         assert_eq!(format_uptime(Duration::from_secs(61)), "1m1s");
         assert_eq!(format_uptime(Duration::from_secs(3600)), "1h0m0s");
         assert_eq!(format_uptime(Duration::from_secs(90_061)), "1d1h1m1s");
+    }
+
+    #[test]
+    fn query_parameters() {
+        let q = Some("state=closed&limit=5".to_string());
+        assert_eq!(param(&q, "state"), Some("closed"));
+        assert_eq!(param(&q, "limit"), Some("5"));
+        assert_eq!(param(&q, "offset"), None);
+        assert_eq!(param(&None, "state"), None);
     }
 
     #[test]

@@ -5,15 +5,15 @@ use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use junction_auth::Credentials;
 use junction_core::{
-    subject, Account, ConnId, Delivery, DeliveryFacts, FlushBatch, MatchCache, Message, Sink,
-    Stats, Subscription,
+    subject, Account, ConnId, ConnSnapshot, ConnView, Delivery, DeliveryFacts, FlushBatch,
+    MatchCache, Message, Sink, Stats, Subscription,
 };
 use serde::Deserialize;
 use tokio::net::TcpStream;
@@ -47,6 +47,48 @@ pub(crate) struct Client {
     /// Subscriptions by sid.
     subs: Mutex<HashMap<Bytes, Arc<Subscription>>>,
     fe: Arc<Frontend>,
+    /// Who the client is, for monitoring.
+    peer: SocketAddr,
+    start: SystemTime,
+    about: Mutex<About>,
+    in_msgs: AtomicU64,
+    in_bytes: AtomicU64,
+    out_msgs: AtomicU64,
+    out_bytes: AtomicU64,
+}
+
+/// What the client said about itself in CONNECT, and the account it was bound to.
+#[derive(Default)]
+struct About {
+    name: String,
+    lang: String,
+    version: String,
+    account: String,
+}
+
+impl ConnView for Client {
+    fn snapshot(&self) -> ConnSnapshot {
+        let about = self.about.lock().expect("about lock");
+        ConnSnapshot {
+            cid: self.id,
+            kind: "nats",
+            ip: self.peer.ip().to_string(),
+            port: self.peer.port(),
+            start: self.start,
+            name: about.name.clone(),
+            lang: about.lang.clone(),
+            version: about.version.clone(),
+            account: about.account.clone(),
+            subscriptions: self.subs.lock().expect("subs lock").len(),
+            pending_bytes: self.out.pending(),
+            in_msgs: self.in_msgs.load(Ordering::Relaxed),
+            in_bytes: self.in_bytes.load(Ordering::Relaxed),
+            out_msgs: self.out_msgs.load(Ordering::Relaxed),
+            out_bytes: self.out_bytes.load(Ordering::Relaxed),
+            stop: None,
+            reason: None,
+        }
+    }
 }
 
 impl Sink for Client {
@@ -74,6 +116,9 @@ impl Sink for Client {
                 if backlogged {
                     batch.backlog(&sub.sink);
                 }
+                self.out_msgs.fetch_add(1, Ordering::Relaxed);
+                self.out_bytes
+                    .fetch_add(msg.size() as u64, Ordering::Relaxed);
                 Delivery::Queued
             }
             Push::SlowConsumer => {
@@ -281,6 +326,13 @@ impl Session {
         self.echo = opts.echo;
         self.no_responders = opts.no_responders;
         self.client.headers.store(opts.headers, Ordering::Relaxed);
+        {
+            let mut about = self.client.about.lock().expect("about lock");
+            about.name = opts.name.clone().unwrap_or_default();
+            about.lang = opts.lang.clone().unwrap_or_default();
+            about.version = opts.version.clone().unwrap_or_default();
+            about.account = self.account.name().to_string();
+        }
         self.connected = true;
         tracing::debug!(
             cid = %self.client.id,
@@ -392,6 +444,14 @@ impl Session {
     fn end_batch(&mut self) {
         self.batch.wake_all();
         let stats = self.client.fe.bus.stats();
+        if self.in_msgs > 0 {
+            self.client
+                .in_msgs
+                .fetch_add(self.in_msgs, Ordering::Relaxed);
+            self.client
+                .in_bytes
+                .fetch_add(self.in_bytes, Ordering::Relaxed);
+        }
         Stats::add(&stats.in_msgs, std::mem::take(&mut self.in_msgs));
         Stats::add(&stats.in_bytes, std::mem::take(&mut self.in_bytes));
         Stats::add(&stats.out_msgs, std::mem::take(&mut self.batch.out_msgs));
@@ -495,7 +555,18 @@ pub(crate) async fn run(
         headers: AtomicBool::new(false),
         subs: Mutex::new(HashMap::new()),
         fe: fe.clone(),
+        peer,
+        start: SystemTime::now(),
+        about: Mutex::new(About {
+            account: fe.bus.default_account().name().to_string(),
+            ..About::default()
+        }),
+        in_msgs: AtomicU64::new(0),
+        in_bytes: AtomicU64::new(0),
+        out_msgs: AtomicU64::new(0),
+        out_bytes: AtomicU64::new(0),
     });
+    fe.bus.conns().open(id, client.clone());
     client.out.push_own(&fe.info(id.0, &peer.ip().to_string()));
     tracing::debug!(cid = %id, peer = %peer, "accepted NATS connection");
     let defaults = ConnectOptions::default();
@@ -516,6 +587,7 @@ pub(crate) async fn run(
     let reason = drive(&stream, &mut session, &shutdown).await;
     session.teardown();
     client.out.close(reason);
+    fe.bus.conns().close(id, reason.as_str());
     match reason {
         CloseReason::ClientClosed | CloseReason::ServerShutdown => {
             tracing::debug!(cid = %id, reason = %reason, "connection closed")

@@ -1,0 +1,109 @@
+//! The registry of connections, for monitoring: every open connection, whatever its protocol,
+//! and the most recent closed ones with the reason they closed.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::message::ConnId;
+
+/// Closed connections kept for monitoring.
+pub const CLOSED_KEPT: usize = 1000;
+
+/// What monitoring shows of one connection.
+#[derive(Debug, Clone)]
+pub struct ConnSnapshot {
+    /// Connection id.
+    pub cid: ConnId,
+    /// Protocol (`nats`, later `mqtt`, `ws`).
+    pub kind: &'static str,
+    /// Peer address.
+    pub ip: String,
+    /// Peer port.
+    pub port: u16,
+    /// When the connection was accepted.
+    pub start: SystemTime,
+    /// Client name, language and version, as the client gave them.
+    pub name: String,
+    /// Client library language.
+    pub lang: String,
+    /// Client library version.
+    pub version: String,
+    /// The account the connection is bound to.
+    pub account: String,
+    /// Subscriptions held.
+    pub subscriptions: usize,
+    /// Bytes waiting to be written to the client.
+    pub pending_bytes: usize,
+    /// Messages received from the client.
+    pub in_msgs: u64,
+    /// Bytes received from the client.
+    pub in_bytes: u64,
+    /// Messages delivered to the client.
+    pub out_msgs: u64,
+    /// Bytes delivered to the client.
+    pub out_bytes: u64,
+    /// When it closed (closed connections only).
+    pub stop: Option<SystemTime>,
+    /// Why it closed (closed connections only).
+    pub reason: Option<&'static str>,
+}
+
+/// A live connection that can describe itself.
+pub trait ConnView: Send + Sync {
+    /// The connection as monitoring shows it now.
+    fn snapshot(&self) -> ConnSnapshot;
+}
+
+/// Open connections and the most recently closed ones.
+#[derive(Default)]
+pub struct Registry {
+    open: Mutex<HashMap<ConnId, Arc<dyn ConnView>>>,
+    closed: Mutex<VecDeque<ConnSnapshot>>,
+}
+
+impl Registry {
+    /// Registers an open connection.
+    pub fn open(&self, cid: ConnId, view: Arc<dyn ConnView>) {
+        self.open.lock().expect("registry lock").insert(cid, view);
+    }
+
+    /// Moves a connection to the closed list with its reason.
+    pub fn close(&self, cid: ConnId, reason: &'static str) {
+        let Some(view) = self.open.lock().expect("registry lock").remove(&cid) else {
+            return;
+        };
+        let mut snap = view.snapshot();
+        snap.stop = Some(SystemTime::now());
+        snap.reason = Some(reason);
+        let mut closed = self.closed.lock().expect("registry lock");
+        if closed.len() == CLOSED_KEPT {
+            closed.pop_front();
+        }
+        closed.push_back(snap);
+    }
+
+    /// Snapshots of the open connections, by id.
+    pub fn open_snapshots(&self) -> Vec<ConnSnapshot> {
+        let views: Vec<_> = self
+            .open
+            .lock()
+            .expect("registry lock")
+            .values()
+            .cloned()
+            .collect();
+        let mut snaps: Vec<_> = views.iter().map(|v| v.snapshot()).collect();
+        snaps.sort_by_key(|s| s.cid);
+        snaps
+    }
+
+    /// The most recently closed connections, oldest first.
+    pub fn closed_snapshots(&self) -> Vec<ConnSnapshot> {
+        self.closed
+            .lock()
+            .expect("registry lock")
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
