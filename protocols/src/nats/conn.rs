@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -17,7 +17,7 @@ use junction_core::{
 };
 use serde::Deserialize;
 use tokio::net::TcpStream;
-use tokio::time::{sleep_until, Instant, MissedTickBehavior};
+use tokio::time::{sleep_until, Instant, MissedTickBehavior, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::encode::{self, Msg};
@@ -614,7 +614,8 @@ async fn drive(
     let start = Instant::now();
     let mut ping = tokio::time::interval_at(start + fe.opts.ping_interval, fe.opts.ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut deadline = pin!(sleep_until(start));
+    // Armed only while a write is blocked, so an idle connection holds no timer for it.
+    let mut deadline: Option<Pin<Box<Sleep>>> = None;
     let mut blocked = false;
     // Set once the connection is ending: stop reading, flush what is queued, then close.
     let mut closing: Option<CloseReason> = None;
@@ -627,6 +628,7 @@ async fn drive(
         match writer.write(stream, &client.out) {
             Ok(WriteState::Idle) => {
                 blocked = false;
+                deadline = None;
                 if let Some(reason) = closing {
                     return reason;
                 }
@@ -634,9 +636,9 @@ async fn drive(
             Ok(WriteState::Blocked) => {
                 if !blocked {
                     blocked = true;
-                    deadline
-                        .as_mut()
-                        .reset(Instant::now() + fe.opts.write_deadline);
+                    deadline = Some(Box::pin(sleep_until(
+                        Instant::now() + fe.opts.write_deadline,
+                    )));
                 }
             }
             Err(reason) => return closing.unwrap_or(reason),
@@ -662,7 +664,8 @@ async fn drive(
                         }
                         session.end_batch();
                         if session.batch.has_backlogged() {
-                            session.stall().await;
+                            // Boxed: a rare path that should not grow every connection's task.
+                            Box::pin(session.stall()).await;
                         }
                         if rbuf.is_empty() && n < BUSY_READ_BYTES {
                             // A quiet connection gives its read buffer back.
@@ -680,7 +683,7 @@ async fn drive(
                     return CloseReason::WriteError;
                 }
             }
-            _ = &mut deadline, if blocked => {
+            _ = expired(&mut deadline), if blocked => {
                 Stats::add(&fe.bus.stats().slow_consumers, 1);
                 tracing::warn!(cid = %client.id, "slow consumer: write deadline exceeded, closing the connection");
                 return CloseReason::SlowConsumerWriteDeadline;
@@ -699,6 +702,14 @@ async fn drive(
                 client.out.release_spare();
             }
         }
+    }
+}
+
+/// Resolves when the armed deadline passes; never when none is armed.
+async fn expired(deadline: &mut Option<Pin<Box<Sleep>>>) {
+    match deadline {
+        Some(d) => d.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 
