@@ -52,6 +52,10 @@ struct State {
     /// A publisher waited in vain: the writer is not draining, so nobody waits for it again
     /// until it makes progress.
     stuck: bool,
+    /// Messages queued for the client since it connected.
+    out_msgs: u64,
+    /// Bytes (headers and payload) of those messages.
+    out_bytes: u64,
 }
 
 /// One connection's outbound buffer and its writer's wake-up.
@@ -77,8 +81,9 @@ impl Outbound {
         }
     }
 
-    /// Appends `len` bytes written by `encode`, unless that would pass the limit.
-    pub fn push(&self, len: usize, encode: impl FnOnce(&mut BytesMut)) -> Push {
+    /// Appends `len` bytes written by `encode`, unless that would pass the limit. A delivery
+    /// counts as one message of `msg_bytes` (headers and payload) in the connection's counters.
+    pub fn push(&self, len: usize, msg_bytes: u64, encode: impl FnOnce(&mut BytesMut)) -> Push {
         let mut s = self.state.lock().expect("outbound lock");
         if s.closed.is_some() {
             return Push::Closed;
@@ -98,6 +103,8 @@ impl Outbound {
             }
         }
         encode(&mut s.buf);
+        s.out_msgs += 1;
+        s.out_bytes += msg_bytes;
         let backlogged = !s.stuck && s.buf.len() + s.in_flight > self.high_watermark;
         Push::Queued {
             was_empty,
@@ -167,6 +174,12 @@ impl Outbound {
         self.state.lock().expect("outbound lock").buf.is_empty()
     }
 
+    /// Messages and their bytes queued for the client since it connected.
+    pub fn delivered(&self) -> (u64, u64) {
+        let s = self.state.lock().expect("outbound lock");
+        (s.out_msgs, s.out_bytes)
+    }
+
     /// Bytes waiting to be written (queued and in flight).
     pub fn pending(&self) -> usize {
         let s = self.state.lock().expect("outbound lock");
@@ -211,44 +224,44 @@ mod tests {
     fn slow_consumer_past_the_limit() {
         let out = Outbound::new(10);
         assert_eq!(
-            out.push(6, |b| b.extend_from_slice(b"123456")),
+            out.push(6, 1, |b| b.extend_from_slice(b"123456")),
             Push::Queued {
                 was_empty: true,
                 backlogged: true
             }
         );
         assert_eq!(
-            out.push(4, |b| b.extend_from_slice(b"7890")),
+            out.push(4, 1, |b| b.extend_from_slice(b"7890")),
             Push::Queued {
                 was_empty: false,
                 backlogged: true
             }
         );
         assert_eq!(
-            out.push(1, |b| b.extend_from_slice(b"x")),
+            out.push(1, 1, |b| b.extend_from_slice(b"x")),
             Push::SlowConsumer
         );
         assert_eq!(out.closed(), Some(CloseReason::SlowConsumerPendingBytes));
-        assert_eq!(out.push(1, |b| b.extend_from_slice(b"x")), Push::Closed);
+        assert_eq!(out.push(1, 1, |b| b.extend_from_slice(b"x")), Push::Closed);
     }
 
     #[test]
     fn in_flight_bytes_count_towards_the_limit() {
         let out = Outbound::new(10);
-        out.push(8, |b| b.extend_from_slice(b"12345678"));
+        out.push(8, 1, |b| b.extend_from_slice(b"12345678"));
         let chunk = out.take();
         assert_eq!(chunk.len(), 8);
         assert!(out.is_empty());
         assert_eq!(
-            out.push(4, |b| b.extend_from_slice(b"abcd")),
+            out.push(4, 1, |b| b.extend_from_slice(b"abcd")),
             Push::SlowConsumer
         );
         let out = Outbound::new(10);
-        out.push(8, |b| b.extend_from_slice(b"12345678"));
+        out.push(8, 1, |b| b.extend_from_slice(b"12345678"));
         let chunk = out.take();
         out.written(chunk);
         assert_eq!(
-            out.push(4, |b| b.extend_from_slice(b"abcd")),
+            out.push(4, 1, |b| b.extend_from_slice(b"abcd")),
             Push::Queued {
                 was_empty: true,
                 backlogged: false
@@ -261,7 +274,7 @@ mod tests {
         let out = Outbound::new(100);
         // High watermark 50, low 25.
         assert!(matches!(
-            out.push(60, |b| b.extend_from_slice(&[0; 60])),
+            out.push(60, 1, |b| b.extend_from_slice(&[0; 60])),
             Push::Queued {
                 backlogged: true,
                 ..
@@ -273,7 +286,7 @@ mod tests {
         out.stall_timed_out();
         assert!(out.poll_drained(&mut cx).is_ready());
         assert!(matches!(
-            out.push(1, |b| b.extend_from_slice(&[0])),
+            out.push(1, 1, |b| b.extend_from_slice(&[0])),
             Push::Queued {
                 backlogged: false,
                 ..
@@ -283,7 +296,7 @@ mod tests {
         let chunk = out.take();
         out.written(chunk);
         assert!(matches!(
-            out.push(60, |b| b.extend_from_slice(&[0; 60])),
+            out.push(60, 1, |b| b.extend_from_slice(&[0; 60])),
             Push::Queued {
                 backlogged: true,
                 ..
@@ -294,7 +307,7 @@ mod tests {
     #[test]
     fn idle_connection_holds_no_buffer() {
         let out = Outbound::new(1 << 20);
-        out.push(100, |b| b.extend_from_slice(&[0; 100]));
+        out.push(100, 1, |b| b.extend_from_slice(&[0; 100]));
         let chunk = out.take();
         out.written(chunk);
         let s = out.state.lock().unwrap();

@@ -26,8 +26,6 @@ use super::Frontend;
 use crate::outbound::{Outbound, Push};
 use crate::CloseReason;
 
-/// Reads this large or larger mark a busy connection, which keeps a large read buffer.
-const BUSY_READ_BYTES: usize = 8 * 1024;
 /// Read buffer of a busy connection.
 const LARGE_READ_BYTES: usize = 64 * 1024;
 /// Read buffer of a quiet connection (released when it goes idle).
@@ -53,8 +51,6 @@ pub(crate) struct Client {
     about: Mutex<About>,
     in_msgs: AtomicU64,
     in_bytes: AtomicU64,
-    out_msgs: AtomicU64,
-    out_bytes: AtomicU64,
 }
 
 /// What the client said about itself in CONNECT, and the account it was bound to.
@@ -69,6 +65,7 @@ struct About {
 impl ConnView for Client {
     fn snapshot(&self) -> ConnSnapshot {
         let about = self.about.lock().expect("about lock");
+        let (out_msgs, out_bytes) = self.out.delivered();
         ConnSnapshot {
             cid: self.id,
             kind: "nats",
@@ -83,8 +80,8 @@ impl ConnView for Client {
             pending_bytes: self.out.pending(),
             in_msgs: self.in_msgs.load(Ordering::Relaxed),
             in_bytes: self.in_bytes.load(Ordering::Relaxed),
-            out_msgs: self.out_msgs.load(Ordering::Relaxed),
-            out_bytes: self.out_bytes.load(Ordering::Relaxed),
+            out_msgs,
+            out_bytes,
             stop: None,
             reason: None,
         }
@@ -105,7 +102,10 @@ impl Sink for Client {
             headers,
             payload: &msg.payload,
         };
-        match self.out.push(m.encoded_len(), |b| m.encode(b)) {
+        match self
+            .out
+            .push(m.encoded_len(), msg.size() as u64, |b| m.encode(b))
+        {
             Push::Queued {
                 was_empty,
                 backlogged,
@@ -116,9 +116,6 @@ impl Sink for Client {
                 if backlogged {
                     batch.backlog(&sub.sink);
                 }
-                self.out_msgs.fetch_add(1, Ordering::Relaxed);
-                self.out_bytes
-                    .fetch_add(msg.size() as u64, Ordering::Relaxed);
                 Delivery::Queued
             }
             Push::SlowConsumer => {
@@ -563,8 +560,6 @@ pub(crate) async fn run(
         }),
         in_msgs: AtomicU64::new(0),
         in_bytes: AtomicU64::new(0),
-        out_msgs: AtomicU64::new(0),
-        out_bytes: AtomicU64::new(0),
     });
     fe.bus.conns().open(id, client.clone());
     client.out.push_own(&fe.info(id.0, &peer.ip().to_string()));
@@ -652,13 +647,20 @@ async fn drive(
                 if ready.is_err() {
                     return CloseReason::ReadError;
                 }
-                if rbuf.capacity() - rbuf.len() < SMALL_READ_BYTES / 2 {
+                if rbuf.capacity() - rbuf.len() < read_size / 2 {
                     rbuf.reserve(read_size);
                 }
+                let room = rbuf.capacity() - rbuf.len();
                 match stream.try_read_buf(&mut rbuf) {
                     Ok(0) => return CloseReason::ClientClosed,
                     Ok(n) => {
-                        read_size = if n >= BUSY_READ_BYTES { LARGE_READ_BYTES } else { SMALL_READ_BYTES };
+                        // A read that filled the buffer marks a busy connection: read more at
+                        // once. A small one marks a quiet connection.
+                        if n == room {
+                            read_size = LARGE_READ_BYTES;
+                        } else if n < SMALL_READ_BYTES {
+                            read_size = SMALL_READ_BYTES;
+                        }
                         if let Err(reason) = process(session, &mut decoder, &mut rbuf) {
                             closing = Some(reason);
                         }
@@ -667,7 +669,7 @@ async fn drive(
                             // Boxed: a rare path that should not grow every connection's task.
                             Box::pin(session.stall()).await;
                         }
-                        if rbuf.is_empty() && n < BUSY_READ_BYTES {
+                        if rbuf.is_empty() && n < SMALL_READ_BYTES {
                             // A quiet connection gives its read buffer back.
                             rbuf = BytesMut::new();
                         }
