@@ -49,10 +49,20 @@ pub struct ConnSnapshot {
     pub reason: Option<&'static str>,
 }
 
-/// A live connection that can describe itself.
+/// A live connection: it describes itself, and the frontend that owns it can reach it
+/// through the registry (keepalive sweeps, shutdown).
 pub trait ConnView: Send + Sync {
     /// The connection as monitoring shows it now.
     fn snapshot(&self) -> ConnSnapshot;
+
+    /// The protocol (`nats`, ...), so a frontend's sweep visits only its own connections.
+    fn kind(&self) -> &'static str;
+
+    /// A periodic keepalive sweep reached the connection (NATS: send PING or close as stale).
+    fn tick(&self) {}
+
+    /// The server is shutting down: flush what is queued and close.
+    fn shutdown(&self) {}
 }
 
 /// Open connections and the most recently closed ones.
@@ -83,16 +93,19 @@ impl Registry {
         closed.push_back(snap);
     }
 
-    /// Snapshots of the open connections, by id.
-    pub fn open_snapshots(&self) -> Vec<ConnSnapshot> {
-        let views: Vec<_> = self
-            .open
+    /// The open connections (for sweeps and shutdown; the lock is not held while you use them).
+    pub fn open_views(&self) -> Vec<Arc<dyn ConnView>> {
+        self.open
             .lock()
             .expect("registry lock")
             .values()
             .cloned()
-            .collect();
-        let mut snaps: Vec<_> = views.iter().map(|v| v.snapshot()).collect();
+            .collect()
+    }
+
+    /// Snapshots of the open connections, by id.
+    pub fn open_snapshots(&self) -> Vec<ConnSnapshot> {
+        let mut snaps: Vec<_> = self.open_views().iter().map(|v| v.snapshot()).collect();
         snaps.sort_by_key(|s| s.cid);
         snaps
     }

@@ -9,7 +9,6 @@ use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
-use tokio::sync::Notify;
 
 use crate::CloseReason;
 
@@ -52,6 +51,11 @@ struct State {
     /// A publisher waited in vain: the writer is not draining, so nobody waits for it again
     /// until it makes progress.
     stuck: bool,
+    /// The connection's task, to wake when there is something for it to do.
+    task: Option<Waker>,
+    /// Someone asked the connection to finish (shutdown, stale): flush what is queued, then
+    /// close with this reason. Taken by the connection's task.
+    finish: Option<CloseReason>,
     /// Messages queued for the client since it connected.
     out_msgs: u64,
     /// Bytes (headers and payload) of those messages.
@@ -61,7 +65,6 @@ struct State {
 /// One connection's outbound buffer and its writer's wake-up.
 pub struct Outbound {
     state: Mutex<State>,
-    notify: Notify,
     max_pending: usize,
     /// Backlog past which publishers pause (while the writer drains).
     high_watermark: usize,
@@ -74,7 +77,6 @@ impl Outbound {
     pub fn new(max_pending: usize) -> Self {
         Self {
             state: Mutex::new(State::default()),
-            notify: Notify::new(),
             max_pending,
             high_watermark: (max_pending / 2).min(HIGH_WATERMARK_BYTES),
             low_watermark: (max_pending / 4).min(HIGH_WATERMARK_BYTES / 2),
@@ -90,8 +92,11 @@ impl Outbound {
         }
         if s.buf.len() + s.in_flight + len > self.max_pending {
             s.closed = Some(CloseReason::SlowConsumerPendingBytes);
+            let task = s.task.take();
             drop(s);
-            self.notify.notify_one();
+            if let Some(t) = task {
+                t.wake();
+            }
             return Push::SlowConsumer;
         }
         let was_empty = s.buf.is_empty();
@@ -188,7 +193,7 @@ impl Outbound {
 
     /// Marks the connection closed (the first reason wins) and wakes its task.
     pub fn close(&self, reason: CloseReason) {
-        {
+        let task = {
             let mut s = self.state.lock().expect("outbound lock");
             if s.closed.is_none() {
                 s.closed = Some(reason);
@@ -196,8 +201,47 @@ impl Outbound {
             for w in s.drain_wakers.drain(..) {
                 w.wake();
             }
+            s.task.take()
+        };
+        if let Some(t) = task {
+            t.wake();
         }
-        self.notify.notify_one();
+    }
+
+    /// Asks the connection to finish: flush what is queued, then close with `reason` (the first
+    /// reason wins). Wakes its task.
+    pub fn finish(&self, reason: CloseReason) {
+        let task = {
+            let mut s = self.state.lock().expect("outbound lock");
+            if s.finish.is_none() {
+                s.finish = Some(reason);
+            }
+            s.task.take()
+        };
+        if let Some(t) = task {
+            t.wake();
+        }
+    }
+
+    /// Takes a request to finish, if one was made.
+    pub fn take_finish(&self) -> Option<CloseReason> {
+        self.state.lock().expect("outbound lock").finish.take()
+    }
+
+    /// Registers the connection's task to be woken by [`Outbound::wake`], unless there is
+    /// already something for it to do: then returns true and the task should go on instead of
+    /// sleeping. Queued output counts only when `writer_idle` (a blocked writer waits for the
+    /// socket, not for more output).
+    pub fn register(&self, waker: &Waker, writer_idle: bool) -> bool {
+        let mut s = self.state.lock().expect("outbound lock");
+        if (writer_idle && !s.buf.is_empty()) || s.closed.is_some() || s.finish.is_some() {
+            return true;
+        }
+        match &s.task {
+            Some(t) if t.will_wake(waker) => {}
+            _ => s.task = Some(waker.clone()),
+        }
+        false
     }
 
     /// Why the connection is closed, if it is.
@@ -207,12 +251,10 @@ impl Outbound {
 
     /// Wakes the connection's task (after appends, once per batch).
     pub fn wake(&self) {
-        self.notify.notify_one();
-    }
-
-    /// Resolves when the task was woken.
-    pub async fn woken(&self) {
-        self.notify.notified().await;
+        let task = self.state.lock().expect("outbound lock").task.take();
+        if let Some(t) = task {
+            t.wake();
+        }
     }
 }
 

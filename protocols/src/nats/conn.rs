@@ -2,11 +2,13 @@
 //! pings. Publishers on other connections append to this connection's [`Outbound`] and wake it.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -17,8 +19,7 @@ use junction_core::{
 };
 use serde::Deserialize;
 use tokio::net::TcpStream;
-use tokio::time::{sleep_until, Instant, MissedTickBehavior, Sleep};
-use tokio_util::sync::CancellationToken;
+use tokio::time::{sleep_until, Instant, Sleep};
 
 use super::encode::{self, Msg};
 use super::parser::{Decoder, Frame, ParseError};
@@ -51,6 +52,8 @@ pub(crate) struct Client {
     about: Mutex<About>,
     in_msgs: AtomicU64,
     in_bytes: AtomicU64,
+    /// Server PINGs not answered yet.
+    pings_out: AtomicU32,
 }
 
 /// What the client said about itself in CONNECT, and the account it was bound to.
@@ -85,6 +88,27 @@ impl ConnView for Client {
             stop: None,
             reason: None,
         }
+    }
+
+    fn kind(&self) -> &'static str {
+        "nats"
+    }
+
+    /// A keepalive sweep: PING the client, or close it as stale when too many PINGs went
+    /// unanswered (nats-server's rule: more than `ping_max` outstanding).
+    fn tick(&self) {
+        let out = self.pings_out.fetch_add(1, Ordering::Relaxed) + 1;
+        if out > self.fe.opts.ping_max {
+            self.out.push_own(&encode::err("Stale Connection"));
+            self.out.finish(CloseReason::StaleConnection);
+        } else {
+            self.out.push_own(encode::PING);
+            self.out.wake();
+        }
+    }
+
+    fn shutdown(&self) {
+        self.out.finish(CloseReason::ServerShutdown);
     }
 }
 
@@ -135,7 +159,7 @@ impl Sink for Client {
         self.out.wake();
     }
 
-    fn poll_drained(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+    fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<()> {
         self.out.poll_drained(cx)
     }
 
@@ -209,7 +233,6 @@ struct Session {
     pedantic: bool,
     echo: bool,
     no_responders: bool,
-    pings_out: u32,
     in_msgs: u64,
     in_bytes: u64,
 }
@@ -267,7 +290,7 @@ impl Session {
                 Ok(())
             }
             Frame::Pong => {
-                self.pings_out = 0;
+                self.client.pings_out.store(0, Ordering::Relaxed);
                 Ok(())
             }
             Frame::Info | Frame::Ok => Ok(()),
@@ -455,20 +478,6 @@ impl Session {
         Stats::add(&stats.out_bytes, std::mem::take(&mut self.batch.out_bytes));
     }
 
-    /// After a read batch that overran subscribers which are still draining, waits (briefly, and
-    /// never for a stuck one) until they drain: a fast publisher is paced by the subscribers
-    /// that keep up, while one that does not keep up is cut off at `max_pending`.
-    async fn stall(&mut self) {
-        let started = Instant::now();
-        for sink in self.batch.take_backlogged() {
-            let left = STALL_TOTAL.saturating_sub(started.elapsed()).min(STALL_MAX);
-            let drained = std::future::poll_fn(|cx| sink.poll_drained(cx));
-            if left.is_zero() || tokio::time::timeout(left, drained).await.is_err() {
-                sink.stall_timed_out();
-            }
-        }
-    }
-
     /// Removes every subscription of the connection.
     fn teardown(&mut self) {
         let subs: Vec<_> = self
@@ -538,13 +547,65 @@ impl Writer {
     }
 }
 
-/// Runs one connection to its end.
-pub(crate) async fn run(
+/// A pause after a read batch that overran subscribers which are still draining: the
+/// publisher reads nothing more until they drain, or until a short timer runs out (after which
+/// nobody waits for that subscriber again until its writer makes progress).
+struct Stall {
+    sinks: Vec<Arc<dyn Sink>>,
+    started: Instant,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Stall {
+    fn new(sinks: Vec<Arc<dyn Sink>>) -> Self {
+        let started = Instant::now();
+        Self {
+            sinks,
+            started,
+            timer: Box::pin(sleep_until(started + STALL_MAX)),
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while let Some(sink) = self.sinks.last() {
+            let drained = sink.poll_drained(cx).is_ready();
+            if !drained {
+                if self.timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                sink.stall_timed_out();
+            }
+            self.sinks.pop();
+            let next = (Instant::now() + STALL_MAX).min(self.started + STALL_TOTAL);
+            self.timer.as_mut().reset(next);
+        }
+        Poll::Ready(())
+    }
+}
+
+/// Read batches handled in one poll before the task yields to others.
+const READS_PER_POLL: usize = 16;
+
+/// One connection, as a hand-written future: it holds only these fields, so an idle
+/// connection costs little memory. It reads and routes, writes coalesced output, and pauses
+/// for draining subscribers; keepalive and shutdown reach it through its [`Outbound`].
+pub(crate) struct Conn {
     stream: TcpStream,
     peer: SocketAddr,
-    fe: Arc<Frontend>,
-    shutdown: CancellationToken,
-) {
+    session: Session,
+    decoder: Decoder,
+    rbuf: BytesMut,
+    read_size: usize,
+    writer: Writer,
+    /// Set once the connection is ending: stop reading, flush what is queued, then close.
+    closing: Option<CloseReason>,
+    /// Armed only while a write is blocked.
+    deadline: Option<Pin<Box<Sleep>>>,
+    stall: Option<Box<Stall>>,
+}
+
+/// Starts serving one accepted connection; the returned future runs it to its end.
+pub(crate) fn start(stream: TcpStream, peer: SocketAddr, fe: Arc<Frontend>) -> Conn {
     let id = fe.bus.next_conn_id();
     let client = Arc::new(Client {
         id,
@@ -560,158 +621,176 @@ pub(crate) async fn run(
         }),
         in_msgs: AtomicU64::new(0),
         in_bytes: AtomicU64::new(0),
+        pings_out: AtomicU32::new(0),
     });
     fe.bus.conns().open(id, client.clone());
     client.out.push_own(&fe.info(id.0, &peer.ip().to_string()));
     tracing::debug!(cid = %id, peer = %peer, "accepted NATS connection");
     let defaults = ConnectOptions::default();
-    let mut session = Session {
-        client: client.clone(),
-        account: fe.bus.default_account(),
-        cache: MatchCache::default(),
-        batch: FlushBatch::default(),
-        connected: false,
-        verbose: defaults.verbose,
-        pedantic: defaults.pedantic,
-        echo: defaults.echo,
-        no_responders: false,
-        pings_out: 0,
-        in_msgs: 0,
-        in_bytes: 0,
-    };
-    let reason = drive(&stream, &mut session, &shutdown).await;
-    session.teardown();
-    client.out.close(reason);
-    fe.bus.conns().close(id, reason.as_str());
-    match reason {
-        CloseReason::ClientClosed | CloseReason::ServerShutdown => {
-            tracing::debug!(cid = %id, reason = %reason, "connection closed")
-        }
-        _ => tracing::info!(cid = %id, peer = %peer, reason = %reason, "connection closed"),
+    Conn {
+        stream,
+        peer,
+        session: Session {
+            client,
+            account: fe.bus.default_account(),
+            cache: MatchCache::default(),
+            batch: FlushBatch::default(),
+            connected: false,
+            verbose: defaults.verbose,
+            pedantic: defaults.pedantic,
+            echo: defaults.echo,
+            no_responders: false,
+            in_msgs: 0,
+            in_bytes: 0,
+        },
+        decoder: Decoder::new(fe.opts.limits),
+        rbuf: BytesMut::new(),
+        read_size: SMALL_READ_BYTES,
+        writer: Writer {
+            chunk: BytesMut::new(),
+            pos: 0,
+        },
+        closing: None,
+        deadline: None,
+        stall: None,
     }
 }
 
-/// The connection's event loop; returns why it ended.
-async fn drive(
-    stream: &TcpStream,
-    session: &mut Session,
-    shutdown: &CancellationToken,
-) -> CloseReason {
-    let client = session.client.clone();
-    let fe = client.fe.clone();
-    let mut decoder = Decoder::new(fe.opts.limits);
-    let mut rbuf = BytesMut::new();
-    let mut read_size = SMALL_READ_BYTES;
-    let mut writer = Writer {
-        chunk: BytesMut::new(),
-        pos: 0,
-    };
-    let start = Instant::now();
-    let mut ping = tokio::time::interval_at(start + fe.opts.ping_interval, fe.opts.ping_interval);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // Armed only while a write is blocked, so an idle connection holds no timer for it.
-    let mut deadline: Option<Pin<Box<Sleep>>> = None;
-    let mut blocked = false;
-    // Set once the connection is ending: stop reading, flush what is queued, then close.
-    let mut closing: Option<CloseReason> = None;
+impl Conn {
+    /// Reads once and handles every complete frame. `Err`: the connection must end now.
+    fn read(&mut self) -> Result<(), CloseReason> {
+        if self.rbuf.capacity() - self.rbuf.len() < self.read_size / 2 {
+            self.rbuf.reserve(self.read_size);
+        }
+        let room = self.rbuf.capacity() - self.rbuf.len();
+        let n = match self.stream.try_read_buf(&mut self.rbuf) {
+            Ok(0) => return Err(CloseReason::ClientClosed),
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+                return Ok(())
+            }
+            Err(_) => return Err(CloseReason::ReadError),
+        };
+        // A read that filled the buffer marks a busy connection: read more at once. A small
+        // one marks a quiet connection.
+        if n == room {
+            self.read_size = LARGE_READ_BYTES;
+        } else if n < SMALL_READ_BYTES {
+            self.read_size = SMALL_READ_BYTES;
+        }
+        if let Err(reason) = process(&mut self.session, &mut self.decoder, &mut self.rbuf) {
+            self.closing = Some(reason);
+        }
+        self.session.end_batch();
+        if self.session.batch.has_backlogged() {
+            self.stall = Some(Box::new(Stall::new(self.session.batch.take_backlogged())));
+        }
+        if self.rbuf.is_empty() && n < SMALL_READ_BYTES {
+            // A quiet connection gives its read buffer back.
+            self.rbuf = BytesMut::new();
+        }
+        Ok(())
+    }
 
-    loop {
-        if let Some(reason) = client.out.closed() {
-            // Cut off by a publisher (slow consumer): drop what is queued.
-            return reason;
-        }
-        match writer.write(stream, &client.out) {
-            Ok(WriteState::Idle) => {
-                blocked = false;
-                deadline = None;
-                if let Some(reason) = closing {
-                    return reason;
-                }
+    /// Drives the connection until it must end; returns why.
+    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
+        let client = self.session.client.clone();
+        let fe = &client.fe;
+        let mut reads = 0;
+        loop {
+            if let Some(reason) = client.out.closed() {
+                // Cut off by a publisher (slow consumer): drop what is queued.
+                return Poll::Ready(reason);
             }
-            Ok(WriteState::Blocked) => {
-                if !blocked {
-                    blocked = true;
-                    deadline = Some(Box::pin(sleep_until(
-                        Instant::now() + fe.opts.write_deadline,
-                    )));
-                }
+            if self.closing.is_none() {
+                self.closing = client.out.take_finish();
             }
-            Err(reason) => return closing.unwrap_or(reason),
-        }
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled(), if closing.is_none() => {
-                closing = Some(CloseReason::ServerShutdown);
-            }
-            ready = stream.readable(), if closing.is_none() => {
-                if ready.is_err() {
-                    return CloseReason::ReadError;
-                }
-                if rbuf.capacity() - rbuf.len() < read_size / 2 {
-                    rbuf.reserve(read_size);
-                }
-                let room = rbuf.capacity() - rbuf.len();
-                match stream.try_read_buf(&mut rbuf) {
-                    Ok(0) => return CloseReason::ClientClosed,
-                    Ok(n) => {
-                        // A read that filled the buffer marks a busy connection: read more at
-                        // once. A small one marks a quiet connection.
-                        if n == room {
-                            read_size = LARGE_READ_BYTES;
-                        } else if n < SMALL_READ_BYTES {
-                            read_size = SMALL_READ_BYTES;
-                        }
-                        if let Err(reason) = process(session, &mut decoder, &mut rbuf) {
-                            closing = Some(reason);
-                        }
-                        session.end_batch();
-                        if session.batch.has_backlogged() {
-                            // Boxed: a rare path that should not grow every connection's task.
-                            Box::pin(session.stall()).await;
-                        }
-                        if rbuf.is_empty() && n < SMALL_READ_BYTES {
-                            // A quiet connection gives its read buffer back.
-                            rbuf = BytesMut::new();
-                        }
+            let writer_idle = match self.writer.write(&self.stream, &client.out) {
+                Err(reason) => return Poll::Ready(self.closing.unwrap_or(reason)),
+                Ok(WriteState::Idle) => {
+                    self.deadline = None;
+                    if let Some(reason) = self.closing {
+                        return Poll::Ready(reason);
                     }
-                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
-                    Err(_) => return CloseReason::ReadError,
+                    true
+                }
+                Ok(WriteState::Blocked) => {
+                    let deadline = self.deadline.get_or_insert_with(|| {
+                        Box::pin(sleep_until(Instant::now() + fe.opts.write_deadline))
+                    });
+                    if deadline.as_mut().poll(cx).is_ready() {
+                        Stats::add(&fe.bus.stats().slow_consumers, 1);
+                        tracing::warn!(cid = %client.id, "slow consumer: write deadline exceeded, closing the connection");
+                        return Poll::Ready(CloseReason::SlowConsumerWriteDeadline);
+                    }
+                    match self.stream.poll_write_ready(cx) {
+                        Poll::Ready(Ok(())) => continue,
+                        Poll::Ready(Err(_)) => return Poll::Ready(CloseReason::WriteError),
+                        Poll::Pending => false,
+                    }
+                }
+            };
+            if let Some(stall) = &mut self.stall {
+                if stall.poll(cx).is_ready() {
+                    self.stall = None;
                 }
             }
-            // Woken by new output, or by a publisher that cut this connection off.
-            _ = client.out.woken() => {}
-            ready = stream.writable(), if blocked => {
-                if ready.is_err() {
-                    return CloseReason::WriteError;
+            if self.closing.is_none() && self.stall.is_none() {
+                if reads == READS_PER_POLL {
+                    // Let other tasks run; come back at once.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                match self.stream.poll_read_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        reads += 1;
+                        if let Err(reason) = self.read() {
+                            return Poll::Ready(reason);
+                        }
+                        continue;
+                    }
+                    Poll::Ready(Err(_)) => return Poll::Ready(CloseReason::ReadError),
+                    Poll::Pending => {}
                 }
             }
-            _ = expired(&mut deadline), if blocked => {
-                Stats::add(&fe.bus.stats().slow_consumers, 1);
-                tracing::warn!(cid = %client.id, "slow consumer: write deadline exceeded, closing the connection");
-                return CloseReason::SlowConsumerWriteDeadline;
+            if client.out.register(cx.waker(), writer_idle) {
+                continue;
             }
-            _ = ping.tick(), if closing.is_none() => {
-                if session.pings_out + 1 > fe.opts.ping_max {
-                    session.reply(&encode::err("Stale Connection"));
-                    closing = Some(CloseReason::StaleConnection);
-                } else {
-                    session.pings_out += 1;
-                    session.reply(encode::PING);
-                }
-                if rbuf.is_empty() {
-                    rbuf = BytesMut::new();
-                }
-                client.out.release_spare();
+            return Poll::Pending;
+        }
+    }
+
+    /// The connection ended: remove its subscriptions and record why.
+    fn end(&mut self, reason: CloseReason) {
+        let client = self.session.client.clone();
+        let fe = &client.fe;
+        self.session.teardown();
+        client.out.close(reason);
+        fe.bus.conns().close(client.id, reason.as_str());
+        fe.bus.stats().connections.fetch_sub(1, Ordering::Relaxed);
+        match reason {
+            CloseReason::ClientClosed | CloseReason::ServerShutdown => {
+                tracing::debug!(cid = %client.id, reason = %reason, "connection closed")
+            }
+            _ => {
+                tracing::info!(cid = %client.id, peer = %self.peer, reason = %reason, "connection closed")
             }
         }
     }
 }
 
-/// Resolves when the armed deadline passes; never when none is armed.
-async fn expired(deadline: &mut Option<Pin<Box<Sleep>>>) {
-    match deadline {
-        Some(d) => d.as_mut().await,
-        None => std::future::pending().await,
+impl Future for Conn {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        match this.drive(cx) {
+            Poll::Ready(reason) => {
+                this.end(reason);
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 

@@ -2,8 +2,8 @@
 //!
 //! - [`parser`]: a pure, resumable parser of client operations.
 //! - [`encode`]: MSG/HMSG and the server's fixed replies.
-//! - `conn`: one connection's task: reads and routes, writes coalesced output, pings.
-//! - [`serve`]: the listener's accept loop.
+//! - `conn`: one connection, a hand-written future: reads and routes, writes coalesced output.
+//! - [`serve`]: the listener's accept loop, the keepalive sweep and shutdown.
 
 mod conn;
 pub mod encode;
@@ -139,9 +139,23 @@ pub async fn serve(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
+    // One keepalive sweep for all connections, instead of a timer in each.
+    let mut ping = tokio::time::interval_at(
+        tokio::time::Instant::now() + fe.opts.ping_interval,
+        fe.opts.ping_interval,
+    );
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = ping.tick() => {
+                for conn in fe.bus.conns().open_views() {
+                    if conn.kind() == "nats" {
+                        conn.tick();
+                    }
+                }
+                continue;
+            }
             a = listener.accept() => a,
         };
         let (stream, peer) = match accepted {
@@ -162,12 +176,14 @@ pub async fn serve(
         }
         stats.connections.fetch_add(1, Ordering::Relaxed);
         stats.total_connections.fetch_add(1, Ordering::Relaxed);
-        let fe = fe.clone();
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            conn::run(stream, peer, fe.clone(), shutdown).await;
-            fe.bus.stats().connections.fetch_sub(1, Ordering::Relaxed);
-        });
+        tracker.spawn(conn::start(stream, peer, fe.clone()));
+    }
+    // Stop accepting, then ask every connection to flush and close.
+    drop(listener);
+    for conn in fe.bus.conns().open_views() {
+        if conn.kind() == "nats" {
+            conn.shutdown();
+        }
     }
 }
 
