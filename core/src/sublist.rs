@@ -491,11 +491,18 @@ impl MatchCache {
                     if self.entries.len() >= LOCAL_CACHE_ENTRIES {
                         self.entries.clear();
                     }
-                    self.entries.insert(subject.clone(), r.clone());
+                    // An own copy: the caller's subject may be a slice of a large read buffer
+                    // that the cache must not keep alive.
+                    self.entries
+                        .insert(Bytes::copy_from_slice(subject), r.clone());
                     r
                 }
             };
-            self.last = Some((subject.clone(), result));
+            let key = self
+                .entries
+                .get_key_value(subject.as_ref())
+                .map_or_else(|| Bytes::copy_from_slice(subject), |(k, _)| k.clone());
+            self.last = Some((key, result));
         }
         &self.last.as_ref().expect("just set").1
     }

@@ -429,10 +429,13 @@ impl Session {
             return;
         }
         let sink: Arc<dyn Sink> = self.client.clone();
+        // Own copies: slices of the read buffer would keep all of it alive as long as the
+        // subscription lives.
+        let sid = Bytes::copy_from_slice(&sid);
         let sub = Arc::new(Subscription::new(
             self.client.id,
-            subject,
-            queue,
+            Bytes::copy_from_slice(&subject),
+            queue.map(|q| Bytes::copy_from_slice(&q)),
             sid.clone(),
             !self.echo,
             sink,
@@ -667,7 +670,11 @@ impl Conn {
             Ok(0) => return Err(CloseReason::ClientClosed),
             Ok(n) => n,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
-                return Ok(())
+                if self.rbuf.is_empty() {
+                    // Nothing came: an idle connection keeps no read buffer.
+                    self.rbuf = BytesMut::new();
+                }
+                return Ok(());
             }
             Err(_) => return Err(CloseReason::ReadError),
         };
