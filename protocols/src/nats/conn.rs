@@ -249,11 +249,13 @@ impl Session {
     }
 
     fn fail(&self, text: &str, reason: CloseReason) -> Result<(), CloseReason> {
+        tracing::trace!(cid = %self.client.id, error = text, "->> -ERR");
         self.reply(&encode::err(text));
         Err(reason)
     }
 
     fn handle(&mut self, frame: Frame) -> Result<(), CloseReason> {
+        tracing::trace!(cid = %self.client.id, frame = ?frame, "<<-");
         let fe = &self.client.fe;
         if !self.connected && fe.auth.auth_required() && !matches!(frame, Frame::Connect(_)) {
             return self.fail(
