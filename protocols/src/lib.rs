@@ -2,11 +2,14 @@
 //!
 //! Layout:
 //! - [`outbound`]: the bounded outbound buffer every connection has, whatever its protocol.
+//! - `driver`: the connection future every frontend shares (read, write coalesced, pause for
+//!   draining subscribers); a frontend plugs in its protocol.
 //! - [`nats`]: the NATS client protocol: [`nats::parser`] (pure, resumable), [`nats::encode`]
 //!   (MSG/HMSG and server replies), the connection task and the listener ([`nats::serve`]).
 //!
 //! Frontends never reach into each other: they meet only in `junction-core`.
 
+mod driver;
 pub mod nats;
 pub mod outbound;
 

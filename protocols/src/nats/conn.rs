@@ -2,10 +2,7 @@
 //! pings. Publishers on other connections append to this connection's [`Outbound`] and wake it.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::io::ErrorKind;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -19,22 +16,13 @@ use junction_core::{
 };
 use serde::Deserialize;
 use tokio::net::TcpStream;
-use tokio::time::{sleep_until, Instant, Sleep};
 
 use super::encode::{self, Msg};
 use super::parser::{Decoder, Frame, ParseError};
 use super::Frontend;
+use crate::driver::{Conn, Protocol};
 use crate::outbound::{Outbound, Push};
 use crate::CloseReason;
-
-/// Read buffer of a busy connection.
-const LARGE_READ_BYTES: usize = 64 * 1024;
-/// Read buffer of a quiet connection (released when it goes idle).
-const SMALL_READ_BYTES: usize = 1024;
-/// Longest a publisher pauses for one backlogged subscriber that is draining.
-const STALL_MAX: Duration = Duration::from_millis(5);
-/// Longest a publisher pauses after one read batch, over all backlogged subscribers.
-const STALL_TOTAL: Duration = Duration::from_millis(10);
 
 /// The part of a connection that publishers on other connections see: its outbound buffer,
 /// encoded for NATS.
@@ -223,8 +211,9 @@ impl Default for ConnectOptions {
 }
 
 /// What only the connection's own task touches.
-struct Session {
+pub(crate) struct Session {
     client: Arc<Client>,
+    decoder: Decoder,
     account: Arc<Account>,
     cache: MatchCache,
     batch: FlushBatch,
@@ -514,103 +503,8 @@ fn parse_error_reply(e: &ParseError) -> (&'static str, CloseReason) {
     }
 }
 
-/// Where the writer stands after a write attempt.
-enum WriteState {
-    /// Nothing left to write.
-    Idle,
-    /// The socket is full; wait until it is writable.
-    Blocked,
-}
-
-/// The bytes being written and how far the writer got.
-struct Writer {
-    chunk: BytesMut,
-    pos: usize,
-}
-
-impl Writer {
-    /// Writes until everything queued is written or the socket is full.
-    fn write(&mut self, stream: &TcpStream, out: &Outbound) -> Result<WriteState, CloseReason> {
-        loop {
-            if self.pos == self.chunk.len() {
-                if self.chunk.capacity() > 0 {
-                    out.written(std::mem::take(&mut self.chunk));
-                }
-                self.pos = 0;
-                self.chunk = out.take();
-                if self.chunk.is_empty() {
-                    return Ok(WriteState::Idle);
-                }
-            }
-            match stream.try_write(&self.chunk[self.pos..]) {
-                Ok(n) => self.pos += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(WriteState::Blocked),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return Err(CloseReason::WriteError),
-            }
-        }
-    }
-}
-
-/// A pause after a read batch that overran subscribers which are still draining: the
-/// publisher reads nothing more until they drain, or until a short timer runs out (after which
-/// nobody waits for that subscriber again until its writer makes progress).
-struct Stall {
-    sinks: Vec<Arc<dyn Sink>>,
-    started: Instant,
-    timer: Pin<Box<Sleep>>,
-}
-
-impl Stall {
-    fn new(sinks: Vec<Arc<dyn Sink>>) -> Self {
-        let started = Instant::now();
-        Self {
-            sinks,
-            started,
-            timer: Box::pin(sleep_until(started + STALL_MAX)),
-        }
-    }
-
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        while let Some(sink) = self.sinks.last() {
-            let drained = sink.poll_drained(cx).is_ready();
-            if !drained {
-                if self.timer.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                sink.stall_timed_out();
-            }
-            self.sinks.pop();
-            let next = (Instant::now() + STALL_MAX).min(self.started + STALL_TOTAL);
-            self.timer.as_mut().reset(next);
-        }
-        Poll::Ready(())
-    }
-}
-
-/// Read batches handled in one poll before the task yields to others.
-const READS_PER_POLL: usize = 16;
-
-/// One connection, as a hand-written future: it holds only these fields, so an idle
-/// connection costs little memory. It reads and routes, writes coalesced output, and pauses
-/// for draining subscribers; keepalive and shutdown reach it through its [`Outbound`].
-pub(crate) struct Conn {
-    stream: TcpStream,
-    peer: SocketAddr,
-    session: Session,
-    decoder: Decoder,
-    rbuf: BytesMut,
-    read_size: usize,
-    writer: Writer,
-    /// Set once the connection is ending: stop reading, flush what is queued, then close.
-    closing: Option<CloseReason>,
-    /// Armed only while a write is blocked.
-    deadline: Option<Pin<Box<Sleep>>>,
-    stall: Option<Box<Stall>>,
-}
-
 /// Starts serving one accepted connection; the returned future runs it to its end.
-pub(crate) fn start(stream: TcpStream, peer: SocketAddr, fe: Arc<Frontend>) -> Conn {
+pub(crate) fn start(stream: TcpStream, peer: SocketAddr, fe: Arc<Frontend>) -> Conn<Session> {
     let id = fe.bus.next_conn_id();
     let client = Arc::new(Client {
         id,
@@ -632,148 +526,60 @@ pub(crate) fn start(stream: TcpStream, peer: SocketAddr, fe: Arc<Frontend>) -> C
     client.out.push_own(&fe.info(id.0, &peer.ip().to_string()));
     tracing::debug!(cid = %id, peer = %peer, "accepted NATS connection");
     let defaults = ConnectOptions::default();
-    Conn {
-        stream,
-        peer,
-        session: Session {
-            client,
-            account: fe.bus.default_account(),
-            cache: MatchCache::default(),
-            batch: FlushBatch::default(),
-            connected: false,
-            verbose: defaults.verbose,
-            pedantic: defaults.pedantic,
-            echo: defaults.echo,
-            no_responders: false,
-            in_msgs: 0,
-            in_bytes: 0,
-        },
+    let session = Session {
+        client,
         decoder: Decoder::new(fe.opts.limits),
-        rbuf: BytesMut::new(),
-        read_size: SMALL_READ_BYTES,
-        writer: Writer {
-            chunk: BytesMut::new(),
-            pos: 0,
-        },
-        closing: None,
-        deadline: None,
-        stall: None,
-    }
+        account: fe.bus.default_account(),
+        cache: MatchCache::default(),
+        batch: FlushBatch::default(),
+        connected: false,
+        verbose: defaults.verbose,
+        pedantic: defaults.pedantic,
+        echo: defaults.echo,
+        no_responders: false,
+        in_msgs: 0,
+        in_bytes: 0,
+    };
+    Conn::new(stream, session)
 }
 
-impl Conn {
-    /// Reads once and handles every complete frame. `Err`: the connection must end now.
-    fn read(&mut self) -> Result<(), CloseReason> {
-        if self.rbuf.capacity() - self.rbuf.len() < self.read_size / 2 {
-            self.rbuf.reserve(self.read_size);
-        }
-        let room = self.rbuf.capacity() - self.rbuf.len();
-        let n = match self.stream.try_read_buf(&mut self.rbuf) {
-            Ok(0) => return Err(CloseReason::ClientClosed),
-            Ok(n) => n,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
-                if self.rbuf.is_empty() {
-                    // Nothing came: an idle connection keeps no read buffer.
-                    self.rbuf = BytesMut::new();
-                }
-                return Ok(());
-            }
-            Err(_) => return Err(CloseReason::ReadError),
-        };
-        // A read that filled the buffer marks a busy connection: read more at once. A small
-        // one marks a quiet connection.
-        if n == room {
-            self.read_size = LARGE_READ_BYTES;
-        } else if n < SMALL_READ_BYTES {
-            self.read_size = SMALL_READ_BYTES;
-        }
-        if let Err(reason) = process(&mut self.session, &mut self.decoder, &mut self.rbuf) {
-            self.closing = Some(reason);
-        }
-        self.session.end_batch();
-        if self.session.batch.has_backlogged() {
-            self.stall = Some(Box::new(Stall::new(self.session.batch.take_backlogged())));
-        }
-        if self.rbuf.is_empty() && n < SMALL_READ_BYTES {
-            // A quiet connection gives its read buffer back.
-            self.rbuf = BytesMut::new();
-        }
-        Ok(())
+impl Protocol for Session {
+    fn outbound(&self) -> &Outbound {
+        &self.client.out
     }
 
-    /// Drives the connection until it must end; returns why.
-    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
-        let client = self.session.client.clone();
-        let fe = &client.fe;
-        let mut reads = 0;
+    fn process(&mut self, rbuf: &mut BytesMut) -> Result<(), CloseReason> {
         loop {
-            if let Some(reason) = client.out.closed() {
-                // Cut off by a publisher (slow consumer): drop what is queued.
-                return Poll::Ready(reason);
-            }
-            if self.closing.is_none() {
-                self.closing = client.out.take_finish();
-            }
-            let writer_idle = match self.writer.write(&self.stream, &client.out) {
-                Err(reason) => return Poll::Ready(self.closing.unwrap_or(reason)),
-                Ok(WriteState::Idle) => {
-                    self.deadline = None;
-                    if let Some(reason) = self.closing {
-                        return Poll::Ready(reason);
-                    }
-                    true
-                }
-                Ok(WriteState::Blocked) => {
-                    let deadline = self.deadline.get_or_insert_with(|| {
-                        Box::pin(sleep_until(Instant::now() + fe.opts.write_deadline))
-                    });
-                    if deadline.as_mut().poll(cx).is_ready() {
-                        Stats::add(&fe.bus.stats().slow_consumers, 1);
-                        tracing::warn!(cid = %client.id, "slow consumer: write deadline exceeded, closing the connection");
-                        return Poll::Ready(CloseReason::SlowConsumerWriteDeadline);
-                    }
-                    match self.stream.poll_write_ready(cx) {
-                        Poll::Ready(Ok(())) => continue,
-                        Poll::Ready(Err(_)) => return Poll::Ready(CloseReason::WriteError),
-                        Poll::Pending => false,
-                    }
-                }
-            };
-            if let Some(stall) = &mut self.stall {
-                if stall.poll(cx).is_ready() {
-                    self.stall = None;
+            match self.decoder.decode(rbuf) {
+                Ok(Some(frame)) => self.handle(frame)?,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    tracing::debug!(cid = %self.client.id, error = %e, "protocol error");
+                    let (text, reason) = parse_error_reply(&e);
+                    return self.fail(text, reason);
                 }
             }
-            if self.closing.is_none() && self.stall.is_none() {
-                if reads == READS_PER_POLL {
-                    // Let other tasks run; come back at once.
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-                match self.stream.poll_read_ready(cx) {
-                    Poll::Ready(Ok(())) => {
-                        reads += 1;
-                        if let Err(reason) = self.read() {
-                            return Poll::Ready(reason);
-                        }
-                        continue;
-                    }
-                    Poll::Ready(Err(_)) => return Poll::Ready(CloseReason::ReadError),
-                    Poll::Pending => {}
-                }
-            }
-            if client.out.register(cx.waker(), writer_idle) {
-                continue;
-            }
-            return Poll::Pending;
         }
     }
 
-    /// The connection ended: remove its subscriptions and record why.
+    fn end_batch(&mut self) -> Vec<Arc<dyn Sink>> {
+        Session::end_batch(self);
+        self.batch.take_backlogged()
+    }
+
+    fn write_deadline(&self) -> Duration {
+        self.client.fe.opts.write_deadline
+    }
+
+    fn write_deadline_exceeded(&self) {
+        Stats::add(&self.client.fe.bus.stats().slow_consumers, 1);
+        tracing::warn!(cid = %self.client.id, "slow consumer: write deadline exceeded, closing the connection");
+    }
+
     fn end(&mut self, reason: CloseReason) {
-        let client = self.session.client.clone();
+        let client = self.client.clone();
         let fe = &client.fe;
-        self.session.teardown();
+        self.teardown();
         client.out.close(reason);
         fe.bus.conns().close(client.id, reason.as_str());
         fe.bus.stats().connections.fetch_sub(1, Ordering::Relaxed);
@@ -782,41 +588,7 @@ impl Conn {
                 tracing::debug!(cid = %client.id, reason = %reason, "connection closed")
             }
             _ => {
-                tracing::info!(cid = %client.id, peer = %self.peer, reason = %reason, "connection closed")
-            }
-        }
-    }
-}
-
-impl Future for Conn {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        match this.drive(cx) {
-            Poll::Ready(reason) => {
-                this.end(reason);
-                Poll::Ready(())
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-/// Parses and handles every complete frame in `rbuf`.
-fn process(
-    session: &mut Session,
-    decoder: &mut Decoder,
-    rbuf: &mut BytesMut,
-) -> Result<(), CloseReason> {
-    loop {
-        match decoder.decode(rbuf) {
-            Ok(Some(frame)) => session.handle(frame)?,
-            Ok(None) => return Ok(()),
-            Err(e) => {
-                tracing::debug!(cid = %session.client.id, error = %e, "protocol error");
-                let (text, reason) = parse_error_reply(&e);
-                return session.fail(text, reason);
+                tracing::info!(cid = %client.id, peer = %client.peer, reason = %reason, "connection closed")
             }
         }
     }

@@ -1,0 +1,281 @@
+//! The connection driver every frontend shares: one hand-written future per connection that
+//! reads and hands bytes to its protocol, writes the coalesced output of its [`Outbound`], and
+//! pauses reading while subscribers it overran are still draining.
+//!
+//! The future holds only its fields (no timers or wait queues while idle), so an idle connection
+//! costs little memory. Keepalive and shutdown reach it through its `Outbound`
+//! ([`Outbound::finish`]), woken by the frontend's sweep.
+
+use std::future::Future;
+use std::io::ErrorKind;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use junction_core::Sink;
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, Instant, Sleep};
+
+use crate::outbound::Outbound;
+use crate::CloseReason;
+
+/// Read buffer of a busy connection.
+const LARGE_READ_BYTES: usize = 64 * 1024;
+/// Read buffer of a quiet connection (released when it goes idle).
+const SMALL_READ_BYTES: usize = 1024;
+/// Longest a publisher pauses for one backlogged subscriber that is draining.
+const STALL_MAX: Duration = Duration::from_millis(5);
+/// Longest a publisher pauses after one read batch, over all backlogged subscribers.
+const STALL_TOTAL: Duration = Duration::from_millis(10);
+/// Read batches handled in one poll before the task yields to others.
+const READS_PER_POLL: usize = 16;
+
+/// What a frontend plugs into the driver.
+pub(crate) trait Protocol: Unpin {
+    /// The connection's outbound buffer.
+    fn outbound(&self) -> &Outbound;
+
+    /// Parses and handles every complete frame in `rbuf`. `Err`: the connection must close
+    /// (after what is queued was written).
+    fn process(&mut self, rbuf: &mut BytesMut) -> Result<(), CloseReason>;
+
+    /// Ends a read batch (wakes touched writers, adds counters); returns the subscribers that
+    /// were overran while still draining, for the publisher to wait on.
+    fn end_batch(&mut self) -> Vec<Arc<dyn Sink>>;
+
+    /// How long one write may stall.
+    fn write_deadline(&self) -> Duration;
+
+    /// A write stalled past the deadline: count and log the slow consumer.
+    fn write_deadline_exceeded(&self);
+
+    /// The connection ended: remove its state and record why.
+    fn end(&mut self, reason: CloseReason);
+}
+
+/// Where the writer stands after a write attempt.
+enum WriteState {
+    /// Nothing left to write.
+    Idle,
+    /// The socket is full; wait until it is writable.
+    Blocked,
+}
+
+/// The bytes being written and how far the writer got.
+#[derive(Default)]
+struct Writer {
+    chunk: BytesMut,
+    pos: usize,
+}
+
+impl Writer {
+    /// Writes until everything queued is written or the socket is full.
+    fn write(&mut self, stream: &TcpStream, out: &Outbound) -> Result<WriteState, CloseReason> {
+        loop {
+            if self.pos == self.chunk.len() {
+                if self.chunk.capacity() > 0 {
+                    out.written(std::mem::take(&mut self.chunk));
+                }
+                self.pos = 0;
+                self.chunk = out.take();
+                if self.chunk.is_empty() {
+                    return Ok(WriteState::Idle);
+                }
+            }
+            match stream.try_write(&self.chunk[self.pos..]) {
+                Ok(n) => self.pos += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(WriteState::Blocked),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return Err(CloseReason::WriteError),
+            }
+        }
+    }
+}
+
+/// A pause after a read batch that overran subscribers which are still draining: the
+/// publisher reads nothing more until they drain, or until a short timer runs out (after which
+/// nobody waits for that subscriber again until its writer makes progress).
+struct Stall {
+    sinks: Vec<Arc<dyn Sink>>,
+    started: Instant,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Stall {
+    fn new(sinks: Vec<Arc<dyn Sink>>) -> Self {
+        let started = Instant::now();
+        Self {
+            sinks,
+            started,
+            timer: Box::pin(sleep_until(started + STALL_MAX)),
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while let Some(sink) = self.sinks.last() {
+            let drained = sink.poll_drained(cx).is_ready();
+            if !drained {
+                if self.timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                sink.stall_timed_out();
+            }
+            self.sinks.pop();
+            let next = (Instant::now() + STALL_MAX).min(self.started + STALL_TOTAL);
+            self.timer.as_mut().reset(next);
+        }
+        Poll::Ready(())
+    }
+}
+
+/// One connection of any protocol, run to its end by awaiting it.
+pub(crate) struct Conn<P> {
+    stream: TcpStream,
+    protocol: P,
+    rbuf: BytesMut,
+    read_size: usize,
+    writer: Writer,
+    /// Set once the connection is ending: stop reading, flush what is queued, then close.
+    closing: Option<CloseReason>,
+    /// Armed only while a write is blocked.
+    deadline: Option<Pin<Box<Sleep>>>,
+    stall: Option<Box<Stall>>,
+}
+
+impl<P: Protocol> Conn<P> {
+    /// A connection speaking `protocol` over `stream`.
+    pub(crate) fn new(stream: TcpStream, protocol: P) -> Self {
+        Self {
+            stream,
+            protocol,
+            rbuf: BytesMut::new(),
+            read_size: SMALL_READ_BYTES,
+            writer: Writer::default(),
+            closing: None,
+            deadline: None,
+            stall: None,
+        }
+    }
+
+    /// Reads once and hands what came to the protocol. `Err`: the connection must end now.
+    fn read(&mut self) -> Result<(), CloseReason> {
+        if self.rbuf.capacity() - self.rbuf.len() < self.read_size / 2 {
+            self.rbuf.reserve(self.read_size);
+        }
+        let room = self.rbuf.capacity() - self.rbuf.len();
+        let n = match self.stream.try_read_buf(&mut self.rbuf) {
+            Ok(0) => return Err(CloseReason::ClientClosed),
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+                if self.rbuf.is_empty() {
+                    // Nothing came: an idle connection keeps no read buffer.
+                    self.rbuf = BytesMut::new();
+                }
+                return Ok(());
+            }
+            Err(_) => return Err(CloseReason::ReadError),
+        };
+        // A read that filled the buffer marks a busy connection: read more at once. A small
+        // one marks a quiet connection.
+        if n == room {
+            self.read_size = LARGE_READ_BYTES;
+        } else if n < SMALL_READ_BYTES {
+            self.read_size = SMALL_READ_BYTES;
+        }
+        if let Err(reason) = self.protocol.process(&mut self.rbuf) {
+            self.closing = Some(reason);
+        }
+        let backlogged = self.protocol.end_batch();
+        if !backlogged.is_empty() {
+            self.stall = Some(Box::new(Stall::new(backlogged)));
+        }
+        if self.rbuf.is_empty() && n < SMALL_READ_BYTES {
+            // A quiet connection gives its read buffer back.
+            self.rbuf = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    /// Drives the connection until it must end; returns why.
+    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
+        let mut reads = 0;
+        loop {
+            if let Some(reason) = self.protocol.outbound().closed() {
+                // Cut off by a publisher (slow consumer): drop what is queued.
+                return Poll::Ready(reason);
+            }
+            if self.closing.is_none() {
+                self.closing = self.protocol.outbound().take_finish();
+            }
+            let writer_idle = match self.writer.write(&self.stream, self.protocol.outbound()) {
+                Err(reason) => return Poll::Ready(self.closing.unwrap_or(reason)),
+                Ok(WriteState::Idle) => {
+                    self.deadline = None;
+                    if let Some(reason) = self.closing {
+                        return Poll::Ready(reason);
+                    }
+                    true
+                }
+                Ok(WriteState::Blocked) => {
+                    let limit = self.protocol.write_deadline();
+                    let deadline = self
+                        .deadline
+                        .get_or_insert_with(|| Box::pin(sleep_until(Instant::now() + limit)));
+                    if deadline.as_mut().poll(cx).is_ready() {
+                        self.protocol.write_deadline_exceeded();
+                        return Poll::Ready(CloseReason::SlowConsumerWriteDeadline);
+                    }
+                    match self.stream.poll_write_ready(cx) {
+                        Poll::Ready(Ok(())) => continue,
+                        Poll::Ready(Err(_)) => return Poll::Ready(CloseReason::WriteError),
+                        Poll::Pending => false,
+                    }
+                }
+            };
+            if let Some(stall) = &mut self.stall {
+                if stall.poll(cx).is_ready() {
+                    self.stall = None;
+                }
+            }
+            if self.closing.is_none() && self.stall.is_none() {
+                if reads == READS_PER_POLL {
+                    // Let other tasks run; come back at once.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                match self.stream.poll_read_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        reads += 1;
+                        if let Err(reason) = self.read() {
+                            return Poll::Ready(reason);
+                        }
+                        continue;
+                    }
+                    Poll::Ready(Err(_)) => return Poll::Ready(CloseReason::ReadError),
+                    Poll::Pending => {}
+                }
+            }
+            if self.protocol.outbound().register(cx.waker(), writer_idle) {
+                continue;
+            }
+            return Poll::Pending;
+        }
+    }
+}
+
+impl<P: Protocol> Future for Conn<P> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        match this.drive(cx) {
+            Poll::Ready(reason) => {
+                this.protocol.end(reason);
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
