@@ -35,8 +35,10 @@ pub struct Message {
 pub struct DeliveryFacts {
     /// The connection that published the message (for NATS `echo: false` and MQTT no-local).
     pub origin: ConnId,
-    /// Quality of service the publisher asked for (0 for NATS).
-    pub qos: u8,
+    /// Quality of service the publisher asked for; `None` where the publishing protocol has no
+    /// QoS (NATS), so each receiving protocol applies its own rule (MQTT: the subscription's QoS,
+    /// capped by configuration).
+    pub qos: Option<u8>,
     /// Whether the publisher asked the broker to retain the message (MQTT).
     pub retain: bool,
     /// Seconds the message stays valid (MQTT 5 message expiry), when set.
@@ -44,11 +46,11 @@ pub struct DeliveryFacts {
 }
 
 impl DeliveryFacts {
-    /// Facts of a plain publication from `origin`: QoS 0, not retained, no expiry.
+    /// Facts of a plain publication from `origin`: no QoS, not retained, no expiry.
     pub fn from_origin(origin: ConnId) -> Self {
         Self {
             origin,
-            qos: 0,
+            qos: None,
             retain: false,
             expiry_secs: None,
         }

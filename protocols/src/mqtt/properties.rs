@@ -211,13 +211,6 @@ pub(crate) fn write<T: PropertySet, S: Sink>(props: &T, s: &mut S) -> Result<(),
     props.write(s)
 }
 
-/// The length of a property block, property length included.
-pub(crate) fn block_len<T: PropertySet>(props: &T) -> Result<usize, EncodeError> {
-    let mut counter = Counter::default();
-    write(props, &mut counter)?;
-    Ok(counter.len())
-}
-
 fn flag(id: u8, b: u8) -> Result<bool, DecodeError> {
     match b {
         0 => Ok(false),
