@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use junction_core::{Bus, DEFAULT_ACCOUNT};
-use junction_protocols::nats;
+use junction_protocols::{mqtt, nats};
 use settings::{Cli, Settings};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -99,7 +99,6 @@ async fn run(settings: Settings) -> Result<()> {
         .unwrap_or_else(|| server_id.clone());
     tracing::info!(version = env!("CARGO_PKG_VERSION"), server_id = %server_id, server_name = %server_name, "starting junction");
     for (what, set) in [
-        ("MQTT (--mqtt-port)", settings.mqtt_port.is_some()),
         ("WebSocket (--ws-port)", settings.ws_port.is_some()),
         (
             "the data directory (--data-dir)",
@@ -172,6 +171,36 @@ async fn run(settings: Settings) -> Result<()> {
         )));
     }
 
+    let mut mqtt_task = None;
+    if let Some(port) = settings.mqtt_port {
+        let mqtt_listener = TcpListener::bind((settings.host.as_str(), port))
+            .await
+            .with_context(|| format!("listening for MQTT on {}:{port}", settings.host))?;
+        tracing::info!(
+            "Listening for MQTT clients on {}",
+            mqtt_listener.local_addr()?
+        );
+        let mqtt_fe = Arc::new(mqtt::broker::Frontend::new(
+            bus.clone(),
+            Arc::new(junction_auth::Open {
+                account: DEFAULT_ACCOUNT.to_string(),
+            }),
+            mqtt::broker::Options {
+                max_packet_size: settings.mqtt_max_packet_size,
+                max_pending: settings.max_pending,
+                max_queued: settings.mqtt_max_queued,
+                nats_qos: settings.mqtt_nats_qos,
+                write_deadline: settings.write_deadline,
+            },
+        ));
+        mqtt_task = Some(tokio::spawn(mqtt::broker::serve(
+            mqtt_listener,
+            mqtt_fe,
+            shutdown.clone(),
+            tracker.clone(),
+        )));
+    }
+
     let nats_task = tokio::spawn(nats::serve(
         listener,
         frontend,
@@ -184,6 +213,9 @@ async fn run(settings: Settings) -> Result<()> {
     tracing::info!("shutting down: closing listeners and draining connections");
     shutdown.cancel();
     let _ = nats_task.await;
+    if let Some(t) = mqtt_task {
+        let _ = t.await;
+    }
     if let Some(t) = http_task {
         let _ = t.await;
     }

@@ -35,7 +35,7 @@ pub struct Cli {
         allow_negative_numbers = true
     )]
     pub http_port: Option<i32>,
-    /// MQTT port. Accepted now; the MQTT listener arrives with a later release.
+    /// MQTT port (0: off; -1: a random free port) [default: 1883].
     #[arg(long = "mqtt-port", value_name = "N", allow_negative_numbers = true)]
     pub mqtt_port: Option<i32>,
     /// WebSocket port. Accepted now; the WebSocket listener arrives with a later release.
@@ -82,8 +82,15 @@ pub struct Settings {
     pub write_deadline: Duration,
     pub debug: bool,
     pub trace: bool,
+    /// MQTT listener port (`None`: off).
+    pub mqtt_port: Option<u16>,
+    /// Largest MQTT packet accepted from a client.
+    pub mqtt_max_packet_size: usize,
+    /// QoS 1/2 messages kept per MQTT session while the client is away.
+    pub mqtt_max_queued: usize,
+    /// Highest QoS a NATS publication reaches an MQTT subscriber with.
+    pub mqtt_nats_qos: u8,
     /// Accepted for later releases; a warning says they are not served yet.
-    pub mqtt_port: Option<i32>,
     pub ws_port: Option<i32>,
     pub data_dir: Option<PathBuf>,
 }
@@ -104,7 +111,11 @@ impl Default for Settings {
             write_deadline: Duration::from_secs(10),
             debug: false,
             trace: false,
-            mqtt_port: None,
+            mqtt_port: Some(1883),
+            mqtt_max_packet_size: junction_protocols::mqtt::broker::Options::default()
+                .max_packet_size,
+            mqtt_max_queued: junction_protocols::mqtt::broker::Options::default().max_queued,
+            mqtt_nats_qos: 1,
             ws_port: None,
             data_dir: None,
         }
@@ -114,7 +125,6 @@ impl Default for Settings {
 /// Keys of nats-server's configuration that Junction does not serve yet: named in a warning
 /// that says so, rather than called unknown.
 const LATER_KEYS: &[&str] = &[
-    "mqtt",
     "websocket",
     "authorization",
     "accounts",
@@ -257,6 +267,7 @@ impl Settings {
                         .map_err(|_| anyhow!("{}: 'ping_max' is too large", at(item)))?
                 }
                 "write_deadline" => self.write_deadline = duration_of(item, key)?,
+                "mqtt" => self.apply_mqtt(item, &mut warnings)?,
                 "debug" => self.debug = bool_of(item, key)?,
                 "trace" => self.trace = bool_of(item, key)?,
                 _ if item.used_as_variable => {}
@@ -268,6 +279,35 @@ impl Settings {
             }
         }
         Ok(warnings)
+    }
+
+    /// Applies the `mqtt { ... }` block.
+    fn apply_mqtt(&mut self, block: &Item, warnings: &mut Vec<String>) -> Result<()> {
+        let map = block
+            .as_map()
+            .ok_or_else(|| anyhow!("{}: 'mqtt' must be a block", at(block)))?;
+        for (key, item) in map.iter() {
+            match key.to_ascii_lowercase().as_str() {
+                "port" => self.mqtt_port = http_port(port_of(item, key)?),
+                "host" | "listen" => warnings.push(format!(
+                    "{}: 'mqtt.{key}' is not supported yet; MQTT listens on the client host",
+                    at(item)
+                )),
+                "max_packet_size" => self.mqtt_max_packet_size = size_of(item, key)?,
+                "max_queued_messages" | "max_pending_messages" => {
+                    self.mqtt_max_queued = size_of(item, key)?
+                }
+                "nats_qos" => {
+                    self.mqtt_nats_qos = u8::try_from(size_of(item, key)?)
+                        .ok()
+                        .filter(|q| *q <= 2)
+                        .ok_or_else(|| anyhow!("{}: 'mqtt.nats_qos' must be 0, 1 or 2", at(item)))?
+                }
+                _ if item.used_as_variable => {}
+                _ => warnings.push(format!("{}: unknown key 'mqtt.{key}' is ignored", at(item))),
+            }
+        }
+        Ok(())
     }
 
     /// Applies command-line flags, which win over the file.
@@ -286,8 +326,8 @@ impl Settings {
         }
         self.debug |= cli.debug;
         self.trace |= cli.trace;
-        if cli.mqtt_port.is_some() {
-            self.mqtt_port = cli.mqtt_port;
+        if let Some(p) = cli.mqtt_port {
+            self.mqtt_port = http_port(p);
         }
         if cli.ws_port.is_some() {
             self.ws_port = cli.ws_port;
@@ -352,9 +392,9 @@ mod tests {
         assert_eq!(s.write_deadline, Duration::from_secs(2));
         assert_eq!(s.max_connections, 100);
         assert_eq!(s.server_name.as_deref(), Some("edge-1"));
-        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("unknown key 'foo'") && warnings[0].starts_with("9:"));
-        assert!(warnings[1].contains("'mqtt' is not supported yet"));
+        assert_eq!(s.mqtt_port, Some(1883));
         s.apply_cli(&cli(&["-p", "5000", "-a", "::1", "-m", "0", "-D"]));
         assert_eq!(s.port, 5000);
         assert_eq!(s.host, "::1");
@@ -395,6 +435,9 @@ mod tests {
         ]);
         assert_eq!(c.port, Some(-1));
         assert_eq!(c.mqtt_port, Some(1883));
+        let mut s = Settings::default();
+        s.apply_cli(&cli(&["--mqtt-port", "0"]));
+        assert_eq!(s.mqtt_port, None);
         assert!(c.trace);
         assert_eq!(c.config.as_deref(), Some(Path::new("a.conf")));
     }

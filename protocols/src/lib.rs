@@ -6,10 +6,12 @@
 //!   draining subscribers); a frontend plugs in its protocol.
 //! - [`nats`]: the NATS client protocol: [`nats::parser`] (pure, resumable), [`nats::encode`]
 //!   (MSG/HMSG and server replies), the connection task and the listener ([`nats::serve`]).
+//! - [`mqtt`]: the MQTT 3.1.1/5.0 codec (pure, resumable) and the topic <-> subject mapping.
 //!
 //! Frontends never reach into each other: they meet only in `junction-core`.
 
 mod driver;
+pub mod mqtt;
 pub mod nats;
 pub mod outbound;
 
@@ -42,6 +44,10 @@ pub enum CloseReason {
     MaxConnectionsExceeded,
     /// The client sent an error to the server.
     ClientError,
+    /// The client was silent for longer than its keep alive allows (MQTT).
+    KeepAliveTimeout,
+    /// Another connection took the client's session over (MQTT).
+    SessionTakenOver,
 }
 
 impl CloseReason {
@@ -69,6 +75,8 @@ impl CloseReason {
             CloseReason::AuthenticationViolation => "Authentication Failure",
             CloseReason::MaxConnectionsExceeded => "Maximum Connections Exceeded",
             CloseReason::ClientError => "Client Error",
+            CloseReason::KeepAliveTimeout => "Keep Alive Timeout",
+            CloseReason::SessionTakenOver => "Session Taken Over",
         }
     }
 }

@@ -27,7 +27,16 @@ impl Server {
     /// Starts the server with extra arguments; waits until it is ready.
     pub fn start(extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_junction"))
-            .args(["-a", "127.0.0.1", "-p", "-1", "-m", "-1"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                "-1",
+                "-m",
+                "-1",
+                "--mqtt-port",
+                "-1",
+            ])
             .args(extra)
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())

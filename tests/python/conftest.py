@@ -68,7 +68,7 @@ class Server:
     def start(self) -> "Server":
         if not os.path.exists(BIN):
             pytest.fail(f"server binary not found at {BIN}: run `cargo build` first")
-        cmd = [BIN, "-a", "127.0.0.1", "-p", "-1", "-m", "-1"]
+        cmd = [BIN, "-a", "127.0.0.1", "-p", "-1", "-m", "-1", "--mqtt-port", "-1"]
         if self.config is not None:
             assert self.workdir is not None
             path = self.workdir / f"server-{id(self)}.conf"

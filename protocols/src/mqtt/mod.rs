@@ -17,6 +17,7 @@
 //! What stays with the session (not here): topic alias resolution, receive maximum and packet
 //! identifier bookkeeping, keep alive, and checking payloads against the payload format indicator.
 
+pub mod broker;
 pub mod decode;
 pub mod encode;
 pub mod packet;

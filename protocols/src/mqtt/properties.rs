@@ -388,7 +388,11 @@ impl PropertySet for ConnectProperties {
             REQUEST_RESPONSE_INFORMATION,
             self.request_response_information,
         );
-        w_flag(s, REQUEST_PROBLEM_INFORMATION, self.request_problem_information);
+        w_flag(
+            s,
+            REQUEST_PROBLEM_INFORMATION,
+            self.request_problem_information,
+        );
         w_str(s, AUTHENTICATION_METHOD, &self.authentication_method)?;
         w_bin(s, AUTHENTICATION_DATA, &self.authentication_data)?;
         w_user(s, &self.user_properties)
@@ -554,7 +558,11 @@ impl PropertySet for ConnAckProperties {
 
     fn write<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
         w_u32(s, SESSION_EXPIRY_INTERVAL, self.session_expiry_interval);
-        w_str(s, ASSIGNED_CLIENT_IDENTIFIER, &self.assigned_client_identifier)?;
+        w_str(
+            s,
+            ASSIGNED_CLIENT_IDENTIFIER,
+            &self.assigned_client_identifier,
+        )?;
         w_u16(s, SERVER_KEEP_ALIVE, self.server_keep_alive);
         w_str(s, AUTHENTICATION_METHOD, &self.authentication_method)?;
         w_bin(s, AUTHENTICATION_DATA, &self.authentication_data)?;

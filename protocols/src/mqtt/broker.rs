@@ -1,0 +1,1346 @@
+//! The MQTT frontend: sessions, QoS flows, retained and will messages, on the shared bus.
+//!
+//! - [`Frontend`] holds what every MQTT connection shares: the bus, the sessions by client id and
+//!   the retained messages. [`serve`] accepts connections and sweeps keepalives and expired
+//!   sessions once a second.
+//! - A [`Link`] is one network connection (its outbound buffer, as others see it); a session
+//!   outlives its links when the client asked for a persistent session.
+//! - Each MQTT subscription is one or two core subscriptions (a filter `a/#` also matches `a`),
+//!   whose sink ([`SubSink`]) encodes PUBLISH for the session's current link, assigns packet
+//!   identifiers and keeps QoS 1/2 messages in flight, or queues them while the client is away.
+//!
+//! Topics map onto subjects as nats-server maps them, so NATS clients meet MQTT clients on the
+//! same subjects. User properties travel as NATS headers; the response topic as the reply
+//! subject; content type, correlation data and payload format as `Mqtt-*` headers.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use junction_auth::{Authenticator, Credentials};
+use junction_core::{
+    subject, Account, Bus, ConnId, ConnSnapshot, ConnView, Delivery, DeliveryFacts, FlushBatch,
+    MatchCache, Message, Sink, Stats, Subscription,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::packet::{
+    ConnAck, Connect, Disconnect, Packet, Protocol as Version, PubResp, Publish, QoS,
+    RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, Utf8Bytes, Will,
+};
+use super::properties::{ConnAckProperties, PublishProperties, UserProperty};
+use super::{encode, encoded_len, reason, topic, DecodeError, Decoder};
+use crate::driver::{Conn, Protocol};
+use crate::outbound::{Outbound, Push};
+use crate::CloseReason;
+
+/// Header carrying MQTT 5 correlation data (hex) across NATS.
+const CORRELATION_HEADER: &str = "Mqtt-Correlation-Data";
+/// Header carrying the MQTT 5 content type across NATS.
+const CONTENT_TYPE_HEADER: &str = "Mqtt-Content-Type";
+/// Header carrying the MQTT 5 payload format indicator across NATS.
+const PAYLOAD_FORMAT_HEADER: &str = "Mqtt-Payload-Format";
+/// Packet identifiers and QoS 1/2 messages a client may have in flight towards us (our
+/// receive maximum), and that we keep in flight towards a client that names no limit.
+const RECEIVE_MAXIMUM: u16 = 1024;
+
+/// Settings of the MQTT frontend.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Largest packet accepted from a client.
+    pub max_packet_size: usize,
+    /// Bytes that may wait for one client before its QoS 0 traffic is dropped.
+    pub max_pending: usize,
+    /// QoS 1/2 messages kept for a client that is away (or whose window is full); past it the
+    /// oldest are dropped and counted.
+    pub max_queued: usize,
+    /// Highest QoS a NATS publication is delivered with (it has no QoS of its own).
+    pub nats_qos: u8,
+    /// How long one write may stall.
+    pub write_deadline: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            max_packet_size: 1024 * 1024 + 4096,
+            max_pending: 64 * 1024 * 1024,
+            max_queued: 10_000,
+            nats_qos: 1,
+            write_deadline: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A retained message, as it was published.
+#[derive(Clone)]
+struct Retained {
+    msg: Message,
+    qos: u8,
+}
+
+/// What every MQTT connection shares.
+pub struct Frontend {
+    /// The bus.
+    pub bus: Arc<Bus>,
+    /// Who connections are.
+    pub auth: Arc<dyn Authenticator>,
+    /// Settings.
+    pub opts: Options,
+    sessions: Mutex<HashMap<(String, String), Arc<Session>>>,
+    retained: Mutex<HashMap<(String, Bytes), Retained>>,
+    /// QoS 1/2 messages dropped because a session's queue was full.
+    pub dropped: AtomicU64,
+    started: Instant,
+}
+
+impl Frontend {
+    /// A frontend for `bus`.
+    pub fn new(bus: Arc<Bus>, auth: Arc<dyn Authenticator>, opts: Options) -> Self {
+        Self {
+            bus,
+            auth,
+            opts,
+            sessions: Mutex::new(HashMap::new()),
+            retained: Mutex::new(HashMap::new()),
+            dropped: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn retain(&self, account: &str, msg: &Message, qos: u8) {
+        let key = (account.to_string(), msg.subject.clone());
+        let mut retained = self.retained.lock().expect("retained lock");
+        if msg.payload.is_empty() {
+            retained.remove(&key);
+        } else {
+            retained.insert(
+                key,
+                Retained {
+                    msg: msg.clone(),
+                    qos,
+                },
+            );
+        }
+    }
+
+    fn retained_matching(&self, account: &str, filter: &[u8]) -> Vec<Retained> {
+        self.retained
+            .lock()
+            .expect("retained lock")
+            .iter()
+            .filter(|((a, subj), _)| a == account && matches_filter(filter, subj))
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+}
+
+/// Whether a subject matches an MQTT-derived filter, with the MQTT rule that a leading
+/// wildcard does not match topics starting with `$`.
+fn matches_filter(filter: &[u8], subj: &[u8]) -> bool {
+    if subj.first() == Some(&b'$') && matches!(filter.first(), Some(b'*' | b'>')) {
+        return false;
+    }
+    subject::matches(filter, subj)
+}
+
+/// One network connection, as others see it.
+pub(crate) struct Link {
+    id: ConnId,
+    out: Outbound,
+    fe: Arc<Frontend>,
+    peer: SocketAddr,
+    start: SystemTime,
+    about: Mutex<About>,
+    /// When the client last sent anything (ms since the frontend started).
+    last_read_ms: AtomicU64,
+    /// Keep alive in ms (0: none).
+    keep_alive_ms: AtomicU64,
+    in_msgs: AtomicU64,
+    in_bytes: AtomicU64,
+}
+
+#[derive(Default)]
+struct About {
+    client_id: String,
+    account: String,
+    version: Option<Version>,
+}
+
+impl Link {
+    /// Encodes a packet the connection itself sends.
+    fn send(&self, packet: &Packet, version: Version) {
+        let mut buf = BytesMut::new();
+        if encode(packet, version, &mut buf).is_ok() {
+            self.out.push_own(&buf);
+            self.out.wake();
+        }
+    }
+}
+
+impl ConnView for Link {
+    fn snapshot(&self) -> ConnSnapshot {
+        let about = self.about.lock().expect("about lock");
+        let (out_msgs, out_bytes) = self.out.delivered();
+        ConnSnapshot {
+            cid: self.id,
+            kind: "mqtt",
+            ip: self.peer.ip().to_string(),
+            port: self.peer.port(),
+            start: self.start,
+            name: about.client_id.clone(),
+            lang: match about.version {
+                Some(Version::V5) => "mqtt 5.0".into(),
+                Some(Version::V311) => "mqtt 3.1.1".into(),
+                None => String::new(),
+            },
+            version: String::new(),
+            account: about.account.clone(),
+            subscriptions: 0,
+            pending_bytes: self.out.pending(),
+            in_msgs: self.in_msgs.load(Ordering::Relaxed),
+            in_bytes: self.in_bytes.load(Ordering::Relaxed),
+            out_msgs,
+            out_bytes,
+            stop: None,
+            reason: None,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        "mqtt"
+    }
+
+    /// Closes the connection when the client was silent for 1.5 times its keep alive.
+    fn tick(&self) {
+        let keep_alive = self.keep_alive_ms.load(Ordering::Relaxed);
+        if keep_alive == 0 {
+            return;
+        }
+        let silent = self
+            .fe
+            .now_ms()
+            .saturating_sub(self.last_read_ms.load(Ordering::Relaxed));
+        if silent > keep_alive * 3 / 2 {
+            let version = self.about.lock().expect("about lock").version;
+            if version == Some(Version::V5) {
+                self.send(&disconnect(reason::KEEP_ALIVE_TIMEOUT), Version::V5);
+            }
+            self.out.finish(CloseReason::KeepAliveTimeout);
+        }
+    }
+
+    fn shutdown(&self) {
+        let version = self.about.lock().expect("about lock").version;
+        if version == Some(Version::V5) {
+            self.send(&disconnect(reason::SERVER_SHUTTING_DOWN), Version::V5);
+        }
+        self.out.finish(CloseReason::ServerShutdown);
+    }
+}
+
+fn disconnect(code: u8) -> Packet {
+    Packet::Disconnect(Disconnect {
+        reason: code,
+        ..Disconnect::default()
+    })
+}
+
+/// A QoS 1/2 message on its way to the client.
+#[derive(Clone)]
+struct Outgoing {
+    publish: Publish,
+    /// QoS 2: PUBREC came, PUBREL sent, waiting for PUBCOMP.
+    released: bool,
+}
+
+/// An MQTT session: it outlives its connections when the client asked for that.
+pub(crate) struct Session {
+    client_id: String,
+    /// Stable across reconnects: the origin of the session's publications (no local).
+    conn_id: ConnId,
+    account: Arc<Account>,
+    fe: Arc<Frontend>,
+    state: Mutex<SessionState>,
+}
+
+struct SessionState {
+    link: Option<Arc<Link>>,
+    version: Version,
+    next_packet_id: u16,
+    /// QoS 1/2 messages sent and not yet acknowledged, by packet identifier.
+    inflight: BTreeMap<u16, Outgoing>,
+    /// QoS 1/2 messages waiting for the window (or for the client to come back).
+    queue: VecDeque<Publish>,
+    /// How many messages the client takes in flight.
+    receive_maximum: u16,
+    /// Largest packet the client accepts.
+    max_packet_size: Option<u32>,
+    /// Subscriptions by filter (a filter is one or two core subscriptions).
+    subs: HashMap<Bytes, Vec<Arc<Subscription>>>,
+    /// QoS 2 packet identifiers received (PUBREC sent) and not yet released.
+    inbound_qos2: std::collections::HashSet<u16>,
+    /// Seconds the session lives after its link closes (`u32::MAX`: forever).
+    expiry_secs: u32,
+    /// When a detached session expires.
+    expires_at: Option<Instant>,
+}
+
+impl Session {
+    fn new(client_id: String, account: Arc<Account>, fe: Arc<Frontend>) -> Self {
+        Self {
+            client_id,
+            conn_id: fe.bus.next_conn_id(),
+            account,
+            fe,
+            state: Mutex::new(SessionState {
+                link: None,
+                version: Version::V311,
+                next_packet_id: 1,
+                inflight: BTreeMap::new(),
+                queue: VecDeque::new(),
+                receive_maximum: RECEIVE_MAXIMUM,
+                max_packet_size: None,
+                subs: HashMap::new(),
+                inbound_qos2: std::collections::HashSet::new(),
+                expiry_secs: 0,
+                expires_at: None,
+            }),
+        }
+    }
+
+    /// Removes every subscription of the session.
+    fn unsubscribe_all(&self) {
+        let subs: Vec<_> = {
+            let mut state = self.state.lock().expect("session lock");
+            state.subs.drain().flat_map(|(_, s)| s).collect()
+        };
+        for sub in subs {
+            self.account.unsubscribe(&sub);
+        }
+    }
+
+    /// Sends what the window allows from the queue.
+    fn fill_window(&self, state: &mut SessionState) {
+        let Some(link) = state.link.clone() else {
+            return;
+        };
+        while state.inflight.len() < usize::from(state.receive_maximum) {
+            let Some(mut publish) = state.queue.pop_front() else {
+                break;
+            };
+            publish.packet_id = next_packet_id(state);
+            push_publish(&link, state, &publish);
+            state.inflight.insert(
+                publish.packet_id,
+                Outgoing {
+                    publish,
+                    released: false,
+                },
+            );
+        }
+    }
+}
+
+fn next_packet_id(state: &mut SessionState) -> u16 {
+    loop {
+        let id = state.next_packet_id;
+        state.next_packet_id = state.next_packet_id.checked_add(1).unwrap_or(1);
+        if !state.inflight.contains_key(&id) {
+            return id;
+        }
+    }
+}
+
+/// Encodes a PUBLISH into the link's buffer, unless it is over the client's maximum packet size.
+fn push_publish(link: &Link, state: &SessionState, publish: &Publish) -> Push {
+    let packet = Packet::Publish(publish.clone());
+    let Ok(len) = encoded_len(&packet, state.version) else {
+        return Push::Closed;
+    };
+    if state.max_packet_size.is_some_and(|max| len > max as usize) {
+        // The client cannot take it: MQTT 5 says the server discards it.
+        return Push::Closed;
+    }
+    let version = state.version;
+    link.out.push(len, publish.payload.len() as u64, |b| {
+        let _ = encode(&packet, version, b);
+    })
+}
+
+/// The receiving end of one MQTT subscription.
+struct SubSink {
+    session: Arc<Session>,
+    qos: QoS,
+    retain_as_published: bool,
+    subscription_id: Option<u32>,
+}
+
+impl SubSink {
+    fn publish_for(&self, msg: &Message, retained: bool) -> Option<Publish> {
+        let topic = topic::subject_to_topic(&msg.subject).ok()?;
+        let qos = match msg.facts.qos {
+            Some(q) => q.min(self.qos as u8),
+            None => self.session.fe.opts.nats_qos.min(self.qos as u8),
+        };
+        let mut properties = properties_from_nats(msg);
+        if let Some(id) = self.subscription_id {
+            properties.subscription_identifiers.push(id);
+        }
+        Some(Publish {
+            dup: false,
+            qos: QoS::from_bits(qos).unwrap_or_default(),
+            retain: retained || (self.retain_as_published && msg.facts.retain),
+            topic,
+            packet_id: 0,
+            properties,
+            payload: msg.payload.clone(),
+        })
+    }
+
+    /// Queues or sends one message for the session.
+    fn offer(
+        &self,
+        publish: Publish,
+        batch: Option<&mut FlushBatch>,
+        me: &Arc<dyn Sink>,
+    ) -> Delivery {
+        let mut state = self.session.state.lock().expect("session lock");
+        let link = state.link.clone();
+        if publish.qos == QoS::AtMostOnce {
+            let Some(link) = link else {
+                return Delivery::Dropped;
+            };
+            return match push_publish(&link, &state, &publish) {
+                Push::Queued { was_empty, .. } => {
+                    if let Some(batch) = batch {
+                        if was_empty {
+                            batch.touch(me.clone());
+                        }
+                    } else {
+                        link.out.wake();
+                    }
+                    Delivery::Queued
+                }
+                Push::SlowConsumer => {
+                    Stats::add(&self.session.fe.bus.stats().slow_consumers, 1);
+                    Delivery::Dropped
+                }
+                Push::Closed => Delivery::Dropped,
+            };
+        }
+        match link {
+            Some(link) if state.inflight.len() < usize::from(state.receive_maximum) => {
+                let mut publish = publish;
+                publish.packet_id = next_packet_id(&mut state);
+                if let Push::Queued { was_empty, .. } = push_publish(&link, &state, &publish) {
+                    match batch {
+                        Some(batch) if was_empty => batch.touch(me.clone()),
+                        Some(_) => {}
+                        None => link.out.wake(),
+                    }
+                }
+                state.inflight.insert(
+                    publish.packet_id,
+                    Outgoing {
+                        publish,
+                        released: false,
+                    },
+                );
+            }
+            _ => {
+                if state.queue.len() >= self.session.fe.opts.max_queued {
+                    state.queue.pop_front();
+                    self.session.fe.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                state.queue.push_back(publish);
+            }
+        }
+        Delivery::Queued
+    }
+}
+
+impl Sink for SubSink {
+    fn deliver(&self, sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
+        if !matches_filter(&sub.subject, &msg.subject) {
+            // A leading wildcard does not match a `$` topic in MQTT.
+            return Delivery::Dropped;
+        }
+        match self.publish_for(msg, false) {
+            Some(publish) => self.offer(publish, Some(batch), &sub.sink),
+            None => Delivery::Dropped,
+        }
+    }
+
+    fn flush(&self) {
+        let link = self
+            .session
+            .state
+            .lock()
+            .expect("session lock")
+            .link
+            .clone();
+        if let Some(link) = link {
+            link.out.wake();
+        }
+    }
+
+    fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let link = self
+            .session
+            .state
+            .lock()
+            .expect("session lock")
+            .link
+            .clone();
+        match link {
+            Some(link) => link.out.poll_drained(cx),
+            None => Poll::Ready(()),
+        }
+    }
+
+    fn stall_timed_out(&self) {
+        let link = self
+            .session
+            .state
+            .lock()
+            .expect("session lock")
+            .link
+            .clone();
+        if let Some(link) = link {
+            link.out.stall_timed_out();
+        }
+    }
+}
+
+/// Hex text of binary data, for a header value.
+fn hex(data: &[u8]) -> String {
+    data.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Bytes> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()
+        .map(Bytes::from)
+}
+
+/// The NATS header block for an MQTT publication's properties (None when there are none).
+fn headers_from_mqtt(props: &PublishProperties) -> Option<Bytes> {
+    let mut lines: Vec<(String, String)> = props
+        .user_properties
+        .iter()
+        .filter(|p| {
+            !p.name.as_str().contains([':', '\r', '\n']) && !p.value.as_str().contains(['\r', '\n'])
+        })
+        .map(|p| (p.name.as_str().to_string(), p.value.as_str().to_string()))
+        .collect();
+    if let Some(c) = &props.correlation_data {
+        lines.push((CORRELATION_HEADER.into(), hex(c)));
+    }
+    if let Some(t) = &props.content_type {
+        if !t.as_str().contains(['\r', '\n']) {
+            lines.push((CONTENT_TYPE_HEADER.into(), t.as_str().to_string()));
+        }
+    }
+    if let Some(f) = props.payload_format_indicator {
+        lines.push((PAYLOAD_FORMAT_HEADER.into(), u8::from(f).to_string()));
+    }
+    if lines.is_empty() {
+        return None;
+    }
+    let mut block = BytesMut::from(&b"NATS/1.0\r\n"[..]);
+    for (k, v) in lines {
+        block.put_slice(k.as_bytes());
+        block.put_slice(b": ");
+        block.put_slice(v.as_bytes());
+        block.put_slice(b"\r\n");
+    }
+    block.put_slice(b"\r\n");
+    Some(block.freeze())
+}
+
+/// MQTT 5 properties for a message from the bus: headers become user properties (the
+/// `Mqtt-*` ones become their properties again), the reply subject the response topic.
+fn properties_from_nats(msg: &Message) -> PublishProperties {
+    let mut props = PublishProperties {
+        message_expiry_interval: msg.facts.expiry_secs,
+        ..PublishProperties::default()
+    };
+    if let Some(reply) = &msg.reply {
+        props.response_topic = topic::subject_to_topic(reply).ok();
+    }
+    let Some(headers) = &msg.headers else {
+        return props;
+    };
+    let Ok(text) = std::str::from_utf8(headers) else {
+        return props;
+    };
+    for line in text.split("\r\n").skip(1) {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let (k, v) = (k.trim(), v.trim());
+        if k.eq_ignore_ascii_case(CORRELATION_HEADER) {
+            props.correlation_data = unhex(v);
+        } else if k.eq_ignore_ascii_case(CONTENT_TYPE_HEADER) {
+            props.content_type = Some(utf8(v));
+        } else if k.eq_ignore_ascii_case(PAYLOAD_FORMAT_HEADER) {
+            props.payload_format_indicator = Some(v == "1");
+        } else {
+            props.user_properties.push(UserProperty {
+                name: utf8(k),
+                value: utf8(v),
+            });
+        }
+    }
+    props
+}
+
+fn utf8(s: &str) -> Utf8Bytes {
+    Utf8Bytes::try_from_bytes(Bytes::copy_from_slice(s.as_bytes())).unwrap_or_default()
+}
+
+/// What only the connection's own task touches.
+pub(crate) struct MqttConn {
+    link: Arc<Link>,
+    decoder: Decoder,
+    session: Option<Arc<Session>>,
+    account: Arc<Account>,
+    cache: MatchCache,
+    batch: FlushBatch,
+    version: Version,
+    will: Option<Will>,
+    in_msgs: u64,
+    in_bytes: u64,
+}
+
+impl MqttConn {
+    fn fe(&self) -> &Arc<Frontend> {
+        &self.link.fe
+    }
+
+    fn send(&self, packet: Packet) {
+        let mut buf = BytesMut::new();
+        if encode(&packet, self.version, &mut buf).is_ok() {
+            self.link.out.push_own(&buf);
+        }
+    }
+
+    /// Ends the connection with an MQTT 5 DISCONNECT carrying `code` (3.1.1 just closes).
+    fn refuse(&self, code: u8, why: CloseReason) -> Result<(), CloseReason> {
+        if self.version == Version::V5 && self.session.is_some() {
+            self.send(disconnect(code));
+        }
+        Err(why)
+    }
+
+    fn handle(&mut self, packet: Packet) -> Result<(), CloseReason> {
+        tracing::trace!(cid = %self.link.id, packet = ?packet, "<<-");
+        if self.session.is_none() {
+            return match packet {
+                Packet::Connect(c) => self.connect(*c),
+                _ => Err(CloseReason::ProtocolViolation),
+            };
+        }
+        match packet {
+            Packet::Connect(_) => {
+                self.refuse(reason::PROTOCOL_ERROR, CloseReason::ProtocolViolation)
+            }
+            Packet::Publish(p) => self.publish(p),
+            Packet::PubAck(r) => {
+                self.acked(r.packet_id, false);
+                Ok(())
+            }
+            Packet::PubRec(r) => {
+                self.acked(r.packet_id, true);
+                Ok(())
+            }
+            Packet::PubComp(r) => {
+                self.acked(r.packet_id, false);
+                Ok(())
+            }
+            Packet::PubRel(r) => {
+                if let Some(s) = &self.session {
+                    s.state
+                        .lock()
+                        .expect("session lock")
+                        .inbound_qos2
+                        .remove(&r.packet_id);
+                }
+                self.send(Packet::PubComp(PubResp {
+                    packet_id: r.packet_id,
+                    ..PubResp::default()
+                }));
+                Ok(())
+            }
+            Packet::Subscribe(s) => {
+                self.subscribe(s);
+                Ok(())
+            }
+            Packet::Unsubscribe(u) => {
+                self.unsubscribe(u);
+                Ok(())
+            }
+            Packet::PingReq => {
+                self.send(Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(d) => {
+                if d.reason != reason::DISCONNECT_WITH_WILL_MESSAGE {
+                    self.will = None;
+                }
+                if let (Some(s), Some(expiry)) =
+                    (&self.session, d.properties.session_expiry_interval)
+                {
+                    s.state.lock().expect("session lock").expiry_secs = expiry;
+                }
+                Err(CloseReason::ClientClosed)
+            }
+            Packet::Auth(_) => self.refuse(
+                reason::BAD_AUTHENTICATION_METHOD,
+                CloseReason::AuthenticationViolation,
+            ),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                self.refuse(reason::PROTOCOL_ERROR, CloseReason::ProtocolViolation)
+            }
+        }
+    }
+
+    fn connect(&mut self, c: Connect) -> Result<(), CloseReason> {
+        let fe = self.fe().clone();
+        self.version = self.decoder.protocol().unwrap_or(Version::V311);
+        let v5 = self.version == Version::V5;
+        let connack = |code: u8| {
+            Packet::ConnAck(Box::new(ConnAck {
+                session_present: false,
+                code,
+                properties: ConnAckProperties::default(),
+            }))
+        };
+        if c.properties.authentication_method.is_some() {
+            self.send(connack(reason::BAD_AUTHENTICATION_METHOD));
+            return Err(CloseReason::AuthenticationViolation);
+        }
+        let creds = Credentials {
+            user: c.username.as_ref().map(|u| u.as_str().to_string()),
+            pass: c
+                .password
+                .as_ref()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+            ..Credentials::default()
+        };
+        let identity = match fe.auth.authenticate(&creds) {
+            Ok(id) => id,
+            Err(_) => {
+                // 3.1.1: 5 not authorized; 5.0: 0x87 not authorized.
+                self.send(connack(if v5 { reason::NOT_AUTHORIZED } else { 5 }));
+                return Err(CloseReason::AuthenticationViolation);
+            }
+        };
+        let mut assigned = None;
+        let client_id = if c.client_id.is_empty() {
+            if !v5 && !c.clean_start {
+                // 3.1.1: a persistent session needs a client identifier.
+                self.send(connack(2));
+                return Err(CloseReason::ProtocolViolation);
+            }
+            let id = format!("junction-{}", self.link.id.0);
+            assigned = Some(id.clone());
+            id
+        } else {
+            c.client_id.as_str().to_string()
+        };
+        self.account = fe.bus.account_or_create(&identity.account);
+        let key = (identity.account.clone(), client_id.clone());
+        let expiry = if v5 {
+            c.properties.session_expiry_interval.unwrap_or(0)
+        } else if c.clean_start {
+            0
+        } else {
+            u32::MAX
+        };
+        // Take over an existing session: disconnect its link; keep it unless clean start.
+        let (session, present) = {
+            let mut sessions = fe.sessions.lock().expect("sessions lock");
+            let existing = sessions.get(&key).cloned();
+            if let Some(old) = &existing {
+                let old_link = old.state.lock().expect("session lock").link.take();
+                if let Some(l) = old_link {
+                    let old_version = l.about.lock().expect("about lock").version;
+                    if old_version == Some(Version::V5) {
+                        l.send(&disconnect(reason::SESSION_TAKEN_OVER), Version::V5);
+                    }
+                    l.out.finish(CloseReason::SessionTakenOver);
+                }
+            }
+            match existing {
+                Some(old) if !c.clean_start => (old, true),
+                other => {
+                    if let Some(old) = other {
+                        old.unsubscribe_all();
+                    }
+                    let s = Arc::new(Session::new(
+                        client_id.clone(),
+                        self.account.clone(),
+                        fe.clone(),
+                    ));
+                    sessions.insert(key, s.clone());
+                    (s, false)
+                }
+            }
+        };
+        {
+            let mut about = self.link.about.lock().expect("about lock");
+            about.client_id = client_id.clone();
+            about.account = identity.account.clone();
+            about.version = Some(self.version);
+        }
+        self.link
+            .keep_alive_ms
+            .store(u64::from(c.keep_alive) * 1000, Ordering::Relaxed);
+        self.will = c.will;
+        let mut props = ConnAckProperties::default();
+        if v5 {
+            props.assigned_client_identifier = assigned.as_deref().map(utf8);
+            props.receive_maximum = Some(RECEIVE_MAXIMUM);
+            props.topic_alias_maximum = Some(0);
+            props.retain_available = Some(true);
+            props.shared_subscription_available = Some(true);
+            props.subscription_identifiers_available = Some(true);
+            props.wildcard_subscription_available = Some(true);
+            props.maximum_packet_size = u32::try_from(fe.opts.max_packet_size).ok();
+        }
+        self.send(Packet::ConnAck(Box::new(ConnAck {
+            session_present: present,
+            code: reason::SUCCESS,
+            properties: props,
+        })));
+        {
+            let mut state = session.state.lock().expect("session lock");
+            state.link = Some(self.link.clone());
+            state.version = self.version;
+            state.expiry_secs = expiry;
+            state.expires_at = None;
+            state.receive_maximum = c.properties.receive_maximum.unwrap_or(RECEIVE_MAXIMUM);
+            state.max_packet_size = c.properties.maximum_packet_size;
+            // Resend what was in flight, with DUP, then what waited.
+            let resend: Vec<Outgoing> = state.inflight.values().cloned().collect();
+            for o in resend {
+                if o.released {
+                    self.send(Packet::PubRel(PubResp {
+                        packet_id: o.publish.packet_id,
+                        ..PubResp::default()
+                    }));
+                } else {
+                    let mut p = o.publish;
+                    p.dup = true;
+                    push_publish(&self.link, &state, &p);
+                }
+            }
+            session.fill_window(&mut state);
+        }
+        tracing::debug!(cid = %self.link.id, client_id = %client_id, present, "MQTT client connected");
+        self.session = Some(session);
+        Ok(())
+    }
+
+    fn publish(&mut self, p: Publish) -> Result<(), CloseReason> {
+        if p.properties.topic_alias.is_some() || p.topic.is_empty() {
+            // We announce a topic alias maximum of 0.
+            return self.refuse(reason::TOPIC_ALIAS_INVALID, CloseReason::ProtocolViolation);
+        }
+        let Ok(subject) = topic::topic_to_subject(p.topic.as_bytes()) else {
+            return self.refuse(reason::TOPIC_NAME_INVALID, CloseReason::ProtocolViolation);
+        };
+        let session = self.session.clone().expect("connected");
+        if p.qos == QoS::ExactlyOnce {
+            let mut state = session.state.lock().expect("session lock");
+            if !state.inbound_qos2.insert(p.packet_id) {
+                // A retry of a message we already have: acknowledge, do not deliver again.
+                drop(state);
+                self.send(Packet::PubRec(PubResp {
+                    packet_id: p.packet_id,
+                    ..PubResp::default()
+                }));
+                return Ok(());
+            }
+        }
+        let reply = p
+            .properties
+            .response_topic
+            .as_ref()
+            .and_then(|t| topic::topic_to_subject(t.as_bytes()).ok());
+        let msg = Message {
+            subject,
+            reply,
+            headers: headers_from_mqtt(&p.properties),
+            payload: p.payload.clone(),
+            facts: DeliveryFacts {
+                origin: session.conn_id,
+                qos: Some(p.qos as u8),
+                retain: p.retain,
+                expiry_secs: p.properties.message_expiry_interval,
+            },
+        };
+        self.in_msgs += 1;
+        self.in_bytes += msg.payload.len() as u64;
+        if p.retain {
+            self.fe().retain(self.account.name(), &msg, p.qos as u8);
+        }
+        self.account.publish(&mut self.cache, &msg, &mut self.batch);
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send(Packet::PubAck(PubResp {
+                packet_id: p.packet_id,
+                ..PubResp::default()
+            })),
+            QoS::ExactlyOnce => self.send(Packet::PubRec(PubResp {
+                packet_id: p.packet_id,
+                ..PubResp::default()
+            })),
+        }
+        Ok(())
+    }
+
+    /// The client acknowledged one of our QoS 1/2 messages.
+    fn acked(&mut self, packet_id: u16, rec: bool) {
+        let Some(session) = self.session.clone() else {
+            return;
+        };
+        let mut state = session.state.lock().expect("session lock");
+        if rec {
+            if let Some(o) = state.inflight.get_mut(&packet_id) {
+                o.released = true;
+            }
+            drop(state);
+            self.send(Packet::PubRel(PubResp {
+                packet_id,
+                ..PubResp::default()
+            }));
+            return;
+        }
+        state.inflight.remove(&packet_id);
+        session.fill_window(&mut state);
+    }
+
+    fn subscribe(&mut self, s: Subscribe) {
+        let session = self.session.clone().expect("connected");
+        let fe = self.fe().clone();
+        let mut codes = Vec::with_capacity(s.filters.len());
+        let mut retained_out = Vec::new();
+        for f in &s.filters {
+            let text = f.filter.as_bytes().clone();
+            let (queue, inner) = match topic::shared_subscription(&text) {
+                Some((g, inner)) => (Some(Bytes::copy_from_slice(g)), text.slice_ref(inner)),
+                None => (None, text.clone()),
+            };
+            let Ok(subjects) = topic::filter_to_subjects(&inner) else {
+                codes.push(if self.version == Version::V5 {
+                    reason::TOPIC_FILTER_INVALID
+                } else {
+                    0x80
+                });
+                continue;
+            };
+            let concrete = Arc::new(SubSink {
+                session: session.clone(),
+                qos: f.qos,
+                retain_as_published: f.retain_as_published,
+                subscription_id: s.properties.subscription_identifier,
+            });
+            let sink: Arc<dyn Sink> = concrete.clone();
+            let mut core_subs = Vec::new();
+            for subj in std::iter::once(subjects.subject.clone()).chain(subjects.parent.clone()) {
+                let sub = Arc::new(Subscription::new(
+                    session.conn_id,
+                    subj,
+                    queue.clone(),
+                    Bytes::new(),
+                    f.no_local,
+                    sink.clone(),
+                ));
+                if self.account.subscribe(sub.clone()).is_ok() {
+                    core_subs.push(sub);
+                }
+            }
+            let replaced = session
+                .state
+                .lock()
+                .expect("session lock")
+                .subs
+                .insert(text.clone(), core_subs);
+            let existed = replaced.is_some();
+            for old in replaced.unwrap_or_default() {
+                self.account.unsubscribe(&old);
+            }
+            codes.push(f.qos as u8);
+            let send_retained = queue.is_none()
+                && match f.retain_handling {
+                    RetainHandling::OnSubscribe => true,
+                    RetainHandling::OnNewSubscribe => !existed,
+                    RetainHandling::Never => false,
+                };
+            if send_retained {
+                for filter_subject in
+                    std::iter::once(&subjects.subject).chain(subjects.parent.as_ref())
+                {
+                    for r in fe.retained_matching(self.account.name(), filter_subject) {
+                        retained_out.push((concrete.clone(), sink.clone(), r));
+                    }
+                }
+            }
+        }
+        self.send(Packet::SubAck(SubAck {
+            packet_id: s.packet_id,
+            reason_codes: codes,
+            ..SubAck::default()
+        }));
+        // Retained messages go after the SUBACK, with the retain flag set.
+        for (concrete, sink, r) in retained_out {
+            let mut msg = r.msg;
+            msg.facts.qos = Some(r.qos);
+            if let Some(publish) = concrete.publish_for(&msg, true) {
+                concrete.offer(publish, None, &sink);
+            }
+        }
+    }
+
+    fn unsubscribe(&mut self, u: Unsubscribe) {
+        let session = self.session.clone().expect("connected");
+        let mut codes = Vec::with_capacity(u.filters.len());
+        for f in &u.filters {
+            let removed = session
+                .state
+                .lock()
+                .expect("session lock")
+                .subs
+                .remove(f.as_bytes());
+            match removed {
+                Some(subs) => {
+                    for sub in subs {
+                        self.account.unsubscribe(&sub);
+                    }
+                    codes.push(reason::SUCCESS);
+                }
+                None => codes.push(reason::NO_SUBSCRIPTION_EXISTED),
+            }
+        }
+        self.send(Packet::UnsubAck(UnsubAck {
+            packet_id: u.packet_id,
+            reason_codes: if self.version == Version::V5 {
+                codes
+            } else {
+                Vec::new()
+            },
+            ..UnsubAck::default()
+        }));
+    }
+
+    /// Publishes the will message (the connection ended without a normal DISCONNECT).
+    fn publish_will(&mut self) {
+        let (Some(will), Some(session)) = (self.will.take(), self.session.clone()) else {
+            return;
+        };
+        let Ok(subject) = topic::topic_to_subject(will.topic.as_bytes()) else {
+            return;
+        };
+        let props = PublishProperties {
+            payload_format_indicator: will.properties.payload_format_indicator,
+            message_expiry_interval: will.properties.message_expiry_interval,
+            response_topic: will.properties.response_topic.clone(),
+            correlation_data: will.properties.correlation_data.clone(),
+            user_properties: will.properties.user_properties.clone(),
+            content_type: will.properties.content_type.clone(),
+            ..PublishProperties::default()
+        };
+        let msg = Message {
+            subject,
+            reply: will
+                .properties
+                .response_topic
+                .as_ref()
+                .and_then(|t| topic::topic_to_subject(t.as_bytes()).ok()),
+            headers: headers_from_mqtt(&props),
+            payload: will.payload.clone(),
+            facts: DeliveryFacts {
+                origin: session.conn_id,
+                qos: Some(will.qos as u8),
+                retain: will.retain,
+                expiry_secs: will.properties.message_expiry_interval,
+            },
+        };
+        if will.retain {
+            self.fe().retain(self.account.name(), &msg, will.qos as u8);
+        }
+        self.account.publish(&mut self.cache, &msg, &mut self.batch);
+        self.batch.wake_all();
+    }
+}
+
+impl Protocol for MqttConn {
+    fn outbound(&self) -> &Outbound {
+        &self.link.out
+    }
+
+    fn process(&mut self, rbuf: &mut BytesMut) -> Result<(), CloseReason> {
+        self.link
+            .last_read_ms
+            .store(self.fe().now_ms(), Ordering::Relaxed);
+        loop {
+            match self.decoder.decode(rbuf) {
+                Ok(Some(packet)) => self.handle(packet)?,
+                Ok(None) => return Ok(()),
+                Err(e) => return self.decode_failed(&e),
+            }
+        }
+    }
+
+    fn end_batch(&mut self) -> Vec<Arc<dyn Sink>> {
+        self.batch.wake_all();
+        let fe = self.fe().clone();
+        let stats = fe.bus.stats();
+        if self.in_msgs > 0 {
+            self.link.in_msgs.fetch_add(self.in_msgs, Ordering::Relaxed);
+            self.link
+                .in_bytes
+                .fetch_add(self.in_bytes, Ordering::Relaxed);
+        }
+        Stats::add(&stats.in_msgs, std::mem::take(&mut self.in_msgs));
+        Stats::add(&stats.in_bytes, std::mem::take(&mut self.in_bytes));
+        Stats::add(&stats.out_msgs, std::mem::take(&mut self.batch.out_msgs));
+        Stats::add(&stats.out_bytes, std::mem::take(&mut self.batch.out_bytes));
+        self.batch.take_backlogged()
+    }
+
+    fn write_deadline(&self) -> Duration {
+        self.fe().opts.write_deadline
+    }
+
+    fn write_deadline_exceeded(&self) {
+        Stats::add(&self.fe().bus.stats().slow_consumers, 1);
+        tracing::warn!(cid = %self.link.id, "slow consumer: write deadline exceeded, closing the MQTT connection");
+    }
+
+    fn end(&mut self, reason: CloseReason) {
+        let fe = self.fe().clone();
+        if !matches!(reason, CloseReason::ClientClosed) || self.will.is_some() {
+            self.publish_will();
+        }
+        if let Some(session) = self.session.take() {
+            let keep = {
+                let mut state = session.state.lock().expect("session lock");
+                let ours = state
+                    .link
+                    .as_ref()
+                    .is_some_and(|l| Arc::ptr_eq(l, &self.link));
+                if ours {
+                    state.link = None;
+                    state.expires_at = (state.expiry_secs != u32::MAX).then(|| {
+                        Instant::now() + Duration::from_secs(u64::from(state.expiry_secs))
+                    });
+                }
+                !ours || state.expiry_secs > 0
+            };
+            if !keep {
+                session.unsubscribe_all();
+                let key = (
+                    session.account.name().to_string(),
+                    session.client_id.clone(),
+                );
+                let mut sessions = fe.sessions.lock().expect("sessions lock");
+                if sessions.get(&key).is_some_and(|s| Arc::ptr_eq(s, &session)) {
+                    sessions.remove(&key);
+                }
+            }
+        }
+        self.link.out.close(reason);
+        fe.bus.conns().close(self.link.id, reason.as_str());
+        fe.bus.stats().connections.fetch_sub(1, Ordering::Relaxed);
+        tracing::debug!(cid = %self.link.id, reason = %reason, "MQTT connection closed");
+    }
+}
+
+impl MqttConn {
+    fn decode_failed(&mut self, e: &DecodeError) -> Result<(), CloseReason> {
+        tracing::debug!(cid = %self.link.id, error = %e, "MQTT protocol error");
+        let code = e.reason_code();
+        if self.session.is_none() {
+            // Before CONNECT was accepted: answer a bad protocol version as the client's level
+            // expects, otherwise just close.
+            if code == reason::UNSUPPORTED_PROTOCOL_VERSION {
+                let level5 = self.decoder.protocol() == Some(Version::V5);
+                let packet = Packet::ConnAck(Box::new(ConnAck {
+                    code: if level5 { code } else { 1 },
+                    ..ConnAck::default()
+                }));
+                let mut buf = BytesMut::new();
+                let version = if level5 { Version::V5 } else { Version::V311 };
+                if encode(&packet, version, &mut buf).is_ok() {
+                    self.link.out.push_own(&buf);
+                }
+            }
+            return Err(CloseReason::ProtocolViolation);
+        }
+        let why = if code == reason::PACKET_TOO_LARGE {
+            CloseReason::MaxPayloadExceeded
+        } else {
+            CloseReason::ProtocolViolation
+        };
+        self.refuse(code, why)
+    }
+}
+
+/// Starts serving one accepted MQTT connection.
+fn start(stream: TcpStream, peer: SocketAddr, fe: Arc<Frontend>) -> Conn<MqttConn> {
+    let id = fe.bus.next_conn_id();
+    let link = Arc::new(Link {
+        id,
+        out: Outbound::new(fe.opts.max_pending),
+        fe: fe.clone(),
+        peer,
+        start: SystemTime::now(),
+        about: Mutex::new(About::default()),
+        last_read_ms: AtomicU64::new(fe.now_ms()),
+        keep_alive_ms: AtomicU64::new(0),
+        in_msgs: AtomicU64::new(0),
+        in_bytes: AtomicU64::new(0),
+    });
+    fe.bus.conns().open(id, link.clone());
+    tracing::debug!(cid = %id, peer = %peer, "accepted MQTT connection");
+    let conn = MqttConn {
+        link,
+        decoder: Decoder::new(fe.opts.max_packet_size),
+        session: None,
+        account: fe.bus.default_account(),
+        cache: MatchCache::default(),
+        batch: FlushBatch::default(),
+        version: Version::V311,
+        will: None,
+        in_msgs: 0,
+        in_bytes: 0,
+    };
+    Conn::new(stream, conn)
+}
+
+/// Removes detached sessions whose expiry passed.
+fn expire_sessions(fe: &Frontend) {
+    let now = Instant::now();
+    let expired: Vec<Arc<Session>> = {
+        let mut sessions = fe.sessions.lock().expect("sessions lock");
+        let keys: Vec<_> = sessions
+            .iter()
+            .filter(|(_, s)| {
+                let st = s.state.lock().expect("session lock");
+                st.link.is_none() && st.expires_at.is_some_and(|t| t <= now)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.iter().filter_map(|k| sessions.remove(k)).collect()
+    };
+    for s in expired {
+        s.unsubscribe_all();
+    }
+}
+
+/// Accepts MQTT clients on `listener` until `shutdown` is cancelled; sweeps keepalives and
+/// expired sessions once a second.
+pub async fn serve(
+    listener: TcpListener,
+    fe: Arc<Frontend>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let mut sweep = tokio::time::interval(Duration::from_secs(1));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = sweep.tick() => {
+                for conn in fe.bus.conns().open_views() {
+                    if conn.kind() == "mqtt" {
+                        conn.tick();
+                    }
+                }
+                expire_sessions(&fe);
+                continue;
+            }
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting an MQTT connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let stats = fe.bus.stats();
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        stats.total_connections.fetch_add(1, Ordering::Relaxed);
+        tracker.spawn(start(stream, peer, fe.clone()));
+    }
+    drop(listener);
+    for conn in fe.bus.conns().open_views() {
+        if conn.kind() == "mqtt" {
+            conn.shutdown();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_round_trip_through_nats_headers() {
+        let props = PublishProperties {
+            user_properties: vec![UserProperty {
+                name: utf8("unit"),
+                value: utf8("celsius"),
+            }],
+            correlation_data: Some(Bytes::from_static(&[0, 1, 0xfe])),
+            content_type: Some(utf8("application/json")),
+            payload_format_indicator: Some(true),
+            ..PublishProperties::default()
+        };
+        let headers = headers_from_mqtt(&props).unwrap();
+        assert!(headers.starts_with(b"NATS/1.0\r\nunit: celsius\r\n"));
+        let msg = Message {
+            subject: Bytes::from_static(b"a"),
+            reply: Some(Bytes::from_static(b"reply.to")),
+            headers: Some(headers),
+            payload: Bytes::new(),
+            facts: DeliveryFacts::from_origin(ConnId(1)),
+        };
+        let back = properties_from_nats(&msg);
+        assert_eq!(back.user_properties, props.user_properties);
+        assert_eq!(back.correlation_data, props.correlation_data);
+        assert_eq!(back.content_type, props.content_type);
+        assert_eq!(back.payload_format_indicator, Some(true));
+        assert_eq!(back.response_topic.unwrap().as_str(), "reply/to");
+    }
+
+    #[test]
+    fn dollar_topics_are_not_matched_by_leading_wildcards() {
+        assert!(!matches_filter(b">", b"$SYS.x"));
+        assert!(!matches_filter(b"*.x", b"$SYS.x"));
+        assert!(matches_filter(b"$SYS.>", b"$SYS.x"));
+        assert!(matches_filter(b">", b"a.b"));
+    }
+}
