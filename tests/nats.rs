@@ -581,6 +581,13 @@ async fn connz_shows_connections_and_close_reasons() {
     let _b = nc.subscribe("b.>").await.unwrap();
     nc.publish("a", "x".into()).await.unwrap();
     nc.flush().await.unwrap();
+    // async-nats' flush does not wait for the server: wait until it saw both SUBs.
+    assert!(
+        eventually(WAIT, || server.http_json("/connz")["connections"][0]
+            ["subscriptions"]
+            == 2)
+        .await
+    );
     let open = server.http_json("/connz");
     assert_eq!(open["num_connections"], 1);
     let c = &open["connections"][0];

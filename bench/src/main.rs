@@ -1,5 +1,6 @@
 //! `junction-bench`: a dependency-free load generator for brokers that speak
-//! the NATS client protocol (Junction, nats-server, ...).
+//! the NATS client protocol (Junction, nats-server, ...) or MQTT 3.1.1/5.0
+//! (Junction, mosquitto, ...).
 //!
 //! It uses only std: one blocking TCP socket per client connection and one
 //! OS thread per active connection. Every mode prints exactly one
@@ -17,16 +18,33 @@
 //!           --count 20000 --warmup 1000 --size 128 --subject svc
 //!   idle    hold many idle connections; with --pid, server RSS per connection
 //!           --conns 10000 --threads 8 --settle 2 --hold 0
+//!
+//!   MQTT modes (--port is the MQTT port; --mqtt-version 3.1.1|5, --keepalive 0):
+//!   mqtt-pubsub   1 publisher -> N subscribers on one topic; rate at the subscribers
+//!                 --qos 0|1 --subs 1 --size 128 --msgs 1000000 --inflight 1000
+//!                 --subject bench/data --batch 65536
+//!   mqtt-latency  publish-to-delivery latency, 1 publisher -> 1 subscriber at a fixed rate
+//!                 --qos 0|1 --rate 2000 --count 20000 --warmup 1000 --size 128
+//!   mqtt-idle     hold many idle MQTT connections; with --pid, server RSS per connection
+//!                 --conns 10000 --threads 8 --settle 2 --hold 0
 //! ```
+//!
+//! MQTT subscribers subscribe at `--qos` and PUBACK every QoS 1 delivery; at
+//! QoS 1 the publisher keeps at most `--inflight` PUBLISHes unacknowledged
+//! (with 5.0, also at most the server's Receive Maximum). `mqtt-latency`
+//! stamps each payload with the send time on a clock shared by publisher and
+//! subscriber (same process), so latency is publish call to subscriber read.
 //!
 //! Main `RESULT` keys: `rate` (msgs/s; for `pubsub` counted across all
 //! subscribers from the first to the last message received), `mbps` (payload
 //! megabytes, 10^6 bytes, per second), `p50_us`/`p90_us`/`p99_us`/`max_us`
-//! (`reqrep`), `rss_per_conn` (bytes, `idle`), `complete` (1 when everything
-//! expected was sent and received before the timeout).
+//! (`reqrep`, `mqtt-latency`), `rss_per_conn` (bytes, `idle`, `mqtt-idle`),
+//! `complete` (1 when everything expected was sent and received before the
+//! timeout), `lost` (MQTT: messages published but not delivered).
 //!
-//! `--pid` names the server process: `pubsub`, `pub` and `reqrep` then add its
-//! CPU time per message (`srv_cpu_ns_per_msg`), `idle` its `VmRSS` growth.
+//! `--pid` names the server process: `pubsub`, `pub`, `reqrep`, `mqtt-pubsub`
+//! and `mqtt-latency` then add its CPU time per message delivered
+//! (`srv_cpu_ns_per_msg`), `idle` and `mqtt-idle` its `VmRSS` growth.
 //! `--timeout` bounds every mode: on expiry it reports what it measured so far
 //! (`complete=0`). `idle` needs a file-descriptor limit above `--conns` for
 //! both the bench and the server (`ulimit -n`); `scripts/bench` raises it.
@@ -40,6 +58,9 @@
 //! ```
 
 mod idle;
+mod mqtt;
+mod mqtt_idle;
+mod mqtt_pubsub;
 mod procfs;
 mod proto;
 mod pubsub;
@@ -49,13 +70,20 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
 
-const USAGE: &str = "usage: junction-bench <pubsub|pub|reqrep|idle> [options]
+const USAGE: &str =
+    "usage: junction-bench <pubsub|pub|reqrep|idle|mqtt-pubsub|mqtt-latency|mqtt-idle> [options]
 
 common:  --host 127.0.0.1  --port 4222  --timeout SECS (60)  --pid SERVER_PID
 pubsub:  --subs 1  --size 128  --msgs 2000000 | --secs S  --subject bench.data  --batch 65536
 pub:     --size 128  --msgs 2000000 | --secs S  --subject bench.data  --batch 65536
 reqrep:  --count 20000  --warmup 1000  --size 128  --subject svc
 idle:    --conns 10000  --threads 8  --settle 2  --hold 0
+
+MQTT (--port is the MQTT port; all modes: --mqtt-version 3.1.1|5  --keepalive 0):
+mqtt-pubsub:   --qos 0|1  --subs 1  --size 128  --msgs 1000000  --inflight 1000
+               --subject bench/data  --batch 65536
+mqtt-latency:  --qos 0|1  --rate 2000  --count 20000  --warmup 1000  --size 128
+mqtt-idle:     --conns 10000  --threads 8  --settle 2  --hold 0
 
 Each run prints one `RESULT mode=... key=value ...` line and one human line.";
 
@@ -78,6 +106,16 @@ pub struct Opts {
     pub threads: usize,
     pub settle: Duration,
     pub hold: Duration,
+    /// MQTT QoS of PUBLISHes and subscriptions (0 or 1).
+    pub qos: u8,
+    /// MQTT QoS 1 PUBLISHes the publisher keeps unacknowledged at most.
+    pub inflight: u16,
+    /// MQTT protocol level: 4 (3.1.1) or 5.
+    pub mqtt_version: u8,
+    /// MQTT keep alive in seconds (0 = none).
+    pub keepalive: u16,
+    /// `mqtt-latency` publish rate, msgs/s.
+    pub rate: f64,
 }
 
 fn parse_args(args: &[String]) -> Result<Opts, String> {
@@ -85,6 +123,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
     let mut host = "127.0.0.1".to_string();
     let mut port: u16 = 4222;
     let mut subject = None;
+    let mut msgs = None;
     let mut o = Opts {
         mode: String::new(),
         addr: SocketAddr::from(([127, 0, 0, 1], 4222)),
@@ -102,6 +141,11 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         threads: 8,
         settle: Duration::from_secs(2),
         hold: Duration::ZERO,
+        qos: 0,
+        inflight: 1000,
+        mqtt_version: mqtt::V311,
+        keepalive: 0,
+        rate: 2000.0,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -142,7 +186,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             "pid" => o.pid = Some(value.parse().map_err(|_| bad("pid"))?),
             "subs" => o.subs = num()?.max(1) as usize,
             "size" => o.size = num()? as usize,
-            "msgs" => o.msgs = num()?,
+            "msgs" => msgs = Some(num()?),
             "secs" => o.secs = Some(secs()?),
             "subject" => subject = Some(value.clone()),
             "batch" => o.batch = num()?.max(1) as usize,
@@ -152,18 +196,49 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             "threads" => o.threads = num()?.max(1) as usize,
             "settle" => o.settle = secs()?,
             "hold" => o.hold = secs()?,
+            "qos" => {
+                o.qos = match value.as_str() {
+                    "0" => 0,
+                    "1" => 1,
+                    _ => return Err(bad("QoS (0 or 1)")),
+                }
+            }
+            "inflight" => {
+                o.inflight = num()?.clamp(1, u64::from(u16::MAX)) as u16;
+            }
+            "mqtt-version" => {
+                o.mqtt_version =
+                    mqtt::parse_version(&value).ok_or_else(|| bad("version (3.1.1 or 5)"))?;
+            }
+            "keepalive" => {
+                o.keepalive = value.parse().map_err(|_| bad("keep alive (0..65535 s)"))?;
+            }
+            "rate" => {
+                o.rate = value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| r.is_finite() && *r > 0.0)
+                    .ok_or_else(|| bad("rate"))?;
+            }
             _ => return Err(format!("unknown option --{key}")),
         }
     }
     o.mode = mode.ok_or("missing mode")?;
+    let is_mqtt = o.mode.starts_with("mqtt-");
     o.subject = subject.unwrap_or_else(|| {
         if o.mode == "reqrep" {
             "svc"
+        } else if is_mqtt {
+            "bench/data"
         } else {
             "bench.data"
         }
         .to_string()
     });
+    o.msgs = msgs.unwrap_or(if is_mqtt { 1_000_000 } else { 2_000_000 });
+    if is_mqtt && o.secs.is_some() {
+        return Err("--secs is not supported by the MQTT modes; use --msgs".into());
+    }
     o.addr = (host.as_str(), port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {host}:{port}: {e}"))?
@@ -190,6 +265,9 @@ fn main() -> ExitCode {
         "pub" => pubsub::run_pub(&opts),
         "reqrep" => reqrep::run(&opts),
         "idle" => idle::run(&opts),
+        "mqtt-pubsub" => mqtt_pubsub::run_pubsub(&opts),
+        "mqtt-latency" => mqtt_pubsub::run_latency(&opts),
+        "mqtt-idle" => mqtt_idle::run(&opts),
         other => {
             eprintln!("junction-bench: unknown mode `{other}`\n\n{USAGE}");
             return ExitCode::from(2);
@@ -237,5 +315,19 @@ mod tests {
         assert!(parse("pubsub --bogus 1").is_err());
         assert!(parse("pubsub --subs").is_err());
         assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn parses_mqtt_flags() {
+        let o = parse("mqtt-pubsub --qos 1 --inflight 500 --mqtt-version 5 --subs 8").unwrap();
+        assert_eq!((o.qos, o.inflight, o.mqtt_version, o.subs), (1, 500, 5, 8));
+        assert_eq!(o.subject, "bench/data");
+        assert_eq!(o.msgs, 1_000_000);
+        let o = parse("mqtt-latency --rate 500 --mqtt-version 3.1.1 --msgs 7").unwrap();
+        assert_eq!((o.rate, o.mqtt_version, o.msgs, o.qos), (500.0, 4, 7, 0));
+        assert!(parse("mqtt-pubsub --qos 2").is_err());
+        assert!(parse("mqtt-pubsub --mqtt-version 3").is_err());
+        assert!(parse("mqtt-pubsub --secs 1").is_err());
+        assert_eq!(parse("pubsub").unwrap().msgs, 2_000_000);
     }
 }

@@ -66,7 +66,7 @@ fn responder(
 }
 
 /// Value at quantile `q` (0..=1) of an ascending-sorted slice.
-fn quantile(sorted: &[u64], q: f64) -> u64 {
+pub(crate) fn quantile(sorted: &[u64], q: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }
