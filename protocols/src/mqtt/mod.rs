@@ -10,7 +10,7 @@
 //!   payloads, binary data and strings are `Bytes` slices of the read buffer, never copied.
 //!   Every rule of the specifications a receiver can check on one packet is checked; each
 //!   [`DecodeError`] names the MQTT 5.0 reason code to send back ([`DecodeError::reason_code`]).
-//! - [`encode()`]: [`encode()`] and [`encoded_len`], for every packet type.
+//! - [`mod@encode`]: [`encode()`] and [`encoded_len`], for every packet type.
 //! - [`reason`]: the MQTT 5.0 reason codes and which packet may carry which.
 //! - [`topic`]: topic name and filter rules, and the topic <-> subject mapping nats-server uses.
 //!
