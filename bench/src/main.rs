@@ -21,7 +21,7 @@
 //!
 //!   MQTT modes (--port is the MQTT port; --mqtt-version 3.1.1|5, --keepalive 0):
 //!   mqtt-pubsub   1 publisher -> N subscribers on one topic; rate at the subscribers
-//!                 --qos 0|1 --subs 1 --size 128 --msgs 1000000 --inflight 1000
+//!                 --qos 0|1 --subs 1 --size 128 --msgs 1000000 | --secs S --inflight 1000
 //!                 --subject bench/data --batch 65536
 //!   mqtt-latency  publish-to-delivery latency, 1 publisher -> 1 subscriber at a fixed rate
 //!                 --qos 0|1 --rate 2000 --count 20000 --warmup 1000 --size 128
@@ -80,7 +80,7 @@ reqrep:  --count 20000  --warmup 1000  --size 128  --subject svc
 idle:    --conns 10000  --threads 8  --settle 2  --hold 0
 
 MQTT (--port is the MQTT port; all modes: --mqtt-version 3.1.1|5  --keepalive 0):
-mqtt-pubsub:   --qos 0|1  --subs 1  --size 128  --msgs 1000000  --inflight 1000
+mqtt-pubsub:   --qos 0|1  --subs 1  --size 128  --msgs 1000000 | --secs S  --inflight 1000
                --subject bench/data  --batch 65536
 mqtt-latency:  --qos 0|1  --rate 2000  --count 20000  --warmup 1000  --size 128
 mqtt-idle:     --conns 10000  --threads 8  --settle 2  --hold 0
@@ -236,8 +236,8 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         .to_string()
     });
     o.msgs = msgs.unwrap_or(if is_mqtt { 1_000_000 } else { 2_000_000 });
-    if is_mqtt && o.secs.is_some() {
-        return Err("--secs is not supported by the MQTT modes; use --msgs".into());
+    if o.secs.is_some() && o.mode == "mqtt-latency" {
+        return Err("--secs: mqtt-latency sends --warmup + --count messages at --rate".into());
     }
     o.addr = (host.as_str(), port)
         .to_socket_addrs()
@@ -327,7 +327,8 @@ mod tests {
         assert_eq!((o.rate, o.mqtt_version, o.msgs, o.qos), (500.0, 4, 7, 0));
         assert!(parse("mqtt-pubsub --qos 2").is_err());
         assert!(parse("mqtt-pubsub --mqtt-version 3").is_err());
-        assert!(parse("mqtt-pubsub --secs 1").is_err());
+        assert!(parse("mqtt-latency --secs 1").is_err());
+        assert!(parse("mqtt-pubsub --secs 1").is_ok());
         assert_eq!(parse("pubsub").unwrap().msgs, 2_000_000);
     }
 }
