@@ -49,6 +49,8 @@ const PAYLOAD_FORMAT_HEADER: &str = "Mqtt-Payload-Format";
 /// Packet identifiers and QoS 1/2 messages a client may have in flight towards us (our
 /// receive maximum), and that we keep in flight towards a client that names no limit.
 const RECEIVE_MAXIMUM: u16 = 1024;
+/// Topic aliases a client may set up towards us.
+const TOPIC_ALIAS_MAXIMUM: u16 = 64;
 
 /// Settings of the MQTT frontend.
 #[derive(Debug, Clone)]
@@ -280,8 +282,11 @@ struct SessionState {
     next_packet_id: u16,
     /// QoS 1/2 messages sent and not yet acknowledged, by packet identifier.
     inflight: BTreeMap<u16, Outgoing>,
-    /// QoS 1/2 messages waiting for the window (or for the client to come back).
-    queue: VecDeque<Publish>,
+    /// QoS 1/2 messages waiting for the window (or for the client to come back), with the
+    /// time they were queued (for message expiry).
+    queue: VecDeque<(Publish, Instant)>,
+    /// A will waiting for its delay to pass (5.0 will delay interval).
+    pending_will: Option<u64>,
     /// How many messages the client takes in flight.
     receive_maximum: u16,
     /// Largest packet the client accepts.
@@ -294,6 +299,8 @@ struct SessionState {
     expiry_secs: u32,
     /// When a detached session expires.
     expires_at: Option<Instant>,
+    /// The session's request/response bridge, made on its first request with correlation data.
+    bridge: Option<(Arc<Bridge>, Arc<Subscription>)>,
 }
 
 impl Session {
@@ -309,12 +316,14 @@ impl Session {
                 next_packet_id: 1,
                 inflight: BTreeMap::new(),
                 queue: VecDeque::new(),
+                pending_will: None,
                 receive_maximum: RECEIVE_MAXIMUM,
                 max_packet_size: None,
                 subs: HashMap::new(),
                 inbound_qos2: std::collections::HashSet::new(),
                 expiry_secs: 0,
                 expires_at: None,
+                bridge: None,
             }),
         }
     }
@@ -323,7 +332,13 @@ impl Session {
     fn unsubscribe_all(&self) {
         let subs: Vec<_> = {
             let mut state = self.state.lock().expect("session lock");
-            state.subs.drain().flat_map(|(_, s)| s).collect()
+            let bridge = state.bridge.take().map(|(_, sub)| sub);
+            state
+                .subs
+                .drain()
+                .flat_map(|(_, s)| s)
+                .chain(bridge)
+                .collect()
         };
         for sub in subs {
             self.account.unsubscribe(&sub);
@@ -336,9 +351,17 @@ impl Session {
             return;
         };
         while state.inflight.len() < usize::from(state.receive_maximum) {
-            let Some(mut publish) = state.queue.pop_front() else {
+            let Some((mut publish, queued_at)) = state.queue.pop_front() else {
                 break;
             };
+            if let Some(expiry) = publish.properties.message_expiry_interval {
+                // MQTT 5: an expired message is not delivered; a live one carries what is left.
+                let waited = u32::try_from(queued_at.elapsed().as_secs()).unwrap_or(u32::MAX);
+                if waited >= expiry {
+                    continue;
+                }
+                publish.properties.message_expiry_interval = Some(expiry - waited);
+            }
             publish.packet_id = next_packet_id(state);
             push_publish(&link, state, &publish);
             state.inflight.insert(
@@ -376,6 +399,71 @@ fn push_publish(link: &Link, state: &SessionState, publish: &Publish) -> Push {
     link.out.push(len, publish.payload.len() as u64, |b| {
         let _ = encode(&packet, version, b);
     })
+}
+
+/// Requests the bridge remembers at most (the oldest are forgotten first).
+const BRIDGE_ENTRIES: usize = 10_000;
+
+/// Carries MQTT 5 request/response over NATS: a request with a response topic and correlation
+/// data goes out with a reply subject of the bridge; the answer to that subject (from a NATS
+/// `msg.respond` or an MQTT responder) is published on the response topic with the
+/// correlation data, so the requester gets both.
+struct Bridge {
+    prefix: String,
+    account: Arc<Account>,
+    pending: Mutex<BridgePending>,
+}
+
+/// The bridge's last request number and its open requests: number -> (response subject,
+/// correlation data).
+type BridgePending = (u64, BTreeMap<u64, (Bytes, Bytes)>);
+
+impl Bridge {
+    /// A fresh reply subject for a request answered on `response` with `correlation`.
+    fn reply_subject(&self, response: Bytes, correlation: Bytes) -> Bytes {
+        let mut pending = self.pending.lock().expect("bridge lock");
+        pending.0 += 1;
+        let n = pending.0;
+        if pending.1.len() >= BRIDGE_ENTRIES {
+            pending.1.pop_first();
+        }
+        pending.1.insert(n, (response, correlation));
+        Bytes::from(format!("{}.{n}", self.prefix))
+    }
+}
+
+impl Sink for Bridge {
+    fn deliver(&self, _sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
+        let n = msg
+            .subject
+            .rsplit(|b| *b == b'.')
+            .next()
+            .and_then(|t| std::str::from_utf8(t).ok()?.parse::<u64>().ok());
+        let Some((response, correlation)) =
+            n.and_then(|n| self.pending.lock().expect("bridge lock").1.remove(&n))
+        else {
+            return Delivery::Dropped;
+        };
+        let mut props = msg
+            .headers
+            .as_ref()
+            .map(|_| properties_from_nats(msg))
+            .unwrap_or_default();
+        props.response_topic = None;
+        props.correlation_data = Some(correlation);
+        let answer = Message {
+            subject: response,
+            reply: None,
+            headers: headers_from_mqtt(&props),
+            payload: msg.payload.clone(),
+            facts: msg.facts,
+        };
+        self.account
+            .publish(&mut MatchCache::new(false), &answer, batch);
+        Delivery::Queued
+    }
+
+    fn flush(&self) {}
 }
 
 /// The receiving end of one MQTT subscription.
@@ -463,7 +551,7 @@ impl SubSink {
                     state.queue.pop_front();
                     self.session.fe.dropped.fetch_add(1, Ordering::Relaxed);
                 }
-                state.queue.push_back(publish);
+                state.queue.push_back((publish, Instant::now()));
             }
         }
         Delivery::Queued
@@ -625,6 +713,8 @@ pub(crate) struct MqttConn {
     batch: FlushBatch,
     version: Version,
     will: Option<Will>,
+    /// Topic aliases the client set up (5.0), by alias.
+    aliases: HashMap<u16, Utf8Bytes>,
     in_msgs: u64,
     in_bytes: u64,
 }
@@ -818,7 +908,7 @@ impl MqttConn {
         if v5 {
             props.assigned_client_identifier = assigned.as_deref().map(utf8);
             props.receive_maximum = Some(RECEIVE_MAXIMUM);
-            props.topic_alias_maximum = Some(0);
+            props.topic_alias_maximum = Some(TOPIC_ALIAS_MAXIMUM);
             props.retain_available = Some(true);
             props.shared_subscription_available = Some(true);
             props.subscription_identifiers_available = Some(true);
@@ -833,6 +923,7 @@ impl MqttConn {
         {
             let mut state = session.state.lock().expect("session lock");
             state.link = Some(self.link.clone());
+            state.pending_will = None;
             state.version = self.version;
             state.expiry_secs = expiry;
             state.expires_at = None;
@@ -859,10 +950,34 @@ impl MqttConn {
         Ok(())
     }
 
-    fn publish(&mut self, p: Publish) -> Result<(), CloseReason> {
-        if p.properties.topic_alias.is_some() || p.topic.is_empty() {
-            // We announce a topic alias maximum of 0.
-            return self.refuse(reason::TOPIC_ALIAS_INVALID, CloseReason::ProtocolViolation);
+    fn publish(&mut self, mut p: Publish) -> Result<(), CloseReason> {
+        if let Some(alias) = p.properties.topic_alias {
+            if alias == 0 || alias > TOPIC_ALIAS_MAXIMUM {
+                return self.refuse(reason::TOPIC_ALIAS_INVALID, CloseReason::ProtocolViolation);
+            }
+            if p.topic.is_empty() {
+                match self.aliases.get(&alias) {
+                    Some(t) => p.topic = t.clone(),
+                    None => {
+                        return self.refuse(reason::PROTOCOL_ERROR, CloseReason::ProtocolViolation)
+                    }
+                }
+            } else {
+                self.aliases.insert(alias, p.topic.clone());
+            }
+        } else if p.topic.is_empty() {
+            return self.refuse(reason::PROTOCOL_ERROR, CloseReason::ProtocolViolation);
+        }
+        if p.qos == QoS::ExactlyOnce {
+            let pending = self.session.as_ref().map_or(0, |s| {
+                s.state.lock().expect("session lock").inbound_qos2.len()
+            });
+            if pending >= usize::from(RECEIVE_MAXIMUM) {
+                return self.refuse(
+                    reason::RECEIVE_MAXIMUM_EXCEEDED,
+                    CloseReason::ProtocolViolation,
+                );
+            }
         }
         let Ok(subject) = topic::topic_to_subject(p.topic.as_bytes()) else {
             return self.refuse(reason::TOPIC_NAME_INVALID, CloseReason::ProtocolViolation);
@@ -880,11 +995,17 @@ impl MqttConn {
                 return Ok(());
             }
         }
-        let reply = p
+        let mut reply = p
             .properties
             .response_topic
             .as_ref()
             .and_then(|t| topic::topic_to_subject(t.as_bytes()).ok());
+        if let (Some(response), Some(correlation)) = (&reply, &p.properties.correlation_data) {
+            reply = Some(
+                self.bridge(&session)
+                    .reply_subject(response.clone(), correlation.clone()),
+            );
+        }
         let msg = Message {
             subject,
             reply,
@@ -915,6 +1036,32 @@ impl MqttConn {
             })),
         }
         Ok(())
+    }
+
+    /// The session's request/response bridge, made on first use.
+    fn bridge(&self, session: &Arc<Session>) -> Arc<Bridge> {
+        let mut state = session.state.lock().expect("session lock");
+        if let Some((bridge, _)) = &state.bridge {
+            return bridge.clone();
+        }
+        let bridge = Arc::new(Bridge {
+            prefix: format!("$MQTT.rr.{}", session.conn_id.0),
+            account: self.account.clone(),
+            pending: Mutex::new((0, BTreeMap::new())),
+        });
+        let sink: Arc<dyn Sink> = bridge.clone();
+        let sub = Arc::new(Subscription::new(
+            session.conn_id,
+            Bytes::from(format!("{}.*", bridge.prefix)),
+            None,
+            Bytes::new(),
+            false,
+            sink,
+        ));
+        if self.account.subscribe(sub.clone()).is_ok() {
+            state.bridge = Some((bridge.clone(), sub));
+        }
+        bridge
     }
 
     /// The client acknowledged one of our QoS 1/2 messages.
@@ -1051,45 +1198,103 @@ impl MqttConn {
         }));
     }
 
-    /// Publishes the will message (the connection ended without a normal DISCONNECT).
-    fn publish_will(&mut self) {
-        let (Some(will), Some(session)) = (self.will.take(), self.session.clone()) else {
+    /// The connection ended without a normal DISCONNECT: publish the will now, or after its
+    /// delay (5.0) unless the client comes back to its session first.
+    fn will_on_close(&mut self) {
+        let delay = self
+            .will
+            .as_ref()
+            .and_then(|w| w.properties.will_delay_interval)
+            .unwrap_or(0);
+        let Some(session) = self.session.clone() else {
             return;
         };
-        let Ok(subject) = topic::topic_to_subject(will.topic.as_bytes()) else {
-            return;
-        };
-        let props = PublishProperties {
-            payload_format_indicator: will.properties.payload_format_indicator,
-            message_expiry_interval: will.properties.message_expiry_interval,
-            response_topic: will.properties.response_topic.clone(),
-            correlation_data: will.properties.correlation_data.clone(),
-            user_properties: will.properties.user_properties.clone(),
-            content_type: will.properties.content_type.clone(),
-            ..PublishProperties::default()
-        };
-        let msg = Message {
-            subject,
-            reply: will
-                .properties
-                .response_topic
+        let (expiry, taken_over) = {
+            let state = session.state.lock().expect("session lock");
+            let taken_over = state
+                .link
                 .as_ref()
-                .and_then(|t| topic::topic_to_subject(t.as_bytes()).ok()),
-            headers: headers_from_mqtt(&props),
-            payload: will.payload.clone(),
-            facts: DeliveryFacts {
-                origin: session.conn_id,
-                qos: Some(will.qos as u8),
-                retain: will.retain,
-                expiry_secs: will.properties.message_expiry_interval,
-            },
+                .is_some_and(|l| !Arc::ptr_eq(l, &self.link));
+            (state.expiry_secs, taken_over)
         };
-        if will.retain {
-            self.fe().retain(self.account.name(), &msg, will.qos as u8);
+        if taken_over && delay > 0 {
+            // The client is already back within the will delay: no will.
+            self.will = None;
+            return;
         }
-        self.account.publish(&mut self.cache, &msg, &mut self.batch);
-        self.batch.wake_all();
+        // The will goes at the earlier of the delay and the session's end.
+        let wait = delay.min(expiry);
+        if wait == 0 {
+            self.publish_will();
+            return;
+        }
+        let token = self.link.id.0;
+        session.state.lock().expect("session lock").pending_will = Some(token);
+        let will = self.will.take();
+        let account = self.account.clone();
+        let fe = self.fe().clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(u64::from(wait))).await;
+            let still_pending = {
+                let mut state = session.state.lock().expect("session lock");
+                let pending = state.pending_will == Some(token);
+                if pending {
+                    state.pending_will = None;
+                }
+                pending
+            };
+            if still_pending {
+                if let Some(will) = will {
+                    publish_will_message(&fe, &account, &session, will);
+                }
+            }
+        });
     }
+
+    /// Publishes the will message at once.
+    fn publish_will(&mut self) {
+        if let (Some(will), Some(session)) = (self.will.take(), self.session.clone()) {
+            publish_will_message(self.fe(), &self.account, &session, will);
+        }
+    }
+}
+
+/// Publishes a will message on behalf of `session`.
+fn publish_will_message(fe: &Frontend, account: &Account, session: &Session, will: Will) {
+    let Ok(subject) = topic::topic_to_subject(will.topic.as_bytes()) else {
+        return;
+    };
+    let props = PublishProperties {
+        payload_format_indicator: will.properties.payload_format_indicator,
+        message_expiry_interval: will.properties.message_expiry_interval,
+        response_topic: will.properties.response_topic.clone(),
+        correlation_data: will.properties.correlation_data.clone(),
+        user_properties: will.properties.user_properties.clone(),
+        content_type: will.properties.content_type.clone(),
+        ..PublishProperties::default()
+    };
+    let msg = Message {
+        subject,
+        reply: will
+            .properties
+            .response_topic
+            .as_ref()
+            .and_then(|t| topic::topic_to_subject(t.as_bytes()).ok()),
+        headers: headers_from_mqtt(&props),
+        payload: will.payload.clone(),
+        facts: DeliveryFacts {
+            origin: session.conn_id,
+            qos: Some(will.qos as u8),
+            retain: will.retain,
+            expiry_secs: will.properties.message_expiry_interval,
+        },
+    };
+    if will.retain {
+        fe.retain(account.name(), &msg, will.qos as u8);
+    }
+    let mut batch = FlushBatch::default();
+    account.publish(&mut MatchCache::new(false), &msg, &mut batch);
+    batch.wake_all();
 }
 
 impl Protocol for MqttConn {
@@ -1138,8 +1343,8 @@ impl Protocol for MqttConn {
 
     fn end(&mut self, reason: CloseReason) {
         let fe = self.fe().clone();
-        if !matches!(reason, CloseReason::ClientClosed) || self.will.is_some() {
-            self.publish_will();
+        if self.will.is_some() {
+            self.will_on_close();
         }
         if let Some(session) = self.session.take() {
             let keep = {
@@ -1231,6 +1436,7 @@ fn start(stream: TcpStream, peer: SocketAddr, fe: Arc<Frontend>) -> Conn<MqttCon
         batch: FlushBatch::default(),
         version: Version::V311,
         will: None,
+        aliases: HashMap::new(),
         in_msgs: 0,
         in_bytes: 0,
     };
