@@ -837,16 +837,16 @@ impl MqttConn {
         let identity = match fe.auth.authenticate(&creds) {
             Ok(id) => id,
             Err(_) => {
-                // 3.1.1: 5 not authorized; 5.0: 0x87 not authorized.
-                self.send(connack(if v5 { reason::NOT_AUTHORIZED } else { 5 }));
+                // Not authorized (the encoder writes 3.1.1's return code 5 for 3.1.1 clients).
+                self.send(connack(reason::NOT_AUTHORIZED));
                 return Err(CloseReason::AuthenticationViolation);
             }
         };
         let mut assigned = None;
         let client_id = if c.client_id.is_empty() {
             if !v5 && !c.clean_start {
-                // 3.1.1: a persistent session needs a client identifier.
-                self.send(connack(2));
+                // 3.1.1: a persistent session needs a client identifier (return code 2).
+                self.send(connack(reason::CLIENT_IDENTIFIER_NOT_VALID));
                 return Err(CloseReason::ProtocolViolation);
             }
             let id = format!("junction-{}", self.link.id.0);
@@ -1390,7 +1390,7 @@ impl MqttConn {
             if code == reason::UNSUPPORTED_PROTOCOL_VERSION {
                 let level5 = self.decoder.protocol() == Some(Version::V5);
                 let packet = Packet::ConnAck(Box::new(ConnAck {
-                    code: if level5 { code } else { 1 },
+                    code,
                     ..ConnAck::default()
                 }));
                 let mut buf = BytesMut::new();
