@@ -15,6 +15,8 @@ pub struct Stats {
     pub out_bytes: AtomicU64,
     /// Connections cut off because they could not keep up.
     pub slow_consumers: AtomicU64,
+    /// Messages dropped from full queues of absent or slow MQTT sessions.
+    pub queue_dropped: AtomicU64,
     /// Connections open now.
     pub connections: AtomicU64,
     /// Connections accepted since start.

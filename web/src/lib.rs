@@ -167,6 +167,7 @@ async fn varz(State(m): State<Arc<Monitor>>) -> Json<Value> {
         "in_bytes": Stats::get(&s.in_bytes),
         "out_bytes": Stats::get(&s.out_bytes),
         "slow_consumers": Stats::get(&s.slow_consumers),
+        "mqtt_queue_dropped": Stats::get(&s.queue_dropped),
     }))
 }
 

@@ -97,8 +97,6 @@ pub struct Frontend {
     pub opts: Options,
     sessions: Mutex<HashMap<(String, String), Arc<Session>>>,
     retained: Mutex<HashMap<(String, Bytes), Retained>>,
-    /// QoS 1/2 messages dropped because a session's queue was full.
-    pub dropped: AtomicU64,
     started: Instant,
 }
 
@@ -111,7 +109,6 @@ impl Frontend {
             opts,
             sessions: Mutex::new(HashMap::new()),
             retained: Mutex::new(HashMap::new()),
-            dropped: AtomicU64::new(0),
             started: Instant::now(),
         }
     }
@@ -549,7 +546,7 @@ impl SubSink {
             _ => {
                 if state.queue.len() >= self.session.fe.opts.max_queued {
                     state.queue.pop_front();
-                    self.session.fe.dropped.fetch_add(1, Ordering::Relaxed);
+                    Stats::add(&self.session.fe.bus.stats().queue_dropped, 1);
                 }
                 state.queue.push_back((publish, Instant::now()));
             }
