@@ -51,6 +51,12 @@ const PAYLOAD_FORMAT_HEADER: &str = "Mqtt-Payload-Format";
 const RECEIVE_MAXIMUM: u16 = 1024;
 /// Topic aliases a client may set up towards us.
 const TOPIC_ALIAS_MAXIMUM: u16 = 64;
+/// Past this many queued QoS 1/2 messages for a connected, acknowledging client, publishers
+/// pause briefly (as for a NATS backlog), so a fast publisher is paced by the subscriber's
+/// acknowledgements instead of filling the queue.
+const QUEUE_HIGH_WATERMARK: usize = 4096;
+/// Below this, paused publishers go on.
+const QUEUE_LOW_WATERMARK: usize = 1024;
 
 /// Settings of the MQTT frontend.
 #[derive(Debug, Clone)]
@@ -298,6 +304,11 @@ struct SessionState {
     expires_at: Option<Instant>,
     /// The session's request/response bridge, made on its first request with correlation data.
     bridge: Option<(Arc<Bridge>, Arc<Subscription>)>,
+    /// Publishers waiting for the queue to drain.
+    drain_wakers: Vec<std::task::Waker>,
+    /// A publisher waited in vain: the client is not acknowledging, so nobody waits again
+    /// until it does.
+    stuck: bool,
 }
 
 impl Session {
@@ -321,6 +332,8 @@ impl Session {
                 expiry_secs: 0,
                 expires_at: None,
                 bridge: None,
+                drain_wakers: Vec::new(),
+                stuck: false,
             }),
         }
     }
@@ -368,6 +381,11 @@ impl Session {
                     released: false,
                 },
             );
+        }
+        if state.queue.len() <= QUEUE_LOW_WATERMARK {
+            for w in state.drain_wakers.drain(..) {
+                w.wake();
+            }
         }
     }
 }
@@ -543,12 +561,17 @@ impl SubSink {
                     },
                 );
             }
-            _ => {
+            link => {
                 if state.queue.len() >= self.session.fe.opts.max_queued {
                     state.queue.pop_front();
                     Stats::add(&self.session.fe.bus.stats().queue_dropped, 1);
                 }
                 state.queue.push_back((publish, Instant::now()));
+                let backlogged =
+                    link.is_some() && !state.stuck && state.queue.len() > QUEUE_HIGH_WATERMARK;
+                if let (true, Some(batch)) = (backlogged, batch) {
+                    batch.backlog(me);
+                }
             }
         }
         Delivery::Queued
@@ -581,13 +604,16 @@ impl Sink for SubSink {
     }
 
     fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let link = self
-            .session
-            .state
-            .lock()
-            .expect("session lock")
-            .link
-            .clone();
+        let link = {
+            let mut state = self.session.state.lock().expect("session lock");
+            if state.link.is_some() && !state.stuck && state.queue.len() > QUEUE_LOW_WATERMARK {
+                if !state.drain_wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    state.drain_wakers.push(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+            state.link.clone()
+        };
         match link {
             Some(link) => link.out.poll_drained(cx),
             None => Poll::Ready(()),
@@ -595,13 +621,11 @@ impl Sink for SubSink {
     }
 
     fn stall_timed_out(&self) {
-        let link = self
-            .session
-            .state
-            .lock()
-            .expect("session lock")
-            .link
-            .clone();
+        let link = {
+            let mut state = self.session.state.lock().expect("session lock");
+            state.stuck = true;
+            state.link.clone()
+        };
         if let Some(link) = link {
             link.out.stall_timed_out();
         }
@@ -1079,6 +1103,7 @@ impl MqttConn {
             return;
         }
         state.inflight.remove(&packet_id);
+        state.stuck = false;
         session.fill_window(&mut state);
     }
 
