@@ -13,7 +13,11 @@ use junction_config::{Item, Map};
 /// the configuration file, which uses the nats-server format (an existing nats-server.conf works
 /// for the keys Junction supports).
 #[derive(Debug, Parser)]
-#[command(name = "junction", disable_version_flag = true)]
+#[command(
+    name = "junction",
+    disable_version_flag = true,
+    args_override_self = true
+)]
 pub struct Cli {
     /// Host to listen on for clients [default: 0.0.0.0].
     #[arg(short = 'a', long = "addr", visible_alias = "net", value_name = "HOST")]

@@ -46,6 +46,8 @@ const CORRELATION_HEADER: &str = "Mqtt-Correlation-Data";
 const CONTENT_TYPE_HEADER: &str = "Mqtt-Content-Type";
 /// Header carrying the MQTT 5 payload format indicator across NATS.
 const PAYLOAD_FORMAT_HEADER: &str = "Mqtt-Payload-Format";
+/// Header carrying an MQTT 5 response topic when the reply subject is the bridge's.
+const RESPONSE_TOPIC_HEADER: &str = "Mqtt-Response-Topic";
 /// Packet identifiers and QoS 1/2 messages a client may have in flight towards us (our
 /// receive maximum), and that we keep in flight towards a client that names no limit.
 const RECEIVE_MAXIMUM: u16 = 1024;
@@ -683,6 +685,19 @@ fn headers_from_mqtt(props: &PublishProperties) -> Option<Bytes> {
     Some(block.freeze())
 }
 
+/// Adds one header to a header block (made when there is none).
+fn with_header(headers: Option<Bytes>, name: &str, value: &str) -> Bytes {
+    let mut block = match headers {
+        Some(h) => BytesMut::from(&h[..h.len() - 2]),
+        None => BytesMut::from(&b"NATS/1.0\r\n"[..]),
+    };
+    block.put_slice(name.as_bytes());
+    block.put_slice(b": ");
+    block.put_slice(value.as_bytes());
+    block.put_slice(b"\r\n\r\n");
+    block.freeze()
+}
+
 /// MQTT 5 properties for a message from the bus: headers become user properties (the
 /// `Mqtt-*` ones become their properties again), the reply subject the response topic.
 fn properties_from_nats(msg: &Message) -> PublishProperties {
@@ -704,7 +719,9 @@ fn properties_from_nats(msg: &Message) -> PublishProperties {
             continue;
         };
         let (k, v) = (k.trim(), v.trim());
-        if k.eq_ignore_ascii_case(CORRELATION_HEADER) {
+        if k.eq_ignore_ascii_case(RESPONSE_TOPIC_HEADER) {
+            props.response_topic = Some(utf8(v));
+        } else if k.eq_ignore_ascii_case(CORRELATION_HEADER) {
             props.correlation_data = unhex(v);
         } else if k.eq_ignore_ascii_case(CONTENT_TYPE_HEADER) {
             props.content_type = Some(utf8(v));
@@ -818,7 +835,14 @@ impl MqttConn {
                 if let (Some(s), Some(expiry)) =
                     (&self.session, d.properties.session_expiry_interval)
                 {
-                    s.state.lock().expect("session lock").expiry_secs = expiry;
+                    let mut state = s.state.lock().expect("session lock");
+                    if state.expiry_secs == 0 && expiry != 0 {
+                        // [MQTT-3.14.2-2]: a session that ends with its connection stays so.
+                        drop(state);
+                        self.will = None;
+                        return self.refuse(reason::PROTOCOL_ERROR, CloseReason::ProtocolViolation);
+                    }
+                    state.expiry_secs = expiry;
                 }
                 Err(CloseReason::ClientClosed)
             }
@@ -1021,16 +1045,23 @@ impl MqttConn {
             .response_topic
             .as_ref()
             .and_then(|t| topic::topic_to_subject(t.as_bytes()).ok());
+        let mut headers = headers_from_mqtt(&p.properties);
         if let (Some(response), Some(correlation)) = (&reply, &p.properties.correlation_data) {
+            // NATS answers the bridge's reply subject; MQTT receivers still see the response
+            // topic itself (carried in a header) and answer it directly.
             reply = Some(
                 self.bridge(&session)
                     .reply_subject(response.clone(), correlation.clone()),
             );
+            if let Some(t) = &p.properties.response_topic {
+                headers = Some(with_header(headers, RESPONSE_TOPIC_HEADER, t.as_str()));
+            }
         }
+
         let msg = Message {
             subject,
             reply,
-            headers: headers_from_mqtt(&p.properties),
+            headers,
             payload: p.payload.clone(),
             facts: DeliveryFacts {
                 origin: session.conn_id,
@@ -1407,10 +1438,13 @@ impl MqttConn {
         tracing::debug!(cid = %self.link.id, error = %e, "MQTT protocol error");
         let code = e.reason_code();
         if self.session.is_none() {
-            // Before CONNECT was accepted: answer a bad protocol version as the client's level
-            // expects, otherwise just close.
-            if code == reason::UNSUPPORTED_PROTOCOL_VERSION {
-                let level5 = self.decoder.protocol() == Some(Version::V5);
+            // Before CONNECT was accepted: refuse with a CONNACK where the client's level has
+            // a code for it (5.0: every reason; 3.1.1: bad version, bad client id), else close.
+            let level5 = self.decoder.protocol() == Some(Version::V5);
+            if level5
+                || code == reason::UNSUPPORTED_PROTOCOL_VERSION
+                || code == reason::CLIENT_IDENTIFIER_NOT_VALID
+            {
                 let packet = Packet::ConnAck(Box::new(ConnAck {
                     code,
                     ..ConnAck::default()
