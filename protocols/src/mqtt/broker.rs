@@ -95,6 +95,17 @@ struct Retained {
     qos: u8,
 }
 
+/// Sessions are found by account and client id.
+type SessionKey = (String, Arc<str>);
+
+/// What a connection needs once it publishes: boxed, so a connection that only subscribes
+/// (most devices' downlinks) does not carry it.
+#[derive(Default)]
+struct Publishing {
+    cache: MatchCache,
+    batch: FlushBatch,
+}
+
 /// What every MQTT connection shares.
 pub struct Frontend {
     /// The bus.
@@ -103,7 +114,7 @@ pub struct Frontend {
     pub auth: Arc<dyn Authenticator>,
     /// Settings.
     pub opts: Options,
-    sessions: Mutex<HashMap<(String, String), Arc<Session>>>,
+    sessions: Mutex<HashMap<SessionKey, Arc<Session>>>,
     retained: Mutex<HashMap<(String, Bytes), Retained>>,
     started: Instant,
 }
@@ -179,7 +190,7 @@ pub(crate) struct Link {
 
 #[derive(Default)]
 struct About {
-    client_id: String,
+    client_id: Arc<str>,
     account: String,
     version: Option<Version>,
 }
@@ -205,7 +216,7 @@ impl ConnView for Link {
             ip: self.peer.ip().to_string(),
             port: self.peer.port(),
             start: self.start,
-            name: about.client_id.clone(),
+            name: about.client_id.to_string(),
             lang: match about.version {
                 Some(Version::V5) => "mqtt 5.0".into(),
                 Some(Version::V311) => "mqtt 3.1.1".into(),
@@ -273,7 +284,7 @@ struct Outgoing {
 
 /// An MQTT session: it outlives its connections when the client asked for that.
 pub(crate) struct Session {
-    client_id: String,
+    client_id: Arc<str>,
     /// Stable across reconnects: the origin of the session's publications (no local).
     conn_id: ConnId,
     account: Arc<Account>,
@@ -314,7 +325,7 @@ struct SessionState {
 }
 
 impl Session {
-    fn new(client_id: String, account: Arc<Account>, fe: Arc<Frontend>) -> Self {
+    fn new(client_id: Arc<str>, account: Arc<Account>, fe: Arc<Frontend>) -> Self {
         Self {
             client_id,
             conn_id: fe.bus.next_conn_id(),
@@ -747,10 +758,11 @@ pub(crate) struct MqttConn {
     decoder: Decoder,
     session: Option<Arc<Session>>,
     account: Arc<Account>,
-    cache: MatchCache,
-    batch: FlushBatch,
+    /// Made on the first publication.
+    publishing: Option<Box<Publishing>>,
     version: Version,
-    will: Option<Will>,
+    /// Boxed: large, and most connections have none.
+    will: Option<Box<Will>>,
     /// Topic aliases the client set up (5.0), by alias.
     aliases: HashMap<u16, Utf8Bytes>,
     in_msgs: u64,
@@ -846,10 +858,9 @@ impl MqttConn {
                 }
                 Err(CloseReason::ClientClosed)
             }
-            Packet::Auth(_) => self.refuse(
-                reason::BAD_AUTHENTICATION_METHOD,
-                CloseReason::AuthenticationViolation,
-            ),
+            // CONNECT with an authentication method is refused, so any AUTH here comes from
+            // a client that named none: a protocol error [MQTT-4.12.0-6].
+            Packet::Auth(_) => self.refuse(reason::PROTOCOL_ERROR, CloseReason::ProtocolViolation),
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
                 self.refuse(reason::PROTOCOL_ERROR, CloseReason::ProtocolViolation)
             }
@@ -900,6 +911,7 @@ impl MqttConn {
         } else {
             c.client_id.as_str().to_string()
         };
+        let client_id: Arc<str> = client_id.into();
         self.account = fe.bus.account_or_create(&identity.account);
         let key = (identity.account.clone(), client_id.clone());
         let expiry = if v5 {
@@ -948,7 +960,7 @@ impl MqttConn {
         self.link
             .keep_alive_ms
             .store(u64::from(c.keep_alive) * 1000, Ordering::Relaxed);
-        self.will = c.will;
+        self.will = c.will.map(Box::new);
         let mut props = ConnAckProperties::default();
         if v5 {
             props.assigned_client_identifier = assigned.as_deref().map(utf8);
@@ -1075,7 +1087,9 @@ impl MqttConn {
         if p.retain {
             self.fe().retain(self.account.name(), &msg, p.qos as u8);
         }
-        self.account.publish(&mut self.cache, &msg, &mut self.batch);
+        let publishing = self.publishing.get_or_insert_with(Box::default);
+        self.account
+            .publish(&mut publishing.cache, &msg, &mut publishing.batch);
         match p.qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => self.send(Packet::PubAck(PubResp {
@@ -1313,7 +1327,7 @@ impl MqttConn {
 }
 
 /// Publishes a will message on behalf of `session`.
-fn publish_will_message(fe: &Frontend, account: &Account, session: &Session, will: Will) {
+fn publish_will_message(fe: &Frontend, account: &Account, session: &Session, will: Box<Will>) {
     let Ok(subject) = topic::topic_to_subject(will.topic.as_bytes()) else {
         return;
     };
@@ -1369,7 +1383,15 @@ impl Protocol for MqttConn {
     }
 
     fn end_batch(&mut self) -> Vec<Arc<dyn Sink>> {
-        self.batch.wake_all();
+        let Some(p) = self.publishing.as_deref_mut() else {
+            return Vec::new();
+        };
+        p.batch.wake_all();
+        let (out_msgs, out_bytes) = (
+            std::mem::take(&mut p.batch.out_msgs),
+            std::mem::take(&mut p.batch.out_bytes),
+        );
+        let backlogged = p.batch.take_backlogged();
         let fe = self.fe().clone();
         let stats = fe.bus.stats();
         if self.in_msgs > 0 {
@@ -1380,9 +1402,9 @@ impl Protocol for MqttConn {
         }
         Stats::add(&stats.in_msgs, std::mem::take(&mut self.in_msgs));
         Stats::add(&stats.in_bytes, std::mem::take(&mut self.in_bytes));
-        Stats::add(&stats.out_msgs, std::mem::take(&mut self.batch.out_msgs));
-        Stats::add(&stats.out_bytes, std::mem::take(&mut self.batch.out_bytes));
-        self.batch.take_backlogged()
+        Stats::add(&stats.out_msgs, out_msgs);
+        Stats::add(&stats.out_bytes, out_bytes);
+        backlogged
     }
 
     fn write_deadline(&self) -> Duration {
@@ -1488,8 +1510,7 @@ fn start(stream: TcpStream, peer: SocketAddr, fe: Arc<Frontend>) -> Conn<MqttCon
         decoder: Decoder::new(fe.opts.max_packet_size),
         session: None,
         account: fe.bus.default_account(),
-        cache: MatchCache::default(),
-        batch: FlushBatch::default(),
+        publishing: None,
         version: Version::V311,
         will: None,
         aliases: HashMap::new(),

@@ -51,9 +51,12 @@ pub enum DecodeError {
         /// The 4 flag bits.
         flags: u8,
     },
-    /// QoS 3, in a PUBLISH, a will or a subscription.
+    /// QoS 3, in a PUBLISH or a will (a malformed packet).
     #[error("invalid qos 3")]
     BadQoS,
+    /// Maximum QoS 3 in a subscription's options (a protocol error, MQTT 5 §3.8.3.1).
+    #[error("invalid maximum qos 3 in a subscription")]
+    BadSubscriptionQoS,
     /// The DUP flag on a QoS 0 PUBLISH.
     #[error("dup flag on a qos 0 publish")]
     DupWithQoS0,
@@ -172,6 +175,7 @@ impl DecodeError {
             | AuthDataWithoutMethod
             | BadReasonCode { .. }
             | BadRetainHandling
+            | BadSubscriptionQoS
             | NoLocalOnSharedSubscription
             | SessionPresentOnRefusal => reason::PROTOCOL_ERROR,
             BadVarInt
@@ -556,7 +560,7 @@ fn parse_subscribe(r: &mut Reader, p: Protocol) -> Result<Subscribe, DecodeError
         if options & reserved != 0 {
             return Err(DecodeError::ReservedBits("subscription options"));
         }
-        let qos = QoS::from_bits(options & 0b11).ok_or(DecodeError::BadQoS)?;
+        let qos = QoS::from_bits(options & 0b11).ok_or(DecodeError::BadSubscriptionQoS)?;
         let no_local = options & 0b0100 != 0;
         let retain_handling = match (options >> 4) & 0b11 {
             0 => RetainHandling::OnSubscribe,

@@ -716,7 +716,7 @@ fn malformed_packets_are_refused_with_the_right_error() {
             "subscription QoS 3",
             Ctx::Server(V311),
             pkt(0x82, &cat(&[&[0, 1], &st(b"a"), &[3]])),
-            E::BadQoS,
+            E::BadSubscriptionQoS,
         ),
         (
             "3.1.1 subscription option bits",
