@@ -307,6 +307,10 @@ struct SessionState {
     receive_maximum: u16,
     /// Largest packet the client accepts.
     max_packet_size: Option<u32>,
+    /// Topic aliases the client accepts from us on this connection (5.0).
+    alias_max: u16,
+    /// Topic aliases set up towards the client on this connection.
+    out_aliases: HashMap<Utf8Bytes, u16>,
     /// Subscriptions by filter (a filter is one or two core subscriptions).
     subs: HashMap<Bytes, Vec<Arc<Subscription>>>,
     /// QoS 2 packet identifiers received (PUBREC sent) and not yet released.
@@ -340,6 +344,8 @@ impl Session {
                 pending_will: None,
                 receive_maximum: RECEIVE_MAXIMUM,
                 max_packet_size: None,
+                alias_max: 0,
+                out_aliases: HashMap::new(),
                 subs: HashMap::new(),
                 inbound_qos2: std::collections::HashSet::new(),
                 expiry_secs: 0,
@@ -414,8 +420,26 @@ fn next_packet_id(state: &mut SessionState) -> u16 {
 }
 
 /// Encodes a PUBLISH into the link's buffer, unless it is over the client's maximum packet size.
-fn push_publish(link: &Link, state: &SessionState, publish: &Publish) -> Push {
-    let packet = Packet::Publish(publish.clone());
+/// With a topic alias where the client allows them (5.0): a topic already aliased on this
+/// connection goes as its alias alone; a new one gets the next alias while any are left.
+fn push_publish(link: &Link, state: &mut SessionState, publish: &Publish) -> Push {
+    let mut out = publish.clone();
+    let mut new_alias = None;
+    if state.version == Version::V5 && state.alias_max > 0 {
+        match state.out_aliases.get(&out.topic) {
+            Some(&alias) => {
+                out.properties.topic_alias = Some(alias);
+                out.topic = Utf8Bytes::default();
+            }
+            None if state.out_aliases.len() < usize::from(state.alias_max) => {
+                let alias = state.out_aliases.len() as u16 + 1;
+                out.properties.topic_alias = Some(alias);
+                new_alias = Some(alias);
+            }
+            None => {}
+        }
+    }
+    let packet = Packet::Publish(out);
     let Ok(len) = encoded_len(&packet, state.version) else {
         return Push::Closed;
     };
@@ -424,9 +448,14 @@ fn push_publish(link: &Link, state: &SessionState, publish: &Publish) -> Push {
         return Push::Closed;
     }
     let version = state.version;
-    link.out.push(len, publish.payload.len() as u64, |b| {
+    let pushed = link.out.push(len, publish.payload.len() as u64, |b| {
         let _ = encode(&packet, version, b);
-    })
+    });
+    if let (Some(alias), Push::Queued { .. }) = (new_alias, pushed) {
+        // Only an alias the client was sent exists for it.
+        state.out_aliases.insert(publish.topic.clone(), alias);
+    }
+    pushed
 }
 
 /// Requests the bridge remembers at most (the oldest are forgotten first).
@@ -537,7 +566,7 @@ impl SubSink {
             let Some(link) = link else {
                 return Delivery::Dropped;
             };
-            return match push_publish(&link, &state, &publish) {
+            return match push_publish(&link, &mut state, &publish) {
                 Push::Queued { was_empty, .. } => {
                     if let Some(batch) = batch {
                         if was_empty {
@@ -559,7 +588,7 @@ impl SubSink {
             Some(link) if state.inflight.len() < usize::from(state.receive_maximum) => {
                 let mut publish = publish;
                 publish.packet_id = next_packet_id(&mut state);
-                if let Push::Queued { was_empty, .. } = push_publish(&link, &state, &publish) {
+                if let Push::Queued { was_empty, .. } = push_publish(&link, &mut state, &publish) {
                     match batch {
                         Some(batch) if was_empty => batch.touch(me.clone()),
                         Some(_) => {}
@@ -986,6 +1015,9 @@ impl MqttConn {
             state.expires_at = None;
             state.receive_maximum = c.properties.receive_maximum.unwrap_or(RECEIVE_MAXIMUM);
             state.max_packet_size = c.properties.maximum_packet_size;
+            // Aliases live as long as one network connection.
+            state.alias_max = c.properties.topic_alias_maximum.unwrap_or(0);
+            state.out_aliases.clear();
             // Resend what was in flight, with DUP, then what waited.
             let resend: Vec<Outgoing> = state.inflight.values().cloned().collect();
             for o in resend {
@@ -997,7 +1029,7 @@ impl MqttConn {
                 } else {
                     let mut p = o.publish;
                     p.dup = true;
-                    push_publish(&self.link, &state, &p);
+                    push_publish(&self.link, &mut state, &p);
                 }
             }
             session.fill_window(&mut state);
