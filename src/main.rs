@@ -191,6 +191,7 @@ async fn run(settings: Settings) -> Result<()> {
                 max_queued: settings.mqtt_max_queued,
                 nats_qos: settings.mqtt_nats_qos,
                 write_deadline: settings.write_deadline,
+                max_keep_alive: settings.mqtt_max_keep_alive,
             },
         ));
         mqtt_task = Some(tokio::spawn(mqtt::broker::serve(

@@ -94,6 +94,8 @@ pub struct Settings {
     pub mqtt_max_queued: usize,
     /// Highest QoS a NATS publication reaches an MQTT subscriber with.
     pub mqtt_nats_qos: u8,
+    /// Longest MQTT keep alive a client may ask for.
+    pub mqtt_max_keep_alive: Option<u16>,
     /// Accepted for later releases; a warning says they are not served yet.
     pub ws_port: Option<i32>,
     pub data_dir: Option<PathBuf>,
@@ -120,6 +122,7 @@ impl Default for Settings {
                 .max_packet_size,
             mqtt_max_queued: junction_protocols::mqtt::broker::Options::default().max_queued,
             mqtt_nats_qos: 1,
+            mqtt_max_keep_alive: None,
             ws_port: None,
             data_dir: None,
         }
@@ -300,6 +303,16 @@ impl Settings {
                 "max_packet_size" => self.mqtt_max_packet_size = size_of(item, key)?,
                 "max_queued_messages" | "max_pending_messages" => {
                     self.mqtt_max_queued = size_of(item, key)?
+                }
+                "max_keep_alive" | "max_keepalive" => {
+                    self.mqtt_max_keep_alive = Some(
+                        u16::try_from(size_of(item, key)?)
+                            .ok()
+                            .filter(|k| *k > 0)
+                            .ok_or_else(|| {
+                                anyhow!("{}: 'mqtt.{key}' must be 1 to 65535 seconds", at(item))
+                            })?,
+                    )
                 }
                 "nats_qos" => {
                     self.mqtt_nats_qos = u8::try_from(size_of(item, key)?)

@@ -26,6 +26,8 @@ import time
 import uuid
 
 import pytest
+
+import mqtt_helpers
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from conftest import Clients, async_test, sync_subs
@@ -1827,3 +1829,32 @@ async def test_x_nats_to_mqtt_qos1_queued_while_away(broker, mqtt, version):
         assert [m.payload for m in got if m.topic == "nq/q1"] == [b"away-0", b"away-1", b"away-2"]
         assert [m.payload for m in got if m.topic == "nq/q2"] == [b"away2-0", b"away2-1", b"away2-2"]
         assert all(m.qos == 1 for m in got)
+
+
+@junction_only
+def test_x_max_keep_alive_and_reason_strings(server_factory):
+    """Junction's ``mqtt { max_keep_alive }``: a 5.0 client asking for no keep alive
+    (or a longer one) is told the server's value with Server Keep Alive
+    [MQTT-3.2.2-21] and held to it; the DISCONNECT that closes it carries reason
+    0x8D with a reason string saying why."""
+    srv = server_factory(config="mqtt {\n  max_keep_alive: 1\n}\n", args=mqtt_helpers.JUNCTION_MQTT_ARGS)
+    port = next(int(m.group(2)) for line in srv.log if (m := mqtt_helpers._MQTT_LISTEN_RE.search(line)))
+    broker = mqtt_helpers.Broker(kind="junction", port=port, nats_port=srv.port,
+                                 http_port=srv.http_port, process=srv)
+    r = RawMqtt(broker, V5)
+    try:
+        ack = r.connect("max-ka", keepalive=0)
+        assert ack.props.get(P_SERVER_KEEP_ALIVE) == 1
+        t0 = time.monotonic()
+        got = closed_with(r, 5.0)
+        elapsed = time.monotonic() - t0
+        assert_v5_disconnect(got, {0x8D}, "silent past the server keep alive")
+        assert got[0].props.get(P_REASON_STRING) == "keep alive timeout"
+        assert 1.4 <= elapsed <= 3.5, elapsed
+        # A 3.1.1 client asking for 0 is held to the same limit (it has no way to be told).
+        r311 = RawMqtt(broker, V311)
+        assert r311.connect("max-ka-311", keepalive=0).rc == 0
+        assert closed_with(r311, 5.0) == []
+        r311.close()
+    finally:
+        r.close()

@@ -74,6 +74,9 @@ pub struct Options {
     pub nats_qos: u8,
     /// How long one write may stall.
     pub write_deadline: Duration,
+    /// Longest keep alive a client may ask for (0 or more is replaced by this, and 5.0 clients
+    /// are told so with Server Keep Alive); `None`: the client's choice stands.
+    pub max_keep_alive: Option<u16>,
 }
 
 impl Default for Options {
@@ -84,6 +87,7 @@ impl Default for Options {
             max_queued: 10_000,
             nats_qos: 1,
             write_deadline: Duration::from_secs(10),
+            max_keep_alive: None,
         }
     }
 }
@@ -267,10 +271,26 @@ impl ConnView for Link {
     }
 }
 
+/// A DISCONNECT from the server, with a reason string saying why in words.
 fn disconnect(code: u8) -> Packet {
+    let words = match code {
+        reason::KEEP_ALIVE_TIMEOUT => Some("keep alive timeout"),
+        reason::SESSION_TAKEN_OVER => Some("session taken over by another connection"),
+        reason::SERVER_SHUTTING_DOWN => Some("server shutting down"),
+        reason::PACKET_TOO_LARGE => Some("packet larger than the maximum packet size"),
+        reason::TOPIC_ALIAS_INVALID => Some("topic alias out of range"),
+        reason::RECEIVE_MAXIMUM_EXCEEDED => Some("too many QoS 2 messages in flight"),
+        reason::TOPIC_NAME_INVALID => Some("topic name cannot be mapped to a subject"),
+        reason::MALFORMED_PACKET => Some("malformed packet"),
+        reason::PROTOCOL_ERROR => Some("protocol error"),
+        _ => None,
+    };
     Packet::Disconnect(Disconnect {
         reason: code,
-        ..Disconnect::default()
+        properties: super::properties::DisconnectProperties {
+            reason_string: words.map(utf8),
+            ..Default::default()
+        },
     })
 }
 
@@ -986,12 +1006,19 @@ impl MqttConn {
             about.account = identity.account.clone();
             about.version = Some(self.version);
         }
+        let keep_alive = match fe.opts.max_keep_alive {
+            Some(max) if c.keep_alive == 0 || c.keep_alive > max => max,
+            _ => c.keep_alive,
+        };
         self.link
             .keep_alive_ms
-            .store(u64::from(c.keep_alive) * 1000, Ordering::Relaxed);
+            .store(u64::from(keep_alive) * 1000, Ordering::Relaxed);
         self.will = c.will.map(Box::new);
         let mut props = ConnAckProperties::default();
         if v5 {
+            if keep_alive != c.keep_alive {
+                props.server_keep_alive = Some(keep_alive);
+            }
             props.assigned_client_identifier = assigned.as_deref().map(utf8);
             props.receive_maximum = Some(RECEIVE_MAXIMUM);
             props.topic_alias_maximum = Some(TOPIC_ALIAS_MAXIMUM);
