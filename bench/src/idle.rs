@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// Connections one thread managed to open, and why it stopped early, if it did.
-type Opened = (Vec<TcpStream>, Option<String>);
+pub(crate) type Opened = (Vec<TcpStream>, Option<String>);
 
 fn open_some(o: &Opts, thread_idx: usize, n: usize, deadline: Instant) -> Opened {
     let connect = connect_line(&format!("bench-idle-{thread_idx}"));
@@ -41,24 +41,23 @@ fn open_some(o: &Opts, thread_idx: usize, n: usize, deadline: Instant) -> Opened
     (conns, None)
 }
 
-pub fn run(o: &Opts) -> io::Result<()> {
-    let deadline = Instant::now() + o.timeout;
-    let before = o.pid.and_then(rss_bytes);
-    if o.pid.is_some() && before.is_none() {
-        return Err(io::Error::other(format!(
-            "cannot read /proc/{}/status",
-            o.pid.unwrap_or_default()
-        )));
-    }
+/// Opens `o.conns` connections on `o.threads` threads, each running `open_some(o, thread
+/// index, how many, deadline)`; returns the open connections and what went wrong. Shared by
+/// the NATS and MQTT idle modes.
+pub fn open_in_threads(
+    o: &Opts,
+    name: &str,
+    deadline: Instant,
+    open_some: fn(&Opts, usize, usize, Instant) -> Opened,
+) -> io::Result<(Vec<TcpStream>, Vec<String>)> {
     let threads = o.threads.min(o.conns.max(1));
-    let started = Instant::now();
     let mut handles = Vec::with_capacity(threads);
     for t in 0..threads {
         let n = o.conns / threads + usize::from(t < o.conns % threads);
         let o = o.clone();
         handles.push(
             thread::Builder::new()
-                .name(format!("idle-{t}"))
+                .name(format!("{name}-{t}"))
                 .stack_size(256 * 1024)
                 .spawn(move || open_some(&o, t, n, deadline))?,
         );
@@ -74,6 +73,20 @@ pub fn run(o: &Opts) -> io::Result<()> {
             Err(_) => errors.push("opener thread panicked".into()),
         }
     }
+    Ok((conns, errors))
+}
+
+pub fn run(o: &Opts) -> io::Result<()> {
+    let deadline = Instant::now() + o.timeout;
+    let before = o.pid.and_then(rss_bytes);
+    if o.pid.is_some() && before.is_none() {
+        return Err(io::Error::other(format!(
+            "cannot read /proc/{}/status",
+            o.pid.unwrap_or_default()
+        )));
+    }
+    let started = Instant::now();
+    let (conns, errors) = open_in_threads(o, "idle", deadline, open_some)?;
     let open_secs = started.elapsed().as_secs_f64();
     let opened = conns.len();
 

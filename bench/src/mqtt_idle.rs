@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// Connections one thread managed to open, and why it stopped early, if it did.
-type Opened = (Vec<TcpStream>, Option<String>);
+use crate::idle::Opened;
 
 fn open_some(o: &Opts, thread_idx: usize, n: usize, deadline: Instant) -> Opened {
     let mut scratch = Vec::with_capacity(1024);
@@ -56,30 +56,8 @@ pub fn run(o: &Opts) -> io::Result<()> {
             o.pid.unwrap_or_default()
         )));
     }
-    let threads = o.threads.min(o.conns.max(1));
     let started = Instant::now();
-    let mut handles = Vec::with_capacity(threads);
-    for t in 0..threads {
-        let n = o.conns / threads + usize::from(t < o.conns % threads);
-        let o = o.clone();
-        handles.push(
-            thread::Builder::new()
-                .name(format!("mqtt-idle-{t}"))
-                .stack_size(256 * 1024)
-                .spawn(move || open_some(&o, t, n, deadline))?,
-        );
-    }
-    let mut conns: Vec<TcpStream> = Vec::with_capacity(o.conns);
-    let mut errors = Vec::new();
-    for h in handles {
-        match h.join() {
-            Ok((mut c, err)) => {
-                conns.append(&mut c);
-                errors.extend(err);
-            }
-            Err(_) => errors.push("opener thread panicked".into()),
-        }
-    }
+    let (conns, errors) = crate::idle::open_in_threads(o, "mqtt-idle", deadline, open_some)?;
     let open_secs = started.elapsed().as_secs_f64();
     let opened = conns.len();
 
