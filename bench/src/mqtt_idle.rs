@@ -11,7 +11,6 @@ use crate::procfs::rss_bytes;
 use crate::proto::dial;
 use crate::Opts;
 use std::io::{self, Write};
-use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
