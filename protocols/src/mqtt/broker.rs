@@ -331,6 +331,8 @@ struct SessionState {
     alias_max: u16,
     /// Topic aliases set up towards the client on this connection.
     out_aliases: HashMap<Utf8Bytes, u16>,
+    /// The last subject delivered and its topic.
+    last_topic: Option<(Bytes, Utf8Bytes)>,
     /// Subscriptions by filter (a filter is one or two core subscriptions).
     subs: HashMap<Bytes, Vec<Arc<Subscription>>>,
     /// QoS 2 packet identifiers received (PUBREC sent) and not yet released.
@@ -366,6 +368,7 @@ impl Session {
                 max_packet_size: None,
                 alias_max: 0,
                 out_aliases: HashMap::new(),
+                last_topic: None,
                 subs: HashMap::new(),
                 inbound_qos2: std::collections::HashSet::new(),
                 expiry_secs: 0,
@@ -552,8 +555,8 @@ struct SubSink {
 }
 
 impl SubSink {
-    fn publish_for(&self, msg: &Message, retained: bool) -> Option<Publish> {
-        let topic = topic::subject_to_topic(&msg.subject).ok()?;
+    /// The PUBLISH for a message from the bus; its topic is filled in by [`SubSink::offer`].
+    fn publish_for(&self, msg: &Message, retained: bool) -> Publish {
         let qos = match msg.facts.qos {
             Some(q) => q.min(self.qos as u8),
             None => self.session.fe.opts.nats_qos.min(self.qos as u8),
@@ -562,25 +565,38 @@ impl SubSink {
         if let Some(id) = self.subscription_id {
             properties.subscription_identifiers.push(id);
         }
-        Some(Publish {
+        Publish {
             dup: false,
             qos: QoS::from_bits(qos).unwrap_or_default(),
             retain: retained || (self.retain_as_published && msg.facts.retain),
-            topic,
+            topic: Utf8Bytes::default(),
             packet_id: 0,
             properties,
             payload: msg.payload.clone(),
-        })
+        }
     }
 
     /// Queues or sends one message for the session.
     fn offer(
         &self,
-        publish: Publish,
+        mut publish: Publish,
+        subject: &Bytes,
         batch: Option<&mut FlushBatch>,
         me: &Arc<dyn Sink>,
     ) -> Delivery {
         let mut state = self.session.state.lock().expect("session lock");
+        // The topic of the last subject is kept: a stream on one subject maps it once.
+        publish.topic = match &state.last_topic {
+            Some((s, t)) if s == subject => t.clone(),
+            _ => {
+                let Ok(t) = topic::subject_to_topic(subject) else {
+                    return Delivery::Dropped;
+                };
+                // An own copy: the subject may be a slice of a publisher's read buffer.
+                state.last_topic = Some((Bytes::copy_from_slice(subject), t.clone()));
+                t
+            }
+        };
         let link = state.link.clone();
         if publish.qos == QoS::AtMostOnce {
             let Some(link) = link else {
@@ -646,10 +662,8 @@ impl Sink for SubSink {
             // A leading wildcard does not match a `$` topic in MQTT.
             return Delivery::Dropped;
         }
-        match self.publish_for(msg, false) {
-            Some(publish) => self.offer(publish, Some(batch), &sub.sink),
-            None => Delivery::Dropped,
-        }
+        let publish = self.publish_for(msg, false);
+        self.offer(publish, &msg.subject, Some(batch), &sub.sink)
     }
 
     fn flush(&self) {
@@ -1287,9 +1301,8 @@ impl MqttConn {
         for (concrete, sink, r) in retained_out {
             let mut msg = r.msg;
             msg.facts.qos = Some(r.qos);
-            if let Some(publish) = concrete.publish_for(&msg, true) {
-                concrete.offer(publish, None, &sink);
-            }
+            let publish = concrete.publish_for(&msg, true);
+            concrete.offer(publish, &msg.subject, None, &sink);
         }
     }
 
