@@ -4,6 +4,7 @@
 //! - [`outbound`]: the bounded outbound buffer every connection has, whatever its protocol.
 //! - `driver`: the connection future every frontend shares (read, write coalesced, pause for
 //!   draining subscribers); a frontend plugs in its protocol.
+//! - `listener`: the accept loop every frontend shares (count, spawn, keepalive sweep, shutdown).
 //! - [`nats`]: the NATS client protocol: [`nats::parser`] (pure, resumable), [`nats::encode`]
 //!   (MSG/HMSG and server replies), the connection task and the listener ([`nats::serve`]).
 //! - [`mqtt`]: the MQTT 3.1.1/5.0 codec (pure, resumable) and the topic <-> subject mapping.
@@ -11,6 +12,7 @@
 //! Frontends never reach into each other: they meet only in `junction-core`.
 
 mod driver;
+mod listener;
 pub mod mqtt;
 pub mod nats;
 pub mod outbound;

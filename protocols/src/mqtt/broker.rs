@@ -1620,42 +1620,14 @@ pub async fn serve(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let mut sweep = tokio::time::interval(Duration::from_secs(1));
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = sweep.tick() => {
-                for conn in fe.bus.conns().open_views() {
-                    if conn.kind() == "mqtt" {
-                        conn.tick();
-                    }
-                }
-                expire_sessions(&fe);
-                continue;
-            }
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "accepting an MQTT connection failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let stats = fe.bus.stats();
-        stats.connections.fetch_add(1, Ordering::Relaxed);
-        stats.total_connections.fetch_add(1, Ordering::Relaxed);
-        tracker.spawn(start(stream, peer, fe.clone()));
-    }
-    drop(listener);
-    for conn in fe.bus.conns().open_views() {
-        if conn.kind() == "mqtt" {
-            conn.shutdown();
-        }
-    }
+    let listening = crate::listener::Frontend {
+        bus: &fe.bus,
+        kind: "mqtt",
+        sweep_every: Duration::from_secs(1),
+        sweep: || expire_sessions(&fe),
+        admit: |stream, peer| Some(start(stream, peer, fe.clone())),
+    };
+    crate::listener::accept_loop(listener, listening, shutdown, tracker).await;
 }
 
 #[cfg(test)]

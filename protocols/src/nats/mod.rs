@@ -9,7 +9,6 @@ mod conn;
 pub mod encode;
 pub mod parser;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -140,51 +139,23 @@ pub async fn serve(
     tracker: TaskTracker,
 ) {
     // One keepalive sweep for all connections, instead of a timer in each.
-    let mut ping = tokio::time::interval_at(
-        tokio::time::Instant::now() + fe.opts.ping_interval,
-        fe.opts.ping_interval,
-    );
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = ping.tick() => {
-                for conn in fe.bus.conns().open_views() {
-                    if conn.kind() == "nats" {
-                        conn.tick();
-                    }
-                }
-                continue;
-            }
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accepting a NATS connection failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let stats = fe.bus.stats();
-        let open = Stats::get(&stats.connections) as usize;
+    let every = fe.opts.ping_interval;
+    let admit = |stream: TcpStream, peer: std::net::SocketAddr| {
+        let open = Stats::get(&fe.bus.stats().connections) as usize;
         if fe.opts.max_connections > 0 && open >= fe.opts.max_connections {
             tracker.spawn(refuse(stream, fe.clone(), peer.ip().to_string()));
-            continue;
+            return None;
         }
-        stats.connections.fetch_add(1, Ordering::Relaxed);
-        stats.total_connections.fetch_add(1, Ordering::Relaxed);
-        tracker.spawn(conn::start(stream, peer, fe.clone()));
-    }
-    // Stop accepting, then ask every connection to flush and close.
-    drop(listener);
-    for conn in fe.bus.conns().open_views() {
-        if conn.kind() == "nats" {
-            conn.shutdown();
-        }
-    }
+        Some(conn::start(stream, peer, fe.clone()))
+    };
+    let listening = crate::listener::Frontend {
+        bus: &fe.bus,
+        kind: "nats",
+        sweep_every: every,
+        sweep: || {},
+        admit,
+    };
+    crate::listener::accept_loop(listener, listening, shutdown, tracker.clone()).await;
 }
 
 /// Tells a client over the connection limit, as nats-server does, and closes.
