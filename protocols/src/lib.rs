@@ -11,6 +11,7 @@
 //!
 //! Frontends never reach into each other: they meet only in `junction-core`.
 
+mod conn_stats;
 mod driver;
 mod listener;
 pub mod mqtt;

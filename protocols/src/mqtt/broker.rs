@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use junction_auth::{Authenticator, Credentials};
@@ -36,6 +36,7 @@ use super::packet::{
 };
 use super::properties::{ConnAckProperties, PublishProperties, UserProperty};
 use super::{encode, encoded_len, reason, topic, DecodeError, Decoder};
+use crate::conn_stats::{BatchIn, ConnStats};
 use crate::driver::{Conn, Protocol};
 use crate::outbound::{Outbound, Push};
 use crate::CloseReason;
@@ -181,15 +182,13 @@ pub(crate) struct Link {
     id: ConnId,
     out: Outbound,
     fe: Arc<Frontend>,
-    peer: SocketAddr,
-    start: SystemTime,
+    /// Address, start and counters, for monitoring.
+    stats: ConnStats,
     about: Mutex<About>,
     /// When the client last sent anything (ms since the frontend started).
     last_read_ms: AtomicU64,
     /// Keep alive in ms (0: none).
     keep_alive_ms: AtomicU64,
-    in_msgs: AtomicU64,
-    in_bytes: AtomicU64,
 }
 
 #[derive(Default)]
@@ -213,29 +212,15 @@ impl Link {
 impl ConnView for Link {
     fn snapshot(&self) -> ConnSnapshot {
         let about = self.about.lock().expect("about lock");
-        let (out_msgs, out_bytes) = self.out.delivered();
         ConnSnapshot {
-            cid: self.id,
-            kind: "mqtt",
-            ip: self.peer.ip().to_string(),
-            port: self.peer.port(),
-            start: self.start,
             name: about.client_id.to_string(),
             lang: match about.version {
                 Some(Version::V5) => "mqtt 5.0".into(),
                 Some(Version::V311) => "mqtt 3.1.1".into(),
                 None => String::new(),
             },
-            version: String::new(),
             account: about.account.clone(),
-            subscriptions: 0,
-            pending_bytes: self.out.pending(),
-            in_msgs: self.in_msgs.load(Ordering::Relaxed),
-            in_bytes: self.in_bytes.load(Ordering::Relaxed),
-            out_msgs,
-            out_bytes,
-            stop: None,
-            reason: None,
+            ..self.stats.snapshot(self.id, "mqtt", &self.out)
         }
     }
 
@@ -828,8 +813,8 @@ pub(crate) struct MqttConn {
     will: Option<Box<Will>>,
     /// Topic aliases the client set up (5.0), by alias.
     aliases: HashMap<u16, Utf8Bytes>,
-    in_msgs: u64,
-    in_bytes: u64,
+    /// What the current read batch received.
+    received: BatchIn,
 }
 
 impl MqttConn {
@@ -1155,8 +1140,8 @@ impl MqttConn {
                 expiry_secs: p.properties.message_expiry_interval,
             },
         };
-        self.in_msgs += 1;
-        self.in_bytes += msg.payload.len() as u64;
+        self.received.msgs += 1;
+        self.received.bytes += msg.payload.len() as u64;
         if p.retain {
             self.fe().retain(self.account.name(), &msg, p.qos as u8);
         }
@@ -1459,24 +1444,10 @@ impl Protocol for MqttConn {
             return Vec::new();
         };
         p.batch.wake_all();
-        let (out_msgs, out_bytes) = (
-            std::mem::take(&mut p.batch.out_msgs),
-            std::mem::take(&mut p.batch.out_bytes),
-        );
-        let backlogged = p.batch.take_backlogged();
-        let fe = self.fe().clone();
-        let stats = fe.bus.stats();
-        if self.in_msgs > 0 {
-            self.link.in_msgs.fetch_add(self.in_msgs, Ordering::Relaxed);
-            self.link
-                .in_bytes
-                .fetch_add(self.in_bytes, Ordering::Relaxed);
-        }
-        Stats::add(&stats.in_msgs, std::mem::take(&mut self.in_msgs));
-        Stats::add(&stats.in_bytes, std::mem::take(&mut self.in_bytes));
-        Stats::add(&stats.out_msgs, out_msgs);
-        Stats::add(&stats.out_bytes, out_bytes);
-        backlogged
+        self.link
+            .stats
+            .end_batch(self.link.fe.bus.stats(), &mut self.received, &mut p.batch);
+        p.batch.take_backlogged()
     }
 
     fn write_deadline(&self) -> Duration {
@@ -1567,13 +1538,10 @@ fn start(stream: TcpStream, peer: SocketAddr, fe: Arc<Frontend>) -> Conn<MqttCon
         id,
         out: Outbound::new(fe.opts.max_pending),
         fe: fe.clone(),
-        peer,
-        start: SystemTime::now(),
+        stats: ConnStats::new(peer),
         about: Mutex::new(About::default()),
         last_read_ms: AtomicU64::new(fe.now_ms()),
         keep_alive_ms: AtomicU64::new(0),
-        in_msgs: AtomicU64::new(0),
-        in_bytes: AtomicU64::new(0),
     });
     fe.bus.conns().open(id, link.clone());
     tracing::debug!(cid = %id, peer = %peer, "accepted MQTT connection");
@@ -1586,8 +1554,7 @@ fn start(stream: TcpStream, peer: SocketAddr, fe: Arc<Frontend>) -> Conn<MqttCon
         version: Version::V311,
         will: None,
         aliases: HashMap::new(),
-        in_msgs: 0,
-        in_bytes: 0,
+        received: BatchIn::default(),
     };
     Conn::new(stream, conn)
 }

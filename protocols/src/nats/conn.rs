@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use junction_auth::Credentials;
@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use super::encode::{self, Msg};
 use super::parser::{Decoder, Frame, ParseError};
 use super::Frontend;
+use crate::conn_stats::{BatchIn, ConnStats};
 use crate::driver::{Conn, Protocol};
 use crate::outbound::{Outbound, Push};
 use crate::CloseReason;
@@ -34,12 +35,10 @@ pub(crate) struct Client {
     /// Subscriptions by sid.
     subs: Mutex<HashMap<Bytes, Arc<Subscription>>>,
     fe: Arc<Frontend>,
-    /// Who the client is, for monitoring.
-    peer: SocketAddr,
-    start: SystemTime,
+    /// Address, start and counters, for monitoring.
+    stats: ConnStats,
+    /// Who the client says it is, for monitoring.
     about: Mutex<About>,
-    in_msgs: AtomicU64,
-    in_bytes: AtomicU64,
     /// Server PINGs not answered yet.
     pings_out: AtomicU32,
 }
@@ -56,25 +55,13 @@ struct About {
 impl ConnView for Client {
     fn snapshot(&self) -> ConnSnapshot {
         let about = self.about.lock().expect("about lock");
-        let (out_msgs, out_bytes) = self.out.delivered();
         ConnSnapshot {
-            cid: self.id,
-            kind: "nats",
-            ip: self.peer.ip().to_string(),
-            port: self.peer.port(),
-            start: self.start,
             name: about.name.clone(),
             lang: about.lang.clone(),
             version: about.version.clone(),
             account: about.account.clone(),
             subscriptions: self.subs.lock().expect("subs lock").len(),
-            pending_bytes: self.out.pending(),
-            in_msgs: self.in_msgs.load(Ordering::Relaxed),
-            in_bytes: self.in_bytes.load(Ordering::Relaxed),
-            out_msgs,
-            out_bytes,
-            stop: None,
-            reason: None,
+            ..self.stats.snapshot(self.id, "nats", &self.out)
         }
     }
 
@@ -222,8 +209,8 @@ pub(crate) struct Session {
     pedantic: bool,
     echo: bool,
     no_responders: bool,
-    in_msgs: u64,
-    in_bytes: u64,
+    /// What the current read batch received.
+    received: BatchIn,
 }
 
 impl Session {
@@ -373,8 +360,8 @@ impl Session {
             payload,
             facts: DeliveryFacts::from_origin(self.client.id),
         };
-        self.in_msgs += 1;
-        self.in_bytes += msg.size() as u64;
+        self.received.msgs += 1;
+        self.received.bytes += msg.size() as u64;
         self.ok();
         let delivered = self.account.publish(&mut self.cache, &msg, &mut self.batch);
         if delivered == 0 && self.no_responders {
@@ -457,19 +444,11 @@ impl Session {
     /// Ends a read batch: wakes every touched writer once and adds the batch's counters.
     fn end_batch(&mut self) {
         self.batch.wake_all();
-        let stats = self.client.fe.bus.stats();
-        if self.in_msgs > 0 {
-            self.client
-                .in_msgs
-                .fetch_add(self.in_msgs, Ordering::Relaxed);
-            self.client
-                .in_bytes
-                .fetch_add(self.in_bytes, Ordering::Relaxed);
-        }
-        Stats::add(&stats.in_msgs, std::mem::take(&mut self.in_msgs));
-        Stats::add(&stats.in_bytes, std::mem::take(&mut self.in_bytes));
-        Stats::add(&stats.out_msgs, std::mem::take(&mut self.batch.out_msgs));
-        Stats::add(&stats.out_bytes, std::mem::take(&mut self.batch.out_bytes));
+        self.client.stats.end_batch(
+            self.client.fe.bus.stats(),
+            &mut self.received,
+            &mut self.batch,
+        );
     }
 
     /// Removes every subscription of the connection.
@@ -512,14 +491,11 @@ pub(crate) fn start(stream: TcpStream, peer: SocketAddr, fe: Arc<Frontend>) -> C
         headers: AtomicBool::new(false),
         subs: Mutex::new(HashMap::new()),
         fe: fe.clone(),
-        peer,
-        start: SystemTime::now(),
+        stats: ConnStats::new(peer),
         about: Mutex::new(About {
             account: fe.bus.default_account().name().to_string(),
             ..About::default()
         }),
-        in_msgs: AtomicU64::new(0),
-        in_bytes: AtomicU64::new(0),
         pings_out: AtomicU32::new(0),
     });
     fe.bus.conns().open(id, client.clone());
@@ -537,8 +513,7 @@ pub(crate) fn start(stream: TcpStream, peer: SocketAddr, fe: Arc<Frontend>) -> C
         pedantic: defaults.pedantic,
         echo: defaults.echo,
         no_responders: false,
-        in_msgs: 0,
-        in_bytes: 0,
+        received: BatchIn::default(),
     };
     Conn::new(stream, session)
 }
@@ -588,7 +563,7 @@ impl Protocol for Session {
                 tracing::debug!(cid = %client.id, reason = %reason, "connection closed")
             }
             _ => {
-                tracing::info!(cid = %client.id, peer = %client.peer, reason = %reason, "connection closed")
+                tracing::info!(cid = %client.id, peer = %client.stats.peer, reason = %reason, "connection closed")
             }
         }
     }
