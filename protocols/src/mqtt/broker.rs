@@ -1097,7 +1097,8 @@ impl MqttConn {
         let Ok(subject) = topic::topic_to_subject(p.topic.as_bytes()) else {
             return self.refuse(reason::TOPIC_NAME_INVALID, CloseReason::ProtocolViolation);
         };
-        let session = self.session.clone().expect("connected");
+        // Borrowed, not cloned: no reference-count traffic per inbound message.
+        let session = self.session.as_ref().expect("connected");
         if p.qos == QoS::ExactlyOnce {
             let mut state = session.state.lock().expect("session lock");
             if !state.inbound_qos2.insert(p.packet_id) {
@@ -1120,7 +1121,7 @@ impl MqttConn {
             // NATS answers the bridge's reply subject; MQTT receivers still see the response
             // topic itself (carried in a header) and answer it directly.
             reply = Some(
-                self.bridge(&session)
+                self.bridge(session)
                     .reply_subject(response.clone(), correlation.clone()),
             );
             if let Some(t) = &p.properties.response_topic {
