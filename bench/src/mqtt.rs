@@ -4,7 +4,7 @@
 //! over a reusable read buffer, and a connection type that answers QoS 1
 //! deliveries with PUBACKs.
 
-use crate::proto::{dial, is_timeout, write_until, Fill, POLL_TICK};
+use crate::proto::{dial, fill_buf, is_timeout, write_until, Fill, POLL_TICK};
 use std::io::{self, ErrorKind, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -424,38 +424,12 @@ impl MqttConn {
     /// Reads once into the buffer (waiting at most [`POLL_TICK`], or not at
     /// all on a non-blocking socket).
     pub fn fill(&mut self) -> io::Result<Fill> {
-        if self.start > 0 {
-            // At most one partial packet is left: move it to the front.
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.end == self.buf.len() {
-            let len = self.buf.len() * 2;
-            self.buf.resize(len, 0);
-        }
-        loop {
-            match self.stream.read(&mut self.buf[self.end..]) {
-                Ok(0) => return Ok(Fill::Eof),
-                Ok(n) => {
-                    self.end += n;
-                    return Ok(Fill::Data);
-                }
-                Err(e) if is_timeout(&e) => return Ok(Fill::Idle),
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::ConnectionReset
-                            | ErrorKind::ConnectionAborted
-                            | ErrorKind::BrokenPipe
-                    ) =>
-                {
-                    return Ok(Fill::Eof)
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        fill_buf(
+            &mut self.stream,
+            &mut self.buf,
+            &mut self.start,
+            &mut self.end,
+        )
     }
 
     /// Reads whatever has already arrived without waiting.

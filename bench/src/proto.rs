@@ -172,30 +172,12 @@ impl Conn {
 
     /// Reads once into the buffer (waiting at most [`POLL_TICK`]).
     pub fn fill(&mut self) -> io::Result<Fill> {
-        if self.start > 0 {
-            // At most one partial frame is left: move it to the front.
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.end == self.buf.len() {
-            // A single frame larger than the buffer: grow (rare, amortised).
-            let len = self.buf.len() * 2;
-            self.buf.resize(len, 0);
-        }
-        loop {
-            match self.stream.read(&mut self.buf[self.end..]) {
-                Ok(0) => return Ok(Fill::Eof),
-                Ok(n) => {
-                    self.end += n;
-                    return Ok(Fill::Data);
-                }
-                Err(e) if is_timeout(&e) => return Ok(Fill::Idle),
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) if is_disconnect(&e) => return Ok(Fill::Eof),
-                Err(e) => return Err(e),
-            }
-        }
+        fill_buf(
+            &mut self.stream,
+            &mut self.buf,
+            &mut self.start,
+            &mut self.end,
+        )
     }
 
     /// Consumes every complete frame in the buffer, calling `on_msg` for each
@@ -312,6 +294,40 @@ pub fn write_until(stream: &mut TcpStream, mut data: &[u8], deadline: Instant) -
 
 pub fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
+/// Reads once from `stream` into `buf[end..]`: first moves the partial frame left at
+/// `start..end` to the front, and grows a buffer that one frame fills. Shared by the NATS and
+/// MQTT connections of the load generator.
+pub fn fill_buf(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    start: &mut usize,
+    end: &mut usize,
+) -> io::Result<Fill> {
+    if *start > 0 {
+        buf.copy_within(*start..*end, 0);
+        *end -= *start;
+        *start = 0;
+    }
+    if *end == buf.len() {
+        // A single frame larger than the buffer: grow (rare, amortised).
+        let len = buf.len() * 2;
+        buf.resize(len, 0);
+    }
+    loop {
+        match stream.read(&mut buf[*end..]) {
+            Ok(0) => return Ok(Fill::Eof),
+            Ok(n) => {
+                *end += n;
+                return Ok(Fill::Data);
+            }
+            Err(e) if is_timeout(&e) => return Ok(Fill::Idle),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if is_disconnect(&e) => return Ok(Fill::Eof),
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn is_disconnect(e: &io::Error) -> bool {
