@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use junction_core::{Bus, DEFAULT_ACCOUNT};
-use junction_protocols::{mqtt, nats};
+use junction_protocols::{mqtt, nats, ws};
 use settings::{Cli, Settings};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -98,16 +98,8 @@ async fn run(settings: Settings) -> Result<()> {
         .clone()
         .unwrap_or_else(|| server_id.clone());
     tracing::info!(version = env!("CARGO_PKG_VERSION"), server_id = %server_id, server_name = %server_name, "starting junction");
-    for (what, set) in [
-        ("WebSocket (--ws-port)", settings.ws_port.is_some()),
-        (
-            "the data directory (--data-dir)",
-            settings.data_dir.is_some(),
-        ),
-    ] {
-        if set {
-            tracing::warn!("{what} is accepted but not served by this release");
-        }
+    if settings.data_dir.is_some() {
+        tracing::warn!("the data directory (--data-dir) is accepted but not used by this release");
     }
 
     let bus = Arc::new(Bus::new());
@@ -171,16 +163,9 @@ async fn run(settings: Settings) -> Result<()> {
         )));
     }
 
-    let mut mqtt_task = None;
-    if let Some(port) = settings.mqtt_port {
-        let mqtt_listener = TcpListener::bind((settings.host.as_str(), port))
-            .await
-            .with_context(|| format!("listening for MQTT on {}:{port}", settings.host))?;
-        tracing::info!(
-            "Listening for MQTT clients on {}",
-            mqtt_listener.local_addr()?
-        );
-        let mqtt_fe = Arc::new(mqtt::broker::Frontend::new(
+    // The MQTT frontend serves the MQTT port and MQTT over WebSocket.
+    let mqtt_fe = (settings.mqtt_port.is_some() || settings.ws_port.is_some()).then(|| {
+        Arc::new(mqtt::broker::Frontend::new(
             bus.clone(),
             Arc::new(junction_auth::Open {
                 account: DEFAULT_ACCOUNT.to_string(),
@@ -193,30 +178,82 @@ async fn run(settings: Settings) -> Result<()> {
                 write_deadline: settings.write_deadline,
                 max_keep_alive: settings.mqtt_max_keep_alive,
             },
-        ));
-        mqtt_task = Some(tokio::spawn(mqtt::broker::serve(
+        ))
+    });
+    let mut tasks = Vec::new();
+    if let (Some(port), Some(fe)) = (settings.mqtt_port, &mqtt_fe) {
+        let mqtt_listener = TcpListener::bind((settings.host.as_str(), port))
+            .await
+            .with_context(|| format!("listening for MQTT on {}:{port}", settings.host))?;
+        tracing::info!(
+            "Listening for MQTT clients on {}",
+            mqtt_listener.local_addr()?
+        );
+        tasks.push(tokio::spawn(mqtt::broker::serve(
             mqtt_listener,
-            mqtt_fe,
+            fe.clone(),
             shutdown.clone(),
             tracker.clone(),
         )));
     }
-
-    let nats_task = tokio::spawn(nats::serve(
+    if let Some(port) = settings.ws_port {
+        let host = settings
+            .ws_host
+            .as_deref()
+            .unwrap_or(settings.host.as_str());
+        let tls = match &settings.ws_tls {
+            Some(files) => Some(
+                junction_protocols::tls::acceptor(files).context("websocket TLS configuration")?,
+            ),
+            None => None,
+        };
+        let ws_listener = TcpListener::bind((host, port))
+            .await
+            .with_context(|| format!("listening for WebSocket on {host}:{port}"))?;
+        let scheme = if tls.is_some() { "wss" } else { "ws" };
+        tracing::info!(
+            "Listening for websocket clients on {scheme}://{}",
+            ws_listener.local_addr()?
+        );
+        let ws_fe = Arc::new(ws::Frontend {
+            nats: frontend.clone(),
+            mqtt: mqtt_fe.clone(),
+            tls,
+            opts: settings.ws.clone(),
+        });
+        tasks.push(tokio::spawn(ws::serve(
+            ws_listener,
+            ws_fe,
+            shutdown.clone(),
+            tracker.clone(),
+        )));
+    }
+    if let Some(fe) = &mqtt_fe {
+        tasks.push(tokio::spawn(mqtt::broker::sweep(
+            fe.clone(),
+            shutdown.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(nats::sweep(
+        frontend.clone(),
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(nats::serve(
         listener,
         frontend,
         shutdown.clone(),
         tracker.clone(),
-    ));
+    )));
     tracing::info!("Server is ready");
 
     shutdown_signal().await;
     tracing::info!("shutting down: closing listeners and draining connections");
     shutdown.cancel();
-    let _ = nats_task.await;
-    if let Some(t) = mqtt_task {
+    for t in tasks {
         let _ = t.await;
     }
+    // The listeners stopped accepting: ask every connection to flush and close.
+    junction_protocols::close_all(&bus);
     if let Some(t) = http_task {
         let _ = t.await;
     }

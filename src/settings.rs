@@ -42,7 +42,8 @@ pub struct Cli {
     /// MQTT port (0: off; -1: a random free port) [default: 1883].
     #[arg(long = "mqtt-port", value_name = "N", allow_negative_numbers = true)]
     pub mqtt_port: Option<i32>,
-    /// WebSocket port. Accepted now; the WebSocket listener arrives with a later release.
+    /// WebSocket port for browsers, NATS and MQTT on one listener (0: off; -1: a random free
+    /// port) [default: 8080].
     #[arg(long = "ws-port", value_name = "N", allow_negative_numbers = true)]
     pub ws_port: Option<i32>,
     /// Directory for durable state. Accepted now; the store arrives with a later release.
@@ -96,8 +97,15 @@ pub struct Settings {
     pub mqtt_nats_qos: u8,
     /// Longest MQTT keep alive a client may ask for.
     pub mqtt_max_keep_alive: Option<u16>,
-    /// Accepted for later releases; a warning says they are not served yet.
-    pub ws_port: Option<i32>,
+    /// WebSocket listener port (`None`: off).
+    pub ws_port: Option<u16>,
+    /// WebSocket listener host (`None`: the client host).
+    pub ws_host: Option<String>,
+    /// The `websocket { tls { ... } }` block, unless `no_tls: true`.
+    pub ws_tls: Option<junction_protocols::tls::Files>,
+    /// Everything else of the `websocket { ... }` block.
+    pub ws: junction_protocols::ws::Options,
+    /// Accepted for a later release; a warning says it is not served yet.
     pub data_dir: Option<PathBuf>,
 }
 
@@ -123,7 +131,10 @@ impl Default for Settings {
             mqtt_max_queued: junction_protocols::mqtt::broker::Options::default().max_queued,
             mqtt_nats_qos: 1,
             mqtt_max_keep_alive: None,
-            ws_port: None,
+            ws_port: Some(8080),
+            ws_host: None,
+            ws_tls: None,
+            ws: junction_protocols::ws::Options::default(),
             data_dir: None,
         }
     }
@@ -132,7 +143,6 @@ impl Default for Settings {
 /// Keys of nats-server's configuration that Junction does not serve yet: named in a warning
 /// that says so, rather than called unknown.
 const LATER_KEYS: &[&str] = &[
-    "websocket",
     "authorization",
     "accounts",
     "tls",
@@ -275,6 +285,7 @@ impl Settings {
                 }
                 "write_deadline" => self.write_deadline = duration_of(item, key)?,
                 "mqtt" => self.apply_mqtt(item, &mut warnings)?,
+                "websocket" | "ws" => self.apply_websocket(item, &mut warnings)?,
                 "debug" => self.debug = bool_of(item, key)?,
                 "trace" => self.trace = bool_of(item, key)?,
                 _ if item.used_as_variable => {}
@@ -327,6 +338,69 @@ impl Settings {
         Ok(())
     }
 
+    /// Applies the `websocket { ... }` block (nats-server's keys, plus `max_message_size`).
+    fn apply_websocket(&mut self, block: &Item, warnings: &mut Vec<String>) -> Result<()> {
+        let map = block
+            .as_map()
+            .ok_or_else(|| anyhow!("{}: 'websocket' must be a block", at(block)))?;
+        let mut no_tls = false;
+        let mut tls = None;
+        for (key, item) in map.iter() {
+            match key.to_ascii_lowercase().as_str() {
+                "port" => self.ws_port = http_port(port_of(item, key)?),
+                "host" | "listen" => {
+                    let text = match &item.value {
+                        junction_config::Value::Integer(n) => n.to_string(),
+                        _ => item
+                            .as_str()
+                            .ok_or_else(|| {
+                                anyhow!("{}: 'websocket.{key}' must be a string", at(item))
+                            })?
+                            .to_string(),
+                    };
+                    let (h, p) = split_listen(&text);
+                    if let Some(h) = h {
+                        self.ws_host = Some(h);
+                    }
+                    if let Some(p) = p {
+                        self.ws_port = http_port(p);
+                    }
+                }
+                "no_tls" => no_tls = bool_of(item, key)?,
+                "tls" => tls = Some(tls_files(item, "websocket.tls", warnings)?),
+                "same_origin" => self.ws.same_origin = bool_of(item, key)?,
+                "allowed_origins" => {
+                    let list = item.as_array().ok_or_else(|| {
+                        anyhow!("{}: 'websocket.allowed_origins' must be a list", at(item))
+                    })?;
+                    self.ws.allowed_origins = list
+                        .iter()
+                        .map(|o| {
+                            o.as_str()
+                                .and_then(junction_protocols::ws::Origin::parse)
+                                .ok_or_else(|| {
+                                    anyhow!(
+                                        "{}: an allowed origin must look like http://host[:port]",
+                                        at(o)
+                                    )
+                                })
+                        })
+                        .collect::<Result<_>>()?;
+                }
+                "compression" => self.ws.compression = bool_of(item, key)?,
+                "handshake_timeout" => self.ws.handshake_timeout = duration_of(item, key)?,
+                "max_message_size" => self.ws.max_message = size_of(item, key)?,
+                _ if item.used_as_variable => {}
+                _ => warnings.push(format!(
+                    "{}: 'websocket.{key}' is not supported and is ignored",
+                    at(item)
+                )),
+            }
+        }
+        self.ws_tls = if no_tls { None } else { tls };
+        Ok(())
+    }
+
     /// Applies command-line flags, which win over the file.
     pub fn apply_cli(&mut self, cli: &Cli) {
         if let Some(a) = &cli.addr {
@@ -346,8 +420,8 @@ impl Settings {
         if let Some(p) = cli.mqtt_port {
             self.mqtt_port = http_port(p);
         }
-        if cli.ws_port.is_some() {
-            self.ws_port = cli.ws_port;
+        if let Some(p) = cli.ws_port {
+            self.ws_port = http_port(p);
         }
         if cli.data_dir.is_some() {
             self.data_dir = cli.data_dir.clone();
@@ -374,6 +448,48 @@ impl Settings {
             );
         }
         Ok((settings, warnings))
+    }
+}
+
+/// Reads a `tls { ... }` block.
+fn tls_files(
+    block: &Item,
+    name: &str,
+    warnings: &mut Vec<String>,
+) -> Result<junction_protocols::tls::Files> {
+    let map = block
+        .as_map()
+        .ok_or_else(|| anyhow!("{}: '{name}' must be a block", at(block)))?;
+    let mut files = junction_protocols::tls::Files::default();
+    let path_of = |item: &Item, key: &str| -> Result<PathBuf> {
+        item.as_str()
+            .map(PathBuf::from)
+            .ok_or_else(|| anyhow!("{}: '{name}.{key}' must be a file name", at(item)))
+    };
+    let (mut cert, mut key_file) = (None, None);
+    for (key, item) in map.iter() {
+        match key.to_ascii_lowercase().as_str() {
+            "cert_file" => cert = Some(path_of(item, key)?),
+            "key_file" => key_file = Some(path_of(item, key)?),
+            "ca_file" => files.ca_file = Some(path_of(item, key)?),
+            "verify" => files.verify = bool_of(item, key)?,
+            _ if item.used_as_variable => {}
+            _ => warnings.push(format!(
+                "{}: '{name}.{key}' is not supported and is ignored",
+                at(item)
+            )),
+        }
+    }
+    match (cert, key_file) {
+        (Some(c), Some(k)) => {
+            files.cert_file = c;
+            files.key_file = k;
+            Ok(files)
+        }
+        _ => bail!(
+            "{}: '{name}' needs both 'cert_file' and 'key_file'",
+            at(block)
+        ),
     }
 }
 

@@ -7,7 +7,6 @@
 //! ([`Outbound::finish`]), woken by the frontend's sweep.
 
 use std::future::Future;
-use std::io::ErrorKind;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -15,10 +14,10 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use junction_core::Sink;
-use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant, Sleep};
 
 use crate::outbound::Outbound;
+use crate::transport::Transport;
 use crate::CloseReason;
 
 /// Read buffer of a busy connection.
@@ -71,8 +70,14 @@ struct Writer {
 }
 
 impl Writer {
-    /// Writes until everything queued is written or the socket is full.
-    fn write(&mut self, stream: &TcpStream, out: &Outbound) -> Result<WriteState, CloseReason> {
+    /// Writes until everything queued is written and flushed, or the transport is full (then
+    /// the task is woken when it has room).
+    fn write<T: Transport>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut T,
+        out: &Outbound,
+    ) -> Result<WriteState, CloseReason> {
         loop {
             if self.pos == self.chunk.len() {
                 if self.chunk.capacity() > 0 {
@@ -81,14 +86,17 @@ impl Writer {
                 self.pos = 0;
                 self.chunk = out.take();
                 if self.chunk.is_empty() {
-                    return Ok(WriteState::Idle);
+                    return match io.poll_flush(cx) {
+                        Poll::Ready(Ok(())) => Ok(WriteState::Idle),
+                        Poll::Ready(Err(reason)) => Err(reason),
+                        Poll::Pending => Ok(WriteState::Blocked),
+                    };
                 }
             }
-            match stream.try_write(&self.chunk[self.pos..]) {
-                Ok(n) => self.pos += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(WriteState::Blocked),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return Err(CloseReason::WriteError),
+            match io.poll_write(cx, &self.chunk[self.pos..]) {
+                Poll::Ready(Ok(n)) => self.pos += n,
+                Poll::Ready(Err(reason)) => return Err(reason),
+                Poll::Pending => return Ok(WriteState::Blocked),
             }
         }
     }
@@ -131,8 +139,8 @@ impl Stall {
 }
 
 /// One connection of any protocol, run to its end by awaiting it.
-pub(crate) struct Conn<P> {
-    stream: TcpStream,
+pub(crate) struct Conn<P, T> {
+    io: T,
     protocol: P,
     rbuf: BytesMut,
     read_size: usize,
@@ -144,11 +152,11 @@ pub(crate) struct Conn<P> {
     stall: Option<Box<Stall>>,
 }
 
-impl<P: Protocol> Conn<P> {
-    /// A connection speaking `protocol` over `stream`.
-    pub(crate) fn new(stream: TcpStream, protocol: P) -> Self {
+impl<P: Protocol, T: Transport> Conn<P, T> {
+    /// A connection speaking `protocol` over `io`.
+    pub(crate) fn new(io: T, protocol: P) -> Self {
         Self {
-            stream,
+            io,
             protocol,
             rbuf: BytesMut::new(),
             read_size: SMALL_READ_BYTES,
@@ -160,22 +168,22 @@ impl<P: Protocol> Conn<P> {
     }
 
     /// Reads once and hands what came to the protocol. `Err`: the connection must end now.
-    fn read(&mut self) -> Result<(), CloseReason> {
+    fn read(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CloseReason>> {
         if self.rbuf.capacity() - self.rbuf.len() < self.read_size / 2 {
             self.rbuf.reserve(self.read_size);
         }
         let room = self.rbuf.capacity() - self.rbuf.len();
-        let n = match self.stream.try_read_buf(&mut self.rbuf) {
-            Ok(0) => return Err(CloseReason::ClientClosed),
-            Ok(n) => n,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+        let n = match self.io.poll_read(cx, &mut self.rbuf) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(CloseReason::ClientClosed)),
+            Poll::Ready(Ok(n)) => n,
+            Poll::Ready(Err(reason)) => return Poll::Ready(Err(reason)),
+            Poll::Pending => {
                 if self.rbuf.is_empty() {
                     // Nothing came: an idle connection keeps no read buffer.
                     self.rbuf = BytesMut::new();
                 }
-                return Ok(());
+                return Poll::Pending;
             }
-            Err(_) => return Err(CloseReason::ReadError),
         };
         // A read that filled the buffer marks a busy connection: read more at once. A small
         // one marks a quiet connection.
@@ -195,7 +203,7 @@ impl<P: Protocol> Conn<P> {
             // A quiet connection gives its read buffer back.
             self.rbuf = BytesMut::new();
         }
-        Ok(())
+        Poll::Ready(Ok(()))
     }
 
     /// Drives the connection until it must end; returns why.
@@ -209,7 +217,10 @@ impl<P: Protocol> Conn<P> {
             if self.closing.is_none() {
                 self.closing = self.protocol.outbound().take_finish();
             }
-            let writer_idle = match self.writer.write(&self.stream, self.protocol.outbound()) {
+            let writer_idle = match self
+                .writer
+                .write(cx, &mut self.io, self.protocol.outbound())
+            {
                 Err(reason) => return Poll::Ready(self.closing.unwrap_or(reason)),
                 Ok(WriteState::Idle) => {
                     self.deadline = None;
@@ -227,11 +238,8 @@ impl<P: Protocol> Conn<P> {
                         self.protocol.write_deadline_exceeded();
                         return Poll::Ready(CloseReason::SlowConsumerWriteDeadline);
                     }
-                    match self.stream.poll_write_ready(cx) {
-                        Poll::Ready(Ok(())) => continue,
-                        Poll::Ready(Err(_)) => return Poll::Ready(CloseReason::WriteError),
-                        Poll::Pending => false,
-                    }
+                    // The transport wakes the task when it has room.
+                    false
                 }
             };
             if let Some(stall) = &mut self.stall {
@@ -245,15 +253,12 @@ impl<P: Protocol> Conn<P> {
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
-                match self.stream.poll_read_ready(cx) {
+                match self.read(cx) {
                     Poll::Ready(Ok(())) => {
                         reads += 1;
-                        if let Err(reason) = self.read() {
-                            return Poll::Ready(reason);
-                        }
                         continue;
                     }
-                    Poll::Ready(Err(_)) => return Poll::Ready(CloseReason::ReadError),
+                    Poll::Ready(Err(reason)) => return Poll::Ready(reason),
                     Poll::Pending => {}
                 }
             }
@@ -265,13 +270,14 @@ impl<P: Protocol> Conn<P> {
     }
 }
 
-impl<P: Protocol> Future for Conn<P> {
+impl<P: Protocol, T: Transport> Future for Conn<P, T> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         match this.drive(cx) {
             Poll::Ready(reason) => {
+                this.io.farewell(cx, reason);
                 this.protocol.end(reason);
                 Poll::Ready(())
             }

@@ -8,6 +8,9 @@
 //! - [`nats`]: the NATS client protocol: [`nats::parser`] (pure, resumable), [`nats::encode`]
 //!   (MSG/HMSG and server replies), the connection task and the listener ([`nats::serve`]).
 //! - [`mqtt`]: the MQTT 3.1.1/5.0 codec (pure, resumable) and the topic <-> subject mapping.
+//! - `transport`: what a connection runs over (TCP, TLS, WebSocket), as the driver sees it.
+//! - [`ws`]: WebSocket framing and handshake, a transport under the NATS and MQTT frontends.
+//! - [`tls`]: rustls acceptors for the listeners.
 //!
 //! Frontends never reach into each other: they meet only in `junction-core`.
 
@@ -17,6 +20,11 @@ mod listener;
 pub mod mqtt;
 pub mod nats;
 pub mod outbound;
+pub mod tls;
+mod transport;
+pub mod ws;
+
+pub use listener::close_all;
 
 /// Why a connection was closed; logged, and shown in monitoring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,6 +1,6 @@
-//! The accept loop every frontend shares: accept, count, spawn; sweep the frontend's
-//! connections on a timer (keepalive); and at shutdown stop accepting and ask each of them to
-//! flush and close.
+//! What every frontend shares around its connections: the accept loop (accept, count, spawn),
+//! the keepalive sweep (one timer per frontend, not one per connection), and the shutdown that
+//! asks every open connection to flush and close.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,70 +12,72 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// What a frontend plugs into [`accept_loop`].
-pub(crate) struct Frontend<'a, S, A> {
-    /// The bus (connection counters and registry).
-    pub bus: &'a Bus,
-    /// The frontend's connection kind in the registry (`nats`, `mqtt`).
-    pub kind: &'static str,
-    /// How often the sweep runs.
-    pub sweep_every: Duration,
-    /// The sweep: besides ticking each connection of this kind (keepalive).
-    pub sweep: S,
-    /// Turns an accepted, counted connection into its future.
-    pub admit: A,
-}
-
-/// Accepts on `listener` until `shutdown`; spawns each connection on `tracker`.
-pub(crate) async fn accept_loop<S, A, C>(
+/// Accepts on `listener` until `shutdown`; `admit` turns each accepted connection into its
+/// future (or refuses it and returns `None`), which is counted and spawned on `tracker`.
+pub(crate) async fn accept_loop<A, C>(
     listener: TcpListener,
-    mut fe: Frontend<'_, S, A>,
+    bus: &Bus,
+    kind: &'static str,
+    mut admit: A,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) where
-    S: FnMut(),
     A: FnMut(TcpStream, SocketAddr) -> Option<C>,
     C: Future<Output = ()> + Send + 'static,
 {
-    let mut sweep =
-        tokio::time::interval_at(tokio::time::Instant::now() + fe.sweep_every, fe.sweep_every);
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = sweep.tick() => {
-                for conn in fe.bus.conns().open_views() {
-                    if conn.kind() == fe.kind {
-                        conn.tick();
-                    }
-                }
-                (fe.sweep)();
-                continue;
-            }
             a = listener.accept() => a,
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, kind = fe.kind, "accepting a connection failed");
+                tracing::warn!(error = %e, kind, "accepting a connection failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        if let Some(conn) = (fe.admit)(stream, peer) {
-            let stats = fe.bus.stats();
+        if let Some(conn) = admit(stream, peer) {
+            let stats = bus.stats();
             stats.connections.fetch_add(1, Ordering::Relaxed);
             stats.total_connections.fetch_add(1, Ordering::Relaxed);
             tracker.spawn(conn);
         }
     }
-    // Stop accepting, then ask every connection to flush and close.
-    drop(listener);
-    for conn in fe.bus.conns().open_views() {
-        if conn.kind() == fe.kind {
-            conn.shutdown();
+}
+
+/// Every `every` until `shutdown`: ticks each open connection of `kind` (keepalive), then runs
+/// the frontend's own `extra` sweep. One per frontend, whatever listeners it has (TCP, WebSocket).
+pub(crate) async fn sweep_loop<S: FnMut()>(
+    bus: &Bus,
+    kind: &'static str,
+    every: Duration,
+    mut extra: S,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
         }
+        for conn in bus.conns().open_views() {
+            if conn.kind() == kind {
+                conn.tick();
+            }
+        }
+        extra();
+    }
+}
+
+/// Asks every open connection, of every protocol, to flush what is queued and close. Called once
+/// the listeners stopped accepting.
+pub fn close_all(bus: &Bus) {
+    for conn in bus.conns().open_views() {
+        conn.shutdown();
     }
 }

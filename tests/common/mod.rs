@@ -36,6 +36,8 @@ impl Server {
                 "-1",
                 "--mqtt-port",
                 "-1",
+                "--ws-port",
+                "-1",
             ])
             .args(extra)
             .env("NO_COLOR", "1")

@@ -26,7 +26,7 @@ use junction_core::{
     subject, Account, Bus, ConnId, ConnSnapshot, ConnView, Delivery, DeliveryFacts, FlushBatch,
     MatchCache, Message, Sink, Stats, Subscription,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -39,6 +39,7 @@ use super::{encode, encoded_len, reason, topic, DecodeError, Decoder};
 use crate::conn_stats::{BatchIn, ConnStats};
 use crate::driver::{Conn, Protocol};
 use crate::outbound::{Outbound, Push};
+use crate::transport::{Plain, Transport};
 use crate::CloseReason;
 
 /// Header carrying MQTT 5 correlation data (hex) across NATS.
@@ -1533,7 +1534,7 @@ impl MqttConn {
 }
 
 /// Starts serving one accepted MQTT connection.
-fn start(stream: TcpStream, peer: SocketAddr, fe: Arc<Frontend>) -> Conn<MqttConn> {
+pub(crate) fn start<T: Transport>(io: T, peer: SocketAddr, fe: Arc<Frontend>) -> Conn<MqttConn, T> {
     let id = fe.bus.next_conn_id();
     let link = Arc::new(Link {
         id,
@@ -1557,7 +1558,7 @@ fn start(stream: TcpStream, peer: SocketAddr, fe: Arc<Frontend>) -> Conn<MqttCon
         aliases: HashMap::new(),
         received: BatchIn::default(),
     };
-    Conn::new(stream, conn)
+    Conn::new(io, conn)
 }
 
 /// Removes detached sessions whose expiry passed.
@@ -1580,22 +1581,33 @@ fn expire_sessions(fe: &Frontend) {
     }
 }
 
-/// Accepts MQTT clients on `listener` until `shutdown` is cancelled; sweeps keepalives and
-/// expired sessions once a second.
+/// Accepts MQTT clients on `listener` until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     fe: Arc<Frontend>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let listening = crate::listener::Frontend {
-        bus: &fe.bus,
-        kind: "mqtt",
-        sweep_every: Duration::from_secs(1),
-        sweep: || expire_sessions(&fe),
-        admit: |stream, peer| Some(start(stream, peer, fe.clone())),
-    };
-    crate::listener::accept_loop(listener, listening, shutdown, tracker).await;
+    let admit = |stream, peer| Some(start(Plain(stream), peer, fe.clone()));
+    crate::listener::accept_loop(listener, &fe.bus, "mqtt", admit, shutdown, tracker).await;
+}
+
+/// Once a second until `shutdown`: enforces keep alive on every MQTT connection (TCP or
+/// WebSocket) and removes sessions whose expiry passed.
+pub async fn sweep(fe: Arc<Frontend>, shutdown: CancellationToken) {
+    let every = Duration::from_secs(1);
+    crate::listener::sweep_loop(&fe.bus, "mqtt", every, || expire_sessions(&fe), shutdown).await;
+}
+
+impl Frontend {
+    /// Serves one MQTT connection that arrived over `io` (a WebSocket, for instance).
+    pub(crate) fn start<T: Transport>(
+        self: &Arc<Self>,
+        io: T,
+        peer: SocketAddr,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        start(io, peer, self.clone())
+    }
 }
 
 #[cfg(test)]

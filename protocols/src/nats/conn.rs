@@ -15,7 +15,6 @@ use junction_core::{
     MatchCache, Message, Sink, Stats, Subscription,
 };
 use serde::Deserialize;
-use tokio::net::TcpStream;
 
 use super::encode::{self, Msg};
 use super::parser::{Decoder, Frame, ParseError};
@@ -23,6 +22,7 @@ use super::Frontend;
 use crate::conn_stats::{BatchIn, ConnStats};
 use crate::driver::{Conn, Protocol};
 use crate::outbound::{Outbound, Push};
+use crate::transport::Transport;
 use crate::CloseReason;
 
 /// The part of a connection that publishers on other connections see: its outbound buffer,
@@ -483,7 +483,7 @@ fn parse_error_reply(e: &ParseError) -> (&'static str, CloseReason) {
 }
 
 /// Starts serving one accepted connection; the returned future runs it to its end.
-pub(crate) fn start(stream: TcpStream, peer: SocketAddr, fe: Arc<Frontend>) -> Conn<Session> {
+pub(crate) fn start<T: Transport>(io: T, peer: SocketAddr, fe: Arc<Frontend>) -> Conn<Session, T> {
     let id = fe.bus.next_conn_id();
     let client = Arc::new(Client {
         id,
@@ -515,7 +515,7 @@ pub(crate) fn start(stream: TcpStream, peer: SocketAddr, fe: Arc<Frontend>) -> C
         no_responders: false,
         received: BatchIn::default(),
     };
-    Conn::new(stream, session)
+    Conn::new(io, session)
 }
 
 impl Protocol for Session {

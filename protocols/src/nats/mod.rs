@@ -20,6 +20,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::transport::Plain;
+
 pub use parser::{Decoder, Frame, Limits, ParseError};
 
 /// Settings of the NATS frontend, with nats-server's defaults.
@@ -138,24 +140,37 @@ pub async fn serve(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    // One keepalive sweep for all connections, instead of a timer in each.
-    let every = fe.opts.ping_interval;
     let admit = |stream: TcpStream, peer: std::net::SocketAddr| {
-        let open = Stats::get(&fe.bus.stats().connections) as usize;
-        if fe.opts.max_connections > 0 && open >= fe.opts.max_connections {
+        if fe.at_capacity() {
             tracker.spawn(refuse(stream, fe.clone(), peer.ip().to_string()));
             return None;
         }
-        Some(conn::start(stream, peer, fe.clone()))
+        Some(conn::start(Plain(stream), peer, fe.clone()))
     };
-    let listening = crate::listener::Frontend {
-        bus: &fe.bus,
-        kind: "nats",
-        sweep_every: every,
-        sweep: || {},
-        admit,
-    };
-    crate::listener::accept_loop(listener, listening, shutdown, tracker.clone()).await;
+    crate::listener::accept_loop(listener, &fe.bus, "nats", admit, shutdown, tracker.clone()).await;
+}
+
+/// Pings every NATS connection (TCP or WebSocket) on the ping interval until `shutdown`: one
+/// timer for all of them, instead of one in each.
+pub async fn sweep(fe: Arc<Frontend>, shutdown: CancellationToken) {
+    crate::listener::sweep_loop(&fe.bus, "nats", fe.opts.ping_interval, || {}, shutdown).await;
+}
+
+impl Frontend {
+    /// Whether the server already has its maximum of connections.
+    pub(crate) fn at_capacity(&self) -> bool {
+        let open = Stats::get(&self.bus.stats().connections) as usize;
+        self.opts.max_connections > 0 && open >= self.opts.max_connections
+    }
+
+    /// Serves one NATS connection that arrived over `io` (a WebSocket, for instance).
+    pub(crate) fn start<T: crate::transport::Transport>(
+        self: &Arc<Self>,
+        io: T,
+        peer: std::net::SocketAddr,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        conn::start(io, peer, self.clone())
+    }
 }
 
 /// Tells a client over the connection limit, as nats-server does, and closes.

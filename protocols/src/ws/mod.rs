@@ -1,0 +1,211 @@
+//! WebSocket: NATS and MQTT for browsers, on one listener.
+//!
+//! WebSocket is a transport under the existing frontends, not a third protocol: the handshake
+//! ([`handshake`]) picks the frontend per connection (MQTT for the `mqtt` subprotocol or the
+//! `/mqtt` path, NATS otherwise), and from then on the connection runs the same driver and the
+//! same parser as over TCP, with [`frame`] turning frames into bytes and back.
+//!
+//! The framing is in-tree rather than tokio-tungstenite: tungstenite has no permessage-deflate,
+//! and owning the frames lets a frame's payload go straight into the protocol's read buffer and
+//! each coalesced write go out as one frame.
+
+pub mod frame;
+pub mod handshake;
+mod stream;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use junction_core::Stats;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use handshake::{Kind, Origin};
+
+use crate::{mqtt, nats};
+use stream::Ws;
+
+/// Settings of the WebSocket listener, with nats-server's defaults where it has them.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Largest message (after inflating) a client may send.
+    pub max_message: usize,
+    /// Accept permessage-deflate when offered.
+    pub compression: bool,
+    /// Refuse browser pages from another origin than the listener's.
+    pub same_origin: bool,
+    /// Refuse browser pages from origins not listed (when not empty).
+    pub allowed_origins: Vec<Origin>,
+    /// How long the TLS and WebSocket handshakes may take together.
+    pub handshake_timeout: Duration,
+}
+
+/// Default largest message: a maximum NATS payload with room for its op line, several times over.
+pub const DEFAULT_MAX_MESSAGE: usize = 8 * 1024 * 1024;
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            max_message: DEFAULT_MAX_MESSAGE,
+            compression: false,
+            same_origin: false,
+            allowed_origins: Vec::new(),
+            handshake_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Everything the WebSocket listener needs: the frontends it hands connections to.
+pub struct Frontend {
+    pub nats: Arc<nats::Frontend>,
+    /// `None`: MQTT is off, and MQTT handshakes get 404.
+    pub mqtt: Option<Arc<mqtt::broker::Frontend>>,
+    /// Present for wss.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub opts: Options,
+}
+
+impl Frontend {
+    fn policy(&self) -> handshake::Policy {
+        handshake::Policy {
+            tls: self.tls.is_some(),
+            same_origin: self.opts.same_origin,
+            allowed_origins: self.opts.allowed_origins.clone(),
+            compression: self.opts.compression,
+            mqtt: self.mqtt.is_some(),
+        }
+    }
+
+    /// Gives back the count of a connection that never reached a frontend.
+    fn uncount(&self) {
+        self.nats
+            .bus
+            .stats()
+            .connections
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Accepts WebSocket clients on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    fe: Arc<Frontend>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let bus = fe.nats.bus.clone();
+    let admit = |stream: TcpStream, peer: SocketAddr| {
+        Some(accept(stream, peer, fe.clone(), shutdown.clone()))
+    };
+    crate::listener::accept_loop(
+        listener,
+        &bus,
+        "websocket",
+        admit,
+        shutdown.clone(),
+        tracker,
+    )
+    .await;
+}
+
+/// One accepted socket: TLS when configured, then the WebSocket handshake, then the frontend.
+async fn accept(
+    stream: TcpStream,
+    peer: SocketAddr,
+    fe: Arc<Frontend>,
+    shutdown: CancellationToken,
+) {
+    let deadline = tokio::time::Instant::now() + fe.opts.handshake_timeout;
+    match fe.tls.clone() {
+        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => upgrade(tls, peer, fe, shutdown, deadline).await,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %peer, error = %e, "websocket TLS handshake failed");
+                fe.uncount();
+            }
+            Err(_) => {
+                tracing::debug!(peer = %peer, "websocket TLS handshake timed out");
+                fe.uncount();
+            }
+        },
+        None => upgrade(stream, peer, fe, shutdown, deadline).await,
+    }
+}
+
+/// Reads the upgrade request, answers it, and runs the connection in the frontend it chose.
+async fn upgrade<S>(
+    mut io: S,
+    peer: SocketAddr,
+    fe: Arc<Frontend>,
+    shutdown: CancellationToken,
+    deadline: tokio::time::Instant,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let policy = fe.policy();
+    let mut buf = BytesMut::with_capacity(1024);
+    let accepted = loop {
+        match handshake::negotiate(&buf, &policy) {
+            Ok(Some(done)) => break Some(done),
+            Ok(None) => {}
+            Err(rejected) => {
+                tracing::debug!(peer = %peer, status = rejected.status, reason = %rejected.reason, "websocket handshake refused");
+                let _ = tokio::time::timeout_at(deadline, io.write_all(&rejected.response())).await;
+                let _ = tokio::time::timeout_at(deadline, io.shutdown()).await;
+                break None;
+            }
+        }
+        match tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => break None,
+        }
+    };
+    let Some((accepted, used)) = accepted else {
+        fe.uncount();
+        return;
+    };
+    let open = Stats::get(&fe.nats.bus.stats().connections) as usize;
+    let max = fe.nats.opts.max_connections;
+    let refuse = if shutdown.is_cancelled() {
+        Some(handshake_refusal(503, "server shutting down"))
+    } else if max > 0 && open > max {
+        tracing::warn!(peer = %peer, "maximum connections exceeded");
+        Some(handshake_refusal(503, "maximum connections exceeded"))
+    } else {
+        None
+    };
+    if let Some(response) = refuse {
+        let _ = tokio::time::timeout_at(deadline, io.write_all(&response)).await;
+        fe.uncount();
+        return;
+    }
+    match tokio::time::timeout_at(deadline, io.write_all(&accepted.response)).await {
+        Ok(Ok(())) => {}
+        _ => {
+            fe.uncount();
+            return;
+        }
+    }
+    let early = buf.split_off(used);
+    let peer = accepted
+        .forwarded_for
+        .map_or(peer, |ip| SocketAddr::new(ip, peer.port()));
+    let ws = Ws::new(io, early, fe.opts.max_message, accepted.compress);
+    match (accepted.kind, &fe.mqtt) {
+        (Kind::Mqtt, Some(mqtt)) => mqtt.start(ws, peer).await,
+        _ => fe.nats.start(ws, peer).await,
+    }
+}
+
+fn handshake_refusal(status: u16, reason: &str) -> Vec<u8> {
+    handshake::Rejected {
+        status,
+        reason: reason.to_string(),
+    }
+    .response()
+}
