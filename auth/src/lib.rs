@@ -45,6 +45,38 @@ pub trait Authenticator: Send + Sync {
     fn auth_required(&self) -> bool;
     /// Checks the credentials and names the connection's identity.
     fn authenticate(&self, creds: &Credentials) -> Result<Identity, AuthError>;
+    /// Starts a challenge/response exchange by `method` (MQTT 5 enhanced authentication: SCRAM,
+    /// Kerberos, a token refresh...), for a client that connected with `creds`. `None`: the
+    /// method is not supported (MQTT 5 answers "bad authentication method").
+    fn exchange(&self, method: &str, creds: &Credentials) -> Option<Box<dyn Exchange>> {
+        let _ = (method, creds);
+        None
+    }
+}
+
+/// One step of an enhanced authentication exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthStep {
+    /// Send this data to the client (MQTT: AUTH "continue authentication") and wait for its
+    /// answer.
+    Continue(Vec<u8>),
+    /// The client proved who it is; `data` (when some) goes back with the success.
+    Done {
+        /// Who the connection is.
+        identity: Identity,
+        /// Final data for the client (MQTT: in CONNACK, or in AUTH "success" after a
+        /// re-authentication).
+        data: Option<Vec<u8>>,
+    },
+    /// The client failed the exchange.
+    Refused,
+}
+
+/// An enhanced authentication exchange in progress, one per connection.
+pub trait Exchange: Send {
+    /// Takes the client's next data (the first call gets the data sent with the method, if any)
+    /// and says what happens next.
+    fn step(&mut self, data: Option<&[u8]>) -> AuthStep;
 }
 
 /// No authentication: everyone is admitted to the given account.

@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use junction_auth::{Authenticator, Credentials};
+use junction_auth::{AuthStep, Authenticator, Credentials, Exchange, Identity};
 use junction_core::{
     subject, Account, Bus, ConnId, ConnSnapshot, ConnView, Delivery, DeliveryFacts, FlushBatch,
     MatchCache, Message, Sink, Stats, Subscription,
@@ -31,10 +31,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::packet::{
-    ConnAck, Connect, Disconnect, Packet, Protocol as Version, PubResp, Publish, QoS,
+    Auth, ConnAck, Connect, Disconnect, Packet, Protocol as Version, PubResp, Publish, QoS,
     RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, Utf8Bytes, Will,
 };
-use super::properties::{ConnAckProperties, PublishProperties, UserProperty};
+use super::properties::{AuthProperties, ConnAckProperties, PublishProperties, UserProperty};
 use super::{encode, encoded_len, reason, topic, DecodeError, Decoder};
 use crate::conn_stats::{BatchIn, ConnStats};
 use crate::driver::{Conn, Protocol};
@@ -816,6 +816,17 @@ pub(crate) struct MqttConn {
     aliases: HashMap<u16, Utf8Bytes>,
     /// What the current read batch received.
     received: BatchIn,
+    /// The enhanced authentication method the connection authenticated with (5.0).
+    auth_method: Option<Utf8Bytes>,
+    /// An enhanced authentication exchange waiting for the client's next AUTH.
+    pending_auth: Option<Box<PendingAuth>>,
+}
+
+/// An enhanced authentication exchange in progress.
+struct PendingAuth {
+    exchange: Box<dyn Exchange>,
+    /// The CONNECT that started it; `None` for a re-authentication of a connected client.
+    connect: Option<Connect>,
 }
 
 impl MqttConn {
@@ -842,7 +853,8 @@ impl MqttConn {
         tracing::trace!(cid = %self.link.id, packet = ?packet, "<<-");
         if self.session.is_none() {
             return match packet {
-                Packet::Connect(c) => self.connect(*c),
+                Packet::Connect(c) if self.pending_auth.is_none() => self.connect(*c),
+                Packet::Auth(a) if self.pending_auth.is_some() => self.auth(a),
                 _ => Err(CloseReason::ProtocolViolation),
             };
         }
@@ -907,8 +919,8 @@ impl MqttConn {
                 }
                 Err(CloseReason::ClientClosed)
             }
-            // CONNECT with an authentication method is refused, so any AUTH here comes from
-            // a client that named none: a protocol error [MQTT-4.12.0-6].
+            // AUTH from a client that named no method is a protocol error [MQTT-4.12.0-6].
+            Packet::Auth(a) if self.auth_method.is_some() => self.auth(a),
             Packet::Auth(_) => self.refuse(reason::PROTOCOL_ERROR, CloseReason::ProtocolViolation),
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
                 self.refuse(reason::PROTOCOL_ERROR, CloseReason::ProtocolViolation)
@@ -919,7 +931,6 @@ impl MqttConn {
     fn connect(&mut self, c: Connect) -> Result<(), CloseReason> {
         let fe = self.fe().clone();
         self.version = self.decoder.protocol().unwrap_or(Version::V311);
-        let v5 = self.version == Version::V5;
         let connack = |code: u8| {
             Packet::ConnAck(Box::new(ConnAck {
                 session_present: false,
@@ -927,10 +938,6 @@ impl MqttConn {
                 properties: ConnAckProperties::default(),
             }))
         };
-        if c.properties.authentication_method.is_some() {
-            self.send(connack(reason::BAD_AUTHENTICATION_METHOD));
-            return Err(CloseReason::AuthenticationViolation);
-        }
         let creds = Credentials {
             user: c.username.as_ref().map(|u| u.as_str().to_string()),
             pass: c
@@ -939,6 +946,16 @@ impl MqttConn {
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
             ..Credentials::default()
         };
+        if let Some(method) = c.properties.authentication_method.clone() {
+            // Enhanced authentication (5.0 only: the decoder refuses the property in 3.1.1).
+            let Some(mut exchange) = fe.auth.exchange(method.as_str(), &creds) else {
+                self.send(connack(reason::BAD_AUTHENTICATION_METHOD));
+                return Err(CloseReason::AuthenticationViolation);
+            };
+            let step = exchange.step(c.properties.authentication_data.as_deref());
+            self.auth_method = Some(method);
+            return self.auth_step(step, exchange, Some(c));
+        }
         let identity = match fe.auth.authenticate(&creds) {
             Ok(id) => id,
             Err(_) => {
@@ -946,6 +963,114 @@ impl MqttConn {
                 self.send(connack(reason::NOT_AUTHORIZED));
                 return Err(CloseReason::AuthenticationViolation);
             }
+        };
+        self.admit(c, identity, None)
+    }
+
+    /// An AUTH packet: the next step of an exchange, or the start of a re-authentication.
+    fn auth(&mut self, a: Auth) -> Result<(), CloseReason> {
+        let connected = self.session.is_some();
+        if a.properties.authentication_method != self.auth_method {
+            // [MQTT-4.12.0-5] and [MQTT-4.12.1-1]: the method cannot change.
+            return self.refuse(reason::PROTOCOL_ERROR, CloseReason::ProtocolViolation);
+        }
+        let data = a.properties.authentication_data.as_deref();
+        match a.reason {
+            reason::CONTINUE_AUTHENTICATION => {
+                let Some(pending) = self.pending_auth.take() else {
+                    return self.refuse(reason::PROTOCOL_ERROR, CloseReason::ProtocolViolation);
+                };
+                let PendingAuth {
+                    mut exchange,
+                    connect,
+                } = *pending;
+                let step = exchange.step(data);
+                self.auth_step(step, exchange, connect)
+            }
+            reason::RE_AUTHENTICATE if connected && self.pending_auth.is_none() => {
+                let method = self.auth_method.clone().expect("checked above");
+                let creds = Credentials::default();
+                let Some(mut exchange) = self.fe().auth.exchange(method.as_str(), &creds) else {
+                    return self.refuse(
+                        reason::BAD_AUTHENTICATION_METHOD,
+                        CloseReason::AuthenticationViolation,
+                    );
+                };
+                let step = exchange.step(data);
+                self.auth_step(step, exchange, None)
+            }
+            _ => self.refuse(reason::PROTOCOL_ERROR, CloseReason::ProtocolViolation),
+        }
+    }
+
+    /// Acts on one step of an exchange: challenge the client again, admit it, or refuse it.
+    fn auth_step(
+        &mut self,
+        step: AuthStep,
+        exchange: Box<dyn Exchange>,
+        connect: Option<Connect>,
+    ) -> Result<(), CloseReason> {
+        let method = self.auth_method.clone();
+        match (step, connect) {
+            (AuthStep::Continue(data), connect) => {
+                self.send(Packet::Auth(Auth {
+                    reason: reason::CONTINUE_AUTHENTICATION,
+                    properties: AuthProperties {
+                        authentication_method: method,
+                        authentication_data: Some(Bytes::from(data)),
+                        ..AuthProperties::default()
+                    },
+                }));
+                self.pending_auth = Some(Box::new(PendingAuth { exchange, connect }));
+                Ok(())
+            }
+            (AuthStep::Done { identity, data }, Some(c)) => self.admit(c, identity, data),
+            (AuthStep::Done { identity, data }, None) => {
+                // A re-authentication cannot move the connection to another account.
+                if identity.account != self.account.name() {
+                    return self
+                        .refuse(reason::NOT_AUTHORIZED, CloseReason::AuthenticationViolation);
+                }
+                self.send(Packet::Auth(Auth {
+                    reason: reason::SUCCESS,
+                    properties: AuthProperties {
+                        authentication_method: method,
+                        authentication_data: data.map(Bytes::from),
+                        ..AuthProperties::default()
+                    },
+                }));
+                Ok(())
+            }
+            (AuthStep::Refused, Some(_)) => {
+                self.send(Packet::ConnAck(Box::new(ConnAck {
+                    session_present: false,
+                    code: reason::NOT_AUTHORIZED,
+                    properties: ConnAckProperties::default(),
+                })));
+                Err(CloseReason::AuthenticationViolation)
+            }
+            (AuthStep::Refused, None) => {
+                self.refuse(reason::NOT_AUTHORIZED, CloseReason::AuthenticationViolation)
+            }
+        }
+    }
+
+    /// Admits an authenticated client: takes over or starts its session and sends CONNACK
+    /// (with the final enhanced authentication data, when there was an exchange).
+    fn admit(
+        &mut self,
+        c: Connect,
+        identity: Identity,
+        auth_data: Option<Vec<u8>>,
+    ) -> Result<(), CloseReason> {
+        let fe = self.fe().clone();
+        let v5 = self.version == Version::V5;
+        let connack = |code: u8| {
+            Packet::ConnAck(Box::new(ConnAck {
+                session_present: false,
+                code,
+                properties: ConnAckProperties::default(),
+            }))
         };
         let mut assigned = None;
         let client_id = if c.client_id.is_empty() {
@@ -1027,6 +1152,8 @@ impl MqttConn {
             props.subscription_identifiers_available = Some(true);
             props.wildcard_subscription_available = Some(true);
             props.maximum_packet_size = u32::try_from(fe.opts.max_packet_size).ok();
+            props.authentication_method = self.auth_method.clone();
+            props.authentication_data = auth_data.map(Bytes::from);
         }
         self.send(Packet::ConnAck(Box::new(ConnAck {
             session_present: present,
@@ -1557,6 +1684,8 @@ pub(crate) fn start<T: Transport>(io: T, peer: SocketAddr, fe: Arc<Frontend>) ->
         will: None,
         aliases: HashMap::new(),
         received: BatchIn::default(),
+        auth_method: None,
+        pending_auth: None,
     };
     Conn::new(io, conn)
 }
