@@ -39,6 +39,7 @@ EXPECT_EXIT = int(os.environ.get("JUNCTION_EXPECT_EXIT", "0"))
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _CLIENT_RE = re.compile(r"Listening for client connections on ([0-9.]+):(\d+)")
 _HTTP_RE = re.compile(r"Starting http monitor on (?:https?://)?([0-9.]+):(\d+)")
+_WS_RE = re.compile(r"Listening for websocket clients on (wss?)://([0-9.]+):(\d+)")
 _READY_RE = re.compile(r"Server is ready")
 
 
@@ -50,13 +51,19 @@ _READY_RE = re.compile(r"Server is ready")
 class Server:
     """One running broker process, its ports and its log."""
 
-    def __init__(self, config: str | None = None, workdir: Path | None = None, args=()):
+    def __init__(self, config: str | None = None, workdir: Path | None = None, args=(), ws_flag: bool = True):
         self.config = config
         self.workdir = workdir
         self.args = list(args)
+        # --ws-port -1 unless the test sets the WebSocket port itself (config file or its own flag).
+        self.ws_flag = ws_flag
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
         self.http_port: int | None = None
+        # From "Listening for websocket clients on ws://HOST:PORT" (wss:// with TLS); None when off.
+        self.ws_port: int | None = None
+        self.ws_host: str | None = None
+        self.ws_scheme: str | None = None
         self.log: list[str] = []
         self._log_lock = threading.Lock()
         self._ready = threading.Event()
@@ -69,6 +76,8 @@ class Server:
         if not os.path.exists(BIN):
             pytest.fail(f"server binary not found at {BIN}: run `cargo build` first")
         cmd = [BIN, "-a", "127.0.0.1", "-p", "-1", "-m", "-1", "--mqtt-port", "-1"]
+        if self.ws_flag:
+            cmd += ["--ws-port", "-1"]
         if self.config is not None:
             assert self.workdir is not None
             path = self.workdir / f"server-{id(self)}.conf"
@@ -105,6 +114,9 @@ class Server:
             m = _HTTP_RE.search(line)
             if m:
                 self.http_port = int(m.group(2))
+            m = _WS_RE.search(line)
+            if m:
+                self.ws_scheme, self.ws_host, self.ws_port = m.group(1), m.group(2), int(m.group(3))
             if _READY_RE.search(line):
                 self._ready.set()
         # EOF: the process ended or closed its output; unblock any waiter.
@@ -143,6 +155,13 @@ class Server:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
+    @property
+    def ws_url(self) -> str:
+        """ws://127.0.0.1:PORT (or wss://) of the WebSocket listener; fails if none was logged."""
+        if self.ws_port is None:
+            pytest.fail(f"the server logged no 'Listening for websocket clients on ...' line; log:\n{self.log_text()}")
+        return f"{self.ws_scheme}://127.0.0.1:{self.ws_port}"
+
     def http_get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
         url = f"http://127.0.0.1:{self.http_port}{path}"
         with urllib.request.urlopen(url, timeout=timeout) as resp:
@@ -163,8 +182,8 @@ def server_factory(tmp_path):
     """
     started: list[Server] = []
 
-    def start(config: str | None = None, args=()) -> Server:
-        srv = Server(config=config, workdir=tmp_path, args=args)
+    def start(config: str | None = None, args=(), ws_flag: bool = True) -> Server:
+        srv = Server(config=config, workdir=tmp_path, args=args, ws_flag=ws_flag)
         started.append(srv)
         return srv.start()
 

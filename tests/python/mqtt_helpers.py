@@ -798,16 +798,25 @@ class Mqtt:
 
     def __init__(self, broker: Broker, client_id: str = "", version: int = V5, clean: bool = True,
                  keepalive: int = 60, session_expiry: int | None = None, will: Will | None = None,
-                 will_props: dict | None = None, connect_props: dict | None = None):
+                 will_props: dict | None = None, connect_props: dict | None = None,
+                 transport: str = "tcp", ws_path: str = "/mqtt", ws_headers: dict | None = None,
+                 tls_ca: str | None = None):
+        """``transport="websockets"`` connects to ``broker.port`` over WebSocket at ``ws_path``
+        (paho offers the subprotocol ``mqtt``); ``tls_ca`` turns on TLS trusting that CA file."""
         self.broker = broker
         self.version = version
         self.clean = clean
         self.keepalive = keepalive
         kwargs = dict(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
-                      protocol=paho.MQTTv5 if version == V5 else paho.MQTTv311, reconnect_on_failure=False)
+                      protocol=paho.MQTTv5 if version == V5 else paho.MQTTv311, reconnect_on_failure=False,
+                      transport=transport)
         if version != V5:
             kwargs["clean_session"] = clean
         self.client = paho.Client(**kwargs)
+        if transport == "websockets":
+            self.client.ws_set_options(path=ws_path, headers=ws_headers)
+        if tls_ca is not None:
+            self.client.tls_set(ca_certs=tls_ca)
         self.client.max_queued_messages_set(0)
         self.messages: queue.Queue[Msg] = queue.Queue()
         self.connected = threading.Event()
