@@ -117,9 +117,6 @@ async fn run(settings: Settings) -> Result<()> {
         .clone()
         .unwrap_or_else(|| server_id.clone());
     tracing::info!(version = env!("CARGO_PKG_VERSION"), server_id = %server_id, server_name = %server_name, "starting junction");
-    if settings.data_dir.is_some() {
-        tracing::warn!("the data directory (--data-dir) is accepted but not used by this release");
-    }
 
     let bus = Arc::new(Bus::new());
     let shutdown = CancellationToken::new();
@@ -199,6 +196,29 @@ async fn run(settings: Settings) -> Result<()> {
             },
         ))
     });
+    // Durable MQTT state: restored before any client connects.
+    let mut store = None;
+    if let (Some(fe), false) = (&mqtt_fe, settings.in_memory) {
+        let dir = &settings.data_dir;
+        let engine = junction_store::open(dir)?;
+        let started = std::time::Instant::now();
+        let restored = fe
+            .restore(&engine)
+            .with_context(|| format!("restoring from {}", engine.path().display()))?;
+        tracing::info!(
+            sessions = restored.sessions,
+            messages = restored.messages,
+            retained = restored.retained,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Using the durable store {}",
+            engine.path().display()
+        );
+        let s = junction_core::store::Store::start(Box::new(engine));
+        fe.use_store(s.clone());
+        store = Some(s);
+    } else if mqtt_fe.is_some() {
+        tracing::info!("MQTT state is kept in memory only (--in-memory)");
+    }
     let mut tasks = Vec::new();
     if let (Some(port), Some(fe)) = (settings.mqtt_port, &mqtt_fe) {
         let mqtt_listener = TcpListener::bind((settings.host.as_str(), port))
@@ -283,6 +303,10 @@ async fn run(settings: Settings) -> Result<()> {
         .is_err()
     {
         tracing::warn!("some connections did not drain in time");
+    }
+    if let Some(store) = store {
+        // Everything submitted is durable before the process ends.
+        store.close();
     }
     tracing::info!("Server Exiting..");
     Ok(())

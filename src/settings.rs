@@ -46,9 +46,13 @@ pub struct Cli {
     /// port) [default: 8080].
     #[arg(long = "ws-port", value_name = "N", allow_negative_numbers = true)]
     pub ws_port: Option<i32>,
-    /// Directory for durable state. Accepted now; the store arrives with a later release.
+    /// Directory of the durable store: persistent MQTT sessions, their queued messages and
+    /// retained messages survive a crash or restart [default: ./junction-data].
     #[arg(long = "data-dir", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Keep MQTT state in memory only: nothing survives a restart.
+    #[arg(long = "in-memory")]
+    pub in_memory: bool,
     /// Configuration file (nats-server format).
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -105,8 +109,10 @@ pub struct Settings {
     pub ws_tls: Option<junction_protocols::tls::Files>,
     /// Everything else of the `websocket { ... }` block.
     pub ws: junction_protocols::ws::Options,
-    /// Accepted for a later release; a warning says it is not served yet.
-    pub data_dir: Option<PathBuf>,
+    /// Directory of the durable store.
+    pub data_dir: PathBuf,
+    /// No durable store.
+    pub in_memory: bool,
 }
 
 impl Default for Settings {
@@ -135,7 +141,8 @@ impl Default for Settings {
             ws_host: None,
             ws_tls: None,
             ws: junction_protocols::ws::Options::default(),
-            data_dir: None,
+            data_dir: PathBuf::from("junction-data"),
+            in_memory: false,
         }
     }
 }
@@ -159,7 +166,6 @@ const LATER_KEYS: &[&str] = &[
     "log_file",
     "pid_file",
     "store_dir",
-    "data_dir",
     "https_port",
     "lame_duck_duration",
 ];
@@ -286,6 +292,12 @@ impl Settings {
                 "write_deadline" => self.write_deadline = duration_of(item, key)?,
                 "mqtt" => self.apply_mqtt(item, &mut warnings)?,
                 "websocket" | "ws" => self.apply_websocket(item, &mut warnings)?,
+                "data_dir" => {
+                    self.data_dir =
+                        PathBuf::from(item.as_str().ok_or_else(|| {
+                            anyhow!("{}: 'data_dir' must be a directory", at(item))
+                        })?)
+                }
                 "debug" => self.debug = bool_of(item, key)?,
                 "trace" => self.trace = bool_of(item, key)?,
                 _ if item.used_as_variable => {}
@@ -423,9 +435,10 @@ impl Settings {
         if let Some(p) = cli.ws_port {
             self.ws_port = http_port(p);
         }
-        if cli.data_dir.is_some() {
-            self.data_dir = cli.data_dir.clone();
+        if let Some(d) = &cli.data_dir {
+            self.data_dir = d.clone();
         }
+        self.in_memory |= cli.in_memory;
     }
 
     /// Defaults, then the file, then the flags. Returns the settings and the warnings to log.

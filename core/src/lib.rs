@@ -8,12 +8,14 @@
 //! - [`account`]: accounts as separate subject spaces, and the [`Bus`] that holds them.
 //! - [`stats`]: server-wide counters.
 //! - [`conns`]: the registry of open and recently closed connections, for monitoring.
+//! - [`store`]: durable state behind a small engine interface, with a group-commit writer.
 
 pub mod account;
 pub mod conns;
 pub mod delivery;
 pub mod message;
 pub mod stats;
+pub mod store;
 pub mod subject;
 pub mod sublist;
 

@@ -38,6 +38,7 @@ impl Server {
                 "-1",
                 "--ws-port",
                 "-1",
+                "--in-memory",
             ])
             .args(extra)
             .env("NO_COLOR", "1")

@@ -84,6 +84,7 @@ class Server:
             path.write_text(self.config)
             cmd += ["-c", str(path)]
         cmd += self.args
+        cmd += _data_dir_args(self)
         env = dict(os.environ, NO_COLOR="1")
         self.proc = subprocess.Popen(
             cmd,
@@ -171,6 +172,21 @@ class Server:
         status, body = self.http_get("/varz")
         assert status == 200, f"/varz answered {status}"
         return json.loads(body)
+
+
+def _data_dir_args(srv: "Server") -> list:
+    """Durable MQTT state (issue 6): a fresh ``--data-dir`` per test server, so that servers
+    never share (or lock each other out of) ``./junction-data`` and no retained message or
+    session leaks from one test into another. Not when the test chooses (``--data-dir``,
+    ``--in-memory`` or ``data_dir`` in its config), nor for nats-server."""
+    if "nats-server" in os.path.basename(BIN):
+        return []
+    if any(a in ("--data-dir", "--in-memory") for a in srv.args) or (srv.config and "data_dir" in srv.config):
+        return []
+    import tempfile
+
+    base = srv.workdir if srv.workdir is not None else Path(tempfile.mkdtemp(prefix="junction-test-"))
+    return ["--data-dir", str(base / f"data-{id(srv)}")]
 
 
 @pytest.fixture

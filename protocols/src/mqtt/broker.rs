@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use junction_auth::{AuthStep, Authenticator, Credentials, Exchange, Identity};
+use junction_core::store::{Engine, Op, Store, StoreError, Table};
 use junction_core::{
     subject, Account, Bus, ConnId, ConnSnapshot, ConnView, Delivery, DeliveryFacts, FlushBatch,
     MatchCache, Message, Sink, Stats, Subscription,
@@ -30,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::durable::{self, MessageRecord, SessionRecord, SubRecord};
 use super::packet::{
     Auth, ConnAck, Connect, Disconnect, Packet, Protocol as Version, PubResp, Publish, QoS,
     RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, Utf8Bytes, Will,
@@ -123,6 +125,11 @@ pub struct Frontend {
     sessions: Mutex<HashMap<SessionKey, Arc<Session>>>,
     retained: Mutex<HashMap<(String, Bytes), Retained>>,
     started: Instant,
+    /// Where persistent sessions, their messages and retained messages are kept durably
+    /// (`None`: in memory only).
+    store: std::sync::OnceLock<Arc<Store>>,
+    /// Records of no session found by `restore`, removed once the store runs.
+    orphans: Mutex<Vec<(Table, Vec<u8>)>>,
 }
 
 impl Frontend {
@@ -135,7 +142,14 @@ impl Frontend {
             sessions: Mutex::new(HashMap::new()),
             retained: Mutex::new(HashMap::new()),
             started: Instant::now(),
+            store: std::sync::OnceLock::new(),
+            orphans: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The durable store, when there is one.
+    fn store(&self) -> Option<&Arc<Store>> {
+        self.store.get()
     }
 
     fn now_ms(&self) -> u64 {
@@ -145,6 +159,21 @@ impl Frontend {
     fn retain(&self, account: &str, msg: &Message, qos: u8) {
         let key = (account.to_string(), msg.subject.clone());
         let mut retained = self.retained.lock().expect("retained lock");
+        if let Some(store) = self.store() {
+            let key = durable::retained_key(account, &msg.subject);
+            store.submit(if msg.payload.is_empty() {
+                Op::Delete {
+                    table: Table::Retained,
+                    key,
+                }
+            } else {
+                Op::Put {
+                    table: Table::Retained,
+                    key,
+                    value: durable::encode_retained(msg, qos),
+                }
+            });
+        }
         if msg.payload.is_empty() {
             retained.remove(&key);
         } else {
@@ -190,6 +219,8 @@ pub(crate) struct Link {
     last_read_ms: AtomicU64,
     /// Keep alive in ms (0: none).
     keep_alive_ms: AtomicU64,
+    /// Acknowledgements waiting for a store commit: later ones queue behind them, in order.
+    acks_waiting: AtomicU64,
 }
 
 #[derive(Default)]
@@ -286,11 +317,49 @@ struct Outgoing {
     publish: Publish,
     /// QoS 2: PUBREC came, PUBREL sent, waiting for PUBCOMP.
     released: bool,
+    /// Its sequence in the durable store (0: not stored).
+    seq: u64,
+    /// When it was queued (kept with it in the store, for message expiry).
+    queued_ms: u64,
+}
+
+/// A QoS 1/2 message waiting for the window or for the client.
+struct Queued {
+    publish: Publish,
+    queued_at: Instant,
+    /// Unix ms of `queued_at`, as stored.
+    queued_ms: u64,
+    /// Its sequence in the durable store (0: not stored).
+    seq: u64,
+    /// It may be sent once the store committed the session's operation number `gate` (0: at
+    /// once).
+    gate: u64,
+}
+
+/// What installing a subscription made.
+struct InstallResult {
+    sink: Arc<SubSink>,
+    dyn_sink: Arc<dyn Sink>,
+    /// The core subjects it listens on (retained messages are matched against them).
+    subjects: Vec<Bytes>,
+    /// One existed on the same filter before.
+    existed: bool,
+    /// A shared subscription (no retained messages).
+    shared: bool,
+}
+
+/// The options of one subscription, kept to store and restore it.
+#[derive(Clone)]
+struct Installed {
+    record: SubRecord,
+    core: Vec<Arc<Subscription>>,
 }
 
 /// An MQTT session: it outlives its connections when the client asked for that.
 pub(crate) struct Session {
     client_id: Arc<str>,
+    /// The session's key in the durable store.
+    key: Vec<u8>,
     /// Stable across reconnects: the origin of the session's publications (no local).
     conn_id: ConnId,
     account: Arc<Account>,
@@ -306,9 +375,20 @@ struct SessionState {
     inflight: BTreeMap<u16, Outgoing>,
     /// QoS 1/2 messages waiting for the window (or for the client to come back), with the
     /// time they were queued (for message expiry).
-    queue: VecDeque<(Publish, Instant)>,
-    /// A will waiting for its delay to pass (5.0 will delay interval).
-    pending_will: Option<u64>,
+    queue: VecDeque<Queued>,
+    /// A will waiting for its delay to pass (5.0 will delay interval), and when it is due.
+    pending_will: Option<(Box<Will>, Instant)>,
+    /// The connection's will, kept in the store so a crash of the server triggers it.
+    will: Option<Box<Will>>,
+    /// The next sequence number of a stored message.
+    next_seq: u64,
+    /// Store operations the session's sending waits on: the last submitted, the last
+    /// committed, and whether a commit callback is on its way.
+    gate_submitted: u64,
+    gate_committed: u64,
+    gate_waiting: bool,
+    /// The session is in the store (so ending it must remove it there).
+    stored: bool,
     /// How many messages the client takes in flight.
     receive_maximum: u16,
     /// Largest packet the client accepts.
@@ -320,7 +400,7 @@ struct SessionState {
     /// The last subject delivered and its topic.
     last_topic: Option<(Bytes, Utf8Bytes)>,
     /// Subscriptions by filter (a filter is one or two core subscriptions).
-    subs: HashMap<Bytes, Vec<Arc<Subscription>>>,
+    subs: HashMap<Bytes, Installed>,
     /// QoS 2 packet identifiers received (PUBREC sent) and not yet released.
     inbound_qos2: std::collections::HashSet<u16>,
     /// Seconds the session lives after its link closes (`u32::MAX`: forever).
@@ -339,6 +419,7 @@ struct SessionState {
 impl Session {
     fn new(client_id: Arc<str>, account: Arc<Account>, fe: Arc<Frontend>) -> Self {
         Self {
+            key: durable::session_key(account.name(), &client_id),
             client_id,
             conn_id: fe.bus.next_conn_id(),
             account,
@@ -350,6 +431,12 @@ impl Session {
                 inflight: BTreeMap::new(),
                 queue: VecDeque::new(),
                 pending_will: None,
+                will: None,
+                next_seq: 1,
+                gate_submitted: 0,
+                gate_committed: 0,
+                gate_waiting: false,
+                stored: false,
                 receive_maximum: RECEIVE_MAXIMUM,
                 max_packet_size: None,
                 alias_max: 0,
@@ -374,7 +461,7 @@ impl Session {
             state
                 .subs
                 .drain()
-                .flat_map(|(_, s)| s)
+                .flat_map(|(_, s)| s.core)
                 .chain(bridge)
                 .collect()
         };
@@ -383,30 +470,71 @@ impl Session {
         }
     }
 
-    /// Sends what the window allows from the queue.
-    fn fill_window(&self, state: &mut SessionState) {
+    /// Sends what the window allows from the queue. A stored message waits for the commit
+    /// that holds it; a stored QoS 2 message also for the commit of its packet id, so that a
+    /// restart redelivers it with the id the client knows.
+    fn fill_window(self: &Arc<Self>, state: &mut SessionState) {
         let Some(link) = state.link.clone() else {
             return;
         };
+        let store = self.durable(state).cloned();
         while state.inflight.len() < usize::from(state.receive_maximum) {
-            let Some((mut publish, queued_at)) = state.queue.pop_front() else {
+            let Some(front) = state.queue.front_mut() else {
                 break;
             };
-            if let Some(expiry) = publish.properties.message_expiry_interval {
+            if front.gate > state.gate_committed {
+                self.wait_for_commit(state);
+                break;
+            }
+            if let Some(expiry) = front.publish.properties.message_expiry_interval {
                 // MQTT 5: an expired message is not delivered; a live one carries what is left.
-                let waited = u32::try_from(queued_at.elapsed().as_secs()).unwrap_or(u32::MAX);
+                let waited = u32::try_from(front.queued_at.elapsed().as_secs()).unwrap_or(u32::MAX);
                 if waited >= expiry {
+                    let q = state.queue.pop_front().expect("front exists");
+                    self.forget(q.seq);
                     continue;
                 }
-                publish.properties.message_expiry_interval = Some(expiry - waited);
             }
-            publish.packet_id = next_packet_id(state);
+            if front.publish.packet_id == 0 {
+                let pid = next_packet_id(state);
+                let front = state.queue.front_mut().expect("front exists");
+                front.publish.packet_id = pid;
+                if let (Some(store), QoS::ExactlyOnce, true) =
+                    (&store, front.publish.qos, front.seq != 0)
+                {
+                    store.submit(Op::Put {
+                        table: Table::Messages,
+                        key: durable::message_key(&self.key, front.seq),
+                        value: record_of(&front.publish, front.seq, front.queued_ms, false),
+                    });
+                    state.gate_submitted += 1;
+                    front.gate = state.gate_submitted;
+                    self.wait_for_commit(state);
+                    break;
+                }
+            }
+            let q = state.queue.pop_front().expect("front exists");
+            let mut publish = q.publish;
+            if let Some(expiry) = publish.properties.message_expiry_interval {
+                let waited = u32::try_from(q.queued_at.elapsed().as_secs()).unwrap_or(u32::MAX);
+                publish.properties.message_expiry_interval = Some(expiry - waited.min(expiry));
+            }
+            if let (Some(store), QoS::AtLeastOnce, true) = (&store, publish.qos, q.seq != 0) {
+                // The id it went with, so a restart redelivers it with DUP.
+                store.submit(Op::Put {
+                    table: Table::Messages,
+                    key: durable::message_key(&self.key, q.seq),
+                    value: record_of(&publish, q.seq, q.queued_ms, false),
+                });
+            }
             push_publish(&link, state, &publish);
             state.inflight.insert(
                 publish.packet_id,
                 Outgoing {
                     publish,
                     released: false,
+                    seq: q.seq,
+                    queued_ms: q.queued_ms,
                 },
             );
         }
@@ -416,6 +544,163 @@ impl Session {
             }
         }
     }
+
+    /// Installs one subscription (replacing one on the same filter). `None`: the filter cannot
+    /// be mapped to subjects.
+    fn install(self: &Arc<Self>, record: SubRecord) -> Option<InstallResult> {
+        let text = Bytes::from(record.filter.clone().into_bytes());
+        let (queue, inner) = match topic::shared_subscription(&text) {
+            Some((g, inner)) => (Some(Bytes::copy_from_slice(g)), text.slice_ref(inner)),
+            None => (None, text.clone()),
+        };
+        let subjects = topic::filter_to_subjects(&inner).ok()?;
+        let concrete = Arc::new(SubSink {
+            session: self.clone(),
+            qos: QoS::from_bits(record.qos).unwrap_or_default(),
+            retain_as_published: record.retain_as_published,
+            subscription_id: record.subscription_id,
+        });
+        let sink: Arc<dyn Sink> = concrete.clone();
+        let mut core = Vec::new();
+        let all: Vec<Bytes> = std::iter::once(subjects.subject.clone())
+            .chain(subjects.parent.clone())
+            .collect();
+        for subj in &all {
+            let sub = Arc::new(Subscription::new(
+                self.conn_id,
+                subj.clone(),
+                queue.clone(),
+                Bytes::new(),
+                record.no_local,
+                sink.clone(),
+            ));
+            if self.account.subscribe(sub.clone()).is_ok() {
+                core.push(sub);
+            }
+        }
+        let replaced = self
+            .state
+            .lock()
+            .expect("session lock")
+            .subs
+            .insert(text, Installed { record, core });
+        let existed = replaced.is_some();
+        for old in replaced.map(|i| i.core).unwrap_or_default() {
+            self.account.unsubscribe(&old);
+        }
+        Some(InstallResult {
+            sink: concrete,
+            dyn_sink: sink,
+            subjects: all,
+            existed,
+            shared: queue.is_some(),
+        })
+    }
+
+    /// The store, when this session is kept in it (a persistent session).
+    fn durable<'a>(&'a self, state: &SessionState) -> Option<&'a Arc<Store>> {
+        self.fe.store().filter(|_| state.expiry_secs > 0)
+    }
+
+    /// Asks the store to call back once what the session submitted so far is durable.
+    fn wait_for_commit(self: &Arc<Self>, state: &mut SessionState) {
+        if state.gate_waiting || state.gate_committed >= state.gate_submitted {
+            return;
+        }
+        let Some(store) = self.fe.store() else {
+            state.gate_committed = state.gate_submitted;
+            return;
+        };
+        state.gate_waiting = true;
+        let upto = state.gate_submitted;
+        let me = self.clone();
+        store.then(Box::new(move || {
+            let mut state = me.state.lock().expect("session lock");
+            state.gate_waiting = false;
+            state.gate_committed = state.gate_committed.max(upto);
+            me.fill_window(&mut state);
+            me.wait_for_commit(&mut state);
+            // Called on the store's thread: the connection must be told to write.
+            if let Some(link) = &state.link {
+                link.out.wake();
+            }
+        }));
+    }
+
+    /// Removes a stored message (acknowledged, expired or dropped).
+    fn forget(&self, seq: u64) {
+        if let (Some(store), true) = (self.fe.store(), seq != 0) {
+            store.submit(Op::Delete {
+                table: Table::Messages,
+                key: durable::message_key(&self.key, seq),
+            });
+        }
+    }
+
+    /// The session as stored.
+    fn record(&self, state: &SessionState) -> SessionRecord {
+        let now_ms = durable::unix_ms();
+        let ms_until =
+            |t: Instant| now_ms + t.saturating_duration_since(Instant::now()).as_millis() as u64;
+        SessionRecord {
+            level: if state.version == Version::V5 { 5 } else { 4 },
+            expiry_secs: state.expiry_secs,
+            expires_at_ms: state.expires_at.map(ms_until),
+            subscriptions: state.subs.values().map(|i| i.record.clone()).collect(),
+            will: state
+                .pending_will
+                .as_ref()
+                .map(|(w, _)| w)
+                .or(state.will.as_ref())
+                .map(|w| durable::encode_will(w)),
+            will_due_ms: state.pending_will.as_ref().map(|(_, due)| ms_until(*due)),
+        }
+    }
+
+    /// Stores the session as it is now (a persistent one), or removes it with everything it
+    /// had (one that ended).
+    fn save(&self, state: &mut SessionState) {
+        let Some(store) = self.fe.store() else {
+            return;
+        };
+        if state.expiry_secs > 0 {
+            store.submit(Op::Put {
+                table: Table::Sessions,
+                key: self.key.clone(),
+                value: self.record(state).encode(),
+            });
+            state.stored = true;
+        } else if state.stored {
+            self.erase(store);
+            state.stored = false;
+        }
+    }
+
+    /// Removes the session and everything it had from the store.
+    fn erase(&self, store: &Store) {
+        store.submit(Op::Delete {
+            table: Table::Sessions,
+            key: self.key.clone(),
+        });
+        for table in [Table::Messages, Table::Inbound] {
+            store.submit(Op::DeletePrefix {
+                table,
+                prefix: self.key.clone(),
+            });
+        }
+    }
+}
+
+/// A stored message's bytes.
+fn record_of(publish: &Publish, _seq: u64, queued_ms: u64, released: bool) -> Vec<u8> {
+    MessageRecord {
+        qos: publish.qos,
+        packet_id: publish.packet_id,
+        released,
+        queued_at_ms: queued_ms,
+        publish: publish.clone(),
+    }
+    .encode()
 }
 
 fn next_packet_id(state: &mut SessionState) -> u16 {
@@ -606,8 +891,13 @@ impl SubSink {
                 Push::Closed => Delivery::Dropped,
             };
         }
+        let durable = self.session.durable(&state).cloned();
         match link {
-            Some(link) if state.inflight.len() < usize::from(state.receive_maximum) => {
+            Some(link)
+                if durable.is_none()
+                    && state.queue.is_empty()
+                    && state.inflight.len() < usize::from(state.receive_maximum) =>
+            {
                 let mut publish = publish;
                 publish.packet_id = next_packet_id(&mut state);
                 if let Push::Queued { was_empty, .. } = push_publish(&link, &mut state, &publish) {
@@ -622,15 +912,42 @@ impl SubSink {
                     Outgoing {
                         publish,
                         released: false,
+                        seq: 0,
+                        queued_ms: 0,
                     },
                 );
             }
             link => {
                 if state.queue.len() >= self.session.fe.opts.max_queued {
-                    state.queue.pop_front();
+                    if let Some(dropped) = state.queue.pop_front() {
+                        self.session.forget(dropped.seq);
+                    }
                     Stats::add(&self.session.fe.bus.stats().queue_dropped, 1);
                 }
-                state.queue.push_back((publish, Instant::now()));
+                let queued_ms = durable::unix_ms();
+                let (mut seq, mut gate) = (0, 0);
+                if let Some(store) = &durable {
+                    // Stored before it is sent: it goes out once the commit holds it.
+                    seq = state.next_seq;
+                    state.next_seq += 1;
+                    store.submit(Op::Put {
+                        table: Table::Messages,
+                        key: durable::message_key(&self.session.key, seq),
+                        value: record_of(&publish, seq, queued_ms, false),
+                    });
+                    state.gate_submitted += 1;
+                    gate = state.gate_submitted;
+                }
+                state.queue.push_back(Queued {
+                    publish,
+                    queued_at: Instant::now(),
+                    queued_ms,
+                    seq,
+                    gate,
+                });
+                if durable.is_some() && link.is_some() {
+                    self.session.wait_for_commit(&mut state);
+                }
                 let backlogged =
                     link.is_some() && !state.stuck && state.queue.len() > QUEUE_HIGH_WATERMARK;
                 if let (true, Some(batch)) = (backlogged, batch) {
@@ -876,17 +1193,27 @@ impl MqttConn {
                 Ok(())
             }
             Packet::PubRel(r) => {
+                let mut durable = false;
                 if let Some(s) = &self.session {
-                    s.state
-                        .lock()
-                        .expect("session lock")
-                        .inbound_qos2
-                        .remove(&r.packet_id);
+                    let mut state = s.state.lock().expect("session lock");
+                    if state.inbound_qos2.remove(&r.packet_id) {
+                        if let Some(store) = s.durable(&state) {
+                            // PUBCOMP frees the id for reuse: only once the store forgot it.
+                            store.submit(Op::Delete {
+                                table: Table::Inbound,
+                                key: durable::inbound_key(&s.key, r.packet_id),
+                            });
+                            durable = true;
+                        }
+                    }
                 }
-                self.send(Packet::PubComp(PubResp {
-                    packet_id: r.packet_id,
-                    ..PubResp::default()
-                }));
+                self.send_ordered(
+                    Packet::PubComp(PubResp {
+                        packet_id: r.packet_id,
+                        ..PubResp::default()
+                    }),
+                    durable,
+                );
                 Ok(())
             }
             Packet::Subscribe(s) => {
@@ -1114,6 +1441,9 @@ impl MqttConn {
                 other => {
                     if let Some(old) = other {
                         old.unsubscribe_all();
+                        if let Some(store) = fe.store() {
+                            old.erase(store);
+                        }
                     }
                     let s = Arc::new(Session::new(
                         client_id.clone(),
@@ -1167,6 +1497,10 @@ impl MqttConn {
             state.version = self.version;
             state.expiry_secs = expiry;
             state.expires_at = None;
+            state.will = self.will.clone();
+            if present || expiry > 0 {
+                session.save(&mut state);
+            }
             state.receive_maximum = c.properties.receive_maximum.unwrap_or(RECEIVE_MAXIMUM);
             state.max_packet_size = c.properties.maximum_packet_size;
             // Aliases live as long as one network connection.
@@ -1227,16 +1561,23 @@ impl MqttConn {
         };
         // Borrowed, not cloned: no reference-count traffic per inbound message.
         let session = self.session.as_ref().expect("connected");
+        let mut inbound_key = None;
         if p.qos == QoS::ExactlyOnce {
             let mut state = session.state.lock().expect("session lock");
             if !state.inbound_qos2.insert(p.packet_id) {
                 // A retry of a message we already have: acknowledge, do not deliver again.
                 drop(state);
-                self.send(Packet::PubRec(PubResp {
-                    packet_id: p.packet_id,
-                    ..PubResp::default()
-                }));
+                self.send_ordered(
+                    Packet::PubRec(PubResp {
+                        packet_id: p.packet_id,
+                        ..PubResp::default()
+                    }),
+                    false,
+                );
                 return Ok(());
+            }
+            if session.durable(&state).is_some() {
+                inbound_key = Some(durable::inbound_key(&session.key, p.packet_id));
             }
         }
         let mut reply = p
@@ -1271,22 +1612,49 @@ impl MqttConn {
         };
         self.received.msgs += 1;
         self.received.bytes += msg.payload.len() as u64;
+        // What this message makes durable (its copies queued for persistent sessions, the
+        // packet id that marks it received, the retained copy) commits together, and the
+        // acknowledgement waits for that commit.
+        let store = self.fe().store().cloned();
+        let submitted = store.as_ref().map(|s| s.submitted());
+        let group = store
+            .as_ref()
+            .filter(|_| p.qos != QoS::AtMostOnce)
+            .map(|s| s.group());
         if p.retain {
             self.fe().retain(self.account.name(), &msg, p.qos as u8);
         }
         let publishing = self.publishing.get_or_insert_with(Box::default);
         self.account
             .publish(&mut publishing.cache, &msg, &mut publishing.batch);
+        if let (Some(store), Some(key)) = (&store, inbound_key) {
+            store.submit(Op::Put {
+                table: Table::Inbound,
+                key,
+                value: Vec::new(),
+            });
+        }
+        drop(group);
+        let durable = match (&store, submitted) {
+            (Some(s), Some(before)) => s.submitted() != before,
+            _ => false,
+        };
         match p.qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.send(Packet::PubAck(PubResp {
-                packet_id: p.packet_id,
-                ..PubResp::default()
-            })),
-            QoS::ExactlyOnce => self.send(Packet::PubRec(PubResp {
-                packet_id: p.packet_id,
-                ..PubResp::default()
-            })),
+            QoS::AtLeastOnce => self.send_ordered(
+                Packet::PubAck(PubResp {
+                    packet_id: p.packet_id,
+                    ..PubResp::default()
+                }),
+                durable,
+            ),
+            QoS::ExactlyOnce => self.send_ordered(
+                Packet::PubRec(PubResp {
+                    packet_id: p.packet_id,
+                    ..PubResp::default()
+                }),
+                durable,
+            ),
         }
         Ok(())
     }
@@ -1324,8 +1692,16 @@ impl MqttConn {
         };
         let mut state = session.state.lock().expect("session lock");
         if rec {
+            let store = session.durable(&state).cloned();
             if let Some(o) = state.inflight.get_mut(&packet_id) {
                 o.released = true;
+                if let (Some(store), true) = (store, o.seq != 0) {
+                    store.submit(Op::Put {
+                        table: Table::Messages,
+                        key: durable::message_key(&session.key, o.seq),
+                        value: record_of(&o.publish, o.seq, o.queued_ms, true),
+                    });
+                }
             }
             drop(state);
             self.send(Packet::PubRel(PubResp {
@@ -1334,7 +1710,9 @@ impl MqttConn {
             }));
             return;
         }
-        state.inflight.remove(&packet_id);
+        if let Some(o) = state.inflight.remove(&packet_id) {
+            session.forget(o.seq);
+        }
         state.stuck = false;
         session.fill_window(&mut state);
     }
@@ -1345,12 +1723,14 @@ impl MqttConn {
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained_out = Vec::new();
         for f in &s.filters {
-            let text = f.filter.as_bytes().clone();
-            let (queue, inner) = match topic::shared_subscription(&text) {
-                Some((g, inner)) => (Some(Bytes::copy_from_slice(g)), text.slice_ref(inner)),
-                None => (None, text.clone()),
+            let record = SubRecord {
+                filter: f.filter.as_str().to_string(),
+                qos: f.qos as u8,
+                no_local: f.no_local,
+                retain_as_published: f.retain_as_published,
+                subscription_id: s.properties.subscription_identifier,
             };
-            let Ok(subjects) = topic::filter_to_subjects(&inner) else {
+            let Some(installed) = session.install(record) else {
                 codes.push(if self.version == Version::V5 {
                     reason::TOPIC_FILTER_INVALID
                 } else {
@@ -1358,59 +1738,34 @@ impl MqttConn {
                 });
                 continue;
             };
-            let concrete = Arc::new(SubSink {
-                session: session.clone(),
-                qos: f.qos,
-                retain_as_published: f.retain_as_published,
-                subscription_id: s.properties.subscription_identifier,
-            });
-            let sink: Arc<dyn Sink> = concrete.clone();
-            let mut core_subs = Vec::new();
-            for subj in std::iter::once(subjects.subject.clone()).chain(subjects.parent.clone()) {
-                let sub = Arc::new(Subscription::new(
-                    session.conn_id,
-                    subj,
-                    queue.clone(),
-                    Bytes::new(),
-                    f.no_local,
-                    sink.clone(),
-                ));
-                if self.account.subscribe(sub.clone()).is_ok() {
-                    core_subs.push(sub);
-                }
-            }
-            let replaced = session
-                .state
-                .lock()
-                .expect("session lock")
-                .subs
-                .insert(text.clone(), core_subs);
-            let existed = replaced.is_some();
-            for old in replaced.unwrap_or_default() {
-                self.account.unsubscribe(&old);
-            }
             codes.push(f.qos as u8);
-            let send_retained = queue.is_none()
+            let send_retained = !installed.shared
                 && match f.retain_handling {
                     RetainHandling::OnSubscribe => true,
-                    RetainHandling::OnNewSubscribe => !existed,
+                    RetainHandling::OnNewSubscribe => !installed.existed,
                     RetainHandling::Never => false,
                 };
             if send_retained {
-                for filter_subject in
-                    std::iter::once(&subjects.subject).chain(subjects.parent.as_ref())
-                {
-                    for r in fe.retained_matching(self.account.name(), filter_subject) {
-                        retained_out.push((concrete.clone(), sink.clone(), r));
+                for filter_subject in installed.subjects {
+                    for r in fe.retained_matching(self.account.name(), &filter_subject) {
+                        retained_out.push((installed.sink.clone(), installed.dyn_sink.clone(), r));
                     }
                 }
             }
         }
-        self.send(Packet::SubAck(SubAck {
-            packet_id: s.packet_id,
-            reason_codes: codes,
-            ..SubAck::default()
-        }));
+        let durable = {
+            let mut state = session.state.lock().expect("session lock");
+            session.save(&mut state);
+            session.durable(&state).is_some()
+        };
+        self.send_ordered(
+            Packet::SubAck(SubAck {
+                packet_id: s.packet_id,
+                reason_codes: codes,
+                ..SubAck::default()
+            }),
+            durable,
+        );
         // Retained messages go after the SUBACK, with the retain flag set.
         for (concrete, sink, r) in retained_out {
             let mut msg = r.msg;
@@ -1431,8 +1786,8 @@ impl MqttConn {
                 .subs
                 .remove(f.as_bytes());
             match removed {
-                Some(subs) => {
-                    for sub in subs {
+                Some(installed) => {
+                    for sub in installed.core {
                         self.account.unsubscribe(&sub);
                     }
                     codes.push(reason::SUCCESS);
@@ -1440,15 +1795,46 @@ impl MqttConn {
                 None => codes.push(reason::NO_SUBSCRIPTION_EXISTED),
             }
         }
-        self.send(Packet::UnsubAck(UnsubAck {
-            packet_id: u.packet_id,
-            reason_codes: if self.version == Version::V5 {
-                codes
-            } else {
-                Vec::new()
-            },
-            ..UnsubAck::default()
-        }));
+        let durable = {
+            let mut state = session.state.lock().expect("session lock");
+            session.save(&mut state);
+            session.durable(&state).is_some()
+        };
+        self.send_ordered(
+            Packet::UnsubAck(UnsubAck {
+                packet_id: u.packet_id,
+                reason_codes: if self.version == Version::V5 {
+                    codes
+                } else {
+                    Vec::new()
+                },
+                ..UnsubAck::default()
+            }),
+            durable,
+        );
+    }
+
+    /// Sends an acknowledgement in order with those waiting for the store: after them when
+    /// any wait, or when `durable` (what it acknowledges was just submitted to the store).
+    fn send_ordered(&self, packet: Packet, durable: bool) {
+        let store = self.fe().store().cloned();
+        let waiting = self.link.acks_waiting.load(Ordering::Acquire) > 0;
+        match store {
+            Some(store) if durable || waiting => {
+                let mut buf = BytesMut::new();
+                if encode(&packet, self.version, &mut buf).is_err() {
+                    return;
+                }
+                self.link.acks_waiting.fetch_add(1, Ordering::AcqRel);
+                let link = self.link.clone();
+                store.then(Box::new(move || {
+                    link.out.push_own(&buf);
+                    link.acks_waiting.fetch_sub(1, Ordering::AcqRel);
+                    link.out.wake();
+                }));
+            }
+            _ => self.send(packet),
+        }
     }
 
     /// The connection ended without a normal DISCONNECT: publish the will now, or after its
@@ -1481,27 +1867,14 @@ impl MqttConn {
             self.publish_will();
             return;
         }
-        let token = self.link.id.0;
-        session.state.lock().expect("session lock").pending_will = Some(token);
-        let will = self.will.take();
-        let account = self.account.clone();
-        let fe = self.fe().clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(u64::from(wait))).await;
-            let still_pending = {
-                let mut state = session.state.lock().expect("session lock");
-                let pending = state.pending_will == Some(token);
-                if pending {
-                    state.pending_will = None;
-                }
-                pending
-            };
-            if still_pending {
-                if let Some(will) = will {
-                    publish_will_message(&fe, &account, &session, will);
-                }
-            }
-        });
+        // The sweep publishes it when due, unless the client comes back first; a persistent
+        // session keeps it in the store, so it is due across a restart too.
+        if let Some(will) = self.will.take() {
+            let mut state = session.state.lock().expect("session lock");
+            state.pending_will =
+                Some((will, Instant::now() + Duration::from_secs(u64::from(wait))));
+            session.save(&mut state);
+        }
     }
 
     /// Publishes the will message at once.
@@ -1602,9 +1975,11 @@ impl Protocol for MqttConn {
                     .is_some_and(|l| Arc::ptr_eq(l, &self.link));
                 if ours {
                     state.link = None;
+                    state.will = None;
                     state.expires_at = (state.expiry_secs != u32::MAX).then(|| {
                         Instant::now() + Duration::from_secs(u64::from(state.expiry_secs))
                     });
+                    session.save(&mut state);
                 }
                 !ours || state.expiry_secs > 0
             };
@@ -1671,6 +2046,7 @@ pub(crate) fn start<T: Transport>(io: T, peer: SocketAddr, fe: Arc<Frontend>) ->
         about: Mutex::new(About::default()),
         last_read_ms: AtomicU64::new(fe.now_ms()),
         keep_alive_ms: AtomicU64::new(0),
+        acks_waiting: AtomicU64::new(0),
     });
     fe.bus.conns().open(id, link.clone());
     tracing::debug!(cid = %id, peer = %peer, "accepted MQTT connection");
@@ -1690,9 +2066,35 @@ pub(crate) fn start<T: Transport>(io: T, peer: SocketAddr, fe: Arc<Frontend>) ->
     Conn::new(io, conn)
 }
 
-/// Removes detached sessions whose expiry passed.
+/// Publishes the wills that are due, and removes detached sessions whose expiry passed.
 fn expire_sessions(fe: &Frontend) {
     let now = Instant::now();
+    let sessions: Vec<Arc<Session>> = fe
+        .sessions
+        .lock()
+        .expect("sessions lock")
+        .values()
+        .cloned()
+        .collect();
+    for s in &sessions {
+        let due = {
+            let mut state = s.state.lock().expect("session lock");
+            if state
+                .pending_will
+                .as_ref()
+                .is_some_and(|(_, at)| *at <= now)
+            {
+                let will = state.pending_will.take().map(|(w, _)| w);
+                s.save(&mut state);
+                will
+            } else {
+                None
+            }
+        };
+        if let Some(will) = due {
+            publish_will_message(fe, &s.account, s, will);
+        }
+    }
     let expired: Vec<Arc<Session>> = {
         let mut sessions = fe.sessions.lock().expect("sessions lock");
         let keys: Vec<_> = sessions
@@ -1707,6 +2109,191 @@ fn expire_sessions(fe: &Frontend) {
     };
     for s in expired {
         s.unsubscribe_all();
+        if let Some(store) = fe.store() {
+            s.erase(store);
+        }
+    }
+}
+
+/// What [`Frontend::restore`] found in the store.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Restored {
+    pub sessions: usize,
+    pub messages: usize,
+    pub retained: usize,
+}
+
+impl Frontend {
+    /// Loads what the store kept: retained messages, persistent sessions (their subscriptions,
+    /// expiry and will), the messages queued for them or in flight, and the QoS 2 packet ids
+    /// they had received. Called once at startup, before any client connects. A record that
+    /// cannot be read is an error: the broker does not start on half-read state.
+    pub fn restore(self: &Arc<Self>, engine: &dyn Engine) -> Result<Restored, StoreError> {
+        let damaged = |what: &str, key: &[u8]| {
+            StoreError::Engine(format!(
+                "damaged {what} record in the store (key {})",
+                hex(key)
+            ))
+        };
+        let mut restored = Restored::default();
+        engine.scan(Table::Retained, &mut |k, v| {
+            let (account, subject) =
+                durable::split_retained_key(k).ok_or_else(|| damaged("retained", k))?;
+            let (msg, qos) =
+                durable::decode_retained(v, ConnId(0)).ok_or_else(|| damaged("retained", k))?;
+            self.retained
+                .lock()
+                .expect("retained lock")
+                .insert((account, subject), Retained { msg, qos });
+            restored.retained += 1;
+            Ok(())
+        })?;
+
+        let now = Instant::now();
+        let now_ms = durable::unix_ms();
+        let at = |ms: u64| now + Duration::from_millis(ms.saturating_sub(now_ms));
+        let mut by_key: HashMap<Vec<u8>, Arc<Session>> = HashMap::new();
+        let mut records = Vec::new();
+        engine.scan(Table::Sessions, &mut |k, v| {
+            let (account, client_id, rest) =
+                durable::split_session_key(k).ok_or_else(|| damaged("session", k))?;
+            if !rest.is_empty() {
+                return Err(damaged("session", k));
+            }
+            let record = SessionRecord::decode(v).ok_or_else(|| damaged("session", k))?;
+            records.push((account, client_id, record));
+            Ok(())
+        })?;
+        for (account, client_id, record) in records {
+            let account = self.bus.account_or_create(&account);
+            let client_id: Arc<str> = client_id.into();
+            let session = Arc::new(Session::new(
+                client_id.clone(),
+                account.clone(),
+                self.clone(),
+            ));
+            let will = match &record.will {
+                Some(bytes) => Some(Box::new(
+                    durable::decode_will(bytes)
+                        .ok_or_else(|| damaged("session will", &session.key))?,
+                )),
+                None => None,
+            };
+            {
+                let mut state = session.state.lock().expect("session lock");
+                state.version = if record.level == 5 {
+                    Version::V5
+                } else {
+                    Version::V311
+                };
+                state.expiry_secs = record.expiry_secs;
+                state.stored = true;
+                // A session whose client was connected when the server stopped was cut off then.
+                state.expires_at = match record.expires_at_ms {
+                    Some(ms) => Some(at(ms)),
+                    None => (record.expiry_secs != u32::MAX)
+                        .then(|| now + Duration::from_secs(u64::from(record.expiry_secs))),
+                };
+                state.pending_will = match (will, record.will_due_ms) {
+                    (Some(w), Some(due)) => Some((w, at(due))),
+                    (Some(w), None) => {
+                        // Its connection was lost with the server: the will is due after its
+                        // delay (or the session's end), counted from now.
+                        let delay = w.properties.will_delay_interval.unwrap_or(0);
+                        let wait = delay.min(record.expiry_secs);
+                        Some((w, now + Duration::from_secs(u64::from(wait))))
+                    }
+                    (None, _) => None,
+                };
+            }
+            self.sessions
+                .lock()
+                .expect("sessions lock")
+                .insert((account.name().to_string(), client_id), session.clone());
+            for sub in record.subscriptions {
+                session.install(sub);
+            }
+            by_key.insert(session.key.clone(), session);
+            restored.sessions += 1;
+        }
+
+        let mut orphans = Vec::new();
+        engine.scan(Table::Messages, &mut |k, v| {
+            if k.len() < 8 {
+                return Err(damaged("message", k));
+            }
+            let (skey, seq) = k.split_at(k.len() - 8);
+            let seq = u64::from_be_bytes(seq.try_into().expect("8 bytes"));
+            let Some(session) = by_key.get(skey) else {
+                orphans.push((Table::Messages, k.to_vec()));
+                return Ok(());
+            };
+            let r = MessageRecord::decode(v).ok_or_else(|| damaged("message", k))?;
+            let mut state = session.state.lock().expect("session lock");
+            state.next_seq = state.next_seq.max(seq + 1);
+            let queued_at = now
+                .checked_sub(Duration::from_millis(now_ms.saturating_sub(r.queued_at_ms)))
+                .unwrap_or(now);
+            let mut publish = r.publish;
+            if r.packet_id != 0 && !state.inflight.contains_key(&r.packet_id) {
+                // In flight when the server stopped: redelivered with DUP on reconnect.
+                publish.dup = true;
+                state.inflight.insert(
+                    r.packet_id,
+                    Outgoing {
+                        publish,
+                        released: r.released,
+                        seq,
+                        queued_ms: r.queued_at_ms,
+                    },
+                );
+            } else {
+                publish.packet_id = 0;
+                state.queue.push_back(Queued {
+                    publish,
+                    queued_at,
+                    queued_ms: r.queued_at_ms,
+                    seq,
+                    gate: 0,
+                });
+            }
+            restored.messages += 1;
+            Ok(())
+        })?;
+        engine.scan(Table::Inbound, &mut |k, _| {
+            if k.len() < 2 {
+                return Err(damaged("inbound", k));
+            }
+            let (skey, id) = k.split_at(k.len() - 2);
+            match by_key.get(skey) {
+                Some(session) => {
+                    session
+                        .state
+                        .lock()
+                        .expect("session lock")
+                        .inbound_qos2
+                        .insert(u16::from_be_bytes([id[0], id[1]]));
+                }
+                None => orphans.push((Table::Inbound, k.to_vec())),
+            }
+            Ok(())
+        })?;
+        if !orphans.is_empty() {
+            tracing::warn!(
+                count = orphans.len(),
+                "the store held records of no session; they will be removed"
+            );
+        }
+        *self.orphans.lock().expect("orphans lock") = orphans;
+        Ok(restored)
+    }
+
+    /// From now on, keeps persistent sessions, their messages and retained messages in `store`.
+    pub fn use_store(&self, store: Arc<Store>) {
+        for (table, key) in std::mem::take(&mut *self.orphans.lock().expect("orphans lock")) {
+            store.submit(Op::Delete { table, key });
+        }
+        let _ = self.store.set(store);
     }
 }
 

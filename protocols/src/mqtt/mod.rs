@@ -19,6 +19,7 @@
 
 pub mod broker;
 pub mod decode;
+pub mod durable;
 pub mod encode;
 pub mod packet;
 pub mod properties;

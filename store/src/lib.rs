@@ -1,0 +1,207 @@
+//! junction-store: the embedded durable store, an [`Engine`] over redb.
+//!
+//! One file, `junction.redb`, in the data directory, with one redb table per [`Table`]. Every
+//! commit is a redb write transaction with immediate durability (fsync before it returns); the
+//! core's group-commit writer makes many messages share one. redb locks the file, so a second
+//! broker on the same directory fails to start, and it checks its pages, so a damaged file is
+//! an error naming it rather than half-read state.
+
+use std::path::{Path, PathBuf};
+
+use junction_core::store::{Engine, Op, StoreError, Table, Visit};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+/// The file name inside the data directory.
+pub const FILE_NAME: &str = "junction.redb";
+
+fn definition(table: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+    TableDefinition::new(table.name())
+}
+
+/// The redb engine.
+pub struct Redb {
+    db: Database,
+    path: PathBuf,
+}
+
+/// Opens (or creates) the store in `dir`.
+pub fn open(dir: &Path) -> Result<Redb, StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        StoreError::Engine(format!(
+            "cannot create the data directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let path = dir.join(FILE_NAME);
+    let fail = |e: &dyn std::fmt::Display| {
+        StoreError::Engine(format!("cannot open the store {}: {e}", path.display()))
+    };
+    let db = Database::create(&path).map_err(|e| fail(&e))?;
+    // Every table exists from the start, so reads never meet a missing one.
+    let tx = db.begin_write().map_err(|e| fail(&e))?;
+    for table in Table::ALL {
+        tx.open_table(definition(table)).map_err(|e| fail(&e))?;
+    }
+    tx.commit().map_err(|e| fail(&e))?;
+    Ok(Redb { db, path })
+}
+
+impl Redb {
+    fn err(&self, what: &str, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Engine(format!("{what} {}: {e}", self.path.display()))
+    }
+
+    /// The store's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The first key after every key that starts with `prefix` (`None`: no such key).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+impl Engine for Redb {
+    fn commit(&mut self, ops: &[Op]) -> Result<(), StoreError> {
+        let tx = self
+            .db
+            .begin_write()
+            .map_err(|e| self.err("writing to", e))?;
+        {
+            let mut tables = Vec::with_capacity(Table::ALL.len());
+            for table in Table::ALL {
+                tables.push(
+                    tx.open_table(definition(table))
+                        .map_err(|e| self.err("writing to", e))?,
+                );
+            }
+            let index = |t: Table| Table::ALL.iter().position(|x| *x == t).expect("a table");
+            for op in ops {
+                match op {
+                    Op::Put { table, key, value } => {
+                        tables[index(*table)]
+                            .insert(key.as_slice(), value.as_slice())
+                            .map_err(|e| self.err("writing to", e))?;
+                    }
+                    Op::Delete { table, key } => {
+                        tables[index(*table)]
+                            .remove(key.as_slice())
+                            .map_err(|e| self.err("writing to", e))?;
+                    }
+                    Op::DeletePrefix { table, prefix } => {
+                        let t = &mut tables[index(*table)];
+                        let keys: Vec<Vec<u8>> = match prefix_end(prefix) {
+                            Some(end) => t.range(prefix.as_slice()..end.as_slice()),
+                            None => t.range(prefix.as_slice()..),
+                        }
+                        .map_err(|e| self.err("reading", e))?
+                        .map(|item| item.map(|(k, _)| k.value().to_vec()))
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| self.err("reading", e))?;
+                        for k in keys {
+                            t.remove(k.as_slice())
+                                .map_err(|e| self.err("writing to", e))?;
+                        }
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(|e| self.err("committing to", e))
+    }
+
+    fn scan(&self, table: Table, each: &mut Visit<'_>) -> Result<(), StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err("reading", e))?;
+        let t = tx
+            .open_table(definition(table))
+            .map_err(|e| self.err("reading", e))?;
+        for item in t.iter().map_err(|e| self.err("reading", e))? {
+            let (k, v) = item.map_err(|e| self.err("reading", e))?;
+            each(k.value(), v.value())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(table: Table, key: &[u8], value: &[u8]) -> Op {
+        Op::Put {
+            table,
+            key: key.to_vec(),
+            value: value.to_vec(),
+        }
+    }
+
+    fn keys(e: &Redb, table: Table) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        e.scan(table, &mut |k, _| {
+            out.push(k.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn commits_survive_reopening_and_prefixes_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut e = open(dir.path()).unwrap();
+            e.commit(&[
+                put(Table::Messages, b"a\x01", b"1"),
+                put(Table::Messages, b"a\x02", b"2"),
+                put(Table::Messages, b"b\x01", b"3"),
+                put(Table::Messages, b"a\xff\xff", b"4"),
+                put(Table::Retained, b"t", b"r"),
+            ])
+            .unwrap();
+            e.commit(&[
+                Op::DeletePrefix {
+                    table: Table::Messages,
+                    prefix: b"a".to_vec(),
+                },
+                Op::Delete {
+                    table: Table::Retained,
+                    key: b"t".to_vec(),
+                },
+            ])
+            .unwrap();
+        }
+        let e = open(dir.path()).unwrap();
+        assert_eq!(keys(&e, Table::Messages), vec![b"b\x01".to_vec()]);
+        assert!(keys(&e, Table::Retained).is_empty());
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+    }
+
+    #[test]
+    fn a_second_opener_and_a_damaged_file_are_errors_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = open(dir.path()).unwrap();
+        let err = open(dir.path())
+            .err()
+            .expect("the file is locked")
+            .to_string();
+        assert!(err.contains(FILE_NAME), "{err}");
+        drop(first);
+
+        let path = dir.path().join(FILE_NAME);
+        let mut bytes = std::fs::read(&path).unwrap();
+        for b in bytes.iter_mut().take(4096) {
+            *b = 0x5a;
+        }
+        std::fs::write(&path, bytes).unwrap();
+        let err = open(dir.path()).err().expect("a damaged file").to_string();
+        assert!(err.contains(FILE_NAME), "{err}");
+    }
+}
