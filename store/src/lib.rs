@@ -26,6 +26,10 @@ pub struct Redb {
 
 /// Opens (or creates) the store in `dir`.
 pub fn open(dir: &Path) -> Result<Redb, StoreError> {
+    open_with(dir, COMPACT_MIN_BYTES)
+}
+
+fn open_with(dir: &Path, compact_min: u64) -> Result<Redb, StoreError> {
     std::fs::create_dir_all(dir).map_err(|e| {
         StoreError::Engine(format!(
             "cannot create the data directory {}: {e}",
@@ -36,7 +40,8 @@ pub fn open(dir: &Path) -> Result<Redb, StoreError> {
     let fail = |e: &dyn std::fmt::Display| {
         StoreError::Engine(format!("cannot open the store {}: {e}", path.display()))
     };
-    let db = Database::create(&path).map_err(|e| fail(&e))?;
+    let mut db = Database::create(&path).map_err(|e| fail(&e))?;
+    compact_if_wasteful(&mut db, &path, compact_min).map_err(|e| fail(&e))?;
     // Every table exists from the start, so reads never meet a missing one.
     let tx = db.begin_write().map_err(|e| fail(&e))?;
     for table in Table::ALL {
@@ -44,6 +49,37 @@ pub fn open(dir: &Path) -> Result<Redb, StoreError> {
     }
     tx.commit().map_err(|e| fail(&e))?;
     Ok(Redb { db, path })
+}
+
+/// A file at least this large is compacted at startup when most of it is free space.
+const COMPACT_MIN_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Gives free pages back to the file system when they are most of the file: after a backlog of
+/// messages was delivered, the file would otherwise stay as large as the backlog was.
+fn compact_if_wasteful(db: &mut Database, path: &Path, min: u64) -> Result<(), String> {
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if len < min {
+        return Ok(());
+    }
+    let stats = {
+        let tx = db.begin_write().map_err(|e| e.to_string())?;
+        let stats = tx.stats().map_err(|e| e.to_string())?;
+        tx.abort().map_err(|e| e.to_string())?;
+        stats
+    };
+    let used = stats.allocated_pages() * stats.page_size() as u64;
+    if used * 2 > len {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    while db.compact().map_err(|e| e.to_string())? {}
+    let after = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    eprintln!(
+        "junction: compacted {} from {len} to {after} bytes in {:?}",
+        path.display(),
+        started.elapsed()
+    );
+    Ok(())
 }
 
 impl Redb {
@@ -182,6 +218,33 @@ mod tests {
         assert!(keys(&e, Table::Retained).is_empty());
         assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
         assert_eq!(prefix_end(b"\xff\xff"), None);
+    }
+
+    #[test]
+    fn a_mostly_free_file_is_compacted_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        {
+            let mut e = open(dir.path()).unwrap();
+            let value = vec![7u8; 10_000];
+            for chunk in 0..20u32 {
+                let ops: Vec<Op> = (0..100u32)
+                    .map(|i| put(Table::Messages, &(chunk * 100 + i).to_be_bytes(), &value))
+                    .collect();
+                e.commit(&ops).unwrap();
+            }
+            e.commit(&[Op::DeletePrefix {
+                table: Table::Messages,
+                prefix: Vec::new(),
+            }])
+            .unwrap();
+        }
+        let big = std::fs::metadata(&path).unwrap().len();
+        assert!(big > 10_000_000, "{big}");
+        let e = open_with(dir.path(), 1024 * 1024).unwrap();
+        let small = std::fs::metadata(&path).unwrap().len();
+        assert!(small * 4 < big, "{big} -> {small}");
+        assert!(keys(&e, Table::Messages).is_empty());
     }
 
     #[test]
