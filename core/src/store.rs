@@ -18,7 +18,7 @@ use std::cell::Cell;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The tables of the durable state.
@@ -100,8 +100,9 @@ enum Item {
 }
 
 thread_local! {
-    /// The group the current thread submits into (0: none).
-    static GROUP: Cell<u64> = const { Cell::new(0) };
+    /// The group the current thread submits into (0: none), and whether its beginning was sent
+    /// (only a group that submits something costs the writer anything).
+    static GROUP: Cell<(u64, bool)> = const { Cell::new((0, false)) };
 }
 
 /// Counters of the store, for monitoring and benchmarks.
@@ -117,7 +118,7 @@ pub struct StoreStats {
 
 /// The group-commit writer in front of an engine. See the module documentation.
 pub struct Store {
-    tx: Mutex<Sender<Item>>,
+    tx: Sender<Item>,
     next_group: AtomicU64,
     submitted: AtomicU64,
     stats: Arc<StoreStats>,
@@ -132,9 +133,11 @@ pub struct Group<'a> {
 
 impl Drop for Group<'_> {
     fn drop(&mut self) {
-        GROUP.with(|g| g.set(self.outer));
         if self.outer == 0 {
-            self.store.send(Item::End(self.id));
+            let (_, begun) = GROUP.with(|g| g.replace((0, false)));
+            if begun {
+                self.store.send(Item::End(self.id));
+            }
         }
     }
 }
@@ -153,7 +156,7 @@ impl Store {
             .spawn(move || writer(engine, rx, writer_stats))
             .expect("starting the store writer thread");
         Arc::new(Store {
-            tx: Mutex::new(tx),
+            tx,
             next_group: AtomicU64::new(1),
             submitted: AtomicU64::new(0),
             stats,
@@ -162,12 +165,17 @@ impl Store {
 
     fn send(&self, item: Item) {
         // The writer only stops when asked to, after the last sender is done with it.
-        let _ = self.tx.lock().expect("store sender lock").send(item);
+        let _ = self.tx.send(item);
     }
 
     /// Submits one change. It becomes durable with a later commit.
     pub fn submit(&self, op: Op) {
         self.submitted.fetch_add(1, Ordering::Relaxed);
+        let (group, begun) = GROUP.with(|g| g.get());
+        if group != 0 && !begun {
+            self.send(Item::Begin(group));
+            GROUP.with(|g| g.set((group, true)));
+        }
         self.send(Item::Op(op));
     }
 
@@ -186,7 +194,7 @@ impl Store {
     /// Opens a group on this thread: what it submits until the guard drops commits together.
     /// Groups nest (an inner one joins the outer one).
     pub fn group(&self) -> Group<'_> {
-        let outer = GROUP.with(|g| g.get());
+        let (outer, _) = GROUP.with(|g| g.get());
         if outer != 0 {
             return Group {
                 store: self,
@@ -195,8 +203,7 @@ impl Store {
             };
         }
         let id = self.next_group.fetch_add(1, Ordering::Relaxed);
-        self.send(Item::Begin(id));
-        GROUP.with(|g| g.set(id));
+        GROUP.with(|g| g.set((id, false)));
         Group {
             store: self,
             id,
@@ -342,6 +349,7 @@ impl Engine for MemoryEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
     /// An engine that records each commit's ops.
     struct Recorder(Arc<Mutex<Vec<Vec<Op>>>>);
