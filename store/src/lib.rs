@@ -30,6 +30,16 @@ pub fn open(dir: &Path) -> Result<Redb, StoreError> {
 }
 
 fn open_with(dir: &Path, compact_min: u64) -> Result<Redb, StoreError> {
+    // A damaged page can panic inside redb: that is a damaged store, reported with its file.
+    std::panic::catch_unwind(|| open_checked(dir, compact_min)).unwrap_or_else(|_| {
+        Err(StoreError::Engine(format!(
+            "cannot open the store {}: the file is damaged (a page could not be read)",
+            dir.join(FILE_NAME).display()
+        )))
+    })
+}
+
+fn open_checked(dir: &Path, compact_min: u64) -> Result<Redb, StoreError> {
     std::fs::create_dir_all(dir).map_err(|e| {
         StoreError::Engine(format!(
             "cannot create the data directory {}: {e}",
@@ -154,15 +164,20 @@ impl Engine for Redb {
     }
 
     fn scan(&self, table: Table, each: &mut Visit<'_>) -> Result<(), StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.err("reading", e))?;
-        let t = tx
-            .open_table(definition(table))
-            .map_err(|e| self.err("reading", e))?;
-        for item in t.iter().map_err(|e| self.err("reading", e))? {
-            let (k, v) = item.map_err(|e| self.err("reading", e))?;
-            each(k.value(), v.value())?;
-        }
-        Ok(())
+        // redb checks a cleanly closed file only as it reads it, and a damaged page can panic
+        // inside it: that is a damaged store, reported with its file like any other error.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let tx = self.db.begin_read().map_err(|e| self.err("reading", e))?;
+            let t = tx
+                .open_table(definition(table))
+                .map_err(|e| self.err("reading", e))?;
+            for item in t.iter().map_err(|e| self.err("reading", e))? {
+                let (k, v) = item.map_err(|e| self.err("reading", e))?;
+                each(k.value(), v.value())?;
+            }
+            Ok(())
+        }))
+        .unwrap_or_else(|_| Err(self.err("damaged store", "a page could not be read")))
     }
 }
 
@@ -265,6 +280,42 @@ mod tests {
         }
         std::fs::write(&path, bytes).unwrap();
         let err = open(dir.path()).err().expect("a damaged file").to_string();
+        assert!(err.contains(FILE_NAME), "{err}");
+    }
+
+    #[test]
+    fn damage_in_the_middle_of_a_file_is_an_error_when_scanned() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut e = open(dir.path()).unwrap();
+            let value = vec![3u8; 100];
+            for chunk in 0..20u32 {
+                let ops: Vec<Op> = (0..1000u32)
+                    .map(|i| put(Table::Messages, &(chunk * 1000 + i).to_be_bytes(), &value))
+                    .collect();
+                e.commit(&ops).unwrap();
+            }
+        }
+        let path = dir.path().join(FILE_NAME);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        for b in &mut bytes[mid..mid + 4096] {
+            *b ^= 0xa5;
+        }
+        std::fs::write(&path, bytes).unwrap();
+        // Either opening or reading everything (as the broker does at startup) fails, naming
+        // the file.
+        let err = match open(dir.path()) {
+            Err(e) => e.to_string(),
+            Ok(e) => {
+                let mut n = 0;
+                let scanned = e.scan(Table::Messages, &mut |_, _| {
+                    n += 1;
+                    Ok(())
+                });
+                scanned.err().expect("damage is found").to_string()
+            }
+        };
         assert!(err.contains(FILE_NAME), "{err}");
     }
 }
