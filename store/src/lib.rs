@@ -313,7 +313,7 @@ mod tests {
                     n += 1;
                     Ok(())
                 });
-                scanned.err().expect("damage is found").to_string()
+                scanned.expect_err("damage is found").to_string()
             }
         };
         assert!(err.contains(FILE_NAME), "{err}");
