@@ -519,14 +519,6 @@ impl Session {
                 let waited = u32::try_from(q.queued_at.elapsed().as_secs()).unwrap_or(u32::MAX);
                 publish.properties.message_expiry_interval = Some(expiry - waited.min(expiry));
             }
-            if let (Some(store), QoS::AtLeastOnce, true) = (&store, publish.qos, q.seq != 0) {
-                // The id it went with, so a restart redelivers it with DUP.
-                store.submit(Op::Put {
-                    table: Table::Messages,
-                    key: durable::message_key(&self.key, q.seq),
-                    value: record_of(&publish, q.seq, q.queued_ms, false),
-                });
-            }
             push_publish(&link, state, &publish);
             state.inflight.insert(
                 publish.packet_id,
@@ -2248,6 +2240,9 @@ impl Frontend {
                     },
                 );
             } else {
+                // It may have been sent before the server stopped (a QoS 1 message's packet id
+                // is not stored: a redelivery at QoS 1 may take a new one).
+                publish.dup = r.qos != QoS::AtMostOnce;
                 publish.packet_id = 0;
                 state.queue.push_back(Queued {
                     publish,

@@ -87,7 +87,8 @@ pub fn unix_ms() -> u64 {
 pub struct MessageRecord {
     /// The QoS it is delivered with.
     pub qos: QoS,
-    /// The packet id it was sent with (0: not sent yet).
+    /// The packet id it was sent with (QoS 2; 0: not sent yet, or QoS 1, whose ids are not
+    /// stored).
     pub packet_id: u16,
     /// QoS 2: PUBREC came and PUBREL was sent.
     pub released: bool,
