@@ -19,6 +19,11 @@
 //!   idle    hold many idle connections; with --pid, server RSS per connection
 //!           --conns 10000 --threads 8 --settle 2 --hold 0
 //!
+//!   pubsub, pub and reqrep run over TCP, or with --ws (or --url ws://HOST:PORT)
+//!   over WebSocket as nats.ws speaks it (--port is then the WebSocket port):
+//!   an HTTP upgrade on `/` without subprotocol, then masked binary frames,
+//!   one frame per write (the publisher's --batch buffer is one frame).
+//!
 //!   MQTT modes (--port is the MQTT port; --mqtt-version 3.1.1|5, --keepalive 0):
 //!   mqtt-pubsub   1 publisher -> N subscribers on one topic; rate at the subscribers
 //!                 --qos 0|1 --subs 1 --size 128 --msgs 1000000 | --secs S --inflight 1000
@@ -56,6 +61,13 @@
 //! cargo build --release -p junction-bench
 //! target/release/junction-bench pubsub --port 14222 --subs 4 --pid $!
 //! ```
+//!
+//! and over its WebSocket listener (`websocket { port: 14223, no_tls: true }`
+//! in its configuration file):
+//!
+//! ```text
+//! target/release/junction-bench pubsub --url ws://127.0.0.1:14223
+//! ```
 
 mod idle;
 mod mqtt;
@@ -65,6 +77,9 @@ mod procfs;
 mod proto;
 mod pubsub;
 mod reqrep;
+mod ws;
+
+use proto::Transport;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
@@ -74,6 +89,7 @@ const USAGE: &str =
     "usage: junction-bench <pubsub|pub|reqrep|idle|mqtt-pubsub|mqtt-latency|mqtt-idle> [options]
 
 common:  --host 127.0.0.1  --port 4222  --timeout SECS (60)  --pid SERVER_PID
+         --ws | --url ws://HOST:PORT (pubsub, pub, reqrep over WebSocket; --port is the WS port)
 pubsub:  --subs 1  --size 128  --msgs 2000000 | --secs S  --subject bench.data  --batch 65536
 pub:     --size 128  --msgs 2000000 | --secs S  --subject bench.data  --batch 65536
 reqrep:  --count 20000  --warmup 1000  --size 128  --subject svc
@@ -92,6 +108,8 @@ Each run prints one `RESULT mode=... key=value ...` line and one human line.";
 pub struct Opts {
     pub mode: String,
     pub addr: SocketAddr,
+    /// TCP, or NATS over WebSocket (`--ws`, `--url ws://...`).
+    pub transport: Transport,
     pub timeout: Duration,
     pub pid: Option<u32>,
     pub subs: usize,
@@ -127,6 +145,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
     let mut o = Opts {
         mode: String::new(),
         addr: SocketAddr::from(([127, 0, 0, 1], 4222)),
+        transport: Transport::Tcp,
         timeout: Duration::from_secs(60),
         pid: None,
         subs: 1,
@@ -159,6 +178,10 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             mode = Some(arg.clone());
             continue;
         };
+        if flag == "ws" {
+            o.transport = Transport::Ws;
+            continue;
+        }
         let (key, value) = match flag.split_once('=') {
             Some((k, v)) => (k, v.to_string()),
             None => (
@@ -182,6 +205,22 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             "mode" => mode = Some(value.clone()),
             "host" => host = value.clone(),
             "port" => port = value.parse().map_err(|_| bad("port"))?,
+            "url" => {
+                let (transport, rest) = if let Some(r) = value.strip_prefix("ws://") {
+                    (Transport::Ws, r)
+                } else if let Some(r) = value.strip_prefix("nats://") {
+                    (Transport::Tcp, r)
+                } else {
+                    return Err(bad("URL (ws://HOST:PORT or nats://HOST:PORT)"));
+                };
+                let hostport = rest.strip_suffix('/').unwrap_or(rest);
+                let (h, p) = hostport
+                    .rsplit_once(':')
+                    .ok_or_else(|| bad("URL (no :PORT)"))?;
+                port = p.parse().map_err(|_| bad("URL port"))?;
+                host = h.trim_start_matches('[').trim_end_matches(']').to_string();
+                o.transport = transport;
+            }
             "timeout" => o.timeout = secs()?,
             "pid" => o.pid = Some(value.parse().map_err(|_| bad("pid"))?),
             "subs" => o.subs = num()?.max(1) as usize,
@@ -224,6 +263,12 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         }
     }
     o.mode = mode.ok_or("missing mode")?;
+    if o.transport == Transport::Ws && !matches!(o.mode.as_str(), "pubsub" | "pub" | "reqrep") {
+        return Err(format!(
+            "--ws: mode {} runs over TCP only (WebSocket: pubsub, pub, reqrep)",
+            o.mode
+        ));
+    }
     let is_mqtt = o.mode.starts_with("mqtt-");
     o.subject = subject.unwrap_or_else(|| {
         if o.mode == "reqrep" {
@@ -315,6 +360,25 @@ mod tests {
         assert!(parse("pubsub --bogus 1").is_err());
         assert!(parse("pubsub --subs").is_err());
         assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn parses_websocket_flags() {
+        let o = parse("pubsub --ws --port 8080 --subs 2").unwrap();
+        assert_eq!(
+            (o.transport, o.addr.port(), o.subs),
+            (Transport::Ws, 8080, 2)
+        );
+        assert_eq!(parse("pubsub").unwrap().transport, Transport::Tcp);
+        let o = parse("pub --url ws://127.0.0.1:9001/").unwrap();
+        assert_eq!((o.transport, o.addr.port()), (Transport::Ws, 9001));
+        let o = parse("reqrep --url nats://[::1]:4222").unwrap();
+        assert_eq!((o.transport, o.addr.port()), (Transport::Tcp, 4222));
+        assert!(o.addr.is_ipv6());
+        assert!(parse("pub --url http://x:1").is_err());
+        assert!(parse("pub --url ws://x").is_err());
+        assert!(parse("idle --ws").is_err());
+        assert!(parse("mqtt-pubsub --ws").is_err());
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Minimal blocking NATS client-protocol plumbing: handshake, a reusable
 //! read buffer with an allocation-free frame scanner, and deadline-aware
-//! writes.
+//! writes, over plain TCP or over WebSocket (see [`crate::ws`]).
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
+
+use crate::ws;
 
 /// Longest control line (INFO included) accepted before the peer is judged broken.
 const MAX_CONTROL_LINE: usize = 1 << 20;
@@ -51,6 +53,33 @@ pub enum Fill {
     Idle,
     /// The server closed the connection.
     Eof,
+}
+
+/// How a [`Conn`] carries the NATS protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// The NATS protocol straight on TCP.
+    Tcp,
+    /// NATS over WebSocket as nats.ws speaks it: an HTTP upgrade on `/`
+    /// without subprotocol, then binary frames; every write is one frame.
+    Ws,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Ws => "ws",
+        }
+    }
+
+    /// Tag for the human-readable line: empty for TCP, " over WebSocket" otherwise.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Transport::Tcp => "",
+            Transport::Ws => " over WebSocket",
+        }
+    }
 }
 
 /// The `CONNECT` line every connection of the bench sends.
@@ -138,26 +167,71 @@ pub fn handshake(
 
 /// A client connection with its own read buffer and protocol scanner.
 pub struct Conn {
-    pub stream: TcpStream,
+    stream: TcpStream,
     buf: Vec<u8>,
     start: usize,
     end: usize,
     pongs: u64,
     /// Last `-ERR` the server sent, if any.
     pub last_err: Option<String>,
+    /// WebSocket framing state; `None` on plain TCP.
+    ws: Option<Box<WsState>>,
+}
+
+/// The WebSocket side of a [`Conn`]: raw frames are read into `raw` and
+/// their payloads decoded into the connection's NATS buffer.
+struct WsState {
+    decoder: ws::Decoder,
+    raw: Vec<u8>,
+    out: Vec<u8>,
+    rng: ws::Rng,
+    events: Vec<ws::Event>,
+    closed: bool,
 }
 
 impl Conn {
     /// Connects and completes the handshake; `buf_size` is the initial read buffer.
-    pub fn open(addr: &SocketAddr, name: &str, buf_size: usize) -> io::Result<Conn> {
+    pub fn open(
+        addr: &SocketAddr,
+        transport: Transport,
+        name: &str,
+        buf_size: usize,
+    ) -> io::Result<Conn> {
         let mut stream = dial(addr)?;
+        let connect = connect_line(name);
+        let timeout = Duration::from_secs(10);
+        if transport == Transport::Ws {
+            let mut rng = ws::Rng::new();
+            let early =
+                ws::client_handshake(&mut stream, &addr.to_string(), "/", &mut rng, timeout)?;
+            stream.set_read_timeout(Some(POLL_TICK))?;
+            stream.set_write_timeout(Some(POLL_TICK))?;
+            let size = buf_size.max(4096);
+            let mut conn = Conn {
+                stream,
+                buf: Vec::with_capacity(size),
+                start: 0,
+                end: 0,
+                pongs: 0,
+                last_err: None,
+                ws: Some(Box::new(WsState {
+                    decoder: ws::Decoder::new(),
+                    raw: vec![0; size],
+                    out: Vec::with_capacity(size),
+                    rng,
+                    events: Vec::new(),
+                    closed: false,
+                })),
+            };
+            let deadline = Instant::now() + timeout;
+            conn.absorb(&early)?;
+            conn.wait_info(deadline)?;
+            conn.send(connect.as_bytes(), deadline)?;
+            conn.ping_pong(deadline)?;
+            return Ok(conn);
+        }
         let mut scratch = Vec::with_capacity(1024);
-        handshake(
-            &mut stream,
-            &mut scratch,
-            connect_line(name).as_bytes(),
-            Duration::from_secs(10),
-        )?;
+        handshake(&mut stream, &mut scratch, connect.as_bytes(), timeout)?;
         stream.set_read_timeout(Some(POLL_TICK))?;
         stream.set_write_timeout(Some(POLL_TICK))?;
         Ok(Conn {
@@ -167,17 +241,143 @@ impl Conn {
             end: 0,
             pongs: 0,
             last_err: None,
+            ws: None,
         })
+    }
+
+    /// Waits for the server's `INFO` line (WebSocket handshake) and consumes it.
+    fn wait_info(&mut self, deadline: Instant) -> io::Result<()> {
+        loop {
+            let avail = &self.buf[self.start..self.end];
+            if let Some(nl) = find_nl(avail) {
+                let line = trim_cr(&avail[..nl]);
+                if starts_with_ci(line, b"INFO") {
+                    self.start += nl + 1;
+                    return Ok(());
+                }
+                return Err(io::Error::other(format!(
+                    "expected INFO, got: {}",
+                    String::from_utf8_lossy(line)
+                )));
+            }
+            if avail.len() > MAX_CONTROL_LINE {
+                return Err(io::Error::new(
+                    ErrorKind::InvalidData,
+                    "control line too long",
+                ));
+            }
+            match self.fill()? {
+                Fill::Eof => {
+                    return Err(io::Error::new(
+                        ErrorKind::UnexpectedEof,
+                        "closed before INFO",
+                    ))
+                }
+                Fill::Idle if Instant::now() >= deadline => {
+                    return Err(io::Error::new(
+                        ErrorKind::TimedOut,
+                        "no INFO before deadline",
+                    ))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Writes `data` (any number of whole or partial protocol operations)
+    /// until done or `deadline`; over WebSocket as one masked binary frame.
+    pub fn send(&mut self, data: &[u8], deadline: Instant) -> io::Result<()> {
+        match &mut self.ws {
+            None => write_until(&mut self.stream, data, deadline),
+            Some(w) => {
+                w.out.clear();
+                let mask = w.rng.mask();
+                ws::encode_frame(&mut w.out, ws::OP_BINARY, data, Some(mask));
+                write_until(&mut self.stream, &w.out, deadline)
+            }
+        }
     }
 
     /// Reads once into the buffer (waiting at most [`POLL_TICK`]).
     pub fn fill(&mut self) -> io::Result<Fill> {
-        fill_buf(
-            &mut self.stream,
-            &mut self.buf,
-            &mut self.start,
-            &mut self.end,
-        )
+        if self.ws.is_none() {
+            return fill_buf(
+                &mut self.stream,
+                &mut self.buf,
+                &mut self.start,
+                &mut self.end,
+            );
+        }
+        let w = self.ws.as_mut().expect("WebSocket state");
+        if w.closed {
+            return Ok(Fill::Eof);
+        }
+        let n = loop {
+            match self.stream.read(&mut w.raw) {
+                Ok(0) => return Ok(Fill::Eof),
+                Ok(n) => break n,
+                Err(e) if is_timeout(&e) => return Ok(Fill::Idle),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if is_disconnect(&e) => return Ok(Fill::Eof),
+                Err(e) => return Err(e),
+            }
+        };
+        let mut raw = std::mem::take(&mut w.raw);
+        let pending = self.end - self.start;
+        let r = self.absorb(&raw[..n]);
+        let w = self.ws.as_mut().expect("WebSocket state");
+        std::mem::swap(&mut w.raw, &mut raw);
+        r?;
+        // Data that came just before a close frame is still handed over; the
+        // next fill reports the end.
+        let got_data = self.end - self.start > pending;
+        Ok(if w.closed && !got_data {
+            Fill::Eof
+        } else {
+            Fill::Data
+        })
+    }
+
+    /// Decodes raw WebSocket bytes into the NATS buffer and answers control
+    /// frames: a ping with its pong, a close with a close.
+    fn absorb(&mut self, raw: &[u8]) -> io::Result<()> {
+        let w = self.ws.as_mut().expect("WebSocket state");
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        self.buf.truncate(self.end);
+        w.decoder.feed(raw, &mut self.buf, &mut w.events)?;
+        self.end = self.buf.len();
+        if w.events.is_empty() {
+            return Ok(());
+        }
+        let mut events = std::mem::take(&mut w.events);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for ev in events.drain(..) {
+            let w = self.ws.as_mut().expect("WebSocket state");
+            w.out.clear();
+            let mask = Some(w.rng.mask());
+            match ev {
+                ws::Event::Ping(p) => ws::encode_frame(&mut w.out, ws::OP_PONG, &p, mask),
+                ws::Event::Pong(_) => continue,
+                ws::Event::Close(code, reason) => {
+                    w.closed = true;
+                    self.last_err.get_or_insert_with(|| {
+                        format!("WebSocket close {} {reason}", code.unwrap_or(1005))
+                    });
+                    let bytes = code.unwrap_or_default().to_be_bytes();
+                    let echo: &[u8] = if code.is_some() { &bytes } else { &[] };
+                    ws::encode_frame(&mut w.out, ws::OP_CLOSE, echo, mask);
+                    let _ = write_until(&mut self.stream, &w.out, deadline);
+                    break;
+                }
+            }
+            write_until(&mut self.stream, &w.out, deadline)?;
+        }
+        self.ws.as_mut().expect("WebSocket state").events = events;
+        Ok(())
     }
 
     /// Consumes every complete frame in the buffer, calling `on_msg` for each
@@ -239,8 +439,9 @@ impl Conn {
             self.start = 0;
             self.end = 0;
         }
-        for _ in 0..pings {
-            self.stream.write_all(b"PONG\r\n")?;
+        if pings > 0 {
+            let pong = b"PONG\r\n".repeat(pings);
+            self.send(&pong, Instant::now() + Duration::from_secs(5))?;
         }
         Ok(msgs)
     }
@@ -249,7 +450,7 @@ impl Conn {
     /// messages. Fails if `deadline` passes or the server hangs up.
     pub fn ping_pong(&mut self, deadline: Instant) -> io::Result<()> {
         let want = self.pongs + 1;
-        write_until(&mut self.stream, b"PING\r\n", deadline)?;
+        self.send(b"PING\r\n", deadline)?;
         while self.pongs < want {
             match self.fill()? {
                 Fill::Eof => {
@@ -370,6 +571,105 @@ fn last_number(line: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpListener;
+
+    /// A scripted WebSocket NATS server: upgrade answered together with the
+    /// INFO frame, a WebSocket ping that must come back as a pong, a PONG
+    /// split across two writes, a message and a close in one write.
+    #[test]
+    fn websocket_conn_against_scripted_server() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                s.read_exact(&mut byte).unwrap();
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8(head).unwrap();
+            assert!(head.starts_with("GET / HTTP/1.1\r\n"), "{head}");
+            assert!(head.contains("Upgrade: websocket\r\n"));
+            assert!(head.contains("Sec-WebSocket-Version: 13\r\n"));
+            assert!(!head.to_ascii_lowercase().contains("sec-websocket-protocol"));
+            let key = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                .unwrap();
+            let mut out = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                ws::accept_key(key)
+            )
+            .into_bytes();
+            ws::encode_frame(
+                &mut out,
+                ws::OP_BINARY,
+                b"INFO {\"max_payload\":1048576}\r\n",
+                None,
+            );
+            s.write_all(&out).unwrap();
+
+            let mut dec = ws::Decoder::new();
+            let (mut data, mut events) = (Vec::new(), Vec::new());
+            let mut read_until =
+                |s: &mut TcpStream,
+                 data: &mut Vec<u8>,
+                 events: &mut Vec<ws::Event>,
+                 done: &dyn Fn(&[u8], &[ws::Event]) -> bool| {
+                    let mut chunk = [0u8; 4096];
+                    while !done(data, events) {
+                        let n = s.read(&mut chunk).unwrap();
+                        assert!(n > 0, "client closed early");
+                        // Client frames arrive masked; the decoder unmasks them.
+                        dec.feed(&chunk[..n], data, events).unwrap();
+                    }
+                };
+            read_until(&mut s, &mut data, &mut events, &|d, _| {
+                d.ends_with(b"PING\r\n")
+            });
+            assert!(data.starts_with(b"CONNECT {"));
+            data.clear();
+            let mut out = Vec::new();
+            ws::encode_frame(&mut out, ws::OP_PING, b"hey", None);
+            ws::encode_frame(&mut out, ws::OP_BINARY, b"PONG\r\n", None);
+            s.write_all(&out[..8]).unwrap();
+            s.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            s.write_all(&out[8..]).unwrap();
+            read_until(&mut s, &mut data, &mut events, &|_, e| !e.is_empty());
+            assert_eq!(events.remove(0), ws::Event::Pong(b"hey".to_vec()));
+            read_until(&mut s, &mut data, &mut events, &|d, _| {
+                d.ends_with(b"x\r\n")
+            });
+            assert_eq!(data, b"PUB a 1\r\nx\r\n");
+            let mut out = Vec::new();
+            ws::encode_frame(&mut out, ws::OP_BINARY, b"MSG a 1 1\r\nx\r\n", None);
+            ws::encode_frame(&mut out, ws::OP_CLOSE, &1001u16.to_be_bytes(), None);
+            s.write_all(&out).unwrap();
+            read_until(&mut s, &mut data, &mut events, &|_, e| !e.is_empty());
+            assert_eq!(events, vec![ws::Event::Close(Some(1001), String::new())]);
+        });
+        let mut conn = Conn::open(&addr, Transport::Ws, "t", 4096).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        conn.send(b"PUB a 1\r\nx\r\n", deadline).unwrap();
+        let mut got = Vec::new();
+        loop {
+            match conn.fill().unwrap() {
+                Fill::Eof => break,
+                Fill::Idle => assert!(Instant::now() < deadline),
+                Fill::Data => {
+                    conn.process(|m| got.push((m.args.to_vec(), m.payload.to_vec())))
+                        .unwrap();
+                }
+            }
+        }
+        assert_eq!(got, vec![(b"a 1 1".to_vec(), b"x".to_vec())]);
+        assert_eq!(conn.last_err.as_deref(), Some("WebSocket close 1001 "));
+        server.join().unwrap();
+    }
 
     #[test]
     fn last_number_parses_len() {

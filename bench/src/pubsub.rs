@@ -1,7 +1,7 @@
 //! `pubsub` (1 publisher -> N subscribers) and `pub` (publish only) modes.
 
 use crate::procfs::CpuProbe;
-use crate::proto::{write_until, Conn, Fill};
+use crate::proto::{Conn, Fill};
 use crate::{human_rate, Opts};
 use std::io::{self, ErrorKind, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -52,7 +52,7 @@ fn publish(conn: &mut Conn, o: &Opts, deadline: Instant) -> Published {
             ));
             break;
         }
-        if let Err(e) = write_until(&mut conn.stream, &batch[..n * frame.len()], deadline) {
+        if let Err(e) = conn.send(&batch[..n * frame.len()], deadline) {
             error = Some(e);
             break;
         }
@@ -92,12 +92,13 @@ fn subscriber(
     deadline: Instant,
 ) -> SubStats {
     let setup = || -> io::Result<Conn> {
-        let mut conn = Conn::open(&o.addr, &format!("bench-sub-{idx}"), 256 * 1024)?;
-        write_until(
-            &mut conn.stream,
-            format!("SUB {} 1\r\n", o.subject).as_bytes(),
-            deadline,
+        let mut conn = Conn::open(
+            &o.addr,
+            o.transport,
+            &format!("bench-sub-{idx}"),
+            256 * 1024,
         )?;
+        conn.send(format!("SUB {} 1\r\n", o.subject).as_bytes(), deadline)?;
         conn.ping_pong(deadline)?;
         Ok(conn)
     };
@@ -194,7 +195,7 @@ pub fn run_pubsub(o: &Opts) -> io::Result<()> {
     }
     let outcome = match setup_error {
         Some(e) => Err(io::Error::other(e)),
-        None => Conn::open(&o.addr, "bench-pub", 4096).map(|mut conn| {
+        None => Conn::open(&o.addr, o.transport, "bench-pub", 4096).map(|mut conn| {
             let cpu = CpuProbe::start(o.pid);
             let published = publish(&mut conn, o, deadline);
             (published, cpu, conn)
@@ -232,8 +233,9 @@ pub fn run_pubsub(o: &Opts) -> io::Result<()> {
     let complete = published.error.is_none() && received >= expected;
     let pub_rate = published.sent as f64 / published.elapsed.as_secs_f64().max(1e-9);
     println!(
-        "RESULT mode=pubsub subs={} size={} published={} pub_secs={:.4} pub_rate={:.0} \
+        "RESULT mode=pubsub transport={} subs={} size={} published={} pub_secs={:.4} pub_rate={:.0} \
          msgs={} expected={} secs={:.4} rate={:.0} mbps={:.2} complete={}{}",
+        o.transport.name(),
         o.subs,
         o.size,
         published.sent,
@@ -248,10 +250,11 @@ pub fn run_pubsub(o: &Opts) -> io::Result<()> {
         cpu.fields(received),
     );
     println!(
-        "pubsub 1->{} {} B: {} of {} msgs received in {:.3} s = {} msgs/s ({:.1} MB/s payload) at the \
+        "pubsub 1->{} {} B{}: {} of {} msgs received in {:.3} s = {} msgs/s ({:.1} MB/s payload) at the \
          subscribers; publisher {} msgs/s",
         o.subs,
         o.size,
+        o.transport.suffix(),
         received,
         expected,
         secs,
@@ -276,7 +279,7 @@ pub fn run_pubsub(o: &Opts) -> io::Result<()> {
 /// `pub`: publish only; rate at the publisher until the final PONG.
 pub fn run_pub(o: &Opts) -> io::Result<()> {
     let deadline = Instant::now() + o.timeout;
-    let mut conn = Conn::open(&o.addr, "bench-pub", 4096)?;
+    let mut conn = Conn::open(&o.addr, o.transport, "bench-pub", 4096)?;
     let cpu = CpuProbe::start(o.pid);
     let p = publish(&mut conn, o, deadline);
     let secs = p.elapsed.as_secs_f64();
@@ -287,7 +290,8 @@ pub fn run_pub(o: &Opts) -> io::Result<()> {
     };
     let complete = p.error.is_none() && (o.secs.is_some() || p.sent == o.msgs);
     println!(
-        "RESULT mode=pub size={} msgs={} secs={:.4} rate={:.0} mbps={:.2} complete={}{}",
+        "RESULT mode=pub transport={} size={} msgs={} secs={:.4} rate={:.0} mbps={:.2} complete={}{}",
+        o.transport.name(),
         o.size,
         p.sent,
         secs,
@@ -297,8 +301,9 @@ pub fn run_pub(o: &Opts) -> io::Result<()> {
         cpu.fields(p.sent),
     );
     println!(
-        "pub {} B: {} msgs published and flushed in {:.3} s = {} msgs/s ({:.1} MB/s payload)",
+        "pub {} B{}: {} msgs published and flushed in {:.3} s = {} msgs/s ({:.1} MB/s payload)",
         o.size,
+        o.transport.suffix(),
         p.sent,
         secs,
         human_rate(rate),

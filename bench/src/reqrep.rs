@@ -7,7 +7,7 @@
 //! `_INBOX.<id>.<n>` before sending the next.
 
 use crate::procfs::CpuProbe;
-use crate::proto::{write_until, Conn, Fill};
+use crate::proto::{Conn, Fill};
 use crate::{human_rate, Opts};
 use std::io::{self, ErrorKind, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,12 +22,8 @@ fn responder(
     deadline: Instant,
 ) -> io::Result<()> {
     let setup = || -> io::Result<Conn> {
-        let mut conn = Conn::open(&o.addr, "bench-responder", 64 * 1024)?;
-        write_until(
-            &mut conn.stream,
-            format!("SUB {} 1\r\n", o.subject).as_bytes(),
-            deadline,
-        )?;
+        let mut conn = Conn::open(&o.addr, o.transport, "bench-responder", 64 * 1024)?;
+        conn.send(format!("SUB {} 1\r\n", o.subject).as_bytes(), deadline)?;
         conn.ping_pong(deadline)?;
         Ok(conn)
     };
@@ -59,7 +55,7 @@ fn responder(
             }
         })?;
         if !out.is_empty() {
-            write_until(&mut conn.stream, &out, deadline)?;
+            conn.send(&out, deadline)?;
         }
     }
     Ok(())
@@ -95,12 +91,8 @@ pub fn run(o: &Opts) -> io::Result<()> {
         .map(|d| d.subsec_nanos() ^ std::process::id())
         .unwrap_or(0);
     let inbox = format!("_INBOX.{id:x}.");
-    let mut conn = Conn::open(&o.addr, "bench-requester", 64 * 1024)?;
-    write_until(
-        &mut conn.stream,
-        format!("SUB {inbox}* 1\r\n").as_bytes(),
-        deadline,
-    )?;
+    let mut conn = Conn::open(&o.addr, o.transport, "bench-requester", 64 * 1024)?;
+    conn.send(format!("SUB {inbox}* 1\r\n").as_bytes(), deadline)?;
     conn.ping_pong(deadline)?;
 
     let payload: Vec<u8> = (0..o.size).map(|i| b'a' + (i % 26) as u8).collect();
@@ -129,7 +121,7 @@ pub fn run(o: &Opts) -> io::Result<()> {
         req.extend_from_slice(b"\r\n");
 
         let t0 = Instant::now();
-        if let Err(e) = write_until(&mut conn.stream, &req, deadline) {
+        if let Err(e) = conn.send(&req, deadline) {
             error = Some(e);
             break;
         }
@@ -187,8 +179,9 @@ pub fn run(o: &Opts) -> io::Result<()> {
     );
     let max = us(lat_ns.last().copied().unwrap_or(0));
     println!(
-        "RESULT mode=reqrep size={} count={} done={} p50_us={p50:.1} p90_us={p90:.1} \
+        "RESULT mode=reqrep transport={} size={} count={} done={} p50_us={p50:.1} p90_us={p90:.1} \
          p99_us={p99:.1} max_us={max:.1} avg_us={avg:.1} rate={rate:.0} complete={}{}",
+        o.transport.name(),
         o.size,
         o.count,
         done,
@@ -196,9 +189,10 @@ pub fn run(o: &Opts) -> io::Result<()> {
         cpu_fields,
     );
     println!(
-        "reqrep {} B: {done} round trips ({} req/s): p50 {p50:.1} us, p90 {p90:.1} us, \
+        "reqrep {} B{}: {done} round trips ({} req/s): p50 {p50:.1} us, p90 {p90:.1} us, \
          p99 {p99:.1} us, max {max:.1} us, avg {avg:.1} us",
         o.size,
+        o.transport.suffix(),
         human_rate(rate),
     );
     if let Some(e) = error {
