@@ -133,6 +133,8 @@ impl MessageRecord {
         };
         publish.qos = qos;
         publish.packet_id = packet_id;
+        // DUP is decided when it is sent again, not kept.
+        publish.dup = false;
         Some(MessageRecord {
             qos,
             packet_id,
