@@ -30,6 +30,7 @@
 //!                 --subject bench/data --batch 65536
 //!   mqtt-latency  publish-to-delivery latency, 1 publisher -> 1 subscriber at a fixed rate
 //!                 --qos 0|1 --rate 2000 --count 20000 --warmup 1000 --size 128
+//!   (both: --persistent = subscribers keep a persistent session, see below)
 //!   mqtt-idle     hold many idle MQTT connections; with --pid, server RSS per connection
 //!                 --conns 10000 --threads 8 --settle 2 --hold 0
 //! ```
@@ -39,6 +40,15 @@
 //! (with 5.0, also at most the server's Receive Maximum). `mqtt-latency`
 //! stamps each payload with the send time on a clock shared by publisher and
 //! subscriber (same process), so latency is publish call to subscriber read.
+//!
+//! With `--persistent` the subscribers of `mqtt-pubsub` and `mqtt-latency`
+//! hold persistent sessions under the stable client ids `jbench-sub-<n>`:
+//! 3.1.1 `clean_session=0`, 5.0 clean start with Session Expiry Interval 3600
+//! (so a broker with a durable store keeps their QoS 1 messages in it). The
+//! publisher stays a clean session. Before subscribing and after the
+//! measurement each subscriber id connects once with a clean session and
+//! disconnects, so no session (nor queued message) is left on the broker.
+//! Two benches with `--persistent` against one broker at once would share ids.
 //!
 //! Main `RESULT` keys: `rate` (msgs/s; for `pubsub` counted across all
 //! subscribers from the first to the last message received), `mbps` (payload
@@ -99,6 +109,8 @@ MQTT (--port is the MQTT port; all modes: --mqtt-version 3.1.1|5  --keepalive 0)
 mqtt-pubsub:   --qos 0|1  --subs 1  --size 128  --msgs 1000000 | --secs S  --inflight 1000
                --subject bench/data  --batch 65536
 mqtt-latency:  --qos 0|1  --rate 2000  --count 20000  --warmup 1000  --size 128
+               (mqtt-pubsub, mqtt-latency: --persistent = subscribers hold persistent
+               sessions, ids jbench-sub-<n>; 5.0: session expiry 3600)
 mqtt-idle:     --conns 10000  --threads 8  --settle 2  --hold 0
 
 Each run prints one `RESULT mode=... key=value ...` line and one human line.";
@@ -134,6 +146,8 @@ pub struct Opts {
     pub keepalive: u16,
     /// `mqtt-latency` publish rate, msgs/s.
     pub rate: f64,
+    /// MQTT subscribers hold persistent sessions (`--persistent`).
+    pub persistent: bool,
 }
 
 fn parse_args(args: &[String]) -> Result<Opts, String> {
@@ -165,6 +179,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         mqtt_version: mqtt::V311,
         keepalive: 0,
         rate: 2000.0,
+        persistent: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -180,6 +195,10 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         };
         if flag == "ws" {
             o.transport = Transport::Ws;
+            continue;
+        }
+        if flag == "persistent" {
+            o.persistent = true;
             continue;
         }
         let (key, value) = match flag.split_once('=') {
@@ -266,6 +285,12 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
     if o.transport == Transport::Ws && !matches!(o.mode.as_str(), "pubsub" | "pub" | "reqrep") {
         return Err(format!(
             "--ws: mode {} runs over TCP only (WebSocket: pubsub, pub, reqrep)",
+            o.mode
+        ));
+    }
+    if o.persistent && !matches!(o.mode.as_str(), "mqtt-pubsub" | "mqtt-latency") {
+        return Err(format!(
+            "--persistent: only for mqtt-pubsub and mqtt-latency, not {}",
             o.mode
         ));
     }
@@ -394,5 +419,16 @@ mod tests {
         assert!(parse("mqtt-latency --secs 1").is_err());
         assert!(parse("mqtt-pubsub --secs 1").is_ok());
         assert_eq!(parse("pubsub").unwrap().msgs, 2_000_000);
+    }
+
+    #[test]
+    fn parses_persistent() {
+        let o = parse("mqtt-pubsub --qos 1 --persistent --mqtt-version 5").unwrap();
+        assert!(o.persistent);
+        assert_eq!((o.qos, o.mqtt_version), (1, 5));
+        assert!(parse("mqtt-latency --persistent").unwrap().persistent);
+        assert!(!parse("mqtt-pubsub").unwrap().persistent);
+        assert!(parse("mqtt-idle --persistent").is_err());
+        assert!(parse("pubsub --persistent").is_err());
     }
 }

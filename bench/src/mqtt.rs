@@ -104,15 +104,38 @@ fn put_packet(out: &mut Vec<u8>, first: u8, body: &[u8]) {
     out.extend_from_slice(body);
 }
 
-/// Appends a CONNECT with a clean session (3.1.1) / clean start (5.0).
-pub fn connect(out: &mut Vec<u8>, version: u8, client_id: &str, keepalive: u16) {
-    let mut body = Vec::with_capacity(16 + client_id.len());
+/// The session a CONNECT asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Session {
+    /// 3.1.1 clean session; 5.0 clean start with session expiry 0: the
+    /// server forgets the session when the connection ends.
+    Clean,
+    /// A session that outlives the connection: 3.1.1 `clean_session=0`
+    /// (resuming whatever the server kept for this client id); 5.0 clean
+    /// start (any old session is discarded) with Session Expiry Interval
+    /// `expiry` seconds, which must be above 0.
+    Persistent { expiry: u32 },
+}
+
+/// Appends a CONNECT (no will, no user name/password) asking for `session`.
+pub fn connect(out: &mut Vec<u8>, version: u8, client_id: &str, keepalive: u16, session: Session) {
+    let mut body = Vec::with_capacity(24 + client_id.len());
     put_str(&mut body, b"MQTT");
     body.push(version);
-    body.push(0x02); // clean session, no will, no user name/password
+    // Connect flags: bit 1 is clean session (3.1.1) / clean start (5.0).
+    let persistent_v311 = version < V5 && matches!(session, Session::Persistent { .. });
+    body.push(if persistent_v311 { 0x00 } else { 0x02 });
     body.extend_from_slice(&keepalive.to_be_bytes());
     if version >= V5 {
-        body.push(0); // no properties: Receive Maximum defaults to 65535
+        // Receive Maximum stays at its default, 65535.
+        match session {
+            Session::Clean => body.push(0), // no properties: session expiry 0
+            Session::Persistent { expiry } => {
+                body.push(5);
+                body.push(0x11); // Session Expiry Interval
+                body.extend_from_slice(&expiry.to_be_bytes());
+            }
+        }
     }
     put_str(&mut body, client_id.as_bytes());
     put_packet(out, 0x10, &body);
@@ -386,11 +409,12 @@ impl MqttConn {
         version: u8,
         client_id: &str,
         keepalive: u16,
+        session: Session,
         buf_size: usize,
     ) -> io::Result<MqttConn> {
         let mut stream = dial(addr)?;
         let mut packet = Vec::with_capacity(64);
-        connect(&mut packet, version, client_id, keepalive);
+        connect(&mut packet, version, client_id, keepalive, session);
         let mut scratch = Vec::with_capacity(1024);
         let granted = handshake(
             &mut stream,
@@ -611,17 +635,47 @@ mod tests {
     #[test]
     fn connect_bytes() {
         let mut b = Vec::new();
-        connect(&mut b, V311, "ab", 30);
+        connect(&mut b, V311, "ab", 30, Session::Clean);
         assert_eq!(
             b,
             [0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 30, 0, 2, b'a', b'b']
         );
         b.clear();
-        connect(&mut b, V5, "", 0);
+        connect(&mut b, V5, "", 0, Session::Clean);
         assert_eq!(
             b,
             [0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 0, 0, 0, 0]
         );
+    }
+
+    #[test]
+    fn connect_persistent_bytes() {
+        let persistent = Session::Persistent { expiry: 3600 };
+        // 3.1.1: clean session flag cleared, nothing else changes.
+        let mut b = Vec::new();
+        connect(&mut b, V311, "ab", 30, persistent);
+        assert_eq!(
+            b,
+            [0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x00, 0, 30, 0, 2, b'a', b'b']
+        );
+        // 5.0: clean start stays set, Session Expiry Interval (0x11) = 3600.
+        b.clear();
+        connect(&mut b, V5, "ab", 0, persistent);
+        assert_eq!(
+            b,
+            [
+                0x10, 20, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 0, 5, 0x11, 0, 0, 0x0E, 0x10,
+                0, 2, b'a', b'b'
+            ]
+        );
+        // The flags byte is the 10th byte in both; the remaining length is exact.
+        for version in [V311, V5] {
+            b.clear();
+            connect(&mut b, version, "bench-sub-0", 0, persistent);
+            let (len, n) = get_varint(&b[1..]).unwrap().unwrap();
+            assert_eq!(1 + n + len, b.len());
+            assert_eq!(b[9] & 0x02 != 0, version == V5);
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! Client-side cost is one file descriptor per connection: handshakes share a
 //! per-thread scratch buffer and an open connection keeps no buffer at all.
 
-use crate::mqtt::{connect, handshake, DISCONNECT, HANDSHAKE_TIMEOUT};
+use crate::mqtt::{connect, handshake, Session, DISCONNECT, HANDSHAKE_TIMEOUT};
 use crate::procfs::rss_bytes;
 use crate::proto::dial;
 use crate::Opts;
@@ -27,7 +27,13 @@ fn open_some(o: &Opts, thread_idx: usize, n: usize, deadline: Instant) -> Opened
         }
         packet.clear();
         let id = format!("jbench-{}-idle-{thread_idx}-{i}", std::process::id());
-        connect(&mut packet, o.mqtt_version, &id, o.keepalive);
+        connect(
+            &mut packet,
+            o.mqtt_version,
+            &id,
+            o.keepalive,
+            Session::Clean,
+        );
         let opened = dial(&o.addr).and_then(|mut s| {
             handshake(
                 &mut s,

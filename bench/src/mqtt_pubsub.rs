@@ -6,8 +6,13 @@
 //! publisher keeps at most `--inflight` PUBLISHes unacknowledged (5.0: also
 //! at most the server's Receive Maximum); at QoS 0 it ends with a
 //! PINGREQ/PINGRESP round trip so that the server has read everything.
+//!
+//! With `--persistent` the subscribers hold persistent sessions under stable
+//! client ids (see [`sub_session`]); each id is connected once with a clean
+//! session before subscribing and again after the results are printed, so
+//! that no session is left on the server and the cleanup is not measured.
 
-use crate::mqtt::MqttConn;
+use crate::mqtt::{MqttConn, Session};
 use crate::procfs::CpuProbe;
 use crate::proto::Fill;
 use crate::reqrep::quantile;
@@ -30,8 +35,58 @@ fn client_id(role: &str) -> String {
     format!("jbench-{}-{role}", std::process::id())
 }
 
+/// Session expiry (5.0) of `--persistent` subscribers, in seconds.
+const PERSISTENT_EXPIRY: u32 = 3600;
+
 fn open(o: &Opts, role: &str, buf: usize) -> io::Result<MqttConn> {
-    MqttConn::open(&o.addr, o.mqtt_version, &client_id(role), o.keepalive, buf)
+    let id = client_id(role);
+    MqttConn::open(
+        &o.addr,
+        o.mqtt_version,
+        &id,
+        o.keepalive,
+        Session::Clean,
+        buf,
+    )
+}
+
+/// Client id and session of subscriber `idx`: with `--persistent` a stable
+/// id (the same in every run, so that the broker's store sees one session
+/// per subscriber) and a persistent session, else a per-process id and a
+/// clean session.
+fn sub_session(o: &Opts, idx: usize) -> (String, Session) {
+    if o.persistent {
+        (
+            format!("jbench-sub-{idx}"),
+            Session::Persistent {
+                expiry: PERSISTENT_EXPIRY,
+            },
+        )
+    } else {
+        (client_id(&format!("sub-{idx}")), Session::Clean)
+    }
+}
+
+/// Connects as `id` with a clean session and disconnects: the server
+/// discards whatever session (subscriptions, queued messages) it kept for
+/// `id`, and keeps none.
+fn forget_session(o: &Opts, id: &str) -> io::Result<()> {
+    let mut conn = MqttConn::open(&o.addr, o.mqtt_version, id, 0, Session::Clean, 4096)?;
+    conn.disconnect();
+    Ok(())
+}
+
+/// After a `--persistent` run: drops the sessions of subscribers `0..subs`.
+fn forget_sessions(o: &Opts, subs: usize) {
+    if !o.persistent {
+        return;
+    }
+    for idx in 0..subs {
+        let (id, _) = sub_session(o, idx);
+        if let Err(e) = forget_session(o, &id) {
+            eprintln!("junction-bench: could not clear the persistent session {id}: {e}");
+        }
+    }
 }
 
 /// What the publisher managed to do.
@@ -175,7 +230,19 @@ fn subscriber(
     latency: bool,
 ) -> SubStats {
     let setup = || -> io::Result<MqttConn> {
-        let mut conn = open(o, &format!("sub-{idx}"), 256 * 1024)?;
+        let (id, session) = sub_session(o, idx);
+        if o.persistent {
+            // 3.1.1 would resume a session a crashed earlier run left behind.
+            forget_session(o, &id)?;
+        }
+        let mut conn = MqttConn::open(
+            &o.addr,
+            o.mqtt_version,
+            &id,
+            o.keepalive,
+            session,
+            256 * 1024,
+        )?;
         let granted = conn.subscribe(&o.subject, o.qos, deadline)?;
         if granted != o.qos {
             eprintln!(
@@ -377,11 +444,12 @@ pub fn run_pubsub(o: &Opts) -> io::Result<()> {
         && received >= expected;
     let pub_rate = published.sent as f64 / published.elapsed.as_secs_f64().max(1e-9);
     println!(
-        "RESULT mode=mqtt-pubsub version={} qos={} subs={} size={} inflight={} published={} \
+        "RESULT mode=mqtt-pubsub version={} qos={} persistent={} subs={} size={} inflight={} published={} \
          pub_secs={:.4} pub_rate={:.0} msgs={} expected={} lost={} secs={:.4} rate={:.0} \
          mbps={:.2} complete={}{}",
         o.mqtt_version,
         o.qos,
+        u8::from(o.persistent),
         o.subs,
         o.size,
         published.window,
@@ -398,9 +466,10 @@ pub fn run_pubsub(o: &Opts) -> io::Result<()> {
         cpu.fields(received),
     );
     println!(
-        "mqtt-pubsub QoS {} 1->{} {} B: {} of {} msgs received in {:.3} s = {} msgs/s ({:.1} MB/s \
+        "mqtt-pubsub QoS {}{} 1->{} {} B: {} of {} msgs received in {:.3} s = {} msgs/s ({:.1} MB/s \
          payload) at the subscribers; publisher {} msgs/s",
         o.qos,
+        if o.persistent { " persistent" } else { "" },
         o.subs,
         o.size,
         received,
@@ -411,6 +480,7 @@ pub fn run_pubsub(o: &Opts) -> io::Result<()> {
         human_rate(pub_rate),
     );
     report_problems("mqtt-pubsub", &published, &stats, complete);
+    forget_sessions(o, o.subs);
     Ok(())
 }
 
@@ -510,11 +580,13 @@ pub fn run_latency(o: &Opts) -> io::Result<()> {
     let complete = published.error.is_none() && published.sent == total && st.count >= total;
     let actual_rate = published.sent as f64 / published.elapsed.as_secs_f64().max(1e-9);
     println!(
-        "RESULT mode=mqtt-latency version={} qos={} size={} target_rate={:.0} pub_rate={:.0} \
-         count={} warmup={} sent={} received={} lost={} measured={done} p50_us={p50:.1} \
+        "RESULT mode=mqtt-latency version={} qos={} persistent={} size={} target_rate={:.0} \
+         pub_rate={:.0} count={} warmup={} sent={} received={} lost={} measured={done} \
+         p50_us={p50:.1} \
          p90_us={p90:.1} p99_us={p99:.1} max_us={max:.1} avg_us={avg:.1} complete={}{}",
         o.mqtt_version,
         o.qos,
+        u8::from(o.persistent),
         o.size.max(STAMP),
         o.rate,
         actual_rate,
@@ -527,12 +599,14 @@ pub fn run_latency(o: &Opts) -> io::Result<()> {
         cpu.fields(st.count),
     );
     println!(
-        "mqtt-latency QoS {} {} B at {} msgs/s: {done} deliveries measured: p50 {p50:.1} us, \
+        "mqtt-latency QoS {}{} {} B at {} msgs/s: {done} deliveries measured: p50 {p50:.1} us, \
          p90 {p90:.1} us, p99 {p99:.1} us, max {max:.1} us, avg {avg:.1} us",
         o.qos,
+        if o.persistent { " persistent" } else { "" },
         o.size.max(STAMP),
         human_rate(o.rate),
     );
     report_problems("mqtt-latency", &published, &stats, complete);
+    forget_sessions(o, 1);
     Ok(())
 }
