@@ -63,6 +63,10 @@ const TOPIC_ALIAS_MAXIMUM: u16 = 64;
 const QUEUE_HIGH_WATERMARK: usize = 4096;
 /// Below this, paused publishers go on.
 const QUEUE_LOW_WATERMARK: usize = 1024;
+// Past half the queue limit publishers pause again after every read batch even for a client
+// that was slow to acknowledge ("stuck"): a connected, acknowledging client's queue never
+// reaches the limit (where the oldest would be dropped) because its scheduling lagged for a
+// few milliseconds. Only a client that stops acknowledging altogether is cut back to the limit.
 
 /// Settings of the MQTT frontend.
 #[derive(Debug, Clone)]
@@ -940,8 +944,9 @@ impl SubSink {
                 if durable.is_some() && link.is_some() {
                     self.session.wait_for_commit(&mut state);
                 }
-                let backlogged =
-                    link.is_some() && !state.stuck && state.queue.len() > QUEUE_HIGH_WATERMARK;
+                let backlogged = link.is_some()
+                    && state.queue.len() > QUEUE_HIGH_WATERMARK
+                    && (!state.stuck || state.queue.len() > self.session.fe.opts.max_queued / 2);
                 if let (true, Some(batch)) = (backlogged, batch) {
                     batch.backlog(me);
                 }
@@ -977,7 +982,11 @@ impl Sink for SubSink {
     fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<()> {
         let link = {
             let mut state = self.session.state.lock().expect("session lock");
-            if state.link.is_some() && !state.stuck && state.queue.len() > QUEUE_LOW_WATERMARK {
+            let hard = state.queue.len() > self.session.fe.opts.max_queued / 2;
+            if state.link.is_some()
+                && (!state.stuck || hard)
+                && state.queue.len() > QUEUE_LOW_WATERMARK
+            {
                 if !state.drain_wakers.iter().any(|w| w.will_wake(cx.waker())) {
                     state.drain_wakers.push(cx.waker().clone());
                 }
