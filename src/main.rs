@@ -118,6 +118,14 @@ async fn run(settings: Settings) -> Result<()> {
         .unwrap_or_else(|| server_id.clone());
     tracing::info!(version = env!("CARGO_PKG_VERSION"), server_id = %server_id, server_name = %server_name, "starting junction");
 
+    // The store first: a locked or damaged one stops startup before anything listens.
+    let mqtt_on = settings.mqtt_port.is_some() || settings.ws_port.is_some();
+    let engine = if mqtt_on && !settings.in_memory {
+        Some(junction_store::open(&settings.data_dir)?)
+    } else {
+        None
+    };
+
     let bus = Arc::new(Bus::new());
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -180,7 +188,7 @@ async fn run(settings: Settings) -> Result<()> {
     }
 
     // The MQTT frontend serves the MQTT port and MQTT over WebSocket.
-    let mqtt_fe = (settings.mqtt_port.is_some() || settings.ws_port.is_some()).then(|| {
+    let mqtt_fe = mqtt_on.then(|| {
         Arc::new(mqtt::broker::Frontend::new(
             bus.clone(),
             Arc::new(junction_auth::Open {
@@ -198,9 +206,7 @@ async fn run(settings: Settings) -> Result<()> {
     });
     // Durable MQTT state: restored before any client connects.
     let mut store = None;
-    if let (Some(fe), false) = (&mqtt_fe, settings.in_memory) {
-        let dir = &settings.data_dir;
-        let engine = junction_store::open(dir)?;
+    if let (Some(fe), Some(engine)) = (&mqtt_fe, engine) {
         let started = std::time::Instant::now();
         let restored = fe
             .restore(&engine)

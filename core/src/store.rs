@@ -32,15 +32,18 @@ pub enum Table {
     Retained,
     /// QoS 2 packet identifiers received (PUBREC sent) and not yet released.
     Inbound,
+    /// Facts about the server itself (when it was last alive).
+    Meta,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 4] = [
+    pub const ALL: [Table; 5] = [
         Table::Sessions,
         Table::Messages,
         Table::Retained,
         Table::Inbound,
+        Table::Meta,
     ];
 
     /// The table's name in the engine.
@@ -50,6 +53,7 @@ impl Table {
             Table::Messages => "messages",
             Table::Retained => "retained",
             Table::Inbound => "inbound",
+            Table::Meta => "meta",
         }
     }
 }

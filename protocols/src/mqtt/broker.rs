@@ -1424,9 +1424,27 @@ impl MqttConn {
             u32::MAX
         };
         // Take over an existing session: disconnect its link; keep it unless clean start.
+        let mut due_will = None;
         let (session, present) = {
             let mut sessions = fe.sessions.lock().expect("sessions lock");
-            let existing = sessions.get(&key).cloned();
+            let mut existing = sessions.get(&key).cloned();
+            let expired = existing.as_ref().is_some_and(|old| {
+                let st = old.state.lock().expect("session lock");
+                st.link.is_none() && st.expires_at.is_some_and(|t| t <= Instant::now())
+            });
+            if expired {
+                // Its expiry passed (the sweep had not come to it yet): it is gone.
+                if let Some(old) = existing.take() {
+                    sessions.remove(&key);
+                    let will = old.state.lock().expect("session lock").pending_will.take();
+                    // A will waits at most until its session ends.
+                    due_will = will.map(|(w, _)| (old.clone(), w));
+                    old.unsubscribe_all();
+                    if let Some(store) = fe.store() {
+                        old.erase(store);
+                    }
+                }
+            }
             if let Some(old) = &existing {
                 let old_link = old.state.lock().expect("session lock").link.take();
                 if let Some(l) = old_link {
@@ -1456,6 +1474,9 @@ impl MqttConn {
                 }
             }
         };
+        if let Some((old, will)) = due_will {
+            publish_will_message(&fe, &old.account, &old, will);
+        }
         {
             let mut about = self.link.about.lock().expect("about lock");
             about.client_id = client_id.clone();
@@ -1550,7 +1571,9 @@ impl MqttConn {
             let pending = self.session.as_ref().map_or(0, |s| {
                 s.state.lock().expect("session lock").inbound_qos2.len()
             });
-            if pending >= usize::from(RECEIVE_MAXIMUM) {
+            // 5.0 clients were told the Receive Maximum; 3.1.1 has none, and a reconnecting
+            // client may resend every message it had pending.
+            if self.version == Version::V5 && pending >= usize::from(RECEIVE_MAXIMUM) {
                 return self.refuse(
                     reason::RECEIVE_MAXIMUM_EXCEEDED,
                     CloseReason::ProtocolViolation,
@@ -2067,8 +2090,24 @@ pub(crate) fn start<T: Transport>(io: T, peer: SocketAddr, fe: Arc<Frontend>) ->
     Conn::new(io, conn)
 }
 
-/// Publishes the wills that are due, and removes detached sessions whose expiry passed.
+/// The key of the time the server was last alive, in [`Table::Meta`].
+const ALIVE_KEY: &[u8] = b"alive";
+
+/// Notes in the store that the server is alive now (once a second, and at startup).
+fn note_alive(store: &Store) {
+    store.submit(Op::Put {
+        table: Table::Meta,
+        key: ALIVE_KEY.to_vec(),
+        value: durable::unix_ms().to_be_bytes().to_vec(),
+    });
+}
+
+/// Publishes the wills that are due, and removes detached sessions whose expiry passed; notes
+/// in the store that the server is alive (a restart after a crash counts from it).
 fn expire_sessions(fe: &Frontend) {
+    if let Some(store) = fe.store() {
+        note_alive(store);
+    }
     let now = Instant::now();
     let sessions: Vec<Arc<Session>> = fe
         .sessions
@@ -2152,7 +2191,21 @@ impl Frontend {
 
         let now = Instant::now();
         let now_ms = durable::unix_ms();
-        let at = |ms: u64| now + Duration::from_millis(ms.saturating_sub(now_ms));
+        let at = |ms: u64| {
+            now.checked_sub(Duration::from_millis(now_ms.saturating_sub(ms)))
+                .unwrap_or(now)
+                + Duration::from_millis(ms.saturating_sub(now_ms))
+        };
+        // When the server was last known alive: a client connected then lost its connection
+        // about then, and its session's expiry and will delay count from it.
+        let mut alive_ms = now_ms;
+        engine.scan(Table::Meta, &mut |k, v| {
+            if k == ALIVE_KEY {
+                let b: [u8; 8] = v.try_into().map_err(|_| damaged("meta", k))?;
+                alive_ms = u64::from_be_bytes(b).min(now_ms);
+            }
+            Ok(())
+        })?;
         let mut by_key: HashMap<Vec<u8>, Arc<Session>> = HashMap::new();
         let mut records = Vec::new();
         engine.scan(Table::Sessions, &mut |k, v| {
@@ -2193,7 +2246,7 @@ impl Frontend {
                 state.expires_at = match record.expires_at_ms {
                     Some(ms) => Some(at(ms)),
                     None => (record.expiry_secs != u32::MAX)
-                        .then(|| now + Duration::from_secs(u64::from(record.expiry_secs))),
+                        .then(|| at(alive_ms + u64::from(record.expiry_secs) * 1000)),
                 };
                 state.pending_will = match (will, record.will_due_ms) {
                     (Some(w), Some(due)) => Some((w, at(due))),
@@ -2202,7 +2255,7 @@ impl Frontend {
                         // delay (or the session's end), counted from now.
                         let delay = w.properties.will_delay_interval.unwrap_or(0);
                         let wait = delay.min(record.expiry_secs);
-                        Some((w, now + Duration::from_secs(u64::from(wait))))
+                        Some((w, at(alive_ms + u64::from(wait) * 1000)))
                     }
                     (None, _) => None,
                 };
@@ -2297,6 +2350,7 @@ impl Frontend {
         for (table, key) in std::mem::take(&mut *self.orphans.lock().expect("orphans lock")) {
             store.submit(Op::Delete { table, key });
         }
+        note_alive(&store);
         let _ = self.store.set(store);
     }
 }
