@@ -51,6 +51,8 @@ struct State {
     /// A publisher waited in vain: the writer is not draining, so nobody waits for it again
     /// until it makes progress.
     stuck: bool,
+    /// Nothing may be written yet (what it answers is not durable yet).
+    held: bool,
     /// The connection's task, to wake when there is something for it to do.
     task: Option<Waker>,
     /// Someone asked the connection to finish (shutdown, stale): flush what is queued, then
@@ -129,6 +131,9 @@ impl Outbound {
     /// until [`Outbound::written`] is called.
     pub fn take(&self) -> BytesMut {
         let mut s = self.state.lock().expect("outbound lock");
+        if s.held {
+            return BytesMut::new();
+        }
         let buf = std::mem::take(&mut s.buf);
         s.in_flight = buf.len();
         buf
@@ -250,6 +255,19 @@ impl Outbound {
     }
 
     /// Wakes the connection's task (after appends, once per batch).
+    /// Holds everything queued, and whatever is queued after it, until [`Outbound::release`]:
+    /// an MQTT CONNACK that must not reach the client before its session is durable, with
+    /// everything that follows it in order behind it.
+    pub fn hold(&self) {
+        self.state.lock().expect("outbound lock").held = true;
+    }
+
+    /// Lets the writer go on after [`Outbound::hold`].
+    pub fn release(&self) {
+        self.state.lock().expect("outbound lock").held = false;
+        self.wake();
+    }
+
     pub fn wake(&self) {
         let task = self.state.lock().expect("outbound lock").task.take();
         if let Some(t) = task {

@@ -235,6 +235,11 @@ struct About {
 }
 
 impl Link {
+    /// Lets the connection write again after its CONNACK's session became durable.
+    fn release_output(&self) {
+        self.out.release();
+    }
+
     /// Encodes a packet the connection itself sends.
     fn send(&self, packet: &Packet, version: Version) {
         let mut buf = BytesMut::new();
@@ -1507,6 +1512,12 @@ impl MqttConn {
             props.authentication_method = self.auth_method.clone();
             props.authentication_data = auth_data.map(Bytes::from);
         }
+        // A persistent session is durable before its CONNACK (and whatever follows it) is
+        // written: the connection's output is held until the commit.
+        let hold = fe.store().filter(|_| expiry > 0 || present).cloned();
+        if hold.is_some() {
+            self.link.out.hold();
+        }
         self.send(Packet::ConnAck(Box::new(ConnAck {
             session_present: present,
             code: reason::SUCCESS,
@@ -1543,6 +1554,11 @@ impl MqttConn {
                 }
             }
             session.fill_window(&mut state);
+        }
+        if let Some(store) = hold {
+            // After the session's record was submitted: the commit that runs this holds it.
+            let link = self.link.clone();
+            store.then(Box::new(move || link.release_output()));
         }
         tracing::debug!(cid = %self.link.id, client_id = %client_id, present, "MQTT client connected");
         self.session = Some(session);
