@@ -313,6 +313,15 @@ async fn run(settings: Settings) -> Result<()> {
     if let Some(store) = store {
         // Everything submitted is durable before the process ends.
         store.close();
+        let st = store.stats();
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            commits = get(&st.commits),
+            ops = get(&st.ops),
+            cancelled = get(&st.cancelled),
+            commit_ms = get(&st.commit_micros) / 1000,
+            "durable store closed"
+        );
     }
     tracing::info!("Server Exiting..");
     Ok(())

@@ -61,6 +61,13 @@ impl Table {
 /// One change to the durable state.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Op {
+    /// Inserts a key that never existed before (a new sequence number): when a `Delete` of it
+    /// follows in the same commit, the writer drops both and the engine never sees them.
+    Insert {
+        table: Table,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
     /// Inserts or replaces a value.
     Put {
         table: Table,
@@ -91,8 +98,36 @@ pub trait Engine: Send + 'static {
     fn scan(&self, table: Table, each: &mut Visit<'_>) -> Result<(), StoreError>;
 }
 
-/// Runs once what was submitted before it is durable.
-pub type Then = Box<dyn FnOnce() + Send>;
+/// Runs once what was submitted before it is durable; what it must wake goes into [`Wakes`],
+/// so that a connection acknowledged many times in one commit is woken once.
+pub type Then = Box<dyn FnOnce(&mut Wakes) + Send>;
+
+/// Something to wake after a commit's callbacks ran (a connection with new output).
+pub trait Wake: Send + Sync {
+    fn wake(&self);
+}
+
+/// The distinct things to wake after one commit.
+#[derive(Default)]
+pub struct Wakes {
+    all: Vec<Arc<dyn Wake>>,
+}
+
+impl Wakes {
+    /// Wakes `w` once the commit's callbacks are done (once, however often it is added).
+    pub fn add(&mut self, w: Arc<dyn Wake>) {
+        let p = Arc::as_ptr(&w) as *const ();
+        if !self.all.iter().any(|x| Arc::as_ptr(x) as *const () == p) {
+            self.all.push(w);
+        }
+    }
+
+    fn wake_all(&mut self) {
+        for w in self.all.drain(..) {
+            w.wake();
+        }
+    }
+}
 
 enum Item {
     Op(Op),
@@ -118,6 +153,8 @@ pub struct StoreStats {
     pub ops: AtomicU64,
     /// Total time spent committing, in microseconds.
     pub commit_micros: AtomicU64,
+    /// Operations dropped before reaching the engine (inserted and deleted in one commit).
+    pub cancelled: AtomicU64,
 }
 
 /// The group-commit writer in front of an engine. See the module documentation.
@@ -283,6 +320,11 @@ fn writer(mut engine: Box<dyn Engine>, rx: Receiver<Item>, stats: Arc<StoreStats
                 Item::Begin(_) | Item::End(_) => {}
             }
         }
+        let before = ops.len();
+        let ops = cancel_short_lived(ops);
+        stats
+            .cancelled
+            .fetch_add((before - ops.len()) as u64, Ordering::Relaxed);
         if !ops.is_empty() {
             let started = Instant::now();
             if let Err(e) = engine.commit(&ops) {
@@ -298,14 +340,52 @@ fn writer(mut engine: Box<dyn Engine>, rx: Receiver<Item>, stats: Arc<StoreStats
                 .commit_micros
                 .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         }
+        let mut wakes = Wakes::default();
         for f in thens {
-            f();
+            f(&mut wakes);
         }
+        wakes.wake_all();
         if let Some(done) = stop.take() {
             let _ = done.send(());
             return;
         }
     }
+}
+
+/// Drops every key inserted and deleted within the same commit (with whatever was put to it in
+/// between): a message acknowledged before the commit that would have stored it.
+fn cancel_short_lived(ops: Vec<Op>) -> Vec<Op> {
+    let inserted: HashSet<(Table, &[u8])> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Insert { table, key, .. } => Some((*table, key.as_slice())),
+            _ => None,
+        })
+        .collect();
+    if inserted.is_empty() {
+        return ops;
+    }
+    let gone: HashSet<(Table, Vec<u8>)> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Delete { table, key } if inserted.contains(&(*table, key.as_slice())) => {
+                Some((*table, key.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    let gone: HashSet<(Table, &[u8])> = gone.iter().map(|(t, k)| (*t, k.as_slice())).collect();
+    if gone.is_empty() {
+        return ops;
+    }
+    ops.into_iter()
+        .filter(|op| match op {
+            Op::Insert { table, key, .. }
+            | Op::Put { table, key, .. }
+            | Op::Delete { table, key } => !gone.contains(&(*table, key.as_slice())),
+            Op::DeletePrefix { .. } => true,
+        })
+        .collect()
 }
 
 /// An engine in memory, for tests and for `--in-memory`: commits are instant and nothing
@@ -319,7 +399,7 @@ impl Engine for MemoryEngine {
     fn commit(&mut self, ops: &[Op]) -> Result<(), StoreError> {
         for op in ops {
             match op {
-                Op::Put { table, key, value } => {
+                Op::Insert { table, key, value } | Op::Put { table, key, value } => {
                     self.tables
                         .entry(*table)
                         .or_default()
@@ -387,7 +467,7 @@ mod tests {
             store.submit(put(i));
             let log = log.clone();
             let tx = tx.clone();
-            store.then(Box::new(move || {
+            store.then(Box::new(move |_| {
                 let committed: usize = log.lock().unwrap().iter().map(Vec::len).sum();
                 tx.send((i, committed)).unwrap();
             }));
@@ -435,6 +515,25 @@ mod tests {
                 "a group was split: {counts:?}"
             );
         }
+    }
+
+    #[test]
+    fn keys_inserted_and_deleted_in_one_commit_never_reach_the_engine() {
+        let ins = |n: u8| Op::Insert {
+            table: Table::Messages,
+            key: vec![n],
+            value: vec![n],
+        };
+        let del = |n: u8| Op::Delete {
+            table: Table::Messages,
+            key: vec![n],
+        };
+        let ops = vec![ins(1), ins(2), put(1), del(1), del(3), put(4), del(4)];
+        // 1: inserted, updated, deleted: gone. 3 and 4 were not inserted here: kept.
+        assert_eq!(
+            cancel_short_lived(ops),
+            vec![ins(2), del(3), put(4), del(4)]
+        );
     }
 
     #[test]

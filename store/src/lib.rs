@@ -132,7 +132,7 @@ impl Engine for Redb {
             let index = |t: Table| Table::ALL.iter().position(|x| *x == t).expect("a table");
             for op in ops {
                 match op {
-                    Op::Put { table, key, value } => {
+                    Op::Insert { table, key, value } | Op::Put { table, key, value } => {
                         tables[index(*table)]
                             .insert(key.as_slice(), value.as_slice())
                             .map_err(|e| self.err("writing to", e))?;

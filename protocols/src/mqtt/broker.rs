@@ -234,6 +234,12 @@ struct About {
     version: Option<Version>,
 }
 
+impl junction_core::store::Wake for Link {
+    fn wake(&self) {
+        self.out.wake();
+    }
+}
+
 impl Link {
     /// Lets the connection write again after its CONNACK's session became durable.
     fn release_output(&self) {
@@ -615,7 +621,7 @@ impl Session {
         state.gate_waiting = true;
         let upto = state.gate_submitted;
         let me = self.clone();
-        store.then(Box::new(move || {
+        store.then(Box::new(move |wakes| {
             let mut state = me.state.lock().expect("session lock");
             state.gate_waiting = false;
             state.gate_committed = state.gate_committed.max(upto);
@@ -623,7 +629,7 @@ impl Session {
             me.wait_for_commit(&mut state);
             // Called on the store's thread: the connection must be told to write.
             if let Some(link) = &state.link {
-                link.out.wake();
+                wakes.add(link.clone());
             }
         }));
     }
@@ -893,13 +899,29 @@ impl SubSink {
             };
         }
         let durable = self.session.durable(&state).cloned();
+        // A stored QoS 1 message may go out before its commit: the publisher's PUBACK still
+        // waits for it, so a crash can only cause a redelivery, which QoS 1 allows. And when
+        // the client acknowledges it before the commit, the store never writes it at all.
+        // QoS 2 waits (exactly once across a crash).
+        let send_early = durable.is_none() || publish.qos == QoS::AtLeastOnce;
         match link {
             Some(link)
-                if durable.is_none()
+                if send_early
                     && state.queue.is_empty()
                     && state.inflight.len() < usize::from(state.receive_maximum) =>
             {
                 let mut publish = publish;
+                let queued_ms = durable.as_ref().map_or(0, |_| durable::unix_ms());
+                let mut seq = 0;
+                if let Some(store) = &durable {
+                    seq = state.next_seq;
+                    state.next_seq += 1;
+                    store.submit(Op::Insert {
+                        table: Table::Messages,
+                        key: durable::message_key(&self.session.key, seq),
+                        value: record_of(&publish, seq, queued_ms, false),
+                    });
+                }
                 publish.packet_id = next_packet_id(&mut state);
                 if let Push::Queued { was_empty, .. } = push_publish(&link, &mut state, &publish) {
                     match batch {
@@ -913,8 +935,8 @@ impl SubSink {
                     Outgoing {
                         publish,
                         released: false,
-                        seq: 0,
-                        queued_ms: 0,
+                        seq,
+                        queued_ms,
                     },
                 );
             }
@@ -928,16 +950,18 @@ impl SubSink {
                 let queued_ms = durable::unix_ms();
                 let (mut seq, mut gate) = (0, 0);
                 if let Some(store) = &durable {
-                    // Stored before it is sent: it goes out once the commit holds it.
                     seq = state.next_seq;
                     state.next_seq += 1;
-                    store.submit(Op::Put {
+                    store.submit(Op::Insert {
                         table: Table::Messages,
                         key: durable::message_key(&self.session.key, seq),
                         value: record_of(&publish, seq, queued_ms, false),
                     });
-                    state.gate_submitted += 1;
-                    gate = state.gate_submitted;
+                    if !send_early {
+                        // QoS 2: stored before it is sent; it goes out once the commit holds it.
+                        state.gate_submitted += 1;
+                        gate = state.gate_submitted;
+                    }
                 }
                 state.queue.push_back(Queued {
                     publish,
@@ -1558,7 +1582,7 @@ impl MqttConn {
         if let Some(store) = hold {
             // After the session's record was submitted: the commit that runs this holds it.
             let link = self.link.clone();
-            store.then(Box::new(move || link.release_output()));
+            store.then(Box::new(move |_| link.release_output()));
         }
         tracing::debug!(cid = %self.link.id, client_id = %client_id, present, "MQTT client connected");
         self.session = Some(session);
@@ -1867,10 +1891,10 @@ impl MqttConn {
                 }
                 self.link.acks_waiting.fetch_add(1, Ordering::AcqRel);
                 let link = self.link.clone();
-                store.then(Box::new(move || {
+                store.then(Box::new(move |wakes| {
                     link.out.push_own(&buf);
                     link.acks_waiting.fetch_sub(1, Ordering::AcqRel);
-                    link.out.wake();
+                    wakes.add(link);
                 }));
             }
             _ => self.send(packet),
