@@ -218,6 +218,17 @@ fn http_port(p: i32) -> Option<u16> {
     }
 }
 
+/// The text of a `listen`-like value: `host:port`, a host, or a bare port number.
+fn listen_text(item: &Item, key: &str) -> Result<String> {
+    match &item.value {
+        junction_config::Value::Integer(n) => Ok(n.to_string()),
+        _ => item
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("{}: '{key}' must be host:port", at(item))),
+    }
+}
+
 /// Splits `host:port` (as in `listen: 127.0.0.1:4222`); a bare host or port is also accepted.
 fn split_listen(s: &str) -> (Option<String>, Option<i32>) {
     if let Ok(p) = s.parse::<i32>() {
@@ -246,14 +257,7 @@ impl Settings {
                         .to_string()
                 }
                 "listen" => {
-                    let text = match &item.value {
-                        junction_config::Value::Integer(n) => n.to_string(),
-                        _ => item
-                            .as_str()
-                            .ok_or_else(|| anyhow!("{}: 'listen' must be host:port", at(item)))?
-                            .to_string(),
-                    };
-                    let (h, p) = split_listen(&text);
+                    let (h, p) = split_listen(&listen_text(item, "listen")?);
                     if let Some(h) = h {
                         self.host = h;
                     }
@@ -361,16 +365,7 @@ impl Settings {
             match key.to_ascii_lowercase().as_str() {
                 "port" => self.ws_port = http_port(port_of(item, key)?),
                 "host" | "listen" => {
-                    let text = match &item.value {
-                        junction_config::Value::Integer(n) => n.to_string(),
-                        _ => item
-                            .as_str()
-                            .ok_or_else(|| {
-                                anyhow!("{}: 'websocket.{key}' must be a string", at(item))
-                            })?
-                            .to_string(),
-                    };
-                    let (h, p) = split_listen(&text);
+                    let (h, p) = split_listen(&listen_text(item, &format!("websocket.{key}"))?);
                     if let Some(h) = h {
                         self.ws_host = Some(h);
                     }

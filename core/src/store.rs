@@ -111,18 +111,20 @@ pub trait Wake: Send + Sync {
 #[derive(Default)]
 pub struct Wakes {
     all: Vec<Arc<dyn Wake>>,
+    /// Their addresses, so a commit acknowledging many connections stays linear.
+    seen: HashSet<usize, std::hash::BuildHasherDefault<Fnv>>,
 }
 
 impl Wakes {
     /// Wakes `w` once the commit's callbacks are done (once, however often it is added).
     pub fn add(&mut self, w: Arc<dyn Wake>) {
-        let p = Arc::as_ptr(&w) as *const ();
-        if !self.all.iter().any(|x| Arc::as_ptr(x) as *const () == p) {
+        if self.seen.insert(Arc::as_ptr(&w) as *const () as usize) {
             self.all.push(w);
         }
     }
 
     fn wake_all(&mut self) {
+        self.seen.clear();
         for w in self.all.drain(..) {
             w.wake();
         }
@@ -380,36 +382,41 @@ type FastSet<T> = HashSet<T, std::hash::BuildHasherDefault<Fnv>>;
 /// Drops every key inserted and deleted within the same commit (with whatever was put to it in
 /// between): a message acknowledged before the commit that would have stored it.
 fn cancel_short_lived(ops: Vec<Op>) -> Vec<Op> {
-    let inserted: FastSet<(Table, &[u8])> = ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Insert { table, key, .. } => Some((*table, key.as_slice())),
-            _ => None,
-        })
-        .collect();
-    if inserted.is_empty() {
-        return ops;
-    }
-    let gone: FastSet<(Table, Vec<u8>)> = ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Delete { table, key } if inserted.contains(&(*table, key.as_slice())) => {
-                Some((*table, key.clone()))
-            }
-            _ => None,
-        })
-        .collect();
-    let gone: FastSet<(Table, &[u8])> = gone.iter().map(|(t, k)| (*t, k.as_slice())).collect();
-    if gone.is_empty() {
-        return ops;
-    }
+    let keep: Vec<bool> = {
+        let inserted: FastSet<(Table, &[u8])> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Insert { table, key, .. } => Some((*table, key.as_slice())),
+                _ => None,
+            })
+            .collect();
+        if inserted.is_empty() {
+            return ops;
+        }
+        let gone: FastSet<(Table, &[u8])> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Delete { table, key } if inserted.contains(&(*table, key.as_slice())) => {
+                    Some((*table, key.as_slice()))
+                }
+                _ => None,
+            })
+            .collect();
+        if gone.is_empty() {
+            return ops;
+        }
+        ops.iter()
+            .map(|op| match op {
+                Op::Insert { table, key, .. }
+                | Op::Put { table, key, .. }
+                | Op::Delete { table, key } => !gone.contains(&(*table, key.as_slice())),
+                Op::DeletePrefix { .. } => true,
+            })
+            .collect()
+    };
     ops.into_iter()
-        .filter(|op| match op {
-            Op::Insert { table, key, .. }
-            | Op::Put { table, key, .. }
-            | Op::Delete { table, key } => !gone.contains(&(*table, key.as_slice())),
-            Op::DeletePrefix { .. } => true,
-        })
+        .zip(keep)
+        .filter_map(|(op, keep)| keep.then_some(op))
         .collect()
 }
 

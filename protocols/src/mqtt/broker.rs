@@ -241,11 +241,6 @@ impl junction_core::store::Wake for Link {
 }
 
 impl Link {
-    /// Lets the connection write again after its CONNACK's session became durable.
-    fn release_output(&self) {
-        self.out.release();
-    }
-
     /// Encodes a packet the connection itself sends.
     fn send(&self, packet: &Packet, version: Version) {
         let mut buf = BytesMut::new();
@@ -492,7 +487,7 @@ impl Session {
         let Some(link) = state.link.clone() else {
             return;
         };
-        let store = self.durable(state).cloned();
+        let store = self.durable(state);
         while state.inflight.len() < usize::from(state.receive_maximum) {
             let Some(front) = state.queue.front_mut() else {
                 break;
@@ -520,7 +515,12 @@ impl Session {
                     store.submit(Op::Put {
                         table: Table::Messages,
                         key: durable::message_key(&self.key, front.seq),
-                        value: record_of(&front.publish, front.seq, front.queued_ms, false),
+                        value: durable::encode_message(
+                            &front.publish,
+                            front.publish.packet_id,
+                            false,
+                            front.queued_ms,
+                        ),
                     });
                     state.gate_submitted += 1;
                     front.gate = state.gate_submitted;
@@ -683,6 +683,30 @@ impl Session {
         }
     }
 
+    /// Whether the session is detached and its expiry passed.
+    fn expired(&self, now: Instant) -> bool {
+        let st = self.state.lock().expect("session lock");
+        st.link.is_none() && st.expires_at.is_some_and(|t| t <= now)
+    }
+
+    /// Ends a session taken out of the frontend's map: its subscriptions and stored state go;
+    /// returns its pending will, which is due now (a will waits at most until its session
+    /// ends), for the caller to publish outside its locks.
+    fn end(&self) -> Option<Box<Will>> {
+        let will = self
+            .state
+            .lock()
+            .expect("session lock")
+            .pending_will
+            .take()
+            .map(|(w, _)| w);
+        self.unsubscribe_all();
+        if let Some(store) = self.fe.store() {
+            self.erase(store);
+        }
+        will
+    }
+
     /// Removes the session and everything it had from the store.
     fn erase(&self, store: &Store) {
         store.submit(Op::Delete {
@@ -696,18 +720,6 @@ impl Session {
             });
         }
     }
-}
-
-/// A stored message's bytes.
-fn record_of(publish: &Publish, _seq: u64, queued_ms: u64, released: bool) -> Vec<u8> {
-    MessageRecord {
-        qos: publish.qos,
-        packet_id: publish.packet_id,
-        released,
-        queued_at_ms: queued_ms,
-        publish: publish.clone(),
-    }
-    .encode()
 }
 
 fn next_packet_id(state: &mut SessionState) -> u16 {
@@ -898,7 +910,7 @@ impl SubSink {
                 Push::Closed => Delivery::Dropped,
             };
         }
-        let durable = self.session.durable(&state).cloned();
+        let durable = self.session.durable(&state);
         // A stored QoS 1 message may go out before its commit: the publisher's PUBACK still
         // waits for it, so a crash can only cause a redelivery, which QoS 1 allows. And when
         // the client acknowledges it before the commit, the store never writes it at all.
@@ -919,7 +931,12 @@ impl SubSink {
                     store.submit(Op::Insert {
                         table: Table::Messages,
                         key: durable::message_key(&self.session.key, seq),
-                        value: record_of(&publish, seq, queued_ms, false),
+                        value: durable::encode_message(
+                            &publish,
+                            publish.packet_id,
+                            false,
+                            queued_ms,
+                        ),
                     });
                 }
                 publish.packet_id = next_packet_id(&mut state);
@@ -955,7 +972,12 @@ impl SubSink {
                     store.submit(Op::Insert {
                         table: Table::Messages,
                         key: durable::message_key(&self.session.key, seq),
-                        value: record_of(&publish, seq, queued_ms, false),
+                        value: durable::encode_message(
+                            &publish,
+                            publish.packet_id,
+                            false,
+                            queued_ms,
+                        ),
                     });
                     if !send_early {
                         // QoS 2: stored before it is sent; it goes out once the commit holds it.
@@ -1457,21 +1479,14 @@ impl MqttConn {
         let (session, present) = {
             let mut sessions = fe.sessions.lock().expect("sessions lock");
             let mut existing = sessions.get(&key).cloned();
-            let expired = existing.as_ref().is_some_and(|old| {
-                let st = old.state.lock().expect("session lock");
-                st.link.is_none() && st.expires_at.is_some_and(|t| t <= Instant::now())
-            });
-            if expired {
+            if existing
+                .as_ref()
+                .is_some_and(|old| old.expired(Instant::now()))
+            {
                 // Its expiry passed (the sweep had not come to it yet): it is gone.
                 if let Some(old) = existing.take() {
                     sessions.remove(&key);
-                    let will = old.state.lock().expect("session lock").pending_will.take();
-                    // A will waits at most until its session ends.
-                    due_will = will.map(|(w, _)| (old.clone(), w));
-                    old.unsubscribe_all();
-                    if let Some(store) = fe.store() {
-                        old.erase(store);
-                    }
+                    due_will = old.end().map(|w| (old.clone(), w));
                 }
             }
             if let Some(old) = &existing {
@@ -1488,10 +1503,8 @@ impl MqttConn {
                 Some(old) if !c.clean_start => (old, true),
                 other => {
                     if let Some(old) = other {
-                        old.unsubscribe_all();
-                        if let Some(store) = fe.store() {
-                            old.erase(store);
-                        }
+                        // The client is back: its will is not sent [MQTT-3.1.3-9].
+                        let _ = old.end();
                     }
                     let s = Arc::new(Session::new(
                         client_id.clone(),
@@ -1582,7 +1595,7 @@ impl MqttConn {
         if let Some(store) = hold {
             // After the session's record was submitted: the commit that runs this holds it.
             let link = self.link.clone();
-            store.then(Box::new(move |_| link.release_output()));
+            store.then(Box::new(move |_| link.out.release()));
         }
         tracing::debug!(cid = %self.link.id, client_id = %client_id, present, "MQTT client connected");
         self.session = Some(session);
@@ -1679,10 +1692,10 @@ impl MqttConn {
         // What this message makes durable (its copies queued for persistent sessions, the
         // packet id that marks it received, the retained copy) commits together, and the
         // acknowledgement waits for that commit.
-        let store = self.fe().store().cloned();
-        let submitted = store.as_ref().map(|s| s.submitted());
+        // Borrowed through the link field, not cloned: no reference-count traffic per message.
+        let store = self.link.fe.store();
+        let submitted = store.map(|s| s.submitted());
         let group = store
-            .as_ref()
             .filter(|_| p.qos != QoS::AtMostOnce)
             .map(|s| s.group());
         if p.retain {
@@ -1756,14 +1769,19 @@ impl MqttConn {
         };
         let mut state = session.state.lock().expect("session lock");
         if rec {
-            let store = session.durable(&state).cloned();
+            let store = session.durable(&state);
             if let Some(o) = state.inflight.get_mut(&packet_id) {
                 o.released = true;
                 if let (Some(store), true) = (store, o.seq != 0) {
                     store.submit(Op::Put {
                         table: Table::Messages,
                         key: durable::message_key(&session.key, o.seq),
-                        value: record_of(&o.publish, o.seq, o.queued_ms, true),
+                        value: durable::encode_message(
+                            &o.publish,
+                            o.publish.packet_id,
+                            true,
+                            o.queued_ms,
+                        ),
                     });
                 }
             }
@@ -1881,9 +1899,8 @@ impl MqttConn {
     /// Sends an acknowledgement in order with those waiting for the store: after them when
     /// any wait, or when `durable` (what it acknowledges was just submitted to the store).
     fn send_ordered(&self, packet: Packet, durable: bool) {
-        let store = self.fe().store().cloned();
         let waiting = self.link.acks_waiting.load(Ordering::Acquire) > 0;
-        match store {
+        match self.fe().store() {
             Some(store) if durable || waiting => {
                 let mut buf = BytesMut::new();
                 if encode(&packet, self.version, &mut buf).is_err() {
@@ -2179,18 +2196,14 @@ fn expire_sessions(fe: &Frontend) {
         let mut sessions = fe.sessions.lock().expect("sessions lock");
         let keys: Vec<_> = sessions
             .iter()
-            .filter(|(_, s)| {
-                let st = s.state.lock().expect("session lock");
-                st.link.is_none() && st.expires_at.is_some_and(|t| t <= now)
-            })
+            .filter(|(_, s)| s.expired(now))
             .map(|(k, _)| k.clone())
             .collect();
         keys.iter().filter_map(|k| sessions.remove(k)).collect()
     };
     for s in expired {
-        s.unsubscribe_all();
-        if let Some(store) = fe.store() {
-            s.erase(store);
+        if let Some(will) = s.end() {
+            publish_will_message(fe, &s.account, &s, will);
         }
     }
 }

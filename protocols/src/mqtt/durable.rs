@@ -100,20 +100,39 @@ pub struct MessageRecord {
 
 const RECORD_VERSION: u8 = 1;
 
+/// A [`MessageRecord`]'s bytes, straight from the message it stores (its QoS is the
+/// publish's; `packet_id` and `released` are the delivery state).
+pub fn encode_message(
+    publish: &Publish,
+    packet_id: u16,
+    released: bool,
+    queued_ms: u64,
+) -> Vec<u8> {
+    // The stored packet carries neither QoS, packet id nor DUP: those are the record's.
+    let bare = Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        packet_id: 0,
+        ..publish.clone()
+    };
+    let mut out = BytesMut::with_capacity(32 + publish.payload.len() + publish.topic.len());
+    out.put_u8(RECORD_VERSION);
+    out.put_u8(publish.qos as u8);
+    out.put_u16(packet_id);
+    out.put_u8(u8::from(released));
+    out.put_u64(queued_ms);
+    let _ = encode(&Packet::Publish(bare), Protocol::V5, &mut out);
+    out.into()
+}
+
 impl MessageRecord {
     pub fn encode(&self) -> Vec<u8> {
-        let mut p = self.publish.clone();
-        p.qos = QoS::AtMostOnce;
-        p.packet_id = 0;
-        p.dup = false;
-        let mut out = BytesMut::with_capacity(16 + p.payload.len() + p.topic.len());
-        out.put_u8(RECORD_VERSION);
-        out.put_u8(self.qos as u8);
-        out.put_u16(self.packet_id);
-        out.put_u8(u8::from(self.released));
-        out.put_u64(self.queued_at_ms);
-        let _ = encode(&Packet::Publish(p), Protocol::V5, &mut out);
-        out.to_vec()
+        encode_message(
+            &self.publish,
+            self.packet_id,
+            self.released,
+            self.queued_at_ms,
+        )
     }
 
     pub fn decode(bytes: &[u8]) -> Option<MessageRecord> {

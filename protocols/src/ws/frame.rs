@@ -412,16 +412,25 @@ pub fn apply_mask(buf: &mut [u8], mask: [u8; 4], offset: usize) {
 
 /// Appends a server frame header (unmasked) for a payload of `len` bytes.
 pub fn put_header(out: &mut BytesMut, opcode: u8, compressed: bool, len: usize) {
-    let b0 = FIN | opcode | if compressed { RSV1 } else { 0 };
-    out.put_u8(b0);
+    let (bytes, n) = header(opcode, compressed, len);
+    out.extend_from_slice(&bytes[..n]);
+}
+
+/// A server frame header (unmasked) for a payload of `len` bytes, and its length.
+pub fn header(opcode: u8, compressed: bool, len: usize) -> ([u8; 10], usize) {
+    let mut h = [0u8; 10];
+    h[0] = FIN | opcode | if compressed { RSV1 } else { 0 };
     if len < 126 {
-        out.put_u8(len as u8);
+        h[1] = len as u8;
+        (h, 2)
     } else if len <= u16::MAX as usize {
-        out.put_u8(126);
-        out.put_u16(len as u16);
+        h[1] = 126;
+        h[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        (h, 4)
     } else {
-        out.put_u8(127);
-        out.put_u64(len as u64);
+        h[1] = 127;
+        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        (h, 10)
     }
 }
 

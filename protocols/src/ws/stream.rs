@@ -1,6 +1,7 @@
 //! WebSocket as a [`Transport`]: the frames of a byte stream (TCP or TLS) in, application bytes
 //! out, and each coalesced write of the driver out as one binary frame.
 
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -188,6 +189,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for Ws<S> {
         }
         match self.deflate.as_mut() {
             Some(d) if data.len() > frame::COMPRESS_THRESHOLD => d.put_frame(&mut self.out, data),
+            _ if self.out.is_empty() && self.io.is_write_vectored() => {
+                // Header and payload go out in one vectored write, without copying the
+                // payload; only what the socket did not take is kept.
+                let (h, n) = frame::header(frame::OP_BINARY, false, data.len());
+                let bufs = [IoSlice::new(&h[..n]), IoSlice::new(data)];
+                let written = match Pin::new(&mut self.io).poll_write_vectored(cx, &bufs) {
+                    Poll::Ready(Ok(w)) => w,
+                    Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+                    Poll::Ready(Err(_)) => return Poll::Ready(Err(CloseReason::WriteError)),
+                    Poll::Pending => return Poll::Pending,
+                };
+                if written < n {
+                    self.out.extend_from_slice(&h[written..n]);
+                    self.out.extend_from_slice(data);
+                } else {
+                    self.out.extend_from_slice(&data[written - n..]);
+                }
+            }
             _ => {
                 frame::put_header(&mut self.out, frame::OP_BINARY, false, data.len());
                 self.out.extend_from_slice(data);
