@@ -1189,6 +1189,8 @@ pub(crate) struct MqttConn {
     auth_method: Option<Utf8Bytes>,
     /// An enhanced authentication exchange waiting for the client's next AUTH.
     pending_auth: Option<Box<PendingAuth>>,
+    /// Acknowledgements of this read batch that wait for a store commit, in order.
+    held_acks: BytesMut,
 }
 
 /// An enhanced authentication exchange in progress.
@@ -1898,24 +1900,36 @@ impl MqttConn {
 
     /// Sends an acknowledgement in order with those waiting for the store: after them when
     /// any wait, or when `durable` (what it acknowledges was just submitted to the store).
-    fn send_ordered(&self, packet: Packet, durable: bool) {
-        let waiting = self.link.acks_waiting.load(Ordering::Acquire) > 0;
-        match self.fe().store() {
-            Some(store) if durable || waiting => {
-                let mut buf = BytesMut::new();
-                if encode(&packet, self.version, &mut buf).is_err() {
-                    return;
-                }
-                self.link.acks_waiting.fetch_add(1, Ordering::AcqRel);
-                let link = self.link.clone();
-                store.then(Box::new(move |wakes| {
-                    link.out.push_own(&buf);
-                    link.acks_waiting.fetch_sub(1, Ordering::AcqRel);
-                    wakes.add(link);
-                }));
-            }
-            _ => self.send(packet),
+    /// Waiting ones are kept until the end of the read batch, and then all go out together
+    /// after one commit ([`MqttConn::release_acks`]), not one store callback per message.
+    fn send_ordered(&mut self, packet: Packet, durable: bool) {
+        let wait = self.fe().store().is_some()
+            && (durable
+                || !self.held_acks.is_empty()
+                || self.link.acks_waiting.load(Ordering::Acquire) > 0);
+        if !wait {
+            return self.send(packet);
         }
+        let _ = encode(&packet, self.version, &mut self.held_acks);
+    }
+
+    /// Hands the acknowledgements held in this read batch to the store, to be written after
+    /// the commit that holds everything they acknowledge (all submitted before this).
+    fn release_acks(&mut self) {
+        if self.held_acks.is_empty() {
+            return;
+        }
+        let Some(store) = self.link.fe.store() else {
+            return;
+        };
+        let buf = std::mem::take(&mut self.held_acks);
+        self.link.acks_waiting.fetch_add(1, Ordering::AcqRel);
+        let link = self.link.clone();
+        store.then(Box::new(move |wakes| {
+            link.out.push_own(&buf);
+            link.acks_waiting.fetch_sub(1, Ordering::AcqRel);
+            wakes.add(link);
+        }));
     }
 
     /// The connection ended without a normal DISCONNECT: publish the will now, or after its
@@ -2023,6 +2037,7 @@ impl Protocol for MqttConn {
     }
 
     fn end_batch(&mut self) -> Vec<Arc<dyn Sink>> {
+        self.release_acks();
         let Some(p) = self.publishing.as_deref_mut() else {
             return Vec::new();
         };
@@ -2143,6 +2158,7 @@ pub(crate) fn start<T: Transport>(io: T, peer: SocketAddr, fe: Arc<Frontend>) ->
         received: BatchIn::default(),
         auth_method: None,
         pending_auth: None,
+        held_acks: BytesMut::new(),
     };
     Conn::new(io, conn)
 }
