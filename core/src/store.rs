@@ -14,11 +14,12 @@
 //! The engine sits behind [`Engine`], so that another (a cluster-backed store) can sit beside
 //! the embedded one.
 
-use std::cell::Cell;
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// The tables of the durable state.
@@ -131,19 +132,118 @@ impl Wakes {
     }
 }
 
-enum Item {
-    Op(Op),
-    Then(Then),
-    Begin(u64),
-    End(u64),
-    /// Stop after committing what came before.
-    Stop(mpsc::Sender<()>),
+/// Everything submitted since the writer last took a batch. Submitters add to it under a
+/// lock, and the pairing of inserts with their deletes happens here, as they arrive, so the
+/// writer's time between commits goes to the engine alone.
+#[derive(Default)]
+struct Batch {
+    /// The ops in order; `None` where an op was cancelled or merged into its insert.
+    ops: Vec<Option<Op>>,
+    /// Callbacks waiting for this batch's commit.
+    thens: Vec<Then>,
+    /// Live inserts of this batch by the hash of their table and key (a collision only costs a
+    /// missed cancellation; the key itself is compared before anything is dropped).
+    inserted: HashMap<u64, usize, std::hash::BuildHasherDefault<Passthrough>>,
+    /// Ops dropped before reaching the engine.
+    cancelled: u64,
+    /// Stop after committing this batch.
+    stop: Option<mpsc::Sender<()>>,
+}
+
+fn key_hash(table: Table, key: &[u8]) -> u64 {
+    let mut h = Fnv::default();
+    h.write(&[table as u8]);
+    h.write(key);
+    h.finish()
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.ops.is_empty() && self.thens.is_empty() && self.stop.is_none()
+    }
+
+    /// The live insert of `key` in this batch, if any.
+    fn live_insert(&self, h: u64, table: Table, key: &[u8]) -> Option<usize> {
+        let &i = self.inserted.get(&h)?;
+        match &self.ops[i] {
+            Some(Op::Insert { table: t, key: k, .. }) if *t == table && k.as_slice() == key => {
+                Some(i)
+            }
+            _ => None,
+        }
+    }
+
+    /// Adds one op. An insert deleted within the same batch (a message acknowledged before the
+    /// commit that would have stored it) is dropped with its delete and never reaches the
+    /// engine; a put to a key inserted in this batch replaces the insert's value.
+    fn add(&mut self, op: Op) {
+        match op {
+            Op::Insert { table, ref key, .. } => {
+                let h = key_hash(table, key);
+                self.inserted.insert(h, self.ops.len());
+            }
+            Op::Put { table, key, value } => {
+                let h = key_hash(table, &key);
+                if let Some(i) = self.live_insert(h, table, &key) {
+                    if let Some(Op::Insert { value: v, .. }) = &mut self.ops[i] {
+                        *v = value;
+                    }
+                    self.cancelled += 1;
+                    return;
+                }
+                self.ops.push(Some(Op::Put { table, key, value }));
+                return;
+            }
+            Op::Delete { table, ref key } => {
+                let h = key_hash(table, key);
+                if let Some(i) = self.live_insert(h, table, key) {
+                    self.ops[i] = None;
+                    self.inserted.remove(&h);
+                    self.cancelled += 2;
+                    return;
+                }
+            }
+            // Nothing inserted before a prefix delete may be merged with or cancelled by what
+            // comes after it.
+            Op::DeletePrefix { .. } => self.inserted.clear(),
+        }
+        self.ops.push(Some(op));
+    }
+
+    /// Empties the batch, keeping its allocations.
+    fn clear(&mut self) {
+        self.ops.clear();
+        self.inserted.clear();
+        self.cancelled = 0;
+    }
+}
+
+/// The pending batch and the writer's wake-up, shared by submitters and the writer.
+struct Shared {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+}
+
+struct Pending {
+    batch: Batch,
+    /// The writer sleeps on `wake` (a submitter must notify it).
+    writer_waiting: bool,
+    /// The store was dropped: the writer commits what is left and ends.
+    closed: bool,
+}
+
+/// What a thread submits inside a group, handed to the store in one piece when the outermost
+/// group closes.
+struct GroupBuf {
+    store: *const Shared,
+    depth: usize,
+    ops: Vec<Op>,
+    thens: Vec<Then>,
 }
 
 thread_local! {
-    /// The group the current thread submits into (0: none), and whether its beginning was sent
-    /// (only a group that submits something costs the writer anything).
-    static GROUP: Cell<(u64, bool)> = const { Cell::new((0, false)) };
+    /// The group open on this thread, if any.
+    static GROUP: RefCell<Option<GroupBuf>> = const { RefCell::new(None) };
 }
 
 /// Counters of the store, for monitoring and benchmarks.
@@ -155,14 +255,14 @@ pub struct StoreStats {
     pub ops: AtomicU64,
     /// Total time spent committing, in microseconds.
     pub commit_micros: AtomicU64,
-    /// Operations dropped before reaching the engine (inserted and deleted in one commit).
+    /// Operations dropped before reaching the engine (inserted and deleted in one commit, or a
+    /// put merged into the insert it updates).
     pub cancelled: AtomicU64,
 }
 
 /// The group-commit writer in front of an engine. See the module documentation.
 pub struct Store {
-    tx: Sender<Item>,
-    next_group: AtomicU64,
+    shared: Arc<Shared>,
     submitted: AtomicU64,
     stats: Arc<StoreStats>,
 }
@@ -170,56 +270,97 @@ pub struct Store {
 /// Keeps a group open on this thread; closes it when dropped.
 pub struct Group<'a> {
     store: &'a Store,
-    id: u64,
-    outer: u64,
 }
 
 impl Drop for Group<'_> {
     fn drop(&mut self) {
-        if self.outer == 0 {
-            let (_, begun) = GROUP.with(|g| g.replace((0, false)));
-            if begun {
-                self.store.send(Item::End(self.id));
+        let done = GROUP.with(|g| {
+            let mut g = g.borrow_mut();
+            let buf = g.as_mut()?;
+            buf.depth -= 1;
+            if buf.depth > 0 {
+                return None;
+            }
+            g.take()
+        });
+        if let Some(buf) = done {
+            if !buf.ops.is_empty() || !buf.thens.is_empty() {
+                self.store.add(buf.ops, buf.thens);
             }
         }
     }
 }
 
-/// Longest the writer waits for an open group to close before it commits what is complete.
-const GROUP_WAIT: Duration = Duration::from_millis(50);
+impl Drop for Store {
+    fn drop(&mut self) {
+        let mut p = self.shared.pending.lock().expect("store lock");
+        p.closed = true;
+        self.shared.wake.notify_one();
+    }
+}
 
 impl Store {
     /// Starts the writer thread for `engine`.
     pub fn start(engine: Box<dyn Engine>) -> Arc<Store> {
-        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending {
+                batch: Batch::default(),
+                writer_waiting: false,
+                closed: false,
+            }),
+            wake: Condvar::new(),
+        });
         let stats = Arc::new(StoreStats::default());
         let writer_stats = stats.clone();
+        let writer_shared = shared.clone();
         std::thread::Builder::new()
             .name("junction-store".into())
-            .spawn(move || writer(engine, rx, writer_stats))
+            .spawn(move || writer(engine, writer_shared, writer_stats))
             .expect("starting the store writer thread");
         Arc::new(Store {
-            tx,
-            next_group: AtomicU64::new(1),
+            shared,
             submitted: AtomicU64::new(0),
             stats,
         })
     }
 
-    fn send(&self, item: Item) {
-        // The writer only stops when asked to, after the last sender is done with it.
-        let _ = self.tx.send(item);
+    /// Hands ops and callbacks to the writer, in order, under one lock.
+    fn add(&self, ops: impl IntoIterator<Item = Op>, thens: Vec<Then>) {
+        let mut p = self.shared.pending.lock().expect("store lock");
+        for op in ops {
+            p.batch.add(op);
+        }
+        p.batch.thens.extend(thens);
+        if p.writer_waiting {
+            p.writer_waiting = false;
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// Keeps `op` or `then` in this thread's open group, if it has one for this store; gives
+    /// it back otherwise.
+    fn buffer(&self, item: Result<Op, Then>) -> Option<Result<Op, Then>> {
+        GROUP.with(|g| {
+            let mut g = g.borrow_mut();
+            match g.as_mut() {
+                Some(buf) if std::ptr::eq(buf.store, Arc::as_ptr(&self.shared)) => {
+                    match item {
+                        Ok(op) => buf.ops.push(op),
+                        Err(f) => buf.thens.push(f),
+                    }
+                    None
+                }
+                _ => Some(item),
+            }
+        })
     }
 
     /// Submits one change. It becomes durable with a later commit.
     pub fn submit(&self, op: Op) {
         self.submitted.fetch_add(1, Ordering::Relaxed);
-        let (group, begun) = GROUP.with(|g| g.get());
-        if group != 0 && !begun {
-            self.send(Item::Begin(group));
-            GROUP.with(|g| g.set((group, true)));
+        if let Some(Ok(op)) = self.buffer(Ok(op)) {
+            self.add(Some(op), Vec::new());
         }
-        self.send(Item::Op(op));
     }
 
     /// How many changes were submitted so far (a publisher compares before and after routing
@@ -231,33 +372,42 @@ impl Store {
     /// Runs `f` on the writer thread once everything submitted before is durable. `f` must be
     /// quick (push bytes to a connection, wake it).
     pub fn then(&self, f: Then) {
-        self.send(Item::Then(f));
+        if let Some(Err(f)) = self.buffer(Err(f)) {
+            self.add(None, vec![f]);
+        }
     }
 
     /// Opens a group on this thread: what it submits until the guard drops commits together.
     /// Groups nest (an inner one joins the outer one).
     pub fn group(&self) -> Group<'_> {
-        let (outer, _) = GROUP.with(|g| g.get());
-        if outer != 0 {
-            return Group {
-                store: self,
-                id: outer,
-                outer,
-            };
-        }
-        let id = self.next_group.fetch_add(1, Ordering::Relaxed);
-        GROUP.with(|g| g.set((id, false)));
-        Group {
-            store: self,
-            id,
-            outer: 0,
-        }
+        GROUP.with(|g| {
+            let mut g = g.borrow_mut();
+            match g.as_mut() {
+                Some(buf) => buf.depth += 1,
+                None => {
+                    *g = Some(GroupBuf {
+                        store: Arc::as_ptr(&self.shared),
+                        depth: 1,
+                        ops: Vec::new(),
+                        thens: Vec::new(),
+                    })
+                }
+            }
+        });
+        Group { store: self }
     }
 
     /// Waits until everything submitted before is durable, then stops the writer.
     pub fn close(&self) {
         let (tx, rx) = mpsc::channel();
-        self.send(Item::Stop(tx));
+        {
+            let mut p = self.shared.pending.lock().expect("store lock");
+            p.batch.stop = Some(tx);
+            if p.writer_waiting {
+                p.writer_waiting = false;
+                self.shared.wake.notify_one();
+            }
+        }
         let _ = rx.recv_timeout(Duration::from_secs(30));
     }
 
@@ -267,66 +417,27 @@ impl Store {
     }
 }
 
-/// The writer thread: commits what piled up, never through an open group, then runs the
-/// callbacks that waited for it.
-fn writer(mut engine: Box<dyn Engine>, rx: Receiver<Item>, stats: Arc<StoreStats>) {
-    let mut pending: Vec<Item> = Vec::new();
-    let mut stop = None;
+/// The writer thread: takes everything that piled up during the previous commit, commits it,
+/// then runs the callbacks that waited for it.
+fn writer(mut engine: Box<dyn Engine>, shared: Arc<Shared>, stats: Arc<StoreStats>) {
+    let mut batch = Batch::default();
+    let mut ops = Vec::new();
     loop {
-        if pending.is_empty() {
-            match rx.recv() {
-                Ok(item) => pending.push(item),
-                Err(_) => return,
-            }
-        }
-        while let Ok(item) = rx.try_recv() {
-            pending.push(item);
-        }
-        // Cut after the last item where no group is open.
-        let mut open = HashSet::new();
-        let mut cut = 0;
-        for (i, item) in pending.iter().enumerate() {
-            match item {
-                Item::Begin(g) => {
-                    open.insert(*g);
+        {
+            let mut p = shared.pending.lock().expect("store lock");
+            while p.batch.is_empty() {
+                if p.closed {
+                    return;
                 }
-                Item::End(g) => {
-                    open.remove(g);
-                }
-                _ => {}
+                p.writer_waiting = true;
+                p = shared.wake.wait(p).expect("store lock");
             }
-            if open.is_empty() {
-                cut = i + 1;
-            }
+            std::mem::swap(&mut p.batch, &mut batch);
         }
-        if cut == 0 {
-            // Everything waits on a group that is still being filled: wait for its end.
-            match rx.recv_timeout(GROUP_WAIT) {
-                Ok(item) => pending.push(item),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    tracing::warn!("a store group stayed open for {GROUP_WAIT:?}");
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            }
-            continue;
-        }
-        let rest = pending.split_off(cut);
-        let batch = std::mem::replace(&mut pending, rest);
-        let mut ops = Vec::new();
-        let mut thens = Vec::new();
-        for item in batch {
-            match item {
-                Item::Op(op) => ops.push(op),
-                Item::Then(f) => thens.push(f),
-                Item::Stop(done) => stop = Some(done),
-                Item::Begin(_) | Item::End(_) => {}
-            }
-        }
-        let before = ops.len();
-        let ops = cancel_short_lived(ops);
+        ops.extend(batch.ops.drain(..).flatten());
         stats
             .cancelled
-            .fetch_add((before - ops.len()) as u64, Ordering::Relaxed);
+            .fetch_add(batch.cancelled, Ordering::Relaxed);
         if !ops.is_empty() {
             let started = Instant::now();
             if let Err(e) = engine.commit(&ops) {
@@ -341,13 +452,15 @@ fn writer(mut engine: Box<dyn Engine>, rx: Receiver<Item>, stats: Arc<StoreStats
             stats
                 .commit_micros
                 .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            ops.clear();
         }
         let mut wakes = Wakes::default();
-        for f in thens {
+        for f in batch.thens.drain(..) {
             f(&mut wakes);
         }
         wakes.wake_all();
-        if let Some(done) = stop.take() {
+        batch.clear();
+        if let Some(done) = batch.stop.take() {
             let _ = done.send(());
             return;
         }
@@ -377,47 +490,22 @@ impl std::hash::Hasher for Fnv {
     }
 }
 
-type FastSet<T> = HashSet<T, std::hash::BuildHasherDefault<Fnv>>;
+/// A hasher for keys that are hashes already.
+#[derive(Default)]
+struct Passthrough(u64);
 
-/// Drops every key inserted and deleted within the same commit (with whatever was put to it in
-/// between): a message acknowledged before the commit that would have stored it.
-fn cancel_short_lived(ops: Vec<Op>) -> Vec<Op> {
-    let keep: Vec<bool> = {
-        let inserted: FastSet<(Table, &[u8])> = ops
-            .iter()
-            .filter_map(|op| match op {
-                Op::Insert { table, key, .. } => Some((*table, key.as_slice())),
-                _ => None,
-            })
-            .collect();
-        if inserted.is_empty() {
-            return ops;
-        }
-        let gone: FastSet<(Table, &[u8])> = ops
-            .iter()
-            .filter_map(|op| match op {
-                Op::Delete { table, key } if inserted.contains(&(*table, key.as_slice())) => {
-                    Some((*table, key.as_slice()))
-                }
-                _ => None,
-            })
-            .collect();
-        if gone.is_empty() {
-            return ops;
-        }
-        ops.iter()
-            .map(|op| match op {
-                Op::Insert { table, key, .. }
-                | Op::Put { table, key, .. }
-                | Op::Delete { table, key } => !gone.contains(&(*table, key.as_slice())),
-                Op::DeletePrefix { .. } => true,
-            })
-            .collect()
-    };
-    ops.into_iter()
-        .zip(keep)
-        .filter_map(|(op, keep)| keep.then_some(op))
-        .collect()
+impl std::hash::Hasher for Passthrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only u64 keys")
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 /// An engine in memory, for tests and for `--in-memory`: commits are instant and nothing
@@ -560,12 +648,53 @@ mod tests {
             table: Table::Messages,
             key: vec![n],
         };
-        let ops = vec![ins(1), ins(2), put(1), del(1), del(3), put(4), del(4)];
-        // 1: inserted, updated, deleted: gone. 3 and 4 were not inserted here: kept.
+        let put_v = |n: u8, v: u8| Op::Put {
+            table: Table::Messages,
+            key: vec![n],
+            value: vec![v],
+        };
+        let prefix = |n: u8| Op::DeletePrefix {
+            table: Table::Messages,
+            prefix: vec![n],
+        };
+        let mut b = Batch::default();
+        for op in [
+            ins(1),
+            ins(2),
+            put(1),
+            del(1),
+            del(3),
+            put(4),
+            del(4),
+            put_v(2, 7),
+            ins(5),
+            prefix(5),
+            put_v(5, 1),
+            del(5),
+        ] {
+            b.add(op);
+        }
+        let kept: Vec<Op> = b.ops.drain(..).flatten().collect();
+        // 1: inserted, updated, deleted: gone. 2: its put merged into the insert. 3 and 4 were
+        // not inserted here: kept. 5: a prefix delete came between, so nothing after it merges.
+        let mut ins2 = ins(2);
+        if let Op::Insert { value, .. } = &mut ins2 {
+            *value = vec![7];
+        }
         assert_eq!(
-            cancel_short_lived(ops),
-            vec![ins(2), del(3), put(4), del(4)]
+            kept,
+            vec![
+                ins2,
+                del(3),
+                put(4),
+                del(4),
+                ins(5),
+                prefix(5),
+                put_v(5, 1),
+                del(5)
+            ]
         );
+        assert_eq!(b.cancelled, 4);
     }
 
     #[test]

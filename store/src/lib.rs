@@ -61,6 +61,22 @@ fn open_checked(dir: &Path, compact_min: u64) -> Result<Redb, StoreError> {
     Ok(Redb { db, path })
 }
 
+/// Splits sorted keys into runs where each key is the one before with its last eight bytes (a
+/// big-endian sequence number) plus one: a range from a run's first to its last key holds no
+/// other key of that shape, so deleting the range costs one pass of the cursor.
+fn clusters<'a, 'k>(keys: &'a [&'k [u8]]) -> impl Iterator<Item = &'a [&'k [u8]]> {
+    keys.chunk_by(|a, b| successor(a, b))
+}
+
+fn successor(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n < 8 || b.len() != n || a[..n - 8] != b[..n - 8] {
+        return false;
+    }
+    let seq = |k: &[u8]| u64::from_be_bytes(k[n - 8..].try_into().expect("eight bytes"));
+    seq(a).checked_add(1) == Some(seq(b))
+}
+
 /// A file at least this large is compacted at startup when most of it is free space.
 const COMPACT_MIN_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -93,6 +109,28 @@ fn compact_if_wasteful(db: &mut Database, path: &Path, min: u64) -> Result<(), S
 }
 
 impl Redb {
+    /// Removes `keys` (in any order, duplicates allowed) and empties the list.
+    fn delete_keys(
+        &self,
+        t: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+        keys: &mut Vec<&[u8]>,
+    ) -> Result<(), StoreError> {
+        keys.sort_unstable();
+        keys.dedup();
+        for cluster in clusters(keys) {
+            if let [key] = cluster {
+                t.remove(*key).map_err(|e| self.err("writing to", e))?;
+            } else {
+                t.retain_in(cluster[0]..=cluster[cluster.len() - 1], |k, _| {
+                    cluster.binary_search(&k).is_err()
+                })
+                .map_err(|e| self.err("writing to", e))?;
+            }
+        }
+        keys.clear();
+        Ok(())
+    }
+
     fn err(&self, what: &str, e: impl std::fmt::Display) -> StoreError {
         StoreError::Engine(format!("{what} {}: {e}", self.path.display()))
     }
@@ -130,34 +168,41 @@ impl Engine for Redb {
                 );
             }
             let index = |t: Table| Table::ALL.iter().position(|x| *x == t).expect("a table");
+            // Deletes wait, per table, until something else touches that table's existing
+            // keys, and then go in one sorted pass: acknowledged messages are mostly runs of
+            // consecutive sequence numbers of a session, and redb's range cursor removes a run
+            // for much less than one descent of the tree per key. An insert never waits for
+            // them (its key is new by contract, so no pending delete can concern it).
+            let mut deferred: [Vec<&[u8]>; Table::ALL.len()] = Default::default();
             for op in ops {
                 match op {
-                    Op::Insert { table, key, value } | Op::Put { table, key, value } => {
+                    Op::Insert { table, key, value } => {
                         tables[index(*table)]
                             .insert(key.as_slice(), value.as_slice())
                             .map_err(|e| self.err("writing to", e))?;
                     }
-                    Op::Delete { table, key } => {
-                        tables[index(*table)]
-                            .remove(key.as_slice())
+                    Op::Put { table, key, value } => {
+                        let t = index(*table);
+                        self.delete_keys(&mut tables[t], &mut deferred[t])?;
+                        tables[t]
+                            .insert(key.as_slice(), value.as_slice())
                             .map_err(|e| self.err("writing to", e))?;
                     }
+                    Op::Delete { table, key } => deferred[index(*table)].push(key.as_slice()),
                     Op::DeletePrefix { table, prefix } => {
-                        let t = &mut tables[index(*table)];
-                        let keys: Vec<Vec<u8>> = match prefix_end(prefix) {
-                            Some(end) => t.range(prefix.as_slice()..end.as_slice()),
-                            None => t.range(prefix.as_slice()..),
+                        let t = index(*table);
+                        self.delete_keys(&mut tables[t], &mut deferred[t])?;
+                        match prefix_end(prefix) {
+                            Some(end) => tables[t]
+                                .retain_in(prefix.as_slice()..end.as_slice(), |_, _| false),
+                            None => tables[t].retain_in(prefix.as_slice().., |_, _| false),
                         }
-                        .map_err(|e| self.err("reading", e))?
-                        .map(|item| item.map(|(k, _)| k.value().to_vec()))
-                        .collect::<Result<_, _>>()
-                        .map_err(|e| self.err("reading", e))?;
-                        for k in keys {
-                            t.remove(k.as_slice())
-                                .map_err(|e| self.err("writing to", e))?;
-                        }
+                        .map_err(|e| self.err("writing to", e))?;
                     }
                 }
+            }
+            for (t, keys) in deferred.iter_mut().enumerate() {
+                self.delete_keys(&mut tables[t], keys)?;
             }
         }
         tx.commit().map_err(|e| self.err("committing to", e))
@@ -233,6 +278,74 @@ mod tests {
         assert!(keys(&e, Table::Retained).is_empty());
         assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
         assert_eq!(prefix_end(b"\xff\xff"), None);
+    }
+
+    #[test]
+    fn runs_of_deletes_remove_exactly_their_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = open(dir.path()).unwrap();
+        let key = |s: u8, n: u64| {
+            let mut k = vec![s];
+            k.extend_from_slice(&n.to_be_bytes());
+            k
+        };
+        let mut ops = Vec::new();
+        for n in 0..200 {
+            for s in [1u8, 2] {
+                ops.push(put(Table::Messages, &key(s, n), b"m"));
+            }
+        }
+        // A key of another shape inside session 1's range must survive.
+        ops.push(put(Table::Messages, b"\x01\x00\x00\x00\x00\x00\x00\x00\x05x", b"odd"));
+        e.commit(&ops).unwrap();
+        let del = |s: u8, n: u64| Op::Delete {
+            table: Table::Messages,
+            key: key(s, n),
+        };
+        // Out of order, duplicated, with gaps, two sessions interleaved, one absent key.
+        let mut dels: Vec<Op> = (0..50).rev().map(|n| del(1, n)).collect();
+        dels.extend((0..200).step_by(3).map(|n| del(2, n)));
+        dels.extend([del(1, 7), del(1, 120), del(1, 122), del(3, 1)]);
+        // Order still holds for keys that are written again: deleted then put stays, put then
+        // deleted goes, and an insert between deletes does not split them.
+        let session = |k: &[u8]| Op::Delete {
+            table: Table::Sessions,
+            key: k.to_vec(),
+        };
+        dels.splice(
+            10..10,
+            [
+                session(b"kept"),
+                put(Table::Sessions, b"kept", b"new"),
+                put(Table::Sessions, b"gone", b"x"),
+                session(b"gone"),
+                put(Table::Messages, &key(1, 500), b"late"),
+            ],
+        );
+        e.commit(&[put(Table::Sessions, b"kept", b"old")]).unwrap();
+        e.commit(&dels).unwrap();
+        let mut kept = Vec::new();
+        e.scan(Table::Sessions, &mut |k, v| {
+            kept.push((k.to_vec(), v.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(kept, vec![(b"kept".to_vec(), b"new".to_vec())]);
+        let mut expected: Vec<Vec<u8>> = Vec::new();
+        for n in 50..200 {
+            if n != 120 && n != 122 {
+                expected.push(key(1, n));
+            }
+        }
+        expected.push(b"\x01\x00\x00\x00\x00\x00\x00\x00\x05x".to_vec());
+        expected.push(key(1, 500));
+        for n in 0..200 {
+            if n % 3 != 0 {
+                expected.push(key(2, n));
+            }
+        }
+        expected.sort();
+        assert_eq!(keys(&e, Table::Messages), expected);
     }
 
     #[test]
