@@ -1,5 +1,6 @@
 //! The `junction` binary: command line, configuration and wiring only.
 
+mod auth_config;
 mod settings;
 
 use std::hash::{BuildHasher, Hasher};
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use junction_core::{Bus, DEFAULT_ACCOUNT};
+use junction_core::Bus;
 use junction_protocols::{mqtt, nats, ws};
 use settings::{Cli, Settings};
 use tokio::net::TcpListener;
@@ -126,7 +127,25 @@ async fn run(settings: Settings) -> Result<()> {
         None
     };
 
+    let auth = match &settings.file {
+        Some(map) => auth_config::load(map)?,
+        None => auth_config::Auth::default(),
+    };
+    let nats_tls = match &settings.tls {
+        Some(files) => Some(junction_protocols::tls::Tls::new(files).context("TLS configuration")?),
+        None => None,
+    };
+    let mqtt_tls = match &settings.mqtt_tls {
+        Some(files) => {
+            Some(junction_protocols::tls::Tls::new(files).context("MQTT TLS configuration")?)
+        }
+        None => None,
+    };
+
     let bus = Arc::new(Bus::new());
+    for w in auth.wire(&bus) {
+        tracing::warn!("{w}");
+    }
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
 
@@ -151,11 +170,18 @@ async fn run(settings: Settings) -> Result<()> {
         ping_interval: settings.ping_interval,
         ping_max: settings.ping_max,
         write_deadline: settings.write_deadline,
+        // nats-server: 2 s, or the TLS timeout plus one second with TLS.
+        auth_timeout: auth.timeout.unwrap_or_else(|| match &nats_tls {
+            Some(t) => t.timeout + Duration::from_secs(1),
+            None => Duration::from_secs(2),
+        }),
+        map_cert: nats_tls.as_ref().is_some_and(|t| t.map),
     };
-    let auth = Arc::new(junction_auth::Open {
-        account: DEFAULT_ACCOUNT.to_string(),
-    });
-    let frontend = Arc::new(nats::Frontend::new(bus.clone(), auth, opts));
+    let mut frontend = nats::Frontend::new(bus.clone(), auth.authenticator.clone(), opts);
+    if let Some(tls) = nats_tls {
+        frontend = frontend.with_tls(tls);
+    }
+    let frontend = Arc::new(frontend);
 
     let mut http_task = None;
     if let Some(port) = settings.http_port {
@@ -189,11 +215,9 @@ async fn run(settings: Settings) -> Result<()> {
 
     // The MQTT frontend serves the MQTT port and MQTT over WebSocket.
     let mqtt_fe = mqtt_on.then(|| {
-        Arc::new(mqtt::broker::Frontend::new(
+        let fe = mqtt::broker::Frontend::new(
             bus.clone(),
-            Arc::new(junction_auth::Open {
-                account: DEFAULT_ACCOUNT.to_string(),
-            }),
+            auth.authenticator.clone(),
             mqtt::broker::Options {
                 max_packet_size: settings.mqtt_max_packet_size,
                 max_pending: settings.max_pending,
@@ -202,7 +226,11 @@ async fn run(settings: Settings) -> Result<()> {
                 write_deadline: settings.write_deadline,
                 max_keep_alive: settings.mqtt_max_keep_alive,
             },
-        ))
+        );
+        Arc::new(match mqtt_tls {
+            Some(tls) => fe.with_tls(tls),
+            None => fe,
+        })
     });
     // Durable MQTT state: restored before any client connects.
     let mut store = None;

@@ -113,6 +113,12 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// No durable store.
     pub in_memory: bool,
+    /// The top-level `tls { ... }` block: TLS on the NATS listener.
+    pub tls: Option<junction_protocols::tls::Files>,
+    /// The `mqtt { tls { ... } }` block.
+    pub mqtt_tls: Option<junction_protocols::tls::Files>,
+    /// The configuration file as read (the auth keys are read from it by `auth_config`).
+    pub file: Option<Map>,
 }
 
 impl Default for Settings {
@@ -143,6 +149,9 @@ impl Default for Settings {
             ws: junction_protocols::ws::Options::default(),
             data_dir: PathBuf::from("junction-data"),
             in_memory: false,
+            tls: None,
+            mqtt_tls: None,
+            file: None,
         }
     }
 }
@@ -150,18 +159,10 @@ impl Default for Settings {
 /// Keys of nats-server's configuration that Junction does not serve yet: named in a warning
 /// that says so, rather than called unknown.
 const LATER_KEYS: &[&str] = &[
-    "authorization",
-    "accounts",
-    "tls",
     "leafnodes",
     "jetstream",
     "cluster",
     "gateway",
-    "system_account",
-    "no_auth_user",
-    "operator",
-    "resolver",
-    "resolver_preload",
     "logtime",
     "log_file",
     "pid_file",
@@ -171,7 +172,7 @@ const LATER_KEYS: &[&str] = &[
 ];
 
 /// A warning about the configuration, with where it was found.
-fn at(item: &Item) -> String {
+pub(crate) fn at(item: &Item) -> String {
     match &item.file {
         Some(f) => format!("{}:{}:{}", f.display(), item.line, item.column),
         None => format!("{}:{}", item.line, item.column),
@@ -194,12 +195,12 @@ fn size_of(item: &Item, key: &str) -> Result<usize> {
         .ok_or_else(|| anyhow!("{}: '{key}' must be a non-negative size", at(item)))
 }
 
-fn duration_of(item: &Item, key: &str) -> Result<Duration> {
+pub(crate) fn duration_of(item: &Item, key: &str) -> Result<Duration> {
     item.as_duration()
         .map_err(|e| anyhow!("{}: '{key}': {e}", at(item)))
 }
 
-fn bool_of(item: &Item, key: &str) -> Result<bool> {
+pub(crate) fn bool_of(item: &Item, key: &str) -> Result<bool> {
     item.as_bool()
         .ok_or_else(|| anyhow!("{}: '{key}' must be true or false", at(item)))
 }
@@ -302,6 +303,8 @@ impl Settings {
                             anyhow!("{}: 'data_dir' must be a directory", at(item))
                         })?)
                 }
+                "tls" => self.tls = Some(tls_files(item, "tls", &mut warnings)?),
+                _ if crate::auth_config::KEYS.contains(&k.as_str()) => {}
                 "debug" => self.debug = bool_of(item, key)?,
                 "trace" => self.trace = bool_of(item, key)?,
                 _ if item.used_as_variable => {}
@@ -341,6 +344,7 @@ impl Settings {
                             })?,
                     )
                 }
+                "tls" => self.mqtt_tls = Some(tls_files(item, "mqtt.tls", warnings)?),
                 "nats_qos" => {
                     self.mqtt_nats_qos = u8::try_from(size_of(item, key)?)
                         .ok()
@@ -443,6 +447,7 @@ impl Settings {
         if let Some(path) = &cli.config {
             let map = read_config(path)?;
             warnings = settings.apply_file(&map)?;
+            settings.file = Some(map);
         }
         settings.apply_cli(cli);
         if settings.max_payload == 0 || settings.max_control_line == 0 {
@@ -481,6 +486,15 @@ fn tls_files(
             "key_file" => key_file = Some(path_of(item, key)?),
             "ca_file" => files.ca_file = Some(path_of(item, key)?),
             "verify" => files.verify = bool_of(item, key)?,
+            "verify_and_map" => files.verify_and_map = bool_of(item, key)?,
+            "timeout" => files.timeout = Some(duration_of(item, key)?),
+            "handshake_first" | "first" => {
+                files.handshake_first = match &item.value {
+                    junction_config::Value::Bool(b) => *b,
+                    junction_config::Value::String(s) => !s.eq_ignore_ascii_case("false"),
+                    _ => bail!("{}: '{name}.{key}' must be true or false", at(item)),
+                }
+            }
             _ if item.used_as_variable => {}
             _ => warnings.push(format!(
                 "{}: '{name}.{key}' is not supported and is ignored",

@@ -1,9 +1,24 @@
 //! junction-auth: who a connection is and what it may do. Pure decisions, no I/O.
 //!
-//! Layout: [`Credentials`] is what a client presented (NATS CONNECT fields, later MQTT username and
-//! password); an [`Authenticator`] turns them into an [`Identity`] (the account the connection is
-//! bound to) or refuses them. Until the auth issue lands, the only authenticator is [`Open`], which
-//! admits everyone to the default account, as nats-server does without an auth block.
+//! Layout: [`Credentials`] is what a client presented (NATS CONNECT fields, the MQTT username and
+//! password, a TLS client certificate); an [`Authenticator`] turns them into an [`Identity`] (the
+//! account the connection is bound to, and its [`Permissions`]) or refuses them.
+//! - [`Open`]: no auth block; everyone is admitted to the default account.
+//! - [`server::ServerAuth`]: what the configuration says (users, tokens, NKeys, certificates,
+//!   operator JWTs, external JWTs).
+//! - [`permissions`]: allow/deny decisions and the per-connection [`Checker`] cache.
+//! - [`nkey`], [`jwt`], [`external`]: NKeys, NATS JWTs, standard JWTs.
+
+pub mod external;
+pub mod jwt;
+pub mod nkey;
+pub mod permissions;
+pub mod server;
+pub mod subject;
+
+use std::sync::Arc;
+
+pub use permissions::{Checker, Permissions};
 
 /// What a client presented when it connected.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,6 +35,27 @@ pub struct Credentials {
     pub sig: Option<String>,
     /// User JWT (NATS `jwt`).
     pub jwt: Option<String>,
+    /// The nonce the server sent in INFO (what `sig` must sign).
+    pub nonce: Option<String>,
+    /// The TLS client certificate's names, when the client presented one.
+    pub cert: Option<CertIdentity>,
+    /// The listener maps certificates to users (`verify_and_map`).
+    pub map_cert: bool,
+    /// An MQTT client: its password may also be the token or a user JWT.
+    pub mqtt: bool,
+}
+
+/// The names in a TLS client certificate that `verify_and_map` looks users up by.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CertIdentity {
+    /// rfc822Name alternative names.
+    pub emails: Vec<String>,
+    /// dNSName alternative names.
+    pub dns: Vec<String>,
+    /// URI alternative names.
+    pub uris: Vec<String>,
+    /// The subject's attributes (`("CN", "alice")`, `("O", "Acme")`), in certificate order.
+    pub subject: Vec<(String, String)>,
 }
 
 /// Who a connection is, once authenticated.
@@ -29,22 +65,50 @@ pub struct Identity {
     pub account: String,
     /// The user's name, when the credentials named one.
     pub user: Option<String>,
+    /// What the user may do (`None`: everything).
+    pub permissions: Option<Arc<Permissions>>,
+    /// When the credentials expire (unix seconds; a JWT's `exp`).
+    pub expires: Option<i64>,
+}
+
+impl Identity {
+    /// An identity with no permission limits and no expiry.
+    pub fn new(account: impl Into<String>, user: Option<String>) -> Self {
+        Identity {
+            account: account.into(),
+            user,
+            permissions: None,
+            expires: None,
+        }
+    }
 }
 
 /// Why credentials were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    /// The credentials do not identify any user.
-    #[error("authorization violation")]
-    Violation,
+    /// Unknown user, wrong password, token or signature (MQTT 5: 0x86).
+    #[error("bad credentials: {0}")]
+    BadCredentials(String),
+    /// Credentials that are not (or no longer) good enough: a JWT that is expired, revoked or
+    /// signed by the wrong key, no credentials at all (MQTT 5: 0x87).
+    #[error("not authorized: {0}")]
+    NotAuthorized(String),
 }
 
 /// Decides who a connection is.
 pub trait Authenticator: Send + Sync {
     /// Whether clients must present credentials (NATS `auth_required` in INFO).
     fn auth_required(&self) -> bool;
+    /// Whether INFO carries a nonce for the client to sign (NKey or JWT users exist).
+    fn nonce_required(&self) -> bool {
+        false
+    }
     /// Checks the credentials and names the connection's identity.
     fn authenticate(&self, creds: &Credentials) -> Result<Identity, AuthError>;
+    /// Who a client is that never sent credentials (`no_auth_user`), if anyone.
+    fn anonymous(&self) -> Option<Identity> {
+        None
+    }
     /// Starts a challenge/response exchange by `method` (MQTT 5 enhanced authentication: SCRAM,
     /// Kerberos, a token refresh...), for a client that connected with `creds`. `None`: the
     /// method is not supported (MQTT 5 answers "bad authentication method").
@@ -92,10 +156,7 @@ impl Authenticator for Open {
     }
 
     fn authenticate(&self, creds: &Credentials) -> Result<Identity, AuthError> {
-        Ok(Identity {
-            account: self.account.clone(),
-            user: creds.user.clone(),
-        })
+        Ok(Identity::new(self.account.clone(), creds.user.clone()))
     }
 }
 

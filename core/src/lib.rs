@@ -6,6 +6,7 @@
 //! - [`sublist`]: the subject index (a trie with match caches) and [`Subscription`].
 //! - [`delivery`]: the [`Sink`] a frontend implements, and fan-out of one message.
 //! - [`account`]: accounts as separate subject spaces, and the [`Bus`] that holds them.
+//! - [`import`]: stream and service imports, the bridges between accounts.
 //! - [`stats`]: server-wide counters.
 //! - [`conns`]: the registry of open and recently closed connections, for monitoring.
 //! - [`store`]: durable state behind a small engine interface, with a group-commit writer.
@@ -13,6 +14,7 @@
 pub mod account;
 pub mod conns;
 pub mod delivery;
+pub mod import;
 pub mod message;
 pub mod stats;
 pub mod store;

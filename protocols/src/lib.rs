@@ -51,6 +51,12 @@ pub enum CloseReason {
     MaxControlLineExceeded,
     /// The client's credentials were refused.
     AuthenticationViolation,
+    /// The client did not authenticate in time.
+    AuthenticationTimeout,
+    /// The client's credentials expired while it was connected.
+    AuthenticationExpired,
+    /// The TLS handshake failed.
+    TlsHandshakeError,
     /// The server already had its maximum of connections.
     MaxConnectionsExceeded,
     /// The client sent an error to the server.
@@ -84,6 +90,9 @@ impl CloseReason {
             CloseReason::MaxPayloadExceeded => "Maximum Message Payload Exceeded",
             CloseReason::MaxControlLineExceeded => "Maximum Control Line Exceeded",
             CloseReason::AuthenticationViolation => "Authentication Failure",
+            CloseReason::AuthenticationTimeout => "Authentication Timeout",
+            CloseReason::AuthenticationExpired => "Authentication Expired",
+            CloseReason::TlsHandshakeError => "TLS Handshake Error",
             CloseReason::MaxConnectionsExceeded => "Maximum Connections Exceeded",
             CloseReason::ClientError => "Client Error",
             CloseReason::KeepAliveTimeout => "Keep Alive Timeout",

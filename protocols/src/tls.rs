@@ -19,6 +19,65 @@ pub struct Files {
     pub ca_file: Option<PathBuf>,
     /// Require and verify a client certificate (`verify`).
     pub verify: bool,
+    /// Require and verify a client certificate, and take the user from it (`verify_and_map`).
+    pub verify_and_map: bool,
+    /// How long the handshake may take (`timeout`, default 2 s).
+    pub timeout: Option<std::time::Duration>,
+    /// NATS: handshake before INFO (`handshake_first`).
+    pub handshake_first: bool,
+}
+
+/// A listener's TLS: its acceptor and how clients are treated.
+#[derive(Clone)]
+pub struct Tls {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    /// Client certificates are required and verified.
+    pub verify: bool,
+    /// Users come from client certificates.
+    pub map: bool,
+    pub timeout: std::time::Duration,
+    pub handshake_first: bool,
+}
+
+impl Tls {
+    /// Loads the files of a `tls { ... }` block.
+    pub fn new(files: &Files) -> Result<Tls, TlsError> {
+        Ok(Tls {
+            acceptor: acceptor(files)?,
+            verify: files.verify || files.verify_and_map,
+            map: files.verify_and_map,
+            timeout: files.timeout.unwrap_or(std::time::Duration::from_secs(2)),
+            handshake_first: files.handshake_first,
+        })
+    }
+
+    /// Runs the server side of the handshake; gives the stream and the names in the client's
+    /// certificate, if it sent one.
+    pub async fn accept<S>(
+        &self,
+        stream: S,
+    ) -> Result<
+        (
+            tokio_rustls::server::TlsStream<S>,
+            Option<junction_auth::CertIdentity>,
+        ),
+        String,
+    >
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let tls = tokio::time::timeout(self.timeout, self.acceptor.accept(stream))
+            .await
+            .map_err(|_| "TLS handshake timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        let cert = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| cert_identity(c.as_ref()));
+        Ok((tls, cert))
+    }
 }
 
 /// Why a TLS configuration could not be loaded; names the file.
@@ -43,7 +102,7 @@ pub fn acceptor(files: &Files) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let builder = match (&files.ca_file, files.verify) {
+    let builder = match (&files.ca_file, files.verify || files.verify_and_map) {
         (Some(ca), true) => {
             let mut roots = rustls::RootCertStore::empty();
             for c in read_certs(ca)? {
@@ -85,4 +144,185 @@ fn read_certs(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, TlsError> 
         return Err(err("no certificate found".into()));
     }
     Ok(certs)
+}
+
+/// One DER element: its tag, its contents, and what follows it.
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
+}
+
+/// The elements inside a constructed DER element's contents.
+fn elements(mut input: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    std::iter::from_fn(move || {
+        let (tag, body, rest) = der(input)?;
+        input = rest;
+        Some((tag, body))
+    })
+}
+
+/// Dotted text of a DER object identifier.
+fn oid_text(body: &[u8]) -> String {
+    let mut parts: Vec<u64> = Vec::new();
+    let mut v: u64 = 0;
+    for (i, b) in body.iter().enumerate() {
+        v = (v << 7) | u64::from(b & 0x7f);
+        if b & 0x80 == 0 {
+            if parts.is_empty() && i < body.len() {
+                let first = if v >= 80 { 2 } else { v / 40 };
+                parts.push(first);
+                parts.push(v - first * 40);
+            } else {
+                parts.push(v);
+            }
+            v = 0;
+        }
+    }
+    parts
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// The short name of a distinguished-name attribute, as RFC 4514 writes it.
+fn attribute_name(oid: &str) -> String {
+    match oid {
+        "2.5.4.3" => "CN",
+        "2.5.4.6" => "C",
+        "2.5.4.7" => "L",
+        "2.5.4.8" => "ST",
+        "2.5.4.9" => "STREET",
+        "2.5.4.10" => "O",
+        "2.5.4.11" => "OU",
+        "2.5.4.5" => "SERIALNUMBER",
+        "0.9.2342.19200300.100.1.25" => "DC",
+        "0.9.2342.19200300.100.1.1" => "UID",
+        "1.2.840.113549.1.9.1" => "EMAILADDRESS",
+        other => return other.to_string(),
+    }
+    .to_string()
+}
+
+/// The names `verify_and_map` looks users up by, read from a DER certificate: the subject's
+/// attributes and the email, DNS and URI alternative names. `None` for something that is not a
+/// certificate.
+pub fn cert_identity(cert: &[u8]) -> Option<junction_auth::CertIdentity> {
+    let (0x30, body, _) = der(cert)? else {
+        return None;
+    };
+    let (0x30, tbs, _) = der(body)? else {
+        return None;
+    };
+    let mut fields = elements(tbs).peekable();
+    if fields.peek().is_some_and(|(t, _)| *t == 0xa0) {
+        fields.next(); // version
+    }
+    let _serial = fields.next()?;
+    let _signature = fields.next()?;
+    let _issuer = fields.next()?;
+    let _validity = fields.next()?;
+    let (0x30, subject) = fields.next()? else {
+        return None;
+    };
+    let mut id = junction_auth::CertIdentity::default();
+    for (_, set) in elements(subject) {
+        for (_, pair) in elements(set) {
+            let mut kv = elements(pair);
+            let (0x06, oid) = kv.next()? else {
+                return None;
+            };
+            let (_, value) = kv.next()?;
+            id.subject.push((
+                attribute_name(&oid_text(oid)),
+                String::from_utf8_lossy(value).into_owned(),
+            ));
+        }
+    }
+    for (tag, body) in fields {
+        if tag != 0xa3 {
+            continue;
+        }
+        let (0x30, exts, _) = der(body)? else {
+            return None;
+        };
+        for (_, ext) in elements(exts) {
+            let mut parts = elements(ext);
+            let (0x06, oid) = parts.next()? else {
+                return None;
+            };
+            if oid != [0x55, 0x1d, 0x11] {
+                continue; // not subjectAltName
+            }
+            let Some((_, value)) = parts.find(|(t, _)| *t == 0x04) else {
+                continue;
+            };
+            let (0x30, names, _) = der(value)? else {
+                return None;
+            };
+            for (tag, name) in elements(names) {
+                let text = String::from_utf8_lossy(name).into_owned();
+                match tag {
+                    0x81 => id.emails.push(text),
+                    0x82 => id.dns.push(text),
+                    0x86 => id.uris.push(text),
+                    _ => {}
+                }
+            }
+        }
+    }
+    Some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/tls")
+            .join(name);
+        CertificateDer::from_pem_file(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .as_ref()
+            .to_vec()
+    }
+
+    #[test]
+    fn names_come_out_of_real_certificates() {
+        let c = cert_identity(&fixture("client.pem")).unwrap();
+        assert_eq!(c.emails, vec!["device1@example.com"]);
+        assert!(c.subject.contains(&("CN".into(), "device-1".into())));
+        assert!(c.subject.contains(&("O".into(), "Junction Tests".into())));
+        let s = cert_identity(&fixture("server.pem")).unwrap();
+        assert!(s.dns.contains(&"localhost".to_string()));
+    }
+
+    #[test]
+    fn garbage_and_truncations_are_not_certificates() {
+        let c = fixture("client2.pem");
+        for cut in 0..c.len() {
+            // Every prefix is refused or parsed without panicking, never more than the whole.
+            let _ = cert_identity(&c[..cut]);
+        }
+        assert!(cert_identity(&[]).is_none());
+        assert!(cert_identity(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_none());
+        assert!(cert_identity(b"not a certificate").is_none());
+    }
 }

@@ -21,13 +21,13 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use junction_auth::{AuthStep, Authenticator, Credentials, Exchange, Identity};
+use junction_auth::{AuthError, AuthStep, Authenticator, Checker, Credentials, Exchange, Identity};
 use junction_core::store::{Engine, Op, Store, StoreError, Table};
 use junction_core::{
     subject, Account, Bus, ConnId, ConnSnapshot, ConnView, Delivery, DeliveryFacts, FlushBatch,
     MatchCache, Message, Sink, Stats, Subscription,
 };
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -134,6 +134,8 @@ pub struct Frontend {
     store: std::sync::OnceLock<Arc<Store>>,
     /// Records of no session found by `restore`, removed once the store runs.
     orphans: Mutex<Vec<(Table, Vec<u8>)>>,
+    /// TLS on the MQTT listener (`mqtt { tls { ... } }`).
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl Frontend {
@@ -148,7 +150,14 @@ impl Frontend {
             started: Instant::now(),
             store: std::sync::OnceLock::new(),
             orphans: Mutex::new(Vec::new()),
+            tls: None,
         }
+    }
+
+    /// The same frontend with TLS on its listener.
+    pub fn with_tls(mut self, tls: crate::tls::Tls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// The durable store, when there is one.
@@ -424,6 +433,8 @@ struct SessionState {
     /// A publisher waited in vain: the client is not acknowledging, so nobody waits again
     /// until it does.
     stuck: bool,
+    /// The connected user's delivery filter (a deny its wildcard subscriptions overlap).
+    receive: Option<Checker>,
 }
 
 impl Session {
@@ -459,6 +470,7 @@ impl Session {
                 bridge: None,
                 drain_wakers: Vec::new(),
                 stuck: false,
+                receive: None,
             }),
         }
     }
@@ -875,6 +887,11 @@ impl SubSink {
         me: &Arc<dyn Sink>,
     ) -> Delivery {
         let mut state = self.session.state.lock().expect("session lock");
+        if let Some(r) = state.receive.as_mut() {
+            if !r.may_receive(&String::from_utf8_lossy(subject)) {
+                return Delivery::Dropped;
+            }
+        }
         // The topic of the last subject is kept: a stream on one subject maps it once.
         publish.topic = match &state.last_topic {
             Some((s, t)) if s == subject => t.clone(),
@@ -1191,6 +1208,10 @@ pub(crate) struct MqttConn {
     pending_auth: Option<Box<PendingAuth>>,
     /// Acknowledgements of this read batch that wait for a store commit, in order.
     held_acks: BytesMut,
+    /// The user's permissions (`None`: everything allowed).
+    perms: Option<Checker>,
+    /// The names in the TLS client certificate, if one was presented.
+    cert: Option<junction_auth::CertIdentity>,
 }
 
 /// An enhanced authentication exchange in progress.
@@ -1325,6 +1346,9 @@ impl MqttConn {
                 .password
                 .as_ref()
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
+            cert: self.cert.clone(),
+            map_cert: fe.tls.as_ref().is_some_and(|t| t.map),
+            mqtt: true,
             ..Credentials::default()
         };
         if let Some(method) = c.properties.authentication_method.clone() {
@@ -1339,9 +1363,17 @@ impl MqttConn {
         }
         let identity = match fe.auth.authenticate(&creds) {
             Ok(id) => id,
-            Err(_) => {
-                // Not authorized (the encoder writes 3.1.1's return code 5 for 3.1.1 clients).
-                self.send(connack(reason::NOT_AUTHORIZED));
+            Err(e) => {
+                tracing::info!(cid = %self.link.id, error = %e, "MQTT authentication failed");
+                // 5.0: 0x86 for wrong credentials, 0x87 otherwise; 3.1.1 gets return code 5
+                // for both, as nats-server sends.
+                let code = match (&e, self.version) {
+                    (AuthError::BadCredentials(_), Version::V5) => {
+                        reason::BAD_USER_NAME_OR_PASSWORD
+                    }
+                    _ => reason::NOT_AUTHORIZED,
+                };
+                self.send(connack(code));
                 return Err(CloseReason::AuthenticationViolation);
             }
         };
@@ -1467,6 +1499,23 @@ impl MqttConn {
             c.client_id.as_str().to_string()
         };
         let client_id: Arc<str> = client_id.into();
+        let checker = identity
+            .permissions
+            .clone()
+            .filter(|p| !p.is_open())
+            .map(Checker::new);
+        if let (Some(perms), Some(will)) = (&checker, &c.will) {
+            let subject = topic::topic_to_subject(will.topic.as_bytes()).unwrap_or_default();
+            if !perms
+                .permissions()
+                .may_publish(&String::from_utf8_lossy(&subject))
+            {
+                tracing::info!(cid = %self.link.id, topic = %will.topic.as_str(), "will topic not permitted");
+                self.send(connack(reason::NOT_AUTHORIZED));
+                return Err(CloseReason::AuthenticationViolation);
+            }
+        }
+        self.perms = checker;
         self.account = fe.bus.account_or_create(&identity.account);
         let key = (identity.account.clone(), client_id.clone());
         let expiry = if v5 {
@@ -1565,6 +1614,11 @@ impl MqttConn {
         {
             let mut state = session.state.lock().expect("session lock");
             state.link = Some(self.link.clone());
+            state.receive = self
+                .perms
+                .as_ref()
+                .filter(|p| !p.permissions().subscribe.deny.is_empty())
+                .map(|p| Checker::new(Arc::new(p.permissions().clone())));
             state.pending_will = None;
             state.version = self.version;
             state.expiry_secs = expiry;
@@ -1638,6 +1692,12 @@ impl MqttConn {
         let Ok(subject) = topic::topic_to_subject(p.topic.as_bytes()) else {
             return self.refuse(reason::TOPIC_NAME_INVALID, CloseReason::ProtocolViolation);
         };
+        if let Some(perms) = self.perms.as_mut() {
+            if !perms.may_publish(&String::from_utf8_lossy(&subject)) {
+                self.forbidden_publish(&p);
+                return Ok(());
+            }
+        }
         // Borrowed, not cloned: no reference-count traffic per inbound message.
         let session = self.session.as_ref().expect("connected");
         let mut inbound_key = None;
@@ -1738,6 +1798,29 @@ impl MqttConn {
         Ok(())
     }
 
+    /// A publication the user may not make: dropped; 5.0 hears 0x87 in its PUBACK or PUBREC,
+    /// 3.1.1 (which has no way to say it) gets the usual acknowledgement.
+    fn forbidden_publish(&mut self, p: &Publish) {
+        tracing::debug!(cid = %self.link.id, topic = %p.topic.as_str(), "publish not permitted");
+        let code = if self.version == Version::V5 {
+            reason::NOT_AUTHORIZED
+        } else {
+            0
+        };
+        let ack = PubResp {
+            packet_id: p.packet_id,
+            reason: code,
+            ..PubResp::default()
+        };
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send_ordered(Packet::PubAck(ack), false),
+            // A refused QoS 2 message ends at PUBREC (5.0: a reason code >= 0x80 ends the
+            // flow); 3.1.1's PUBREL is answered with PUBCOMP as for any unknown id.
+            QoS::ExactlyOnce => self.send_ordered(Packet::PubRec(ack), false),
+        }
+    }
+
     /// The session's request/response bridge, made on first use.
     fn bridge(&self, session: &Arc<Session>) -> Arc<Bridge> {
         let mut state = session.state.lock().expect("session lock");
@@ -1814,6 +1897,14 @@ impl MqttConn {
                 retain_as_published: f.retain_as_published,
                 subscription_id: s.properties.subscription_identifier,
             };
+            if !self.may_subscribe(f.filter.as_bytes()) {
+                codes.push(if self.version == Version::V5 {
+                    reason::NOT_AUTHORIZED
+                } else {
+                    0x80
+                });
+                continue;
+            }
             let Some(installed) = session.install(record) else {
                 codes.push(if self.version == Version::V5 {
                     reason::TOPIC_FILTER_INVALID
@@ -1857,6 +1948,27 @@ impl MqttConn {
             let publish = concrete.publish_for(&msg, true);
             concrete.offer(publish, &msg.subject, None, &sink);
         }
+    }
+
+    /// Whether the user may subscribe to every subject `filter` maps to (in its share group).
+    fn may_subscribe(&self, filter: &[u8]) -> bool {
+        let Some(perms) = &self.perms else {
+            return true;
+        };
+        let (queue, inner) = match topic::shared_subscription(filter) {
+            Some((g, inner)) => (Some(String::from_utf8_lossy(g).into_owned()), inner),
+            None => (None, filter),
+        };
+        let Ok(subjects) = topic::filter_to_subjects(&Bytes::copy_from_slice(inner)) else {
+            return true; // refused as an invalid filter anyway
+        };
+        std::iter::once(&subjects.subject)
+            .chain(subjects.parent.as_ref())
+            .all(|s| {
+                perms
+                    .permissions()
+                    .may_subscribe(&String::from_utf8_lossy(s), queue.as_deref())
+            })
     }
 
     fn unsubscribe(&mut self, u: Unsubscribe) {
@@ -2132,7 +2244,12 @@ impl MqttConn {
 }
 
 /// Starts serving one accepted MQTT connection.
-pub(crate) fn start<T: Transport>(io: T, peer: SocketAddr, fe: Arc<Frontend>) -> Conn<MqttConn, T> {
+pub(crate) fn start<T: Transport>(
+    io: T,
+    peer: SocketAddr,
+    fe: Arc<Frontend>,
+    cert: Option<junction_auth::CertIdentity>,
+) -> Conn<MqttConn, T> {
     let id = fe.bus.next_conn_id();
     let link = Arc::new(Link {
         id,
@@ -2159,6 +2276,8 @@ pub(crate) fn start<T: Transport>(io: T, peer: SocketAddr, fe: Arc<Frontend>) ->
         auth_method: None,
         pending_auth: None,
         held_acks: BytesMut::new(),
+        perms: None,
+        cert,
     };
     Conn::new(io, conn)
 }
@@ -2431,7 +2550,21 @@ pub async fn serve(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let admit = |stream, peer| Some(start(Plain(stream), peer, fe.clone()));
+    let admit = |stream: TcpStream, peer: SocketAddr| {
+        let fe = fe.clone();
+        Some(async move {
+            match fe.tls.clone() {
+                None => start(Plain(stream), peer, fe, None).await,
+                Some(tls) => match tls.accept(stream).await {
+                    Ok((stream, cert)) => start(Plain(stream), peer, fe, cert).await,
+                    Err(e) => {
+                        tracing::info!(peer = %peer, error = %e, "MQTT TLS handshake failed");
+                        fe.bus.stats().connections.fetch_sub(1, Ordering::Relaxed);
+                    }
+                },
+            }
+        })
+    };
     crate::listener::accept_loop(listener, &fe.bus, "mqtt", admit, shutdown, tracker).await;
 }
 
@@ -2448,8 +2581,9 @@ impl Frontend {
         self: &Arc<Self>,
         io: T,
         peer: SocketAddr,
+        cert: Option<junction_auth::CertIdentity>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        start(io, peer, self.clone())
+        start(io, peer, self.clone(), cert)
     }
 }
 

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use junction_auth::Credentials;
+use junction_auth::{Checker, Credentials, Identity};
 use junction_core::{
     subject, Account, ConnId, ConnSnapshot, ConnView, Delivery, DeliveryFacts, FlushBatch,
     MatchCache, Message, Sink, Stats, Subscription,
@@ -41,6 +41,17 @@ pub(crate) struct Client {
     about: Mutex<About>,
     /// Server PINGs not answered yet.
     pings_out: AtomicU32,
+    /// The nonce sent in INFO (NKey and JWT users sign it).
+    nonce: Option<String>,
+    /// The names in the TLS client certificate, if one was presented.
+    cert: Option<junction_auth::CertIdentity>,
+    /// The user's permissions as deliveries see them (a deny its wildcard subscriptions
+    /// overlap, replies it may send): `None` when they need no check at delivery.
+    receive: Mutex<Option<Checker>>,
+    /// Whether `receive` is set (checked without the lock).
+    receive_checked: AtomicBool,
+    /// CONNECT was accepted.
+    authenticated: AtomicBool,
 }
 
 /// What the client said about itself in CONNECT, and the account it was bound to.
@@ -87,8 +98,41 @@ impl ConnView for Client {
     }
 }
 
+impl Client {
+    /// Whether the user may receive `msg`; notes the reply subject it may answer.
+    fn receive_allowed(&self, msg: &Message) -> bool {
+        let mut guard = self.receive.lock().expect("receive lock");
+        let Some(checker) = guard.as_mut() else {
+            return true;
+        };
+        let Ok(subject) = std::str::from_utf8(&msg.subject) else {
+            return false;
+        };
+        if !checker.may_receive(subject) {
+            return false;
+        }
+        if let Some(reply) = msg
+            .reply
+            .as_deref()
+            .and_then(|r| std::str::from_utf8(r).ok())
+        {
+            checker.delivered_request(reply);
+        }
+        true
+    }
+
+    /// Closes the connection with `-ERR 'text'`.
+    fn close_with(&self, text: &str, reason: CloseReason) {
+        self.out.push_own(&encode::err(text));
+        self.out.finish(reason);
+    }
+}
+
 impl Sink for Client {
     fn deliver(&self, sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
+        if self.receive_checked.load(Ordering::Relaxed) && !self.receive_allowed(msg) {
+            return Delivery::Dropped;
+        }
         let headers = if self.headers.load(Ordering::Relaxed) {
             msg.headers.as_deref()
         } else {
@@ -211,6 +255,8 @@ pub(crate) struct Session {
     no_responders: bool,
     /// What the current read batch received.
     received: BatchIn,
+    /// The user's publish and subscribe permissions (`None`: everything allowed).
+    perms: Option<Checker>,
 }
 
 impl Session {
@@ -234,10 +280,19 @@ impl Session {
         tracing::trace!(cid = %self.client.id, frame = ?frame, "<<-");
         let fe = &self.client.fe;
         if !self.connected && fe.auth.auth_required() && !matches!(frame, Frame::Connect(_)) {
-            return self.fail(
-                "Authorization Violation",
-                CloseReason::AuthenticationViolation,
-            );
+            // With no_auth_user, a client that skips CONNECT is that user.
+            match fe.auth.anonymous() {
+                Some(id) => {
+                    let fe = fe.clone();
+                    self.bind(&fe, id);
+                }
+                None => {
+                    return self.fail(
+                        "Authorization Violation",
+                        CloseReason::AuthenticationViolation,
+                    )
+                }
+            }
         }
         match frame {
             Frame::Connect(json) => self.connect(&json),
@@ -294,30 +349,30 @@ impl Session {
             );
         }
         let fe = self.client.fe.clone();
-        let creds = Credentials {
-            user: opts.user,
-            pass: opts.pass,
-            token: opts.auth_token,
-            nkey: opts.nkey,
-            sig: opts.sig,
-            jwt: opts.jwt,
-        };
-        let identity = match fe.auth.authenticate(&creds) {
-            Ok(id) => id,
-            Err(e) => {
-                tracing::info!(cid = %self.client.id, error = %e, "authentication failed");
-                return self.fail(
-                    "Authorization Violation",
-                    CloseReason::AuthenticationViolation,
-                );
-            }
-        };
-        if identity.account != self.account.name() {
-            // Bind to the account before any subscription exists (nats-server refuses a
-            // second CONNECT that changes the account; so do we, by ignoring the change).
-            if self.client.subs.lock().expect("subs lock").is_empty() {
-                self.account = fe.bus.account_or_create(&identity.account);
-            }
+        if !self.connected || !fe.auth.auth_required() {
+            let creds = Credentials {
+                user: opts.user,
+                pass: opts.pass,
+                token: opts.auth_token,
+                nkey: opts.nkey,
+                sig: opts.sig,
+                jwt: opts.jwt,
+                nonce: self.client.nonce.clone(),
+                cert: self.client.cert.clone(),
+                map_cert: fe.opts.map_cert,
+                mqtt: false,
+            };
+            let identity = match fe.auth.authenticate(&creds) {
+                Ok(id) => id,
+                Err(e) => {
+                    tracing::info!(cid = %self.client.id, error = %e, "authentication failed");
+                    return self.fail(
+                        "Authorization Violation",
+                        CloseReason::AuthenticationViolation,
+                    );
+                }
+            };
+            self.bind(&fe, identity);
         }
         self.verbose = opts.verbose;
         self.pedantic = opts.pedantic;
@@ -343,6 +398,55 @@ impl Session {
         Ok(())
     }
 
+    /// Binds the connection to its identity: account, permissions, expiry.
+    fn bind(&mut self, fe: &Arc<Frontend>, identity: Identity) {
+        if identity.account != self.account.name() {
+            // Bind to the account before any subscription exists (nats-server refuses a
+            // second CONNECT that changes the account; so do we, by ignoring the change).
+            if self.client.subs.lock().expect("subs lock").is_empty() {
+                self.account = fe.bus.account_or_create(&identity.account);
+            }
+        }
+        if let Some(p) = identity.permissions.filter(|p| !p.is_open()) {
+            if !p.subscribe.deny.is_empty() || p.responses.is_some() {
+                *self.client.receive.lock().expect("receive lock") = Some(Checker::new(p.clone()));
+                self.client.receive_checked.store(true, Ordering::Relaxed);
+            }
+            self.perms = Some(Checker::new(p));
+        }
+        if let Some(exp) = identity.expires {
+            expire_at(&self.client, exp);
+        }
+        self.client.authenticated.store(true, Ordering::Relaxed);
+        self.connected = true;
+    }
+
+    /// Whether the user may publish to `subject`; tells the client when not.
+    fn may_publish(&mut self, subject: &[u8]) -> bool {
+        let Some(perms) = self.perms.as_mut() else {
+            return true;
+        };
+        let text = String::from_utf8_lossy(subject);
+        if perms.may_publish(&text)
+            || perms.permissions().responses.is_some()
+                && self
+                    .client
+                    .receive
+                    .lock()
+                    .expect("receive lock")
+                    .as_mut()
+                    .is_some_and(|c| c.use_reply(&text))
+        {
+            return true;
+        }
+        tracing::debug!(cid = %self.client.id, subject = %text, "publish not permitted");
+        self.reply(&encode::err(&format!(
+            "Permissions Violation for Publish to {}",
+            quoted(&text)
+        )));
+        false
+    }
+
     fn publish(
         &mut self,
         subject: Bytes,
@@ -352,6 +456,9 @@ impl Session {
     ) {
         if self.pedantic && !subject::is_valid_literal_subject(&subject) {
             self.reply(&encode::err("Invalid Publish Subject"));
+        }
+        if !self.may_publish(&subject) {
+            return;
         }
         let msg = Message {
             subject,
@@ -405,6 +512,26 @@ impl Session {
         {
             self.ok();
             return;
+        }
+        if let Some(perms) = self.perms.as_mut() {
+            let text = String::from_utf8_lossy(&subject);
+            let q = queue.as_deref().map(String::from_utf8_lossy);
+            if !perms.permissions().may_subscribe(&text, q.as_deref()) {
+                let err = match q {
+                    Some(q) => format!(
+                        "Permissions Violation for Subscription to {} using queue {}",
+                        quoted(&text),
+                        quoted(&q)
+                    ),
+                    None => format!(
+                        "Permissions Violation for Subscription to {}",
+                        quoted(&text)
+                    ),
+                };
+                tracing::debug!(cid = %self.client.id, subject = %text, "subscription not permitted");
+                self.reply(&encode::err(&err));
+                return;
+            }
         }
         let sink: Arc<dyn Sink> = self.client.clone();
         // Own copies: slices of the read buffer would keep all of it alive as long as the
@@ -467,6 +594,51 @@ impl Session {
     }
 }
 
+/// A subject in double quotes, as nats-server's errors show it.
+fn quoted(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| format!("\"{s}\""))
+}
+
+/// Closes the connection with 'User Authentication Expired' when its credentials expire.
+fn expire_at(client: &Arc<Client>, exp: i64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let wait = Duration::from_secs(u64::try_from(exp - now).unwrap_or(0));
+    let weak = Arc::downgrade(client);
+    tokio::spawn(async move {
+        tokio::time::sleep(wait).await;
+        if let Some(c) = weak.upgrade() {
+            c.close_with(
+                "User Authentication Expired",
+                CloseReason::AuthenticationExpired,
+            );
+        }
+    });
+}
+
+/// Closes a connection that has not authenticated within `timeout`.
+fn auth_deadline(client: &Arc<Client>, timeout: Duration) {
+    let weak = Arc::downgrade(client);
+    tokio::spawn(async move {
+        tokio::time::sleep(timeout).await;
+        if let Some(c) = weak.upgrade() {
+            if !c.authenticated.load(Ordering::Relaxed) {
+                c.close_with("Authentication Timeout", CloseReason::AuthenticationTimeout);
+            }
+        }
+    });
+}
+
+/// A fresh nonce: 11 random bytes, base64 URL-safe without padding (15 characters).
+pub(crate) fn nonce() -> String {
+    use base64::Engine as _;
+    let mut raw = [0u8; 11];
+    getrandom::getrandom(&mut raw).expect("the system's random source");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
 fn parse_error_reply(e: &ParseError) -> (&'static str, CloseReason) {
     match e {
         ParseError::UnknownOperation | ParseError::BadArguments { .. } => {
@@ -483,8 +655,27 @@ fn parse_error_reply(e: &ParseError) -> (&'static str, CloseReason) {
 }
 
 /// Starts serving one accepted connection; the returned future runs it to its end.
-pub(crate) fn start<T: Transport>(io: T, peer: SocketAddr, fe: Arc<Frontend>) -> Conn<Session, T> {
+/// What happened before the protocol started: INFO already sent (TLS listeners send it before
+/// the handshake), with which nonce, and the client's certificate.
+#[derive(Default)]
+pub(crate) struct Hello {
+    pub sent: bool,
+    pub nonce: Option<String>,
+    pub cert: Option<junction_auth::CertIdentity>,
+}
+
+pub(crate) fn start<T: Transport>(
+    io: T,
+    peer: SocketAddr,
+    fe: Arc<Frontend>,
+    hello: Hello,
+) -> Conn<Session, T> {
     let id = fe.bus.next_conn_id();
+    let nonce = match hello.sent {
+        true => hello.nonce,
+        false => fe.auth.nonce_required().then(nonce),
+    };
+    let cert = hello.cert;
     let client = Arc::new(Client {
         id,
         out: Outbound::new(fe.opts.max_pending),
@@ -497,9 +688,21 @@ pub(crate) fn start<T: Transport>(io: T, peer: SocketAddr, fe: Arc<Frontend>) ->
             ..About::default()
         }),
         pings_out: AtomicU32::new(0),
+        nonce,
+        cert,
+        receive: Mutex::new(None),
+        receive_checked: AtomicBool::new(false),
+        authenticated: AtomicBool::new(false),
     });
     fe.bus.conns().open(id, client.clone());
-    client.out.push_own(&fe.info(id.0, &peer.ip().to_string()));
+    if !hello.sent {
+        client
+            .out
+            .push_own(&fe.info(id.0, &peer.ip().to_string(), client.nonce.as_deref()));
+    }
+    if fe.auth.auth_required() {
+        auth_deadline(&client, fe.opts.auth_timeout);
+    }
     tracing::debug!(cid = %id, peer = %peer, "accepted NATS connection");
     let defaults = ConnectOptions::default();
     let session = Session {
@@ -514,6 +717,7 @@ pub(crate) fn start<T: Transport>(io: T, peer: SocketAddr, fe: Arc<Frontend>) ->
         echo: defaults.echo,
         no_responders: false,
         received: BatchIn::default(),
+        perms: None,
     };
     Conn::new(io, session)
 }

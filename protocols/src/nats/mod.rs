@@ -49,6 +49,10 @@ pub struct Options {
     pub ping_max: u32,
     /// How long one write may stall before the client is cut off as a slow consumer.
     pub write_deadline: Duration,
+    /// How long a client has to authenticate (when auth is required).
+    pub auth_timeout: Duration,
+    /// Users come from TLS client certificates (`verify_and_map`).
+    pub map_cert: bool,
 }
 
 /// Default bytes pending for one client before it is a slow consumer (64 MiB).
@@ -70,6 +74,8 @@ impl Default for Options {
             ping_interval: Duration::from_secs(120),
             ping_max: 2,
             write_deadline: Duration::from_secs(10),
+            auth_timeout: Duration::from_secs(2),
+            map_cert: false,
         }
     }
 }
@@ -82,6 +88,8 @@ pub struct Frontend {
     pub auth: Arc<dyn Authenticator>,
     /// Settings.
     pub opts: Options,
+    /// TLS on the client listener (`tls { ... }`).
+    pub tls: Option<crate::tls::Tls>,
 }
 
 /// The INFO a server sends on connect.
@@ -97,19 +105,36 @@ struct Info<'a> {
     headers: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     auth_required: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    tls_required: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    tls_verify: bool,
     max_payload: usize,
     client_id: u64,
     client_ip: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<&'a str>,
 }
 
 impl Frontend {
     /// A frontend for `bus`.
     pub fn new(bus: Arc<Bus>, auth: Arc<dyn Authenticator>, opts: Options) -> Self {
-        Self { bus, auth, opts }
+        Self {
+            bus,
+            auth,
+            opts,
+            tls: None,
+        }
+    }
+
+    /// The same frontend with TLS on its listener.
+    pub fn with_tls(mut self, tls: crate::tls::Tls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// The `INFO {...}\r\n` line for one client.
-    fn info(&self, client_id: u64, client_ip: &str) -> Vec<u8> {
+    fn info(&self, client_id: u64, client_ip: &str, nonce: Option<&str>) -> Vec<u8> {
         let info = Info {
             server_id: &self.opts.server_id,
             server_name: &self.opts.server_name,
@@ -119,10 +144,14 @@ impl Frontend {
             host: &self.opts.host,
             port: self.opts.port,
             headers: true,
-            auth_required: self.auth.auth_required(),
+            // With no_auth_user, a client need not authenticate (nats-server leaves it out).
+            auth_required: self.auth.auth_required() && self.auth.anonymous().is_none(),
+            tls_required: self.tls.is_some(),
+            tls_verify: self.tls.as_ref().is_some_and(|t| t.verify),
             max_payload: self.opts.limits.max_payload,
             client_id,
             client_ip,
+            nonce,
         };
         let mut line = b"INFO ".to_vec();
         line.extend_from_slice(&serde_json::to_vec(&info).expect("INFO serializes"));
@@ -145,9 +174,57 @@ pub async fn serve(
             tracker.spawn(refuse(stream, fe.clone(), peer.ip().to_string()));
             return None;
         }
-        Some(conn::start(Plain(stream), peer, fe.clone()))
+        let fe = fe.clone();
+        Some(async move {
+            match &fe.tls {
+                None => conn::start(Plain(stream), peer, fe.clone(), conn::Hello::default()).await,
+                Some(tls) => {
+                    let tls = tls.clone();
+                    secure(stream, peer, fe, tls).await
+                }
+            }
+        })
     };
     crate::listener::accept_loop(listener, &fe.bus, "nats", admit, shutdown, tracker.clone()).await;
+}
+
+/// A client on the TLS listener: INFO in the clear (unless `handshake_first`), then the TLS
+/// handshake, then the protocol over TLS.
+async fn secure(
+    mut stream: TcpStream,
+    peer: std::net::SocketAddr,
+    fe: Arc<Frontend>,
+    tls: crate::tls::Tls,
+) {
+    let nonce = fe.auth.nonce_required().then(conn::nonce);
+    if !tls.handshake_first {
+        let id = fe.bus.next_conn_id();
+        let info = fe.info(id.0, &peer.ip().to_string(), nonce.as_deref());
+        if stream.write_all(&info).await.is_err() {
+            fe.bus
+                .stats()
+                .connections
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+    }
+    match tls.accept(stream).await {
+        Ok((stream, cert)) => {
+            let hello = conn::Hello {
+                sent: !tls.handshake_first,
+                nonce,
+                cert,
+            };
+            conn::start(Plain(stream), peer, fe, hello).await
+        }
+        Err(e) => {
+            tracing::info!(peer = %peer, error = %e, "TLS handshake failed");
+            fe.bus
+                .stats()
+                .connections
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// Pings every NATS connection (TCP or WebSocket) on the ping interval until `shutdown`: one
@@ -168,15 +245,20 @@ impl Frontend {
         self: &Arc<Self>,
         io: T,
         peer: std::net::SocketAddr,
+        cert: Option<junction_auth::CertIdentity>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        conn::start(io, peer, self.clone())
+        let hello = conn::Hello {
+            cert,
+            ..Default::default()
+        };
+        conn::start(io, peer, self.clone(), hello)
     }
 }
 
 /// Tells a client over the connection limit, as nats-server does, and closes.
 async fn refuse(mut stream: TcpStream, fe: Arc<Frontend>, ip: String) {
     tracing::warn!(client_ip = %ip, "maximum connections exceeded");
-    let mut out = fe.info(0, &ip);
+    let mut out = fe.info(0, &ip, None);
     out.extend_from_slice(&encode::err("maximum connections exceeded"));
     let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(&out)).await;
 }

@@ -123,7 +123,15 @@ async fn accept(
     let deadline = tokio::time::Instant::now() + fe.opts.handshake_timeout;
     match fe.tls.clone() {
         Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => upgrade(tls, peer, fe, shutdown, deadline).await,
+            Ok(Ok(tls)) => {
+                let cert = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|c| crate::tls::cert_identity(c.as_ref()));
+                upgrade(tls, peer, fe, shutdown, deadline, cert).await
+            }
             Ok(Err(e)) => {
                 tracing::debug!(peer = %peer, error = %e, "websocket TLS handshake failed");
                 fe.uncount();
@@ -133,7 +141,7 @@ async fn accept(
                 fe.uncount();
             }
         },
-        None => upgrade(stream, peer, fe, shutdown, deadline).await,
+        None => upgrade(stream, peer, fe, shutdown, deadline, None).await,
     }
 }
 
@@ -144,6 +152,7 @@ async fn upgrade<S>(
     fe: Arc<Frontend>,
     shutdown: CancellationToken,
     deadline: tokio::time::Instant,
+    cert: Option<junction_auth::CertIdentity>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -197,8 +206,8 @@ async fn upgrade<S>(
         .map_or(peer, |ip| SocketAddr::new(ip, peer.port()));
     let ws = Ws::new(io, early, fe.opts.max_message, accepted.compress);
     match (accepted.kind, &fe.mqtt) {
-        (Kind::Mqtt, Some(mqtt)) => mqtt.start(ws, peer).await,
-        _ => fe.nats.start(ws, peer).await,
+        (Kind::Mqtt, Some(mqtt)) => mqtt.start(ws, peer, cert).await,
+        _ => fe.nats.start(ws, peer, cert).await,
     }
 }
 

@@ -1,0 +1,291 @@
+//! NATS JWTs (decentralized auth): `base64url(header).base64url(claims).base64url(signature)`,
+//! signed with Ed25519 by the issuer's NKey (`"alg":"ed25519-nkey"`).
+
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::nkey::{self, Role};
+use crate::permissions::{Entry, Permissions, Responses, Rules};
+
+/// The claims every NATS JWT has, and its `nats` section as JSON.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Claims {
+    #[serde(default)]
+    pub jti: String,
+    #[serde(default)]
+    pub iat: i64,
+    pub iss: String,
+    pub sub: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub exp: Option<i64>,
+    #[serde(default)]
+    pub nbf: Option<i64>,
+    #[serde(default)]
+    pub nats: Value,
+}
+
+/// Why a JWT was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwtError {
+    #[error("not a JWT")]
+    Malformed,
+    #[error("unsupported JWT algorithm")]
+    Algorithm,
+    #[error("claim failed signature verification")]
+    Signature,
+    #[error("claim is expired")]
+    Expired,
+    #[error("claim is not yet valid")]
+    NotYetValid,
+    #[error("expected a {0} JWT")]
+    Kind(&'static str),
+}
+
+#[derive(Deserialize)]
+struct Header {
+    #[serde(default)]
+    typ: String,
+    alg: String,
+}
+
+fn b64(part: &str) -> Result<Vec<u8>, JwtError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part.trim_end_matches('='))
+        .map_err(|_| JwtError::Malformed)
+}
+
+/// The `alg` of a JWT's header, if `token` is a JWT.
+pub fn algorithm(token: &str) -> Option<String> {
+    let h = token.split('.').next()?;
+    let header: Header = serde_json::from_slice(&b64(h).ok()?).ok()?;
+    Some(header.alg)
+}
+
+/// Decodes `token` and checks its signature against its issuer, which must be a key of
+/// `issuer_role`; checks `exp` and `nbf` against `now` (unix seconds).
+pub fn decode(token: &str, issuer_role: Role, now: i64) -> Result<Claims, JwtError> {
+    let token = token.trim();
+    let mut parts = token.split('.');
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JwtError::Malformed);
+    };
+    let header: Header = serde_json::from_slice(&b64(h)?).map_err(|_| JwtError::Malformed)?;
+    if !header.typ.is_empty() && !header.typ.eq_ignore_ascii_case("jwt") {
+        return Err(JwtError::Malformed);
+    }
+    if header.alg != "ed25519-nkey" {
+        return Err(JwtError::Algorithm);
+    }
+    let claims: Claims = serde_json::from_slice(&b64(c)?).map_err(|_| JwtError::Malformed)?;
+    let signed = &token[..h.len() + 1 + c.len()];
+    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b64(s)?);
+    if !nkey::verify(&claims.iss, issuer_role, signed.as_bytes(), &sig) {
+        return Err(JwtError::Signature);
+    }
+    if claims.exp.is_some_and(|e| e > 0 && e <= now) {
+        return Err(JwtError::Expired);
+    }
+    if claims.nbf.is_some_and(|n| n > now) {
+        return Err(JwtError::NotYetValid);
+    }
+    Ok(claims)
+}
+
+impl Claims {
+    /// The `nats.type` claim.
+    pub fn kind(&self) -> &str {
+        self.nats.get("type").and_then(Value::as_str).unwrap_or("")
+    }
+
+    /// Checks the `nats.type` claim.
+    pub fn expect_kind(self, kind: &'static str) -> Result<Claims, JwtError> {
+        if self.kind() == kind {
+            Ok(self)
+        } else {
+            Err(JwtError::Kind(kind))
+        }
+    }
+
+    /// The signing keys an operator or account JWT lists (plain keys or scoped-key objects).
+    pub fn signing_keys(&self) -> Vec<String> {
+        let Some(list) = self.nats.get("signing_keys").and_then(Value::as_array) else {
+            return Vec::new();
+        };
+        list.iter()
+            .filter_map(|k| match k {
+                Value::String(s) => Some(s.clone()),
+                Value::Object(o) => o.get("key").and_then(Value::as_str).map(str::to_string),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A string claim of the `nats` section.
+    pub fn nats_str(&self, key: &str) -> Option<&str> {
+        self.nats
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Whether a user JWT is a bearer token (no nonce signature needed).
+    pub fn bearer(&self) -> bool {
+        self.nats
+            .get("bearer_token")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    /// Whether an account JWT revokes `user` issued at `iat` (revoked when the entry for the
+    /// user, or `*`, is at or after its issue time).
+    pub fn revokes(&self, user: &str, iat: i64) -> bool {
+        let Some(map) = self.nats.get("revocations").and_then(Value::as_object) else {
+            return false;
+        };
+        [user, "*"]
+            .iter()
+            .filter_map(|k| map.get(*k).and_then(Value::as_i64))
+            .any(|t| t >= iat)
+    }
+
+    /// The permissions in a user JWT (`pub`, `sub`, `resp`), or an account JWT's
+    /// `default_permissions`; `None` when it sets none.
+    pub fn permissions(&self) -> Option<Permissions> {
+        permissions_from(&self.nats)
+    }
+
+    /// Account JWT: `default_permissions`.
+    pub fn default_permissions(&self) -> Option<Permissions> {
+        permissions_from(self.nats.get("default_permissions")?)
+    }
+}
+
+fn rules_from(v: Option<&Value>) -> Rules {
+    let list = |key: &str| -> Option<Vec<Entry>> {
+        let arr = v?.get(key)?.as_array()?;
+        Some(
+            arr.iter()
+                .filter_map(Value::as_str)
+                .filter_map(|s| Entry::parse(s).ok())
+                .collect(),
+        )
+    };
+    Rules {
+        allow: list("allow").filter(|l| !l.is_empty()),
+        deny: list("deny").unwrap_or_default(),
+    }
+}
+
+pub(crate) fn permissions_from(nats: &Value) -> Option<Permissions> {
+    let responses = nats.get("resp").and_then(|r| {
+        let max = r.get("max").and_then(Value::as_i64).unwrap_or(0);
+        let ttl_ns = r.get("ttl").and_then(Value::as_i64).unwrap_or(0);
+        Some(Responses {
+            max: if max < 0 {
+                0
+            } else {
+                u32::try_from(max).ok()?.max(1)
+            },
+            expires: if ttl_ns > 0 {
+                std::time::Duration::from_nanos(ttl_ns as u64)
+            } else {
+                Responses::default().expires
+            },
+        })
+    });
+    let p = Permissions {
+        publish: rules_from(nats.get("pub")),
+        subscribe: rules_from(nats.get("sub")),
+        responses,
+    };
+    (!p.is_open()).then_some(p)
+}
+
+/// Splits a creds file (or a bare JWT) into the JWT.
+pub fn jwt_from_file(text: &str) -> &str {
+    let mut in_block = false;
+    for line in text.lines() {
+        let l = line.trim();
+        if l.starts_with("---") && l.contains("BEGIN") {
+            in_block = true;
+        } else if in_block && !l.is_empty() {
+            return l;
+        }
+    }
+    text.trim()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nkey::tests::encode;
+    use ed25519_dalek::{Signer, SigningKey};
+
+    pub(crate) fn sign(claims: &Value, key: &SigningKey) -> String {
+        let e = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let h = e(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+        let c = e(claims.to_string().as_bytes());
+        let sig = key.sign(format!("{h}.{c}").as_bytes());
+        format!("{h}.{c}.{}", e(&sig.to_bytes()))
+    }
+
+    #[test]
+    fn signed_claims_decode_and_tampering_is_caught() {
+        let acct = SigningKey::from_bytes(&[1u8; 32]);
+        let iss = encode(Role::Account, &acct.verifying_key());
+        let claims = serde_json::json!({
+            "iss": iss, "sub": "UXYZ", "iat": 100, "exp": 2_000,
+            "nats": {"type": "user", "version": 2, "pub": {"allow": ["a.>"]}, "bearer_token": true}
+        });
+        let token = sign(&claims, &acct);
+        let c = decode(&token, Role::Account, 1_000).unwrap();
+        assert!(c.bearer());
+        assert_eq!(c.kind(), "user");
+        assert!(c.permissions().unwrap().may_publish("a.b"));
+        assert_eq!(
+            decode(&token, Role::Account, 3_000).unwrap_err(),
+            JwtError::Expired
+        );
+        assert_eq!(
+            decode(&token, Role::Operator, 1_000).unwrap_err(),
+            JwtError::Signature
+        );
+        let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
+        let forged = serde_json::json!({"iss": iss, "sub": "UOTHER", "nats": {"type": "user"}});
+        parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(forged.to_string());
+        assert_eq!(
+            decode(&parts.join("."), Role::Account, 1_000).unwrap_err(),
+            JwtError::Signature
+        );
+    }
+
+    #[test]
+    fn revocations() {
+        let c = Claims {
+            jti: String::new(),
+            iat: 0,
+            iss: String::new(),
+            sub: String::new(),
+            name: String::new(),
+            exp: None,
+            nbf: None,
+            nats: serde_json::json!({"revocations": {"UA": 50, "*": 10}}),
+        };
+        assert!(c.revokes("UA", 50));
+        assert!(!c.revokes("UA", 51));
+        assert!(c.revokes("UB", 10));
+        assert!(!c.revokes("UB", 11));
+    }
+
+    #[test]
+    fn creds_files_give_their_jwt() {
+        let creds = "-----BEGIN NATS USER JWT-----\neyJabc.def.ghi\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\nSUAX\n------END USER NKEY SEED------\n";
+        assert_eq!(jwt_from_file(creds), "eyJabc.def.ghi");
+        assert_eq!(jwt_from_file(" eyJ.a.b \n"), "eyJ.a.b");
+    }
+}

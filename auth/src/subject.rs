@@ -1,0 +1,103 @@
+//! Subject patterns as permissions and exports use them: `.`-separated tokens, `*` matches one
+//! token, a final `>` matches one or more.
+
+/// Whether `pattern` matches `subject`, with the subject's tokens taken literally (a subscription
+/// subject `foo.*` is matched as the three characters `foo`, `.`, `*`: the pattern `foo.*` or
+/// `foo.>` matches it, the pattern `foo.bar` does not). This is how nats-server checks a
+/// subscription against its permission lists.
+pub fn matches(pattern: &str, subject: &str) -> bool {
+    let mut p = pattern.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (p.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(pt), Some(st)) if pt == st => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Whether every subject `sub` can match is also matched by `pattern` (`foo.bar` and `foo.*` are
+/// covered by `foo.>`; `foo.>` is not covered by `foo.*`).
+pub fn covers(pattern: &str, sub: &str) -> bool {
+    let mut p = pattern.split('.');
+    let mut s = sub.split('.');
+    loop {
+        match (p.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(st)) if st != ">" => {}
+            (Some(pt), Some(st)) if pt == st => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Whether some subject could match both `a` and `b`.
+pub fn overlaps(a: &str, b: &str) -> bool {
+    let mut x = a.split('.');
+    let mut y = b.split('.');
+    loop {
+        match (x.next(), y.next()) {
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+            (Some("*"), Some(_)) | (Some(_), Some("*")) => {}
+            (Some(p), Some(q)) if p == q => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Whether `s` is a valid pattern: non-empty tokens, `>` only last, wildcards whole tokens.
+pub fn valid_pattern(s: &str) -> bool {
+    if s.is_empty() {
+        return false;
+    }
+    let tokens: Vec<&str> = s.split('.').collect();
+    tokens.iter().enumerate().all(|(i, t)| {
+        !t.is_empty()
+            && !t.contains(char::is_whitespace)
+            && (*t == ">" && i == tokens.len() - 1 || *t == "*" || !t.contains(['*', '>']))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_matching() {
+        assert!(matches("foo.*", "foo.bar"));
+        assert!(matches("foo.>", "foo.bar.baz"));
+        assert!(!matches("foo.>", "foo"));
+        assert!(matches("foo.*", "foo.*"));
+        assert!(matches("foo.>", "foo.>"));
+        assert!(!matches("foo.bar", "foo.*"));
+        assert!(!matches("foo.*", "foo.bar.baz"));
+        assert!(matches(">", "anything.at.all"));
+    }
+
+    #[test]
+    fn coverage_and_overlap() {
+        assert!(covers("foo.>", "foo.*"));
+        assert!(covers("foo.>", "foo.>"));
+        assert!(!covers("foo.*", "foo.>"));
+        assert!(covers("*.bar", "x.bar"));
+        assert!(!covers("foo.bar", "foo.*"));
+        assert!(overlaps("foo.>", "foo.secret"));
+        assert!(overlaps("foo.*", "*.bar"));
+        assert!(!overlaps("foo.*", "bar.*"));
+        assert!(!overlaps("foo.*", "foo.a.b"));
+    }
+
+    #[test]
+    fn pattern_validity() {
+        assert!(valid_pattern("a.*.>"));
+        assert!(!valid_pattern("a.>.b"));
+        assert!(!valid_pattern("a..b"));
+        assert!(!valid_pattern("a.b*"));
+        assert!(!valid_pattern(""));
+    }
+}

@@ -1,0 +1,339 @@
+//! Exports and imports: the only bridges between accounts.
+//!
+//! - A **stream import** makes messages published in the exporting account on the export's
+//!   subjects appear in the importing account, under the same subject, a prefix, or a `to`
+//!   mapping. It is a subscription in the exporter whose sink publishes into the importer.
+//! - A **service import** makes requests published in the importing account on its local
+//!   subject reach the exporter's service subject. The request's reply subject is replaced by a
+//!   `_R_.<import>.<request>` subject of the exporter, and a wildcard subscription there carries
+//!   each response back to the original reply subject in the importer (once for a singleton
+//!   service, until it expires for a stream of responses).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::account::Account;
+use crate::delivery::{Delivery, FlushBatch, Sink};
+use crate::message::{ConnId, Message};
+use crate::sublist::{MatchCache, Subscription};
+
+/// How an imported subject is renamed in the importing account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rename {
+    /// Same subject.
+    Same,
+    /// `prefix.<subject>`.
+    Prefix(String),
+    /// The `to` subject: the wildcards of `from` (in order) fill the wildcards of `to`; a
+    /// `to` without wildcards for a `from` with them is a prefix, as nats-server treats it.
+    To { from: String, to: String },
+}
+
+impl Rename {
+    /// The subject `subject` (matched by the import) becomes.
+    pub fn apply(&self, subject: &[u8]) -> Bytes {
+        match self {
+            Rename::Same => Bytes::copy_from_slice(subject),
+            Rename::Prefix(p) => {
+                let mut out = Vec::with_capacity(p.len() + 1 + subject.len());
+                out.extend_from_slice(p.as_bytes());
+                out.push(b'.');
+                out.extend_from_slice(subject);
+                Bytes::from(out)
+            }
+            Rename::To { from, to } => {
+                let wild = |s: &str| s.split('.').any(|t| t == "*" || t == ">");
+                if !wild(to) {
+                    if wild(from) {
+                        return Rename::Prefix(to.clone()).apply(subject);
+                    }
+                    return Bytes::from(to.clone().into_bytes());
+                }
+                // Collect what each wildcard of `from` matched.
+                let subj = String::from_utf8_lossy(subject);
+                let tokens: Vec<&str> = subj.split('.').collect();
+                let mut captured: Vec<String> = Vec::new();
+                for (i, f) in from.split('.').enumerate() {
+                    match f {
+                        "*" => captured.push(tokens.get(i).copied().unwrap_or("").to_string()),
+                        ">" => {
+                            captured.push(tokens.get(i..).map(|r| r.join(".")).unwrap_or_default())
+                        }
+                        _ => {}
+                    }
+                }
+                let mut next = captured.into_iter();
+                let out: Vec<String> = to
+                    .split('.')
+                    .map(|t| match t {
+                        "*" | ">" => next.next().unwrap_or_default(),
+                        other => other.to_string(),
+                    })
+                    .collect();
+                Bytes::from(out.join(".").into_bytes())
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// How many imports deep the current publication is (a cycle of imports stops here).
+    static DEPTH: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
+}
+
+const MAX_DEPTH: u8 = 8;
+
+/// Publishes `msg` into `target`, guarding against cycles of imports.
+fn forward(
+    target: &Account,
+    cache: &Mutex<MatchCache>,
+    msg: &Message,
+    batch: &mut FlushBatch,
+) -> Delivery {
+    let depth = DEPTH.with(|d| d.get());
+    if depth >= MAX_DEPTH {
+        return Delivery::Dropped;
+    }
+    DEPTH.with(|d| d.set(depth + 1));
+    // A cycle of imports comes back to a sink whose cache this thread holds: it routes with
+    // a cache of its own rather than wait for itself.
+    let n = match cache.try_lock() {
+        Ok(mut cache) => target.publish(&mut cache, msg, batch),
+        Err(_) => target.publish(&mut MatchCache::default(), msg, batch),
+    };
+    DEPTH.with(|d| d.set(depth));
+    if n > 0 {
+        Delivery::Queued
+    } else {
+        Delivery::Dropped
+    }
+}
+
+/// The connection id internal subscriptions carry (no client owns them).
+const INTERNAL: ConnId = ConnId(0);
+
+/// A stream import's sink in the exporting account.
+struct StreamSink {
+    target: Arc<Account>,
+    rename: Rename,
+    cache: Mutex<MatchCache>,
+}
+
+impl Sink for StreamSink {
+    fn deliver(&self, _sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
+        let mut m = msg.clone();
+        m.subject = self.rename.apply(&msg.subject);
+        forward(&self.target, &self.cache, &m, batch)
+    }
+
+    fn flush(&self) {}
+}
+
+/// Makes messages on `subject` in `exporter` appear in `importer`, renamed by `rename`.
+pub fn stream_import(
+    exporter: &Arc<Account>,
+    subject: &str,
+    importer: &Arc<Account>,
+    rename: Rename,
+) -> Result<(), crate::Error> {
+    let sink: Arc<dyn Sink> = Arc::new(StreamSink {
+        target: importer.clone(),
+        rename,
+        cache: Mutex::new(MatchCache::default()),
+    });
+    exporter.subscribe(Arc::new(Subscription::new(
+        INTERNAL,
+        Bytes::copy_from_slice(subject.as_bytes()),
+        None,
+        Bytes::new(),
+        false,
+        sink,
+    )))
+}
+
+/// How many responses a service sends to one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Responses {
+    /// One (the default).
+    Singleton,
+    /// Any number, until the request's entry expires.
+    Stream,
+}
+
+/// Open requests of one service import: the exporter-side reply subject, and where the
+/// response goes in the importer.
+struct Pending {
+    reply: Bytes,
+    at: Instant,
+}
+
+/// How long a request waits for responses before its entry is dropped.
+const RESPONSE_TTL: Duration = Duration::from_secs(120);
+
+struct ServiceSink {
+    exporter: Arc<Account>,
+    /// Local (importer) subject to the exporter's service subject.
+    rename: Rename,
+    /// `_R_.<token>.` for this import.
+    prefix: String,
+    next: AtomicU64,
+    pending: Arc<Mutex<HashMap<Bytes, Pending>>>,
+    cache: Mutex<MatchCache>,
+}
+
+fn base62(mut n: u64) -> String {
+    const DIGITS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 62) as usize]);
+        n /= 62;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ascii")
+}
+
+impl Sink for ServiceSink {
+    fn deliver(&self, _sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
+        let mut m = msg.clone();
+        m.subject = self.rename.apply(&msg.subject);
+        if let Some(reply) = &msg.reply {
+            let n = self.next.fetch_add(1, Ordering::Relaxed);
+            let mapped = Bytes::from(format!("{}{}", self.prefix, base62(n)).into_bytes());
+            let mut pending = self.pending.lock().expect("responses lock");
+            if pending.len() > 10_000 {
+                let now = Instant::now();
+                pending.retain(|_, p| now.duration_since(p.at) < RESPONSE_TTL);
+            }
+            pending.insert(
+                mapped.clone(),
+                Pending {
+                    reply: reply.clone(),
+                    at: Instant::now(),
+                },
+            );
+            m.reply = Some(mapped);
+        }
+        forward(&self.exporter, &self.cache, &m, batch)
+    }
+
+    fn flush(&self) {}
+}
+
+/// Carries responses published in the exporter on `_R_.<token>.>` back to the importer.
+struct ResponseSink {
+    importer: Arc<Account>,
+    pending: Arc<Mutex<HashMap<Bytes, Pending>>>,
+    responses: Responses,
+    cache: Mutex<MatchCache>,
+}
+
+impl Sink for ResponseSink {
+    fn deliver(&self, _sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
+        let reply = {
+            let mut pending = self.pending.lock().expect("responses lock");
+            match self.responses {
+                Responses::Singleton => pending.remove(&msg.subject).map(|p| p.reply),
+                Responses::Stream => match pending.get(&msg.subject) {
+                    Some(p) if p.at.elapsed() < RESPONSE_TTL => Some(p.reply.clone()),
+                    Some(_) => {
+                        pending.remove(&msg.subject);
+                        None
+                    }
+                    None => None,
+                },
+            }
+        };
+        let Some(reply) = reply else {
+            return Delivery::Dropped;
+        };
+        let mut m = msg.clone();
+        m.subject = reply;
+        m.reply = None;
+        forward(&self.importer, &self.cache, &m, batch)
+    }
+
+    fn flush(&self) {}
+}
+
+/// Makes requests on `local` in `importer` reach `service` in `exporter`, and routes the
+/// responses back.
+pub fn service_import(
+    exporter: &Arc<Account>,
+    service: &str,
+    importer: &Arc<Account>,
+    local: &str,
+    responses: Responses,
+    token: &str,
+) -> Result<(), crate::Error> {
+    let pending = Arc::new(Mutex::new(HashMap::new()));
+    let prefix = format!("_R_.{token}.");
+    let sink: Arc<dyn Sink> = Arc::new(ServiceSink {
+        exporter: exporter.clone(),
+        rename: Rename::To {
+            from: local.to_string(),
+            to: service.to_string(),
+        },
+        prefix: prefix.clone(),
+        next: AtomicU64::new(1),
+        pending: pending.clone(),
+        cache: Mutex::new(MatchCache::default()),
+    });
+    importer.subscribe(Arc::new(Subscription::new(
+        INTERNAL,
+        Bytes::copy_from_slice(local.as_bytes()),
+        None,
+        Bytes::new(),
+        false,
+        sink,
+    )))?;
+    let back: Arc<dyn Sink> = Arc::new(ResponseSink {
+        importer: importer.clone(),
+        pending,
+        responses,
+        cache: Mutex::new(MatchCache::default()),
+    });
+    exporter.subscribe(Arc::new(Subscription::new(
+        INTERNAL,
+        Bytes::from(format!("{prefix}>").into_bytes()),
+        None,
+        Bytes::new(),
+        false,
+        back,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renames() {
+        assert_eq!(&Rename::Same.apply(b"a.b")[..], b"a.b");
+        assert_eq!(&Rename::Prefix("p".into()).apply(b"a.b")[..], b"p.a.b");
+        let to = |from: &str, to: &str| Rename::To {
+            from: from.into(),
+            to: to.into(),
+        };
+        assert_eq!(&to("a.x", "b.y").apply(b"a.x")[..], b"b.y");
+        assert_eq!(&to("a.>", "from_a").apply(b"a.e.x")[..], b"from_a.a.e.x");
+        assert_eq!(
+            &to("svc.a.>", "a.svc.>").apply(b"svc.a.ping")[..],
+            b"a.svc.ping"
+        );
+        assert_eq!(&to("x.*.y", "z.*").apply(b"x.1.y")[..], b"z.1");
+    }
+
+    #[test]
+    fn tokens_are_base62() {
+        assert_eq!(base62(0), "0");
+        assert_eq!(base62(61), "z");
+        assert_eq!(base62(62), "10");
+    }
+}
