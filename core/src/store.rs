@@ -166,9 +166,9 @@ impl Batch {
     fn live_insert(&self, h: u64, table: Table, key: &[u8]) -> Option<usize> {
         let &i = self.inserted.get(&h)?;
         match &self.ops[i] {
-            Some(Op::Insert { table: t, key: k, .. }) if *t == table && k.as_slice() == key => {
-                Some(i)
-            }
+            Some(Op::Insert {
+                table: t, key: k, ..
+            }) if *t == table && k.as_slice() == key => Some(i),
             _ => None,
         }
     }

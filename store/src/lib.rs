@@ -193,8 +193,9 @@ impl Engine for Redb {
                         let t = index(*table);
                         self.delete_keys(&mut tables[t], &mut deferred[t])?;
                         match prefix_end(prefix) {
-                            Some(end) => tables[t]
-                                .retain_in(prefix.as_slice()..end.as_slice(), |_, _| false),
+                            Some(end) => {
+                                tables[t].retain_in(prefix.as_slice()..end.as_slice(), |_, _| false)
+                            }
                             None => tables[t].retain_in(prefix.as_slice().., |_, _| false),
                         }
                         .map_err(|e| self.err("writing to", e))?;
@@ -296,7 +297,11 @@ mod tests {
             }
         }
         // A key of another shape inside session 1's range must survive.
-        ops.push(put(Table::Messages, b"\x01\x00\x00\x00\x00\x00\x00\x00\x05x", b"odd"));
+        ops.push(put(
+            Table::Messages,
+            b"\x01\x00\x00\x00\x00\x00\x00\x00\x05x",
+            b"odd",
+        ));
         e.commit(&ops).unwrap();
         let del = |s: u8, n: u64| Op::Delete {
             table: Table::Messages,
