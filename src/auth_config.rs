@@ -72,6 +72,8 @@ pub struct Auth {
     pub timeout: Option<Duration>,
     pub system_account: Option<String>,
     accounts: HashMap<String, AccountDef>,
+    /// Accounts whose definitions came from JWTs.
+    from_jwt: std::collections::HashSet<String>,
 }
 
 impl Default for Auth {
@@ -83,6 +85,7 @@ impl Default for Auth {
             timeout: None,
             system_account: Some("$SYS".into()),
             accounts: HashMap::new(),
+            from_jwt: Default::default(),
         }
     }
 }
@@ -612,6 +615,7 @@ pub fn load(map: &Map) -> Result<Auth> {
         for key in known.iter().chain(&dir_known) {
             if let Some(def) = jwt_account(&operator, key) {
                 auth.accounts.insert(key.clone(), def);
+                auth.from_jwt.insert(key.clone());
             }
         }
         cfg.operator = Some(operator);
@@ -714,15 +718,15 @@ fn jwt_account(op: &Operator, key: &str) -> Option<AccountDef> {
 impl Auth {
     /// Creates the configured accounts on `bus` and wires their imports to the exports they
     /// name. Returns warnings for imports no export allows.
-    pub fn wire(&self, bus: &Bus) -> Vec<String> {
+    pub fn wire(&self, bus: &Bus) -> Result<Vec<String>> {
         let mut warnings = Vec::new();
+        let mut tokens = std::collections::HashSet::new();
         for name in self.accounts.keys() {
             bus.account_or_create(name);
         }
         if let Some(sys) = &self.system_account {
             bus.account_or_create(sys);
         }
-        let mut token = 0u32;
         let mut names: Vec<&String> = self.accounts.keys().collect();
         names.sort();
         for importer in names {
@@ -739,11 +743,17 @@ impl Auth {
                     })
                 });
                 let Some(export) = export else {
-                    warnings.push(format!(
-                        "account {importer}: no {} export of {subject:?} in account {from} allows this import; ignored",
+                    // nats-server refuses to start on such an import; so do we, for the
+                    // configuration file (account JWTs come and go: there it is a warning).
+                    let what = format!(
+                        "account {importer}: {} import of {subject:?} from account {from} is not authorized by any export",
                         if service { "service" } else { "stream" }
-                    ));
-                    continue;
+                    );
+                    if self.from_jwt.contains(importer) {
+                        warnings.push(format!("{what}; ignored"));
+                        continue;
+                    }
+                    bail!("{what}");
                 };
                 let exp = bus.account_or_create(from);
                 let imp_acc = bus.account_or_create(importer);
@@ -752,14 +762,20 @@ impl Auth {
                         import::stream_import(&exp, subject, &imp_acc, rename.clone())
                     }
                     ImportDef::Service { local, .. } => {
-                        token += 1;
+                        let mut token = random_token();
+                        while !tokens.insert(token.clone()) {
+                            token = random_token();
+                        }
+                        let mut seed = [0u8; 8];
+                        let _ = getrandom::getrandom(&mut seed);
                         import::service_import(
                             &exp,
                             subject,
                             &imp_acc,
                             local,
                             export.responses,
-                            &format!("{}{token}", random_token()),
+                            &token,
+                            u64::from_le_bytes(seed),
                         )
                     }
                 };
@@ -770,17 +786,17 @@ impl Auth {
                 }
             }
         }
-        warnings
+        Ok(warnings)
     }
 }
 
 /// Six characters that make this server's reply subjects its own.
 fn random_token() -> String {
-    let mut raw = [0u8; 4];
+    let mut raw = [0u8; 8];
     let _ = getrandom::getrandom(&mut raw);
     const DIGITS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut n = u32::from_le_bytes(raw);
-    (0..5)
+    let mut n = u64::from_le_bytes(raw);
+    (0..6)
         .map(|_| {
             let c = DIGITS[(n % 62) as usize] as char;
             n /= 62;

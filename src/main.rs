@@ -143,7 +143,7 @@ async fn run(settings: Settings) -> Result<()> {
     };
 
     let bus = Arc::new(Bus::new());
-    for w in auth.wire(&bus) {
+    for w in auth.wire(&bus)? {
         tracing::warn!("{w}");
     }
     let shutdown = CancellationToken::new();

@@ -133,6 +133,9 @@ const CACHE_MAX: usize = 4096;
 #[derive(Debug)]
 pub struct Checker {
     perms: Arc<Permissions>,
+    /// The last subject published to and its decision (a stream on one subject decides once
+    /// and then compares bytes).
+    last: Option<(Box<str>, bool)>,
     publish: HashMap<Box<str>, bool>,
     delivery: HashMap<Box<str>, bool>,
     /// Reply subjects this connection may publish to (allow_responses): uses left, deadline.
@@ -143,6 +146,7 @@ impl Checker {
     pub fn new(perms: Arc<Permissions>) -> Self {
         Checker {
             perms,
+            last: None,
             publish: HashMap::new(),
             delivery: HashMap::new(),
             replies: HashMap::new(),
@@ -156,7 +160,12 @@ impl Checker {
     /// Whether this connection's permissions allow publishing to `subject` (replies aside:
     /// see [`Checker::use_reply`]).
     pub fn may_publish(&mut self, subject: &str) -> bool {
-        match self.publish.get(subject) {
+        if let Some((s, a)) = &self.last {
+            if **s == *subject {
+                return *a;
+            }
+        }
+        let a = match self.publish.get(subject) {
             Some(a) => *a,
             None => {
                 let a = self.perms.may_publish(subject);
@@ -166,7 +175,9 @@ impl Checker {
                 self.publish.insert(subject.into(), a);
                 a
             }
-        }
+        };
+        self.last = Some((subject.into(), a));
+        a
     }
 
     /// Whether `subject` is the reply subject of a request this connection received and may

@@ -99,6 +99,7 @@ const USAGE: &str =
     "usage: junction-bench <pubsub|pub|reqrep|idle|mqtt-pubsub|mqtt-latency|mqtt-idle> [options]
 
 common:  --host 127.0.0.1  --port 4222  --timeout SECS (60)  --pid SERVER_PID
+         --user U --pass P (NATS modes: CONNECT with these credentials)
          --ws | --url ws://HOST:PORT (pubsub, pub, reqrep over WebSocket; --port is the WS port)
 pubsub:  --subs 1  --size 128  --msgs 2000000 | --secs S  --subject bench.data  --batch 65536
 pub:     --size 128  --msgs 2000000 | --secs S  --subject bench.data  --batch 65536
@@ -148,6 +149,9 @@ pub struct Opts {
     pub rate: f64,
     /// MQTT subscribers hold persistent sessions (`--persistent`).
     pub persistent: bool,
+    /// NATS user and password every connection presents (`--user`, `--pass`).
+    pub user: Option<String>,
+    pub pass: Option<String>,
 }
 
 fn parse_args(args: &[String]) -> Result<Opts, String> {
@@ -180,6 +184,8 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         keepalive: 0,
         rate: 2000.0,
         persistent: false,
+        user: None,
+        pass: None,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -222,6 +228,8 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         };
         match key {
             "mode" => mode = Some(value.clone()),
+            "user" => o.user = Some(value.clone()),
+            "pass" => o.pass = Some(value.clone()),
             "host" => host = value.clone(),
             "port" => port = value.parse().map_err(|_| bad("port"))?,
             "url" => {
@@ -330,6 +338,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let (Some(u), Some(p)) = (&opts.user, &opts.pass) {
+        let _ = proto::CREDENTIALS.set((u.clone(), p.clone()));
+    }
     let result = match opts.mode.as_str() {
         "pubsub" => pubsub::run_pubsub(&opts),
         "pub" => pubsub::run_pub(&opts),

@@ -82,15 +82,36 @@ impl Transport {
     }
 }
 
+/// The user and password every connection presents (`--user`, `--pass`), if any.
+pub static CREDENTIALS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
 /// The `CONNECT` line every connection of the bench sends.
 pub fn connect_line(name: &str) -> String {
+    let creds = match CREDENTIALS.get() {
+        Some((u, p)) => format!(",\"user\":{},\"pass\":{}", json_string(u), json_string(p)),
+        None => String::new(),
+    };
     format!(
         "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":true,\"no_responders\":true,\
          \"echo\":true,\"protocol\":1,\"tls_required\":false,\"lang\":\"rust\",\
-         \"version\":\"{}\",\"name\":\"{}\"}}\r\n",
+         \"version\":\"{}\",\"name\":\"{}\"{creds}}}\r\n",
         env!("CARGO_PKG_VERSION"),
         name
     )
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Opens a TCP connection with `TCP_NODELAY` set.

@@ -176,6 +176,10 @@ const RESPONSE_TTL: Duration = Duration::from_secs(120);
 
 struct ServiceSink {
     exporter: Arc<Account>,
+    /// The importing account's name, for the `Nats-Request-Info` header.
+    importer: String,
+    /// State of the generator of per-request reply tokens.
+    seed: AtomicU64,
     /// Local (importer) subject to the exporter's service subject.
     rename: Rename,
     /// `_R_.<token>.` for this import.
@@ -185,6 +189,58 @@ struct ServiceSink {
     cache: Mutex<MatchCache>,
 }
 
+/// Six base62 characters from `n`.
+fn token6(mut n: u64) -> String {
+    const DIGITS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    (0..6)
+        .map(|_| {
+            let c = DIGITS[(n % 62) as usize] as char;
+            n /= 62;
+            c
+        })
+        .collect()
+}
+
+/// A header block with `Nats-Request-Info` added (as nats-server tells a service which account
+/// a request came from).
+fn with_request_info(headers: Option<&Bytes>, account: &str) -> Bytes {
+    let line = format!(
+        "Nats-Request-Info: {{\"acc\":{},\"rtt\":0}}\r\n",
+        json_str(account)
+    );
+    let mut out = Vec::new();
+    match headers {
+        Some(h) if h.ends_with(b"\r\n\r\n") => {
+            out.extend_from_slice(&h[..h.len() - 2]);
+            out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        _ => {
+            out.extend_from_slice(b"NATS/1.0\r\n");
+            out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    Bytes::from(out)
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
 fn base62(mut n: u64) -> String {
     const DIGITS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let mut out = Vec::new();
@@ -203,9 +259,18 @@ impl Sink for ServiceSink {
     fn deliver(&self, _sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
         let mut m = msg.clone();
         m.subject = self.rename.apply(&msg.subject);
+        m.headers = Some(with_request_info(msg.headers.as_ref(), &self.importer));
         if let Some(reply) = &msg.reply {
+            // An unguessable per-request token (splitmix64 over a seeded counter).
             let n = self.next.fetch_add(1, Ordering::Relaxed);
-            let mapped = Bytes::from(format!("{}{}", self.prefix, base62(n)).into_bytes());
+            let mut z = self
+                .seed
+                .load(Ordering::Relaxed)
+                .wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            let mapped = Bytes::from(format!("{}{}", self.prefix, token6(z)).into_bytes());
             let mut pending = self.pending.lock().expect("responses lock");
             if pending.len() > 10_000 {
                 let now = Instant::now();
@@ -271,11 +336,14 @@ pub fn service_import(
     local: &str,
     responses: Responses,
     token: &str,
+    seed: u64,
 ) -> Result<(), crate::Error> {
     let pending = Arc::new(Mutex::new(HashMap::new()));
     let prefix = format!("_R_.{token}.");
     let sink: Arc<dyn Sink> = Arc::new(ServiceSink {
         exporter: exporter.clone(),
+        importer: importer.name().to_string(),
+        seed: AtomicU64::new(seed),
         rename: Rename::To {
             from: local.to_string(),
             to: service.to_string(),
@@ -328,6 +396,21 @@ mod tests {
             b"a.svc.ping"
         );
         assert_eq!(&to("x.*.y", "z.*").apply(b"x.1.y")[..], b"z.1");
+    }
+
+    #[test]
+    fn request_info_joins_existing_headers() {
+        let h = with_request_info(None, "B");
+        assert_eq!(
+            &h[..],
+            b"NATS/1.0\r\nNats-Request-Info: {\"acc\":\"B\",\"rtt\":0}\r\n\r\n"
+        );
+        let h = with_request_info(Some(&Bytes::from_static(b"NATS/1.0\r\nA: 1\r\n\r\n")), "B");
+        assert_eq!(
+            &h[..],
+            b"NATS/1.0\r\nA: 1\r\nNats-Request-Info: {\"acc\":\"B\",\"rtt\":0}\r\n\r\n"
+        );
+        assert_eq!(token6(0).len(), 6);
     }
 
     #[test]

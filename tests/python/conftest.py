@@ -30,6 +30,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BIN = os.environ.get("JUNCTION_BIN", str(REPO / "target" / "debug" / "junction"))
 
+IS_NATS_SERVER = "nats-server" in os.path.basename(BIN)
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 # Junction exits 0 on SIGTERM (as nats-server >= 2.11 does). nats-server 2.9
@@ -75,9 +76,12 @@ class Server:
     def start(self) -> "Server":
         if not os.path.exists(BIN):
             pytest.fail(f"server binary not found at {BIN}: run `cargo build` first")
-        cmd = [BIN, "-a", "127.0.0.1", "-p", "-1", "-m", "-1", "--mqtt-port", "-1"]
-        if self.ws_flag:
-            cmd += ["--ws-port", "-1"]
+        cmd = [BIN, "-a", "127.0.0.1", "-p", "-1", "-m", "-1"]
+        # nats-server (the reference, JUNCTION_BIN=/usr/sbin/nats-server) has no such flags.
+        if not IS_NATS_SERVER:
+            cmd += ["--mqtt-port", "-1"]
+            if self.ws_flag:
+                cmd += ["--ws-port", "-1"]
         if self.config is not None:
             assert self.workdir is not None
             path = self.workdir / f"server-{id(self)}.conf"

@@ -457,6 +457,14 @@ impl Session {
         if self.pedantic && !subject::is_valid_literal_subject(&subject) {
             self.reply(&encode::err("Invalid Publish Subject"));
         }
+        if let Some(r) = reply.as_deref().filter(|r| reserved_reply(r)) {
+            // Reply subjects the server itself routes by: a client may not forge them.
+            self.reply(&encode::err(&format!(
+                "Permissions Violation for Publish with Reply of {}",
+                quoted(&String::from_utf8_lossy(r))
+            )));
+            return;
+        }
         if !self.may_publish(&subject) {
             return;
         }
@@ -592,6 +600,14 @@ impl Session {
             self.account.unsubscribe(&sub);
         }
     }
+}
+
+/// Whether `reply` starts with a prefix the server routes replies by (service imports,
+/// JetStream acknowledgements, gateways): clients may not use them as reply subjects.
+fn reserved_reply(reply: &[u8]) -> bool {
+    [&b"_R_."[..], b"$JS.ACK.", b"_GR_."]
+        .iter()
+        .any(|p| reply.starts_with(p))
 }
 
 /// A subject in double quotes, as nats-server's errors show it.
