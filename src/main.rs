@@ -93,6 +93,34 @@ impl ShutdownSignal {
     }
 }
 
+/// On SIGHUP, reads every TLS listener's certificate and key files again: connections made
+/// afterwards get the new certificates, open ones keep theirs. A file that fails to load keeps
+/// the old certificate and logs why.
+fn reload_certificates_on_hangup(
+    tls: Vec<(&'static str, junction_protocols::tls::Tls)>,
+) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                for (name, t) in &tls {
+                    match t.reload() {
+                        Ok(()) => tracing::info!("reloaded the {name} TLS certificate"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "reloading the {name} TLS certificate failed; keeping the current one")
+                        }
+                    }
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     if cli.version {
@@ -177,38 +205,63 @@ async fn run(settings: Settings) -> Result<()> {
         }),
         map_cert: nats_tls.as_ref().is_some_and(|t| t.map),
     };
+    let https_tls = nats_tls.clone();
+    // TLS listeners whose certificates SIGHUP reloads.
+    let mut reloadable: Vec<(&str, junction_protocols::tls::Tls)> = Vec::new();
+    reloadable.extend(nats_tls.iter().map(|t| ("client", t.clone())));
+    reloadable.extend(mqtt_tls.iter().map(|t| ("mqtt", t.clone())));
     let mut frontend = nats::Frontend::new(bus.clone(), auth.authenticator.clone(), opts);
     if let Some(tls) = nats_tls {
         frontend = frontend.with_tls(tls);
     }
     let frontend = Arc::new(frontend);
 
-    let mut http_task = None;
+    let mut http_tasks = Vec::new();
+    let monitor_info = |http_port: u16| junction_web::ServerInfo {
+        server_id: server_id.clone(),
+        server_name: server_name.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        host: settings.host.clone(),
+        port: nats_addr.port(),
+        http_port,
+        max_payload: settings.max_payload,
+        max_connections: settings.max_connections,
+        max_control_line: settings.max_control_line,
+        max_pending: settings.max_pending,
+        ping_interval: settings.ping_interval,
+        ping_max: settings.ping_max,
+        write_deadline: settings.write_deadline,
+    };
     if let Some(port) = settings.http_port {
         let http = TcpListener::bind((settings.host.as_str(), port))
             .await
             .with_context(|| format!("listening for HTTP on {}:{port}", settings.host))?;
         let http_addr = http.local_addr()?;
         tracing::info!("Starting http monitor on {http_addr}");
-        let info = junction_web::ServerInfo {
-            server_id: server_id.clone(),
-            server_name: server_name.clone(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            host: settings.host.clone(),
-            port: nats_addr.port(),
-            http_port: http_addr.port(),
-            max_payload: settings.max_payload,
-            max_connections: settings.max_connections,
-            max_control_line: settings.max_control_line,
-            max_pending: settings.max_pending,
-            ping_interval: settings.ping_interval,
-            ping_max: settings.ping_max,
-            write_deadline: settings.write_deadline,
-        };
-        http_task = Some(tokio::spawn(junction_web::serve(
+        http_tasks.push(tokio::spawn(junction_web::serve(
             http,
             bus.clone(),
-            info,
+            monitor_info(http_addr.port()),
+            shutdown.clone(),
+        )));
+    }
+    if let (Some(port), Some(tls)) = (settings.https_port, https_tls) {
+        let https = TcpListener::bind((settings.host.as_str(), port))
+            .await
+            .with_context(|| format!("listening for HTTPS on {}:{port}", settings.host))?;
+        let https_addr = https.local_addr()?;
+        tracing::info!("Starting https monitor on https://{https_addr}");
+        http_tasks.push(tokio::spawn(junction_web::serve(
+            junction_web::TlsListener::new(
+                https,
+                Box::new({
+                    let tls = tls.clone();
+                    move || tls.acceptor()
+                }),
+                tls.timeout,
+            ),
+            bus.clone(),
+            monitor_info(https_addr.port()),
             shutdown.clone(),
         )));
     }
@@ -276,10 +329,11 @@ async fn run(settings: Settings) -> Result<()> {
             .unwrap_or(settings.host.as_str());
         let tls = match &settings.ws_tls {
             Some(files) => Some(
-                junction_protocols::tls::acceptor(files).context("websocket TLS configuration")?,
+                junction_protocols::tls::Tls::new(files).context("websocket TLS configuration")?,
             ),
             None => None,
         };
+        reloadable.extend(tls.iter().map(|t| ("websocket", t.clone())));
         let ws_listener = TcpListener::bind((host, port))
             .await
             .with_context(|| format!("listening for WebSocket on {host}:{port}"))?;
@@ -317,6 +371,9 @@ async fn run(settings: Settings) -> Result<()> {
         shutdown.clone(),
         tracker.clone(),
     )));
+    if !reloadable.is_empty() {
+        reload_certificates_on_hangup(reloadable)?;
+    }
     let signal = ShutdownSignal::install()?;
     tracing::info!("Server is ready");
 
@@ -328,7 +385,7 @@ async fn run(settings: Settings) -> Result<()> {
     }
     // The listeners stopped accepting: ask every connection to flush and close.
     junction_protocols::close_all(&bus);
-    if let Some(t) = http_task {
+    for t in http_tasks {
         let _ = t.await;
     }
     tracker.close();

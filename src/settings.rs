@@ -39,6 +39,15 @@ pub struct Cli {
         allow_negative_numbers = true
     )]
     pub http_port: Option<i32>,
+    /// HTTPS monitoring port, with the top-level `tls` block's certificate (-1: a random free
+    /// port) [default: off].
+    #[arg(
+        long = "https-port",
+        visible_alias = "https_port",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
+    pub https_port: Option<i32>,
     /// MQTT port (0: off; -1: a random free port) [default: 1883].
     #[arg(long = "mqtt-port", value_name = "N", allow_negative_numbers = true)]
     pub mqtt_port: Option<i32>,
@@ -81,6 +90,8 @@ pub struct Settings {
     pub host: String,
     pub port: u16,
     pub http_port: Option<u16>,
+    /// HTTPS monitoring port (`None`: off).
+    pub https_port: Option<u16>,
     pub server_name: Option<String>,
     pub max_payload: usize,
     pub max_pending: usize,
@@ -127,6 +138,7 @@ impl Default for Settings {
             host: "0.0.0.0".into(),
             port: 4222,
             http_port: Some(8222),
+            https_port: None,
             server_name: None,
             max_payload: junction_protocols::nats::parser::DEFAULT_MAX_PAYLOAD,
             max_pending: junction_protocols::nats::DEFAULT_MAX_PENDING,
@@ -167,7 +179,6 @@ const LATER_KEYS: &[&str] = &[
     "log_file",
     "pid_file",
     "store_dir",
-    "https_port",
     "lame_duck_duration",
 ];
 
@@ -268,6 +279,11 @@ impl Settings {
                 }
                 "port" => self.port = listen_port(port_of(item, key)?),
                 "http_port" | "monitor_port" => self.http_port = http_port(port_of(item, key)?),
+                "https_port" => self.https_port = http_port(port_of(item, key)?),
+                "https" => match split_listen(&listen_text(item, key)?) {
+                    (_, Some(p)) => self.https_port = http_port(p),
+                    _ => bail!("{}: 'https' must be host:port or a port", at(item)),
+                },
                 "http" => {
                     let text = match &item.value {
                         junction_config::Value::Integer(n) => n.to_string(),
@@ -423,6 +439,9 @@ impl Settings {
         if let Some(p) = cli.http_port {
             self.http_port = http_port(p);
         }
+        if let Some(p) = cli.https_port {
+            self.https_port = http_port(p);
+        }
         if let Some(n) = &cli.server_name {
             self.server_name = Some(n.clone());
         }
@@ -452,6 +471,9 @@ impl Settings {
         settings.apply_cli(cli);
         if settings.max_payload == 0 || settings.max_control_line == 0 {
             bail!("max_payload and max_control_line must be greater than zero");
+        }
+        if settings.https_port.is_some() && settings.tls.is_none() {
+            bail!("https_port needs a top-level 'tls' block with the certificate to serve");
         }
         if settings.max_payload > settings.max_pending {
             bail!(

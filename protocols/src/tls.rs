@@ -27,10 +27,13 @@ pub struct Files {
     pub handshake_first: bool,
 }
 
-/// A listener's TLS: its acceptor and how clients are treated.
+/// A listener's TLS: its acceptor and how clients are treated. Clones share the acceptor, and
+/// [`Tls::reload`] swaps in certificates read anew from the same files for every clone, so
+/// connections made after it use them (and open ones keep theirs).
 #[derive(Clone)]
 pub struct Tls {
-    pub acceptor: tokio_rustls::TlsAcceptor,
+    acceptor: Arc<std::sync::RwLock<tokio_rustls::TlsAcceptor>>,
+    files: Files,
     /// Client certificates are required and verified.
     pub verify: bool,
     /// Users come from client certificates.
@@ -43,12 +46,26 @@ impl Tls {
     /// Loads the files of a `tls { ... }` block.
     pub fn new(files: &Files) -> Result<Tls, TlsError> {
         Ok(Tls {
-            acceptor: acceptor(files)?,
+            acceptor: Arc::new(std::sync::RwLock::new(acceptor(files)?)),
+            files: files.clone(),
             verify: files.verify || files.verify_and_map,
             map: files.verify_and_map,
             timeout: files.timeout.unwrap_or(std::time::Duration::from_secs(2)),
             handshake_first: files.handshake_first,
         })
+    }
+
+    /// The acceptor for the next connection.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        self.acceptor.read().expect("tls lock").clone()
+    }
+
+    /// Reads the certificate, key and CA files again; on success new connections use them. On
+    /// failure the current ones stay.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = acceptor(&self.files)?;
+        *self.acceptor.write().expect("tls lock") = fresh;
+        Ok(())
     }
 
     /// Runs the server side of the handshake; gives the stream and the names in the client's
@@ -66,7 +83,7 @@ impl Tls {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let tls = tokio::time::timeout(self.timeout, self.acceptor.accept(stream))
+        let tls = tokio::time::timeout(self.timeout, self.acceptor().accept(stream))
             .await
             .map_err(|_| "TLS handshake timed out".to_string())?
             .map_err(|e| e.to_string())?;

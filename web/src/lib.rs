@@ -53,13 +53,69 @@ struct Monitor {
     started_wall: SystemTime,
 }
 
-/// Serves the monitoring endpoints on `listener` until `shutdown` is cancelled.
-pub async fn serve(
-    listener: TcpListener,
+/// A TCP listener whose connections are TLS (the `https_port` monitor).
+pub struct TlsListener {
+    tcp: TcpListener,
+    /// The acceptor for the next connection (certificates may be reloaded meanwhile).
+    acceptor: Box<dyn Fn() -> tokio_rustls::TlsAcceptor + Send + Sync>,
+    timeout: std::time::Duration,
+}
+
+impl TlsListener {
+    pub fn new(
+        tcp: TcpListener,
+        acceptor: Box<dyn Fn() -> tokio_rustls::TlsAcceptor + Send + Sync>,
+        timeout: std::time::Duration,
+    ) -> Self {
+        TlsListener {
+            tcp,
+            acceptor,
+            timeout,
+        }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (stream, addr) = match self.tcp.accept().await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a monitoring connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            match tokio::time::timeout(self.timeout, (self.acceptor)().accept(stream)).await {
+                Ok(Ok(tls)) => return (tls, addr),
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %addr, error = %e, "https monitor: TLS handshake failed")
+                }
+                Err(_) => tracing::debug!(peer = %addr, "https monitor: TLS handshake timed out"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// Serves the monitoring endpoints on `listener` (TCP, or [`TlsListener`]) until `shutdown` is
+/// cancelled.
+pub async fn serve<L>(
+    listener: L,
     bus: Arc<Bus>,
     info: ServerInfo,
     shutdown: CancellationToken,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let state = Arc::new(Monitor {
         bus,
         info,

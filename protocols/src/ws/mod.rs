@@ -66,7 +66,7 @@ pub struct Frontend {
     /// `None`: MQTT is off, and MQTT handshakes get 404.
     pub mqtt: Option<Arc<mqtt::broker::Frontend>>,
     /// Present for wss.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub tls: Option<crate::tls::Tls>,
     pub opts: Options,
 }
 
@@ -121,7 +121,7 @@ async fn accept(
     shutdown: CancellationToken,
 ) {
     let deadline = tokio::time::Instant::now() + fe.opts.handshake_timeout;
-    match fe.tls.clone() {
+    match fe.tls.as_ref().map(crate::tls::Tls::acceptor) {
         Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => {
                 let cert = tls
