@@ -11,7 +11,10 @@ use junction_config::{Item, Map};
 ///
 /// Runs a broker that unmodified NATS clients use exactly as they use nats-server. Flags override
 /// the configuration file, which uses the nats-server format (an existing nats-server.conf works
-/// for the keys Junction supports).
+/// for the keys Junction supports). Users, accounts, permissions and TLS are configured there,
+/// with nats-server's blocks: `authorization`, `accounts`, `no_auth_user`, `operator` with
+/// `resolver`, `tls`, `mqtt { tls }`, `websocket { tls }`, and Junction's `external_jwt` (see the
+/// README). `kill -HUP` reloads TLS certificates.
 #[derive(Debug, Parser)]
 #[command(
     name = "junction",
