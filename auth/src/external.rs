@@ -110,6 +110,7 @@ impl ExternalJwt {
                 .map(str::to_string),
             permissions: crate::jwt::permissions_from(&nats).map(Arc::new),
             expires: claims.get("exp").and_then(Value::as_i64),
+            limits: Default::default(),
         }
     }
 }

@@ -159,6 +159,15 @@ impl Claims {
         permissions_from(&self.nats)
     }
 
+    /// A numeric limit of the `nats` section at `pointer` (`/subs`, `/limits/conn`): `None`
+    /// when absent or negative (unlimited).
+    pub fn limit(&self, pointer: &str) -> Option<u64> {
+        self.nats
+            .pointer(pointer)
+            .and_then(Value::as_i64)
+            .and_then(|n| u64::try_from(n).ok())
+    }
+
     /// Account JWT: `default_permissions`.
     pub fn default_permissions(&self) -> Option<Permissions> {
         permissions_from(self.nats.get("default_permissions")?)

@@ -69,6 +69,19 @@ pub struct Identity {
     pub permissions: Option<Arc<Permissions>>,
     /// When the credentials expire (unix seconds; a JWT's `exp`).
     pub expires: Option<i64>,
+    /// Limits from the user's and its account's JWTs.
+    pub limits: Limits,
+}
+
+/// Limits a JWT sets (`None`: unlimited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Subscriptions the connection may hold (user `subs`).
+    pub subs: Option<u64>,
+    /// Largest message payload (user or account `payload`, the smaller).
+    pub payload: Option<u64>,
+    /// Connections the account may have at once (account `conn`).
+    pub account_connections: Option<u64>,
 }
 
 impl Identity {
@@ -79,6 +92,7 @@ impl Identity {
             user,
             permissions: None,
             expires: None,
+            limits: Limits::default(),
         }
     }
 }

@@ -155,6 +155,7 @@ impl ServerAuth {
             user: u.name.clone().or_else(|| u.nkey.clone()),
             permissions: u.permissions.clone(),
             expires: None,
+            limits: Default::default(),
         }
     }
 
@@ -243,6 +244,14 @@ impl ServerAuth {
             user: Some(user.sub.clone()),
             permissions,
             expires: user.exp.filter(|e| *e > 0),
+            limits: crate::Limits {
+                subs: user.limit("/subs"),
+                payload: match (user.limit("/payload"), account.limit("/limits/payload")) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                },
+                account_connections: account.limit("/limits/conn"),
+            },
         })
     }
 

@@ -19,6 +19,8 @@ pub const DEFAULT_ACCOUNT: &str = "$G";
 pub struct Account {
     name: String,
     sublist: Sublist,
+    /// Client connections bound to the account now.
+    connections: AtomicU64,
 }
 
 impl Account {
@@ -27,7 +29,23 @@ impl Account {
         Self {
             name: name.into(),
             sublist: Sublist::new(),
+            connections: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a connection in, unless the account already has `limit`; returns whether it was.
+    pub fn join(&self, limit: Option<u64>) -> bool {
+        let n = self.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        if limit.is_some_and(|l| n > l) {
+            self.connections.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Counts a connection out.
+    pub fn leave(&self) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// The account's name.

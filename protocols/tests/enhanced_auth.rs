@@ -43,10 +43,7 @@ impl Exchange for ToyExchange {
             return AuthStep::Continue(format!("challenge:{}", self.round).into_bytes());
         }
         AuthStep::Done {
-            identity: Identity {
-                account: "$G".into(),
-                user: self.user.clone(),
-            },
+            identity: Identity::new("$G", self.user.clone()),
             data: Some(b"welcome".to_vec()),
         }
     }
@@ -59,11 +56,8 @@ impl Authenticator for Toy {
 
     fn authenticate(&self, creds: &Credentials) -> Result<Identity, AuthError> {
         match creds.pass.as_deref() {
-            Some("secret") => Ok(Identity {
-                account: "$G".into(),
-                user: creds.user.clone(),
-            }),
-            _ => Err(AuthError::Violation),
+            Some("secret") => Ok(Identity::new("$G", creds.user.clone())),
+            _ => Err(AuthError::BadCredentials("wrong password".into())),
         }
     }
 

@@ -192,12 +192,14 @@ def public_of(seed: str) -> str:
 
 
 def mint_user_jwt(user_pub: str, issuer_seed: str, *, exp: int | None = None, bearer: bool = False,
-                  pub: dict | None = None, sub: dict | None = None, iat: int | None = None) -> str:
+                  pub: dict | None = None, sub: dict | None = None, iat: int | None = None,
+                  limits: dict | None = None) -> str:
     """A v2 user JWT (ed25519-nkey) issued by ``issuer_seed``'s account key."""
     issuer = nkeys.from_seed(issuer_seed.encode())
     header = {"typ": "JWT", "alg": "ed25519-nkey"}
     nats_claim = {"pub": pub or {}, "sub": sub or {}, "subs": -1, "data": -1, "payload": -1,
                   "type": "user", "version": 2}
+    nats_claim.update(limits or {})
     if bearer:
         nats_claim["bearer_token"] = True
     claims = {"jti": "", "iat": int(time.time()) if iat is None else iat,
@@ -1127,3 +1129,86 @@ def test_external_token_mqtt_websocket(ext_server, version, name):
             assert c.connack_rc == 0x87, c.connack_rc
     finally:
         c.close()
+
+
+# ==========================================================================
+# Limits in the claims: user subs and payload, account connections
+# ==========================================================================
+
+
+def sign_jwt(claims: dict, issuer_seed: str) -> str:
+    issuer = nkeys.from_seed(issuer_seed.encode())
+    claims = dict(claims, iss=issuer.public_key.decode())
+    claims["jti"] = base64.b32encode(hashlib.sha256(json.dumps(claims).encode()).digest()).decode().rstrip("=")
+    si = b64u(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}, separators=(",", ":")).encode()) + "." + \
+        b64u(json.dumps(claims, separators=(",", ":")).encode())
+    return si + "." + b64u(issuer.sign(si.encode()))
+
+
+@async_test()
+async def test_user_jwt_limits_subscriptions_and_payload(op_server):
+    """A user JWT with `subs: 1, payload: 8`: the second SUB gets 'maximum subscriptions exceeded'
+    and the connection stays; a 9-byte PUB gets 'Maximum Payload Violation' and the close."""
+    seed = new_user_seed()
+    jwt = mint_user_jwt(public_of(seed), user_seed("A"), limits={"subs": 1, "payload": 8})
+    c = await raw_jwt_client(op_server, jwt, seed)
+    try:
+        # Told its smaller max_payload in a fresh INFO (nats-server sends it right after the PONG
+        # of the CONNECT; Junction right before it).
+        ops = [await c.read_op(TIMEOUT), await c.read_op(TIMEOUT)]
+        infos = [o for o in ops if o[0].startswith(b"INFO ")]
+        assert (b"PONG",) in ops and len(infos) == 1, ops
+        assert json.loads(infos[0][0][5:])["max_payload"] == 8, infos
+        await c.send(b"SUB a.one 1\r\n")
+        assert await c.ping() == []
+        await c.send(b"SUB a.two 2\r\n")
+        assert await c.ping() == [(b"-ERR 'maximum subscriptions exceeded'",)]
+        await c.send(b"PUB a.one 8\r\n12345678\r\n")
+        assert await c.ping() == [("MSG", b"a.one", b"1", None, b"12345678")]
+        await c.send(b"PUB a.one 9\r\n123456789\r\n")
+        data = await c.read_until_closed(TIMEOUT)
+        assert data.startswith(b"-ERR 'Maximum Payload Violation'\r\n"), data
+    finally:
+        await c.close()
+
+
+@async_test()
+async def test_account_jwt_limits_connections(start, tmp_path):
+    """An account whose JWT says `conn: 1`: a second connection is refused with
+    'maximum account active connections exceeded'; once the first leaves, a new one gets in."""
+    acct_seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_ACCOUNT).decode()
+    acct_pub = public_of(acct_seed)
+    account = sign_jwt({"iat": int(time.time()), "name": "L", "sub": acct_pub,
+                        "nats": {"type": "account", "version": 2,
+                                 "limits": {"conn": 1, "subs": -1, "data": -1, "payload": -1,
+                                            "imports": -1, "exports": -1, "wildcards": True,
+                                            "leaf": -1}}},
+                       KEYS["operator"]["seed"])
+    config = (f'operator: "{JWT_DIR / "op.jwt"}"\n'
+              f'system_account: {ACC["SYS"]}\n'
+              'resolver: MEMORY\n'
+              f'resolver_preload: {{ {ACC["SYS"]}: "{(JWT_DIR / "SYS.jwt").read_text().strip()}",'
+              f' {acct_pub}: "{account}" }}\n')
+    srv = start(config)
+    users = []
+    for _ in range(3):
+        seed = new_user_seed()
+        users.append((mint_user_jwt(public_of(seed), acct_seed), seed))
+    first = await raw_jwt_client(srv, *users[0])
+    await expect_pong(first)
+    second = await raw_jwt_client(srv, *users[1])
+    data = await second.read_until_closed(TIMEOUT)
+    assert data == b"-ERR 'maximum account active connections exceeded'\r\n", data
+    await second.close()
+    await first.close()
+    third = None
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        third = await raw_jwt_client(srv, *users[2])
+        op = await third.read_op(TIMEOUT)
+        if op == (b"PONG",):
+            break
+        await third.close()
+        assert time.monotonic() < deadline, f"the account never had room again: {op!r}"
+        await asyncio.sleep(0.1)
+    await third.close()

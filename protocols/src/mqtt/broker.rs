@@ -1212,6 +1212,8 @@ pub(crate) struct MqttConn {
     perms: Option<Checker>,
     /// The names in the TLS client certificate, if one was presented.
     cert: Option<junction_auth::CertIdentity>,
+    /// The connection is counted in its account's connections.
+    joined: bool,
 }
 
 /// An enhanced authentication exchange in progress.
@@ -1517,6 +1519,18 @@ impl MqttConn {
         }
         self.perms = checker;
         self.account = fe.bus.account_or_create(&identity.account);
+        if !self.joined {
+            if !self.account.join(identity.limits.account_connections) {
+                tracing::info!(cid = %self.link.id, account = %identity.account, "maximum account connections exceeded");
+                self.send(connack(if v5 {
+                    reason::QUOTA_EXCEEDED
+                } else {
+                    reason::SERVER_UNAVAILABLE
+                }));
+                return Err(CloseReason::MaxConnectionsExceeded);
+            }
+            self.joined = true;
+        }
         let key = (identity.account.clone(), client_id.clone());
         let expiry = if v5 {
             c.properties.session_expiry_interval.unwrap_or(0)
@@ -2171,6 +2185,9 @@ impl Protocol for MqttConn {
 
     fn end(&mut self, reason: CloseReason) {
         let fe = self.fe().clone();
+        if self.joined {
+            self.account.leave();
+        }
         if self.will.is_some() {
             self.will_on_close();
         }
@@ -2278,6 +2295,7 @@ pub(crate) fn start<T: Transport>(
         held_acks: BytesMut::new(),
         perms: None,
         cert,
+        joined: false,
     };
     Conn::new(io, conn)
 }

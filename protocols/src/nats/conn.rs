@@ -257,6 +257,10 @@ pub(crate) struct Session {
     received: BatchIn,
     /// The user's publish and subscribe permissions (`None`: everything allowed).
     perms: Option<Checker>,
+    /// Limits from the user's JWT.
+    limits: junction_auth::Limits,
+    /// The connection is counted in its account (to leave it at the end).
+    joined: bool,
 }
 
 impl Session {
@@ -284,7 +288,12 @@ impl Session {
             match fe.auth.anonymous() {
                 Some(id) => {
                     let fe = fe.clone();
-                    self.bind(&fe, id);
+                    if !self.bind(&fe, id) {
+                        return self.fail(
+                            "maximum account active connections exceeded",
+                            CloseReason::MaxConnectionsExceeded,
+                        );
+                    }
                 }
                 None => {
                     return self.fail(
@@ -372,7 +381,12 @@ impl Session {
                     );
                 }
             };
-            self.bind(&fe, identity);
+            if !self.bind(&fe, identity) {
+                return self.fail(
+                    "maximum account active connections exceeded",
+                    CloseReason::MaxConnectionsExceeded,
+                );
+            }
         }
         self.verbose = opts.verbose;
         self.pedantic = opts.pedantic;
@@ -398,13 +412,32 @@ impl Session {
         Ok(())
     }
 
-    /// Binds the connection to its identity: account, permissions, expiry.
-    fn bind(&mut self, fe: &Arc<Frontend>, identity: Identity) {
+    /// Binds the connection to its identity: account, permissions, limits, expiry. `false`:
+    /// the account has its maximum of connections.
+    fn bind(&mut self, fe: &Arc<Frontend>, identity: Identity) -> bool {
         if identity.account != self.account.name() {
             // Bind to the account before any subscription exists (nats-server refuses a
             // second CONNECT that changes the account; so do we, by ignoring the change).
             if self.client.subs.lock().expect("subs lock").is_empty() {
                 self.account = fe.bus.account_or_create(&identity.account);
+            }
+        }
+        if !self.joined {
+            if !self.account.join(identity.limits.account_connections) {
+                return false;
+            }
+            self.joined = true;
+        }
+        self.limits = identity.limits;
+        if let Some(max) = identity.limits.payload {
+            if (max as usize) < fe.opts.limits.max_payload {
+                let ip = self.client.stats.peer.ip().to_string();
+                self.reply(&fe.info_with(
+                    self.client.id.0,
+                    &ip,
+                    self.client.nonce.as_deref(),
+                    max as usize,
+                ));
             }
         }
         if let Some(p) = identity.permissions.filter(|p| !p.is_open()) {
@@ -419,6 +452,7 @@ impl Session {
         }
         self.client.authenticated.store(true, Ordering::Relaxed);
         self.connected = true;
+        true
     }
 
     /// Whether the user may publish to `subject`; tells the client when not.
@@ -456,6 +490,16 @@ impl Session {
     ) {
         if self.pedantic && !subject::is_valid_literal_subject(&subject) {
             self.reply(&encode::err("Invalid Publish Subject"));
+        }
+        if self
+            .limits
+            .payload
+            .is_some_and(|max| payload.len() as u64 > max)
+        {
+            // The user's JWT allows smaller messages than the server does.
+            self.reply(&encode::err("Maximum Payload Violation"));
+            self.client.out.finish(CloseReason::MaxPayloadExceeded);
+            return;
         }
         if let Some(r) = reply.as_deref().filter(|r| reserved_reply(r)) {
             // Reply subjects the server itself routes by: a client may not forge them.
@@ -520,6 +564,12 @@ impl Session {
         {
             self.ok();
             return;
+        }
+        if let Some(max) = self.limits.subs {
+            if self.client.subs.lock().expect("subs lock").len() as u64 >= max {
+                self.reply(&encode::err("maximum subscriptions exceeded"));
+                return;
+            }
         }
         if let Some(perms) = self.perms.as_mut() {
             let text = String::from_utf8_lossy(&subject);
@@ -734,6 +784,8 @@ pub(crate) fn start<T: Transport>(
         no_responders: false,
         received: BatchIn::default(),
         perms: None,
+        limits: junction_auth::Limits::default(),
+        joined: false,
     };
     Conn::new(io, session)
 }
@@ -775,6 +827,9 @@ impl Protocol for Session {
         let client = self.client.clone();
         let fe = &client.fe;
         self.teardown();
+        if self.joined {
+            self.account.leave();
+        }
         client.out.close(reason);
         fe.bus.conns().close(client.id, reason.as_str());
         fe.bus.stats().connections.fetch_sub(1, Ordering::Relaxed);

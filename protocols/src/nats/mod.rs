@@ -135,6 +135,18 @@ impl Frontend {
 
     /// The `INFO {...}\r\n` line for one client.
     fn info(&self, client_id: u64, client_ip: &str, nonce: Option<&str>) -> Vec<u8> {
+        self.info_with(client_id, client_ip, nonce, self.opts.limits.max_payload)
+    }
+
+    /// The INFO line with a smaller `max_payload` (a user whose JWT limits payloads is told so
+    /// after it connects, as nats-server does).
+    fn info_with(
+        &self,
+        client_id: u64,
+        client_ip: &str,
+        nonce: Option<&str>,
+        max_payload: usize,
+    ) -> Vec<u8> {
         let info = Info {
             server_id: &self.opts.server_id,
             server_name: &self.opts.server_name,
@@ -148,7 +160,7 @@ impl Frontend {
             auth_required: self.auth.auth_required() && self.auth.anonymous().is_none(),
             tls_required: self.tls.is_some(),
             tls_verify: self.tls.as_ref().is_some_and(|t| t.verify),
-            max_payload: self.opts.limits.max_payload,
+            max_payload,
             client_id,
             client_ip,
             nonce,
