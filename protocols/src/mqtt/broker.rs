@@ -232,8 +232,68 @@ pub(crate) struct Link {
     last_read_ms: AtomicU64,
     /// Keep alive in ms (0: none).
     keep_alive_ms: AtomicU64,
-    /// Acknowledgements waiting for a store commit: later ones queue behind them, in order.
-    acks_waiting: AtomicU64,
+    /// Acknowledgements waiting (for a store commit, or for the subscribers of what they
+    /// acknowledge): later ones queue behind them, in order.
+    held: Mutex<std::collections::VecDeque<Arc<HeldAcks>>>,
+}
+
+/// The acknowledgements of one read batch that wait before they go out. They go once the
+/// commit holding everything the batch submitted is durable, or earlier when the batch only
+/// waited for QoS 1 copies sent to online persistent subscribers and every one of those
+/// copies was acknowledged (what a subscriber acknowledged needs no disk to survive a crash).
+struct HeldAcks {
+    bytes: Mutex<BytesMut>,
+    /// Early-sent copies not acknowledged yet.
+    unacked: std::sync::atomic::AtomicUsize,
+    /// Something of the batch must be on disk first (queued copies, retained messages, QoS 2
+    /// state, sessions...).
+    needs_commit: std::sync::atomic::AtomicBool,
+    /// The commit holding the batch is done.
+    committed: std::sync::atomic::AtomicBool,
+    /// The batch is complete and queued on its link.
+    sealed: std::sync::atomic::AtomicBool,
+    link: std::sync::Weak<Link>,
+}
+
+impl HeldAcks {
+    fn ready(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
+            && (self.committed.load(Ordering::Acquire)
+                || (!self.needs_commit.load(Ordering::Acquire)
+                    && self.unacked.load(Ordering::Acquire) == 0))
+    }
+
+    /// One early-sent copy was acknowledged by its subscriber.
+    fn copy_acked(&self) {
+        if self.unacked.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Some(link) = self.link.upgrade() {
+                if link.release_held() {
+                    link.out.wake();
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The held batch of the publication being routed on this thread, and how many early-sent
+    /// stored copies it made: [`SubSink::offer`] counts them in.
+    static ROUTING: std::cell::RefCell<Option<(Arc<HeldAcks>, usize)>> = const { std::cell::RefCell::new(None) };
+}
+
+impl Link {
+    /// Writes out the held batches that are ready, in order; whether any was.
+    fn release_held(&self) -> bool {
+        let mut held = self.held.lock().expect("held lock");
+        let mut any = false;
+        while held.front().is_some_and(|h| h.ready()) {
+            let h = held.pop_front().expect("front exists");
+            let bytes = std::mem::take(&mut *h.bytes.lock().expect("held bytes lock"));
+            self.out.push_own(&bytes);
+            any = true;
+        }
+        any
+    }
 }
 
 #[derive(Default)]
@@ -340,6 +400,8 @@ struct Outgoing {
     seq: u64,
     /// When it was queued (kept with it in the store, for message expiry).
     queued_ms: u64,
+    /// The publisher's held acknowledgements that wait for this copy's acknowledgement.
+    held: Option<Arc<HeldAcks>>,
 }
 
 /// A QoS 1/2 message waiting for the window or for the client.
@@ -554,6 +616,7 @@ impl Session {
                     released: false,
                     seq: q.seq,
                     queued_ms: q.queued_ms,
+                    held: None,
                 },
             );
         }
@@ -942,6 +1005,7 @@ impl SubSink {
                 let mut publish = publish;
                 let queued_ms = durable.as_ref().map_or(0, |_| durable::unix_ms());
                 let mut seq = 0;
+                let mut held = None;
                 if let Some(store) = &durable {
                     seq = state.next_seq;
                     state.next_seq += 1;
@@ -954,6 +1018,14 @@ impl SubSink {
                             false,
                             queued_ms,
                         ),
+                    });
+                    // The publisher's PUBACK may go once this copy is acknowledged.
+                    held = ROUTING.with(|r| {
+                        let mut r = r.borrow_mut();
+                        let (h, early) = r.as_mut()?;
+                        h.unacked.fetch_add(1, Ordering::AcqRel);
+                        *early += 1;
+                        Some(h.clone())
                     });
                 }
                 publish.packet_id = next_packet_id(&mut state);
@@ -971,6 +1043,7 @@ impl SubSink {
                         released: false,
                         seq,
                         queued_ms,
+                        held,
                     },
                 );
             }
@@ -1206,8 +1279,8 @@ pub(crate) struct MqttConn {
     auth_method: Option<Utf8Bytes>,
     /// An enhanced authentication exchange waiting for the client's next AUTH.
     pending_auth: Option<Box<PendingAuth>>,
-    /// Acknowledgements of this read batch that wait for a store commit, in order.
-    held_acks: BytesMut,
+    /// Acknowledgements of this read batch that wait, in order (see [`HeldAcks`]).
+    held_acks: Option<Arc<HeldAcks>>,
     /// The user's permissions (`None`: everything allowed).
     perms: Option<Checker>,
     /// The names in the TLS client certificate, if one was presented.
@@ -1769,6 +1842,11 @@ impl MqttConn {
         // packet id that marks it received, the retained copy) commits together, and the
         // acknowledgement waits for that commit.
         // Borrowed through the link field, not cloned: no reference-count traffic per message.
+        // QoS 1 copies sent at once to online persistent subscribers are counted into this
+        // batch's held acknowledgements (their acknowledgements can release the PUBACK).
+        let fresh = self.held_acks.is_none();
+        let routing = (self.link.fe.store().is_some() && p.qos == QoS::AtLeastOnce)
+            .then(|| self.held_batch());
         let store = self.link.fe.store();
         let submitted = store.map(|s| s.submitted());
         let group = store
@@ -1777,9 +1855,17 @@ impl MqttConn {
         if p.retain {
             self.fe().retain(self.account.name(), &msg, p.qos as u8);
         }
+        if let Some(h) = routing {
+            ROUTING.with(|r| *r.borrow_mut() = Some((h, 0)));
+        }
         let publishing = self.publishing.get_or_insert_with(Box::default);
         self.account
             .publish(&mut publishing.cache, &msg, &mut publishing.batch);
+        let early = ROUTING.with(|r| r.borrow_mut().take()).map_or(0, |(_, n)| n);
+        if fresh && early == 0 && p.qos == QoS::AtLeastOnce {
+            // Made for nothing: no copy counted in, nothing held yet.
+            self.held_acks = None;
+        }
         if let (Some(store), Some(key)) = (&store, inbound_key) {
             store.submit(Op::Put {
                 table: Table::Inbound,
@@ -1788,18 +1874,22 @@ impl MqttConn {
             });
         }
         drop(group);
-        let durable = match (&store, submitted) {
-            (Some(s), Some(before)) => s.submitted() != before,
-            _ => false,
+        let submitted_now = match (&store, submitted) {
+            (Some(s), Some(before)) => s.submitted() - before,
+            _ => 0,
         };
+        let durable = submitted_now > 0;
+        // Only early-sent copies went to the store (no retained message, no queued copy).
+        let early_only = durable && submitted_now == early as u64 && !p.retain;
         match p.qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.send_ordered(
+            QoS::AtLeastOnce => self.send_held(
                 Packet::PubAck(PubResp {
                     packet_id: p.packet_id,
                     ..PubResp::default()
                 }),
                 durable,
+                early_only,
             ),
             QoS::ExactlyOnce => self.send_ordered(
                 Packet::PubRec(PubResp {
@@ -1893,6 +1983,9 @@ impl MqttConn {
         }
         if let Some(o) = state.inflight.remove(&packet_id) {
             session.forget(o.seq);
+            if let Some(h) = o.held {
+                h.copy_acked();
+            }
         }
         state.stuck = false;
         session.fill_window(&mut state);
@@ -2024,37 +2117,75 @@ impl MqttConn {
         );
     }
 
-    /// Sends an acknowledgement in order with those waiting for the store: after them when
-    /// any wait, or when `durable` (what it acknowledges was just submitted to the store).
-    /// Waiting ones are kept until the end of the read batch, and then all go out together
-    /// after one commit ([`MqttConn::release_acks`]), not one store callback per message.
+    /// This read batch's held acknowledgements, made on first use.
+    fn held_batch(&mut self) -> Arc<HeldAcks> {
+        self.held_acks
+            .get_or_insert_with(|| {
+                Arc::new(HeldAcks {
+                    bytes: Mutex::new(BytesMut::new()),
+                    unacked: std::sync::atomic::AtomicUsize::new(0),
+                    needs_commit: std::sync::atomic::AtomicBool::new(false),
+                    committed: std::sync::atomic::AtomicBool::new(false),
+                    sealed: std::sync::atomic::AtomicBool::new(false),
+                    link: Arc::downgrade(&self.link),
+                })
+            })
+            .clone()
+    }
+
+    /// Sends an acknowledgement in order with those that wait: after them when any wait, or
+    /// held when `durable` (what it acknowledges was just submitted to the store; `early_only`:
+    /// only as QoS 1 copies already sent to online subscribers, whose acknowledgements can
+    /// release it before the commit). Held ones go out together at the end of the read batch
+    /// ([`MqttConn::release_acks`]).
     fn send_ordered(&mut self, packet: Packet, durable: bool) {
+        self.send_held(packet, durable, false)
+    }
+
+    fn send_held(&mut self, packet: Packet, durable: bool, early_only: bool) {
         let wait = self.fe().store().is_some()
             && (durable
-                || !self.held_acks.is_empty()
-                || self.link.acks_waiting.load(Ordering::Acquire) > 0);
+                || self.held_acks.is_some()
+                || !self.link.held.lock().expect("held lock").is_empty());
         if !wait {
             return self.send(packet);
         }
-        let _ = encode(&packet, self.version, &mut self.held_acks);
+        let h = self.held_batch();
+        if durable && !early_only {
+            h.needs_commit.store(true, Ordering::Release);
+        }
+        let _ = encode(&packet, self.version, &mut h.bytes.lock().expect("held bytes lock"));
     }
 
-    /// Hands the acknowledgements held in this read batch to the store, to be written after
-    /// the commit that holds everything they acknowledge (all submitted before this).
+    /// Queues this read batch's held acknowledgements on the link, behind earlier ones, and asks
+    /// the store to release them after the commit that holds everything submitted so far (they
+    /// may go earlier, see [`HeldAcks`]).
     fn release_acks(&mut self) {
-        if self.held_acks.is_empty() {
+        let Some(h) = self.held_acks.take() else {
             return;
-        }
+        };
         let Some(store) = self.link.fe.store() else {
             return;
         };
-        let buf = std::mem::take(&mut self.held_acks);
-        self.link.acks_waiting.fetch_add(1, Ordering::AcqRel);
+        self.link
+            .held
+            .lock()
+            .expect("held lock")
+            .push_back(h.clone());
+        h.sealed.store(true, Ordering::Release);
+        if self.link.release_held() {
+            self.link.out.wake();
+        }
+        if h.ready() {
+            // Gone out already, or goes with the batch before it: no commit to wait for.
+            return;
+        }
         let link = self.link.clone();
         store.then(Box::new(move |wakes| {
-            link.out.push_own(&buf);
-            link.acks_waiting.fetch_sub(1, Ordering::AcqRel);
-            wakes.add(link);
+            h.committed.store(true, Ordering::Release);
+            if link.release_held() {
+                wakes.add(link);
+            }
         }));
     }
 
@@ -2276,7 +2407,7 @@ pub(crate) fn start<T: Transport>(
         about: Mutex::new(About::default()),
         last_read_ms: AtomicU64::new(fe.now_ms()),
         keep_alive_ms: AtomicU64::new(0),
-        acks_waiting: AtomicU64::new(0),
+        held: Mutex::new(std::collections::VecDeque::new()),
     });
     fe.bus.conns().open(id, link.clone());
     tracing::debug!(cid = %id, peer = %peer, "accepted MQTT connection");
@@ -2292,7 +2423,7 @@ pub(crate) fn start<T: Transport>(
         received: BatchIn::default(),
         auth_method: None,
         pending_auth: None,
-        held_acks: BytesMut::new(),
+        held_acks: None,
         perms: None,
         cert,
         joined: false,
@@ -2505,6 +2636,7 @@ impl Frontend {
                         released: r.released,
                         seq,
                         queued_ms: r.queued_at_ms,
+                        held: None,
                     },
                 );
             } else {
