@@ -145,9 +145,14 @@ pub fn stream_import(
         rename,
         cache: Mutex::new(MatchCache::default()),
     });
-    exporter.subscribe(Arc::new(Subscription::new(
+    internal(exporter, Bytes::copy_from_slice(subject.as_bytes()), sink)
+}
+
+/// Subscribes a server-internal sink (no client owns it) in `account`.
+fn internal(account: &Account, subject: Bytes, sink: Arc<dyn Sink>) -> Result<(), crate::Error> {
+    account.subscribe(Arc::new(Subscription::new(
         INTERNAL,
-        Bytes::copy_from_slice(subject.as_bytes()),
+        subject,
         None,
         Bytes::new(),
         false,
@@ -353,28 +358,18 @@ pub fn service_import(
         pending: pending.clone(),
         cache: Mutex::new(MatchCache::default()),
     });
-    importer.subscribe(Arc::new(Subscription::new(
-        INTERNAL,
-        Bytes::copy_from_slice(local.as_bytes()),
-        None,
-        Bytes::new(),
-        false,
-        sink,
-    )))?;
+    internal(importer, Bytes::copy_from_slice(local.as_bytes()), sink)?;
     let back: Arc<dyn Sink> = Arc::new(ResponseSink {
         importer: importer.clone(),
         pending,
         responses,
         cache: Mutex::new(MatchCache::default()),
     });
-    exporter.subscribe(Arc::new(Subscription::new(
-        INTERNAL,
+    internal(
+        exporter,
         Bytes::from(format!("{prefix}>").into_bytes()),
-        None,
-        Bytes::new(),
-        false,
         back,
-    )))
+    )
 }
 
 #[cfg(test)]

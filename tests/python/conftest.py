@@ -193,17 +193,15 @@ def _data_dir_args(srv: "Server") -> list:
     return ["--data-dir", str(base / f"data-{id(srv)}")]
 
 
-@pytest.fixture
-def server_factory(tmp_path):
-    """Start servers with an optional nats-server-format config.
+def serve(tmp_path, cls=None):
+    """A generator for fixtures that start servers (``cls``: a ``Server`` subclass). Yields
+    ``start(config=None, args=(), ws_flag=True)``. At teardown every server still running gets
+    SIGTERM and must exit with code 0 (``EXPECT_EXIT``) within 10 s."""
+    cls = cls or Server
+    started: list = []
 
-    At teardown every server still running gets SIGTERM and must exit with
-    code 0 (``EXPECT_EXIT``) within 10 s.
-    """
-    started: list[Server] = []
-
-    def start(config: str | None = None, args=(), ws_flag: bool = True) -> Server:
-        srv = Server(config=config, workdir=tmp_path, args=args, ws_flag=ws_flag)
+    def start(config: str | None = None, args=(), ws_flag: bool = True):
+        srv = cls(config=config, workdir=tmp_path, args=args, ws_flag=ws_flag)
         started.append(srv)
         return srv.start()
 
@@ -222,6 +220,12 @@ def server_factory(tmp_path):
             problems.append(f"server on port {srv.port} exited with code {rc} after SIGTERM")
     if problems:
         pytest.fail("; ".join(problems))
+
+
+@pytest.fixture
+def server_factory(tmp_path):
+    """Start servers with an optional nats-server-format config (see ``serve``)."""
+    yield from serve(tmp_path)
 
 
 @pytest.fixture

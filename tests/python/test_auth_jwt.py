@@ -28,8 +28,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -38,7 +36,7 @@ import nats
 import nkeys
 import pytest
 
-from conftest import (BIN, EXPECT_EXIT, START_TIMEOUT, STOP_TIMEOUT, Clients, RawClient, Server, async_test,
+from conftest import (BIN, Clients, RawClient, Server, async_test, serve,
                       sync_subs, wait_until)
 from mqtt_helpers import _MQTT_LISTEN_RE, Broker, Mqtt, RawMqtt, V5, V311
 from ws_helpers import ws_nats
@@ -71,23 +69,7 @@ VERSIONS = pytest.mark.parametrize("version", [V311, V5], ids=["mqtt311", "mqtt5
 
 
 class AuthServer(Server):
-    def start(self) -> "AuthServer":
-        if not IS_NATS_SERVER:
-            return super().start()
-        cmd = [BIN, "-a", "127.0.0.1", "-p", "-1", "-m", "-1"]
-        if self.config is not None:
-            path = self.workdir / f"server-{id(self)}.conf"
-            path.write_text(self.config)
-            cmd += ["-c", str(path)]
-        cmd += self.args
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, env=dict(os.environ, NO_COLOR="1"))
-        self._reader = threading.Thread(target=self._drain, daemon=True)
-        self._reader.start()
-        if not self._ready.wait(START_TIMEOUT) or self.port is None:
-            self.kill()
-            pytest.fail(f"server did not become ready; log:\n{self.log_text()}")
-        return self
+    """conftest.Server that also knows its MQTT and WebSocket brokers."""
 
     @property
     def mqtt_port(self) -> int:
@@ -109,27 +91,7 @@ class AuthServer(Server):
 
 @pytest.fixture
 def start(tmp_path):
-    started: list[AuthServer] = []
-
-    def go(config: str, args=()) -> AuthServer:
-        srv = AuthServer(config=config, workdir=tmp_path, args=args)
-        started.append(srv)
-        return srv.start()
-
-    yield go
-
-    problems = []
-    for srv in started:
-        already_done = srv.returncode is not None
-        rc = srv.terminate()
-        print(f"---- server log (port {srv.port}) ----\n{srv.log_text()}")
-        if rc is None:
-            srv.kill()
-            problems.append(f"server on port {srv.port} did not exit within {STOP_TIMEOUT}s of SIGTERM")
-        elif rc != EXPECT_EXIT and not already_done:
-            problems.append(f"server on port {srv.port} exited with code {rc} after SIGTERM")
-    if problems:
-        pytest.fail("; ".join(problems))
+    yield from serve(tmp_path, AuthServer)
 
 
 def preload_config(tmp_path: Path) -> str:

@@ -44,7 +44,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import threading
 import time
 import uuid
 
@@ -53,13 +52,11 @@ import pytest
 
 from conftest import (
     BIN,
-    EXPECT_EXIT,
     REPO,
-    START_TIMEOUT,
-    STOP_TIMEOUT,
     RawClient,
     Server,
     async_test,
+    serve,
     sync_subs,
 )
 from mqtt_helpers import (
@@ -114,27 +111,12 @@ class AuthServer(Server):
     mqtt_port: int | None = None
 
     def start(self) -> "AuthServer":
-        if IS_NATS_SERVER:
-            self._start_nats_server()
-        else:
-            super().start()
+        super().start()
         for line in list(self.log):
             m = _MQTT_RE.search(line)
             if m:
                 self.mqtt_port = int(m.group(2))
         return self
-
-    def _start_nats_server(self) -> None:
-        path = self.workdir / f"server-{id(self)}.conf"
-        path.write_text(self.config or "")
-        cmd = [BIN, "-a", "127.0.0.1", "-p", "-1", "-m", "-1", "-c", str(path)]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, env=dict(os.environ, NO_COLOR="1"))
-        self._reader = threading.Thread(target=self._drain, daemon=True)
-        self._reader.start()
-        if not self._ready.wait(START_TIMEOUT) or self.port is None:
-            self.kill()
-            pytest.fail(f"nats-server did not become ready; log:\n{self.log_text()}")
 
     @property
     def mqtt(self) -> Broker:
@@ -155,29 +137,20 @@ class AuthServer(Server):
 @pytest.fixture
 def start(tmp_path):
     """start(config) -> AuthServer; every server must exit with EXPECT_EXIT on SIGTERM."""
-    started: list[AuthServer] = []
+    serving = serve(tmp_path, AuthServer)
+    start_server = next(serving)
+    count = 0
 
     def _start(config: str) -> AuthServer:
+        nonlocal count
         if IS_NATS_SERVER and "mqtt" in config:
-            store = tmp_path / f"js-{len(started)}"
-            config = f'server_name: "ref-{len(started)}"\njetstream {{ store_dir: "{store}" }}\n' + config
-        srv = AuthServer(config=config, workdir=tmp_path)
-        started.append(srv)
-        return srv.start()
+            store = tmp_path / f"js-{count}"
+            config = f'server_name: "ref-{count}"\njetstream {{ store_dir: "{store}" }}\n' + config
+        count += 1
+        return start_server(config)
 
     yield _start
-
-    problems = []
-    for srv in started:
-        rc = srv.terminate()
-        print(f"---- server log (port {srv.port}) ----\n{srv.log_text()}")
-        if rc is None:
-            srv.kill()
-            problems.append(f"server on port {srv.port} did not exit within {STOP_TIMEOUT}s of SIGTERM")
-        elif rc != EXPECT_EXIT:
-            problems.append(f"server on port {srv.port} exited with code {rc} after SIGTERM")
-    if problems:
-        pytest.fail("; ".join(problems))
+    next(serving, None)
 
 
 def tls_block(verify: bool = False, verify_and_map: bool = False, handshake_first: bool = False) -> str:
