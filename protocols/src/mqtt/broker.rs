@@ -1861,7 +1861,9 @@ impl MqttConn {
         let publishing = self.publishing.get_or_insert_with(Box::default);
         self.account
             .publish(&mut publishing.cache, &msg, &mut publishing.batch);
-        let early = ROUTING.with(|r| r.borrow_mut().take()).map_or(0, |(_, n)| n);
+        let early = ROUTING
+            .with(|r| r.borrow_mut().take())
+            .map_or(0, |(_, n)| n);
         if fresh && early == 0 && p.qos == QoS::AtLeastOnce {
             // Made for nothing: no copy counted in, nothing held yet.
             self.held_acks = None;
@@ -2154,7 +2156,11 @@ impl MqttConn {
         if durable && !early_only {
             h.needs_commit.store(true, Ordering::Release);
         }
-        let _ = encode(&packet, self.version, &mut h.bytes.lock().expect("held bytes lock"));
+        let _ = encode(
+            &packet,
+            self.version,
+            &mut h.bytes.lock().expect("held bytes lock"),
+        );
     }
 
     /// Queues this read batch's held acknowledgements on the link, behind earlier ones, and asks
