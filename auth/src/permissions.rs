@@ -157,6 +157,17 @@ impl Checker {
         &self.perms
     }
 
+    /// [`Checker::may_publish`] for a subject as it came off the wire: the subject of the last
+    /// publication is compared as bytes, before any text conversion.
+    pub fn may_publish_bytes(&mut self, subject: &[u8]) -> bool {
+        if let Some((s, a)) = &self.last {
+            if s.as_bytes() == subject {
+                return *a;
+            }
+        }
+        self.may_publish(&String::from_utf8_lossy(subject))
+    }
+
     /// Whether this connection's permissions allow publishing to `subject` (replies aside:
     /// see [`Checker::use_reply`]).
     pub fn may_publish(&mut self, subject: &str) -> bool {

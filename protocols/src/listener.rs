@@ -12,6 +12,31 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// A connection's future: a plain one inline, a TLS one (whose handshake and session state are
+/// large) boxed, so that plain connections do not pay for the size of TLS ones.
+pub(crate) enum Served<A, B> {
+    Plain(A),
+    Secure(std::pin::Pin<Box<B>>),
+}
+
+impl<A, B> Future for Served<A, B>
+where
+    A: Future<Output = ()> + Unpin,
+    B: Future<Output = ()>,
+{
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        match self.get_mut() {
+            Served::Plain(a) => std::pin::Pin::new(a).poll(cx),
+            Served::Secure(b) => b.as_mut().poll(cx),
+        }
+    }
+}
+
 /// Accepts on `listener` until `shutdown`; `admit` turns each accepted connection into its
 /// future (or refuses it and returns `None`), which is counted and spawned on `tracker`.
 pub(crate) async fn accept_loop<A, C>(

@@ -40,6 +40,7 @@ use super::properties::{AuthProperties, ConnAckProperties, PublishProperties, Us
 use super::{encode, encoded_len, reason, topic, DecodeError, Decoder};
 use crate::conn_stats::{BatchIn, ConnStats};
 use crate::driver::{Conn, Protocol};
+use crate::listener::Served;
 use crate::outbound::{Outbound, Push};
 use crate::transport::{Plain, Transport};
 use crate::CloseReason;
@@ -496,7 +497,7 @@ struct SessionState {
     /// until it does.
     stuck: bool,
     /// The connected user's delivery filter (a deny its wildcard subscriptions overlap).
-    receive: Option<Checker>,
+    receive: Option<Box<Checker>>,
 }
 
 impl Session {
@@ -1281,10 +1282,11 @@ pub(crate) struct MqttConn {
     pending_auth: Option<Box<PendingAuth>>,
     /// Acknowledgements of this read batch that wait, in order (see [`HeldAcks`]).
     held_acks: Option<Arc<HeldAcks>>,
-    /// The user's permissions (`None`: everything allowed).
-    perms: Option<Checker>,
+    /// The user's permissions (`None`: everything allowed). Boxed, like the certificate: most
+    /// connections have neither, and idle connections should stay small.
+    perms: Option<Box<Checker>>,
     /// The names in the TLS client certificate, if one was presented.
-    cert: Option<junction_auth::CertIdentity>,
+    cert: Option<Box<junction_auth::CertIdentity>>,
     /// The connection is counted in its account's connections.
     joined: bool,
 }
@@ -1421,7 +1423,7 @@ impl MqttConn {
                 .password
                 .as_ref()
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
-            cert: self.cert.clone(),
+            cert: self.cert.as_deref().cloned(),
             map_cert: fe.tls.as_ref().is_some_and(|t| t.map),
             mqtt: true,
             ..Credentials::default()
@@ -1578,7 +1580,7 @@ impl MqttConn {
             .permissions
             .clone()
             .filter(|p| !p.is_open())
-            .map(Checker::new);
+            .map(|p| Box::new(Checker::new(p)));
         if let (Some(perms), Some(will)) = (&checker, &c.will) {
             let subject = topic::topic_to_subject(will.topic.as_bytes()).unwrap_or_default();
             if !perms
@@ -1705,7 +1707,7 @@ impl MqttConn {
                 .perms
                 .as_ref()
                 .filter(|p| !p.permissions().subscribe.deny.is_empty())
-                .map(|p| Checker::new(Arc::new(p.permissions().clone())));
+                .map(|p| Box::new(Checker::new(Arc::new(p.permissions().clone()))));
             state.pending_will = None;
             state.version = self.version;
             state.expiry_secs = expiry;
@@ -1780,7 +1782,7 @@ impl MqttConn {
             return self.refuse(reason::TOPIC_NAME_INVALID, CloseReason::ProtocolViolation);
         };
         if let Some(perms) = self.perms.as_mut() {
-            if !perms.may_publish(&String::from_utf8_lossy(&subject)) {
+            if !perms.may_publish_bytes(&subject) {
                 self.forbidden_publish(&p);
                 return Ok(());
             }
@@ -2431,7 +2433,7 @@ pub(crate) fn start<T: Transport>(
         pending_auth: None,
         held_acks: None,
         perms: None,
-        cert,
+        cert: cert.map(Box::new),
         joined: false,
     };
     Conn::new(io, conn)
@@ -2708,17 +2710,17 @@ pub async fn serve(
 ) {
     let admit = |stream: TcpStream, peer: SocketAddr| {
         let fe = fe.clone();
-        Some(async move {
-            match fe.tls.clone() {
-                None => start(Plain(stream), peer, fe, None).await,
-                Some(tls) => match tls.accept(stream).await {
+        Some(match fe.tls.clone() {
+            None => Served::Plain(start(Plain(stream), peer, fe, None)),
+            Some(tls) => Served::Secure(Box::pin(async move {
+                match tls.accept(stream).await {
                     Ok((stream, cert)) => start(Plain(stream), peer, fe, cert).await,
                     Err(e) => {
                         tracing::info!(peer = %peer, error = %e, "MQTT TLS handshake failed");
                         fe.bus.stats().connections.fetch_sub(1, Ordering::Relaxed);
                     }
-                },
-            }
+                }
+            })),
         })
     };
     crate::listener::accept_loop(listener, &fe.bus, "mqtt", admit, shutdown, tracker).await;

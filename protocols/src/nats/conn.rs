@@ -44,10 +44,10 @@ pub(crate) struct Client {
     /// The nonce sent in INFO (NKey and JWT users sign it).
     nonce: Option<String>,
     /// The names in the TLS client certificate, if one was presented.
-    cert: Option<junction_auth::CertIdentity>,
+    cert: Option<Box<junction_auth::CertIdentity>>,
     /// The user's permissions as deliveries see them (a deny its wildcard subscriptions
     /// overlap, replies it may send): `None` when they need no check at delivery.
-    receive: Mutex<Option<Checker>>,
+    receive: Mutex<Option<Box<Checker>>>,
     /// Whether `receive` is set (checked without the lock).
     receive_checked: AtomicBool,
     /// CONNECT was accepted.
@@ -255,8 +255,9 @@ pub(crate) struct Session {
     no_responders: bool,
     /// What the current read batch received.
     received: BatchIn,
-    /// The user's publish and subscribe permissions (`None`: everything allowed).
-    perms: Option<Checker>,
+    /// The user's publish and subscribe permissions (`None`: everything allowed; boxed, as most
+    /// connections have none).
+    perms: Option<Box<Checker>>,
     /// Limits from the user's JWT.
     limits: junction_auth::Limits,
     /// The connection is counted in its account (to leave it at the end).
@@ -367,7 +368,7 @@ impl Session {
                 sig: opts.sig,
                 jwt: opts.jwt,
                 nonce: self.client.nonce.clone(),
-                cert: self.client.cert.clone(),
+                cert: self.client.cert.as_deref().cloned(),
                 map_cert: fe.opts.map_cert,
                 mqtt: false,
             };
@@ -442,10 +443,11 @@ impl Session {
         }
         if let Some(p) = identity.permissions.filter(|p| !p.is_open()) {
             if !p.subscribe.deny.is_empty() || p.responses.is_some() {
-                *self.client.receive.lock().expect("receive lock") = Some(Checker::new(p.clone()));
+                *self.client.receive.lock().expect("receive lock") =
+                    Some(Box::new(Checker::new(p.clone())));
                 self.client.receive_checked.store(true, Ordering::Relaxed);
             }
-            self.perms = Some(Checker::new(p));
+            self.perms = Some(Box::new(Checker::new(p)));
         }
         if let Some(exp) = identity.expires {
             expire_at(&self.client, exp);
@@ -460,16 +462,18 @@ impl Session {
         let Some(perms) = self.perms.as_mut() else {
             return true;
         };
+        if perms.may_publish_bytes(subject) {
+            return true;
+        }
         let text = String::from_utf8_lossy(subject);
-        if perms.may_publish(&text)
-            || perms.permissions().responses.is_some()
-                && self
-                    .client
-                    .receive
-                    .lock()
-                    .expect("receive lock")
-                    .as_mut()
-                    .is_some_and(|c| c.use_reply(&text))
+        if perms.permissions().responses.is_some()
+            && self
+                .client
+                .receive
+                .lock()
+                .expect("receive lock")
+                .as_mut()
+                .is_some_and(|c| c.use_reply(&text))
         {
             return true;
         }
@@ -741,7 +745,7 @@ pub(crate) fn start<T: Transport>(
         true => hello.nonce,
         false => fe.auth.nonce_required().then(nonce),
     };
-    let cert = hello.cert;
+    let cert = hello.cert.map(Box::new);
     let client = Arc::new(Client {
         id,
         out: Outbound::new(fe.opts.max_pending),

@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::listener::Served;
 use crate::transport::Plain;
 
 pub use parser::{Decoder, Frame, Limits, ParseError};
@@ -186,15 +187,14 @@ pub async fn serve(
             tracker.spawn(refuse(stream, fe.clone(), peer.ip().to_string()));
             return None;
         }
-        let fe = fe.clone();
-        Some(async move {
-            match &fe.tls {
-                None => conn::start(Plain(stream), peer, fe.clone(), conn::Hello::default()).await,
-                Some(tls) => {
-                    let tls = tls.clone();
-                    secure(stream, peer, fe, tls).await
-                }
-            }
+        Some(match &fe.tls {
+            None => Served::Plain(conn::start(
+                Plain(stream),
+                peer,
+                fe.clone(),
+                conn::Hello::default(),
+            )),
+            Some(tls) => Served::Secure(Box::pin(secure(stream, peer, fe.clone(), tls.clone()))),
         })
     };
     crate::listener::accept_loop(listener, &fe.bus, "nats", admit, shutdown, tracker.clone()).await;
