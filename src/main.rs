@@ -203,7 +203,6 @@ async fn run(settings: Settings) -> Result<()> {
             Some(t) => t.timeout + Duration::from_secs(1),
             None => Duration::from_secs(2),
         }),
-        map_cert: nats_tls.as_ref().is_some_and(|t| t.map),
     };
     let https_tls = nats_tls.clone();
     // TLS listeners whose certificates SIGHUP reloads.

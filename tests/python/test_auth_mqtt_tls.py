@@ -1262,3 +1262,31 @@ async def test_wss_mqtt_paho_with_auth(start, version):
             assert bad.connack_rc == expected, bad.connack_rc
     finally:
         await nc.close()
+
+
+@junction_only
+@async_test(40)
+async def test_wss_verify_and_map_uses_the_websocket_block(start):
+    """`websocket { tls { verify_and_map } }` maps the browser's certificate to its user on the
+    WebSocket listener itself (the NATS port here has no TLS at all): client.pem is
+    device1@example.com (account A, may publish dev.> only), client2.pem is alice (account B),
+    a certificate from another CA never gets through the handshake."""
+    srv = start(MAP_ACCOUNTS + "websocket {\n  port: -1\n" + tls_block(verify_and_map=True) + "}\n")
+    assert srv.ws_scheme == "wss", srv.ws_scheme
+    dev = await ws_nats(srv, ssl=client_ctx("client"), connect={})
+    try:
+        assert await dev.ping() == []
+        assert not await nats_pub_allowed(dev, "other")
+        assert await nats_pub_allowed(dev, "dev.x")
+    finally:
+        await dev.close()
+    alice = await ws_nats(srv, ssl=client_ctx("client2"), connect={})
+    try:
+        assert await alice.ping() == []
+        assert await nats_pub_allowed(alice, "other")
+    finally:
+        await alice.close()
+    # rogue-client is signed by another CA: the TLS handshake itself fails.
+    with pytest.raises(Exception):
+        rogue = await ws_nats(srv, ssl=client_ctx("rogue-client"), connect={})
+        await rogue.close()

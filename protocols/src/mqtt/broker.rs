@@ -1289,6 +1289,8 @@ pub(crate) struct MqttConn {
     cert: Option<Box<junction_auth::CertIdentity>>,
     /// The connection is counted in its account's connections.
     joined: bool,
+    /// The listener takes users from certificates (`verify_and_map`).
+    map_cert: bool,
 }
 
 /// An enhanced authentication exchange in progress.
@@ -1424,7 +1426,7 @@ impl MqttConn {
                 .as_ref()
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
             cert: self.cert.as_deref().cloned(),
-            map_cert: fe.tls.as_ref().is_some_and(|t| t.map),
+            map_cert: self.map_cert,
             mqtt: true,
             ..Credentials::default()
         };
@@ -2405,6 +2407,7 @@ pub(crate) fn start<T: Transport>(
     peer: SocketAddr,
     fe: Arc<Frontend>,
     cert: Option<junction_auth::CertIdentity>,
+    map_cert: bool,
 ) -> Conn<MqttConn, T> {
     let id = fe.bus.next_conn_id();
     let link = Arc::new(Link {
@@ -2435,6 +2438,7 @@ pub(crate) fn start<T: Transport>(
         perms: None,
         cert: cert.map(Box::new),
         joined: false,
+        map_cert,
     };
     Conn::new(io, conn)
 }
@@ -2711,10 +2715,10 @@ pub async fn serve(
     let admit = |stream: TcpStream, peer: SocketAddr| {
         let fe = fe.clone();
         Some(match fe.tls.clone() {
-            None => Served::Plain(start(Plain(stream), peer, fe, None)),
+            None => Served::Plain(start(Plain(stream), peer, fe, None, false)),
             Some(tls) => Served::Secure(Box::pin(async move {
                 match tls.accept(stream).await {
-                    Ok((stream, cert)) => start(Plain(stream), peer, fe, cert).await,
+                    Ok((stream, cert)) => start(Plain(stream), peer, fe, cert, tls.map).await,
                     Err(e) => {
                         tracing::info!(peer = %peer, error = %e, "MQTT TLS handshake failed");
                         fe.bus.stats().connections.fetch_sub(1, Ordering::Relaxed);
@@ -2740,8 +2744,9 @@ impl Frontend {
         io: T,
         peer: SocketAddr,
         cert: Option<junction_auth::CertIdentity>,
+        map_cert: bool,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        start(io, peer, self.clone(), cert)
+        start(io, peer, self.clone(), cert, map_cert)
     }
 }
 

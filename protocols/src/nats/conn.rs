@@ -45,6 +45,8 @@ pub(crate) struct Client {
     nonce: Option<String>,
     /// The names in the TLS client certificate, if one was presented.
     cert: Option<Box<junction_auth::CertIdentity>>,
+    /// The listener takes users from certificates (`verify_and_map`).
+    map_cert: bool,
     /// The user's permissions as deliveries see them (a deny its wildcard subscriptions
     /// overlap, replies it may send): `None` when they need no check at delivery.
     receive: Mutex<Option<Box<Checker>>>,
@@ -369,7 +371,7 @@ impl Session {
                 jwt: opts.jwt,
                 nonce: self.client.nonce.clone(),
                 cert: self.client.cert.as_deref().cloned(),
-                map_cert: fe.opts.map_cert,
+                map_cert: self.client.map_cert,
                 mqtt: false,
             };
             let identity = match fe.auth.authenticate(&creds) {
@@ -732,6 +734,8 @@ pub(crate) struct Hello {
     pub sent: bool,
     pub nonce: Option<String>,
     pub cert: Option<junction_auth::CertIdentity>,
+    /// The listener's TLS maps certificates to users.
+    pub map_cert: bool,
 }
 
 pub(crate) fn start<T: Transport>(
@@ -760,6 +764,7 @@ pub(crate) fn start<T: Transport>(
         pings_out: AtomicU32::new(0),
         nonce,
         cert,
+        map_cert: hello.map_cert,
         receive: Mutex::new(None),
         receive_checked: AtomicBool::new(false),
         authenticated: AtomicBool::new(false),

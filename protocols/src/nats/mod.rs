@@ -52,8 +52,6 @@ pub struct Options {
     pub write_deadline: Duration,
     /// How long a client has to authenticate (when auth is required).
     pub auth_timeout: Duration,
-    /// Users come from TLS client certificates (`verify_and_map`).
-    pub map_cert: bool,
 }
 
 /// Default bytes pending for one client before it is a slow consumer (64 MiB).
@@ -76,7 +74,6 @@ impl Default for Options {
             ping_max: 2,
             write_deadline: Duration::from_secs(10),
             auth_timeout: Duration::from_secs(2),
-            map_cert: false,
         }
     }
 }
@@ -226,6 +223,7 @@ async fn secure(
                 sent: !tls.handshake_first,
                 nonce,
                 cert,
+                map_cert: tls.map,
             };
             conn::start(Plain(stream), peer, fe, hello).await
         }
@@ -258,9 +256,11 @@ impl Frontend {
         io: T,
         peer: std::net::SocketAddr,
         cert: Option<junction_auth::CertIdentity>,
+        map_cert: bool,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let hello = conn::Hello {
             cert,
+            map_cert,
             ..Default::default()
         };
         conn::start(io, peer, self.clone(), hello)

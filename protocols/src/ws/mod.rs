@@ -205,9 +205,10 @@ async fn upgrade<S>(
         .forwarded_for
         .map_or(peer, |ip| SocketAddr::new(ip, peer.port()));
     let ws = Ws::new(io, early, fe.opts.max_message, accepted.compress);
+    let map_cert = fe.tls.as_ref().is_some_and(|t| t.map);
     match (accepted.kind, &fe.mqtt) {
-        (Kind::Mqtt, Some(mqtt)) => mqtt.start(ws, peer, cert).await,
-        _ => fe.nats.start(ws, peer, cert).await,
+        (Kind::Mqtt, Some(mqtt)) => mqtt.start(ws, peer, cert, map_cert).await,
+        _ => fe.nats.start(ws, peer, cert, map_cert).await,
     }
 }
 
