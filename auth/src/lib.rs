@@ -76,7 +76,8 @@ pub struct Identity {
 /// Limits a JWT sets (`None`: unlimited).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {
-    /// Subscriptions the connection may hold (user `subs`).
+    /// Subscriptions the connection may hold (user `subs`, or the account's `subs` when smaller:
+    /// nats-server applies the account's as a limit per connection too).
     pub subs: Option<u64>,
     /// Largest message payload (user or account `payload`, the smaller).
     pub payload: Option<u64>,

@@ -245,7 +245,10 @@ impl ServerAuth {
             permissions,
             expires: user.exp.filter(|e| *e > 0),
             limits: crate::Limits {
-                subs: user.limit("/subs"),
+                subs: match (user.limit("/subs"), account.limit("/limits/subs")) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                },
                 payload: match (user.limit("/payload"), account.limit("/limits/payload")) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),

@@ -1174,3 +1174,61 @@ async def test_account_jwt_limits_connections(start, tmp_path):
         assert time.monotonic() < deadline, f"the account never had room again: {op!r}"
         await asyncio.sleep(0.1)
     await third.close()
+
+
+@async_test()
+async def test_account_jwt_limits_subscriptions(start, tmp_path):
+    """An account whose JWT says `subs: 2`: as in nats-server, that is the most each of its
+    connections may hold (when its user JWT sets no smaller limit); a third SUB gets 'maximum
+    subscriptions exceeded' and the connection stays; after an UNSUB there is room."""
+    acct_seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_ACCOUNT).decode()
+    acct_pub = public_of(acct_seed)
+    account = sign_jwt({"iat": int(time.time()), "name": "S", "sub": acct_pub,
+                        "nats": {"type": "account", "version": 2,
+                                 "limits": {"conn": -1, "subs": 2, "data": -1, "payload": -1,
+                                            "imports": -1, "exports": -1, "wildcards": True,
+                                            "leaf": -1}}},
+                       KEYS["operator"]["seed"])
+    srv = start(f'operator: "{JWT_DIR / "op.jwt"}"\n'
+                f'system_account: {ACC["SYS"]}\n'
+                'resolver: MEMORY\n'
+                f'resolver_preload: {{ {ACC["SYS"]}: "{(JWT_DIR / "SYS.jwt").read_text().strip()}",'
+                f' {acct_pub}: "{account}" }}\n')
+    clients = []
+    for _ in range(2):
+        seed = new_user_seed()
+        c = await raw_jwt_client(srv, mint_user_jwt(public_of(seed), acct_seed), seed)
+        await expect_pong(c)
+        clients.append(c)
+    one, two = clients
+    try:
+        await one.send(b"SUB x 1\r\nSUB y 2\r\n")
+        await two.send(b"SUB x 1\r\nSUB y 2\r\n")
+        assert await one.ping() == [] and await two.ping() == []
+        await two.send(b"SUB z 3\r\n")
+        assert await two.ping() == [(b"-ERR 'maximum subscriptions exceeded'",)]
+        await two.send(b"UNSUB 1\r\n")
+        assert await two.ping() == []
+        await two.send(b"SUB z 3\r\n")
+        assert await two.ping() == []
+    finally:
+        for c in clients:
+            await c.close()
+
+
+@junction_only
+@VERSIONS
+def test_mqtt_user_jwt_limits_subscriptions(op_server, version):
+    """A bearer user JWT with `subs: 1` as the MQTT password: the first filter is granted, a
+    second gets SUBACK 0x97 (quota exceeded, 5.0) or 0x80 (3.1.1); re-subscribing the same
+    filter replaces it and is granted."""
+    seed = new_user_seed()
+    jwt = mint_user_jwt(public_of(seed), user_seed("A"), bearer=True, limits={"subs": 1})
+    m = RawMqtt(op_server.mqtt_broker(), version)
+    try:
+        m.connect(f"lim-{uuid.uuid4().hex[:8]}", username="x", password=jwt.encode())
+        assert m.subscribe("a/one", pid=1).codes == [1]
+        assert m.subscribe("a/two", pid=2).codes == [0x97 if version == V5 else 0x80]
+        assert m.subscribe("a/one", pid=3).codes == [1]
+    finally:
+        m.close()

@@ -1291,6 +1291,8 @@ pub(crate) struct MqttConn {
     joined: bool,
     /// The listener takes users from certificates (`verify_and_map`).
     map_cert: bool,
+    /// Subscriptions the user's JWT allows (its own or its account's `subs`).
+    sub_limit: Option<u64>,
 }
 
 /// An enhanced authentication exchange in progress.
@@ -1595,6 +1597,7 @@ impl MqttConn {
             }
         }
         self.perms = checker;
+        self.sub_limit = identity.limits.subs;
         self.account = fe.bus.account_or_create(&identity.account);
         if !self.joined {
             if !self.account.join(identity.limits.account_connections) {
@@ -2018,6 +2021,14 @@ impl MqttConn {
                 });
                 continue;
             }
+            if self.subscriptions_full(&session, f.filter.as_bytes()) {
+                codes.push(if self.version == Version::V5 {
+                    reason::QUOTA_EXCEEDED
+                } else {
+                    0x80
+                });
+                continue;
+            }
             let Some(installed) = session.install(record) else {
                 codes.push(if self.version == Version::V5 {
                     reason::TOPIC_FILTER_INVALID
@@ -2061,6 +2072,17 @@ impl MqttConn {
             let publish = concrete.publish_for(&msg, true);
             concrete.offer(publish, &msg.subject, None, &sink);
         }
+    }
+
+    /// Whether a new filter would pass the subscription limit of the user's JWT (counted in
+    /// the session's filters).
+    fn subscriptions_full(&self, session: &Session, filter: &[u8]) -> bool {
+        let Some(max) = self.sub_limit else {
+            return false;
+        };
+        let state = session.state.lock().expect("session lock");
+        // A filter subscribed again replaces the old one: not a new subscription.
+        !state.subs.contains_key(filter) && state.subs.len() as u64 >= max
     }
 
     /// Whether the user may subscribe to every subject `filter` maps to (in its share group).
@@ -2439,6 +2461,7 @@ pub(crate) fn start<T: Transport>(
         cert: cert.map(Box::new),
         joined: false,
         map_cert,
+        sub_limit: None,
     };
     Conn::new(io, conn)
 }

@@ -571,11 +571,13 @@ impl Session {
             self.ok();
             return;
         }
-        if let Some(max) = self.limits.subs {
-            if self.client.subs.lock().expect("subs lock").len() as u64 >= max {
-                self.reply(&encode::err("maximum subscriptions exceeded"));
-                return;
-            }
+        let full = self
+            .limits
+            .subs
+            .is_some_and(|max| self.client.subs.lock().expect("subs lock").len() as u64 >= max);
+        if full {
+            self.reply(&encode::err("maximum subscriptions exceeded"));
+            return;
         }
         if let Some(perms) = self.perms.as_mut() {
             let text = String::from_utf8_lossy(&subject);
