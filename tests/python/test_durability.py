@@ -208,6 +208,42 @@ def test_crash_burst_to_persistent_subscriber(durable, clients, version, qos, ki
 
 
 @VERSIONS
+@pytest.mark.parametrize("kill_point", ["after_last_ack", "mid_burst"])
+def test_crash_with_online_persistent_subscriber_loses_nothing_acknowledged(durable, clients, version,
+                                                                          kill_point):
+    """The subscriber is connected during the burst, so QoS 1 copies go to it at once and its
+    PUBACKs can release the publisher's before the store commits them. Whatever the publisher
+    saw acknowledged must have reached the subscriber before the crash, or reach it after the
+    restart: nothing acknowledged is lost, whichever way the acknowledgement came."""
+    d = durable()
+    b = d.start()
+    cid = uid("online-sub")
+    topic = "crash/online"
+    sub = clients(session_client(b, cid, version, 3600))
+    sub.connect(clean=FIRST_CLEAN) if version == V5 else sub.connect()
+    assert sub.subscribe(topic, 1) == [1]
+    if kill_point == "after_last_ack":
+        res, _ = burst(b, version, 1, N, topic)
+        assert len(res.acked) == N
+        before = collect(sub, topic, res.acked, timeout=60, settle=0.2)
+        d.crash()
+    else:
+        res, _ = burst(b, version, 1, N, topic, durable=d, kill_after=N // 2)
+        assert res.killed and len(res.acked) >= N // 2
+        before = collect(sub, topic, set(), timeout=1, settle=0.5)
+    sub.close()
+    b = d.start()
+    again = reconnect(clients, b, cid, version)
+    still_needed = res.acked - set(before)
+    after = collect(again, topic, still_needed, timeout=120)
+    counts = before + after
+    problems = check_delivery(counts, res.acked, res.published, 1)
+    print(f"acknowledged {len(res.acked)}; received {len(before)} distinct before the crash and "
+          f"{len(after)} after it")
+    assert not problems, f"after the crash ({kill_point}): " + "; ".join(problems)
+
+
+@VERSIONS
 @QOS12
 def test_crash_before_burst_keeps_session_and_subscription(durable, clients, version, qos):
     d = durable()
