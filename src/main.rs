@@ -277,6 +277,11 @@ async fn run(settings: Settings) -> Result<()> {
                 nats_qos: settings.mqtt_nats_qos,
                 write_deadline: settings.write_deadline,
                 max_keep_alive: settings.mqtt_max_keep_alive,
+                // As nats-server: the auth timeout (2 s), or the TLS timeout + 1 s with TLS.
+                connect_timeout: auth.timeout.unwrap_or_else(|| match &mqtt_tls {
+                    Some(t) => t.timeout + Duration::from_secs(1),
+                    None => Duration::from_secs(2),
+                }),
             },
         );
         Arc::new(match mqtt_tls {

@@ -60,6 +60,7 @@ from conftest import (
     sync_subs,
 )
 from mqtt_helpers import (
+    PINGRESP,
     CONNACK,
     HOST,
     PUBACK,
@@ -1290,3 +1291,33 @@ async def test_wss_verify_and_map_uses_the_websocket_block(start):
     with pytest.raises(Exception):
         rogue = await ws_nats(srv, ssl=client_ctx("rogue-client"), connect={})
         await rogue.close()
+
+
+@junction_only
+@pytest.mark.parametrize("timeout", [None, 1], ids=["default-2s", "configured-1s"])
+def test_mqtt_client_without_connect_is_closed(start, timeout):
+    """A socket that never sends CONNECT is closed after the auth timeout (nats-server's
+    `authorization { timeout }`, 2 s by default), as NATS clients are, rather than held
+    forever; a client that connects in time stays."""
+    conf = AUTH_USERS + mqtt_block()
+    if timeout is not None:
+        conf = conf.replace("authorization {", f"authorization {{\n  timeout: {timeout}", 1)
+    srv = start(conf)
+    limit = 2.0 if timeout is None else float(timeout)
+    silent = socket.create_connection((HOST, srv.mqtt_port), timeout=10)
+    t0 = time.monotonic()
+    try:
+        assert silent.recv(16) == b""
+        elapsed = time.monotonic() - t0
+        # The sweep runs once a second.
+        assert limit - 0.3 <= elapsed <= limit + 2.0, f"closed after {elapsed:.2f}s, timeout {limit}s"
+    finally:
+        silent.close()
+    m = RawMqtt(srv.mqtt, V311)
+    try:
+        m.connect("in-time", username="alice", password=b"alicepw")
+        time.sleep(limit + 1.5)
+        m.send(bytes([0xC0, 0x00]))  # PINGREQ
+        assert m.expect(PINGRESP) is not None
+    finally:
+        m.close()

@@ -86,6 +86,8 @@ pub struct Options {
     /// Longest keep alive a client may ask for (0 or more is replaced by this, and 5.0 clients
     /// are told so with Server Keep Alive); `None`: the client's choice stands.
     pub max_keep_alive: Option<u16>,
+    /// How long a client may take to send CONNECT (nats-server's auth timeout).
+    pub connect_timeout: Duration,
 }
 
 impl Default for Options {
@@ -97,6 +99,7 @@ impl Default for Options {
             nats_qos: 1,
             write_deadline: Duration::from_secs(10),
             max_keep_alive: None,
+            connect_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -233,6 +236,10 @@ pub(crate) struct Link {
     last_read_ms: AtomicU64,
     /// Keep alive in ms (0: none).
     keep_alive_ms: AtomicU64,
+    /// When the connection was accepted (ms since the frontend started).
+    opened_ms: u64,
+    /// The client sent its CONNECT.
+    connect_seen: std::sync::atomic::AtomicBool,
     /// Acknowledgements waiting (for a store commit, or for the subscribers of what they
     /// acknowledge): later ones queue behind them, in order.
     held: Mutex<std::collections::VecDeque<Arc<HeldAcks>>>,
@@ -342,6 +349,15 @@ impl ConnView for Link {
 
     /// Closes the connection when the client was silent for 1.5 times its keep alive.
     fn tick(&self) {
+        if !self.connect_seen.load(Ordering::Relaxed) {
+            // No CONNECT within the timeout: a socket held open for nothing.
+            let waited = self.fe.now_ms().saturating_sub(self.opened_ms);
+            if waited > self.fe.opts.connect_timeout.as_millis() as u64 {
+                tracing::debug!(cid = %self.id, "no CONNECT within the timeout");
+                self.out.finish(CloseReason::AuthenticationTimeout);
+            }
+            return;
+        }
         let keep_alive = self.keep_alive_ms.load(Ordering::Relaxed);
         if keep_alive == 0 {
             return;
@@ -1412,6 +1428,7 @@ impl MqttConn {
     }
 
     fn connect(&mut self, c: Connect) -> Result<(), CloseReason> {
+        self.link.connect_seen.store(true, Ordering::Relaxed);
         let fe = self.fe().clone();
         self.version = self.decoder.protocol().unwrap_or(Version::V311);
         let connack = |code: u8| {
@@ -2439,6 +2456,8 @@ pub(crate) fn start<T: Transport>(
         stats: ConnStats::new(peer),
         about: Mutex::new(About::default()),
         last_read_ms: AtomicU64::new(fe.now_ms()),
+        opened_ms: fe.now_ms(),
+        connect_seen: std::sync::atomic::AtomicBool::new(false),
         keep_alive_ms: AtomicU64::new(0),
         held: Mutex::new(std::collections::VecDeque::new()),
     });
