@@ -549,9 +549,13 @@ pub fn load(map: &Map) -> Result<Auth> {
                 read_relative(&text, op)?
             };
             let token = jwt::jwt_from_file(&token).to_string();
-            let claims = jwt::decode(&token, junction_auth::nkey::Role::Operator, now())
-                .and_then(|c| c.expect_kind("operator"))
-                .map_err(|e| anyhow!("{}: operator JWT '{text}': {e}", at(op)))?;
+            let claims = jwt::decode(
+                &token,
+                junction_auth::nkey::Role::Operator,
+                junction_auth::server::unix_now(),
+            )
+            .and_then(|c| c.expect_kind("operator"))
+            .map_err(|e| anyhow!("{}: operator JWT '{text}': {e}", at(op)))?;
             if claims.iss != claims.sub {
                 bail!("{}: operator JWT '{text}' is not self-signed", at(op));
             }
@@ -641,17 +645,15 @@ pub fn load(map: &Map) -> Result<Auth> {
     Ok(auth)
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// The exports and imports in an account JWT the operator signed.
 fn jwt_account(op: &Operator, key: &str) -> Option<AccountDef> {
     let token = op.resolver.account_jwt(key)?;
-    let claims = jwt::decode(&token, junction_auth::nkey::Role::Operator, now()).ok()?;
+    let claims = jwt::decode(
+        &token,
+        junction_auth::nkey::Role::Operator,
+        junction_auth::server::unix_now(),
+    )
+    .ok()?;
     if !op.keys.contains(&claims.iss) || claims.sub != key {
         return None;
     }

@@ -83,8 +83,8 @@ pub fn decode(token: &str, issuer_role: Role, now: i64) -> Result<Claims, JwtErr
     }
     let claims: Claims = serde_json::from_slice(&b64(c)?).map_err(|_| JwtError::Malformed)?;
     let signed = &token[..h.len() + 1 + c.len()];
-    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b64(s)?);
-    if !nkey::verify(&claims.iss, issuer_role, signed.as_bytes(), &sig) {
+    let sig = ed25519_dalek::Signature::from_slice(&b64(s)?).map_err(|_| JwtError::Signature)?;
+    if !nkey::verify_signature(&claims.iss, issuer_role, signed.as_bytes(), &sig) {
         return Err(JwtError::Signature);
     }
     if claims.exp.is_some_and(|e| e > 0 && e <= now) {

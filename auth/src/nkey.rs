@@ -75,10 +75,12 @@ pub fn decode_signature(sig: &str) -> Option<Signature> {
 
 /// Whether `sig` (as a client sends it) signs `data` with the key `key` of `role`.
 pub fn verify(key: &str, role: Role, data: &[u8], sig: &str) -> bool {
-    let (Some(k), Some(s)) = (public_key(key, role), decode_signature(sig)) else {
-        return false;
-    };
-    k.verify(data, &s).is_ok()
+    decode_signature(sig).is_some_and(|s| verify_signature(key, role, data, &s))
+}
+
+/// Whether the decoded signature `sig` signs `data` with the key `key` of `role`.
+pub fn verify_signature(key: &str, role: Role, data: &[u8], sig: &Signature) -> bool {
+    public_key(key, role).is_some_and(|k| k.verify(data, sig).is_ok())
 }
 
 #[cfg(test)]

@@ -35,9 +35,9 @@ pub enum Rename {
 
 impl Rename {
     /// The subject `subject` (matched by the import) becomes.
-    pub fn apply(&self, subject: &[u8]) -> Bytes {
+    pub fn apply(&self, subject: &Bytes) -> Bytes {
         match self {
-            Rename::Same => Bytes::copy_from_slice(subject),
+            Rename::Same => subject.clone(),
             Rename::Prefix(p) => {
                 let mut out = Vec::with_capacity(p.len() + 1 + subject.len());
                 out.extend_from_slice(p.as_bytes());
@@ -378,19 +378,31 @@ mod tests {
 
     #[test]
     fn renames() {
-        assert_eq!(&Rename::Same.apply(b"a.b")[..], b"a.b");
-        assert_eq!(&Rename::Prefix("p".into()).apply(b"a.b")[..], b"p.a.b");
+        assert_eq!(&Rename::Same.apply(&Bytes::from_static(b"a.b"))[..], b"a.b");
+        assert_eq!(
+            &Rename::Prefix("p".into()).apply(&Bytes::from_static(b"a.b"))[..],
+            b"p.a.b"
+        );
         let to = |from: &str, to: &str| Rename::To {
             from: from.into(),
             to: to.into(),
         };
-        assert_eq!(&to("a.x", "b.y").apply(b"a.x")[..], b"b.y");
-        assert_eq!(&to("a.>", "from_a").apply(b"a.e.x")[..], b"from_a.a.e.x");
         assert_eq!(
-            &to("svc.a.>", "a.svc.>").apply(b"svc.a.ping")[..],
+            &to("a.x", "b.y").apply(&Bytes::from_static(b"a.x"))[..],
+            b"b.y"
+        );
+        assert_eq!(
+            &to("a.>", "from_a").apply(&Bytes::from_static(b"a.e.x"))[..],
+            b"from_a.a.e.x"
+        );
+        assert_eq!(
+            &to("svc.a.>", "a.svc.>").apply(&Bytes::from_static(b"svc.a.ping"))[..],
             b"a.svc.ping"
         );
-        assert_eq!(&to("x.*.y", "z.*").apply(b"x.1.y")[..], b"z.1");
+        assert_eq!(
+            &to("x.*.y", "z.*").apply(&Bytes::from_static(b"x.1.y"))[..],
+            b"z.1"
+        );
     }
 
     #[test]

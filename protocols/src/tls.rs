@@ -87,12 +87,7 @@ impl Tls {
             .await
             .map_err(|_| "TLS handshake timed out".to_string())?
             .map_err(|e| e.to_string())?;
-        let cert = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .and_then(|c| cert_identity(c.as_ref()));
+        let cert = client_cert(&tls);
         Ok((tls, cert))
     }
 }
@@ -161,6 +156,17 @@ fn read_certs(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, TlsError> 
         return Err(err("no certificate found".into()));
     }
     Ok(certs)
+}
+
+/// The names in the certificate the client of `tls` presented, if any.
+pub(crate) fn client_cert<S>(
+    tls: &tokio_rustls::server::TlsStream<S>,
+) -> Option<junction_auth::CertIdentity> {
+    tls.get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| cert_identity(c.as_ref()))
 }
 
 /// One DER element: its tag, its contents, and what follows it.

@@ -696,6 +696,25 @@ impl Session {
         })
     }
 
+    /// Stores a copy of `publish` queued for or in flight to this session; returns its
+    /// sequence number.
+    fn store_copy(
+        &self,
+        state: &mut SessionState,
+        store: &Store,
+        publish: &Publish,
+        queued_ms: u64,
+    ) -> u64 {
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        store.submit(Op::Insert {
+            table: Table::Messages,
+            key: durable::message_key(&self.key, seq),
+            value: durable::encode_message(publish, publish.packet_id, false, queued_ms),
+        });
+        seq
+    }
+
     /// The store, when this session is kept in it (a persistent session).
     fn durable<'a>(&'a self, state: &SessionState) -> Option<&'a Arc<Store>> {
         self.fe.store().filter(|_| state.expiry_secs > 0)
@@ -1024,18 +1043,9 @@ impl SubSink {
                 let mut seq = 0;
                 let mut held = None;
                 if let Some(store) = &durable {
-                    seq = state.next_seq;
-                    state.next_seq += 1;
-                    store.submit(Op::Insert {
-                        table: Table::Messages,
-                        key: durable::message_key(&self.session.key, seq),
-                        value: durable::encode_message(
-                            &publish,
-                            publish.packet_id,
-                            false,
-                            queued_ms,
-                        ),
-                    });
+                    seq = self
+                        .session
+                        .store_copy(&mut state, store, &publish, queued_ms);
                     // The publisher's PUBACK may go once this copy is acknowledged.
                     held = ROUTING.with(|r| {
                         let mut r = r.borrow_mut();
@@ -1074,18 +1084,9 @@ impl SubSink {
                 let queued_ms = durable::unix_ms();
                 let (mut seq, mut gate) = (0, 0);
                 if let Some(store) = &durable {
-                    seq = state.next_seq;
-                    state.next_seq += 1;
-                    store.submit(Op::Insert {
-                        table: Table::Messages,
-                        key: durable::message_key(&self.session.key, seq),
-                        value: durable::encode_message(
-                            &publish,
-                            publish.packet_id,
-                            false,
-                            queued_ms,
-                        ),
-                    });
+                    seq = self
+                        .session
+                        .store_copy(&mut state, store, &publish, queued_ms);
                     if !send_early {
                         // QoS 2: stored before it is sent; it goes out once the commit holds it.
                         state.gate_submitted += 1;
@@ -1298,6 +1299,8 @@ pub(crate) struct MqttConn {
     pending_auth: Option<Box<PendingAuth>>,
     /// Acknowledgements of this read batch that wait, in order (see [`HeldAcks`]).
     held_acks: Option<Arc<HeldAcks>>,
+    /// A batch made for a publication that needed none, untouched, for the next one.
+    spare_held: Option<Arc<HeldAcks>>,
     /// The user's permissions (`None`: everything allowed). Boxed, like the certificate: most
     /// connections have neither, and idle connections should stay small.
     perms: Option<Box<Checker>>,
@@ -1725,11 +1728,11 @@ impl MqttConn {
         {
             let mut state = session.state.lock().expect("session lock");
             state.link = Some(self.link.clone());
-            state.receive = self
-                .perms
-                .as_ref()
-                .filter(|p| !p.permissions().subscribe.deny.is_empty())
-                .map(|p| Box::new(Checker::new(Arc::new(p.permissions().clone()))));
+            state.receive = identity
+                .permissions
+                .clone()
+                .filter(|p| !p.subscribe.deny.is_empty())
+                .map(|p| Box::new(Checker::new(p)));
             state.pending_will = None;
             state.version = self.version;
             state.expiry_secs = expiry;
@@ -1889,8 +1892,9 @@ impl MqttConn {
             .with(|r| r.borrow_mut().take())
             .map_or(0, |(_, n)| n);
         if fresh && early == 0 && p.qos == QoS::AtLeastOnce {
-            // Made for nothing: no copy counted in, nothing held yet.
-            self.held_acks = None;
+            // Not used (no copy counted in, nothing held yet): kept untouched for the next
+            // publication, so a QoS 1 stream to clean sessions allocates none per message.
+            self.spare_held = self.held_acks.take();
         }
         if let (Some(store), Some(key)) = (&store, inbound_key) {
             store.submit(Op::Put {
@@ -2164,8 +2168,8 @@ impl MqttConn {
 
     /// This read batch's held acknowledgements, made on first use.
     fn held_batch(&mut self) -> Arc<HeldAcks> {
-        self.held_acks
-            .get_or_insert_with(|| {
+        if self.held_acks.is_none() {
+            let h = self.spare_held.take().unwrap_or_else(|| {
                 Arc::new(HeldAcks {
                     bytes: Mutex::new(BytesMut::new()),
                     unacked: std::sync::atomic::AtomicUsize::new(0),
@@ -2174,8 +2178,10 @@ impl MqttConn {
                     sealed: std::sync::atomic::AtomicBool::new(false),
                     link: Arc::downgrade(&self.link),
                 })
-            })
-            .clone()
+            });
+            self.held_acks = Some(h);
+        }
+        self.held_acks.clone().expect("just set")
     }
 
     /// Sends an acknowledgement in order with those that wait: after them when any wait, or
@@ -2476,6 +2482,7 @@ pub(crate) fn start<T: Transport>(
         auth_method: None,
         pending_auth: None,
         held_acks: None,
+        spare_held: None,
         perms: None,
         cert: cert.map(Box::new),
         joined: false,

@@ -675,10 +675,7 @@ fn quoted(s: &str) -> String {
 
 /// Closes the connection with 'User Authentication Expired' when its credentials expire.
 fn expire_at(client: &Arc<Client>, exp: i64) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now = junction_auth::server::unix_now();
     let wait = Duration::from_secs(u64::try_from(exp - now).unwrap_or(0));
     let weak = Arc::downgrade(client);
     tokio::spawn(async move {

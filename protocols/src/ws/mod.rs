@@ -124,12 +124,7 @@ async fn accept(
     match fe.tls.as_ref().map(crate::tls::Tls::acceptor) {
         Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => {
-                let cert = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .and_then(|c| crate::tls::cert_identity(c.as_ref()));
+                let cert = crate::tls::client_cert(&tls);
                 upgrade(tls, peer, fe, shutdown, deadline, cert).await
             }
             Ok(Err(e)) => {
