@@ -300,10 +300,18 @@ async fn run(settings: Settings) -> Result<()> {
             sessions = restored.sessions,
             messages = restored.messages,
             retained = restored.retained,
+            skipped = restored.skipped,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "Using the durable store {}",
             engine.path().display()
         );
+        if restored.skipped > 0 {
+            tracing::warn!(
+                skipped = restored.skipped,
+                "some records of the durable store could not be restored (see above); the broker runs without them"
+            );
+        }
+        junction_core::Stats::add(&bus.stats().store_records_skipped, restored.skipped as u64);
         let s = junction_core::store::Store::start(Box::new(engine));
         fe.use_store(s.clone());
         store = Some(s);

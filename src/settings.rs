@@ -209,9 +209,23 @@ fn size_of(item: &Item, key: &str) -> Result<usize> {
         .ok_or_else(|| anyhow!("{}: '{key}' must be a non-negative size", at(item)))
 }
 
+/// Longest duration a setting takes: anything longer means "never" in practice, and a clock
+/// cannot add an unbounded duration to now.
+const MAX_SETTING_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 pub(crate) fn duration_of(item: &Item, key: &str) -> Result<Duration> {
     item.as_duration()
+        .map(|d| d.min(MAX_SETTING_DURATION))
         .map_err(|e| anyhow!("{}: '{key}': {e}", at(item)))
+}
+
+/// A duration that must not be zero (a period, a deadline).
+fn positive_duration_of(item: &Item, key: &str) -> Result<Duration> {
+    let d = duration_of(item, key)?;
+    if d.is_zero() {
+        return Err(anyhow!("{}: '{key}' must be more than zero", at(item)));
+    }
+    Ok(d)
 }
 
 pub(crate) fn bool_of(item: &Item, key: &str) -> Result<bool> {
@@ -308,12 +322,12 @@ impl Settings {
                 "max_pending" => self.max_pending = size_of(item, key)?,
                 "max_control_line" => self.max_control_line = size_of(item, key)?,
                 "max_connections" | "max_conn" => self.max_connections = size_of(item, key)?,
-                "ping_interval" => self.ping_interval = duration_of(item, key)?,
+                "ping_interval" => self.ping_interval = positive_duration_of(item, key)?,
                 "ping_max" => {
                     self.ping_max = u32::try_from(size_of(item, key)?)
                         .map_err(|_| anyhow!("{}: 'ping_max' is too large", at(item)))?
                 }
-                "write_deadline" => self.write_deadline = duration_of(item, key)?,
+                "write_deadline" => self.write_deadline = positive_duration_of(item, key)?,
                 "mqtt" => self.apply_mqtt(item, &mut warnings)?,
                 "websocket" | "ws" => self.apply_websocket(item, &mut warnings)?,
                 "data_dir" => {

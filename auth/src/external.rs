@@ -76,7 +76,8 @@ impl ExternalJwt {
         let mut last = String::from("no configured key for its algorithm");
         for k in self.keys.iter().filter(|k| k.algorithm == header.alg) {
             let mut v = Validation::new(k.algorithm);
-            v.leeway = self.leeway;
+            // A leeway past the epoch would wrap inside the check: a day is more than any clock skew.
+            v.leeway = self.leeway.min(24 * 3600);
             v.validate_nbf = true;
             v.set_required_spec_claims(&["exp"]);
             match &self.issuer {

@@ -120,6 +120,12 @@ pub trait Authenticator: Send + Sync {
     }
     /// Checks the credentials and names the connection's identity.
     fn authenticate(&self, creds: &Credentials) -> Result<Identity, AuthError>;
+    /// Whether checking these credentials costs more than microseconds (bcrypt, signatures):
+    /// the frontends then run [`Authenticator::authenticate`] off their reactor threads.
+    fn costly(&self, creds: &Credentials) -> bool {
+        let _ = creds;
+        false
+    }
     /// Who a client is that never sent credentials (`no_auth_user`), if anyone.
     fn anonymous(&self) -> Option<Identity> {
         None

@@ -140,6 +140,8 @@ pub struct Checker {
     delivery: HashMap<Box<str>, bool>,
     /// Reply subjects this connection may publish to (allow_responses): uses left, deadline.
     replies: HashMap<Box<str>, (u32, Instant)>,
+    /// When expired replies were last swept out.
+    swept: Option<Instant>,
 }
 
 impl Checker {
@@ -150,11 +152,17 @@ impl Checker {
             publish: HashMap::new(),
             delivery: HashMap::new(),
             replies: HashMap::new(),
+            swept: None,
         }
     }
 
     pub fn permissions(&self) -> &Permissions {
         &self.perms
+    }
+
+    /// The permissions, shared (for a bridge that acts on the connection's behalf).
+    pub fn shared(&self) -> Arc<Permissions> {
+        self.perms.clone()
     }
 
     /// [`Checker::may_publish`] for a subject as it came off the wire: the subject of the last
@@ -238,9 +246,25 @@ impl Checker {
         };
         let now = Instant::now();
         if self.replies.len() >= CACHE_MAX {
-            self.replies.retain(|_, (_, d)| *d >= now);
+            // Sweep the expired at most once a second; between sweeps, a full table forgets
+            // one entry per new one (requests are driven by others: never a scan per message).
+            if self
+                .swept
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+            {
+                self.swept = Some(now);
+                self.replies.retain(|_, (_, d)| *d >= now);
+            }
+            if self.replies.len() >= CACHE_MAX {
+                if let Some(k) = self.replies.keys().next().cloned() {
+                    self.replies.remove(&k);
+                }
+            }
         }
-        self.replies.insert(reply.into(), (r.max, now + r.expires));
+        let deadline = now
+            .checked_add(r.expires)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
+        self.replies.insert(reply.into(), (r.max, deadline));
     }
 
     /// Whether replies must be tracked for this connection.

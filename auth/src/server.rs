@@ -304,6 +304,22 @@ impl Authenticator for ServerAuth {
         self.cfg.operator.is_some() || !self.by_nkey.is_empty()
     }
 
+    /// Signatures (operator, external JWTs, NKeys) and bcrypt cost tens of microseconds to
+    /// many milliseconds.
+    fn costly(&self, creds: &Credentials) -> bool {
+        let bcrypt_user = creds
+            .user
+            .as_ref()
+            .and_then(|n| self.by_name.get(n))
+            .and_then(|i| self.cfg.users[*i].password.as_deref())
+            .is_some_and(bcrypt_hash);
+        self.cfg.operator.is_some()
+            || self.cfg.external.is_some()
+            || creds.nkey.is_some()
+            || bcrypt_user
+            || self.cfg.token.as_deref().is_some_and(bcrypt_hash)
+    }
+
     /// In nats-server's order: operator JWTs; an external JWT in the token (or MQTT password);
     /// an NKey with its nonce signature; a certificate mapped to a user; user and password;
     /// the token; `no_auth_user` for a client that presented nothing.

@@ -1,6 +1,7 @@
 //! Accounts: separate subject spaces. A connection is bound to one account when it connects;
 //! nothing crosses accounts.
 
+use crate::sync::ReadWrite;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -124,11 +125,7 @@ impl Bus {
 
     /// An account by name.
     pub fn account(&self, name: &str) -> Option<Arc<Account>> {
-        self.accounts
-            .read()
-            .expect("accounts lock")
-            .get(name)
-            .cloned()
+        self.accounts.read_locked().get(name).cloned()
     }
 
     /// The account with this name, created when it does not exist yet.
@@ -137,8 +134,7 @@ impl Bus {
             return a;
         }
         self.accounts
-            .write()
-            .expect("accounts lock")
+            .write_locked()
             .entry(name.to_string())
             .or_insert_with(|| Arc::new(Account::new(name)))
             .clone()
@@ -147,8 +143,7 @@ impl Bus {
     /// Total subscriptions over all accounts.
     pub fn subscription_count(&self) -> usize {
         self.accounts
-            .read()
-            .expect("accounts lock")
+            .read_locked()
             .values()
             .map(|a| a.sublist.count())
             .sum()

@@ -1,6 +1,7 @@
 //! The registry of connections, for monitoring: every open connection, whatever its protocol,
 //! and the most recent closed ones with the reason they closed.
 
+use crate::sync::Lock;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -75,18 +76,18 @@ pub struct Registry {
 impl Registry {
     /// Registers an open connection.
     pub fn open(&self, cid: ConnId, view: Arc<dyn ConnView>) {
-        self.open.lock().expect("registry lock").insert(cid, view);
+        self.open.locked().insert(cid, view);
     }
 
     /// Moves a connection to the closed list with its reason.
     pub fn close(&self, cid: ConnId, reason: &'static str) {
-        let Some(view) = self.open.lock().expect("registry lock").remove(&cid) else {
+        let Some(view) = self.open.locked().remove(&cid) else {
             return;
         };
         let mut snap = view.snapshot();
         snap.stop = Some(SystemTime::now());
         snap.reason = Some(reason);
-        let mut closed = self.closed.lock().expect("registry lock");
+        let mut closed = self.closed.locked();
         if closed.len() == CLOSED_KEPT {
             closed.pop_front();
         }
@@ -95,12 +96,7 @@ impl Registry {
 
     /// The open connections (for sweeps and shutdown; the lock is not held while you use them).
     pub fn open_views(&self) -> Vec<Arc<dyn ConnView>> {
-        self.open
-            .lock()
-            .expect("registry lock")
-            .values()
-            .cloned()
-            .collect()
+        self.open.locked().values().cloned().collect()
     }
 
     /// Snapshots of the open connections, by id.
@@ -112,11 +108,6 @@ impl Registry {
 
     /// The most recently closed connections, oldest first.
     pub fn closed_snapshots(&self) -> Vec<ConnSnapshot> {
-        self.closed
-            .lock()
-            .expect("registry lock")
-            .iter()
-            .cloned()
-            .collect()
+        self.closed.locked().iter().cloned().collect()
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::message::Message;
+use crate::subject;
 use crate::sublist::{MatchResult, Subscription};
 
 /// What became of one delivery attempt.
@@ -57,6 +58,9 @@ pub struct FlushBatch {
     pub out_msgs: u64,
     /// Bytes (headers and payload) delivered in this batch.
     pub out_bytes: u64,
+    /// How many imports deep the publication being routed is (a cycle of imports stops at a
+    /// fixed depth).
+    pub import_depth: u8,
 }
 
 impl FlushBatch {
@@ -108,6 +112,10 @@ impl FlushBatch {
 
 fn deliver_one(sub: &Arc<Subscription>, msg: &Message, batch: &mut FlushBatch) -> bool {
     if sub.no_local && sub.conn == msg.facts.origin {
+        return false;
+    }
+    if subject::is_bridge(&msg.subject) && !subject::is_bridge(&sub.subject) {
+        // A wildcard reaching into the bridge's reserved space gets nothing from it.
         return false;
     }
     let Some(last) = sub.claim() else {

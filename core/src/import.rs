@@ -9,7 +9,9 @@
 //!   each response back to the original reply subject in the importer (once for a singleton
 //!   service, until it expires for a stream of responses).
 
+use crate::sync::Lock;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -80,32 +82,28 @@ impl Rename {
     }
 }
 
-thread_local! {
-    /// How many imports deep the current publication is (a cycle of imports stops here).
-    static DEPTH: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
-}
-
+/// Imports one publication may pass through: a cycle of imports stops here.
 const MAX_DEPTH: u8 = 8;
 
-/// Publishes `msg` into `target`, guarding against cycles of imports.
+/// Publishes `msg` into `target`, guarding against cycles of imports. How deep the publication
+/// already is travels in the publisher's batch, passed along explicitly.
 fn forward(
     target: &Account,
     cache: &Mutex<MatchCache>,
     msg: &Message,
     batch: &mut FlushBatch,
 ) -> Delivery {
-    let depth = DEPTH.with(|d| d.get());
-    if depth >= MAX_DEPTH {
+    if batch.import_depth >= MAX_DEPTH {
         return Delivery::Dropped;
     }
-    DEPTH.with(|d| d.set(depth + 1));
+    batch.import_depth += 1;
     // A cycle of imports comes back to a sink whose cache this thread holds: it routes with
     // a cache of its own rather than wait for itself.
     let n = match cache.try_lock() {
         Ok(mut cache) => target.publish(&mut cache, msg, batch),
         Err(_) => target.publish(&mut MatchCache::default(), msg, batch),
     };
-    DEPTH.with(|d| d.set(depth));
+    batch.import_depth -= 1;
     if n > 0 {
         Delivery::Queued
     } else {
@@ -169,11 +167,58 @@ pub enum Responses {
     Stream,
 }
 
-/// Open requests of one service import: the exporter-side reply subject, and where the
-/// response goes in the importer.
+/// One open request of a service import: where the response goes in the importer.
 struct Pending {
     reply: Bytes,
     at: Instant,
+    /// The request's number, its place in [`Requests::order`].
+    n: u64,
+}
+
+/// The open requests of one service import, by the exporter-side reply subject, with the
+/// oldest forgotten first once there are [`MAX_REQUESTS`] (never a scan per request).
+#[derive(Default)]
+struct Requests {
+    open: HashMap<Bytes, Pending>,
+    order: std::collections::BTreeMap<u64, Bytes>,
+}
+
+/// Open requests an import remembers.
+const MAX_REQUESTS: usize = 10_000;
+
+impl Requests {
+    fn insert(&mut self, mapped: Bytes, reply: Bytes, n: u64) {
+        let now = Instant::now();
+        while self.open.len() >= MAX_REQUESTS {
+            let Some((_, old)) = self.order.pop_first() else {
+                break;
+            };
+            self.open.remove(&old);
+        }
+        // Expired ones at the old end go too, a few at a time.
+        for _ in 0..2 {
+            match self.order.first_key_value() {
+                Some((_, k))
+                    if self
+                        .open
+                        .get(k)
+                        .is_none_or(|p| now.duration_since(p.at) >= RESPONSE_TTL) =>
+                {
+                    let (_, k) = self.order.pop_first().expect("first exists");
+                    self.open.remove(&k);
+                }
+                _ => break,
+            }
+        }
+        self.order.insert(n, mapped.clone());
+        self.open.insert(mapped, Pending { reply, at: now, n });
+    }
+
+    fn remove(&mut self, mapped: &[u8]) -> Option<Pending> {
+        let p = self.open.remove(mapped)?;
+        self.order.remove(&p.n);
+        Some(p)
+    }
 }
 
 /// How long a request waits for responses before its entry is dropped.
@@ -183,14 +228,16 @@ struct ServiceSink {
     exporter: Arc<Account>,
     /// The importing account's name, for the `Nats-Request-Info` header.
     importer: String,
-    /// State of the generator of per-request reply tokens.
-    seed: AtomicU64,
+    /// Mixed into each request's token.
+    seed: u64,
+    /// Keys the hash that makes request tokens (random, per import).
+    keys: std::collections::hash_map::RandomState,
     /// Local (importer) subject to the exporter's service subject.
     rename: Rename,
     /// `_R_.<token>.` for this import.
     prefix: String,
     next: AtomicU64,
-    pending: Arc<Mutex<HashMap<Bytes, Pending>>>,
+    pending: Arc<Mutex<Requests>>,
     cache: Mutex<MatchCache>,
 }
 
@@ -266,28 +313,14 @@ impl Sink for ServiceSink {
         m.subject = self.rename.apply(&msg.subject);
         m.headers = Some(with_request_info(msg.headers.as_ref(), &self.importer));
         if let Some(reply) = &msg.reply {
-            // An unguessable per-request token (splitmix64 over a seeded counter).
+            // An unguessable per-request token: a keyed hash of a counter, so the tokens seen
+            // so far tell nothing of the next.
             let n = self.next.fetch_add(1, Ordering::Relaxed);
-            let mut z = self
-                .seed
-                .load(Ordering::Relaxed)
-                .wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
+            let z = self.keys.hash_one((self.seed, n));
             let mapped = Bytes::from(format!("{}{}", self.prefix, token6(z)).into_bytes());
-            let mut pending = self.pending.lock().expect("responses lock");
-            if pending.len() > 10_000 {
-                let now = Instant::now();
-                pending.retain(|_, p| now.duration_since(p.at) < RESPONSE_TTL);
-            }
-            pending.insert(
-                mapped.clone(),
-                Pending {
-                    reply: reply.clone(),
-                    at: Instant::now(),
-                },
-            );
+            self.pending
+                .locked()
+                .insert(mapped.clone(), reply.clone(), n);
             m.reply = Some(mapped);
         }
         forward(&self.exporter, &self.cache, &m, batch)
@@ -299,7 +332,7 @@ impl Sink for ServiceSink {
 /// Carries responses published in the exporter on `_R_.<token>.>` back to the importer.
 struct ResponseSink {
     importer: Arc<Account>,
-    pending: Arc<Mutex<HashMap<Bytes, Pending>>>,
+    pending: Arc<Mutex<Requests>>,
     responses: Responses,
     cache: Mutex<MatchCache>,
 }
@@ -307,10 +340,10 @@ struct ResponseSink {
 impl Sink for ResponseSink {
     fn deliver(&self, _sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
         let reply = {
-            let mut pending = self.pending.lock().expect("responses lock");
+            let mut pending = self.pending.locked();
             match self.responses {
                 Responses::Singleton => pending.remove(&msg.subject).map(|p| p.reply),
-                Responses::Stream => match pending.get(&msg.subject) {
+                Responses::Stream => match pending.open.get(&msg.subject) {
                     Some(p) if p.at.elapsed() < RESPONSE_TTL => Some(p.reply.clone()),
                     Some(_) => {
                         pending.remove(&msg.subject);
@@ -343,12 +376,13 @@ pub fn service_import(
     token: &str,
     seed: u64,
 ) -> Result<(), crate::Error> {
-    let pending = Arc::new(Mutex::new(HashMap::new()));
+    let pending = Arc::new(Mutex::new(Requests::default()));
     let prefix = format!("_R_.{token}.");
     let sink: Arc<dyn Sink> = Arc::new(ServiceSink {
         exporter: exporter.clone(),
         importer: importer.name().to_string(),
-        seed: AtomicU64::new(seed),
+        seed,
+        keys: std::collections::hash_map::RandomState::new(),
         rename: Rename::To {
             from: local.to_string(),
             to: service.to_string(),

@@ -10,6 +10,7 @@
 //! - [`stats`]: server-wide counters.
 //! - [`conns`]: the registry of open and recently closed connections, for monitoring.
 //! - [`store`]: durable state behind a small engine interface, with a group-commit writer.
+//! - [`sync`]: locks that outlive a panic in another task.
 
 pub mod account;
 pub mod conns;
@@ -20,6 +21,7 @@ pub mod stats;
 pub mod store;
 pub mod subject;
 pub mod sublist;
+pub mod sync;
 
 pub use account::{Account, Bus, DEFAULT_ACCOUNT};
 pub use conns::{ConnSnapshot, ConnView, Registry};

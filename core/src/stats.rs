@@ -21,6 +21,10 @@ pub struct Stats {
     pub connections: AtomicU64,
     /// Connections accepted since start.
     pub total_connections: AtomicU64,
+    /// Connection attempts whose credentials were refused.
+    pub auth_failures: AtomicU64,
+    /// Records of the durable store that could not be restored at startup (left out).
+    pub store_records_skipped: AtomicU64,
 }
 
 impl Stats {

@@ -14,6 +14,7 @@
 //! The engine sits behind [`Engine`], so that another (a cluster-backed store) can sit beside
 //! the embedded one.
 
+use crate::sync::Lock;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::hash::Hasher;
@@ -293,7 +294,7 @@ impl Drop for Group<'_> {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        let mut p = self.shared.pending.lock().expect("store lock");
+        let mut p = self.shared.pending.locked();
         p.closed = true;
         self.shared.wake.notify_one();
     }
@@ -326,7 +327,7 @@ impl Store {
 
     /// Hands ops and callbacks to the writer, in order, under one lock.
     fn add(&self, ops: impl IntoIterator<Item = Op>, thens: Vec<Then>) {
-        let mut p = self.shared.pending.lock().expect("store lock");
+        let mut p = self.shared.pending.locked();
         for op in ops {
             p.batch.add(op);
         }
@@ -401,7 +402,7 @@ impl Store {
     pub fn close(&self) {
         let (tx, rx) = mpsc::channel();
         {
-            let mut p = self.shared.pending.lock().expect("store lock");
+            let mut p = self.shared.pending.locked();
             p.batch.stop = Some(tx);
             if p.writer_waiting {
                 p.writer_waiting = false;
@@ -424,13 +425,16 @@ fn writer(mut engine: Box<dyn Engine>, shared: Arc<Shared>, stats: Arc<StoreStat
     let mut ops = Vec::new();
     loop {
         {
-            let mut p = shared.pending.lock().expect("store lock");
+            let mut p = shared.pending.locked();
             while p.batch.is_empty() {
                 if p.closed {
                     return;
                 }
                 p.writer_waiting = true;
-                p = shared.wake.wait(p).expect("store lock");
+                p = shared
+                    .wake
+                    .wait(p)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
             std::mem::swap(&mut p.batch, &mut batch);
         }
@@ -440,7 +444,10 @@ fn writer(mut engine: Box<dyn Engine>, shared: Arc<Shared>, stats: Arc<StoreStat
             .fetch_add(batch.cancelled, Ordering::Relaxed);
         if !ops.is_empty() {
             let started = Instant::now();
-            if let Err(e) = engine.commit(&ops) {
+            let committed =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.commit(&ops)))
+                    .unwrap_or_else(|_| Err(StoreError::Engine("the engine panicked".into())));
+            if let Err(e) = committed {
                 // What was acknowledged must be durable: never acknowledge past a failed
                 // commit. Stop the process rather than run on with a store that lies.
                 tracing::error!(error = %e, "the durable store failed to commit; stopping");
@@ -456,7 +463,11 @@ fn writer(mut engine: Box<dyn Engine>, shared: Arc<Shared>, stats: Arc<StoreStat
         }
         let mut wakes = Wakes::default();
         for f in batch.thens.drain(..) {
-            f(&mut wakes);
+            // A callback is the frontends' code: a bug in one must not stop the writer, which
+            // every acknowledgement after it waits for.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut wakes))).is_err() {
+                tracing::error!("a store callback panicked");
+            }
         }
         wakes.wake_all();
         batch.clear();

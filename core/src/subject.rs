@@ -8,6 +8,24 @@ pub const PWC: u8 = b'*';
 /// Full (trailing) wildcard.
 pub const FWC: u8 = b'>';
 
+/// The subjects the MQTT request/response bridge is answered on. No client may subscribe to
+/// them or receive them through a wildcard: only the bridge's own subscription (whose subject
+/// starts with this prefix) is delivered to there.
+pub const BRIDGE_PREFIX: &[u8] = b"$MQTT.rr.";
+
+/// Whether a subject is in the bridge's reserved space.
+pub fn is_bridge(subject: &[u8]) -> bool {
+    subject.starts_with(BRIDGE_PREFIX)
+}
+
+/// Whether `reply` starts with a prefix the server routes replies by (service imports,
+/// JetStream acknowledgements, gateways): clients may not use them as reply subjects.
+pub fn is_reserved_reply(reply: &[u8]) -> bool {
+    [&b"_R_."[..], b"$JS.ACK.", b"_GR_."]
+        .iter()
+        .any(|p| reply.starts_with(p))
+}
+
 fn has_space(token: &[u8]) -> bool {
     token
         .iter()

@@ -4,6 +4,7 @@
 //! (bounded) and, in front of that, in each publisher's own [`MatchCache`], which needs no lock at
 //! all: a generation counter, bumped on every insert and remove, tells the cache when to forget.
 
+use crate::sync::{Lock, ReadWrite};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -20,6 +21,9 @@ use crate::Error;
 const SHARED_CACHE_ENTRIES: usize = 4096;
 /// Entries one publisher's match cache holds before it starts over.
 const LOCAL_CACHE_ENTRIES: usize = 256;
+/// Subjects longer than this are matched every time, never cached: a cache of clients' longest
+/// subjects (an MQTT topic may be 64 KiB) would hold megabytes per publisher.
+const CACHED_SUBJECT_MAX_BYTES: usize = 256;
 
 /// A small, fast, non-cryptographic hasher for subjects (FxHash's mixing step).
 #[derive(Default, Clone, Copy)]
@@ -199,12 +203,6 @@ struct Node {
     qsubs: FastMap<Bytes, Vec<Arc<Subscription>>>,
 }
 
-impl Node {
-    fn is_empty(&self) -> bool {
-        self.psubs.is_empty() && self.qsubs.is_empty() && self.next.is_none()
-    }
-}
-
 #[derive(Default)]
 struct Level {
     literal: FastMap<Box<[u8]>, Node>,
@@ -213,10 +211,6 @@ struct Level {
 }
 
 impl Level {
-    fn is_empty(&self) -> bool {
-        self.literal.is_empty() && self.pwc.is_none() && self.fwc.is_none()
-    }
-
     fn child_mut(&mut self, token: &[u8]) -> &mut Node {
         if token == [PWC] {
             self.pwc.get_or_insert_with(Box::default)
@@ -227,74 +221,134 @@ impl Level {
         }
     }
 
+    /// The child a token selects, if it exists.
+    fn child(&self, token: &[u8]) -> Option<&Node> {
+        if token == [PWC] {
+            self.pwc.as_deref()
+        } else if token == [FWC] {
+            self.fwc.as_deref()
+        } else {
+            self.literal.get(token)
+        }
+    }
+
+    fn child_count(&self) -> usize {
+        self.literal.len() + usize::from(self.pwc.is_some()) + usize::from(self.fwc.is_some())
+    }
+
+    /// Adds everything below this level that matches `tokens` to `out`. Iterative: a subject's
+    /// depth is chosen by its publisher, so it must never become the depth of the stack.
     fn collect(&self, tokens: &[&[u8]], out: &mut MatchResult) {
-        let Some((token, rest)) = tokens.split_first() else {
-            return;
-        };
-        if let Some(fwc) = &self.fwc {
-            out.add_node(fwc);
-        }
-        if let Some(pwc) = &self.pwc {
-            Self::descend(pwc, rest, out);
-        }
-        if let Some(node) = self.literal.get(*token) {
-            Self::descend(node, rest, out);
+        let mut stack: Vec<(&Level, usize)> = vec![(self, 0)];
+        while let Some((level, i)) = stack.pop() {
+            let Some(token) = tokens.get(i) else {
+                continue;
+            };
+            if let Some(fwc) = &level.fwc {
+                out.add_node(fwc);
+            }
+            let last = i + 1 == tokens.len();
+            // Pushed literal first, so the `*` branch is walked first (as nats-server does).
+            for node in [level.literal.get(*token), level.pwc.as_deref()]
+                .into_iter()
+                .flatten()
+            {
+                if last {
+                    out.add_node(node);
+                } else if let Some(next) = &node.next {
+                    stack.push((next, i + 1));
+                }
+            }
         }
     }
 
-    fn descend(node: &Node, rest: &[&[u8]], out: &mut MatchResult) {
-        if rest.is_empty() {
-            out.add_node(node);
-        } else if let Some(next) = &node.next {
-            next.collect(rest, out);
-        }
-    }
-
-    /// Removes `sub` below this level; prunes nodes that become empty. Returns whether found.
+    /// Removes `sub`, whose subject's tokens are `tokens`, and prunes the nodes that become
+    /// empty; returns whether it was found. Iterative (see [`Level::collect`]): one pass down
+    /// finds the highest node that only leads to this subscription, a second cuts it off.
     fn remove(&mut self, tokens: &[&[u8]], sub: &Arc<Subscription>) -> bool {
-        let Some((token, rest)) = tokens.split_first() else {
+        let Some(last) = tokens.len().checked_sub(1) else {
             return false;
         };
-        let found;
-        let empty;
-        if *token == [PWC] || *token == [FWC] {
-            let slot = if *token == [PWC] {
-                &mut self.pwc
-            } else {
-                &mut self.fwc
-            };
-            let Some(node) = slot.as_deref_mut() else {
-                return false;
-            };
-            found = Self::remove_at(node, rest, sub);
-            empty = node.is_empty();
-            if empty {
-                *slot = None;
-            }
-        } else {
-            let Some(node) = self.literal.get_mut(*token) else {
-                return false;
-            };
-            found = Self::remove_at(node, rest, sub);
-            empty = node.is_empty();
-            if empty {
-                self.literal.remove(*token);
+        // The shallowest depth from which every node on the path would be empty once `sub` is
+        // gone (the whole branch from there can go).
+        let mut cut: Option<usize> = None;
+        {
+            let mut level: &Level = self;
+            for (d, token) in tokens.iter().enumerate() {
+                let Some(node) = level.child(token) else {
+                    return false;
+                };
+                let sole = if d == last {
+                    let list = match &sub.queue {
+                        None => Some(&node.psubs),
+                        Some(q) => node.qsubs.get(q),
+                    };
+                    if !list.is_some_and(|l| l.iter().any(|s| Arc::ptr_eq(s, sub))) {
+                        return false;
+                    }
+                    let others =
+                        node.psubs.len() + node.qsubs.values().map(Vec::len).sum::<usize>();
+                    others == 1 && node.next.is_none()
+                } else {
+                    node.psubs.is_empty()
+                        && node.qsubs.is_empty()
+                        && node.next.as_ref().is_some_and(|n| n.child_count() == 1)
+                };
+                if !sole {
+                    cut = None;
+                } else if cut.is_none() {
+                    cut = Some(d);
+                }
+                if d < last {
+                    match node.next.as_deref() {
+                        Some(next) => level = next,
+                        None => return false,
+                    }
+                }
             }
         }
-        found
-    }
-
-    fn remove_at(node: &mut Node, rest: &[&[u8]], sub: &Arc<Subscription>) -> bool {
-        if !rest.is_empty() {
-            let Some(next) = node.next.as_deref_mut() else {
+        let stop = cut.unwrap_or(last);
+        if let Some(cut) = cut {
+            // Dropping the branch is iterative too (see `Drop for Level`).
+            let token = tokens[cut];
+            if cut == 0 {
+                self.drop_child(token);
+                return true;
+            }
+            let mut level: &mut Level = self;
+            for token in &tokens[..cut - 1] {
+                level = match level
+                    .child_mut_existing(token)
+                    .and_then(|n| n.next.as_deref_mut())
+                {
+                    Some(next) => next,
+                    None => return false,
+                };
+            }
+            let Some(parent) = level.child_mut_existing(tokens[cut - 1]) else {
                 return false;
             };
-            let found = next.remove(rest, sub);
-            if next.is_empty() {
-                node.next = None;
+            if let Some(next) = parent.next.as_deref_mut() {
+                next.drop_child(token);
+                if next.child_count() == 0 {
+                    parent.next = None;
+                }
             }
-            return found;
+            return true;
         }
+        let mut level: &mut Level = self;
+        for token in &tokens[..stop] {
+            level = match level
+                .child_mut_existing(token)
+                .and_then(|n| n.next.as_deref_mut())
+            {
+                Some(next) => next,
+                None => return false,
+            };
+        }
+        let Some(node) = level.child_mut_existing(tokens[stop]) else {
+            return false;
+        };
         let list = match &sub.queue {
             None => &mut node.psubs,
             Some(q) => match node.qsubs.get_mut(q) {
@@ -312,6 +366,47 @@ impl Level {
             }
         }
         true
+    }
+
+    /// Removes the child a token selects, with everything below it.
+    fn drop_child(&mut self, token: &[u8]) {
+        if token == [PWC] {
+            self.pwc = None;
+        } else if token == [FWC] {
+            self.fwc = None;
+        } else {
+            self.literal.remove(token);
+        }
+    }
+
+    fn child_mut_existing(&mut self, token: &[u8]) -> Option<&mut Node> {
+        if token == [PWC] {
+            self.pwc.as_deref_mut()
+        } else if token == [FWC] {
+            self.fwc.as_deref_mut()
+        } else {
+            self.literal.get_mut(token)
+        }
+    }
+}
+
+impl Drop for Level {
+    /// Takes the levels below apart one at a time: the default drop would recurse once per
+    /// level, and a subject as deep as a client likes would overflow the stack.
+    fn drop(&mut self) {
+        let mut below: Vec<Box<Level>> = Vec::new();
+        let detach = |level: &mut Level, below: &mut Vec<Box<Level>>| {
+            let nodes = level
+                .literal
+                .values_mut()
+                .chain(level.pwc.as_deref_mut())
+                .chain(level.fwc.as_deref_mut());
+            below.extend(nodes.filter_map(|n| n.next.take()));
+        };
+        detach(self, &mut below);
+        while let Some(mut level) = below.pop() {
+            detach(&mut level, &mut below);
+        }
     }
 }
 
@@ -360,6 +455,25 @@ impl Sublist {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// Trie nodes the index holds (removal prunes every node that leads to no subscription).
+    pub fn nodes(&self) -> usize {
+        let trie = self.trie.read_locked();
+        let mut stack: Vec<&Level> = vec![&trie];
+        let mut n = 0;
+        while let Some(level) = stack.pop() {
+            for node in level
+                .literal
+                .values()
+                .chain(level.pwc.as_deref())
+                .chain(level.fwc.as_deref())
+            {
+                n += 1;
+                stack.extend(node.next.as_deref());
+            }
+        }
+        n
+    }
+
     /// Number of subscriptions in the index.
     pub fn count(&self) -> usize {
         self.count.load(Ordering::Relaxed)
@@ -368,7 +482,7 @@ impl Sublist {
     fn changed(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         if self.cache_enabled {
-            self.cache.lock().expect("cache lock").clear();
+            self.cache.locked().clear();
         }
     }
 
@@ -378,7 +492,7 @@ impl Sublist {
             return Err(Error::InvalidSubject);
         }
         {
-            let mut trie = self.trie.write().expect("sublist lock");
+            let mut trie = self.trie.write_locked();
             let mut level: &mut Level = &mut trie;
             let tokens: Vec<&[u8]> = subject::tokens(&sub.subject).collect();
             let (last, init) = tokens.split_last().expect("a valid subject has a token");
@@ -400,11 +514,7 @@ impl Sublist {
     pub fn remove(&self, sub: &Arc<Subscription>) -> bool {
         sub.close();
         let tokens: Vec<&[u8]> = subject::tokens(&sub.subject).collect();
-        let found = self
-            .trie
-            .write()
-            .expect("sublist lock")
-            .remove(&tokens, sub);
+        let found = self.trie.write_locked().remove(&tokens, sub);
         if found {
             self.count.fetch_sub(1, Ordering::Relaxed);
             self.changed();
@@ -415,7 +525,7 @@ impl Sublist {
     /// Everything that matches a literal subject.
     pub fn match_subject(&self, subject: &[u8]) -> Arc<MatchResult> {
         if self.cache_enabled {
-            if let Some(r) = self.cache.lock().expect("cache lock").get(subject) {
+            if let Some(r) = self.cache.locked().get(subject) {
                 return r.clone();
             }
         }
@@ -424,13 +534,14 @@ impl Sublist {
         let generation = self.generation();
         let tokens: Vec<&[u8]> = subject::tokens(subject).collect();
         let mut result = MatchResult::default();
-        self.trie
-            .read()
-            .expect("sublist lock")
-            .collect(&tokens, &mut result);
+        // A subject with an empty token (`.a`, `a..b`, `a.`) is not a subject: it matches
+        // nothing, as in nats-server (a `>` or `*.a` subscriber must not receive it).
+        if !tokens.iter().any(|t| t.is_empty()) {
+            self.trie.read_locked().collect(&tokens, &mut result);
+        }
         let result = Arc::new(result);
-        if self.cache_enabled {
-            let mut cache = self.cache.lock().expect("cache lock");
+        if self.cache_enabled && subject.len() <= CACHED_SUBJECT_MAX_BYTES {
+            let mut cache = self.cache.locked();
             if self.generation() == generation {
                 if cache.len() >= SHARED_CACHE_ENTRIES {
                     cache.clear();
@@ -448,6 +559,8 @@ pub struct MatchCache {
     generation: u64,
     last: Option<(Bytes, Arc<MatchResult>)>,
     entries: FastMap<Bytes, Arc<MatchResult>>,
+    /// The result of the last lookup that was not cached.
+    uncached: Option<Arc<MatchResult>>,
     enabled: bool,
 }
 
@@ -465,6 +578,7 @@ impl MatchCache {
             generation: 0,
             last: None,
             entries: FastMap::default(),
+            uncached: None,
             enabled,
         }
     }
@@ -472,9 +586,9 @@ impl MatchCache {
     /// The match result for `subject` in `sublist`, from this cache when it is still current.
     pub fn lookup(&mut self, sublist: &Sublist, subject: &Bytes) -> &MatchResult {
         let generation = sublist.generation();
-        if !self.enabled {
-            self.last = Some((subject.clone(), sublist.match_subject(subject)));
-            return &self.last.as_ref().expect("just set").1;
+        if !self.enabled || subject.len() > CACHED_SUBJECT_MAX_BYTES {
+            self.last = None;
+            return self.uncached.insert(sublist.match_subject(subject));
         }
         if self.generation != generation || self.sublist_id != sublist.id {
             self.generation = generation;

@@ -274,3 +274,117 @@ proptest! {
         prop_assert_eq!(list.count(), live.len());
     }
 }
+
+/// Runs `f` on a thread with a small stack: anything that recursed once per subject token
+/// would overflow it at the depths below.
+fn on_small_stack(f: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new()
+        .stack_size(128 * 1024)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .expect("the index recursed past a small stack");
+}
+
+#[test]
+fn subjects_deeper_than_any_stack_are_inserted_matched_and_removed() {
+    on_small_stack(|| {
+        let depth = 100_000;
+        let deep = vec!["a"; depth].join(".");
+        let sibling = format!("{}.b", vec!["a"; depth - 1].join("."));
+        let wild = format!("{}.*", vec!["a"; depth - 1].join("."));
+        let list = Sublist::new();
+        let rec = Arc::new(Recorder::default());
+        let s1 = sub(&rec, &deep, None, "1");
+        let s2 = sub(&rec, &sibling, None, "2");
+        let s3 = sub(&rec, &wild, Some("q"), "3");
+        for s in [&s1, &s2, &s3] {
+            list.insert(s.clone()).unwrap();
+        }
+        let mut cache = MatchCache::new(false);
+        assert_eq!(sids(&list, &mut cache, &deep), set(&["1", "3"]));
+        assert_eq!(sids(&list, &mut cache, &sibling), set(&["2", "3"]));
+        assert!(list.remove(&s1));
+        assert!(!list.remove(&s1), "removed twice");
+        assert_eq!(sids(&list, &mut cache, &deep), set(&["3"]));
+        assert!(list.remove(&s3));
+        assert_eq!(sids(&list, &mut cache, &sibling), set(&["2"]));
+        // The last one prunes the whole branch; dropping it must not recurse either.
+        assert!(list.remove(&s2));
+        assert_eq!(list.count(), 0);
+        assert_eq!(list.nodes(), 0);
+        assert!(sids(&list, &mut cache, &sibling).is_empty());
+        // An index dropped while it still holds a deep branch.
+        let other = Sublist::new();
+        other.insert(sub(&rec, &deep, None, "4")).unwrap();
+        drop(other);
+    });
+}
+
+#[test]
+fn removal_keeps_what_shares_the_path() {
+    let list = Sublist::new();
+    let rec = Arc::new(Recorder::default());
+    let subs = [
+        sub(&rec, "a.b.c", None, "1"),
+        sub(&rec, "a.b", None, "2"),
+        sub(&rec, "a.b.c.d", None, "3"),
+        sub(&rec, "a.*.c", Some("q"), "4"),
+        sub(&rec, "a.*.c", Some("q"), "5"),
+        sub(&rec, "a.>", None, "6"),
+    ];
+    for s in &subs {
+        list.insert(s.clone()).unwrap();
+    }
+    let mut cache = MatchCache::new(false);
+    assert!(list.remove(&subs[2]));
+    assert_eq!(sids(&list, &mut cache, "a.b.c"), set(&["1", "4", "5", "6"]));
+    assert!(list.remove(&subs[0]));
+    assert_eq!(sids(&list, &mut cache, "a.b"), set(&["2", "6"]));
+    assert_eq!(sids(&list, &mut cache, "a.b.c"), set(&["4", "5", "6"]));
+    assert!(list.remove(&subs[3]));
+    assert_eq!(sids(&list, &mut cache, "a.x.c"), set(&["5", "6"]));
+    assert!(list.remove(&subs[4]));
+    assert!(list.remove(&subs[5]));
+    assert_eq!(sids(&list, &mut cache, "a.b"), set(&["2"]));
+    assert!(sids(&list, &mut cache, "a.x.c").is_empty());
+    assert!(list.remove(&subs[1]));
+    assert_eq!(list.count(), 0);
+    assert_eq!(list.nodes(), 0, "removal left nodes behind");
+}
+
+#[test]
+fn removal_prunes_below_a_node_that_keeps_its_own_subscription() {
+    let list = Sublist::new();
+    let rec = Arc::new(Recorder::default());
+    let a = sub(&rec, "a", None, "1");
+    let ab = sub(&rec, "a.b.c", None, "2");
+    list.insert(a.clone()).unwrap();
+    list.insert(ab.clone()).unwrap();
+    assert_eq!(list.nodes(), 3);
+    assert!(list.remove(&ab));
+    assert_eq!(list.nodes(), 1);
+    assert!(list.remove(&a));
+    assert_eq!(list.nodes(), 0);
+    // Churning subjects leaves nothing behind.
+    for i in 0..100 {
+        let s = sub(&rec, &format!("x.{i}.y.{i}"), Some("q"), "3");
+        list.insert(s.clone()).unwrap();
+        assert!(list.remove(&s));
+    }
+    assert_eq!(list.nodes(), 0);
+}
+
+#[test]
+fn subjects_with_empty_tokens_match_nothing() {
+    let list = Sublist::new();
+    let rec = Arc::new(Recorder::default());
+    for (i, s) in [">", "*.secret.x", "secret.>", "*.*.x"].iter().enumerate() {
+        list.insert(sub(&rec, s, None, &i.to_string())).unwrap();
+    }
+    let mut cache = MatchCache::default();
+    for bad in [".secret.x", "secret..x", "secret.x.", "."] {
+        assert!(sids(&list, &mut cache, bad).is_empty(), "{bad} matched");
+    }
+    assert_eq!(sids(&list, &mut cache, "a.secret.x"), set(&["0", "1", "3"]));
+}

@@ -7,6 +7,7 @@
 //! ([`Outbound::finish`]), woken by the frontend's sweep.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -52,6 +53,13 @@ pub(crate) trait Protocol: Unpin {
 
     /// The connection ended: remove its state and record why.
     fn end(&mut self, reason: CloseReason);
+
+    /// Pending while the protocol waits for work done off its task (a costly authentication):
+    /// the driver reads nothing more meanwhile. `Ready(Ok(true))`: the wait just ended, and
+    /// what is left in the read buffer must be processed before the next read.
+    fn poll_resume(&mut self, _cx: &mut Context<'_>) -> Poll<Result<bool, CloseReason>> {
+        Poll::Ready(Ok(false))
+    }
 }
 
 /// Where the writer stands after a write attempt.
@@ -247,7 +255,27 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                     self.stall = None;
                 }
             }
-            if self.closing.is_none() && self.stall.is_none() {
+            let mut resumed = false;
+            let mut waiting = false;
+            if self.closing.is_none() {
+                match self.protocol.poll_resume(cx) {
+                    Poll::Pending => waiting = true,
+                    Poll::Ready(Err(reason)) => self.closing = Some(reason),
+                    Poll::Ready(Ok(r)) => resumed = r,
+                }
+            }
+            if resumed {
+                // What arrived behind the frame that made the protocol wait.
+                if let Err(reason) = self.protocol.process(&mut self.rbuf) {
+                    self.closing = Some(reason);
+                }
+                let backlogged = self.protocol.end_batch();
+                if !backlogged.is_empty() {
+                    self.stall = Some(Box::new(Stall::new(backlogged)));
+                }
+                continue;
+            }
+            if self.closing.is_none() && self.stall.is_none() && !waiting {
                 if reads == READS_PER_POLL {
                     // Let other tasks run; come back at once.
                     cx.waker().wake_by_ref();
@@ -275,13 +303,97 @@ impl<P: Protocol, T: Transport> Future for Conn<P, T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        match this.drive(cx) {
-            Poll::Ready(reason) => {
+        // A bug that panics must cost this connection alone: the panic is caught here and the
+        // connection ends as any other would, so its subscriptions and counts are given back.
+        let driven = std::panic::catch_unwind(AssertUnwindSafe(|| this.drive(cx)));
+        match driven {
+            Ok(Poll::Ready(reason)) => {
                 this.io.farewell(cx, reason);
                 this.protocol.end(reason);
                 Poll::Ready(())
             }
-            Poll::Pending => Poll::Pending,
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => {
+                tracing::error!(
+                    panic = panic_text(&panic),
+                    "a connection's task panicked; closing that connection"
+                );
+                let ended = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    this.protocol.end(CloseReason::ServerError)
+                }));
+                if ended.is_err() {
+                    tracing::error!("cleaning up after the panic panicked too");
+                }
+                Poll::Ready(())
+            }
         }
+    }
+}
+
+/// The message of a caught panic, for the log.
+pub(crate) fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::Plain;
+    use std::sync::Mutex;
+    use tokio::io::AsyncWriteExt;
+
+    /// A protocol that panics on the byte `!` and records how its connection ended.
+    struct Fragile {
+        out: Outbound,
+        ended: Arc<Mutex<Option<CloseReason>>>,
+    }
+
+    impl Protocol for Fragile {
+        fn outbound(&self) -> &Outbound {
+            &self.out
+        }
+        fn process(&mut self, rbuf: &mut BytesMut) -> Result<(), CloseReason> {
+            let bad = rbuf.contains(&b'!');
+            rbuf.clear();
+            assert!(!bad, "a bug reached by input");
+            Ok(())
+        }
+        fn end_batch(&mut self) -> Vec<Arc<dyn Sink>> {
+            Vec::new()
+        }
+        fn write_deadline(&self) -> Duration {
+            Duration::from_secs(1)
+        }
+        fn write_deadline_exceeded(&self) {}
+        fn end(&mut self, reason: CloseReason) {
+            *self.ended.lock().unwrap() = Some(reason);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_ends_its_connection_only_and_runs_its_cleanup() {
+        let ended = Arc::new(Mutex::new(None));
+        let (mut client, server) = tokio::io::duplex(1024);
+        let conn = Conn::new(
+            Plain(server),
+            Fragile {
+                out: Outbound::new(1 << 20),
+                ended: ended.clone(),
+            },
+        );
+        let task = tokio::spawn(conn);
+        client.write_all(b"fine").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(ended.lock().unwrap().is_none());
+        client.write_all(b"!").await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the connection ended")
+            .expect("the panic did not escape the connection's future");
+        assert_eq!(*ended.lock().unwrap(), Some(CloseReason::ServerError));
     }
 }

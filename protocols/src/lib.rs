@@ -11,9 +11,11 @@
 //! - `transport`: what a connection runs over (TCP, TLS, WebSocket), as the driver sees it.
 //! - [`ws`]: WebSocket framing and handshake, a transport under the NATS and MQTT frontends.
 //! - [`tls`]: rustls acceptors for the listeners.
+//! - `auth_pool`: costly authentication (bcrypt, signatures) off the reactor threads.
 //!
 //! Frontends never reach into each other: they meet only in `junction-core`.
 
+mod auth_pool;
 mod conn_stats;
 mod driver;
 mod listener;
@@ -65,6 +67,8 @@ pub enum CloseReason {
     KeepAliveTimeout,
     /// Another connection took the client's session over (MQTT).
     SessionTakenOver,
+    /// The server hit a bug while serving the connection (a caught panic).
+    ServerError,
 }
 
 impl CloseReason {
@@ -97,6 +101,7 @@ impl CloseReason {
             CloseReason::ClientError => "Client Error",
             CloseReason::KeepAliveTimeout => "Keep Alive Timeout",
             CloseReason::SessionTakenOver => "Session Taken Over",
+            CloseReason::ServerError => "Server Error",
         }
     }
 }

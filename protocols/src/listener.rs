@@ -90,12 +90,22 @@ pub(crate) async fn sweep_loop<S: FnMut()>(
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        for conn in bus.conns().open_views() {
-            if conn.kind() == kind {
-                conn.tick();
+        // A panic in one sweep must not end the sweeps for good (nothing would time out).
+        let swept = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for conn in bus.conns().open_views() {
+                if conn.kind() == kind {
+                    conn.tick();
+                }
             }
+            extra();
+        }));
+        if let Err(panic) = swept {
+            tracing::error!(
+                kind,
+                panic = crate::driver::panic_text(&panic),
+                "a sweep panicked"
+            );
         }
-        extra();
     }
 }
 

@@ -5,6 +5,7 @@
 //! When the bytes waiting pass `max_pending`, the connection is marked as a slow consumer: nothing
 //! more is queued for it and its task closes it. An idle connection holds no buffer memory.
 
+use junction_core::sync::Lock;
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
@@ -88,7 +89,7 @@ impl Outbound {
     /// Appends `len` bytes written by `encode`, unless that would pass the limit. A delivery
     /// counts as one message of `msg_bytes` (headers and payload) in the connection's counters.
     pub fn push(&self, len: usize, msg_bytes: u64, encode: impl FnOnce(&mut BytesMut)) -> Push {
-        let mut s = self.state.lock().expect("outbound lock");
+        let mut s = self.state.locked();
         if s.closed.is_some() {
             return Push::Closed;
         }
@@ -121,7 +122,7 @@ impl Outbound {
 
     /// Appends bytes the connection itself sends (replies, errors), even past the limit.
     pub fn push_own(&self, data: &[u8]) {
-        let mut s = self.state.lock().expect("outbound lock");
+        let mut s = self.state.locked();
         if !s.closed.is_some_and(|r| r.is_slow_consumer()) {
             s.buf.extend_from_slice(data);
         }
@@ -130,7 +131,7 @@ impl Outbound {
     /// Takes everything queued, for the writer. The returned buffer's length is "in flight"
     /// until [`Outbound::written`] is called.
     pub fn take(&self) -> BytesMut {
-        let mut s = self.state.lock().expect("outbound lock");
+        let mut s = self.state.locked();
         if s.held {
             return BytesMut::new();
         }
@@ -142,7 +143,7 @@ impl Outbound {
     /// The writer finished writing `chunk`; a busy connection keeps it for reuse.
     pub fn written(&self, mut chunk: BytesMut) {
         let keep = chunk.capacity() >= KEEP_CHUNK_BYTES && chunk.capacity() <= MAX_SPARE_BYTES;
-        let mut s = self.state.lock().expect("outbound lock");
+        let mut s = self.state.locked();
         s.in_flight = 0;
         s.stuck = false;
         if keep && s.spare.capacity() == 0 {
@@ -158,7 +159,7 @@ impl Outbound {
 
     /// Ready once the backlog is below the low watermark (or nobody should wait for it).
     pub fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut s = self.state.lock().expect("outbound lock");
+        let mut s = self.state.locked();
         if s.stuck || s.closed.is_some() || s.buf.len() + s.in_flight <= self.low_watermark {
             return Poll::Ready(());
         }
@@ -170,36 +171,36 @@ impl Outbound {
 
     /// A publisher waited in vain for the backlog to drain.
     pub fn stall_timed_out(&self) {
-        self.state.lock().expect("outbound lock").stuck = true;
+        self.state.locked().stuck = true;
     }
 
     /// Releases the spare buffer (the connection went idle).
     pub fn release_spare(&self) {
-        let mut s = self.state.lock().expect("outbound lock");
+        let mut s = self.state.locked();
         s.spare = BytesMut::new();
     }
 
     /// Whether nothing waits to be written.
     pub fn is_empty(&self) -> bool {
-        self.state.lock().expect("outbound lock").buf.is_empty()
+        self.state.locked().buf.is_empty()
     }
 
     /// Messages and their bytes queued for the client since it connected.
     pub fn delivered(&self) -> (u64, u64) {
-        let s = self.state.lock().expect("outbound lock");
+        let s = self.state.locked();
         (s.out_msgs, s.out_bytes)
     }
 
     /// Bytes waiting to be written (queued and in flight).
     pub fn pending(&self) -> usize {
-        let s = self.state.lock().expect("outbound lock");
+        let s = self.state.locked();
         s.buf.len() + s.in_flight
     }
 
     /// Marks the connection closed (the first reason wins) and wakes its task.
     pub fn close(&self, reason: CloseReason) {
         let task = {
-            let mut s = self.state.lock().expect("outbound lock");
+            let mut s = self.state.locked();
             if s.closed.is_none() {
                 s.closed = Some(reason);
             }
@@ -217,7 +218,7 @@ impl Outbound {
     /// reason wins). Wakes its task.
     pub fn finish(&self, reason: CloseReason) {
         let task = {
-            let mut s = self.state.lock().expect("outbound lock");
+            let mut s = self.state.locked();
             if s.finish.is_none() {
                 s.finish = Some(reason);
             }
@@ -230,7 +231,7 @@ impl Outbound {
 
     /// Takes a request to finish, if one was made.
     pub fn take_finish(&self) -> Option<CloseReason> {
-        self.state.lock().expect("outbound lock").finish.take()
+        self.state.locked().finish.take()
     }
 
     /// Registers the connection's task to be woken by [`Outbound::wake`], unless there is
@@ -238,7 +239,7 @@ impl Outbound {
     /// sleeping. Queued output counts only when `writer_idle` (a blocked writer waits for the
     /// socket, not for more output).
     pub fn register(&self, waker: &Waker, writer_idle: bool) -> bool {
-        let mut s = self.state.lock().expect("outbound lock");
+        let mut s = self.state.locked();
         if (writer_idle && !s.buf.is_empty()) || s.closed.is_some() || s.finish.is_some() {
             return true;
         }
@@ -251,7 +252,7 @@ impl Outbound {
 
     /// Why the connection is closed, if it is.
     pub fn closed(&self) -> Option<CloseReason> {
-        self.state.lock().expect("outbound lock").closed
+        self.state.locked().closed
     }
 
     /// Wakes the connection's task (after appends, once per batch).
@@ -259,17 +260,17 @@ impl Outbound {
     /// an MQTT CONNACK that must not reach the client before its session is durable, with
     /// everything that follows it in order behind it.
     pub fn hold(&self) {
-        self.state.lock().expect("outbound lock").held = true;
+        self.state.locked().held = true;
     }
 
     /// Lets the writer go on after [`Outbound::hold`].
     pub fn release(&self) {
-        self.state.lock().expect("outbound lock").held = false;
+        self.state.locked().held = false;
         self.wake();
     }
 
     pub fn wake(&self) {
-        let task = self.state.lock().expect("outbound lock").task.take();
+        let task = self.state.locked().task.take();
         if let Some(t) = task {
             t.wake();
         }

@@ -1,6 +1,7 @@
 //! TLS for listeners (rustls with the ring provider): certificates and keys from PEM files, and
 //! optional client certificate verification.
 
+use junction_core::sync::ReadWrite;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -57,14 +58,14 @@ impl Tls {
 
     /// The acceptor for the next connection.
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        self.acceptor.read().expect("tls lock").clone()
+        self.acceptor.read_locked().clone()
     }
 
     /// Reads the certificate, key and CA files again; on success new connections use them. On
     /// failure the current ones stay.
     pub fn reload(&self) -> Result<(), TlsError> {
         let fresh = acceptor(&self.files)?;
-        *self.acceptor.write().expect("tls lock") = fresh;
+        *self.acceptor.write_locked() = fresh;
         Ok(())
     }
 

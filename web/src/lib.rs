@@ -127,6 +127,7 @@ where
         .route("/healthz", get(healthz))
         .route("/varz", get(varz))
         .route("/connz", get(connz))
+        .route("/metrics", get(metrics))
         .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -134,7 +135,7 @@ where
 }
 
 async fn root() -> Json<Value> {
-    Json(json!({ "endpoints": ["/healthz", "/varz", "/connz"] }))
+    Json(json!({ "endpoints": ["/healthz", "/varz", "/connz", "/metrics"] }))
 }
 
 async fn healthz() -> Json<Value> {
@@ -224,7 +225,95 @@ async fn varz(State(m): State<Arc<Monitor>>) -> Json<Value> {
         "out_bytes": Stats::get(&s.out_bytes),
         "slow_consumers": Stats::get(&s.slow_consumers),
         "mqtt_queue_dropped": Stats::get(&s.queue_dropped),
+        "auth_failures": Stats::get(&s.auth_failures),
+        "store_records_skipped": Stats::get(&s.store_records_skipped),
     }))
+}
+
+/// The server's counters in the Prometheus text format.
+async fn metrics(State(m): State<Arc<Monitor>>) -> impl axum::response::IntoResponse {
+    let s = m.bus.stats();
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    metric(
+        "junction_connections",
+        "gauge",
+        "Client connections open now.",
+        Stats::get(&s.connections),
+    );
+    metric(
+        "junction_connections_total",
+        "counter",
+        "Client connections accepted since start.",
+        Stats::get(&s.total_connections),
+    );
+    metric(
+        "junction_subscriptions",
+        "gauge",
+        "Subscriptions in every account.",
+        m.bus.subscription_count() as u64,
+    );
+    metric(
+        "junction_messages_received_total",
+        "counter",
+        "Messages received from clients.",
+        Stats::get(&s.in_msgs),
+    );
+    metric(
+        "junction_messages_sent_total",
+        "counter",
+        "Messages delivered to clients.",
+        Stats::get(&s.out_msgs),
+    );
+    metric(
+        "junction_received_bytes_total",
+        "counter",
+        "Message bytes received from clients.",
+        Stats::get(&s.in_bytes),
+    );
+    metric(
+        "junction_sent_bytes_total",
+        "counter",
+        "Message bytes delivered to clients.",
+        Stats::get(&s.out_bytes),
+    );
+    metric(
+        "junction_slow_consumers_total",
+        "counter",
+        "Connections cut off for not keeping up.",
+        Stats::get(&s.slow_consumers),
+    );
+    metric(
+        "junction_mqtt_queue_dropped_total",
+        "counter",
+        "QoS 1/2 messages dropped from full MQTT session queues.",
+        Stats::get(&s.queue_dropped),
+    );
+    metric(
+        "junction_auth_failures_total",
+        "counter",
+        "Connection attempts whose credentials were refused.",
+        Stats::get(&s.auth_failures),
+    );
+    metric(
+        "junction_store_records_skipped_total",
+        "counter",
+        "Durable store records left out at startup because they could not be restored.",
+        Stats::get(&s.store_records_skipped),
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
 }
 
 /// One query parameter's value.

@@ -13,6 +13,7 @@
 //! same subjects. User properties travel as NATS headers; the response topic as the reply
 //! subject; content type, correlation data and payload format as `Mqtt-*` headers.
 
+use junction_core::sync::Lock;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +39,7 @@ use super::packet::{
 };
 use super::properties::{AuthProperties, ConnAckProperties, PublishProperties, UserProperty};
 use super::{encode, encoded_len, reason, topic, DecodeError, Decoder};
+use crate::auth_pool;
 use crate::conn_stats::{BatchIn, ConnStats};
 use crate::driver::{Conn, Protocol};
 use crate::listener::Served;
@@ -175,7 +177,7 @@ impl Frontend {
 
     fn retain(&self, account: &str, msg: &Message, qos: u8) {
         let key = (account.to_string(), msg.subject.clone());
-        let mut retained = self.retained.lock().expect("retained lock");
+        let mut retained = self.retained.locked();
         if let Some(store) = self.store() {
             let key = durable::retained_key(account, &msg.subject);
             store.submit(if msg.payload.is_empty() {
@@ -206,8 +208,7 @@ impl Frontend {
 
     fn retained_matching(&self, account: &str, filter: &[u8]) -> Vec<Retained> {
         self.retained
-            .lock()
-            .expect("retained lock")
+            .locked()
             .iter()
             .filter(|((a, subj), _)| a == account && matches_filter(filter, subj))
             .map(|(_, r)| r.clone())
@@ -240,6 +241,8 @@ pub(crate) struct Link {
     opened_ms: u64,
     /// The client sent its CONNECT.
     connect_seen: std::sync::atomic::AtomicBool,
+    /// When the client's credentials expire (unix seconds; 0: never), as a user JWT's `exp`.
+    expires: AtomicU64,
     /// Acknowledgements waiting (for a store commit, or for the subscribers of what they
     /// acknowledge): later ones queue behind them, in order.
     held: Mutex<std::collections::VecDeque<Arc<HeldAcks>>>,
@@ -292,11 +295,11 @@ thread_local! {
 impl Link {
     /// Writes out the held batches that are ready, in order; whether any was.
     fn release_held(&self) -> bool {
-        let mut held = self.held.lock().expect("held lock");
+        let mut held = self.held.locked();
         let mut any = false;
         while held.front().is_some_and(|h| h.ready()) {
             let h = held.pop_front().expect("front exists");
-            let bytes = std::mem::take(&mut *h.bytes.lock().expect("held bytes lock"));
+            let bytes = std::mem::take(&mut *h.bytes.locked());
             self.out.push_own(&bytes);
             any = true;
         }
@@ -330,7 +333,7 @@ impl Link {
 
 impl ConnView for Link {
     fn snapshot(&self) -> ConnSnapshot {
-        let about = self.about.lock().expect("about lock");
+        let about = self.about.locked();
         ConnSnapshot {
             name: about.client_id.to_string(),
             lang: match about.version {
@@ -358,6 +361,17 @@ impl ConnView for Link {
             }
             return;
         }
+        let expires = self.expires.load(Ordering::Relaxed);
+        if expires > 0 && junction_auth::server::unix_now() >= expires as i64 {
+            // As NATS clients are: closed when the user's JWT expires.
+            tracing::info!(cid = %self.id, "MQTT client's credentials expired");
+            let version = self.about.locked().version;
+            if version == Some(Version::V5) {
+                self.send(&disconnect(reason::MAXIMUM_CONNECT_TIME), Version::V5);
+            }
+            self.out.finish(CloseReason::AuthenticationExpired);
+            return;
+        }
         let keep_alive = self.keep_alive_ms.load(Ordering::Relaxed);
         if keep_alive == 0 {
             return;
@@ -367,7 +381,7 @@ impl ConnView for Link {
             .now_ms()
             .saturating_sub(self.last_read_ms.load(Ordering::Relaxed));
         if silent > keep_alive * 3 / 2 {
-            let version = self.about.lock().expect("about lock").version;
+            let version = self.about.locked().version;
             if version == Some(Version::V5) {
                 self.send(&disconnect(reason::KEEP_ALIVE_TIMEOUT), Version::V5);
             }
@@ -376,7 +390,7 @@ impl ConnView for Link {
     }
 
     fn shutdown(&self) {
-        let version = self.about.lock().expect("about lock").version;
+        let version = self.about.locked().version;
         if version == Some(Version::V5) {
             self.send(&disconnect(reason::SERVER_SHUTTING_DOWN), Version::V5);
         }
@@ -396,6 +410,7 @@ fn disconnect(code: u8) -> Packet {
         reason::TOPIC_NAME_INVALID => Some("topic name cannot be mapped to a subject"),
         reason::MALFORMED_PACKET => Some("malformed packet"),
         reason::PROTOCOL_ERROR => Some("protocol error"),
+        reason::MAXIMUM_CONNECT_TIME => Some("user authentication expired"),
         _ => None,
     };
     Packet::Disconnect(Disconnect {
@@ -557,7 +572,7 @@ impl Session {
     /// Removes every subscription of the session.
     fn unsubscribe_all(&self) {
         let subs: Vec<_> = {
-            let mut state = self.state.lock().expect("session lock");
+            let mut state = self.state.locked();
             let bridge = state.bridge.take().map(|(_, sub)| sub);
             state
                 .subs
@@ -679,8 +694,7 @@ impl Session {
         }
         let replaced = self
             .state
-            .lock()
-            .expect("session lock")
+            .locked()
             .subs
             .insert(text, Installed { record, core });
         let existed = replaced.is_some();
@@ -733,7 +747,7 @@ impl Session {
         let upto = state.gate_submitted;
         let me = self.clone();
         store.then(Box::new(move |wakes| {
-            let mut state = me.state.lock().expect("session lock");
+            let mut state = me.state.locked();
             state.gate_waiting = false;
             state.gate_committed = state.gate_committed.max(upto);
             me.fill_window(&mut state);
@@ -796,7 +810,7 @@ impl Session {
 
     /// Whether the session is detached and its expiry passed.
     fn expired(&self, now: Instant) -> bool {
-        let st = self.state.lock().expect("session lock");
+        let st = self.state.locked();
         st.link.is_none() && st.expires_at.is_some_and(|t| t <= now)
     }
 
@@ -804,13 +818,7 @@ impl Session {
     /// returns its pending will, which is due now (a will waits at most until its session
     /// ends), for the caller to publish outside its locks.
     fn end(&self) -> Option<Box<Will>> {
-        let will = self
-            .state
-            .lock()
-            .expect("session lock")
-            .pending_will
-            .take()
-            .map(|(w, _)| w);
+        let will = self.state.locked().pending_will.take().map(|(w, _)| w);
         self.unsubscribe_all();
         if let Some(store) = self.fe.store() {
             self.erase(store);
@@ -889,42 +897,119 @@ const BRIDGE_ENTRIES: usize = 10_000;
 /// data goes out with a reply subject of the bridge; the answer to that subject (from a NATS
 /// `msg.respond` or an MQTT responder) is published on the response topic with the
 /// correlation data, so the requester gets both.
+///
+/// The reply subjects live under [`subject::BRIDGE_PREFIX`], a space no client can subscribe
+/// to or receive from except through its bridge, and each carries two random tokens (one per
+/// session, one per request): only who received the request can answer it. The answer is
+/// published with the requester's rights: the response topic was checked against its publish
+/// permission when the request was made, and is checked again when the answer comes.
 struct Bridge {
+    /// `$MQTT.rr.<session token>`.
     prefix: String,
     account: Arc<Account>,
+    /// The requester's permissions (`None`: everything allowed).
+    perms: Option<Arc<junction_auth::Permissions>>,
+    /// Keys the per-request tokens (a keyed hash of a counter cannot be predicted from the
+    /// tokens seen before it).
+    keys: std::collections::hash_map::RandomState,
     pending: Mutex<BridgePending>,
 }
 
-/// The bridge's last request number and its open requests: number -> (response subject,
-/// correlation data).
-type BridgePending = (u64, BTreeMap<u64, (Bytes, Bytes)>);
+/// The bridge's open requests.
+#[derive(Default)]
+struct BridgePending {
+    /// Requests made so far.
+    count: u64,
+    /// Request token -> (request number, response subject, correlation data).
+    open: HashMap<Bytes, (u64, Bytes, Bytes)>,
+    /// Request number -> token, to forget the oldest first.
+    order: BTreeMap<u64, Bytes>,
+}
+
+/// A random token of base62 characters, from the system's random source.
+fn random_token(chars: usize) -> String {
+    let mut raw = vec![0u8; chars];
+    getrandom::getrandom(&mut raw).expect("the system's random source");
+    raw.iter().map(|b| base62_digit(u64::from(*b))).collect()
+}
+
+fn base62_digit(n: u64) -> char {
+    const DIGITS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    DIGITS[(n % 62) as usize] as char
+}
 
 impl Bridge {
+    fn new(account: Arc<Account>, perms: Option<Arc<junction_auth::Permissions>>) -> Self {
+        Self {
+            prefix: format!(
+                "{}{}",
+                String::from_utf8_lossy(subject::BRIDGE_PREFIX),
+                random_token(22)
+            ),
+            account,
+            perms,
+            keys: std::collections::hash_map::RandomState::new(),
+            pending: Mutex::new(BridgePending::default()),
+        }
+    }
+
     /// A fresh reply subject for a request answered on `response` with `correlation`.
     fn reply_subject(&self, response: Bytes, correlation: Bytes) -> Bytes {
-        let mut pending = self.pending.lock().expect("bridge lock");
-        pending.0 += 1;
-        let n = pending.0;
-        if pending.1.len() >= BRIDGE_ENTRIES {
-            pending.1.pop_first();
+        use std::hash::BuildHasher;
+        let mut pending = self.pending.locked();
+        pending.count += 1;
+        let n = pending.count;
+        let (mut a, mut b) = (self.keys.hash_one((n, 0u8)), self.keys.hash_one((n, 1u8)));
+        let mut token = String::with_capacity(22);
+        for _ in 0..11 {
+            token.push(base62_digit(a));
+            token.push(base62_digit(b));
+            a /= 62;
+            b /= 62;
         }
-        pending.1.insert(n, (response, correlation));
-        Bytes::from(format!("{}.{n}", self.prefix))
+        let token = Bytes::from(token);
+        if pending.open.len() >= BRIDGE_ENTRIES {
+            if let Some((_, old)) = pending.order.pop_first() {
+                pending.open.remove(&old);
+            }
+        }
+        pending.order.insert(n, token.clone());
+        pending
+            .open
+            .insert(token.clone(), (n, response, correlation));
+        let mut subject = BytesMut::with_capacity(self.prefix.len() + 1 + token.len());
+        subject.put_slice(self.prefix.as_bytes());
+        subject.put_u8(b'.');
+        subject.put_slice(&token);
+        subject.freeze()
     }
 }
 
 impl Sink for Bridge {
     fn deliver(&self, _sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
-        let n = msg
-            .subject
-            .rsplit(|b| *b == b'.')
-            .next()
-            .and_then(|t| std::str::from_utf8(t).ok()?.parse::<u64>().ok());
-        let Some((response, correlation)) =
-            n.and_then(|n| self.pending.lock().expect("bridge lock").1.remove(&n))
-        else {
+        let Some(token) = msg.subject.rsplit(|b| *b == b'.').next() else {
             return Delivery::Dropped;
         };
+        let found = {
+            let mut pending = self.pending.locked();
+            let found = pending.open.remove(token);
+            if let Some((n, _, _)) = &found {
+                pending.order.remove(n);
+            }
+            found
+        };
+        let Some((_, response, correlation)) = found else {
+            return Delivery::Dropped;
+        };
+        if let Some(perms) = &self.perms {
+            if !perms.may_publish(&String::from_utf8_lossy(&response)) {
+                tracing::info!(
+                    subject = %String::from_utf8_lossy(&response),
+                    "response to an MQTT request dropped: the requester may not publish there"
+                );
+                return Delivery::Dropped;
+            }
+        }
         let mut props = msg
             .headers
             .as_ref()
@@ -985,7 +1070,7 @@ impl SubSink {
         batch: Option<&mut FlushBatch>,
         me: &Arc<dyn Sink>,
     ) -> Delivery {
-        let mut state = self.session.state.lock().expect("session lock");
+        let mut state = self.session.state.locked();
         if let Some(r) = state.receive.as_mut() {
             if !r.may_receive(&String::from_utf8_lossy(subject)) {
                 return Delivery::Dropped;
@@ -1126,13 +1211,7 @@ impl Sink for SubSink {
     }
 
     fn flush(&self) {
-        let link = self
-            .session
-            .state
-            .lock()
-            .expect("session lock")
-            .link
-            .clone();
+        let link = self.session.state.locked().link.clone();
         if let Some(link) = link {
             link.out.wake();
         }
@@ -1140,7 +1219,7 @@ impl Sink for SubSink {
 
     fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<()> {
         let link = {
-            let mut state = self.session.state.lock().expect("session lock");
+            let mut state = self.session.state.locked();
             let hard = state.queue.len() > self.session.fe.opts.max_queued / 2;
             if state.link.is_some()
                 && (!state.stuck || hard)
@@ -1161,7 +1240,7 @@ impl Sink for SubSink {
 
     fn stall_timed_out(&self) {
         let link = {
-            let mut state = self.session.state.lock().expect("session lock");
+            let mut state = self.session.state.locked();
             state.stuck = true;
             state.link.clone()
         };
@@ -1295,6 +1374,8 @@ pub(crate) struct MqttConn {
     received: BatchIn,
     /// The enhanced authentication method the connection authenticated with (5.0).
     auth_method: Option<Utf8Bytes>,
+    /// Reason strings may go in acknowledgements (5.0 Request Problem Information).
+    problem_info: bool,
     /// An enhanced authentication exchange waiting for the client's next AUTH.
     pending_auth: Option<Box<PendingAuth>>,
     /// Acknowledgements of this read batch that wait, in order (see [`HeldAcks`]).
@@ -1312,6 +1393,14 @@ pub(crate) struct MqttConn {
     map_cert: bool,
     /// Subscriptions the user's JWT allows (its own or its account's `subs`).
     sub_limit: Option<u64>,
+    /// A CONNECT whose credentials are being checked off the reactor.
+    waiting: Option<Box<Waiting>>,
+}
+
+/// A CONNECT waiting for its authentication.
+struct Waiting {
+    connect: Connect,
+    answer: auth_pool::Pending,
 }
 
 /// An enhanced authentication exchange in progress.
@@ -1370,7 +1459,7 @@ impl MqttConn {
             Packet::PubRel(r) => {
                 let mut durable = false;
                 if let Some(s) = &self.session {
-                    let mut state = s.state.lock().expect("session lock");
+                    let mut state = s.state.locked();
                     if state.inbound_qos2.remove(&r.packet_id) {
                         if let Some(store) = s.durable(&state) {
                             // PUBCOMP frees the id for reuse: only once the store forgot it.
@@ -1410,7 +1499,7 @@ impl MqttConn {
                 if let (Some(s), Some(expiry)) =
                     (&self.session, d.properties.session_expiry_interval)
                 {
-                    let mut state = s.state.lock().expect("session lock");
+                    let mut state = s.state.locked();
                     if state.expiry_secs == 0 && expiry != 0 {
                         // [MQTT-3.14.2-2]: a session that ends with its connection stays so.
                         drop(state);
@@ -1462,9 +1551,34 @@ impl MqttConn {
             self.auth_method = Some(method);
             return self.auth_step(step, exchange, Some(c));
         }
-        let identity = match fe.auth.authenticate(&creds) {
+        match auth_pool::authenticate(&fe.auth, creds) {
+            Ok(answer) => self.authenticated(c, answer),
+            Err(answer) => {
+                // Nothing more is read until the answer comes (see `poll_resume`).
+                self.waiting = Some(Box::new(Waiting { connect: c, answer }));
+                Ok(())
+            }
+        }
+    }
+
+    /// Admits a client whose credentials were checked, or refuses it.
+    fn authenticated(
+        &mut self,
+        c: Connect,
+        answer: Result<Identity, AuthError>,
+    ) -> Result<(), CloseReason> {
+        let fe = self.fe().clone();
+        let connack = |code: u8| {
+            Packet::ConnAck(Box::new(ConnAck {
+                session_present: false,
+                code,
+                properties: ConnAckProperties::default(),
+            }))
+        };
+        let identity = match answer {
             Ok(id) => id,
             Err(e) => {
+                Stats::add(&fe.bus.stats().auth_failures, 1);
                 tracing::info!(cid = %self.link.id, error = %e, "MQTT authentication failed");
                 // 5.0: 0x86 for wrong credentials, 0x87 otherwise; 3.1.1 gets return code 5
                 // for both, as nats-server sends.
@@ -1618,6 +1732,11 @@ impl MqttConn {
         }
         self.perms = checker;
         self.sub_limit = identity.limits.subs;
+        if let Some(exp) = identity.expires {
+            self.link
+                .expires
+                .store(u64::try_from(exp).unwrap_or(1).max(1), Ordering::Relaxed);
+        }
         self.account = fe.bus.account_or_create(&identity.account);
         if !self.joined {
             if !self.account.join(identity.limits.account_connections) {
@@ -1642,7 +1761,7 @@ impl MqttConn {
         // Take over an existing session: disconnect its link; keep it unless clean start.
         let mut due_will = None;
         let (session, present) = {
-            let mut sessions = fe.sessions.lock().expect("sessions lock");
+            let mut sessions = fe.sessions.locked();
             let mut existing = sessions.get(&key).cloned();
             if existing
                 .as_ref()
@@ -1655,9 +1774,9 @@ impl MqttConn {
                 }
             }
             if let Some(old) = &existing {
-                let old_link = old.state.lock().expect("session lock").link.take();
+                let old_link = old.state.locked().link.take();
                 if let Some(l) = old_link {
-                    let old_version = l.about.lock().expect("about lock").version;
+                    let old_version = l.about.locked().version;
                     if old_version == Some(Version::V5) {
                         l.send(&disconnect(reason::SESSION_TAKEN_OVER), Version::V5);
                     }
@@ -1685,7 +1804,7 @@ impl MqttConn {
             publish_will_message(&fe, &old.account, &old, will);
         }
         {
-            let mut about = self.link.about.lock().expect("about lock");
+            let mut about = self.link.about.locked();
             about.client_id = client_id.clone();
             about.account = identity.account.clone();
             about.version = Some(self.version);
@@ -1698,6 +1817,7 @@ impl MqttConn {
             .keep_alive_ms
             .store(u64::from(keep_alive) * 1000, Ordering::Relaxed);
         self.will = c.will.map(Box::new);
+        self.problem_info = c.properties.request_problem_information != Some(false);
         let mut props = ConnAckProperties::default();
         if v5 {
             if keep_alive != c.keep_alive {
@@ -1726,7 +1846,7 @@ impl MqttConn {
             properties: props,
         })));
         {
-            let mut state = session.state.lock().expect("session lock");
+            let mut state = session.state.locked();
             state.link = Some(self.link.clone());
             state.receive = identity
                 .permissions
@@ -1791,9 +1911,10 @@ impl MqttConn {
             return self.refuse(reason::PROTOCOL_ERROR, CloseReason::ProtocolViolation);
         }
         if p.qos == QoS::ExactlyOnce {
-            let pending = self.session.as_ref().map_or(0, |s| {
-                s.state.lock().expect("session lock").inbound_qos2.len()
-            });
+            let pending = self
+                .session
+                .as_ref()
+                .map_or(0, |s| s.state.locked().inbound_qos2.len());
             // 5.0 clients were told the Receive Maximum; 3.1.1 has none, and a reconnecting
             // client may resend every message it had pending.
             if self.version == Version::V5 && pending >= usize::from(RECEIVE_MAXIMUM) {
@@ -1806,9 +1927,45 @@ impl MqttConn {
         let Ok(subject) = topic::topic_to_subject(p.topic.as_bytes()) else {
             return self.refuse(reason::TOPIC_NAME_INVALID, CloseReason::ProtocolViolation);
         };
+        if subject.starts_with(subject::BRIDGE_PREFIX) {
+            // The bridge's own reply subjects: MQTT responders answer the response topic.
+            self.refused_publish(&p, reason::NOT_AUTHORIZED, "topic reserved for the server");
+            return Ok(());
+        }
         if let Some(perms) = self.perms.as_mut() {
             if !perms.may_publish_bytes(&subject) {
-                self.forbidden_publish(&p);
+                self.refused_publish(&p, reason::NOT_AUTHORIZED, "publish not permitted");
+                return Ok(());
+            }
+        }
+        let mut reply = None;
+        if let Some(t) = &p.properties.response_topic {
+            // The response topic is where answers will be published on the requester's behalf:
+            // it must be a subject the requester may publish to itself.
+            let refusal = match topic::topic_to_subject(t.as_bytes()) {
+                Err(_) => Some((
+                    reason::TOPIC_NAME_INVALID,
+                    "response topic cannot be mapped to a subject",
+                )),
+                Ok(r) if subject::is_reserved_reply(&r) => Some((
+                    reason::NOT_AUTHORIZED,
+                    "response topic maps to a subject reserved for the server's replies",
+                )),
+                Ok(r)
+                    if self
+                        .perms
+                        .as_mut()
+                        .is_some_and(|c| !c.may_publish_bytes(&r)) =>
+                {
+                    Some((reason::NOT_AUTHORIZED, "response topic not permitted"))
+                }
+                Ok(r) => {
+                    reply = Some(r);
+                    None
+                }
+            };
+            if let Some((code, why)) = refusal {
+                self.refused_publish(&p, code, why);
                 return Ok(());
             }
         }
@@ -1816,7 +1973,7 @@ impl MqttConn {
         let session = self.session.as_ref().expect("connected");
         let mut inbound_key = None;
         if p.qos == QoS::ExactlyOnce {
-            let mut state = session.state.lock().expect("session lock");
+            let mut state = session.state.locked();
             if !state.inbound_qos2.insert(p.packet_id) {
                 // A retry of a message we already have: acknowledge, do not deliver again.
                 drop(state);
@@ -1833,11 +1990,6 @@ impl MqttConn {
                 inbound_key = Some(durable::inbound_key(&session.key, p.packet_id));
             }
         }
-        let mut reply = p
-            .properties
-            .response_topic
-            .as_ref()
-            .and_then(|t| topic::topic_to_subject(t.as_bytes()).ok());
         let mut headers = headers_from_mqtt(&p.properties);
         if let (Some(response), Some(correlation)) = (&reply, &p.properties.correlation_data) {
             // NATS answers the bridge's reply subject; MQTT receivers still see the response
@@ -1932,19 +2084,19 @@ impl MqttConn {
         Ok(())
     }
 
-    /// A publication the user may not make: dropped; 5.0 hears 0x87 in its PUBACK or PUBREC,
-    /// 3.1.1 (which has no way to say it) gets the usual acknowledgement.
-    fn forbidden_publish(&mut self, p: &Publish) {
-        tracing::debug!(cid = %self.link.id, topic = %p.topic.as_str(), "publish not permitted");
-        let code = if self.version == Version::V5 {
-            reason::NOT_AUTHORIZED
-        } else {
-            0
-        };
+    /// A publication the server does not make: dropped; 5.0 hears `code` (and `why`, unless
+    /// the client asked for no problem information) in its PUBACK or PUBREC, 3.1.1 (which has
+    /// no way to say it) gets the usual acknowledgement.
+    fn refused_publish(&mut self, p: &Publish, code: u8, why: &str) {
+        tracing::debug!(cid = %self.link.id, topic = %p.topic.as_str(), why, "publish refused");
+        let v5 = self.version == Version::V5;
         let ack = PubResp {
             packet_id: p.packet_id,
-            reason: code,
-            ..PubResp::default()
+            reason: if v5 { code } else { 0 },
+            properties: super::properties::AckProperties {
+                reason_string: (v5 && self.problem_info).then(|| utf8(why)),
+                ..Default::default()
+            },
         };
         match p.qos {
             QoS::AtMostOnce => {}
@@ -1957,15 +2109,12 @@ impl MqttConn {
 
     /// The session's request/response bridge, made on first use.
     fn bridge(&self, session: &Arc<Session>) -> Arc<Bridge> {
-        let mut state = session.state.lock().expect("session lock");
+        let mut state = session.state.locked();
         if let Some((bridge, _)) = &state.bridge {
             return bridge.clone();
         }
-        let bridge = Arc::new(Bridge {
-            prefix: format!("$MQTT.rr.{}", session.conn_id.0),
-            account: self.account.clone(),
-            pending: Mutex::new((0, BTreeMap::new())),
-        });
+        let perms = self.perms.as_ref().map(|c| c.shared());
+        let bridge = Arc::new(Bridge::new(self.account.clone(), perms));
         let sink: Arc<dyn Sink> = bridge.clone();
         let sub = Arc::new(Subscription::new(
             session.conn_id,
@@ -1986,9 +2135,10 @@ impl MqttConn {
         let Some(session) = self.session.clone() else {
             return;
         };
-        let mut state = session.state.lock().expect("session lock");
+        let mut state = session.state.locked();
         if rec {
             let store = session.durable(&state);
+            let mut durable = false;
             if let Some(o) = state.inflight.get_mut(&packet_id) {
                 o.released = true;
                 if let (Some(store), true) = (store, o.seq != 0) {
@@ -2002,13 +2152,19 @@ impl MqttConn {
                             o.queued_ms,
                         ),
                     });
+                    durable = true;
                 }
             }
             drop(state);
-            self.send(Packet::PubRel(PubResp {
-                packet_id,
-                ..PubResp::default()
-            }));
+            // PUBREL promises the message will not be sent again: only once the store knows
+            // it was received, or a crash in between would deliver it twice.
+            self.send_ordered(
+                Packet::PubRel(PubResp {
+                    packet_id,
+                    ..PubResp::default()
+                }),
+                durable,
+            );
             return;
         }
         if let Some(o) = state.inflight.remove(&packet_id) {
@@ -2074,7 +2230,7 @@ impl MqttConn {
             }
         }
         let durable = {
-            let mut state = session.state.lock().expect("session lock");
+            let mut state = session.state.locked();
             session.save(&mut state);
             session.durable(&state).is_some()
         };
@@ -2101,22 +2257,25 @@ impl MqttConn {
         let Some(max) = self.sub_limit else {
             return false;
         };
-        let state = session.state.lock().expect("session lock");
+        let state = session.state.locked();
         // A filter subscribed again replaces the old one: not a new subscription.
         !state.subs.contains_key(filter) && state.subs.len() as u64 >= max
     }
 
     /// Whether the user may subscribe to every subject `filter` maps to (in its share group).
     fn may_subscribe(&self, filter: &[u8]) -> bool {
-        let Some(perms) = &self.perms else {
-            return true;
-        };
         let (queue, inner) = match topic::shared_subscription(filter) {
             Some((g, inner)) => (Some(String::from_utf8_lossy(g).into_owned()), inner),
             None => (None, filter),
         };
         let Ok(subjects) = topic::filter_to_subjects(&Bytes::copy_from_slice(inner)) else {
             return true; // refused as an invalid filter anyway
+        };
+        if subject::is_bridge(&subjects.subject) {
+            return false;
+        }
+        let Some(perms) = &self.perms else {
+            return true;
         };
         std::iter::once(&subjects.subject)
             .chain(subjects.parent.as_ref())
@@ -2131,12 +2290,7 @@ impl MqttConn {
         let session = self.session.clone().expect("connected");
         let mut codes = Vec::with_capacity(u.filters.len());
         for f in &u.filters {
-            let removed = session
-                .state
-                .lock()
-                .expect("session lock")
-                .subs
-                .remove(f.as_bytes());
+            let removed = session.state.locked().subs.remove(f.as_bytes());
             match removed {
                 Some(installed) => {
                     for sub in installed.core {
@@ -2148,7 +2302,7 @@ impl MqttConn {
             }
         }
         let durable = {
-            let mut state = session.state.lock().expect("session lock");
+            let mut state = session.state.locked();
             session.save(&mut state);
             session.durable(&state).is_some()
         };
@@ -2195,9 +2349,7 @@ impl MqttConn {
 
     fn send_held(&mut self, packet: Packet, durable: bool, early_only: bool) {
         let wait = self.fe().store().is_some()
-            && (durable
-                || self.held_acks.is_some()
-                || !self.link.held.lock().expect("held lock").is_empty());
+            && (durable || self.held_acks.is_some() || !self.link.held.locked().is_empty());
         if !wait {
             return self.send(packet);
         }
@@ -2205,11 +2357,7 @@ impl MqttConn {
         if durable && !early_only {
             h.needs_commit.store(true, Ordering::Release);
         }
-        let _ = encode(
-            &packet,
-            self.version,
-            &mut h.bytes.lock().expect("held bytes lock"),
-        );
+        let _ = encode(&packet, self.version, &mut h.bytes.locked());
     }
 
     /// Queues this read batch's held acknowledgements on the link, behind earlier ones, and asks
@@ -2222,11 +2370,7 @@ impl MqttConn {
         let Some(store) = self.link.fe.store() else {
             return;
         };
-        self.link
-            .held
-            .lock()
-            .expect("held lock")
-            .push_back(h.clone());
+        self.link.held.locked().push_back(h.clone());
         h.sealed.store(true, Ordering::Release);
         if self.link.release_held() {
             self.link.out.wake();
@@ -2256,7 +2400,7 @@ impl MqttConn {
             return;
         };
         let (expiry, taken_over) = {
-            let state = session.state.lock().expect("session lock");
+            let state = session.state.locked();
             let taken_over = state
                 .link
                 .as_ref()
@@ -2277,7 +2421,7 @@ impl MqttConn {
         // The sweep publishes it when due, unless the client comes back first; a persistent
         // session keeps it in the store, so it is due across a restart too.
         if let Some(will) = self.will.take() {
-            let mut state = session.state.lock().expect("session lock");
+            let mut state = session.state.locked();
             state.pending_will =
                 Some((will, Instant::now() + Duration::from_secs(u64::from(wait))));
             session.save(&mut state);
@@ -2341,11 +2485,25 @@ impl Protocol for MqttConn {
             .store(self.fe().now_ms(), Ordering::Relaxed);
         loop {
             match self.decoder.decode(rbuf) {
-                Ok(Some(packet)) => self.handle(packet)?,
+                Ok(Some(packet)) => {
+                    self.handle(packet)?;
+                    if self.waiting.is_some() {
+                        return Ok(());
+                    }
+                }
                 Ok(None) => return Ok(()),
                 Err(e) => return self.decode_failed(&e),
             }
         }
+    }
+
+    fn poll_resume(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, CloseReason>> {
+        let Some(waiting) = self.waiting.as_mut() else {
+            return Poll::Ready(Ok(false));
+        };
+        let answer = std::task::ready!(waiting.answer.as_mut().poll(cx));
+        let Waiting { connect, .. } = *self.waiting.take().expect("checked above");
+        Poll::Ready(self.authenticated(connect, answer).map(|()| true))
     }
 
     fn end_batch(&mut self) -> Vec<Arc<dyn Sink>> {
@@ -2379,7 +2537,7 @@ impl Protocol for MqttConn {
         }
         if let Some(session) = self.session.take() {
             let keep = {
-                let mut state = session.state.lock().expect("session lock");
+                let mut state = session.state.locked();
                 let ours = state
                     .link
                     .as_ref()
@@ -2400,7 +2558,7 @@ impl Protocol for MqttConn {
                     session.account.name().to_string(),
                     session.client_id.clone(),
                 );
-                let mut sessions = fe.sessions.lock().expect("sessions lock");
+                let mut sessions = fe.sessions.locked();
                 if sessions.get(&key).is_some_and(|s| Arc::ptr_eq(s, &session)) {
                     sessions.remove(&key);
                 }
@@ -2464,6 +2622,7 @@ pub(crate) fn start<T: Transport>(
         last_read_ms: AtomicU64::new(fe.now_ms()),
         opened_ms: fe.now_ms(),
         connect_seen: std::sync::atomic::AtomicBool::new(false),
+        expires: AtomicU64::new(0),
         keep_alive_ms: AtomicU64::new(0),
         held: Mutex::new(std::collections::VecDeque::new()),
     });
@@ -2480,6 +2639,7 @@ pub(crate) fn start<T: Transport>(
         aliases: HashMap::new(),
         received: BatchIn::default(),
         auth_method: None,
+        problem_info: true,
         pending_auth: None,
         held_acks: None,
         spare_held: None,
@@ -2488,9 +2648,14 @@ pub(crate) fn start<T: Transport>(
         joined: false,
         map_cert,
         sub_limit: None,
+        waiting: None,
     };
     Conn::new(io, conn)
 }
+
+/// Longest a restored deadline (session expiry, will delay) lies ahead: a record from the disk
+/// cannot push an `Instant` past what the clock can hold.
+const MAX_RESTORED_WAIT_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 
 /// The key of the time the server was last alive, in [`Table::Meta`].
 const ALIVE_KEY: &[u8] = b"alive";
@@ -2511,16 +2676,10 @@ fn expire_sessions(fe: &Frontend) {
         note_alive(store);
     }
     let now = Instant::now();
-    let sessions: Vec<Arc<Session>> = fe
-        .sessions
-        .lock()
-        .expect("sessions lock")
-        .values()
-        .cloned()
-        .collect();
+    let sessions: Vec<Arc<Session>> = fe.sessions.locked().values().cloned().collect();
     for s in &sessions {
         let due = {
-            let mut state = s.state.lock().expect("session lock");
+            let mut state = s.state.locked();
             if state
                 .pending_will
                 .as_ref()
@@ -2538,7 +2697,7 @@ fn expire_sessions(fe: &Frontend) {
         }
     }
     let expired: Vec<Arc<Session>> = {
-        let mut sessions = fe.sessions.lock().expect("sessions lock");
+        let mut sessions = fe.sessions.locked();
         let keys: Vec<_> = sessions
             .iter()
             .filter(|(_, s)| s.expired(now))
@@ -2559,29 +2718,42 @@ pub struct Restored {
     pub sessions: usize,
     pub messages: usize,
     pub retained: usize,
+    /// Records that could not be restored: logged and left out, so that one bad record never
+    /// keeps the broker from starting (a crash loop over the whole store).
+    pub skipped: usize,
+}
+
+/// Logs a record `restore` leaves out, and counts it.
+fn skip_record(skipped: &mut usize, what: &str, key: &[u8], why: &str) {
+    *skipped += 1;
+    tracing::warn!(
+        record = what,
+        key = %hex(key),
+        why,
+        "skipped a record of the durable store that cannot be restored"
+    );
 }
 
 impl Frontend {
     /// Loads what the store kept: retained messages, persistent sessions (their subscriptions,
     /// expiry and will), the messages queued for them or in flight, and the QoS 2 packet ids
     /// they had received. Called once at startup, before any client connects. A record that
-    /// cannot be read is an error: the broker does not start on half-read state.
+    /// cannot be read (or restored) is logged, left out and counted in [`Restored::skipped`];
+    /// only the engine failing to read is an error.
     pub fn restore(self: &Arc<Self>, engine: &dyn Engine) -> Result<Restored, StoreError> {
-        let damaged = |what: &str, key: &[u8]| {
-            StoreError::Engine(format!(
-                "damaged {what} record in the store (key {})",
-                hex(key)
-            ))
-        };
         let mut restored = Restored::default();
+        let mut skipped = 0;
         engine.scan(Table::Retained, &mut |k, v| {
-            let (account, subject) =
-                durable::split_retained_key(k).ok_or_else(|| damaged("retained", k))?;
-            let (msg, qos) =
-                durable::decode_retained(v, ConnId(0)).ok_or_else(|| damaged("retained", k))?;
+            let Some((account, subject)) = durable::split_retained_key(k) else {
+                skip_record(&mut skipped, "retained", k, "malformed key");
+                return Ok(());
+            };
+            let Some((msg, qos)) = durable::decode_retained(v, ConnId(0)) else {
+                skip_record(&mut skipped, "retained", k, "malformed value");
+                return Ok(());
+            };
             self.retained
-                .lock()
-                .expect("retained lock")
+                .locked()
                 .insert((account, subject), Retained { msg, qos });
             restored.retained += 1;
             Ok(())
@@ -2592,87 +2764,56 @@ impl Frontend {
         let at = |ms: u64| {
             now.checked_sub(Duration::from_millis(now_ms.saturating_sub(ms)))
                 .unwrap_or(now)
-                + Duration::from_millis(ms.saturating_sub(now_ms))
+                + Duration::from_millis(ms.saturating_sub(now_ms).min(MAX_RESTORED_WAIT_MS))
         };
         // When the server was last known alive: a client connected then lost its connection
         // about then, and its session's expiry and will delay count from it.
         let mut alive_ms = now_ms;
         engine.scan(Table::Meta, &mut |k, v| {
             if k == ALIVE_KEY {
-                let b: [u8; 8] = v.try_into().map_err(|_| damaged("meta", k))?;
-                alive_ms = u64::from_be_bytes(b).min(now_ms);
+                match <[u8; 8]>::try_from(v) {
+                    Ok(b) => alive_ms = u64::from_be_bytes(b).min(now_ms),
+                    Err(_) => skip_record(&mut skipped, "meta", k, "malformed value"),
+                }
             }
             Ok(())
         })?;
         let mut by_key: HashMap<Vec<u8>, Arc<Session>> = HashMap::new();
         let mut records = Vec::new();
         engine.scan(Table::Sessions, &mut |k, v| {
-            let (account, client_id, rest) =
-                durable::split_session_key(k).ok_or_else(|| damaged("session", k))?;
-            if !rest.is_empty() {
-                return Err(damaged("session", k));
-            }
-            let record = SessionRecord::decode(v).ok_or_else(|| damaged("session", k))?;
-            records.push((account, client_id, record));
+            let parts = durable::split_session_key(k).filter(|(_, _, rest)| rest.is_empty());
+            let Some((account, client_id, _)) = parts else {
+                skip_record(&mut skipped, "session", k, "malformed key");
+                return Ok(());
+            };
+            let Some(record) = SessionRecord::decode(v) else {
+                skip_record(&mut skipped, "session", k, "malformed value");
+                return Ok(());
+            };
+            records.push((k.to_vec(), account, client_id, record));
             Ok(())
         })?;
-        for (account, client_id, record) in records {
-            let account = self.bus.account_or_create(&account);
-            let client_id: Arc<str> = client_id.into();
-            let session = Arc::new(Session::new(
-                client_id.clone(),
-                account.clone(),
-                self.clone(),
-            ));
-            let will = match &record.will {
-                Some(bytes) => Some(Box::new(
-                    durable::decode_will(bytes)
-                        .ok_or_else(|| damaged("session will", &session.key))?,
-                )),
-                None => None,
-            };
-            {
-                let mut state = session.state.lock().expect("session lock");
-                state.version = if record.level == 5 {
-                    Version::V5
-                } else {
-                    Version::V311
-                };
-                state.expiry_secs = record.expiry_secs;
-                state.stored = true;
-                // A session whose client was connected when the server stopped was cut off then.
-                state.expires_at = match record.expires_at_ms {
-                    Some(ms) => Some(at(ms)),
-                    None => (record.expiry_secs != u32::MAX)
-                        .then(|| at(alive_ms + u64::from(record.expiry_secs) * 1000)),
-                };
-                state.pending_will = match (will, record.will_due_ms) {
-                    (Some(w), Some(due)) => Some((w, at(due))),
-                    (Some(w), None) => {
-                        // Its connection was lost with the server: the will is due after its
-                        // delay (or the session's end), counted from now.
-                        let delay = w.properties.will_delay_interval.unwrap_or(0);
-                        let wait = delay.min(record.expiry_secs);
-                        Some((w, at(alive_ms + u64::from(wait) * 1000)))
-                    }
-                    (None, _) => None,
-                };
+        for (key, account, client_id, record) in records {
+            // Restoring one session is the broker's own code over data from the disk: should
+            // it fail, that session is left out, not the broker.
+            let one = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.restore_session(account, client_id, record, alive_ms, &at)
+            }));
+            match one {
+                Ok(Ok(session)) => {
+                    by_key.insert(session.key.clone(), session);
+                    restored.sessions += 1;
+                }
+                Ok(Err(why)) => skip_record(&mut skipped, "session", &key, why),
+                Err(_) => skip_record(&mut skipped, "session", &key, "restoring it panicked"),
             }
-            self.sessions
-                .lock()
-                .expect("sessions lock")
-                .insert((account.name().to_string(), client_id), session.clone());
-            for sub in record.subscriptions {
-                session.install(sub);
-            }
-            by_key.insert(session.key.clone(), session);
-            restored.sessions += 1;
         }
 
         let mut orphans = Vec::new();
         engine.scan(Table::Messages, &mut |k, v| {
             if k.len() < 8 {
-                return Err(damaged("message", k));
+                skip_record(&mut skipped, "message", k, "malformed key");
+                return Ok(());
             }
             let (skey, seq) = k.split_at(k.len() - 8);
             let seq = u64::from_be_bytes(seq.try_into().expect("8 bytes"));
@@ -2680,9 +2821,16 @@ impl Frontend {
                 orphans.push((Table::Messages, k.to_vec()));
                 return Ok(());
             };
-            let r = MessageRecord::decode(v).ok_or_else(|| damaged("message", k))?;
-            let mut state = session.state.lock().expect("session lock");
-            state.next_seq = state.next_seq.max(seq + 1);
+            let Some(r) = MessageRecord::decode(v) else {
+                skip_record(&mut skipped, "message", k, "malformed value");
+                return Ok(());
+            };
+            let Some(next_seq) = seq.checked_add(1) else {
+                skip_record(&mut skipped, "message", k, "sequence number out of range");
+                return Ok(());
+            };
+            let mut state = session.state.locked();
+            state.next_seq = state.next_seq.max(next_seq);
             let queued_at = now
                 .checked_sub(Duration::from_millis(now_ms.saturating_sub(r.queued_at_ms)))
                 .unwrap_or(now);
@@ -2718,15 +2866,15 @@ impl Frontend {
         })?;
         engine.scan(Table::Inbound, &mut |k, _| {
             if k.len() < 2 {
-                return Err(damaged("inbound", k));
+                skip_record(&mut skipped, "inbound", k, "malformed key");
+                return Ok(());
             }
             let (skey, id) = k.split_at(k.len() - 2);
             match by_key.get(skey) {
                 Some(session) => {
                     session
                         .state
-                        .lock()
-                        .expect("session lock")
+                        .locked()
                         .inbound_qos2
                         .insert(u16::from_be_bytes([id[0], id[1]]));
                 }
@@ -2740,13 +2888,72 @@ impl Frontend {
                 "the store held records of no session; they will be removed"
             );
         }
-        *self.orphans.lock().expect("orphans lock") = orphans;
+        *self.orphans.locked() = orphans;
+        restored.skipped = skipped;
         Ok(restored)
+    }
+
+    /// Makes one persistent session from its record: subscriptions, expiry, pending will.
+    fn restore_session(
+        self: &Arc<Self>,
+        account: String,
+        client_id: String,
+        record: SessionRecord,
+        alive_ms: u64,
+        at: &dyn Fn(u64) -> Instant,
+    ) -> Result<Arc<Session>, &'static str> {
+        let will = match &record.will {
+            Some(bytes) => Some(Box::new(
+                durable::decode_will(bytes).ok_or("malformed will")?,
+            )),
+            None => None,
+        };
+        let account = self.bus.account_or_create(&account);
+        let client_id: Arc<str> = client_id.into();
+        let session = Arc::new(Session::new(
+            client_id.clone(),
+            account.clone(),
+            self.clone(),
+        ));
+        {
+            let mut state = session.state.locked();
+            state.version = if record.level == 5 {
+                Version::V5
+            } else {
+                Version::V311
+            };
+            state.expiry_secs = record.expiry_secs;
+            state.stored = true;
+            // A session whose client was connected when the server stopped was cut off then.
+            state.expires_at = match record.expires_at_ms {
+                Some(ms) => Some(at(ms)),
+                None => (record.expiry_secs != u32::MAX)
+                    .then(|| at(alive_ms.saturating_add(u64::from(record.expiry_secs) * 1000))),
+            };
+            state.pending_will = match (will, record.will_due_ms) {
+                (Some(w), Some(due)) => Some((w, at(due))),
+                (Some(w), None) => {
+                    // Its connection was lost with the server: the will is due after its
+                    // delay (or the session's end), counted from now.
+                    let delay = w.properties.will_delay_interval.unwrap_or(0);
+                    let wait = delay.min(record.expiry_secs);
+                    Some((w, at(alive_ms.saturating_add(u64::from(wait) * 1000))))
+                }
+                (None, _) => None,
+            };
+        }
+        for sub in record.subscriptions {
+            session.install(sub);
+        }
+        self.sessions
+            .locked()
+            .insert((account.name().to_string(), client_id), session.clone());
+        Ok(session)
     }
 
     /// From now on, keeps persistent sessions, their messages and retained messages in `store`.
     pub fn use_store(&self, store: Arc<Store>) {
-        for (table, key) in std::mem::take(&mut *self.orphans.lock().expect("orphans lock")) {
+        for (table, key) in std::mem::take(&mut *self.orphans.locked()) {
             store.submit(Op::Delete { table, key });
         }
         note_alive(&store);

@@ -1,6 +1,7 @@
 //! One NATS client connection: a single task that reads and routes, writes coalesced output and
 //! pings. Publishers on other connections append to this connection's [`Outbound`] and wake it.
 
+use junction_core::sync::Lock;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -9,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use junction_auth::{Checker, Credentials, Identity};
+use junction_auth::{AuthError, Checker, Credentials, Identity};
 use junction_core::{
     subject, Account, ConnId, ConnSnapshot, ConnView, Delivery, DeliveryFacts, FlushBatch,
     MatchCache, Message, Sink, Stats, Subscription,
@@ -19,6 +20,7 @@ use serde::Deserialize;
 use super::encode::{self, Msg};
 use super::parser::{Decoder, Frame, ParseError};
 use super::Frontend;
+use crate::auth_pool;
 use crate::conn_stats::{BatchIn, ConnStats};
 use crate::driver::{Conn, Protocol};
 use crate::outbound::{Outbound, Push};
@@ -67,13 +69,13 @@ struct About {
 
 impl ConnView for Client {
     fn snapshot(&self) -> ConnSnapshot {
-        let about = self.about.lock().expect("about lock");
+        let about = self.about.locked();
         ConnSnapshot {
             name: about.name.clone(),
             lang: about.lang.clone(),
             version: about.version.clone(),
             account: about.account.clone(),
-            subscriptions: self.subs.lock().expect("subs lock").len(),
+            subscriptions: self.subs.locked().len(),
             ..self.stats.snapshot(self.id, "nats", &self.out)
         }
     }
@@ -103,7 +105,7 @@ impl ConnView for Client {
 impl Client {
     /// Whether the user may receive `msg`; notes the reply subject it may answer.
     fn receive_allowed(&self, msg: &Message) -> bool {
-        let mut guard = self.receive.lock().expect("receive lock");
+        let mut guard = self.receive.locked();
         let Some(checker) = guard.as_mut() else {
             return true;
         };
@@ -189,7 +191,7 @@ impl Sink for Client {
     }
 
     fn auto_unsubscribed(&self, sub: &Subscription) {
-        let mut subs = self.subs.lock().expect("subs lock");
+        let mut subs = self.subs.locked();
         if subs
             .get(&sub.sid)
             .is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), sub))
@@ -264,6 +266,14 @@ pub(crate) struct Session {
     limits: junction_auth::Limits,
     /// The connection is counted in its account (to leave it at the end).
     joined: bool,
+    /// A CONNECT whose credentials are being checked off the reactor.
+    waiting: Option<Box<Waiting>>,
+}
+
+/// A CONNECT waiting for its authentication.
+struct Waiting {
+    opts: ConnectOptions,
+    answer: auth_pool::Pending,
 }
 
 impl Session {
@@ -347,7 +357,7 @@ impl Session {
     }
 
     fn connect(&mut self, json: &[u8]) -> Result<(), CloseReason> {
-        let Ok(opts) = serde_json::from_slice::<ConnectOptions>(json) else {
+        let Ok(mut opts) = serde_json::from_slice::<ConnectOptions>(json) else {
             tracing::debug!(cid = %self.client.id, "malformed CONNECT");
             return self.fail("Unknown Protocol Operation", CloseReason::ProtocolViolation);
         };
@@ -363,41 +373,61 @@ impl Session {
         let fe = self.client.fe.clone();
         if !self.connected || !fe.auth.auth_required() {
             let creds = Credentials {
-                user: opts.user,
-                pass: opts.pass,
-                token: opts.auth_token,
-                nkey: opts.nkey,
-                sig: opts.sig,
-                jwt: opts.jwt,
+                user: opts.user.take(),
+                pass: opts.pass.take(),
+                token: opts.auth_token.take(),
+                nkey: opts.nkey.take(),
+                sig: opts.sig.take(),
+                jwt: opts.jwt.take(),
                 nonce: self.client.nonce.clone(),
                 cert: self.client.cert.as_deref().cloned(),
                 map_cert: self.client.map_cert,
                 mqtt: false,
             };
-            let identity = match fe.auth.authenticate(&creds) {
-                Ok(id) => id,
-                Err(e) => {
-                    tracing::info!(cid = %self.client.id, error = %e, "authentication failed");
-                    return self.fail(
-                        "Authorization Violation",
-                        CloseReason::AuthenticationViolation,
-                    );
+            match auth_pool::authenticate(&fe.auth, creds) {
+                Ok(answer) => self.authenticated(answer)?,
+                Err(answer) => {
+                    // Nothing more is read until the answer comes (see `poll_resume`).
+                    self.waiting = Some(Box::new(Waiting { opts, answer }));
+                    return Ok(());
                 }
-            };
-            if !self.bind(&fe, identity) {
-                return self.fail(
-                    "maximum account active connections exceeded",
-                    CloseReason::MaxConnectionsExceeded,
-                );
             }
         }
+        self.apply_connect(opts)
+    }
+
+    /// Binds the connection to the identity its credentials proved, or refuses it.
+    fn authenticated(&mut self, answer: Result<Identity, AuthError>) -> Result<(), CloseReason> {
+        let fe = self.client.fe.clone();
+        let identity = match answer {
+            Ok(id) => id,
+            Err(e) => {
+                Stats::add(&fe.bus.stats().auth_failures, 1);
+                tracing::info!(cid = %self.client.id, peer = %self.client.stats.peer, error = %e, "authentication failed");
+                return self.fail(
+                    "Authorization Violation",
+                    CloseReason::AuthenticationViolation,
+                );
+            }
+        };
+        if !self.bind(&fe, identity) {
+            return self.fail(
+                "maximum account active connections exceeded",
+                CloseReason::MaxConnectionsExceeded,
+            );
+        }
+        Ok(())
+    }
+
+    /// Takes the options of an accepted CONNECT.
+    fn apply_connect(&mut self, opts: ConnectOptions) -> Result<(), CloseReason> {
         self.verbose = opts.verbose;
         self.pedantic = opts.pedantic;
         self.echo = opts.echo;
         self.no_responders = opts.no_responders;
         self.client.headers.store(opts.headers, Ordering::Relaxed);
         {
-            let mut about = self.client.about.lock().expect("about lock");
+            let mut about = self.client.about.locked();
             about.name = opts.name.clone().unwrap_or_default();
             about.lang = opts.lang.clone().unwrap_or_default();
             about.version = opts.version.clone().unwrap_or_default();
@@ -421,7 +451,7 @@ impl Session {
         if identity.account != self.account.name() {
             // Bind to the account before any subscription exists (nats-server refuses a
             // second CONNECT that changes the account; so do we, by ignoring the change).
-            if self.client.subs.lock().expect("subs lock").is_empty() {
+            if self.client.subs.locked().is_empty() {
                 self.account = fe.bus.account_or_create(&identity.account);
             }
         }
@@ -445,8 +475,7 @@ impl Session {
         }
         if let Some(p) = identity.permissions.filter(|p| !p.is_open()) {
             if !p.subscribe.deny.is_empty() || p.responses.is_some() {
-                *self.client.receive.lock().expect("receive lock") =
-                    Some(Box::new(Checker::new(p.clone())));
+                *self.client.receive.locked() = Some(Box::new(Checker::new(p.clone())));
                 self.client.receive_checked.store(true, Ordering::Relaxed);
             }
             self.perms = Some(Box::new(Checker::new(p)));
@@ -472,8 +501,7 @@ impl Session {
             && self
                 .client
                 .receive
-                .lock()
-                .expect("receive lock")
+                .locked()
                 .as_mut()
                 .is_some_and(|c| c.use_reply(&text))
         {
@@ -507,7 +535,7 @@ impl Session {
             self.client.out.finish(CloseReason::MaxPayloadExceeded);
             return;
         }
-        if let Some(r) = reply.as_deref().filter(|r| reserved_reply(r)) {
+        if let Some(r) = reply.as_deref().filter(|r| subject::is_reserved_reply(r)) {
             // Reply subjects the server itself routes by: a client may not forge them.
             self.reply(&encode::err(&format!(
                 "Permissions Violation for Publish with Reply of {}",
@@ -540,7 +568,7 @@ impl Session {
     /// that would have received the reply.
     fn no_responders_reply(&self, reply: &[u8], subject: &[u8]) {
         let sid = {
-            let subs = self.client.subs.lock().expect("subs lock");
+            let subs = self.client.subs.locked();
             subs.values()
                 .find(|s| s.queue.is_none() && subject::matches(&s.subject, reply))
                 .map(|s| s.sid.clone())
@@ -561,28 +589,28 @@ impl Session {
     }
 
     fn subscribe(&mut self, subject: Bytes, queue: Option<Bytes>, sid: Bytes) {
-        if self
-            .client
-            .subs
-            .lock()
-            .expect("subs lock")
-            .contains_key(&sid)
-        {
+        if self.client.subs.locked().contains_key(&sid) {
             self.ok();
             return;
         }
         let full = self
             .limits
             .subs
-            .is_some_and(|max| self.client.subs.lock().expect("subs lock").len() as u64 >= max);
+            .is_some_and(|max| self.client.subs.locked().len() as u64 >= max);
         if full {
             self.reply(&encode::err("maximum subscriptions exceeded"));
             return;
         }
-        if let Some(perms) = self.perms.as_mut() {
+        let reserved = subject::is_bridge(&subject);
+        if reserved || self.perms.is_some() {
             let text = String::from_utf8_lossy(&subject);
             let q = queue.as_deref().map(String::from_utf8_lossy);
-            if !perms.permissions().may_subscribe(&text, q.as_deref()) {
+            let allowed = !reserved
+                && self
+                    .perms
+                    .as_ref()
+                    .is_none_or(|p| p.permissions().may_subscribe(&text, q.as_deref()));
+            if !allowed {
                 let err = match q {
                     Some(q) => format!(
                         "Permissions Violation for Subscription to {} using queue {}",
@@ -615,12 +643,12 @@ impl Session {
             self.reply(&encode::err("Invalid Subject"));
             return;
         }
-        self.client.subs.lock().expect("subs lock").insert(sid, sub);
+        self.client.subs.locked().insert(sid, sub);
         self.ok();
     }
 
     fn unsubscribe(&mut self, sid: &Bytes, max: Option<u64>) {
-        let mut subs = self.client.subs.lock().expect("subs lock");
+        let mut subs = self.client.subs.locked();
         let Some(sub) = subs.get(sid).cloned() else {
             return;
         };
@@ -646,26 +674,11 @@ impl Session {
 
     /// Removes every subscription of the connection.
     fn teardown(&mut self) {
-        let subs: Vec<_> = self
-            .client
-            .subs
-            .lock()
-            .expect("subs lock")
-            .drain()
-            .map(|(_, s)| s)
-            .collect();
+        let subs: Vec<_> = self.client.subs.locked().drain().map(|(_, s)| s).collect();
         for sub in subs {
             self.account.unsubscribe(&sub);
         }
     }
-}
-
-/// Whether `reply` starts with a prefix the server routes replies by (service imports,
-/// JetStream acknowledgements, gateways): clients may not use them as reply subjects.
-fn reserved_reply(reply: &[u8]) -> bool {
-    [&b"_R_."[..], b"$JS.ACK.", b"_GR_."]
-        .iter()
-        .any(|p| reply.starts_with(p))
 }
 
 /// A subject in double quotes, as nats-server's errors show it.
@@ -794,6 +807,7 @@ pub(crate) fn start<T: Transport>(
         perms: None,
         limits: junction_auth::Limits::default(),
         joined: false,
+        waiting: None,
     };
     Conn::new(io, session)
 }
@@ -806,7 +820,12 @@ impl Protocol for Session {
     fn process(&mut self, rbuf: &mut BytesMut) -> Result<(), CloseReason> {
         loop {
             match self.decoder.decode(rbuf) {
-                Ok(Some(frame)) => self.handle(frame)?,
+                Ok(Some(frame)) => {
+                    self.handle(frame)?;
+                    if self.waiting.is_some() {
+                        return Ok(());
+                    }
+                }
                 Ok(None) => return Ok(()),
                 Err(e) => {
                     tracing::debug!(cid = %self.client.id, error = %e, "protocol error");
@@ -815,6 +834,19 @@ impl Protocol for Session {
                 }
             }
         }
+    }
+
+    fn poll_resume(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, CloseReason>> {
+        let Some(waiting) = self.waiting.as_mut() else {
+            return Poll::Ready(Ok(false));
+        };
+        let answer = std::task::ready!(waiting.answer.as_mut().poll(cx));
+        let Waiting { opts, .. } = *self.waiting.take().expect("checked above");
+        Poll::Ready(
+            self.authenticated(answer)
+                .and_then(|()| self.apply_connect(opts))
+                .map(|()| true),
+        )
     }
 
     fn end_batch(&mut self) -> Vec<Arc<dyn Sink>> {

@@ -12,6 +12,8 @@ use super::frame::{self, status, Control, Decoder, Deflater};
 use crate::transport::{read_into, Transport};
 use crate::CloseReason;
 
+/// Unwritten output past which a client's pings are not answered.
+const MAX_PONG_BACKLOG_BYTES: usize = 64 * 1024;
 /// Room kept free in the raw read buffer before a read.
 const READ_CHUNK: usize = 16 * 1024;
 /// A write buffer kept between writes while busy is at most this large.
@@ -80,7 +82,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Ws<S> {
         for c in std::mem::take(&mut self.controls) {
             match c {
                 Control::Ping(payload) => {
-                    if !self.close_sent {
+                    // A client that pings and never reads would grow the answers without
+                    // bound: past a backlog, pings go unanswered (RFC 6455 §5.5.3 lets a pong
+                    // answer only the latest ping).
+                    let backlog = self.out.len() - self.out_pos;
+                    if !self.close_sent && backlog < MAX_PONG_BACKLOG_BYTES {
                         frame::put_header(&mut self.out, frame::OP_PONG, false, payload.len());
                         self.out.extend_from_slice(&payload);
                     }
