@@ -274,6 +274,7 @@ async fn run(settings: Settings) -> Result<()> {
                 max_packet_size: settings.mqtt_max_packet_size,
                 max_pending: settings.max_pending,
                 max_queued: settings.mqtt_max_queued,
+                queue_full: settings.mqtt_queue_full,
                 nats_qos: settings.mqtt_nats_qos,
                 write_deadline: settings.write_deadline,
                 max_keep_alive: settings.mqtt_max_keep_alive,

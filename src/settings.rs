@@ -111,6 +111,8 @@ pub struct Settings {
     pub mqtt_max_packet_size: usize,
     /// QoS 1/2 messages kept per MQTT session while the client is away.
     pub mqtt_max_queued: usize,
+    /// `mqtt { queue_full: drop_oldest | refuse }`.
+    pub mqtt_queue_full: junction_protocols::mqtt::broker::QueueFull,
     /// Highest QoS a NATS publication reaches an MQTT subscriber with.
     pub mqtt_nats_qos: u8,
     /// Longest MQTT keep alive a client may ask for.
@@ -156,6 +158,7 @@ impl Default for Settings {
             mqtt_max_packet_size: junction_protocols::mqtt::broker::Options::default()
                 .max_packet_size,
             mqtt_max_queued: junction_protocols::mqtt::broker::Options::default().max_queued,
+            mqtt_queue_full: Default::default(),
             mqtt_nats_qos: 1,
             mqtt_max_keep_alive: None,
             ws_port: Some(8080),
@@ -364,6 +367,19 @@ impl Settings {
                     at(item)
                 )),
                 "max_packet_size" => self.mqtt_max_packet_size = size_of(item, key)?,
+                "queue_full" => {
+                    use junction_protocols::mqtt::broker::QueueFull;
+                    self.mqtt_queue_full = match item.as_str() {
+                        Some("drop_oldest") => QueueFull::DropOldest,
+                        Some("refuse") => QueueFull::Refuse,
+                        _ => {
+                            return Err(anyhow!(
+                                "{}: 'queue_full' must be drop_oldest or refuse",
+                                at(item)
+                            ))
+                        }
+                    }
+                }
                 "max_queued_messages" | "max_pending_messages" => {
                     self.mqtt_max_queued = size_of(item, key)?
                 }

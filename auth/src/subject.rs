@@ -5,7 +5,14 @@
 /// subject `foo.*` is matched as the three characters `foo`, `.`, `*`: the pattern `foo.*` or
 /// `foo.>` matches it, the pattern `foo.bar` does not). This is how nats-server checks a
 /// subscription against its permission lists.
+///
+/// A subject with an empty token (`.a`, `a..b`, `a.`) is matched by nothing, as in nats-server,
+/// whose index finds no interest in such a subject (so a deny does not refuse it, and it is
+/// delivered to nobody either).
 pub fn matches(pattern: &str, subject: &str) -> bool {
+    if subject.split('.').any(str::is_empty) {
+        return false;
+    }
     let mut p = pattern.split('.');
     let mut s = subject.split('.');
     loop {
@@ -77,6 +84,9 @@ mod tests {
         assert!(!matches("foo.bar", "foo.*"));
         assert!(!matches("foo.*", "foo.bar.baz"));
         assert!(matches(">", "anything.at.all"));
+        assert!(!matches("secret.>", "secret..x"));
+        assert!(!matches(">", ".secret"));
+        assert!(!matches("a.*", "a."));
     }
 
     #[test]

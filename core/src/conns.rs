@@ -44,6 +44,9 @@ pub struct ConnSnapshot {
     pub out_msgs: u64,
     /// Bytes delivered to the client.
     pub out_bytes: u64,
+    /// Messages for this client that were dropped (MQTT: queued QoS 1/2 messages, already
+    /// acknowledged to their publishers, dropped from a full session queue).
+    pub dropped_msgs: u64,
     /// When it closed (closed connections only).
     pub stop: Option<SystemTime>,
     /// Why it closed (closed connections only).

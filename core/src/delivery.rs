@@ -61,6 +61,9 @@ pub struct FlushBatch {
     /// How many imports deep the publication being routed is (a cycle of imports stops at a
     /// fixed depth).
     pub import_depth: u8,
+    /// A subscriber refused the publication for lack of room (MQTT `queue_full: refuse`): a
+    /// publisher that can say so tells its client (MQTT 5: 0x97 Quota exceeded).
+    pub refused: bool,
 }
 
 impl FlushBatch {

@@ -68,6 +68,7 @@ impl ConnStats {
             in_bytes: self.in_bytes.load(Ordering::Relaxed),
             out_msgs,
             out_bytes,
+            dropped_msgs: 0,
             stop: None,
             reason: None,
         }

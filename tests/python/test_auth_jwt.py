@@ -1232,3 +1232,48 @@ def test_mqtt_user_jwt_limits_subscriptions(op_server, version):
         assert m.subscribe("a/one", pid=3).codes == [1]
     finally:
         m.close()
+
+
+# --------------------------------------------------------------------------
+# MQTT clients are closed when their JWT expires, as NATS clients are
+# --------------------------------------------------------------------------
+
+
+@junction_only
+@VERSIONS
+def test_mqtt_user_jwt_expires_while_connected(op_server, version):
+    """A bearer user JWT that expires while its MQTT client is connected ends the connection:
+    5.0 hears DISCONNECT 0xA0 (Maximum connect time) with a reason string, 3.1.1 is closed."""
+    seed = new_user_seed()
+    jwt = mint_user_jwt(public_of(seed), user_seed("A"), bearer=True, exp=int(time.time()) + 2)
+    m = RawMqtt(op_server.mqtt_broker(), version)
+    try:
+        m.connect(f"expiring-{version}", username="u", password=jwt.encode())
+        started = time.monotonic()
+        got = m.read_until_closed(8)
+        waited = time.monotonic() - started
+        assert 0.5 < waited < 5, f"closed after {waited:.1f}s"
+        if version == V5:
+            assert [p.name for p in got] == ["DISCONNECT"], got
+            assert got[0].rc == 0xA0, got
+            assert "expired" in (got[0].props.get(0x1F) or ""), got[0].props
+        else:
+            assert got == [], got
+    finally:
+        m.close()
+    _, body = op_server.http_get("/connz?state=closed")
+    closed = json.loads(body)["connections"]
+    assert any(c.get("reason") == "Authentication Expired" for c in closed), closed
+
+
+@junction_only
+def test_mqtt_over_websocket_user_jwt_expires(op_server):
+    seed = new_user_seed()
+    jwt = mint_user_jwt(public_of(seed), user_seed("A"), bearer=True, exp=int(time.time()) + 2)
+    c = paho(op_server.ws_broker(), V5, "u", jwt, transport="websockets", ws_path="/mqtt")
+    try:
+        c.connect()
+        assert c.disconnected.wait(8), "not disconnected when the JWT expired"
+        assert c.disconnect_rc == 0xA0, c.disconnect_rc
+    finally:
+        c.close()

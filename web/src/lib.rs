@@ -351,6 +351,9 @@ fn conn_json(c: &ConnSnapshot, now: SystemTime) -> Value {
         "version": c.version,
         "account": c.account,
     });
+    if c.kind == "mqtt" {
+        v["mqtt_dropped_msgs"] = json!(c.dropped_msgs);
+    }
     if let (Some(stop), Some(reason)) = (c.stop, c.reason) {
         v["stop"] = json!(rfc3339(stop));
         v["reason"] = json!(reason);

@@ -90,6 +90,21 @@ pub struct Options {
     pub max_keep_alive: Option<u16>,
     /// How long a client may take to send CONNECT (nats-server's auth timeout).
     pub connect_timeout: Duration,
+    /// What happens to a QoS 1/2 message for a session whose queue is full.
+    pub queue_full: QueueFull,
+}
+
+/// What happens to a QoS 1/2 message for a session whose queue already holds `max_queued`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueFull {
+    /// The oldest queued message is dropped to make room (mosquitto's behaviour). The dropped
+    /// one was acknowledged to its publisher already.
+    #[default]
+    DropOldest,
+    /// The new message is not queued for that session, and an MQTT 5 publisher hears 0x97
+    /// (Quota exceeded) in its PUBACK/PUBREC instead of a success (a 3.1.1 publisher, which has
+    /// no code for it, is acknowledged as usual).
+    Refuse,
 }
 
 impl Default for Options {
@@ -102,6 +117,7 @@ impl Default for Options {
             write_deadline: Duration::from_secs(10),
             max_keep_alive: None,
             connect_timeout: Duration::from_secs(2),
+            queue_full: QueueFull::DropOldest,
         }
     }
 }
@@ -312,6 +328,8 @@ struct About {
     client_id: Arc<str>,
     account: String,
     version: Option<Version>,
+    /// The session's count of dropped messages.
+    dropped: Option<Arc<AtomicU64>>,
 }
 
 impl junction_core::store::Wake for Link {
@@ -342,6 +360,10 @@ impl ConnView for Link {
                 None => String::new(),
             },
             account: about.account.clone(),
+            dropped_msgs: about
+                .dropped
+                .as_ref()
+                .map_or(0, |d| d.load(Ordering::Relaxed)),
             ..self.stats.snapshot(self.id, "mqtt", &self.out)
         }
     }
@@ -478,6 +500,8 @@ pub(crate) struct Session {
     account: Arc<Account>,
     fe: Arc<Frontend>,
     state: Mutex<SessionState>,
+    /// Messages dropped from the session's full queue (shown with its connection in /connz).
+    dropped: Arc<AtomicU64>,
 }
 
 struct SessionState {
@@ -539,6 +563,7 @@ impl Session {
             conn_id: fe.bus.next_conn_id(),
             account,
             fe,
+            dropped: Arc::new(AtomicU64::new(0)),
             state: Mutex::new(SessionState {
                 link: None,
                 version: Version::V311,
@@ -1161,10 +1186,31 @@ impl SubSink {
             }
             link => {
                 if state.queue.len() >= self.session.fe.opts.max_queued {
-                    if let Some(dropped) = state.queue.pop_front() {
-                        self.session.forget(dropped.seq);
+                    let refuse = self.session.fe.opts.queue_full == QueueFull::Refuse;
+                    if !refuse {
+                        if let Some(dropped) = state.queue.pop_front() {
+                            self.session.forget(dropped.seq);
+                        }
                     }
                     Stats::add(&self.session.fe.bus.stats().queue_dropped, 1);
+                    if self.session.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                        tracing::warn!(
+                            client_id = %self.session.client_id,
+                            max_queued = self.session.fe.opts.max_queued,
+                            "an MQTT session's queue is full: {}",
+                            if refuse {
+                                "new messages for it are refused (MQTT 5 publishers hear 0x97)"
+                            } else {
+                                "its oldest messages, already acknowledged to their publishers, are dropped"
+                            }
+                        );
+                    }
+                    if refuse {
+                        if let Some(batch) = batch {
+                            batch.refused = true;
+                        }
+                        return Delivery::Dropped;
+                    }
                 }
                 let queued_ms = durable::unix_ms();
                 let (mut seq, mut gate) = (0, 0);
@@ -1808,6 +1854,7 @@ impl MqttConn {
             about.client_id = client_id.clone();
             about.account = identity.account.clone();
             about.version = Some(self.version);
+            about.dropped = Some(session.dropped.clone());
         }
         let keep_alive = match fe.opts.max_keep_alive {
             Some(max) if c.keep_alive == 0 || c.keep_alive > max => max,
@@ -2038,8 +2085,23 @@ impl MqttConn {
             ROUTING.with(|r| *r.borrow_mut() = Some((h, 0)));
         }
         let publishing = self.publishing.get_or_insert_with(Box::default);
+        publishing.batch.refused = false;
         self.account
             .publish(&mut publishing.cache, &msg, &mut publishing.batch);
+        // A subscriber's full queue refused it (`queue_full: refuse`): a 5.0 publisher hears
+        // 0x97 instead of a success; a QoS 2 flow ends there.
+        let quota = publishing.batch.refused && self.version == Version::V5;
+        if quota && p.qos == QoS::ExactlyOnce {
+            if let Some(session) = &self.session {
+                session.state.locked().inbound_qos2.remove(&p.packet_id);
+            }
+            inbound_key = None;
+        }
+        let ack_code = if quota {
+            reason::QUOTA_EXCEEDED
+        } else {
+            reason::SUCCESS
+        };
         let early = ROUTING
             .with(|r| r.borrow_mut().take())
             .map_or(0, |(_, n)| n);
@@ -2068,6 +2130,7 @@ impl MqttConn {
             QoS::AtLeastOnce => self.send_held(
                 Packet::PubAck(PubResp {
                     packet_id: p.packet_id,
+                    reason: ack_code,
                     ..PubResp::default()
                 }),
                 durable,
@@ -2076,6 +2139,7 @@ impl MqttConn {
             QoS::ExactlyOnce => self.send_ordered(
                 Packet::PubRec(PubResp {
                     packet_id: p.packet_id,
+                    reason: ack_code,
                     ..PubResp::default()
                 }),
                 durable,
