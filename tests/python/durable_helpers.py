@@ -446,3 +446,107 @@ def check_delivery(counts: Counter, need: set, published: int, qos: int) -> list
         if dups:
             problems.append(f"QoS 2 duplicates: {describe_ids(dups)}")
     return problems
+
+
+# --------------------------------------------------------------------------
+# Fault injection: crashes at random points under mixed QoS 1/2 load
+# --------------------------------------------------------------------------
+
+
+def mixed_burst(broker: Broker, version: int, qos_of: list, topic: str, durable: Durable, kill_after: int,
+                inflight: int = 200, timeout: float = 120.0) -> tuple[set, set]:
+    """Publish payloads b"0".. with QoS ``qos_of[i]`` (1 or 2) from one client and crash the
+    broker once the publisher has seen ``kill_after`` acknowledgements (PUBACK, or PUBCOMP for
+    QoS 2). Returns (ids published, ids acknowledged before the crash)."""
+    pub = Mqtt(broker, f"soak-pub-{os.getpid()}-{time.monotonic_ns()}", version, clean=True)
+    pub.client.max_inflight_messages_set(inflight)
+    pub.connect()
+    mids: dict[int, int] = {}
+    killed = False
+
+    def acks() -> int:
+        with pub._cond:
+            return len(pub.puback_rcs)
+
+    try:
+        for i, qos in enumerate(qos_of):
+            info = pub.client.publish(topic, str(i).encode(), qos)
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                break
+            mids[info.mid] = i
+            if i % 20 == 0 and acks() >= kill_after:
+                break
+        deadline = time.monotonic() + timeout
+        while acks() < min(kill_after, len(mids)):
+            assert time.monotonic() < deadline, f"only {acks()} of {kill_after} acknowledgements in {timeout}s"
+            time.sleep(0.001)
+        durable.crash()
+        killed = True
+        assert pub.disconnected.wait(15), "the publisher did not notice the crash"
+        with pub._cond:
+            done = dict(pub.puback_rcs)
+        acked = {mids[m] for m, rc in done.items() if m in mids and rc < 0x80}
+        return set(mids.values()), acked
+    finally:
+        if not killed and durable.node is not None and durable.node.running():
+            durable.crash()
+        pub.close()
+
+
+def soak_iteration(i: int, rng, bin_path: str, n: int, base: Path) -> tuple[bool, str]:
+    """One fault-injection iteration: a publisher sends ``n`` messages of random QoS 1/2 to two
+    persistent subscribers, one connected throughout (it resumes its session with the same
+    client, which keeps its half of the QoS 2 handshakes) and one away; the broker is killed
+    (SIGKILL) at a random point and restarted on the same data directory. Every acknowledged
+    message must reach both subscribers; a QoS 2 message at most once. Returns (ok, a line)."""
+    version = rng.choice([4, V5])
+    qos_of = [rng.choice([1, 2]) for _ in range(n)]
+    r = rng.random()
+    kill_after = 1 if r < 0.05 else n if r < 0.1 else rng.randint(1, n)
+    work = base / f"iter-{i}"
+    work.mkdir(parents=True)
+    d = Durable(work, work / "data", bin_path=bin_path)
+    topic = f"soak/{i}"
+    subs: list = []
+    line = ""
+    ok = False
+    try:
+        b = d.start()
+        online = session_client(b, f"soak-online-{i}", version)
+        away = session_client(b, f"soak-away-{i}", version)
+        subs += [online, away]
+        for s in (online, away):
+            s.connect(clean=True) if version == V5 else s.connect()
+            assert s.subscribe(topic, 2) == [2], "SUBACK did not grant QoS 2"
+        away.disconnect()
+        published, acked = mixed_burst(b, version, qos_of, topic, d, kill_after)
+        b = d.start()
+        online.reconnect(b)
+        away2 = session_client(b, f"soak-away-{i}", version)
+        subs.append(away2)
+        away2.connect()
+        problems = []
+        for name, s in (("online", online), ("away", away2)):
+            counts = collect(s, topic, acked, timeout=120, settle=1.0)
+            for p in check_delivery(counts, acked, len(published), 1):
+                problems.append(f"{name}: {p}")
+            dups = sorted(k for k, c in counts.items() if c > 1 and qos_of[k] == 2)
+            if dups:
+                problems.append(f"{name}: QoS 2 duplicates: {describe_ids(dups)}")
+        if not away2.session_present:
+            problems.append("the away subscriber's session was not present after the restart")
+        line = (f"v{version} published={len(published):5d} acked={len(acked):5d} kill@{kill_after:5d} "
+                f"qos2={sum(1 for k in published if qos_of[k] == 2):5d}")
+        ok = not problems
+        if problems:
+            line += "  FAIL: " + "; ".join(problems)
+    except Exception as e:  # an error is a failed iteration, with the broker's log
+        line = f"ERROR {type(e).__name__}: {e}".splitlines()[0] + "\n" + d.logs()[-3000:]
+    finally:
+        for s in subs:
+            s.close()
+        problems = d.close()
+        if problems:
+            ok = False
+            line += "  FAIL: " + "; ".join(problems)
+    return ok, line

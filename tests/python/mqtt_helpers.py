@@ -902,6 +902,30 @@ class Mqtt:
                 f"CONNACK reason {self.connack_rc!r}, expected {expect_rc:#x} (disconnect rc {self.disconnect_rc})"
         return self
 
+    def reconnect(self, broker: Broker, timeout: float = TIMEOUT) -> "Mqtt":
+        """Connect the same paho client again, to ``broker`` (a restarted broker has new ports),
+        resuming its session (clean start off). paho keeps the client side of the session in
+        the client object: the QoS 2 messages it received and has not been released yet
+        (PUBREC sent, waiting for PUBREL), which it delivers on the PUBREL. A new client object
+        would have forgotten them, and a PUBREL resent after a broker restart would then
+        release a message the application never sees."""
+        assert self.disconnected.wait(timeout), "reconnect needs the old connection to be gone"
+        self.client.loop_stop()
+        self.broker = broker
+        self.connected.clear()
+        self.disconnected.clear()
+        self.connack_rc = None
+        kw = {}
+        if self.version == V5:
+            kw["clean_start"] = False
+            if self.connect_props:
+                kw["properties"] = props_of(PacketTypes.CONNECT, **self.connect_props)
+        self.client.connect(HOST, broker.port, self.keepalive, **kw)
+        self.client.loop_start()
+        assert self.connected.wait(timeout), f"no CONNACK within {timeout}s"
+        assert self.connack_rc == 0, f"CONNACK reason {self.connack_rc!r}"
+        return self
+
     def subscribe(self, topic, qos: int = 0, options: SubscribeOptions | None = None, sub_id: int | None = None,
                   props: dict | None = None, timeout: float = TIMEOUT) -> list:
         """Subscribe and wait for the SUBACK; returns its reason codes as ints.

@@ -783,3 +783,27 @@ def test_corrupted_store_fails_startup_naming_the_file(durable, clients, stop):
     named = [f for f in damaged if str(f) in out or f.name in out]
     assert named, f"the error names none of the damaged files {[f.name for f in damaged]}:\n{out[-3000:]}"
     print(f"rc {rc}; output:\n{out[-1500:]}")
+
+
+# --------------------------------------------------------------------------
+# Fault injection (scripts/soak-durability runs this at a large size)
+# --------------------------------------------------------------------------
+
+
+@junction_only
+def test_fault_injection_soak(tmp_path):
+    """A few iterations of the soak: mixed QoS 1/2 load, one subscriber online and one away,
+    SIGKILL at a random point. SOAK_SEED picks the iterations (a failure prints its seed)."""
+    import random
+
+    from durable_helpers import default_bin, soak_iteration
+
+    seed = int(os.environ.get("SOAK_SEED", str(time.time_ns() % 1_000_000)))
+    rng = random.Random(seed)
+    failures = []
+    for i in range(int(os.environ.get("SOAK_ITERATIONS", "4"))):
+        ok, line = soak_iteration(i, rng, default_bin(), int(os.environ.get("SOAK_TEST_N", "800")), tmp_path)
+        print(line)
+        if not ok:
+            failures.append(line)
+    assert not failures, f"seed {seed}:\n" + "\n".join(failures)
