@@ -308,8 +308,10 @@ impl<P: Protocol, T: Transport> Future for Conn<P, T> {
         let driven = std::panic::catch_unwind(AssertUnwindSafe(|| this.drive(cx)));
         match driven {
             Ok(Poll::Ready(reason)) => {
-                this.io.farewell(cx, reason);
+                // The connection's state goes first: a client that sees the close (and comes
+                // back at once) must find its session already detached from this connection.
                 this.protocol.end(reason);
+                this.io.farewell(cx, reason);
                 Poll::Ready(())
             }
             Ok(Poll::Pending) => Poll::Pending,
