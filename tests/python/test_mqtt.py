@@ -1858,3 +1858,114 @@ def test_x_max_keep_alive_and_reason_strings(server_factory):
         r311.close()
     finally:
         r.close()
+
+
+# ==========================================================================
+# Protocol errors (issue 11): acknowledgements of the wrong kind, failed PUBRECs, the client's
+# Maximum Packet Size for CONNACK, and control characters in every UTF-8 field
+# ==========================================================================
+
+
+def _qos_subscriber(raw, version: int, topic: str, qos: int, props=()) -> RawMqtt:
+    s = raw(version)
+    s.connect(f"acks-{uuid.uuid4().hex[:8]}", props=props)
+    assert s.subscribe([(topic, qos)]).codes == [qos]
+    return s
+
+
+@VERSIONS
+@pytest.mark.parametrize("case", ["puback_for_qos2", "pubrec_for_qos1", "pubcomp_before_pubrec"])
+def test_acknowledgement_of_the_wrong_kind_is_a_protocol_violation(raw, mqtt, version, case):
+    qos = 1 if case == "pubrec_for_qos1" else 2
+    topic = f"wrongack/{case}"
+    s = _qos_subscriber(raw, version, topic, qos)
+    mqtt(V5).publish(topic, b"m", qos=qos)
+    p = s.expect(PUBLISH)
+    assert p.qos == qos
+    ptype = {"puback_for_qos2": PUBACK, "pubrec_for_qos1": PUBREC, "pubcomp_before_pubrec": PUBCOMP}[case]
+    s.ack(ptype, p.pid)
+    got = closed_with(s)
+    if version == V5 and not (IS_MOSQUITTO and got == []):
+        # (mosquitto 2.0.11 closes without a DISCONNECT)
+        assert_v5_disconnect(got, (0x82,), case)
+    else:
+        assert got == [], got
+
+
+def test_pubrec_failure_ends_the_qos2_flow_and_frees_the_window(raw, mqtt):
+    """5.0: a PUBREC with a reason code >= 0x80 ends that QoS 2 flow: no PUBREL, and the packet
+    id and the Receive Maximum slot are free (with Receive Maximum 1 the next message comes)."""
+    s = _qos_subscriber(raw, V5, "recfail/t", 2, props=[(P_RECEIVE_MAXIMUM, 1)])
+    pub = mqtt(V5)
+    pub.publish("recfail/t", b"first", qos=2)
+    pub.publish("recfail/t", b"second", qos=2)
+    p = s.expect(PUBLISH)
+    assert p.payload == b"first"
+    s.ack(PUBREC, p.pid, rc=0x80)
+    q = s.expect(PUBLISH)
+    assert q.payload == b"second", q
+    s.ack(PUBREC, q.pid)
+    rel = s.expect(PUBREL)
+    assert rel.pid == q.pid
+    s.ack(PUBCOMP, q.pid)
+    assert [x for x in s.quiet(0.3) if x != "EOF"] == []
+
+
+def _connack_size(ack) -> int:
+    return len(ack.raw)
+
+
+@junction_only
+def test_connack_fits_the_clients_maximum_packet_size(raw):
+    full = raw(V5).connect("", props=[])
+    assert P_ASSIGNED_CLIENT_ID in full.props and P_TOPIC_ALIAS_MAXIMUM in full.props
+    limit = _connack_size(full) - 6
+    small = raw(V5).connect("", props=[(P_MAXIMUM_PACKET_SIZE, limit)])
+    assert _connack_size(small) <= limit, small
+    # What the client must hear stays; what it can do without went.
+    assert P_ASSIGNED_CLIENT_ID in small.props, small
+    assert len(small.props) < len(full.props), (small, full)
+    # Too small for even an assigned client identifier: closed without a CONNACK.
+    r = raw(V5)
+    r.send(connect_packet("", V5, props=[(P_MAXIMUM_PACKET_SIZE, 12)]))
+    assert closed_with(r) == []
+
+
+CONTROL_CHARS = ["\x01", "\x1f", "\x7f", "\u0085", "\u009f"]
+
+
+@VERSIONS
+@pytest.mark.parametrize("field", ["client_id", "username", "will_topic", "topic", "filter", "unsubscribe"])
+@pytest.mark.parametrize("char", CONTROL_CHARS, ids=[f"U+{ord(c):04X}" for c in CONTROL_CHARS])
+def test_control_characters_are_refused_in_every_utf8_field(raw, version, field, char):
+    """One rule for U+0001..U+001F and U+007F..U+009F in client id, user name, will topic, topic
+    names and topic filters: a malformed packet (5.0: reason 0x81; 3.1.1: the connection is
+    closed)."""
+    bad = f"a{char}b"
+    r = raw(version)
+    if field in ("client_id", "username", "will_topic"):
+        kw = {"client_id": bad} if field == "client_id" else {"client_id": "cc"}
+        if field == "username":
+            kw["username"] = bad
+        if field == "will_topic":
+            kw["will"] = Will(bad, b"w")
+        r.send(connect_packet(version=version, **kw))
+        got = closed_with(r)
+        if version == V5 and not (IS_MOSQUITTO and got == []):
+            # (mosquitto 2.0.11 closes without a CONNACK)
+            assert len(got) == 1 and got[0].type == CONNACK and got[0].rc == 0x81, got
+        else:
+            assert got == [] or (got[0].type == CONNACK and got[0].rc != 0), got
+        return
+    r.connect(f"cc-{uuid.uuid4().hex[:6]}")
+    if field == "topic":
+        r.publish(bad, b"x", qos=1, pid=1)
+    elif field == "filter":
+        r.send(subscribe_packet(1, [(bad, 1)], version=version))
+    else:
+        r.send(unsubscribe_packet(1, [bad], version=version))
+    got = closed_with(r)
+    if version == V5:
+        assert_v5_disconnect(got, (0x81,), field)
+    else:
+        assert got == [], got

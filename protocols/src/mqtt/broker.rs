@@ -420,6 +420,58 @@ impl ConnView for Link {
     }
 }
 
+/// Leaves out the reason string and user properties of a packet the server sends (what the
+/// specification lets a server omit to respect the client's Maximum Packet Size).
+fn strip_optional(packet: &mut Packet) {
+    match packet {
+        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
+            r.properties = Default::default()
+        }
+        Packet::SubAck(a) => a.properties = Default::default(),
+        Packet::UnsubAck(a) => a.properties = Default::default(),
+        Packet::Disconnect(d) => {
+            d.properties.reason_string = None;
+            d.properties.user_properties.clear();
+        }
+        Packet::Auth(a) => {
+            a.properties.reason_string = None;
+            a.properties.user_properties.clear();
+        }
+        _ => {}
+    }
+}
+
+/// Leaves out of a 5.0 CONNACK the properties a client can do without, in this order, until it
+/// fits `max` bytes: the reason string and user properties, then those whose absence means
+/// what they say anyway (retain, wildcard, subscription identifier and shared subscription
+/// available), then Topic Alias Maximum (absent: no aliases), Maximum Packet Size and Receive
+/// Maximum (the broker still enforces its limits). What the client must hear (an assigned
+/// client identifier, Server Keep Alive, authentication) stays. Whether it fits.
+fn fit_connack(ack: &mut ConnAck, max: usize) -> bool {
+    type Drop = fn(&mut ConnAckProperties);
+    const STEPS: [Drop; 9] = [
+        |p| p.reason_string = None,
+        |p| p.user_properties.clear(),
+        |p| p.retain_available = None,
+        |p| p.wildcard_subscription_available = None,
+        |p| p.subscription_identifiers_available = None,
+        |p| p.shared_subscription_available = None,
+        |p| p.topic_alias_maximum = None,
+        |p| p.maximum_packet_size = None,
+        |p| p.receive_maximum = None,
+    ];
+    let size = |ack: &ConnAck| {
+        encoded_len(&Packet::ConnAck(Box::new(ack.clone())), Version::V5).unwrap_or(usize::MAX)
+    };
+    for step in STEPS {
+        if size(ack) <= max {
+            return true;
+        }
+        step(&mut ack.properties);
+    }
+    size(ack) <= max
+}
+
 /// A DISCONNECT from the server, with a reason string saying why in words.
 fn disconnect(code: u8) -> Packet {
     let words = match code {
@@ -1422,6 +1474,8 @@ pub(crate) struct MqttConn {
     auth_method: Option<Utf8Bytes>,
     /// Reason strings may go in acknowledgements (5.0 Request Problem Information).
     problem_info: bool,
+    /// The largest packet the client takes (5.0 Maximum Packet Size).
+    client_max_packet: Option<u32>,
     /// An enhanced authentication exchange waiting for the client's next AUTH.
     pending_auth: Option<Box<PendingAuth>>,
     /// Acknowledgements of this read batch that wait, in order (see [`HeldAcks`]).
@@ -1449,6 +1503,17 @@ struct Waiting {
     answer: auth_pool::Pending,
 }
 
+/// The acknowledgements a client sends for our QoS 1/2 messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ack {
+    /// PUBACK (QoS 1).
+    Puback,
+    /// PUBREC (QoS 2, first half).
+    Pubrec,
+    /// PUBCOMP (QoS 2, second half).
+    Pubcomp,
+}
+
 /// An enhanced authentication exchange in progress.
 struct PendingAuth {
     exchange: Box<dyn Exchange>,
@@ -1463,9 +1528,25 @@ impl MqttConn {
 
     fn send(&self, packet: Packet) {
         let mut buf = BytesMut::new();
-        if encode(&packet, self.version, &mut buf).is_ok() {
-            self.link.out.push_own(&buf);
+        self.encode_for_client(packet, &mut buf);
+        self.link.out.push_own(&buf);
+    }
+
+    /// Encodes a packet the connection itself sends into `buf`, within the client's Maximum
+    /// Packet Size (5.0): a reason string and user properties are left out of one that would be
+    /// larger [MQTT-3.4.2-2 and alike]; one that is still larger is not sent.
+    fn encode_for_client(&self, mut packet: Packet, buf: &mut BytesMut) {
+        if let Some(max) = self.client_max_packet {
+            let fits = |p: &Packet| encoded_len(p, self.version).is_ok_and(|n| n <= max as usize);
+            if !fits(&packet) {
+                strip_optional(&mut packet);
+                if !fits(&packet) {
+                    tracing::debug!(cid = %self.link.id, packet = packet.name(), max, "packet over the client's maximum size not sent");
+                    return;
+                }
+            }
         }
+        let _ = encode(&packet, self.version, buf);
     }
 
     /// Ends the connection with an MQTT 5 DISCONNECT carrying `code` (3.1.1 just closes).
@@ -1490,18 +1571,9 @@ impl MqttConn {
                 self.refuse(reason::PROTOCOL_ERROR, CloseReason::ProtocolViolation)
             }
             Packet::Publish(p) => self.publish(p),
-            Packet::PubAck(r) => {
-                self.acked(r.packet_id, false);
-                Ok(())
-            }
-            Packet::PubRec(r) => {
-                self.acked(r.packet_id, true);
-                Ok(())
-            }
-            Packet::PubComp(r) => {
-                self.acked(r.packet_id, false);
-                Ok(())
-            }
+            Packet::PubAck(r) => self.acked(Ack::Puback, &r),
+            Packet::PubRec(r) => self.acked(Ack::Pubrec, &r),
+            Packet::PubComp(r) => self.acked(Ack::Pubcomp, &r),
             Packet::PubRel(r) => {
                 let mut durable = false;
                 if let Some(s) = &self.session {
@@ -1796,6 +1868,45 @@ impl MqttConn {
             }
             self.joined = true;
         }
+        let keep_alive = match fe.opts.max_keep_alive {
+            Some(max) if c.keep_alive == 0 || c.keep_alive > max => max,
+            _ => c.keep_alive,
+        };
+        self.link
+            .keep_alive_ms
+            .store(u64::from(keep_alive) * 1000, Ordering::Relaxed);
+        self.will = c.will.map(Box::new);
+        self.problem_info = c.properties.request_problem_information != Some(false);
+        self.client_max_packet = c.properties.maximum_packet_size;
+        let mut props = ConnAckProperties::default();
+        if v5 {
+            if keep_alive != c.keep_alive {
+                props.server_keep_alive = Some(keep_alive);
+            }
+            props.assigned_client_identifier = assigned.as_deref().map(utf8);
+            props.receive_maximum = Some(RECEIVE_MAXIMUM);
+            props.topic_alias_maximum = Some(TOPIC_ALIAS_MAXIMUM);
+            props.retain_available = Some(true);
+            props.shared_subscription_available = Some(true);
+            props.subscription_identifiers_available = Some(true);
+            props.wildcard_subscription_available = Some(true);
+            props.maximum_packet_size = u32::try_from(fe.opts.max_packet_size).ok();
+            props.authentication_method = self.auth_method.clone();
+            props.authentication_data = auth_data.map(Bytes::from);
+        }
+        let mut connack = ConnAck {
+            session_present: false,
+            code: reason::SUCCESS,
+            properties: props,
+        };
+        if let Some(max) = c.properties.maximum_packet_size {
+            // The client takes nothing larger [MQTT-3.1.2-24]: optional properties go, then
+            // the connection if even the rest is too large.
+            if !fit_connack(&mut connack, max as usize) {
+                tracing::info!(cid = %self.link.id, max, "CONNACK cannot fit the client's maximum packet size");
+                return Err(CloseReason::ProtocolViolation);
+            }
+        }
         let key = (identity.account.clone(), client_id.clone());
         let expiry = if v5 {
             c.properties.session_expiry_interval.unwrap_or(0)
@@ -1856,42 +1967,14 @@ impl MqttConn {
             about.version = Some(self.version);
             about.dropped = Some(session.dropped.clone());
         }
-        let keep_alive = match fe.opts.max_keep_alive {
-            Some(max) if c.keep_alive == 0 || c.keep_alive > max => max,
-            _ => c.keep_alive,
-        };
-        self.link
-            .keep_alive_ms
-            .store(u64::from(keep_alive) * 1000, Ordering::Relaxed);
-        self.will = c.will.map(Box::new);
-        self.problem_info = c.properties.request_problem_information != Some(false);
-        let mut props = ConnAckProperties::default();
-        if v5 {
-            if keep_alive != c.keep_alive {
-                props.server_keep_alive = Some(keep_alive);
-            }
-            props.assigned_client_identifier = assigned.as_deref().map(utf8);
-            props.receive_maximum = Some(RECEIVE_MAXIMUM);
-            props.topic_alias_maximum = Some(TOPIC_ALIAS_MAXIMUM);
-            props.retain_available = Some(true);
-            props.shared_subscription_available = Some(true);
-            props.subscription_identifiers_available = Some(true);
-            props.wildcard_subscription_available = Some(true);
-            props.maximum_packet_size = u32::try_from(fe.opts.max_packet_size).ok();
-            props.authentication_method = self.auth_method.clone();
-            props.authentication_data = auth_data.map(Bytes::from);
-        }
         // A persistent session is durable before its CONNACK (and whatever follows it) is
         // written: the connection's output is held until the commit.
         let hold = fe.store().filter(|_| expiry > 0 || present).cloned();
         if hold.is_some() {
             self.link.out.hold();
         }
-        self.send(Packet::ConnAck(Box::new(ConnAck {
-            session_present: present,
-            code: reason::SUCCESS,
-            properties: props,
-        })));
+        connack.session_present = present;
+        self.send(Packet::ConnAck(Box::new(connack)));
         {
             let mut state = session.state.locked();
             state.link = Some(self.link.clone());
@@ -2194,16 +2277,50 @@ impl MqttConn {
         bridge
     }
 
-    /// The client acknowledged one of our QoS 1/2 messages.
-    fn acked(&mut self, packet_id: u16, rec: bool) {
+    /// The client acknowledged one of our QoS 1/2 messages with PUBACK, PUBREC or PUBCOMP.
+    /// An acknowledgement of the wrong kind for the message's QoS (PUBACK for QoS 2, PUBREC for
+    /// QoS 1, PUBCOMP before PUBREC) is a protocol violation; one for an unknown packet id is
+    /// ignored (a PUBREC gets PUBREL, 5.0: with 0x92, so the client can finish its side).
+    fn acked(&mut self, kind: Ack, r: &PubResp) -> Result<(), CloseReason> {
         let Some(session) = self.session.clone() else {
-            return;
+            return Ok(());
         };
+        let packet_id = r.packet_id;
         let mut state = session.state.locked();
-        if rec {
-            let store = session.durable(&state);
+        let store = session.durable(&state).cloned();
+        let Some(o) = state.inflight.get_mut(&packet_id) else {
+            drop(state);
+            if kind == Ack::Pubrec {
+                let v5 = self.version == Version::V5;
+                self.send_ordered(
+                    Packet::PubRel(PubResp {
+                        packet_id,
+                        reason: if v5 {
+                            reason::PACKET_IDENTIFIER_NOT_FOUND
+                        } else {
+                            reason::SUCCESS
+                        },
+                        ..PubResp::default()
+                    }),
+                    false,
+                );
+            }
+            return Ok(());
+        };
+        let qos2 = o.publish.qos == QoS::ExactlyOnce;
+        let wrong = match kind {
+            Ack::Puback => qos2,
+            Ack::Pubrec => !qos2,
+            Ack::Pubcomp => !qos2 || !o.released,
+        };
+        if wrong {
+            drop(state);
+            tracing::debug!(cid = %self.link.id, packet_id, ?kind, "acknowledgement of the wrong kind");
+            return self.refuse(reason::PROTOCOL_ERROR, CloseReason::ProtocolViolation);
+        }
+        if kind == Ack::Pubrec && r.reason < 0x80 {
             let mut durable = false;
-            if let Some(o) = state.inflight.get_mut(&packet_id) {
+            if !o.released {
                 o.released = true;
                 if let (Some(store), true) = (store, o.seq != 0) {
                     store.submit(Op::Put {
@@ -2229,8 +2346,10 @@ impl MqttConn {
                 }),
                 durable,
             );
-            return;
+            return Ok(());
         }
+        // Done: PUBACK, PUBCOMP, or a PUBREC with a failure code (5.0), which ends the QoS 2
+        // flow there: no PUBREL, and the packet id and the window's slot are free again.
         if let Some(o) = state.inflight.remove(&packet_id) {
             session.forget(o.seq);
             if let Some(h) = o.held {
@@ -2239,6 +2358,7 @@ impl MqttConn {
         }
         state.stuck = false;
         session.fill_window(&mut state);
+        Ok(())
     }
 
     fn subscribe(&mut self, s: Subscribe) {
@@ -2421,7 +2541,7 @@ impl MqttConn {
         if durable && !early_only {
             h.needs_commit.store(true, Ordering::Release);
         }
-        let _ = encode(&packet, self.version, &mut h.bytes.locked());
+        self.encode_for_client(packet, &mut h.bytes.locked());
     }
 
     /// Queues this read batch's held acknowledgements on the link, behind earlier ones, and asks
@@ -2704,6 +2824,7 @@ pub(crate) fn start<T: Transport>(
         received: BatchIn::default(),
         auth_method: None,
         problem_info: true,
+        client_max_packet: None,
         pending_auth: None,
         held_acks: None,
         spare_held: None,

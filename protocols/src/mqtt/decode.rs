@@ -72,6 +72,11 @@ pub enum DecodeError {
     /// A string contains U+0000.
     #[error("string contains u+0000")]
     NullCharacter,
+    /// A client identifier, user name, topic name or topic filter contains a control character
+    /// (U+0001..U+001F or U+007F..U+009F): the specification lets a receiver treat that as a
+    /// malformed packet, and Junction does, in every such field alike.
+    #[error("control character in the {0}")]
+    ControlCharacter(&'static str),
     /// A topic name (PUBLISH, will, response topic) contains `+` or `#`.
     #[error("wildcard in a topic name")]
     WildcardInTopicName,
@@ -187,6 +192,7 @@ impl DecodeError {
             | TrailingBytes
             | BadUtf8
             | NullCharacter
+            | ControlCharacter(_)
             | ReservedBits(_)
             | WillFlags
             | PasswordWithoutUsername
@@ -336,7 +342,9 @@ impl Decoder {
 
     fn parse(&mut self, kind: u8, flags: u8, r: &mut Reader) -> Result<Packet, DecodeError> {
         if kind == CONNECT {
-            let (connect, protocol) = parse_connect(r)?;
+            // The level is known as soon as it is read: a CONNECT that is malformed after it
+            // can still be refused with a CONNACK of that level.
+            let (connect, protocol) = parse_connect(r, &mut self.protocol)?;
             self.protocol = Some(protocol);
             return Ok(Packet::Connect(Box::new(connect)));
         }
@@ -372,7 +380,10 @@ impl Decoder {
     }
 }
 
-fn parse_connect(r: &mut Reader) -> Result<(Connect, Protocol), DecodeError> {
+fn parse_connect(
+    r: &mut Reader,
+    seen: &mut Option<Protocol>,
+) -> Result<(Connect, Protocol), DecodeError> {
     let name = r.binary()?;
     let level = r.u8()?;
     let protocol = match (&name[..], level) {
@@ -381,6 +392,7 @@ fn parse_connect(r: &mut Reader) -> Result<(Connect, Protocol), DecodeError> {
         (b"MQTT" | b"MQIsdp", _) => return Err(DecodeError::UnsupportedProtocolLevel(level)),
         _ => return Err(DecodeError::BadProtocolName),
     };
+    *seen = Some(protocol);
     let v5 = protocol == Protocol::V5;
     let flags = r.u8()?;
     if flags & 0x01 != 0 {
@@ -406,6 +418,7 @@ fn parse_connect(r: &mut Reader) -> Result<(Connect, Protocol), DecodeError> {
         Default::default()
     };
     let client_id = r.string()?;
+    check_controls(client_id.as_bytes(), "client identifier")?;
     if !v5 && client_id.is_empty() && !clean_start {
         return Err(DecodeError::ClientIdRejected);
     }
@@ -428,7 +441,9 @@ fn parse_connect(r: &mut Reader) -> Result<(Connect, Protocol), DecodeError> {
         None
     };
     let username = if username_flag {
-        Some(r.string()?)
+        let name = r.string()?;
+        check_controls(name.as_bytes(), "user name")?;
+        Some(name)
     } else {
         None
     };
@@ -494,6 +509,7 @@ fn parse_publish(
     if !topic::is_valid_topic_name(topic.as_bytes()) {
         return Err(DecodeError::WildcardInTopicName);
     }
+    check_controls(topic.as_bytes(), "topic name")?;
     let packet_id = match qos {
         QoS::AtMostOnce => 0,
         _ => packet_id(r)?,
@@ -727,6 +743,7 @@ pub(crate) fn check_topic_name(t: &Utf8Bytes, may_be_empty: bool) -> Result<(), 
     if !topic::is_valid_topic_name(t.as_bytes()) {
         return Err(DecodeError::WildcardInTopicName);
     }
+    check_controls(t.as_bytes(), "topic name")?;
     if t.is_empty() && !may_be_empty {
         return Err(DecodeError::EmptyTopicName);
     }
@@ -736,6 +753,7 @@ pub(crate) fn check_topic_name(t: &Utf8Bytes, may_be_empty: bool) -> Result<(), 
 /// Checks a topic filter; `Ok(true)` for a 5.0 shared subscription.
 fn check_filter(f: &Utf8Bytes, p: Protocol) -> Result<bool, DecodeError> {
     let bytes = f.as_bytes();
+    check_controls(bytes, "topic filter")?;
     if p == Protocol::V5 && bytes.starts_with(topic::SHARED_PREFIX) {
         return match topic::shared_subscription(bytes) {
             Some(_) => Ok(true),
@@ -746,6 +764,19 @@ fn check_filter(f: &Utf8Bytes, p: Protocol) -> Result<bool, DecodeError> {
         return Err(DecodeError::BadTopicFilter);
     }
     Ok(false)
+}
+
+/// Refuses the control characters U+0001..U+001F and U+007F..U+009F in a valid UTF-8 string
+/// (U+0000 is refused for every string already). In UTF-8 the second range is `C2 80`..`C2 9F`.
+pub(crate) fn check_controls(s: &[u8], field: &'static str) -> Result<(), DecodeError> {
+    let mut prev = 0u8;
+    for &b in s {
+        if b < 0x20 || b == 0x7F || (prev == 0xC2 && (0x80..=0x9F).contains(&b)) {
+            return Err(DecodeError::ControlCharacter(field));
+        }
+        prev = b;
+    }
+    Ok(())
 }
 
 /// Parses a variable byte integer at the start of `b`: `Ok(None)` when `b` ends before it does.
