@@ -313,7 +313,7 @@ async fn run(settings: Settings) -> Result<()> {
             );
         }
         junction_core::Stats::add(&bus.stats().store_records_skipped, restored.skipped as u64);
-        let s = junction_core::store::Store::start(Box::new(engine));
+        let s = junction_store::Store::start(Box::new(engine));
         fe.use_store(s.clone());
         store = Some(s);
     } else if mqtt_fe.is_some() {

@@ -9,7 +9,6 @@
 //! - [`import`]: stream and service imports, the bridges between accounts.
 //! - [`stats`]: server-wide counters.
 //! - [`conns`]: the registry of open and recently closed connections, for monitoring.
-//! - [`store`]: durable state behind a small engine interface, with a group-commit writer.
 //! - [`sync`]: locks that outlive a panic in another task.
 
 pub mod account;
@@ -18,7 +17,6 @@ pub mod delivery;
 pub mod import;
 pub mod message;
 pub mod stats;
-pub mod store;
 pub mod subject;
 pub mod sublist;
 pub mod sync;

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use junction_core::store::{Engine, MemoryEngine, Op, Table};
 use junction_core::Bus;
 use junction_protocols::mqtt::broker::{Frontend, Options};
 use junction_protocols::mqtt::durable::{self, SessionRecord, SubRecord};
+use junction_store::{Engine, MemoryEngine, Op, Table};
 
 fn session(filter: &str) -> Vec<u8> {
     SessionRecord {
@@ -39,39 +39,39 @@ fn damaged_records_are_skipped_and_counted() {
         .commit(&[
             // Two good sessions (one with a filter 20,000 levels deep) and their messages.
             put(
-                Table::Sessions,
+                durable::SESSIONS,
                 durable::session_key("$G", "good"),
                 session("x/+"),
             ),
             put(
-                Table::Sessions,
+                durable::SESSIONS,
                 durable::session_key("$G", "deep"),
                 session(&deep),
             ),
             // A session whose record is not a record, one whose key is not a key.
             put(
-                Table::Sessions,
+                durable::SESSIONS,
                 durable::session_key("$G", "bad"),
                 b"{not json".to_vec(),
             ),
-            put(Table::Sessions, vec![0xff, 0xff, 1], session("y")),
+            put(durable::SESSIONS, vec![0xff, 0xff, 1], session("y")),
             // A retained message that does not decode, and one whose key is cut short.
             put(
-                Table::Retained,
+                durable::RETAINED,
                 durable::retained_key("$G", b"t"),
                 vec![1, 2, 3],
             ),
-            put(Table::Retained, vec![0], vec![]),
+            put(durable::RETAINED, vec![0], vec![]),
             // A message for a good session that does not decode, and one whose key is short.
             put(
-                Table::Messages,
+                durable::MESSAGES,
                 durable::message_key(&durable::session_key("$G", "good"), 1),
                 vec![9; 5],
             ),
-            put(Table::Messages, vec![1, 2], vec![]),
+            put(durable::MESSAGES, vec![1, 2], vec![]),
             // A message of a session that is gone: an orphan, removed later, not "damaged".
             put(
-                Table::Messages,
+                durable::MESSAGES,
                 durable::message_key(&durable::session_key("$G", "bad"), 1),
                 vec![9; 5],
             ),

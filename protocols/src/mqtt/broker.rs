@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use junction_auth::{AuthError, AuthStep, Authenticator, Checker, Credentials, Exchange, Identity};
-use junction_core::store::{Engine, Op, Store, StoreError, Table};
 use junction_core::{
     subject, Account, Bus, ConnId, ConnSnapshot, ConnView, Delivery, DeliveryFacts, FlushBatch,
     MatchCache, Message, Sink, Stats, Subscription,
 };
+use junction_store::{Engine, Op, Store, StoreError, Table};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -198,12 +198,12 @@ impl Frontend {
             let key = durable::retained_key(account, &msg.subject);
             store.submit(if msg.payload.is_empty() {
                 Op::Delete {
-                    table: Table::Retained,
+                    table: durable::RETAINED,
                     key,
                 }
             } else {
                 Op::Put {
-                    table: Table::Retained,
+                    table: durable::RETAINED,
                     key,
                     value: durable::encode_retained(msg, qos),
                 }
@@ -332,7 +332,7 @@ struct About {
     dropped: Option<Arc<AtomicU64>>,
 }
 
-impl junction_core::store::Wake for Link {
+impl junction_store::Wake for Link {
     fn wake(&self) {
         self.out.wake();
     }
@@ -696,7 +696,7 @@ impl Session {
                     (&store, front.publish.qos, front.seq != 0)
                 {
                     store.submit(Op::Put {
-                        table: Table::Messages,
+                        table: durable::MESSAGES,
                         key: durable::message_key(&self.key, front.seq),
                         value: durable::encode_message(
                             &front.publish,
@@ -799,7 +799,7 @@ impl Session {
         let seq = state.next_seq;
         state.next_seq += 1;
         store.submit(Op::Insert {
-            table: Table::Messages,
+            table: durable::MESSAGES,
             key: durable::message_key(&self.key, seq),
             value: durable::encode_message(publish, publish.packet_id, false, queued_ms),
         });
@@ -840,7 +840,7 @@ impl Session {
     fn forget(&self, seq: u64) {
         if let (Some(store), true) = (self.fe.store(), seq != 0) {
             store.submit(Op::Delete {
-                table: Table::Messages,
+                table: durable::MESSAGES,
                 key: durable::message_key(&self.key, seq),
             });
         }
@@ -874,7 +874,7 @@ impl Session {
         };
         if state.expiry_secs > 0 {
             store.submit(Op::Put {
-                table: Table::Sessions,
+                table: durable::SESSIONS,
                 key: self.key.clone(),
                 value: self.record(state).encode(),
             });
@@ -906,10 +906,10 @@ impl Session {
     /// Removes the session and everything it had from the store.
     fn erase(&self, store: &Store) {
         store.submit(Op::Delete {
-            table: Table::Sessions,
+            table: durable::SESSIONS,
             key: self.key.clone(),
         });
-        for table in [Table::Messages, Table::Inbound] {
+        for table in [durable::MESSAGES, durable::INBOUND] {
             store.submit(Op::DeletePrefix {
                 table,
                 prefix: self.key.clone(),
@@ -1582,7 +1582,7 @@ impl MqttConn {
                         if let Some(store) = s.durable(&state) {
                             // PUBCOMP frees the id for reuse: only once the store forgot it.
                             store.submit(Op::Delete {
-                                table: Table::Inbound,
+                                table: durable::INBOUND,
                                 key: durable::inbound_key(&s.key, r.packet_id),
                             });
                             durable = true;
@@ -2195,7 +2195,7 @@ impl MqttConn {
         }
         if let (Some(store), Some(key)) = (&store, inbound_key) {
             store.submit(Op::Put {
-                table: Table::Inbound,
+                table: durable::INBOUND,
                 key,
                 value: Vec::new(),
             });
@@ -2324,7 +2324,7 @@ impl MqttConn {
                 o.released = true;
                 if let (Some(store), true) = (store, o.seq != 0) {
                     store.submit(Op::Put {
-                        table: Table::Messages,
+                        table: durable::MESSAGES,
                         key: durable::message_key(&session.key, o.seq),
                         value: durable::encode_message(
                             &o.publish,
@@ -2842,13 +2842,13 @@ pub(crate) fn start<T: Transport>(
 /// cannot push an `Instant` past what the clock can hold.
 const MAX_RESTORED_WAIT_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 
-/// The key of the time the server was last alive, in [`Table::Meta`].
+/// The key of the time the server was last alive, in [`durable::META`].
 const ALIVE_KEY: &[u8] = b"alive";
 
 /// Notes in the store that the server is alive now (once a second, and at startup).
 fn note_alive(store: &Store) {
     store.submit(Op::Put {
-        table: Table::Meta,
+        table: durable::META,
         key: ALIVE_KEY.to_vec(),
         value: durable::unix_ms().to_be_bytes().to_vec(),
     });
@@ -2928,7 +2928,7 @@ impl Frontend {
     pub fn restore(self: &Arc<Self>, engine: &dyn Engine) -> Result<Restored, StoreError> {
         let mut restored = Restored::default();
         let mut skipped = 0;
-        engine.scan(Table::Retained, &mut |k, v| {
+        engine.scan(durable::RETAINED, &mut |k, v| {
             let Some((account, subject)) = durable::split_retained_key(k) else {
                 skip_record(&mut skipped, "retained", k, "malformed key");
                 return Ok(());
@@ -2954,7 +2954,7 @@ impl Frontend {
         // When the server was last known alive: a client connected then lost its connection
         // about then, and its session's expiry and will delay count from it.
         let mut alive_ms = now_ms;
-        engine.scan(Table::Meta, &mut |k, v| {
+        engine.scan(durable::META, &mut |k, v| {
             if k == ALIVE_KEY {
                 match <[u8; 8]>::try_from(v) {
                     Ok(b) => alive_ms = u64::from_be_bytes(b).min(now_ms),
@@ -2965,7 +2965,7 @@ impl Frontend {
         })?;
         let mut by_key: HashMap<Vec<u8>, Arc<Session>> = HashMap::new();
         let mut records = Vec::new();
-        engine.scan(Table::Sessions, &mut |k, v| {
+        engine.scan(durable::SESSIONS, &mut |k, v| {
             let parts = durable::split_session_key(k).filter(|(_, _, rest)| rest.is_empty());
             let Some((account, client_id, _)) = parts else {
                 skip_record(&mut skipped, "session", k, "malformed key");
@@ -2995,7 +2995,7 @@ impl Frontend {
         }
 
         let mut orphans = Vec::new();
-        engine.scan(Table::Messages, &mut |k, v| {
+        engine.scan(durable::MESSAGES, &mut |k, v| {
             if k.len() < 8 {
                 skip_record(&mut skipped, "message", k, "malformed key");
                 return Ok(());
@@ -3003,7 +3003,7 @@ impl Frontend {
             let (skey, seq) = k.split_at(k.len() - 8);
             let seq = u64::from_be_bytes(seq.try_into().expect("8 bytes"));
             let Some(session) = by_key.get(skey) else {
-                orphans.push((Table::Messages, k.to_vec()));
+                orphans.push((durable::MESSAGES, k.to_vec()));
                 return Ok(());
             };
             let Some(r) = MessageRecord::decode(v) else {
@@ -3049,7 +3049,7 @@ impl Frontend {
             restored.messages += 1;
             Ok(())
         })?;
-        engine.scan(Table::Inbound, &mut |k, _| {
+        engine.scan(durable::INBOUND, &mut |k, _| {
             if k.len() < 2 {
                 skip_record(&mut skipped, "inbound", k, "malformed key");
                 return Ok(());
@@ -3063,7 +3063,7 @@ impl Frontend {
                         .inbound_qos2
                         .insert(u16::from_be_bytes([id[0], id[1]]));
                 }
-                None => orphans.push((Table::Inbound, k.to_vec())),
+                None => orphans.push((durable::INBOUND, k.to_vec())),
             }
             Ok(())
         })?;

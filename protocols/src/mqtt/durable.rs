@@ -9,10 +9,22 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use junction_core::{ConnId, DeliveryFacts, Message};
+use junction_store::Table;
 use serde::{Deserialize, Serialize};
 
 use super::packet::{Connect, Packet, Protocol, Publish, QoS, Utf8Bytes, Will};
 use super::{encode, Decoder, MAX_PACKET_SIZE};
+
+/// Persistent MQTT sessions: subscriptions, expiry, pending will.
+pub const SESSIONS: Table = Table::new("sessions");
+/// QoS 1/2 messages queued for or in flight to persistent sessions.
+pub const MESSAGES: Table = Table::new("messages");
+/// Retained messages.
+pub const RETAINED: Table = Table::new("retained");
+/// QoS 2 packet identifiers received (PUBREC sent) and not yet released.
+pub const INBOUND: Table = Table::new("inbound");
+/// Facts about the server itself (when it was last alive).
+pub const META: Table = Table::new("meta");
 
 /// A session's key: account and client id, each with its length.
 pub fn session_key(account: &str, client_id: &str) -> Vec<u8> {

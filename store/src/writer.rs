@@ -1,7 +1,6 @@
-//! Durable state: a small key-value interface over an embedded engine, and the group-commit
-//! writer every frontend submits to.
+//! The group-commit writer every user of the store submits to.
 //!
-//! Frontends never wait on the disk themselves. They [`Store::submit`] operations, and ask for
+//! Users never wait on the disk themselves. They [`Store::submit`] operations, and ask for
 //! something to run once everything submitted so far is durable ([`Store::then`]: an MQTT
 //! PUBACK, a queued message released to its client). One writer thread takes everything that
 //! piled up while the previous commit was on the disk and makes it durable in one transaction
@@ -10,11 +9,7 @@
 //! Operations that must land together (a message queued for several sessions and the packet id
 //! that marks it received) are submitted inside a [`Store::group`]; the writer never cuts a
 //! commit through an open group.
-//!
-//! The engine sits behind [`Engine`], so that another (a cluster-backed store) can sit beside
-//! the embedded one.
 
-use crate::sync::Lock;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::hash::Hasher;
@@ -23,82 +18,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// The tables of the durable state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Table {
-    /// Persistent MQTT sessions: subscriptions, expiry, pending will.
-    Sessions,
-    /// QoS 1/2 messages queued for or in flight to persistent sessions.
-    Messages,
-    /// Retained messages.
-    Retained,
-    /// QoS 2 packet identifiers received (PUBREC sent) and not yet released.
-    Inbound,
-    /// Facts about the server itself (when it was last alive).
-    Meta,
-}
-
-impl Table {
-    /// Every table.
-    pub const ALL: [Table; 5] = [
-        Table::Sessions,
-        Table::Messages,
-        Table::Retained,
-        Table::Inbound,
-        Table::Meta,
-    ];
-
-    /// The table's name in the engine.
-    pub fn name(self) -> &'static str {
-        match self {
-            Table::Sessions => "sessions",
-            Table::Messages => "messages",
-            Table::Retained => "retained",
-            Table::Inbound => "inbound",
-            Table::Meta => "meta",
-        }
-    }
-}
-
-/// One change to the durable state.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Op {
-    /// Inserts a key that never existed before (a new sequence number): when a `Delete` of it
-    /// follows in the same commit, the writer drops both and the engine never sees them.
-    Insert {
-        table: Table,
-        key: Vec<u8>,
-        value: Vec<u8>,
-    },
-    /// Inserts or replaces a value.
-    Put {
-        table: Table,
-        key: Vec<u8>,
-        value: Vec<u8>,
-    },
-    /// Removes a key (absent keys are fine).
-    Delete { table: Table, key: Vec<u8> },
-    /// Removes every key that starts with `prefix`.
-    DeletePrefix { table: Table, prefix: Vec<u8> },
-}
-
-/// Why the store failed; names the file where there is one.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("{0}")]
-    Engine(String),
-}
-
-/// What a scan calls with each key and value.
-pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
-
-/// An embedded (or remote) engine: atomic, durable commits and ordered scans.
-pub trait Engine: Send + 'static {
-    /// Applies `ops` in order, atomically, and returns once they are durable.
-    fn commit(&mut self, ops: &[Op]) -> Result<(), StoreError>;
-    /// Calls `each` with every key and value of `table`, in key order.
-    fn scan(&self, table: Table, each: &mut Visit<'_>) -> Result<(), StoreError>;
-}
+use crate::engine::{Engine, Op, StoreError, Table};
+use crate::sync::Lock;
 
 /// Runs once what was submitted before it is durable; what it must wake goes into [`Wakes`],
 /// so that a connection acknowledged many times in one commit is woken once.
@@ -153,7 +74,8 @@ struct Batch {
 
 fn key_hash(table: Table, key: &[u8]) -> u64 {
     let mut h = Fnv::default();
-    h.write(&[table as u8]);
+    h.write(table.name().as_bytes());
+    h.write(&[0xff]);
     h.write(key);
     h.finish()
 }
@@ -519,51 +441,13 @@ impl std::hash::Hasher for Passthrough {
     }
 }
 
-/// An engine in memory, for tests and for `--in-memory`: commits are instant and nothing
-/// survives the process.
-#[derive(Default)]
-pub struct MemoryEngine {
-    tables: std::collections::HashMap<Table, std::collections::BTreeMap<Vec<u8>, Vec<u8>>>,
-}
-
-impl Engine for MemoryEngine {
-    fn commit(&mut self, ops: &[Op]) -> Result<(), StoreError> {
-        for op in ops {
-            match op {
-                Op::Insert { table, key, value } | Op::Put { table, key, value } => {
-                    self.tables
-                        .entry(*table)
-                        .or_default()
-                        .insert(key.clone(), value.clone());
-                }
-                Op::Delete { table, key } => {
-                    if let Some(t) = self.tables.get_mut(table) {
-                        t.remove(key);
-                    }
-                }
-                Op::DeletePrefix { table, prefix } => {
-                    if let Some(t) = self.tables.get_mut(table) {
-                        t.retain(|k, _| !k.starts_with(prefix));
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn scan(&self, table: Table, each: &mut Visit<'_>) -> Result<(), StoreError> {
-        if let Some(t) = self.tables.get(&table) {
-            for (k, v) in t {
-                each(k, v)?;
-            }
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::engine::Visit;
+
+    const MESSAGES: Table = Table::new("messages");
     use std::sync::Mutex;
 
     /// An engine that records each commit's ops.
@@ -583,7 +467,7 @@ mod tests {
 
     fn put(n: u8) -> Op {
         Op::Put {
-            table: Table::Messages,
+            table: MESSAGES,
             key: vec![n],
             value: vec![],
         }
@@ -651,21 +535,21 @@ mod tests {
     #[test]
     fn keys_inserted_and_deleted_in_one_commit_never_reach_the_engine() {
         let ins = |n: u8| Op::Insert {
-            table: Table::Messages,
+            table: MESSAGES,
             key: vec![n],
             value: vec![n],
         };
         let del = |n: u8| Op::Delete {
-            table: Table::Messages,
+            table: MESSAGES,
             key: vec![n],
         };
         let put_v = |n: u8, v: u8| Op::Put {
-            table: Table::Messages,
+            table: MESSAGES,
             key: vec![n],
             value: vec![v],
         };
         let prefix = |n: u8| Op::DeletePrefix {
-            table: Table::Messages,
+            table: MESSAGES,
             prefix: vec![n],
         };
         let mut b = Batch::default();
@@ -706,35 +590,5 @@ mod tests {
             ]
         );
         assert_eq!(b.cancelled, 4);
-    }
-
-    #[test]
-    fn the_memory_engine_applies_in_order() {
-        let mut m = MemoryEngine::default();
-        m.commit(&[
-            put(1),
-            put(2),
-            Op::Put {
-                table: Table::Messages,
-                key: vec![3, 1],
-                value: vec![9],
-            },
-            Op::Delete {
-                table: Table::Messages,
-                key: vec![1],
-            },
-            Op::DeletePrefix {
-                table: Table::Messages,
-                prefix: vec![3],
-            },
-        ])
-        .unwrap();
-        let mut keys = Vec::new();
-        m.scan(Table::Messages, &mut |k, _| {
-            keys.push(k.to_vec());
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(keys, vec![vec![2]]);
     }
 }

@@ -1,0 +1,450 @@
+//! The embedded engine: an [`Engine`] over redb.
+//!
+//! One file, `junction.redb`, in the data directory, with one redb table per [`Table`] (made the
+//! first time something is written to it; a table never written reads as empty). Every
+//! commit is a redb write transaction with immediate durability (fsync before it returns); the
+//! core's group-commit writer makes many messages share one. redb locks the file, so a second
+//! broker on the same directory fails to start, and it checks its pages, so a damaged file is
+//! an error naming it rather than half-read state.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
+
+use crate::engine::{Engine, Op, StoreError, Table, Visit};
+
+/// The file name inside the data directory.
+pub const FILE_NAME: &str = "junction.redb";
+
+fn definition(table: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+    TableDefinition::new(table.name())
+}
+
+/// The redb engine.
+pub struct Redb {
+    db: Database,
+    path: PathBuf,
+}
+
+/// Opens (or creates) the store in `dir`.
+pub fn open(dir: &Path) -> Result<Redb, StoreError> {
+    open_with(dir, COMPACT_MIN_BYTES)
+}
+
+fn open_with(dir: &Path, compact_min: u64) -> Result<Redb, StoreError> {
+    // A damaged page can panic inside redb: that is a damaged store, reported with its file.
+    std::panic::catch_unwind(|| open_checked(dir, compact_min)).unwrap_or_else(|_| {
+        Err(StoreError::Engine(format!(
+            "cannot open the store {}: the file is damaged (a page could not be read)",
+            dir.join(FILE_NAME).display()
+        )))
+    })
+}
+
+fn open_checked(dir: &Path, compact_min: u64) -> Result<Redb, StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        StoreError::Engine(format!(
+            "cannot create the data directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let path = dir.join(FILE_NAME);
+    let fail = |e: &dyn std::fmt::Display| {
+        StoreError::Engine(format!("cannot open the store {}: {e}", path.display()))
+    };
+    let mut db = Database::create(&path).map_err(|e| fail(&e))?;
+    compact_if_wasteful(&mut db, &path, compact_min).map_err(|e| fail(&e))?;
+    Ok(Redb { db, path })
+}
+
+/// Splits sorted keys into runs where each key is the one before with its last eight bytes (a
+/// big-endian sequence number) plus one: a range from a run's first to its last key holds no
+/// other key of that shape, so deleting the range costs one pass of the cursor.
+fn clusters<'a, 'k>(keys: &'a [&'k [u8]]) -> impl Iterator<Item = &'a [&'k [u8]]> {
+    keys.chunk_by(|a, b| successor(a, b))
+}
+
+fn successor(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n < 8 || b.len() != n || a[..n - 8] != b[..n - 8] {
+        return false;
+    }
+    let seq = |k: &[u8]| u64::from_be_bytes(k[n - 8..].try_into().expect("eight bytes"));
+    seq(a).checked_add(1) == Some(seq(b))
+}
+
+/// A file at least this large is compacted at startup when most of it is free space.
+const COMPACT_MIN_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Gives free pages back to the file system when they are most of the file: after a backlog of
+/// messages was delivered, the file would otherwise stay as large as the backlog was.
+fn compact_if_wasteful(db: &mut Database, path: &Path, min: u64) -> Result<(), String> {
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if len < min {
+        return Ok(());
+    }
+    let stats = {
+        let tx = db.begin_write().map_err(|e| e.to_string())?;
+        let stats = tx.stats().map_err(|e| e.to_string())?;
+        tx.abort().map_err(|e| e.to_string())?;
+        stats
+    };
+    let used = stats.allocated_pages() * stats.page_size() as u64;
+    if used * 2 > len {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    while db.compact().map_err(|e| e.to_string())? {}
+    let after = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    eprintln!(
+        "junction: compacted {} from {len} to {after} bytes in {:?}",
+        path.display(),
+        started.elapsed()
+    );
+    Ok(())
+}
+
+impl Redb {
+    /// Removes `keys` (in any order, duplicates allowed) and empties the list.
+    fn delete_keys(
+        &self,
+        t: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+        keys: &mut Vec<&[u8]>,
+    ) -> Result<(), StoreError> {
+        keys.sort_unstable();
+        keys.dedup();
+        for cluster in clusters(keys) {
+            if let [key] = cluster {
+                t.remove(*key).map_err(|e| self.err("writing to", e))?;
+            } else {
+                t.retain_in(cluster[0]..=cluster[cluster.len() - 1], |k, _| {
+                    cluster.binary_search(&k).is_err()
+                })
+                .map_err(|e| self.err("writing to", e))?;
+            }
+        }
+        keys.clear();
+        Ok(())
+    }
+
+    fn err(&self, what: &str, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Engine(format!("{what} {}: {e}", self.path.display()))
+    }
+
+    /// The store's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The first key after every key that starts with `prefix` (`None`: no such key).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+impl Engine for Redb {
+    fn commit(&mut self, ops: &[Op]) -> Result<(), StoreError> {
+        let tx = self
+            .db
+            .begin_write()
+            .map_err(|e| self.err("writing to", e))?;
+        {
+            // The tables this commit touches, each opened once (a commit names a handful).
+            let mut names: Vec<Table> = Vec::new();
+            for op in ops {
+                let t = op.table();
+                if !names.contains(&t) {
+                    names.push(t);
+                }
+            }
+            let mut tables = Vec::with_capacity(names.len());
+            for table in &names {
+                tables.push(
+                    tx.open_table(definition(*table))
+                        .map_err(|e| self.err("writing to", e))?,
+                );
+            }
+            let index = |t: Table| names.iter().position(|x| *x == t).expect("a table");
+            // Deletes wait, per table, until something else touches that table's existing
+            // keys, and then go in one sorted pass: acknowledged messages are mostly runs of
+            // consecutive sequence numbers of a session, and redb's range cursor removes a run
+            // for much less than one descent of the tree per key. An insert never waits for
+            // them (its key is new by contract, so no pending delete can concern it).
+            let mut deferred: Vec<Vec<&[u8]>> = vec![Vec::new(); names.len()];
+            for op in ops {
+                match op {
+                    Op::Insert { table, key, value } => {
+                        tables[index(*table)]
+                            .insert(key.as_slice(), value.as_slice())
+                            .map_err(|e| self.err("writing to", e))?;
+                    }
+                    Op::Put { table, key, value } => {
+                        let t = index(*table);
+                        self.delete_keys(&mut tables[t], &mut deferred[t])?;
+                        tables[t]
+                            .insert(key.as_slice(), value.as_slice())
+                            .map_err(|e| self.err("writing to", e))?;
+                    }
+                    Op::Delete { table, key } => deferred[index(*table)].push(key.as_slice()),
+                    Op::DeletePrefix { table, prefix } => {
+                        let t = index(*table);
+                        self.delete_keys(&mut tables[t], &mut deferred[t])?;
+                        match prefix_end(prefix) {
+                            Some(end) => {
+                                tables[t].retain_in(prefix.as_slice()..end.as_slice(), |_, _| false)
+                            }
+                            None => tables[t].retain_in(prefix.as_slice().., |_, _| false),
+                        }
+                        .map_err(|e| self.err("writing to", e))?;
+                    }
+                }
+            }
+            for (t, keys) in deferred.iter_mut().enumerate() {
+                self.delete_keys(&mut tables[t], keys)?;
+            }
+        }
+        tx.commit().map_err(|e| self.err("committing to", e))
+    }
+
+    fn scan(&self, table: Table, each: &mut Visit<'_>) -> Result<(), StoreError> {
+        // redb checks a cleanly closed file only as it reads it, and a damaged page can panic
+        // inside it: that is a damaged store, reported with its file like any other error.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let tx = self.db.begin_read().map_err(|e| self.err("reading", e))?;
+            let t = match tx.open_table(definition(table)) {
+                Ok(t) => t,
+                // Never written: empty.
+                Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+                Err(e) => return Err(self.err("reading", e)),
+            };
+            for item in t.iter().map_err(|e| self.err("reading", e))? {
+                let (k, v) = item.map_err(|e| self.err("reading", e))?;
+                each(k.value(), v.value())?;
+            }
+            Ok(())
+        }))
+        .unwrap_or_else(|_| Err(self.err("damaged store", "a page could not be read")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MESSAGES: Table = Table::new("messages");
+    const RETAINED: Table = Table::new("retained");
+    const SESSIONS: Table = Table::new("sessions");
+
+    fn put(table: Table, key: &[u8], value: &[u8]) -> Op {
+        Op::Put {
+            table,
+            key: key.to_vec(),
+            value: value.to_vec(),
+        }
+    }
+
+    fn keys(e: &Redb, table: Table) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        e.scan(table, &mut |k, _| {
+            out.push(k.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn commits_survive_reopening_and_prefixes_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut e = open(dir.path()).unwrap();
+            e.commit(&[
+                put(MESSAGES, b"a\x01", b"1"),
+                put(MESSAGES, b"a\x02", b"2"),
+                put(MESSAGES, b"b\x01", b"3"),
+                put(MESSAGES, b"a\xff\xff", b"4"),
+                put(RETAINED, b"t", b"r"),
+            ])
+            .unwrap();
+            e.commit(&[
+                Op::DeletePrefix {
+                    table: MESSAGES,
+                    prefix: b"a".to_vec(),
+                },
+                Op::Delete {
+                    table: RETAINED,
+                    key: b"t".to_vec(),
+                },
+            ])
+            .unwrap();
+        }
+        let e = open(dir.path()).unwrap();
+        assert_eq!(keys(&e, MESSAGES), vec![b"b\x01".to_vec()]);
+        assert!(keys(&e, RETAINED).is_empty());
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+    }
+
+    #[test]
+    fn runs_of_deletes_remove_exactly_their_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = open(dir.path()).unwrap();
+        let key = |s: u8, n: u64| {
+            let mut k = vec![s];
+            k.extend_from_slice(&n.to_be_bytes());
+            k
+        };
+        let mut ops = Vec::new();
+        for n in 0..200 {
+            for s in [1u8, 2] {
+                ops.push(put(MESSAGES, &key(s, n), b"m"));
+            }
+        }
+        // A key of another shape inside session 1's range must survive.
+        ops.push(put(
+            MESSAGES,
+            b"\x01\x00\x00\x00\x00\x00\x00\x00\x05x",
+            b"odd",
+        ));
+        e.commit(&ops).unwrap();
+        let del = |s: u8, n: u64| Op::Delete {
+            table: MESSAGES,
+            key: key(s, n),
+        };
+        // Out of order, duplicated, with gaps, two sessions interleaved, one absent key.
+        let mut dels: Vec<Op> = (0..50).rev().map(|n| del(1, n)).collect();
+        dels.extend((0..200).step_by(3).map(|n| del(2, n)));
+        dels.extend([del(1, 7), del(1, 120), del(1, 122), del(3, 1)]);
+        // Order still holds for keys that are written again: deleted then put stays, put then
+        // deleted goes, and an insert between deletes does not split them.
+        let session = |k: &[u8]| Op::Delete {
+            table: SESSIONS,
+            key: k.to_vec(),
+        };
+        dels.splice(
+            10..10,
+            [
+                session(b"kept"),
+                put(SESSIONS, b"kept", b"new"),
+                put(SESSIONS, b"gone", b"x"),
+                session(b"gone"),
+                put(MESSAGES, &key(1, 500), b"late"),
+            ],
+        );
+        e.commit(&[put(SESSIONS, b"kept", b"old")]).unwrap();
+        e.commit(&dels).unwrap();
+        let mut kept = Vec::new();
+        e.scan(SESSIONS, &mut |k, v| {
+            kept.push((k.to_vec(), v.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(kept, vec![(b"kept".to_vec(), b"new".to_vec())]);
+        let mut expected: Vec<Vec<u8>> = Vec::new();
+        for n in 50..200 {
+            if n != 120 && n != 122 {
+                expected.push(key(1, n));
+            }
+        }
+        expected.push(b"\x01\x00\x00\x00\x00\x00\x00\x00\x05x".to_vec());
+        expected.push(key(1, 500));
+        for n in 0..200 {
+            if n % 3 != 0 {
+                expected.push(key(2, n));
+            }
+        }
+        expected.sort();
+        assert_eq!(keys(&e, MESSAGES), expected);
+    }
+
+    #[test]
+    fn a_mostly_free_file_is_compacted_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        {
+            let mut e = open(dir.path()).unwrap();
+            let value = vec![7u8; 10_000];
+            for chunk in 0..20u32 {
+                let ops: Vec<Op> = (0..100u32)
+                    .map(|i| put(MESSAGES, &(chunk * 100 + i).to_be_bytes(), &value))
+                    .collect();
+                e.commit(&ops).unwrap();
+            }
+            e.commit(&[Op::DeletePrefix {
+                table: MESSAGES,
+                prefix: Vec::new(),
+            }])
+            .unwrap();
+        }
+        let big = std::fs::metadata(&path).unwrap().len();
+        assert!(big > 10_000_000, "{big}");
+        let e = open_with(dir.path(), 1024 * 1024).unwrap();
+        let small = std::fs::metadata(&path).unwrap().len();
+        assert!(small * 4 < big, "{big} -> {small}");
+        assert!(keys(&e, MESSAGES).is_empty());
+    }
+
+    #[test]
+    fn a_second_opener_and_a_damaged_file_are_errors_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = open(dir.path()).unwrap();
+        let err = open(dir.path())
+            .err()
+            .expect("the file is locked")
+            .to_string();
+        assert!(err.contains(FILE_NAME), "{err}");
+        drop(first);
+
+        let path = dir.path().join(FILE_NAME);
+        let mut bytes = std::fs::read(&path).unwrap();
+        for b in bytes.iter_mut().take(4096) {
+            *b = 0x5a;
+        }
+        std::fs::write(&path, bytes).unwrap();
+        let err = open(dir.path()).err().expect("a damaged file").to_string();
+        assert!(err.contains(FILE_NAME), "{err}");
+    }
+
+    #[test]
+    fn damage_in_the_middle_of_a_file_is_an_error_when_scanned() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut e = open(dir.path()).unwrap();
+            let value = vec![3u8; 100];
+            for chunk in 0..20u32 {
+                let ops: Vec<Op> = (0..1000u32)
+                    .map(|i| put(MESSAGES, &(chunk * 1000 + i).to_be_bytes(), &value))
+                    .collect();
+                e.commit(&ops).unwrap();
+            }
+        }
+        let path = dir.path().join(FILE_NAME);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        for b in &mut bytes[mid..mid + 4096] {
+            *b ^= 0xa5;
+        }
+        std::fs::write(&path, bytes).unwrap();
+        // Either opening or reading everything (as the broker does at startup) fails, naming
+        // the file.
+        let err = match open(dir.path()) {
+            Err(e) => e.to_string(),
+            Ok(e) => {
+                let mut n = 0;
+                let scanned = e.scan(MESSAGES, &mut |_, _| {
+                    n += 1;
+                    Ok(())
+                });
+                scanned.expect_err("damage is found").to_string()
+            }
+        };
+        assert!(err.contains(FILE_NAME), "{err}");
+    }
+}

@@ -1,0 +1,163 @@
+//! The engine interface: what the writer asks of a storage engine, the operations it applies,
+//! and the tables they name. Each user of the store declares its own tables (MQTT its sessions,
+//! messages and retained messages; JetStream its streams), so no schema lives here.
+
+use std::collections::{BTreeMap, HashMap};
+
+/// A table (a keyspace) of the durable state, declared by the store's user as a constant:
+/// `const SESSIONS: Table = Table::new("sessions");`. Its name is its identity, on the disk too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Table(&'static str);
+
+impl Table {
+    /// A table named `name` (ASCII, unique among the store's users).
+    pub const fn new(name: &'static str) -> Self {
+        Table(name)
+    }
+
+    /// The table's name in the engine.
+    pub fn name(self) -> &'static str {
+        self.0
+    }
+}
+
+/// One change to the durable state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// Inserts a key that never existed before (a new sequence number): when a `Delete` of it
+    /// follows in the same commit, the writer drops both and the engine never sees them.
+    Insert {
+        table: Table,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    /// Inserts or replaces a value.
+    Put {
+        table: Table,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    /// Removes a key (absent keys are fine).
+    Delete { table: Table, key: Vec<u8> },
+    /// Removes every key that starts with `prefix`.
+    DeletePrefix { table: Table, prefix: Vec<u8> },
+}
+
+impl Op {
+    /// The table the operation changes.
+    pub fn table(&self) -> Table {
+        match self {
+            Op::Insert { table, .. }
+            | Op::Put { table, .. }
+            | Op::Delete { table, .. }
+            | Op::DeletePrefix { table, .. } => *table,
+        }
+    }
+}
+
+/// Why the store failed; names the file where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Engine(String),
+}
+
+/// What a scan calls with each key and value.
+pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
+
+/// An embedded (or remote) engine: atomic, durable commits and ordered scans.
+pub trait Engine: Send + 'static {
+    /// Applies `ops` in order, atomically, and returns once they are durable.
+    fn commit(&mut self, ops: &[Op]) -> Result<(), StoreError>;
+    /// Calls `each` with every key and value of `table`, in key order.
+    fn scan(&self, table: Table, each: &mut Visit<'_>) -> Result<(), StoreError>;
+}
+
+/// An engine in memory, for tests and for `--in-memory`: commits are instant and nothing
+/// survives the process.
+#[derive(Default)]
+pub struct MemoryEngine {
+    tables: HashMap<Table, BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl Engine for MemoryEngine {
+    fn commit(&mut self, ops: &[Op]) -> Result<(), StoreError> {
+        for op in ops {
+            match op {
+                Op::Insert { table, key, value } | Op::Put { table, key, value } => {
+                    self.tables
+                        .entry(*table)
+                        .or_default()
+                        .insert(key.clone(), value.clone());
+                }
+                Op::Delete { table, key } => {
+                    if let Some(t) = self.tables.get_mut(table) {
+                        t.remove(key);
+                    }
+                }
+                Op::DeletePrefix { table, prefix } => {
+                    if let Some(t) = self.tables.get_mut(table) {
+                        t.retain(|k, _| !k.starts_with(prefix));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn scan(&self, table: Table, each: &mut Visit<'_>) -> Result<(), StoreError> {
+        if let Some(t) = self.tables.get(&table) {
+            for (k, v) in t {
+                each(k, v)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Table = Table::new("t");
+
+    fn put(n: u8) -> Op {
+        Op::Put {
+            table: T,
+            key: vec![n],
+            value: vec![],
+        }
+    }
+
+    #[test]
+    fn the_memory_engine_applies_in_order() {
+        let mut m = MemoryEngine::default();
+        m.commit(&[
+            put(1),
+            put(2),
+            Op::Put {
+                table: T,
+                key: vec![3, 1],
+                value: vec![9],
+            },
+            Op::Delete {
+                table: T,
+                key: vec![1],
+            },
+            Op::DeletePrefix {
+                table: T,
+                prefix: vec![3],
+            },
+        ])
+        .unwrap();
+        let mut keys = Vec::new();
+        m.scan(T, &mut |k, _| {
+            keys.push(k.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(keys, vec![vec![2]]);
+        m.scan(Table::new("never written"), &mut |_, _| panic!("empty"))
+            .unwrap();
+    }
+}
