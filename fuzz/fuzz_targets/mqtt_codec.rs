@@ -5,13 +5,13 @@
 #![no_main]
 
 use bytes::BytesMut;
-use junction_protocols::mqtt::{encode, DecodeError, Decoder, Packet, Protocol};
+use junction_protocols::mqtt::{encode, DecodeError, Decoder, Packet, Version};
 use libfuzzer_sys::fuzz_target;
 
 /// Small, so that the fuzzer also reaches the "packet too large" path.
 const MAX_PACKET_SIZE: usize = 2048;
 
-fn run(max: usize, chunks: &[&[u8]]) -> (Vec<Packet>, Option<DecodeError>, Option<Protocol>) {
+fn run(max: usize, chunks: &[&[u8]]) -> (Vec<Packet>, Option<DecodeError>, Option<Version>) {
     let mut d = Decoder::new(max);
     let mut buf = BytesMut::new();
     let mut packets = Vec::new();

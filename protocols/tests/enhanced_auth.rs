@@ -11,8 +11,8 @@ use junction_auth::{AuthError, AuthStep, Authenticator, Credentials, Exchange, I
 use junction_core::Bus;
 use junction_protocols::mqtt::broker::{self, Frontend, Options};
 use junction_protocols::mqtt::{
-    encode, reason, Auth, AuthProperties, Connect, ConnectProperties, Decoder, Packet, Protocol,
-    Utf8Bytes,
+    encode, reason, Auth, AuthProperties, Connect, ConnectProperties, Decoder, Packet, Utf8Bytes,
+    Version,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -99,14 +99,14 @@ impl Client {
     async fn connect(port: u16) -> Client {
         Client {
             stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
-            decoder: Decoder::client(Protocol::V5, 1 << 20),
+            decoder: Decoder::client(Version::V5, 1 << 20),
             buf: BytesMut::new(),
         }
     }
 
     async fn send(&mut self, p: Packet) {
         let mut out = BytesMut::new();
-        encode(&p, Protocol::V5, &mut out).unwrap();
+        encode(&p, Version::V5, &mut out).unwrap();
         self.stream.write_all(&out).await.unwrap();
     }
 

@@ -34,8 +34,8 @@ use tokio_util::task::TaskTracker;
 
 use super::durable::{self, MessageRecord, SessionRecord, SubRecord};
 use super::packet::{
-    Auth, ConnAck, Connect, Disconnect, Packet, Protocol as Version, PubResp, Publish, QoS,
-    RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, Utf8Bytes, Will,
+    Auth, ConnAck, Connect, Disconnect, Packet, PubResp, Publish, QoS, RetainHandling, SubAck,
+    Subscribe, UnsubAck, Unsubscribe, Utf8Bytes, Version, Will,
 };
 use super::properties::{AuthProperties, ConnAckProperties, PublishProperties, UserProperty};
 use super::{encode, encoded_len, reason, topic, DecodeError, Decoder};

@@ -12,7 +12,7 @@ use junction_core::{ConnId, DeliveryFacts, Message};
 use junction_store::Table;
 use serde::{Deserialize, Serialize};
 
-use super::packet::{Connect, Packet, Protocol, Publish, QoS, Utf8Bytes, Will};
+use super::packet::{Connect, Packet, Publish, QoS, Utf8Bytes, Version, Will};
 use super::{encode, Decoder, MAX_PACKET_SIZE};
 
 /// Persistent MQTT sessions: subscriptions, expiry, pending will.
@@ -133,7 +133,7 @@ pub fn encode_message(
     out.put_u16(packet_id);
     out.put_u8(u8::from(released));
     out.put_u64(queued_ms);
-    let _ = encode(&Packet::Publish(bare), Protocol::V5, &mut out);
+    let _ = encode(&Packet::Publish(bare), Version::V5, &mut out);
     out.into()
 }
 
@@ -158,7 +158,7 @@ impl MessageRecord {
         let queued_at_ms = b.get_u64();
         let mut buf = BytesMut::from(b);
         let Ok(Some(Packet::Publish(mut publish))) =
-            Decoder::client(Protocol::V5, MAX_PACKET_SIZE).decode(&mut buf)
+            Decoder::client(Version::V5, MAX_PACKET_SIZE).decode(&mut buf)
         else {
             return None;
         };
@@ -298,7 +298,7 @@ pub fn encode_will(will: &Will) -> Vec<u8> {
         properties: Default::default(),
     };
     let mut out = BytesMut::new();
-    let _ = encode(&Packet::Connect(Box::new(connect)), Protocol::V5, &mut out);
+    let _ = encode(&Packet::Connect(Box::new(connect)), Version::V5, &mut out);
     out.to_vec()
 }
 

@@ -12,19 +12,19 @@ use super::properties::{
 
 /// The protocol level a connection speaks, as its CONNECT announced it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
+pub enum Version {
     /// MQTT 3.1.1, protocol level 4.
     V311,
     /// MQTT 5.0, protocol level 5.
     V5,
 }
 
-impl Protocol {
+impl Version {
     /// The protocol level byte of CONNECT.
     pub fn level(self) -> u8 {
         match self {
-            Protocol::V311 => 4,
-            Protocol::V5 => 5,
+            Version::V311 => 4,
+            Version::V5 => 5,
         }
     }
 }
@@ -364,14 +364,14 @@ pub struct Subscribe {
     /// Packet identifier (non-zero).
     pub packet_id: u16,
     /// The filters and their options, at least one.
-    pub filters: Vec<Subscription>,
+    pub filters: Vec<SubscribeFilter>,
     /// SUBSCRIBE properties (5.0).
     pub properties: SubscribeProperties,
 }
 
 /// One topic filter of a SUBSCRIBE and its options.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Subscription {
+pub struct SubscribeFilter {
     /// The topic filter (5.0: may be a shared subscription `$share/{group}/{filter}`).
     pub filter: Utf8Bytes,
     /// Maximum QoS the client wants.

@@ -27,7 +27,7 @@ pub const RE_AUTHENTICATE: u8 = 0x19;
 pub const UNSPECIFIED_ERROR: u8 = 0x80;
 /// Malformed packet.
 pub const MALFORMED_PACKET: u8 = 0x81;
-/// Protocol error.
+/// Version error.
 pub const PROTOCOL_ERROR: u8 = 0x82;
 /// Implementation specific error.
 pub const IMPLEMENTATION_SPECIFIC_ERROR: u8 = 0x83;
@@ -89,7 +89,7 @@ pub const SHARED_SUBSCRIPTIONS_NOT_SUPPORTED: u8 = 0x9E;
 pub const CONNECTION_RATE_EXCEEDED: u8 = 0x9F;
 /// Maximum connect time (DISCONNECT).
 pub const MAXIMUM_CONNECT_TIME: u8 = 0xA0;
-/// Subscription identifiers not supported.
+/// SubscribeFilter identifiers not supported.
 pub const SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED: u8 = 0xA1;
 /// Wildcard subscriptions not supported.
 pub const WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED: u8 = 0xA2;

@@ -3,15 +3,15 @@
 //! property where it does not belong and a decoder rejects one that is there.
 //!
 //! Decoding rejects unknown identifiers and misplaced properties (malformed packet), duplicates
-//! (protocol error; only User Property, and Subscription Identifier in a PUBLISH from the server,
+//! (protocol error; only User Property, and SubscribeFilter Identifier in a PUBLISH from the server,
 //! may repeat) and the values the specification forbids (protocol error). User properties keep
 //! their order. Structs are empty at 3.1.1, which has no properties.
 
 use bytes::Bytes;
 
-use super::decode::{DecodeError, Reader};
-use super::encode::{put_binary, put_string, put_var_int, Counter, EncodeError, Sink};
+use super::error::{DecodeError, EncodeError};
 use super::packet::{QoS, Utf8Bytes};
+use super::wire::{put_binary, put_string, put_var_int, Counter, Out, Reader};
 
 /// Payload Format Indicator (byte).
 pub const PAYLOAD_FORMAT_INDICATOR: u8 = 0x01;
@@ -23,7 +23,7 @@ pub const CONTENT_TYPE: u8 = 0x03;
 pub const RESPONSE_TOPIC: u8 = 0x08;
 /// Correlation Data (binary data).
 pub const CORRELATION_DATA: u8 = 0x09;
-/// Subscription Identifier (variable byte integer).
+/// SubscribeFilter Identifier (variable byte integer).
 pub const SUBSCRIPTION_IDENTIFIER: u8 = 0x0B;
 /// Session Expiry Interval (four byte integer).
 pub const SESSION_EXPIRY_INTERVAL: u8 = 0x11;
@@ -61,11 +61,11 @@ pub const RETAIN_AVAILABLE: u8 = 0x25;
 pub const USER_PROPERTY: u8 = 0x26;
 /// Maximum Packet Size (four byte integer).
 pub const MAXIMUM_PACKET_SIZE: u8 = 0x27;
-/// Wildcard Subscription Available (byte).
+/// Wildcard SubscribeFilter Available (byte).
 pub const WILDCARD_SUBSCRIPTION_AVAILABLE: u8 = 0x28;
-/// Subscription Identifier Available (byte).
+/// SubscribeFilter Identifier Available (byte).
 pub const SUBSCRIPTION_IDENTIFIER_AVAILABLE: u8 = 0x29;
-/// Shared Subscription Available (byte).
+/// Shared SubscribeFilter Available (byte).
 pub const SHARED_SUBSCRIPTION_AVAILABLE: u8 = 0x2A;
 
 /// A User Property: a name and a value, both UTF-8 strings.
@@ -148,7 +148,7 @@ pub(crate) trait PropertySet: Default + PartialEq {
         Ok(())
     }
     /// Writes the properties (without the property length).
-    fn write<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError>;
+    fn write<S: Out>(&self, s: &mut S) -> Result<(), EncodeError>;
 
     /// Whether no property is set.
     fn is_empty(&self) -> bool {
@@ -204,7 +204,7 @@ pub(crate) fn read<T: PropertySet>(
 }
 
 /// Writes a property block: the property length, then the properties.
-pub(crate) fn write<T: PropertySet, S: Sink>(props: &T, s: &mut S) -> Result<(), EncodeError> {
+pub(crate) fn write<T: PropertySet, S: Out>(props: &T, s: &mut S) -> Result<(), EncodeError> {
     let mut counter = Counter::default();
     props.write(&mut counter)?;
     put_var_int(s, counter.len())?;
@@ -235,7 +235,7 @@ fn non_zero_u32(id: u8, v: u32) -> Result<u32, DecodeError> {
 
 /// A Response Topic is a topic name: not empty, no wildcards ([MQTT-3.3.2-14]).
 fn response_topic(t: Utf8Bytes) -> Result<Utf8Bytes, DecodeError> {
-    super::decode::check_topic_name(&t, false)?;
+    super::wire::check_topic_name(&t, false)?;
     Ok(t)
 }
 
@@ -250,31 +250,31 @@ fn check_auth(method: &Option<Utf8Bytes>, data: &Option<Bytes>) -> Result<(), De
 
 // Writers of one property each; `None` and empty lists write nothing.
 
-fn w_byte<S: Sink>(s: &mut S, id: u8, v: Option<u8>) {
+fn w_byte<S: Out>(s: &mut S, id: u8, v: Option<u8>) {
     if let Some(v) = v {
         s.put(&[id, v]);
     }
 }
 
-fn w_flag<S: Sink>(s: &mut S, id: u8, v: Option<bool>) {
+fn w_flag<S: Out>(s: &mut S, id: u8, v: Option<bool>) {
     w_byte(s, id, v.map(u8::from));
 }
 
-fn w_u16<S: Sink>(s: &mut S, id: u8, v: Option<u16>) {
+fn w_u16<S: Out>(s: &mut S, id: u8, v: Option<u16>) {
     if let Some(v) = v {
         s.put(&[id]);
         s.put(&v.to_be_bytes());
     }
 }
 
-fn w_u32<S: Sink>(s: &mut S, id: u8, v: Option<u32>) {
+fn w_u32<S: Out>(s: &mut S, id: u8, v: Option<u32>) {
     if let Some(v) = v {
         s.put(&[id]);
         s.put(&v.to_be_bytes());
     }
 }
 
-fn w_str<S: Sink>(s: &mut S, id: u8, v: &Option<Utf8Bytes>) -> Result<(), EncodeError> {
+fn w_str<S: Out>(s: &mut S, id: u8, v: &Option<Utf8Bytes>) -> Result<(), EncodeError> {
     if let Some(v) = v {
         s.put(&[id]);
         put_string(s, v.as_bytes())?;
@@ -282,7 +282,7 @@ fn w_str<S: Sink>(s: &mut S, id: u8, v: &Option<Utf8Bytes>) -> Result<(), Encode
     Ok(())
 }
 
-fn w_bin<S: Sink>(s: &mut S, id: u8, v: &Option<Bytes>) -> Result<(), EncodeError> {
+fn w_bin<S: Out>(s: &mut S, id: u8, v: &Option<Bytes>) -> Result<(), EncodeError> {
     if let Some(v) = v {
         s.put(&[id]);
         put_binary(s, v)?;
@@ -290,7 +290,7 @@ fn w_bin<S: Sink>(s: &mut S, id: u8, v: &Option<Bytes>) -> Result<(), EncodeErro
     Ok(())
 }
 
-fn w_user<S: Sink>(s: &mut S, props: &[UserProperty]) -> Result<(), EncodeError> {
+fn w_user<S: Out>(s: &mut S, props: &[UserProperty]) -> Result<(), EncodeError> {
     for p in props {
         s.put(&[USER_PROPERTY]);
         put_string(s, p.name.as_bytes())?;
@@ -299,7 +299,7 @@ fn w_user<S: Sink>(s: &mut S, props: &[UserProperty]) -> Result<(), EncodeError>
     Ok(())
 }
 
-fn w_sub_ids<S: Sink>(s: &mut S, ids: &[u32]) -> Result<(), EncodeError> {
+fn w_sub_ids<S: Out>(s: &mut S, ids: &[u32]) -> Result<(), EncodeError> {
     for &id in ids {
         s.put(&[SUBSCRIPTION_IDENTIFIER]);
         put_var_int(s, id as usize)?;
@@ -378,7 +378,7 @@ impl PropertySet for ConnectProperties {
         check_auth(&self.authentication_method, &self.authentication_data)
     }
 
-    fn write<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
+    fn write<S: Out>(&self, s: &mut S) -> Result<(), EncodeError> {
         w_u32(s, SESSION_EXPIRY_INTERVAL, self.session_expiry_interval);
         w_u16(s, RECEIVE_MAXIMUM, self.receive_maximum);
         w_u32(s, MAXIMUM_PACKET_SIZE, self.maximum_packet_size);
@@ -443,7 +443,7 @@ impl PropertySet for WillProperties {
         Ok(())
     }
 
-    fn write<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
+    fn write<S: Out>(&self, s: &mut S) -> Result<(), EncodeError> {
         w_flag(s, PAYLOAD_FORMAT_INDICATOR, self.payload_format_indicator);
         w_u32(s, MESSAGE_EXPIRY_INTERVAL, self.message_expiry_interval);
         w_str(s, CONTENT_TYPE, &self.content_type)?;
@@ -556,7 +556,7 @@ impl PropertySet for ConnAckProperties {
         check_auth(&self.authentication_method, &self.authentication_data)
     }
 
-    fn write<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
+    fn write<S: Out>(&self, s: &mut S) -> Result<(), EncodeError> {
         w_u32(s, SESSION_EXPIRY_INTERVAL, self.session_expiry_interval);
         w_str(
             s,
@@ -643,7 +643,7 @@ impl PropertySet for PublishProperties {
         Ok(())
     }
 
-    fn write<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
+    fn write<S: Out>(&self, s: &mut S) -> Result<(), EncodeError> {
         w_flag(s, PAYLOAD_FORMAT_INDICATOR, self.payload_format_indicator);
         w_u32(s, MESSAGE_EXPIRY_INTERVAL, self.message_expiry_interval);
         w_str(s, CONTENT_TYPE, &self.content_type)?;
@@ -676,7 +676,7 @@ impl PropertySet for AckProperties {
         Ok(())
     }
 
-    fn write<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
+    fn write<S: Out>(&self, s: &mut S) -> Result<(), EncodeError> {
         w_str(s, REASON_STRING, &self.reason_string)?;
         w_user(s, &self.user_properties)
     }
@@ -705,7 +705,7 @@ impl PropertySet for SubscribeProperties {
         Ok(())
     }
 
-    fn write<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
+    fn write<S: Out>(&self, s: &mut S) -> Result<(), EncodeError> {
         if let Some(id) = self.subscription_identifier {
             w_sub_ids(s, &[id])?;
         }
@@ -729,7 +729,7 @@ impl PropertySet for UnsubscribeProperties {
         Ok(())
     }
 
-    fn write<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
+    fn write<S: Out>(&self, s: &mut S) -> Result<(), EncodeError> {
         w_user(s, &self.user_properties)
     }
 }
@@ -764,7 +764,7 @@ impl PropertySet for DisconnectProperties {
         Ok(())
     }
 
-    fn write<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
+    fn write<S: Out>(&self, s: &mut S) -> Result<(), EncodeError> {
         w_u32(s, SESSION_EXPIRY_INTERVAL, self.session_expiry_interval);
         w_str(s, SERVER_REFERENCE, &self.server_reference)?;
         w_str(s, REASON_STRING, &self.reason_string)?;
@@ -806,7 +806,7 @@ impl PropertySet for AuthProperties {
         check_auth(&self.authentication_method, &self.authentication_data)
     }
 
-    fn write<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
+    fn write<S: Out>(&self, s: &mut S) -> Result<(), EncodeError> {
         w_str(s, AUTHENTICATION_METHOD, &self.authentication_method)?;
         w_bin(s, AUTHENTICATION_DATA, &self.authentication_data)?;
         w_str(s, REASON_STRING, &self.reason_string)?;
@@ -818,9 +818,9 @@ impl PropertySet for AuthProperties {
 pub(crate) mod rules {
     use super::*;
 
-    /// A client must not send a Subscription Identifier in PUBLISH ([MQTT-3.3.4-6]).
+    /// A client must not send a SubscribeFilter Identifier in PUBLISH ([MQTT-3.3.4-6]).
     pub const PUBLISH_FROM_CLIENT_FORBID: u64 = bit(SUBSCRIPTION_IDENTIFIER);
-    /// A server may send several Subscription Identifiers in one PUBLISH.
+    /// A server may send several SubscribeFilter Identifiers in one PUBLISH.
     pub const PUBLISH_FROM_SERVER_REPEAT: u64 = bit(SUBSCRIPTION_IDENTIFIER);
     /// A server must not send a Session Expiry Interval in DISCONNECT ([MQTT-3.14.2-2]).
     pub const DISCONNECT_FROM_SERVER_FORBID: u64 = bit(SESSION_EXPIRY_INTERVAL);

@@ -9,208 +9,16 @@
 //! A server-side decoder ([`Decoder::new`]) learns the protocol level from the CONNECT, which
 //! must come first and only once; a client-side decoder ([`Decoder::client`]) is told the level.
 //! The side decides which packet types may arrive and the few rules that depend on direction
-//! (a client sends no Subscription Identifier in PUBLISH, a server no Session Expiry Interval in
+//! (a client sends no SubscribeFilter Identifier in PUBLISH, a server no Session Expiry Interval in
 //! DISCONNECT).
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 
+use super::error::DecodeError;
 use super::packet::*;
 use super::properties::{self, rules};
+use super::wire::{check_controls, check_topic_name, parse_var_int, Reader};
 use super::{reason, topic};
-
-/// Why the input is not a valid MQTT packet. Each error ends the connection; the MQTT 5.0 reason
-/// code to send with it (CONNACK before the connection is accepted, DISCONNECT after) is
-/// [`DecodeError::reason_code`]; a 3.1.1 server only answers a CONNECT that way, with the code of
-/// [`reason::v311_connack_code`], and otherwise just closes.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    /// The remaining length announces a packet larger than the maximum packet size.
-    #[error("packet of {size} bytes exceeds the maximum packet size of {max}")]
-    PacketTooLarge {
-        /// Size of the whole packet, fixed header included.
-        size: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// A variable byte integer (remaining length, property length or identifier, subscription
-    /// identifier) has more than 4 bytes or is not in its shortest form.
-    #[error("malformed variable byte integer")]
-    BadVarInt,
-    /// Packet type 0, or 15 (AUTH) at protocol level 3.1.1, where it is reserved.
-    #[error("invalid packet type {0}")]
-    BadPacketType(u8),
-    /// A packet this side must not receive, or not now: anything before CONNECT, a second
-    /// CONNECT, or a packet only the other side sends.
-    #[error("unexpected {0} packet")]
-    UnexpectedPacket(&'static str),
-    /// The flag bits of the fixed header are not those the packet type requires.
-    #[error("invalid fixed header flags {flags:#06b} for {packet}")]
-    BadFlags {
-        /// The packet type.
-        packet: &'static str,
-        /// The 4 flag bits.
-        flags: u8,
-    },
-    /// QoS 3, in a PUBLISH or a will (a malformed packet).
-    #[error("invalid qos 3")]
-    BadQoS,
-    /// Maximum QoS 3 in a subscription's options (a protocol error, MQTT 5 §3.8.3.1).
-    #[error("invalid maximum qos 3 in a subscription")]
-    BadSubscriptionQoS,
-    /// The DUP flag on a QoS 0 PUBLISH.
-    #[error("dup flag on a qos 0 publish")]
-    DupWithQoS0,
-    /// A field runs past the end of the packet or of its property block.
-    #[error("packet ends inside a field")]
-    UnexpectedEnd,
-    /// Bytes after the last field of a packet.
-    #[error("unexpected bytes after the last field")]
-    TrailingBytes,
-    /// A string is not valid UTF-8 (surrogates included).
-    #[error("invalid utf-8 string")]
-    BadUtf8,
-    /// A string contains U+0000.
-    #[error("string contains u+0000")]
-    NullCharacter,
-    /// A client identifier, user name, topic name or topic filter contains a control character
-    /// (U+0001..U+001F or U+007F..U+009F): the specification lets a receiver treat that as a
-    /// malformed packet, and Junction does, in every such field alike.
-    #[error("control character in the {0}")]
-    ControlCharacter(&'static str),
-    /// A topic name (PUBLISH, will, response topic) contains `+` or `#`.
-    #[error("wildcard in a topic name")]
-    WildcardInTopicName,
-    /// An empty topic name (allowed only in a 5.0 PUBLISH with a topic alias).
-    #[error("empty topic name")]
-    EmptyTopicName,
-    /// A topic filter is empty, breaks the wildcard rules, or is a malformed 5.0 shared
-    /// subscription.
-    #[error("invalid topic filter")]
-    BadTopicFilter,
-    /// Packet identifier 0 where a packet identifier is required.
-    #[error("packet identifier 0")]
-    ZeroPacketId,
-    /// A SUBSCRIBE or UNSUBSCRIBE without topic filters.
-    #[error("no topic filters")]
-    NoTopicFilters,
-    /// A SUBACK, or a 5.0 UNSUBACK, without reason codes.
-    #[error("no reason codes")]
-    NoReasonCodes,
-    /// The CONNECT protocol name is not "MQTT".
-    #[error("invalid protocol name")]
-    BadProtocolName,
-    /// The CONNECT protocol level is not 4 (3.1.1) or 5 (5.0); 3 (3.1, "MQIsdp") is refused.
-    #[error("unsupported protocol level {0}")]
-    UnsupportedProtocolLevel(u8),
-    /// Reserved bits are set: CONNECT flag bit 0, CONNACK flags, subscription options.
-    #[error("reserved bits set in {0}")]
-    ReservedBits(&'static str),
-    /// Will QoS or will retain set without the will flag.
-    #[error("will qos or will retain without a will")]
-    WillFlags,
-    /// A password without a user name (3.1.1 forbids it; 5.0 allows it).
-    #[error("password without a user name")]
-    PasswordWithoutUsername,
-    /// An empty client identifier without clean session (3.1.1).
-    #[error("empty client identifier without clean session")]
-    ClientIdRejected,
-    /// A property identifier the specification does not define.
-    #[error("unknown property {0:#04x}")]
-    UnknownProperty(u32),
-    /// A property this packet may not carry (or the sender's side may not send).
-    #[error("property {id:#04x} not allowed in {packet}")]
-    PropertyNotAllowed {
-        /// The property identifier.
-        id: u8,
-        /// The packet (or "will properties").
-        packet: &'static str,
-    },
-    /// A property given twice that may appear only once.
-    #[error("duplicate property {0:#04x}")]
-    DuplicateProperty(u8),
-    /// A property value the specification forbids: 0 for Receive Maximum, Maximum Packet Size,
-    /// Topic Alias or Subscription Identifier; anything but 0 or 1 for a flag or Maximum QoS.
-    #[error("invalid value for property {0:#04x}")]
-    BadPropertyValue(u8),
-    /// Authentication Data without an Authentication Method.
-    #[error("authentication data without an authentication method")]
-    AuthDataWithoutMethod,
-    /// A reason code (or 3.1.1 return code) the packet type does not define.
-    #[error("invalid reason code {code:#04x} in {packet}")]
-    BadReasonCode {
-        /// The packet type.
-        packet: &'static str,
-        /// The code.
-        code: u8,
-    },
-    /// Retain Handling 3 in subscription options.
-    #[error("invalid retain handling 3")]
-    BadRetainHandling,
-    /// No Local on a shared subscription.
-    #[error("no local on a shared subscription")]
-    NoLocalOnSharedSubscription,
-    /// Session Present in a CONNACK that refuses the connection.
-    #[error("session present on a refused connection")]
-    SessionPresentOnRefusal,
-    /// Something else that cannot be parsed.
-    #[error("malformed packet: {0}")]
-    Malformed(&'static str),
-}
-
-impl DecodeError {
-    /// The MQTT 5.0 reason code to send in the CONNACK or DISCONNECT that ends the connection:
-    /// 0x81 malformed packet, 0x82 protocol error, 0x84 unsupported protocol version,
-    /// 0x85 client identifier not valid, 0x8F topic filter invalid, 0x90 topic name invalid,
-    /// 0x95 packet too large.
-    pub fn reason_code(&self) -> u8 {
-        use DecodeError::*;
-        match self {
-            PacketTooLarge { .. } => reason::PACKET_TOO_LARGE,
-            BadProtocolName | UnsupportedProtocolLevel(_) => reason::UNSUPPORTED_PROTOCOL_VERSION,
-            ClientIdRejected => reason::CLIENT_IDENTIFIER_NOT_VALID,
-            WildcardInTopicName => reason::TOPIC_NAME_INVALID,
-            BadTopicFilter => reason::TOPIC_FILTER_INVALID,
-            UnexpectedPacket(_)
-            | EmptyTopicName
-            | ZeroPacketId
-            | NoTopicFilters
-            | NoReasonCodes
-            | DuplicateProperty(_)
-            | BadPropertyValue(_)
-            | AuthDataWithoutMethod
-            | BadReasonCode { .. }
-            | BadRetainHandling
-            | BadSubscriptionQoS
-            | NoLocalOnSharedSubscription
-            | SessionPresentOnRefusal => reason::PROTOCOL_ERROR,
-            BadVarInt
-            | BadPacketType(_)
-            | BadFlags { .. }
-            | BadQoS
-            | DupWithQoS0
-            | UnexpectedEnd
-            | TrailingBytes
-            | BadUtf8
-            | NullCharacter
-            | ControlCharacter(_)
-            | ReservedBits(_)
-            | WillFlags
-            | PasswordWithoutUsername
-            | UnknownProperty(_)
-            | PropertyNotAllowed { .. }
-            | Malformed(_) => reason::MALFORMED_PACKET,
-        }
-    }
-}
-
-impl From<StringError> for DecodeError {
-    fn from(e: StringError) -> Self {
-        match e {
-            StringError::BadUtf8 => DecodeError::BadUtf8,
-            StringError::NullCharacter => DecodeError::NullCharacter,
-        }
-    }
-}
 
 /// Which end of the connection a decoder is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,7 +36,7 @@ pub struct Decoder {
     /// announced, or its configured limit).
     max_packet_size: usize,
     /// The protocol level; on the server side unknown until the CONNECT is decoded.
-    protocol: Option<Protocol>,
+    protocol: Option<Version>,
     /// Which packets may arrive and which direction rules apply.
     side: Side,
 }
@@ -247,7 +55,7 @@ impl Decoder {
 
     /// A client-side decoder, for the packets a server sends at `protocol` (used by tests and
     /// tools that act as a client).
-    pub fn client(protocol: Protocol, max_packet_size: usize) -> Self {
+    pub fn client(protocol: Version, max_packet_size: usize) -> Self {
         Decoder {
             max_packet_size,
             protocol: Some(protocol),
@@ -256,7 +64,7 @@ impl Decoder {
     }
 
     /// The protocol level: the CONNECT's once decoded (server side), or the given one.
-    pub fn protocol(&self) -> Option<Protocol> {
+    pub fn protocol(&self) -> Option<Version> {
         self.protocol
     }
 
@@ -309,7 +117,7 @@ impl Decoder {
         if unexpected {
             return Err(DecodeError::UnexpectedPacket(name));
         }
-        if kind == AUTH && self.protocol == Some(Protocol::V311) {
+        if kind == AUTH && self.protocol == Some(Version::V311) {
             return Err(DecodeError::BadPacketType(kind));
         }
         match kind {
@@ -382,18 +190,18 @@ impl Decoder {
 
 fn parse_connect(
     r: &mut Reader,
-    seen: &mut Option<Protocol>,
-) -> Result<(Connect, Protocol), DecodeError> {
+    seen: &mut Option<Version>,
+) -> Result<(Connect, Version), DecodeError> {
     let name = r.binary()?;
     let level = r.u8()?;
     let protocol = match (&name[..], level) {
-        (b"MQTT", 4) => Protocol::V311,
-        (b"MQTT", 5) => Protocol::V5,
+        (b"MQTT", 4) => Version::V311,
+        (b"MQTT", 5) => Version::V5,
         (b"MQTT" | b"MQIsdp", _) => return Err(DecodeError::UnsupportedProtocolLevel(level)),
         _ => return Err(DecodeError::BadProtocolName),
     };
     *seen = Some(protocol);
-    let v5 = protocol == Protocol::V5;
+    let v5 = protocol == Version::V5;
     let flags = r.u8()?;
     if flags & 0x01 != 0 {
         return Err(DecodeError::ReservedBits("CONNECT flags"));
@@ -465,7 +273,7 @@ fn parse_connect(
     Ok((connect, protocol))
 }
 
-fn parse_connack(r: &mut Reader, p: Protocol) -> Result<ConnAck, DecodeError> {
+fn parse_connack(r: &mut Reader, p: Version) -> Result<ConnAck, DecodeError> {
     let flags = r.u8()?;
     if flags & 0xFE != 0 {
         return Err(DecodeError::ReservedBits("CONNACK flags"));
@@ -473,8 +281,8 @@ fn parse_connack(r: &mut Reader, p: Protocol) -> Result<ConnAck, DecodeError> {
     let session_present = flags & 0x01 != 0;
     let code = r.u8()?;
     let known = match p {
-        Protocol::V311 => code <= 5,
-        Protocol::V5 => reason::is_connack(code),
+        Version::V311 => code <= 5,
+        Version::V5 => reason::is_connack(code),
     };
     if !known {
         return Err(DecodeError::BadReasonCode {
@@ -486,8 +294,8 @@ fn parse_connack(r: &mut Reader, p: Protocol) -> Result<ConnAck, DecodeError> {
         return Err(DecodeError::SessionPresentOnRefusal);
     }
     let properties = match p {
-        Protocol::V5 => properties::read(r, 0, 0)?,
-        Protocol::V311 => Default::default(),
+        Version::V5 => properties::read(r, 0, 0)?,
+        Version::V311 => Default::default(),
     };
     r.finish()?;
     Ok(ConnAck {
@@ -499,7 +307,7 @@ fn parse_connack(r: &mut Reader, p: Protocol) -> Result<ConnAck, DecodeError> {
 
 fn parse_publish(
     r: &mut Reader,
-    p: Protocol,
+    p: Version,
     flags: u8,
     from_server: bool,
 ) -> Result<Publish, DecodeError> {
@@ -515,9 +323,9 @@ fn parse_publish(
         _ => packet_id(r)?,
     };
     let properties: properties::PublishProperties = match (p, from_server) {
-        (Protocol::V311, _) => Default::default(),
-        (Protocol::V5, false) => properties::read(r, rules::PUBLISH_FROM_CLIENT_FORBID, 0)?,
-        (Protocol::V5, true) => properties::read(r, 0, rules::PUBLISH_FROM_SERVER_REPEAT)?,
+        (Version::V311, _) => Default::default(),
+        (Version::V5, false) => properties::read(r, rules::PUBLISH_FROM_CLIENT_FORBID, 0)?,
+        (Version::V5, true) => properties::read(r, 0, rules::PUBLISH_FROM_SERVER_REPEAT)?,
     };
     if topic.is_empty() && properties.topic_alias.is_none() {
         return Err(DecodeError::EmptyTopicName);
@@ -533,12 +341,12 @@ fn parse_publish(
     })
 }
 
-fn parse_pub_resp(r: &mut Reader, p: Protocol, kind: u8) -> Result<PubResp, DecodeError> {
+fn parse_pub_resp(r: &mut Reader, p: Version, kind: u8) -> Result<PubResp, DecodeError> {
     let mut resp = PubResp {
         packet_id: packet_id(r)?,
         ..Default::default()
     };
-    if p == Protocol::V5 && !r.is_empty() {
+    if p == Version::V5 && !r.is_empty() {
         resp.reason = r.u8()?;
         let known = match kind {
             PUBACK | PUBREC => reason::is_puback(resp.reason),
@@ -558,11 +366,11 @@ fn parse_pub_resp(r: &mut Reader, p: Protocol, kind: u8) -> Result<PubResp, Deco
     Ok(resp)
 }
 
-fn parse_subscribe(r: &mut Reader, p: Protocol) -> Result<Subscribe, DecodeError> {
+fn parse_subscribe(r: &mut Reader, p: Version) -> Result<Subscribe, DecodeError> {
     let packet_id = packet_id(r)?;
     let properties = match p {
-        Protocol::V5 => properties::read(r, 0, 0)?,
-        Protocol::V311 => Default::default(),
+        Version::V5 => properties::read(r, 0, 0)?,
+        Version::V311 => Default::default(),
     };
     let mut filters = Vec::new();
     while !r.is_empty() {
@@ -570,8 +378,8 @@ fn parse_subscribe(r: &mut Reader, p: Protocol) -> Result<Subscribe, DecodeError
         let shared = check_filter(&filter, p)?;
         let options = r.u8()?;
         let reserved = match p {
-            Protocol::V311 => 0b1111_1100,
-            Protocol::V5 => 0b1100_0000,
+            Version::V311 => 0b1111_1100,
+            Version::V5 => 0b1100_0000,
         };
         if options & reserved != 0 {
             return Err(DecodeError::ReservedBits("subscription options"));
@@ -587,7 +395,7 @@ fn parse_subscribe(r: &mut Reader, p: Protocol) -> Result<Subscribe, DecodeError
         if shared && no_local {
             return Err(DecodeError::NoLocalOnSharedSubscription);
         }
-        filters.push(Subscription {
+        filters.push(SubscribeFilter {
             filter,
             qos,
             no_local,
@@ -605,11 +413,11 @@ fn parse_subscribe(r: &mut Reader, p: Protocol) -> Result<Subscribe, DecodeError
     })
 }
 
-fn parse_suback(r: &mut Reader, p: Protocol) -> Result<SubAck, DecodeError> {
+fn parse_suback(r: &mut Reader, p: Version) -> Result<SubAck, DecodeError> {
     let packet_id = packet_id(r)?;
     let properties = match p {
-        Protocol::V5 => properties::read(r, 0, 0)?,
-        Protocol::V311 => Default::default(),
+        Version::V5 => properties::read(r, 0, 0)?,
+        Version::V311 => Default::default(),
     };
     let reason_codes = r.rest().to_vec();
     if reason_codes.is_empty() {
@@ -617,8 +425,8 @@ fn parse_suback(r: &mut Reader, p: Protocol) -> Result<SubAck, DecodeError> {
     }
     for &code in &reason_codes {
         let known = match p {
-            Protocol::V311 => matches!(code, 0..=2 | 0x80),
-            Protocol::V5 => reason::is_suback(code),
+            Version::V311 => matches!(code, 0..=2 | 0x80),
+            Version::V5 => reason::is_suback(code),
         };
         if !known {
             return Err(DecodeError::BadReasonCode {
@@ -634,11 +442,11 @@ fn parse_suback(r: &mut Reader, p: Protocol) -> Result<SubAck, DecodeError> {
     })
 }
 
-fn parse_unsubscribe(r: &mut Reader, p: Protocol) -> Result<Unsubscribe, DecodeError> {
+fn parse_unsubscribe(r: &mut Reader, p: Version) -> Result<Unsubscribe, DecodeError> {
     let packet_id = packet_id(r)?;
     let properties = match p {
-        Protocol::V5 => properties::read(r, 0, 0)?,
-        Protocol::V311 => Default::default(),
+        Version::V5 => properties::read(r, 0, 0)?,
+        Version::V311 => Default::default(),
     };
     let mut filters = Vec::new();
     while !r.is_empty() {
@@ -656,9 +464,9 @@ fn parse_unsubscribe(r: &mut Reader, p: Protocol) -> Result<Unsubscribe, DecodeE
     })
 }
 
-fn parse_unsuback(r: &mut Reader, p: Protocol) -> Result<UnsubAck, DecodeError> {
+fn parse_unsuback(r: &mut Reader, p: Version) -> Result<UnsubAck, DecodeError> {
     let packet_id = packet_id(r)?;
-    if p == Protocol::V311 {
+    if p == Version::V311 {
         r.finish()?;
         return Ok(UnsubAck {
             packet_id,
@@ -685,12 +493,12 @@ fn parse_unsuback(r: &mut Reader, p: Protocol) -> Result<UnsubAck, DecodeError> 
 
 fn parse_disconnect(
     r: &mut Reader,
-    p: Protocol,
+    p: Version,
     from_server: bool,
 ) -> Result<Disconnect, DecodeError> {
     let mut disconnect = Disconnect::default();
     // 5.0: no reason code means 0x00 (normal disconnection), no property length means none.
-    if p == Protocol::V5 && !r.is_empty() {
+    if p == Version::V5 && !r.is_empty() {
         disconnect.reason = r.u8()?;
         if !reason::is_disconnect(disconnect.reason) {
             return Err(DecodeError::BadReasonCode {
@@ -737,24 +545,11 @@ fn packet_id(r: &mut Reader) -> Result<u16, DecodeError> {
     }
 }
 
-/// Checks a topic name that must not be empty (will topic, response topic) or may be (PUBLISH
-/// with a topic alias).
-pub(crate) fn check_topic_name(t: &Utf8Bytes, may_be_empty: bool) -> Result<(), DecodeError> {
-    if !topic::is_valid_topic_name(t.as_bytes()) {
-        return Err(DecodeError::WildcardInTopicName);
-    }
-    check_controls(t.as_bytes(), "topic name")?;
-    if t.is_empty() && !may_be_empty {
-        return Err(DecodeError::EmptyTopicName);
-    }
-    Ok(())
-}
-
 /// Checks a topic filter; `Ok(true)` for a 5.0 shared subscription.
-fn check_filter(f: &Utf8Bytes, p: Protocol) -> Result<bool, DecodeError> {
+fn check_filter(f: &Utf8Bytes, p: Version) -> Result<bool, DecodeError> {
     let bytes = f.as_bytes();
     check_controls(bytes, "topic filter")?;
-    if p == Protocol::V5 && bytes.starts_with(topic::SHARED_PREFIX) {
+    if p == Version::V5 && bytes.starts_with(topic::SHARED_PREFIX) {
         return match topic::shared_subscription(bytes) {
             Some(_) => Ok(true),
             None => Err(DecodeError::BadTopicFilter),
@@ -764,111 +559,4 @@ fn check_filter(f: &Utf8Bytes, p: Protocol) -> Result<bool, DecodeError> {
         return Err(DecodeError::BadTopicFilter);
     }
     Ok(false)
-}
-
-/// Refuses the control characters U+0001..U+001F and U+007F..U+009F in a valid UTF-8 string
-/// (U+0000 is refused for every string already). In UTF-8 the second range is `C2 80`..`C2 9F`.
-pub(crate) fn check_controls(s: &[u8], field: &'static str) -> Result<(), DecodeError> {
-    let mut prev = 0u8;
-    for &b in s {
-        if b < 0x20 || b == 0x7F || (prev == 0xC2 && (0x80..=0x9F).contains(&b)) {
-            return Err(DecodeError::ControlCharacter(field));
-        }
-        prev = b;
-    }
-    Ok(())
-}
-
-/// Parses a variable byte integer at the start of `b`: `Ok(None)` when `b` ends before it does.
-/// At most 4 bytes, and in its shortest form ([MQTT-1.5.5-1]).
-pub(crate) fn parse_var_int(b: &[u8]) -> Result<Option<(u32, usize)>, DecodeError> {
-    let mut value = 0u32;
-    for i in 0..4 {
-        let Some(&byte) = b.get(i) else {
-            return Ok(None);
-        };
-        value |= u32::from(byte & 0x7F) << (7 * i);
-        if byte & 0x80 == 0 {
-            if i > 0 && byte == 0 {
-                return Err(DecodeError::BadVarInt);
-            }
-            return Ok(Some((value, i + 1)));
-        }
-    }
-    Err(DecodeError::BadVarInt)
-}
-
-/// Reads the fields of one packet body.
-pub(crate) struct Reader {
-    /// What is left of the body (or of a property block).
-    buf: Bytes,
-}
-
-impl Reader {
-    pub(crate) fn new(buf: Bytes) -> Self {
-        Reader { buf }
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
-    fn need(&self, n: usize) -> Result<(), DecodeError> {
-        if self.buf.len() < n {
-            return Err(DecodeError::UnexpectedEnd);
-        }
-        Ok(())
-    }
-
-    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
-        self.need(1)?;
-        Ok(self.buf.get_u8())
-    }
-
-    pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
-        self.need(2)?;
-        Ok(self.buf.get_u16())
-    }
-
-    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
-        self.need(4)?;
-        Ok(self.buf.get_u32())
-    }
-
-    pub(crate) fn var_int(&mut self) -> Result<u32, DecodeError> {
-        let (value, n) = parse_var_int(&self.buf)?.ok_or(DecodeError::UnexpectedEnd)?;
-        self.buf.advance(n);
-        Ok(value)
-    }
-
-    /// The next `n` bytes, as a reader of their own.
-    pub(crate) fn take(&mut self, n: usize) -> Result<Reader, DecodeError> {
-        self.need(n)?;
-        Ok(Reader::new(self.buf.split_to(n)))
-    }
-
-    /// Binary data: a two-byte length, then the bytes.
-    pub(crate) fn binary(&mut self) -> Result<Bytes, DecodeError> {
-        let n = usize::from(self.u16()?);
-        self.need(n)?;
-        Ok(self.buf.split_to(n))
-    }
-
-    /// A UTF-8 string: a two-byte length, then valid UTF-8 without U+0000.
-    pub(crate) fn string(&mut self) -> Result<Utf8Bytes, DecodeError> {
-        Ok(Utf8Bytes::try_from_bytes(self.binary()?)?)
-    }
-
-    /// Everything left (a payload).
-    pub(crate) fn rest(&mut self) -> Bytes {
-        std::mem::take(&mut self.buf)
-    }
-
-    /// Checks that nothing is left.
-    pub(crate) fn finish(&self) -> Result<(), DecodeError> {
-        if !self.buf.is_empty() {
-            return Err(DecodeError::TrailingBytes);
-        }
-        Ok(())
-    }
 }

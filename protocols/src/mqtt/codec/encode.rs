@@ -9,33 +9,15 @@
 
 use bytes::BytesMut;
 
+use super::error::EncodeError;
 use super::packet::*;
 use super::properties;
 use super::properties::PropertySet;
+use super::wire::{put_binary, put_string, put_var_int, var_int_len, Counter, Out};
 use super::{reason, MAX_REMAINING_LENGTH};
 
-/// Why a packet cannot be encoded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EncodeError {
-    /// A string or binary field is longer than 65,535 bytes.
-    #[error("field longer than 65535 bytes")]
-    FieldTooLong,
-    /// The packet, a property block or a subscription identifier is larger than a variable
-    /// byte integer can express (268,435,455).
-    #[error("value too large for a variable byte integer")]
-    TooLarge,
-    /// A packet identifier or flag that contradicts the packet: identifier 0 where one is
-    /// required, an identifier or DUP on a QoS 0 PUBLISH.
-    #[error("invalid {0}")]
-    Invalid(&'static str),
-    /// Something MQTT 3.1.1 cannot carry: AUTH, a password without a user name, a CONNACK
-    /// reason code without a 3.1.1 return code.
-    #[error("{0} cannot be encoded for mqtt 3.1.1")]
-    NotInV311(&'static str),
-}
-
 /// Appends `packet`, encoded for `protocol`, to `buf`. On error nothing is appended.
-pub fn encode(packet: &Packet, protocol: Protocol, buf: &mut BytesMut) -> Result<(), EncodeError> {
+pub fn encode(packet: &Packet, protocol: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
     let remaining = body_len(packet, protocol)?;
     let start = buf.len();
     buf.reserve(1 + var_int_len(remaining) + remaining);
@@ -49,12 +31,12 @@ pub fn encode(packet: &Packet, protocol: Protocol, buf: &mut BytesMut) -> Result
 
 /// The size of `packet` encoded for `protocol`, fixed header included: what a server compares
 /// with the client's Maximum Packet Size before sending.
-pub fn encoded_len(packet: &Packet, protocol: Protocol) -> Result<usize, EncodeError> {
+pub fn encoded_len(packet: &Packet, protocol: Version) -> Result<usize, EncodeError> {
     let remaining = body_len(packet, protocol)?;
     Ok(1 + var_int_len(remaining) + remaining)
 }
 
-fn body_len(packet: &Packet, protocol: Protocol) -> Result<usize, EncodeError> {
+fn body_len(packet: &Packet, protocol: Version) -> Result<usize, EncodeError> {
     let mut counter = Counter::default();
     body(packet, protocol, &mut counter)?;
     if counter.len() > MAX_REMAINING_LENGTH {
@@ -75,16 +57,16 @@ fn first_byte(packet: &Packet) -> u8 {
 }
 
 /// Writes everything after the fixed header.
-fn body<S: Sink>(packet: &Packet, p: Protocol, s: &mut S) -> Result<(), EncodeError> {
-    let v5 = p == Protocol::V5;
+fn body<S: Out>(packet: &Packet, p: Version, s: &mut S) -> Result<(), EncodeError> {
+    let v5 = p == Version::V5;
     match packet {
         Packet::Connect(c) => connect(c, p, s)?,
         Packet::ConnAck(c) => {
             let code = match p {
-                Protocol::V5 => c.code,
+                Version::V5 => c.code,
                 // 3.1.1 return codes pass as they are; 5.0 reason codes are translated.
-                Protocol::V311 if c.code <= 5 => c.code,
-                Protocol::V311 => reason::v311_connack_code(c.code)
+                Version::V311 if c.code <= 5 => c.code,
+                Version::V311 => reason::v311_connack_code(c.code)
                     .ok_or(EncodeError::NotInV311("this CONNACK reason code"))?,
             };
             s.put(&[u8::from(c.session_present), code]);
@@ -174,8 +156,8 @@ fn body<S: Sink>(packet: &Packet, p: Protocol, s: &mut S) -> Result<(), EncodeEr
     Ok(())
 }
 
-fn connect<S: Sink>(c: &Connect, p: Protocol, s: &mut S) -> Result<(), EncodeError> {
-    let v5 = p == Protocol::V5;
+fn connect<S: Out>(c: &Connect, p: Version, s: &mut S) -> Result<(), EncodeError> {
+    let v5 = p == Version::V5;
     if !v5 && c.password.is_some() && c.username.is_none() {
         return Err(EncodeError::NotInV311("a password without a user name"));
     }
@@ -211,7 +193,7 @@ fn connect<S: Sink>(c: &Connect, p: Protocol, s: &mut S) -> Result<(), EncodeErr
 /// The 5.0 tail of acknowledgements, DISCONNECT and AUTH: nothing when the reason is success
 /// and there are no properties, else the reason code, then the properties if there are any
 /// (or always, when `props_required`: AUTH has no form with a reason code alone).
-fn reason_and_properties<T: PropertySet, S: Sink>(
+fn reason_and_properties<T: PropertySet, S: Out>(
     s: &mut S,
     code: u8,
     props: &T,
@@ -228,85 +210,10 @@ fn reason_and_properties<T: PropertySet, S: Sink>(
     Ok(())
 }
 
-fn put_packet_id<S: Sink>(s: &mut S, id: u16) -> Result<(), EncodeError> {
+fn put_packet_id<S: Out>(s: &mut S, id: u16) -> Result<(), EncodeError> {
     if id == 0 {
         return Err(EncodeError::Invalid("packet identifier 0"));
     }
     s.put(&id.to_be_bytes());
     Ok(())
-}
-
-/// Where encoded bytes go: the output buffer, or a [`Counter`].
-pub(crate) trait Sink {
-    /// Appends bytes.
-    fn put(&mut self, bytes: &[u8]);
-}
-
-impl Sink for BytesMut {
-    fn put(&mut self, bytes: &[u8]) {
-        self.extend_from_slice(bytes);
-    }
-}
-
-/// A sink that only counts.
-#[derive(Debug, Default)]
-pub(crate) struct Counter(usize);
-
-impl Counter {
-    pub(crate) fn len(&self) -> usize {
-        self.0
-    }
-}
-
-impl Sink for Counter {
-    fn put(&mut self, bytes: &[u8]) {
-        self.0 += bytes.len();
-    }
-}
-
-/// Bytes a variable byte integer takes.
-fn var_int_len(v: usize) -> usize {
-    match v {
-        0..=127 => 1,
-        128..=16_383 => 2,
-        16_384..=2_097_151 => 3,
-        _ => 4,
-    }
-}
-
-/// Writes a variable byte integer (at most 268,435,455).
-pub(crate) fn put_var_int<S: Sink>(s: &mut S, mut v: usize) -> Result<(), EncodeError> {
-    if v > MAX_REMAINING_LENGTH {
-        return Err(EncodeError::TooLarge);
-    }
-    let mut out = [0u8; 4];
-    let mut n = 0;
-    loop {
-        // `v % 128` fits in 7 bits.
-        let mut byte = (v % 128) as u8;
-        v /= 128;
-        if v > 0 {
-            byte |= 0x80;
-        }
-        out[n] = byte;
-        n += 1;
-        if v == 0 {
-            break;
-        }
-    }
-    s.put(&out[..n]);
-    Ok(())
-}
-
-/// Writes binary data: a two-byte length, then the bytes.
-pub(crate) fn put_binary<S: Sink>(s: &mut S, b: &[u8]) -> Result<(), EncodeError> {
-    let len = u16::try_from(b.len()).map_err(|_| EncodeError::FieldTooLong)?;
-    s.put(&len.to_be_bytes());
-    s.put(b);
-    Ok(())
-}
-
-/// Writes a UTF-8 string (already checked when the [`Utf8Bytes`] was built).
-pub(crate) fn put_string<S: Sink>(s: &mut S, b: &[u8]) -> Result<(), EncodeError> {
-    put_binary(s, b)
 }
