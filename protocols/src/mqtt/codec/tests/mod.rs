@@ -441,7 +441,6 @@ fn server_decoder_learns_the_protocol_from_connect() {
 }
 
 /// Wraps a body in a fixed header (remaining length of one or two bytes).
-
 fn pkt(first: u8, body: &[u8]) -> Vec<u8> {
     let mut out = vec![first];
     let len = body.len();
