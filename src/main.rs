@@ -209,7 +209,7 @@ async fn run(settings: Settings) -> Result<()> {
     let mut reloadable: Vec<(&str, junction_protocols::tls::Tls)> = Vec::new();
     reloadable.extend(nats_tls.iter().map(|t| ("client", t.clone())));
     reloadable.extend(mqtt_tls.iter().map(|t| ("mqtt", t.clone())));
-    let mut frontend = nats::Frontend::new(bus.clone(), auth.authenticator.clone(), opts);
+    let mut frontend = nats::NatsServer::new(bus.clone(), auth.authenticator.clone(), opts);
     if let Some(tls) = nats_tls {
         frontend = frontend.with_tls(tls);
     }
@@ -267,7 +267,7 @@ async fn run(settings: Settings) -> Result<()> {
 
     // The MQTT frontend serves the MQTT port and MQTT over WebSocket.
     let mqtt_fe = mqtt_on.then(|| {
-        let fe = mqtt::broker::Frontend::new(
+        let fe = mqtt::MqttServer::new(
             bus.clone(),
             auth.authenticator.clone(),
             mqtt::broker::Options {
@@ -275,6 +275,7 @@ async fn run(settings: Settings) -> Result<()> {
                 max_pending: settings.max_pending,
                 max_queued: settings.mqtt_max_queued,
                 queue_full: settings.mqtt_queue_full,
+                max_connections: settings.mqtt_max_connections,
                 nats_qos: settings.mqtt_nats_qos,
                 write_deadline: settings.write_deadline,
                 max_keep_alive: settings.mqtt_max_keep_alive,
@@ -355,7 +356,7 @@ async fn run(settings: Settings) -> Result<()> {
             "Listening for websocket clients on {scheme}://{}",
             ws_listener.local_addr()?
         );
-        let ws_fe = Arc::new(ws::Frontend {
+        let ws_fe = Arc::new(ws::WsGateway {
             nats: frontend.clone(),
             mqtt: mqtt_fe.clone(),
             tls,

@@ -111,6 +111,8 @@ pub struct Settings {
     pub mqtt_max_packet_size: usize,
     /// QoS 1/2 messages kept per MQTT session while the client is away.
     pub mqtt_max_queued: usize,
+    /// `mqtt { max_connections }` (0: only the server-wide `max_connections` applies).
+    pub mqtt_max_connections: usize,
     /// `mqtt { queue_full: drop_oldest | refuse }`.
     pub mqtt_queue_full: junction_protocols::mqtt::broker::QueueFull,
     /// Highest QoS a NATS publication reaches an MQTT subscriber with.
@@ -159,6 +161,7 @@ impl Default for Settings {
                 .max_packet_size,
             mqtt_max_queued: junction_protocols::mqtt::broker::Options::default().max_queued,
             mqtt_queue_full: Default::default(),
+            mqtt_max_connections: 0,
             mqtt_nats_qos: 1,
             mqtt_max_keep_alive: None,
             ws_port: Some(8080),
@@ -367,6 +370,7 @@ impl Settings {
                     at(item)
                 )),
                 "max_packet_size" => self.mqtt_max_packet_size = size_of(item, key)?,
+                "max_connections" | "max_conn" => self.mqtt_max_connections = size_of(item, key)?,
                 "queue_full" => {
                     use junction_protocols::mqtt::broker::QueueFull;
                     self.mqtt_queue_full = match item.as_str() {

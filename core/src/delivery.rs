@@ -64,6 +64,23 @@ pub struct FlushBatch {
     /// A subscriber refused the publication for lack of room (MQTT `queue_full: refuse`): a
     /// publisher that can say so tells its client (MQTT 5: 0x97 Quota exceeded).
     pub refused: bool,
+    /// What the publisher's acknowledgement of the publication being routed waits for, when it
+    /// may go before the store's commit (see [`AckWait`]).
+    pub ack_wait: Option<Arc<dyn AckWait>>,
+    /// Copies counted into `ack_wait` while routing the current publication.
+    pub early_copies: usize,
+}
+
+/// What a publisher's acknowledgement waits for, lent to the sinks a publication reaches (an
+/// argument, not a thread-local). A sink that stored a copy for an online subscriber and sent
+/// it at once counts it in ([`AckWait::copy_sent`]) and reports its subscriber's
+/// acknowledgement ([`AckWait::copy_acked`]): what a subscriber acknowledged needs no disk to
+/// survive a crash, so the publisher may hear its acknowledgement before the commit.
+pub trait AckWait: Send + Sync {
+    /// One more copy sent to a subscriber and not acknowledged yet.
+    fn copy_sent(&self);
+    /// One of those copies was acknowledged by its subscriber.
+    fn copy_acked(&self);
 }
 
 impl FlushBatch {

@@ -311,7 +311,8 @@ impl Sink for ServiceSink {
     fn deliver(&self, _sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
         let mut m = msg.clone();
         m.subject = self.rename.apply(&msg.subject);
-        m.headers = Some(with_request_info(msg.headers.as_ref(), &self.importer));
+        m.headers = Some(with_request_info(msg.header_block(), &self.importer));
+        m.extra = None;
         if let Some(reply) = &msg.reply {
             // An unguessable per-request token: a keyed hash of a counter, so the tokens seen
             // so far tell nothing of the next.

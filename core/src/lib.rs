@@ -23,8 +23,8 @@ pub mod sync;
 
 pub use account::{Account, Bus, DEFAULT_ACCOUNT};
 pub use conns::{ConnSnapshot, ConnView, Registry};
-pub use delivery::{Delivery, FlushBatch, Sink};
-pub use message::{ConnId, DeliveryFacts, Message};
+pub use delivery::{AckWait, Delivery, FlushBatch, Sink};
+pub use message::{ConnId, DeliveryFacts, Extra, Message};
 pub use stats::Stats;
 pub use sublist::{MatchCache, MatchResult, Sublist, Subscription};
 

@@ -1,5 +1,8 @@
 //! The one message model every frontend translates into and out of.
 
+use std::any::Any;
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 /// Identifies one client connection, whatever its protocol. Unique for the life of the process.
@@ -28,6 +31,20 @@ pub struct Message {
     pub payload: Bytes,
     /// Facts about the publication that some protocols act on.
     pub facts: DeliveryFacts,
+    /// What the publishing protocol says about the message beyond NATS headers, kept typed
+    /// (MQTT 5 properties): a receiver of the same protocol reads it as it is, and a NATS
+    /// receiver gets it rendered as headers ([`Message::header_block`]), once, only when one
+    /// receives it.
+    pub extra: Option<Arc<dyn Extra>>,
+}
+
+/// Protocol facts that travel with a message typed (see [`Message::extra`]).
+pub trait Extra: Send + Sync + std::fmt::Debug + 'static {
+    /// The NATS header block that says the same (`None`: nothing to say), rendered on first use
+    /// and kept.
+    fn headers(&self) -> Option<&Bytes>;
+    /// For the protocol that made it, to read it back.
+    fn as_any(&self) -> &dyn Any;
 }
 
 /// Delivery facts: what a protocol needs to know about a publication beyond its bytes.
@@ -58,8 +75,28 @@ impl DeliveryFacts {
 }
 
 impl Message {
+    /// A message with no headers, no protocol extras and the facts of a plain publication.
+    pub fn new(subject: Bytes, reply: Option<Bytes>, payload: Bytes, origin: ConnId) -> Self {
+        Message {
+            subject,
+            reply,
+            headers: None,
+            payload,
+            facts: DeliveryFacts::from_origin(origin),
+            extra: None,
+        }
+    }
+
+    /// The NATS header block to deliver: the message's own headers, or its protocol extras
+    /// rendered as headers.
+    pub fn header_block(&self) -> Option<&Bytes> {
+        self.headers
+            .as_ref()
+            .or_else(|| self.extra.as_ref().and_then(|e| e.headers()))
+    }
+
     /// Total size of headers and payload, as NATS counts a message's bytes.
     pub fn size(&self) -> usize {
-        self.payload.len() + self.headers.as_ref().map_or(0, Bytes::len)
+        self.payload.len() + self.header_block().map_or(0, Bytes::len)
     }
 }

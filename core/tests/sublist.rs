@@ -145,6 +145,7 @@ fn queue_groups_spread_evenly_and_deliver_once() {
             headers: None,
             payload: Bytes::from_static(b"x"),
             facts: DeliveryFacts::from_origin(ConnId(9)),
+            extra: None,
         };
         assert_eq!(account.publish(&mut cache, &msg, &mut batch), 2);
     }
@@ -169,6 +170,7 @@ fn max_msgs_removes_the_subscription() {
         headers: None,
         payload: Bytes::new(),
         facts: DeliveryFacts::from_origin(ConnId(9)),
+        extra: None,
     };
     let delivered: usize = (0..5)
         .map(|_| account.publish(&mut cache, &msg, &mut batch))
@@ -198,6 +200,7 @@ fn no_local_skips_the_publishing_connection() {
         headers: None,
         payload: Bytes::new(),
         facts: DeliveryFacts::from_origin(ConnId(7)),
+        extra: None,
     };
     assert_eq!(account.publish(&mut cache, &msg, &mut batch), 0);
     msg.facts.origin = ConnId(8);

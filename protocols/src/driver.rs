@@ -17,6 +17,7 @@ use bytes::BytesMut;
 use junction_core::Sink;
 use tokio::time::{sleep_until, Instant, Sleep};
 
+use crate::listener::Guard;
 use crate::outbound::Outbound;
 use crate::transport::Transport;
 use crate::CloseReason;
@@ -158,14 +159,17 @@ pub(crate) struct Conn<P, T> {
     /// Armed only while a write is blocked.
     deadline: Option<Pin<Box<Sleep>>>,
     stall: Option<Box<Stall>>,
+    /// Counts the connection while it lives.
+    _guard: Guard,
 }
 
 impl<P: Protocol, T: Transport> Conn<P, T> {
-    /// A connection speaking `protocol` over `io`.
-    pub(crate) fn new(io: T, protocol: P) -> Self {
+    /// A connection speaking `protocol` over `io`, counted by `guard`.
+    pub(crate) fn new(io: T, protocol: P, guard: Guard) -> Self {
         Self {
             io,
             protocol,
+            _guard: guard,
             rbuf: BytesMut::new(),
             read_size: SMALL_READ_BYTES,
             writer: Writer::default(),
@@ -386,6 +390,7 @@ mod tests {
                 out: Outbound::new(1 << 20),
                 ended: ended.clone(),
             },
+            Guard::new(&Arc::new(junction_core::Bus::new())),
         );
         let task = tokio::spawn(conn);
         client.write_all(b"fine").await.unwrap();

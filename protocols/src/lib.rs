@@ -1,13 +1,17 @@
 //! junction-protocols: the frontends. Bytes in, core operations out; deliveries in, bytes out.
 //!
 //! Layout:
-//! - [`outbound`]: the bounded outbound buffer every connection has, whatever its protocol.
+//! - [`outbound`]: the bounded outbound buffer every connection has, whatever its protocol,
+//!   with the gates that hold output until what it promises is on the disk.
 //! - `driver`: the connection future every frontend shares (read, write coalesced, pause for
-//!   draining subscribers); a frontend plugs in its protocol.
-//! - `listener`: the accept loop every frontend shares (count, spawn, keepalive sweep, shutdown).
+//!   draining subscribers, wait for an authentication done off the reactor, contain a panic);
+//!   a frontend plugs in its protocol.
+//! - `listener`: the accept loop every frontend shares (a guard counts each connection while it
+//!   lives, spawn, keepalive sweep, shutdown).
 //! - [`nats`]: the NATS client protocol: [`nats::parser`] (pure, resumable), [`nats::encode`]
 //!   (MSG/HMSG and server replies), the connection task and the listener ([`nats::serve`]).
-//! - [`mqtt`]: the MQTT 3.1.1/5.0 codec (pure, resumable) and the topic <-> subject mapping.
+//! - [`mqtt`]: MQTT 3.1.1/5.0: [`mqtt::codec`] (pure, resumable) and [`mqtt::broker`] (the
+//!   session state machine and the frontend around it).
 //! - `transport`: what a connection runs over (TCP, TLS, WebSocket), as the driver sees it.
 //! - [`ws`]: WebSocket framing and handshake, a transport under the NATS and MQTT frontends.
 //! - [`tls`]: rustls acceptors for the listeners.

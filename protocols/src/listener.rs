@@ -4,7 +4,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use junction_core::Bus;
@@ -37,17 +38,67 @@ where
     }
 }
 
-/// Accepts on `listener` until `shutdown`; `admit` turns each accepted connection into its
-/// future (or refuses it and returns `None`), which is counted and spawned on `tracker`.
+/// Counts one connection in the server's open connections (and, when it [`Guard::also`]
+/// joined one, in a frontend's own count) for as long as it lives: the count is given back
+/// when the guard drops, whichever way the connection ends (refused, a failed handshake, a
+/// close, a panic).
+pub(crate) struct Guard {
+    bus: Arc<Bus>,
+    own: Option<Arc<AtomicUsize>>,
+}
+
+impl Guard {
+    /// Counts a connection just accepted.
+    pub(crate) fn new(bus: &Arc<Bus>) -> Self {
+        let stats = bus.stats();
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        stats.total_connections.fetch_add(1, Ordering::Relaxed);
+        Guard {
+            bus: bus.clone(),
+            own: None,
+        }
+    }
+
+    /// Counts the connection in `count` too.
+    pub(crate) fn also(mut self, count: &Count) -> Self {
+        count.0.fetch_add(1, Ordering::Relaxed);
+        self.own = Some(count.0.clone());
+        self
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.bus.stats().connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some(own) = &self.own {
+            own.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A frontend's own count of open connections (see [`Guard::also`]).
+#[derive(Default)]
+pub(crate) struct Count(Arc<AtomicUsize>);
+
+impl Count {
+    /// Connections counted now.
+    pub(crate) fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Accepts on `listener` until `shutdown`; `admit` turns each accepted connection, with the
+/// guard that counts it, into its future (or refuses it and returns `None`), which is spawned
+/// on `tracker`.
 pub(crate) async fn accept_loop<A, C>(
     listener: TcpListener,
-    bus: &Bus,
+    bus: &Arc<Bus>,
     kind: &'static str,
     mut admit: A,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) where
-    A: FnMut(TcpStream, SocketAddr) -> Option<C>,
+    A: FnMut(TcpStream, SocketAddr, Guard) -> Option<C>,
     C: Future<Output = ()> + Send + 'static,
 {
     loop {
@@ -65,10 +116,7 @@ pub(crate) async fn accept_loop<A, C>(
             }
         };
         let _ = stream.set_nodelay(true);
-        if let Some(conn) = admit(stream, peer) {
-            let stats = bus.stats();
-            stats.connections.fetch_add(1, Ordering::Relaxed);
-            stats.total_connections.fetch_add(1, Ordering::Relaxed);
+        if let Some(conn) = admit(stream, peer, Guard::new(bus)) {
             tracker.spawn(conn);
         }
     }

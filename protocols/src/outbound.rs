@@ -4,12 +4,21 @@
 //! task takes the whole buffer at once and writes it with as few syscalls as the socket allows.
 //! When the bytes waiting pass `max_pending`, the connection is marked as a slow consumer: nothing
 //! more is queued for it and its task closes it. An idle connection holds no buffer memory.
+//!
+//! Output that must wait for the disk (an acknowledgement of what is not committed yet, a
+//! message whose packet id is not stored yet) is pushed behind a [`Gate`]: the one mechanism for
+//! "this goes out once that is durable". Gated bytes wait in order in their [`Lane`], and what
+//! comes later in the same lane waits behind them; the gate's owner calls
+//! [`Outbound::release`] when it opens.
 
 use junction_core::sync::Lock;
-use std::sync::Mutex;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
+use junction_core::AckWait;
 
 use crate::CloseReason;
 
@@ -52,8 +61,10 @@ struct State {
     /// A publisher waited in vain: the writer is not draining, so nobody waits for it again
     /// until it makes progress.
     stuck: bool,
-    /// Nothing may be written yet (what it answers is not durable yet).
-    held: bool,
+    /// Output waiting for gates to open, in order (empty nearly always).
+    held: VecDeque<Segment>,
+    /// Bytes in `held`.
+    held_bytes: usize,
     /// The connection's task, to wake when there is something for it to do.
     task: Option<Waker>,
     /// Someone asked the connection to finish (shutdown, stale): flush what is queued, then
@@ -93,7 +104,7 @@ impl Outbound {
         if s.closed.is_some() {
             return Push::Closed;
         }
-        if s.buf.len() + s.in_flight + len > self.max_pending {
+        if s.buf.len() + s.in_flight + s.held_bytes + len > self.max_pending {
             s.closed = Some(CloseReason::SlowConsumerPendingBytes);
             let task = s.task.take();
             drop(s);
@@ -101,6 +112,16 @@ impl Outbound {
                 t.wake();
             }
             return Push::SlowConsumer;
+        }
+        s.out_msgs += 1;
+        s.out_bytes += msg_bytes;
+        if let Some(seg) = s.behind(Lane::Deliveries) {
+            encode(seg);
+            s.held_bytes += len;
+            return Push::Queued {
+                was_empty: false,
+                backlogged: false,
+            };
         }
         let was_empty = s.buf.is_empty();
         if s.buf.capacity() == 0 {
@@ -111,8 +132,6 @@ impl Outbound {
             }
         }
         encode(&mut s.buf);
-        s.out_msgs += 1;
-        s.out_bytes += msg_bytes;
         let backlogged = !s.stuck && s.buf.len() + s.in_flight > self.high_watermark;
         Push::Queued {
             was_empty,
@@ -120,21 +139,70 @@ impl Outbound {
         }
     }
 
-    /// Appends bytes the connection itself sends (replies, errors), even past the limit.
+    /// Appends bytes the connection itself sends (replies, errors), even past the limit, in
+    /// the lane of its replies: behind held replies, and behind anything held for all lanes.
     pub fn push_own(&self, data: &[u8]) {
+        self.push_own_in(Lane::Replies, data);
+    }
+
+    /// [`Outbound::push_own`] in a given lane ([`Lane::Urgent`]: only a barrier holds it).
+    pub fn push_own_in(&self, lane: Lane, data: &[u8]) {
         let mut s = self.state.locked();
-        if !s.closed.is_some_and(|r| r.is_slow_consumer()) {
+        if s.closed.is_some_and(|r| r.is_slow_consumer()) {
+            return;
+        }
+        if let Some(seg) = s.behind(lane) {
+            seg.extend_from_slice(data);
+            s.held_bytes += data.len();
+        } else {
             s.buf.extend_from_slice(data);
         }
+    }
+
+    /// Appends `data` in `lane` once `gate` opens (and once what was held before it in its lane
+    /// went out). [`Lane::All`] holds everything after it, in every lane, behind it too.
+    pub fn push_gated(&self, lane: Lane, gate: &Arc<Gate>, data: &[u8]) {
+        let mut s = self.state.locked();
+        if s.closed.is_some_and(|r| r.is_slow_consumer()) {
+            return;
+        }
+        s.held_bytes += data.len();
+        match s.held.back_mut() {
+            Some(last)
+                if last.lane == lane
+                    && last.gate.as_ref().is_some_and(|g| Arc::ptr_eq(g, gate)) =>
+            {
+                last.bytes.extend_from_slice(data)
+            }
+            _ => s.held.push_back(Segment {
+                lane,
+                gate: Some(gate.clone()),
+                bytes: BytesMut::from(data),
+            }),
+        }
+        drop(s);
+        if gate.is_open() {
+            self.release();
+        }
+    }
+
+    /// Moves what open gates held into the output, in order; wakes the connection's task when
+    /// anything moved. Called by a gate's owner when the gate opens.
+    pub fn release(&self) -> bool {
+        let moved = {
+            let mut s = self.state.locked();
+            s.release()
+        };
+        if moved {
+            self.wake();
+        }
+        moved
     }
 
     /// Takes everything queued, for the writer. The returned buffer's length is "in flight"
     /// until [`Outbound::written`] is called.
     pub fn take(&self) -> BytesMut {
         let mut s = self.state.locked();
-        if s.held {
-            return BytesMut::new();
-        }
         let buf = std::mem::take(&mut s.buf);
         s.in_flight = buf.len();
         buf
@@ -191,10 +259,10 @@ impl Outbound {
         (s.out_msgs, s.out_bytes)
     }
 
-    /// Bytes waiting to be written (queued and in flight).
+    /// Bytes waiting to be written (queued, held and in flight).
     pub fn pending(&self) -> usize {
         let s = self.state.locked();
-        s.buf.len() + s.in_flight
+        s.buf.len() + s.in_flight + s.held_bytes
     }
 
     /// Marks the connection closed (the first reason wins) and wakes its task.
@@ -256,23 +324,183 @@ impl Outbound {
     }
 
     /// Wakes the connection's task (after appends, once per batch).
-    /// Holds everything queued, and whatever is queued after it, until [`Outbound::release`]:
-    /// an MQTT CONNACK that must not reach the client before its session is durable, with
-    /// everything that follows it in order behind it.
-    pub fn hold(&self) {
-        self.state.locked().held = true;
-    }
-
-    /// Lets the writer go on after [`Outbound::hold`].
-    pub fn release(&self) {
-        self.state.locked().held = false;
-        self.wake();
-    }
-
     pub fn wake(&self) {
         let task = self.state.locked().task.take();
         if let Some(t) = task {
             t.wake();
+        }
+    }
+}
+
+/// Output that keeps its order only with output of the same lane: a held acknowledgement
+/// holds later acknowledgements, never deliveries of other publishers' messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Messages from other publishers (MQTT PUBLISH to the client).
+    Deliveries,
+    /// The connection's own ordered replies (acknowledgements, SUBACK, UNSUBACK).
+    Replies,
+    /// Held by a barrier only (MQTT PINGRESP and the server's DISCONNECT).
+    Urgent,
+    /// A barrier: nothing of any lane goes before it, everything after it waits for it (an
+    /// MQTT CONNACK that must not reach the client before its session is durable).
+    All,
+}
+
+/// Bytes held behind a gate (or behind earlier held bytes of their lane).
+struct Segment {
+    lane: Lane,
+    /// `None`: ungated bytes that only wait for what is before them.
+    gate: Option<Arc<Gate>>,
+    bytes: BytesMut,
+}
+
+impl State {
+    /// The held segment new bytes of `lane` must go into, if anything holds that lane.
+    fn behind(&mut self, lane: Lane) -> Option<&mut BytesMut> {
+        let blocks = |s: &Segment| {
+            s.lane == Lane::All || lane == Lane::All || (s.lane == lane && lane != Lane::Urgent)
+        };
+        if !self.held.iter().any(blocks) {
+            return None;
+        }
+        let reuse = self
+            .held
+            .back()
+            .is_some_and(|last| last.gate.is_none() && last.lane == lane);
+        if !reuse {
+            self.held.push_back(Segment {
+                lane,
+                gate: None,
+                bytes: BytesMut::new(),
+            });
+        }
+        self.held.back_mut().map(|s| &mut s.bytes)
+    }
+
+    /// Moves the held segments that may go (their gate is open and nothing before them holds
+    /// their lane) to the output; whether any did.
+    fn release(&mut self) -> bool {
+        let mut moved = false;
+        let mut all_blocked = false;
+        let mut blocked = [false; 4];
+        let mut i = 0;
+        while i < self.held.len() {
+            let seg = &self.held[i];
+            let lane = seg.lane as usize;
+            let waits = all_blocked
+                || (seg.lane == Lane::All && blocked.iter().any(|b| *b))
+                || (seg.lane != Lane::Urgent && blocked[lane]);
+            let open = seg.gate.as_ref().is_none_or(|g| g.is_open());
+            if open && !waits {
+                let seg = self.held.remove(i).expect("in range");
+                self.held_bytes -= seg.bytes.len();
+                self.buf.extend_from_slice(&seg.bytes);
+                moved = true;
+                continue;
+            }
+            if seg.lane == Lane::All {
+                all_blocked = true;
+            } else {
+                blocked[lane] = true;
+            }
+            i += 1;
+        }
+        moved
+    }
+}
+
+/// What a gate's opening is told to: the owner of the output it holds (a connection), which
+/// releases it ([`Outbound::release`]) and writes.
+pub trait GateOwner: Send + Sync {
+    /// The gate opened.
+    fn gate_opened(&self);
+}
+
+/// Opens once what it waits for happened: the store's commit of what was submitted before it
+/// ([`Gate::committed`]), or, when nothing it waits for needs the disk, every early-sent copy
+/// acknowledged by its subscriber ([`AckWait`]). It opens only once sealed: while its
+/// connection still adds to it (during one read batch) it stays shut.
+pub struct Gate {
+    /// Something behind the gate must be on the disk first.
+    needs_commit: AtomicBool,
+    /// The commit holding everything behind the gate is done.
+    committed: AtomicBool,
+    /// Early-sent copies not acknowledged yet.
+    unacked: AtomicUsize,
+    /// Nothing more is added.
+    sealed: AtomicBool,
+    /// Told when the gate opens.
+    owner: Weak<dyn GateOwner>,
+}
+
+impl Gate {
+    /// A gate that opens when nothing it holds waits any more (see [`Gate::require_commit`]).
+    pub fn new(owner: Weak<dyn GateOwner>) -> Arc<Gate> {
+        Arc::new(Gate {
+            needs_commit: AtomicBool::new(false),
+            committed: AtomicBool::new(false),
+            unacked: AtomicUsize::new(0),
+            sealed: AtomicBool::new(false),
+            owner,
+        })
+    }
+
+    /// A sealed gate that opens at the commit (call [`Gate::committed`] from the store).
+    pub fn commit(owner: Weak<dyn GateOwner>) -> Arc<Gate> {
+        let g = Gate::new(owner);
+        g.require_commit();
+        g.sealed.store(true, Ordering::Release);
+        g
+    }
+
+    /// What it holds needs the commit (not only the subscribers' acknowledgements).
+    pub fn require_commit(&self) {
+        self.needs_commit.store(true, Ordering::Release);
+    }
+
+    /// Whether it holds anything that needs the commit.
+    pub fn needs_commit(&self) -> bool {
+        self.needs_commit.load(Ordering::Acquire)
+    }
+
+    /// Whether it is open.
+    pub fn is_open(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
+            && (self.committed.load(Ordering::Acquire)
+                || (!self.needs_commit.load(Ordering::Acquire)
+                    && self.unacked.load(Ordering::Acquire) == 0))
+    }
+
+    /// Nothing more is added; tells the owner when that opened it.
+    pub fn seal(&self) {
+        self.sealed.store(true, Ordering::Release);
+        self.opened();
+    }
+
+    /// The store committed everything submitted before the gate asked for it.
+    pub fn committed(&self) {
+        self.committed.store(true, Ordering::Release);
+        self.opened();
+    }
+
+    fn opened(&self) {
+        if self.is_open() {
+            if let Some(owner) = self.owner.upgrade() {
+                owner.gate_opened();
+            }
+        }
+    }
+}
+
+impl AckWait for Gate {
+    fn copy_sent(&self) {
+        self.unacked.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn copy_acked(&self) {
+        if self.unacked.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.opened();
         }
     }
 }

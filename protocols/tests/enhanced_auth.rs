@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use junction_auth::{AuthError, AuthStep, Authenticator, Credentials, Exchange, Identity};
 use junction_core::Bus;
-use junction_protocols::mqtt::broker::{self, Frontend, Options};
+use junction_protocols::mqtt::broker::{self, MqttServer, Options};
 use junction_protocols::mqtt::{
     encode, reason, Auth, AuthProperties, Connect, ConnectProperties, Decoder, Packet, Utf8Bytes,
     Version,
@@ -74,7 +74,7 @@ impl Authenticator for Toy {
 async fn start() -> (u16, CancellationToken) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let fe = Arc::new(Frontend::new(
+    let fe = Arc::new(MqttServer::new(
         Arc::new(Bus::new()),
         Arc::new(Toy),
         Options::default(),

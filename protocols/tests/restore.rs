@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use junction_core::Bus;
-use junction_protocols::mqtt::broker::{Frontend, Options};
+use junction_protocols::mqtt::broker::{MqttServer, Options};
 use junction_protocols::mqtt::durable::{self, SessionRecord, SubRecord};
 use junction_store::{Engine, MemoryEngine, Op, Table};
 
@@ -78,7 +78,7 @@ fn damaged_records_are_skipped_and_counted() {
         ])
         .unwrap();
     let bus = Arc::new(Bus::new());
-    let fe = Arc::new(Frontend::new(
+    let fe = Arc::new(MqttServer::new(
         bus.clone(),
         Arc::new(junction_auth::Open {
             account: "$G".into(),

@@ -593,3 +593,35 @@ def test_full_queue_refused_to_mqtt5_publishers(start, version):
     else:
         assert codes == [0] * 9, codes
     assert drain(srv.mqtt, cid, V311) == [b"0", b"1", b"2", b"3", b"4"]
+
+
+# ==========================================================================
+# The MQTT listener's own connection limit (issue 11)
+# ==========================================================================
+
+
+@junction_only
+@VERSIONS
+def test_mqtt_max_connections(start, version):
+    srv = start("mqtt {\n  max_connections: 2\n}\n")
+    held = []
+    try:
+        for i in range(2):
+            m = RawMqtt(srv.mqtt, version)
+            m.connect(uniq(f"cap{i}"))
+            held.append(m)
+        extra = RawMqtt(srv.mqtt, version)
+        held.append(extra)
+        extra.connect(uniq("over"), expect_rc=None)
+        assert extra.connack.rc == (0x97 if version == V5 else 3), extra.connack
+        assert extra.read_until_closed() == []
+        # One leaves: there is room again.
+        held[0].disconnect()
+        held[0].read_until_closed()
+        time.sleep(0.2)
+        again = RawMqtt(srv.mqtt, version)
+        held.append(again)
+        again.connect(uniq("again"))
+    finally:
+        for m in held:
+            m.close()

@@ -7,6 +7,6 @@
 
 pub mod broker;
 pub mod codec;
-pub mod durable;
 
+pub use broker::{durable, MqttServer};
 pub use codec::*;

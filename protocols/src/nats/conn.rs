@@ -12,17 +12,18 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use junction_auth::{AuthError, Checker, Credentials, Identity};
 use junction_core::{
-    subject, Account, ConnId, ConnSnapshot, ConnView, Delivery, DeliveryFacts, FlushBatch,
-    MatchCache, Message, Sink, Stats, Subscription,
+    subject, Account, ConnId, ConnSnapshot, ConnView, Delivery, FlushBatch, MatchCache, Message,
+    Sink, Stats, Subscription,
 };
 use serde::Deserialize;
 
 use super::encode::{self, Msg};
 use super::parser::{Decoder, Frame, ParseError};
-use super::Frontend;
+use super::NatsServer;
 use crate::auth_pool;
 use crate::conn_stats::{BatchIn, ConnStats};
 use crate::driver::{Conn, Protocol};
+use crate::listener::Guard;
 use crate::outbound::{Outbound, Push};
 use crate::transport::Transport;
 use crate::CloseReason;
@@ -36,7 +37,7 @@ pub(crate) struct Client {
     headers: AtomicBool,
     /// Subscriptions by sid.
     subs: Mutex<HashMap<Bytes, Arc<Subscription>>>,
-    fe: Arc<Frontend>,
+    fe: Arc<NatsServer>,
     /// Address, start and counters, for monitoring.
     stats: ConnStats,
     /// Who the client says it is, for monitoring.
@@ -138,7 +139,7 @@ impl Sink for Client {
             return Delivery::Dropped;
         }
         let headers = if self.headers.load(Ordering::Relaxed) {
-            msg.headers.as_deref()
+            msg.header_block().map(|h| &h[..])
         } else {
             None
         };
@@ -246,7 +247,7 @@ impl Default for ConnectOptions {
 }
 
 /// What only the connection's own task touches.
-pub(crate) struct Session {
+pub(crate) struct Connection {
     client: Arc<Client>,
     decoder: Decoder,
     account: Arc<Account>,
@@ -276,7 +277,7 @@ struct Waiting {
     answer: auth_pool::Pending,
 }
 
-impl Session {
+impl Connection {
     fn reply(&self, data: &[u8]) {
         self.client.out.push_own(data);
     }
@@ -447,7 +448,7 @@ impl Session {
 
     /// Binds the connection to its identity: account, permissions, limits, expiry. `false`:
     /// the account has its maximum of connections.
-    fn bind(&mut self, fe: &Arc<Frontend>, identity: Identity) -> bool {
+    fn bind(&mut self, fe: &Arc<NatsServer>, identity: Identity) -> bool {
         if identity.account != self.account.name() {
             // Bind to the account before any subscription exists (nats-server refuses a
             // second CONNECT that changes the account; so do we, by ignoring the change).
@@ -547,11 +548,8 @@ impl Session {
             return;
         }
         let msg = Message {
-            subject,
-            reply,
             headers,
-            payload,
-            facts: DeliveryFacts::from_origin(self.client.id),
+            ..Message::new(subject, reply, payload, self.client.id)
         };
         self.received.msgs += 1;
         self.received.bytes += msg.size() as u64;
@@ -753,9 +751,10 @@ pub(crate) struct Hello {
 pub(crate) fn start<T: Transport>(
     io: T,
     peer: SocketAddr,
-    fe: Arc<Frontend>,
+    fe: Arc<NatsServer>,
     hello: Hello,
-) -> Conn<Session, T> {
+    guard: Guard,
+) -> Conn<Connection, T> {
     let id = fe.bus.next_conn_id();
     let nonce = match hello.sent {
         true => hello.nonce,
@@ -792,7 +791,7 @@ pub(crate) fn start<T: Transport>(
     }
     tracing::debug!(cid = %id, peer = %peer, "accepted NATS connection");
     let defaults = ConnectOptions::default();
-    let session = Session {
+    let session = Connection {
         client,
         decoder: Decoder::new(fe.opts.limits),
         account: fe.bus.default_account(),
@@ -809,10 +808,10 @@ pub(crate) fn start<T: Transport>(
         joined: false,
         waiting: None,
     };
-    Conn::new(io, session)
+    Conn::new(io, session, guard)
 }
 
-impl Protocol for Session {
+impl Protocol for Connection {
     fn outbound(&self) -> &Outbound {
         &self.client.out
     }
@@ -850,7 +849,7 @@ impl Protocol for Session {
     }
 
     fn end_batch(&mut self) -> Vec<Arc<dyn Sink>> {
-        Session::end_batch(self);
+        Connection::end_batch(self);
         self.batch.take_backlogged()
     }
 
@@ -872,7 +871,6 @@ impl Protocol for Session {
         }
         client.out.close(reason);
         fe.bus.conns().close(client.id, reason.as_str());
-        fe.bus.stats().connections.fetch_sub(1, Ordering::Relaxed);
         match reason {
             CloseReason::ClientClosed | CloseReason::ServerShutdown => {
                 tracing::debug!(cid = %client.id, reason = %reason, "connection closed")

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::listener::Served;
+use crate::listener::{Guard, Served};
 use crate::transport::Plain;
 
 pub use parser::{Decoder, Frame, Limits, ParseError};
@@ -79,7 +79,7 @@ impl Default for Options {
 }
 
 /// Everything a NATS connection needs from the server.
-pub struct Frontend {
+pub struct NatsServer {
     /// The bus.
     pub bus: Arc<Bus>,
     /// Who connections are.
@@ -114,7 +114,7 @@ struct Info<'a> {
     nonce: Option<&'a str>,
 }
 
-impl Frontend {
+impl NatsServer {
     /// A frontend for `bus`.
     pub fn new(bus: Arc<Bus>, auth: Arc<dyn Authenticator>, opts: Options) -> Self {
         Self {
@@ -175,13 +175,13 @@ impl Frontend {
 /// own task on `tracker`, so shutdown can wait for them to drain.
 pub async fn serve(
     listener: TcpListener,
-    fe: Arc<Frontend>,
+    fe: Arc<NatsServer>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let admit = |stream: TcpStream, peer: std::net::SocketAddr| {
+    let admit = |stream: TcpStream, peer: std::net::SocketAddr, guard: Guard| {
         if fe.at_capacity() {
-            tracker.spawn(refuse(stream, fe.clone(), peer.ip().to_string()));
+            tracker.spawn(refuse(stream, fe.clone(), peer.ip().to_string(), guard));
             return None;
         }
         Some(match &fe.tls {
@@ -190,8 +190,15 @@ pub async fn serve(
                 peer,
                 fe.clone(),
                 conn::Hello::default(),
+                guard,
             )),
-            Some(tls) => Served::Secure(Box::pin(secure(stream, peer, fe.clone(), tls.clone()))),
+            Some(tls) => Served::Secure(Box::pin(secure(
+                stream,
+                peer,
+                fe.clone(),
+                tls.clone(),
+                guard,
+            ))),
         })
     };
     crate::listener::accept_loop(listener, &fe.bus, "nats", admit, shutdown, tracker.clone()).await;
@@ -202,18 +209,15 @@ pub async fn serve(
 async fn secure(
     mut stream: TcpStream,
     peer: std::net::SocketAddr,
-    fe: Arc<Frontend>,
+    fe: Arc<NatsServer>,
     tls: crate::tls::Tls,
+    guard: Guard,
 ) {
     let nonce = fe.auth.nonce_required().then(conn::nonce);
     if !tls.handshake_first {
         let id = fe.bus.next_conn_id();
         let info = fe.info(id.0, &peer.ip().to_string(), nonce.as_deref());
         if stream.write_all(&info).await.is_err() {
-            fe.bus
-                .stats()
-                .connections
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             return;
         }
     }
@@ -225,29 +229,25 @@ async fn secure(
                 cert,
                 map_cert: tls.map,
             };
-            conn::start(Plain(stream), peer, fe, hello).await
+            conn::start(Plain(stream), peer, fe, hello, guard).await
         }
         Err(e) => {
             tracing::info!(peer = %peer, error = %e, "TLS handshake failed");
-            fe.bus
-                .stats()
-                .connections
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
 
 /// Pings every NATS connection (TCP or WebSocket) on the ping interval until `shutdown`: one
 /// timer for all of them, instead of one in each.
-pub async fn sweep(fe: Arc<Frontend>, shutdown: CancellationToken) {
+pub async fn sweep(fe: Arc<NatsServer>, shutdown: CancellationToken) {
     crate::listener::sweep_loop(&fe.bus, "nats", fe.opts.ping_interval, || {}, shutdown).await;
 }
 
-impl Frontend {
-    /// Whether the server already has its maximum of connections.
+impl NatsServer {
+    /// Whether a connection just accepted (and counted) is one over the maximum.
     pub(crate) fn at_capacity(&self) -> bool {
         let open = Stats::get(&self.bus.stats().connections) as usize;
-        self.opts.max_connections > 0 && open >= self.opts.max_connections
+        self.opts.max_connections > 0 && open > self.opts.max_connections
     }
 
     /// Serves one NATS connection that arrived over `io` (a WebSocket, for instance).
@@ -257,18 +257,19 @@ impl Frontend {
         peer: std::net::SocketAddr,
         cert: Option<junction_auth::CertIdentity>,
         map_cert: bool,
+        guard: Guard,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let hello = conn::Hello {
             cert,
             map_cert,
             ..Default::default()
         };
-        conn::start(io, peer, self.clone(), hello)
+        conn::start(io, peer, self.clone(), hello, guard)
     }
 }
 
 /// Tells a client over the connection limit, as nats-server does, and closes.
-async fn refuse(mut stream: TcpStream, fe: Arc<Frontend>, ip: String) {
+async fn refuse(mut stream: TcpStream, fe: Arc<NatsServer>, ip: String, _guard: Guard) {
     tracing::warn!(client_ip = %ip, "maximum connections exceeded");
     let mut out = fe.info(0, &ip, None);
     out.extend_from_slice(&encode::err("maximum connections exceeded"));

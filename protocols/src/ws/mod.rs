@@ -14,7 +14,6 @@ pub mod handshake;
 mod stream;
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +26,7 @@ use tokio_util::task::TaskTracker;
 
 pub use handshake::{Kind, Origin};
 
+use crate::listener::Guard;
 use crate::{mqtt, nats};
 use stream::Ws;
 
@@ -61,16 +61,16 @@ impl Default for Options {
 }
 
 /// Everything the WebSocket listener needs: the frontends it hands connections to.
-pub struct Frontend {
-    pub nats: Arc<nats::Frontend>,
+pub struct WsGateway {
+    pub nats: Arc<nats::NatsServer>,
     /// `None`: MQTT is off, and MQTT handshakes get 404.
-    pub mqtt: Option<Arc<mqtt::broker::Frontend>>,
+    pub mqtt: Option<Arc<mqtt::MqttServer>>,
     /// Present for wss.
     pub tls: Option<crate::tls::Tls>,
     pub opts: Options,
 }
 
-impl Frontend {
+impl WsGateway {
     fn policy(&self) -> handshake::Policy {
         handshake::Policy {
             tls: self.tls.is_some(),
@@ -80,27 +80,18 @@ impl Frontend {
             mqtt: self.mqtt.is_some(),
         }
     }
-
-    /// Gives back the count of a connection that never reached a frontend.
-    fn uncount(&self) {
-        self.nats
-            .bus
-            .stats()
-            .connections
-            .fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// Accepts WebSocket clients on `listener` until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
-    fe: Arc<Frontend>,
+    fe: Arc<WsGateway>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
     let bus = fe.nats.bus.clone();
-    let admit = |stream: TcpStream, peer: SocketAddr| {
-        Some(accept(stream, peer, fe.clone(), shutdown.clone()))
+    let admit = |stream: TcpStream, peer: SocketAddr, guard: Guard| {
+        Some(accept(stream, peer, fe.clone(), shutdown.clone(), guard))
     };
     crate::listener::accept_loop(
         listener,
@@ -117,26 +108,25 @@ pub async fn serve(
 async fn accept(
     stream: TcpStream,
     peer: SocketAddr,
-    fe: Arc<Frontend>,
+    fe: Arc<WsGateway>,
     shutdown: CancellationToken,
+    guard: Guard,
 ) {
     let deadline = tokio::time::Instant::now() + fe.opts.handshake_timeout;
     match fe.tls.as_ref().map(crate::tls::Tls::acceptor) {
         Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => {
                 let cert = crate::tls::client_cert(&tls);
-                upgrade(tls, peer, fe, shutdown, deadline, cert).await
+                upgrade(tls, peer, fe, shutdown, deadline, cert, guard).await
             }
             Ok(Err(e)) => {
                 tracing::debug!(peer = %peer, error = %e, "websocket TLS handshake failed");
-                fe.uncount();
             }
             Err(_) => {
                 tracing::debug!(peer = %peer, "websocket TLS handshake timed out");
-                fe.uncount();
             }
         },
-        None => upgrade(stream, peer, fe, shutdown, deadline, None).await,
+        None => upgrade(stream, peer, fe, shutdown, deadline, None, guard).await,
     }
 }
 
@@ -144,10 +134,11 @@ async fn accept(
 async fn upgrade<S>(
     mut io: S,
     peer: SocketAddr,
-    fe: Arc<Frontend>,
+    fe: Arc<WsGateway>,
     shutdown: CancellationToken,
     deadline: tokio::time::Instant,
     cert: Option<junction_auth::CertIdentity>,
+    guard: Guard,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -170,7 +161,6 @@ async fn upgrade<S>(
         }
     };
     let Some((accepted, used)) = accepted else {
-        fe.uncount();
         return;
     };
     let open = Stats::get(&fe.nats.bus.stats().connections) as usize;
@@ -185,15 +175,11 @@ async fn upgrade<S>(
     };
     if let Some(response) = refuse {
         let _ = tokio::time::timeout_at(deadline, io.write_all(&response)).await;
-        fe.uncount();
         return;
     }
     match tokio::time::timeout_at(deadline, io.write_all(&accepted.response)).await {
         Ok(Ok(())) => {}
-        _ => {
-            fe.uncount();
-            return;
-        }
+        _ => return,
     }
     let early = buf.split_off(used);
     let peer = accepted
@@ -202,8 +188,11 @@ async fn upgrade<S>(
     let ws = Ws::new(io, early, fe.opts.max_message, accepted.compress);
     let map_cert = fe.tls.as_ref().is_some_and(|t| t.map);
     match (accepted.kind, &fe.mqtt) {
-        (Kind::Mqtt, Some(mqtt)) => mqtt.start(ws, peer, cert, map_cert).await,
-        _ => fe.nats.start(ws, peer, cert, map_cert).await,
+        (Kind::Mqtt, Some(mqtt)) => {
+            let guard = guard.also(&mqtt.open);
+            mqtt.start(ws, peer, cert, map_cert, guard).await
+        }
+        _ => fe.nats.start(ws, peer, cert, map_cert, guard).await,
     }
 }
 

@@ -103,6 +103,11 @@ impl Utf8Bytes {
         self.0
     }
 
+    /// A copy in memory of its own (not a slice of a larger buffer it would keep alive).
+    pub fn detached(&self) -> Self {
+        Utf8Bytes(Bytes::copy_from_slice(&self.0))
+    }
+
     /// Length in bytes.
     pub fn len(&self) -> usize {
         self.0.len()

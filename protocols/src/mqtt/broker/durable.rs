@@ -12,8 +12,8 @@ use junction_core::{ConnId, DeliveryFacts, Message};
 use junction_store::Table;
 use serde::{Deserialize, Serialize};
 
-use super::packet::{Connect, Packet, Publish, QoS, Utf8Bytes, Version, Will};
-use super::{encode, Decoder, MAX_PACKET_SIZE};
+use crate::mqtt::packet::{Connect, Packet, Publish, QoS, Utf8Bytes, Version, Will};
+use crate::mqtt::{encode, Decoder, MAX_PACKET_SIZE};
 
 /// Persistent MQTT sessions: subscriptions, expiry, pending will.
 pub const SESSIONS: Table = Table::new("sessions");
@@ -191,7 +191,8 @@ pub fn encode_retained(msg: &Message, qos: u8) -> Vec<u8> {
     for part in [
         Some(&msg.subject),
         msg.reply.as_ref(),
-        msg.headers.as_ref(),
+        // MQTT properties travel typed; the store keeps them as the headers they render.
+        msg.header_block(),
         Some(&msg.payload),
     ] {
         match part {
@@ -242,6 +243,7 @@ pub fn decode_retained(bytes: &[u8], origin: ConnId) -> Option<(Message, u8)> {
                 retain,
                 expiry_secs: u32::try_from(expiry).ok(),
             },
+            extra: None,
         },
         qos,
     ))
@@ -367,6 +369,7 @@ mod tests {
                 retain: true,
                 expiry_secs: None,
             },
+            extra: None,
         };
         let (back, qos) = decode_retained(&encode_retained(&msg, 1), ConnId(3)).unwrap();
         assert_eq!(qos, 1);
