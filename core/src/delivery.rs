@@ -9,6 +9,8 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
+
 use crate::message::Message;
 use crate::subject;
 use crate::sublist::{MatchResult, Subscription};
@@ -69,7 +71,22 @@ pub struct FlushBatch {
     pub ack_wait: Option<Arc<dyn AckWait>>,
     /// Copies counted into `ack_wait` while routing the current publication.
     pub early_copies: usize,
+    /// The current publication's payload copied out of its publisher's read buffer, by the
+    /// first sink that keeps the message past the batch (see [`FlushBatch::kept_payload`]).
+    kept: Option<Kept>,
 }
+
+/// A payload copy and the slice it was copied from (address and length: while the message
+/// being routed holds the slice, no other payload can have both).
+struct Kept {
+    from: *const u8,
+    len: usize,
+    copy: Bytes,
+}
+
+// SAFETY: `from` is only compared, never read through.
+unsafe impl Send for Kept {}
+unsafe impl Sync for Kept {}
 
 /// What a publisher's acknowledgement waits for, lent to the sinks a publication reaches (an
 /// argument, not a thread-local). A sink that stored a copy for an online subscriber and sent
@@ -84,6 +101,25 @@ pub trait AckWait: Send + Sync {
 }
 
 impl FlushBatch {
+    /// The payload of the publication being routed, in memory of its own: a sink that keeps a
+    /// message for a while (a queue) keeps this instead of a slice of the publisher's read
+    /// buffer, which would keep the whole buffer alive. Copied once per publication, however
+    /// many sinks keep it.
+    pub fn kept_payload(&mut self, payload: &Bytes) -> Bytes {
+        match &self.kept {
+            Some(k) if k.from == payload.as_ptr() && k.len == payload.len() => k.copy.clone(),
+            _ => {
+                let copy = Bytes::copy_from_slice(payload);
+                self.kept = Some(Kept {
+                    from: payload.as_ptr(),
+                    len: payload.len(),
+                    copy: copy.clone(),
+                });
+                copy
+            }
+        }
+    }
+
     /// Registers a sink whose writer is woken at the end of the batch.
     pub fn touch(&mut self, writer: Arc<dyn Sink>) {
         self.touched.push(writer);
@@ -155,6 +191,9 @@ fn deliver_one(sub: &Arc<Subscription>, msg: &Message, batch: &mut FlushBatch) -
 /// Delivers `msg` to every plain subscription in `result` and to one member of each queue group.
 /// Returns how many deliveries were queued.
 pub fn deliver(result: &MatchResult, msg: &Message, batch: &mut FlushBatch) -> usize {
+    // A copy kept for an earlier publication is not this one's (its slice may have been freed
+    // and its address reused).
+    batch.kept = None;
     let mut n = 0;
     for sub in &result.psubs {
         n += usize::from(deliver_one(sub, msg, batch));

@@ -51,39 +51,52 @@ pub enum Push {
 #[derive(Default)]
 struct State {
     buf: BytesMut,
-    /// A cleared buffer of a busy connection, reused instead of allocating.
-    spare: BytesMut,
     /// Bytes taken by the writer and not yet written.
     in_flight: usize,
     closed: Option<CloseReason>,
-    /// Publishers waiting for the backlog to drain.
-    drain_wakers: Vec<Waker>,
-    /// A publisher waited in vain: the writer is not draining, so nobody waits for it again
-    /// until it makes progress.
-    stuck: bool,
-    /// Output waiting for gates to open, in order (empty nearly always).
-    held: VecDeque<Segment>,
-    /// Bytes in `held`.
-    held_bytes: usize,
-    /// The connection's task, to wake when there is something for it to do.
-    task: Option<Waker>,
     /// Someone asked the connection to finish (shutdown, stale): flush what is queued, then
     /// close with this reason. Taken by the connection's task.
     finish: Option<CloseReason>,
+    /// A publisher waited in vain: the writer is not draining, so nobody waits for it again
+    /// until it makes progress.
+    stuck: bool,
+    /// The connection's task, to wake when there is something for it to do.
+    task: Option<Waker>,
     /// Messages queued for the client since it connected.
     out_msgs: u64,
     /// Bytes (headers and payload) of those messages.
     out_bytes: u64,
+    /// What only a busy connection needs, made on first use (an idle one stays small).
+    more: Option<Box<More>>,
+}
+
+/// The part of an outbound buffer a busy connection needs.
+#[derive(Default)]
+struct More {
+    /// A cleared buffer of a busy connection, reused instead of allocating.
+    spare: BytesMut,
+    /// Publishers waiting for the backlog to drain.
+    drain_wakers: Vec<Waker>,
+    /// Output waiting for gates to open, in order.
+    held: VecDeque<Segment>,
+    /// Bytes in `held`.
+    held_bytes: usize,
+}
+
+impl State {
+    fn more(&mut self) -> &mut More {
+        self.more.get_or_insert_with(Box::default)
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.more.as_ref().map_or(0, |m| m.held_bytes)
+    }
 }
 
 /// One connection's outbound buffer and its writer's wake-up.
 pub struct Outbound {
     state: Mutex<State>,
     max_pending: usize,
-    /// Backlog past which publishers pause (while the writer drains).
-    high_watermark: usize,
-    /// Backlog below which paused publishers go on.
-    low_watermark: usize,
 }
 
 impl Outbound {
@@ -92,9 +105,17 @@ impl Outbound {
         Self {
             state: Mutex::new(State::default()),
             max_pending,
-            high_watermark: (max_pending / 2).min(HIGH_WATERMARK_BYTES),
-            low_watermark: (max_pending / 4).min(HIGH_WATERMARK_BYTES / 2),
         }
+    }
+
+    /// Backlog past which publishers pause (while the writer drains).
+    fn high_watermark(&self) -> usize {
+        (self.max_pending / 2).min(HIGH_WATERMARK_BYTES)
+    }
+
+    /// Backlog below which paused publishers go on.
+    fn low_watermark(&self) -> usize {
+        (self.max_pending / 4).min(HIGH_WATERMARK_BYTES / 2)
     }
 
     /// Appends `len` bytes written by `encode`, unless that would pass the limit. A delivery
@@ -104,7 +125,7 @@ impl Outbound {
         if s.closed.is_some() {
             return Push::Closed;
         }
-        if s.buf.len() + s.in_flight + s.held_bytes + len > self.max_pending {
+        if s.buf.len() + s.in_flight + s.held_bytes() + len > self.max_pending {
             s.closed = Some(CloseReason::SlowConsumerPendingBytes);
             let task = s.task.take();
             drop(s);
@@ -117,7 +138,7 @@ impl Outbound {
         s.out_bytes += msg_bytes;
         if let Some(seg) = s.behind(Lane::Deliveries) {
             encode(seg);
-            s.held_bytes += len;
+            s.more().held_bytes += len;
             return Push::Queued {
                 was_empty: false,
                 backlogged: false,
@@ -125,14 +146,15 @@ impl Outbound {
         }
         let was_empty = s.buf.is_empty();
         if s.buf.capacity() == 0 {
-            let spare = std::mem::take(&mut s.spare);
-            s.buf = spare;
+            if let Some(m) = s.more.as_mut() {
+                s.buf = std::mem::take(&mut m.spare);
+            }
             if s.buf.capacity() < len {
                 s.buf.reserve(len.max(FIRST_ALLOC_BYTES));
             }
         }
         encode(&mut s.buf);
-        let backlogged = !s.stuck && s.buf.len() + s.in_flight > self.high_watermark;
+        let backlogged = !s.stuck && s.buf.len() + s.in_flight > self.high_watermark();
         Push::Queued {
             was_empty,
             backlogged,
@@ -153,7 +175,7 @@ impl Outbound {
         }
         if let Some(seg) = s.behind(lane) {
             seg.extend_from_slice(data);
-            s.held_bytes += data.len();
+            s.more().held_bytes += data.len();
         } else {
             s.buf.extend_from_slice(data);
         }
@@ -166,15 +188,16 @@ impl Outbound {
         if s.closed.is_some_and(|r| r.is_slow_consumer()) {
             return;
         }
-        s.held_bytes += data.len();
-        match s.held.back_mut() {
+        let more = s.more();
+        more.held_bytes += data.len();
+        match more.held.back_mut() {
             Some(last)
                 if last.lane == lane
                     && last.gate.as_ref().is_some_and(|g| Arc::ptr_eq(g, gate)) =>
             {
                 last.bytes.extend_from_slice(data)
             }
-            _ => s.held.push_back(Segment {
+            _ => more.held.push_back(Segment {
                 lane,
                 gate: Some(gate.clone()),
                 bytes: BytesMut::from(data),
@@ -214,12 +237,13 @@ impl Outbound {
         let mut s = self.state.locked();
         s.in_flight = 0;
         s.stuck = false;
-        if keep && s.spare.capacity() == 0 {
+        if keep && s.more.as_ref().is_none_or(|m| m.spare.capacity() == 0) {
             chunk.clear();
-            s.spare = chunk;
+            s.more().spare = chunk;
         }
-        if !s.drain_wakers.is_empty() && s.buf.len() <= self.low_watermark {
-            for w in s.drain_wakers.drain(..) {
+        let drained = s.buf.len() <= self.low_watermark();
+        if let Some(m) = s.more.as_mut().filter(|_| drained) {
+            for w in m.drain_wakers.drain(..) {
                 w.wake();
             }
         }
@@ -228,11 +252,12 @@ impl Outbound {
     /// Ready once the backlog is below the low watermark (or nobody should wait for it).
     pub fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut s = self.state.locked();
-        if s.stuck || s.closed.is_some() || s.buf.len() + s.in_flight <= self.low_watermark {
+        if s.stuck || s.closed.is_some() || s.buf.len() + s.in_flight <= self.low_watermark() {
             return Poll::Ready(());
         }
-        if !s.drain_wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            s.drain_wakers.push(cx.waker().clone());
+        let wakers = &mut s.more().drain_wakers;
+        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            wakers.push(cx.waker().clone());
         }
         Poll::Pending
     }
@@ -245,7 +270,9 @@ impl Outbound {
     /// Releases the spare buffer (the connection went idle).
     pub fn release_spare(&self) {
         let mut s = self.state.locked();
-        s.spare = BytesMut::new();
+        if let Some(m) = s.more.as_mut() {
+            m.spare = BytesMut::new();
+        }
     }
 
     /// Whether nothing waits to be written.
@@ -262,7 +289,7 @@ impl Outbound {
     /// Bytes waiting to be written (queued, held and in flight).
     pub fn pending(&self) -> usize {
         let s = self.state.locked();
-        s.buf.len() + s.in_flight + s.held_bytes
+        s.buf.len() + s.in_flight + s.held_bytes()
     }
 
     /// Marks the connection closed (the first reason wins) and wakes its task.
@@ -272,8 +299,10 @@ impl Outbound {
             if s.closed.is_none() {
                 s.closed = Some(reason);
             }
-            for w in s.drain_wakers.drain(..) {
-                w.wake();
+            if let Some(m) = s.more.as_mut() {
+                for w in m.drain_wakers.drain(..) {
+                    w.wake();
+                }
             }
             s.task.take()
         };
@@ -361,41 +390,45 @@ impl State {
         let blocks = |s: &Segment| {
             s.lane == Lane::All || lane == Lane::All || (s.lane == lane && lane != Lane::Urgent)
         };
-        if !self.held.iter().any(blocks) {
+        let held = &mut self.more.as_mut()?.held;
+        if !held.iter().any(blocks) {
             return None;
         }
-        let reuse = self
-            .held
+        let reuse = held
             .back()
             .is_some_and(|last| last.gate.is_none() && last.lane == lane);
         if !reuse {
-            self.held.push_back(Segment {
+            held.push_back(Segment {
                 lane,
                 gate: None,
                 bytes: BytesMut::new(),
             });
         }
-        self.held.back_mut().map(|s| &mut s.bytes)
+        held.back_mut().map(|s| &mut s.bytes)
     }
 
     /// Moves the held segments that may go (their gate is open and nothing before them holds
     /// their lane) to the output; whether any did.
     fn release(&mut self) -> bool {
+        let State { buf, more, .. } = self;
+        let Some(more) = more.as_mut() else {
+            return false;
+        };
         let mut moved = false;
         let mut all_blocked = false;
         let mut blocked = [false; 4];
         let mut i = 0;
-        while i < self.held.len() {
-            let seg = &self.held[i];
+        while i < more.held.len() {
+            let seg = &more.held[i];
             let lane = seg.lane as usize;
             let waits = all_blocked
                 || (seg.lane == Lane::All && blocked.iter().any(|b| *b))
                 || (seg.lane != Lane::Urgent && blocked[lane]);
             let open = seg.gate.as_ref().is_none_or(|g| g.is_open());
             if open && !waits {
-                let seg = self.held.remove(i).expect("in range");
-                self.held_bytes -= seg.bytes.len();
-                self.buf.extend_from_slice(&seg.bytes);
+                let seg = more.held.remove(i).expect("in range");
+                more.held_bytes -= seg.bytes.len();
+                buf.extend_from_slice(&seg.bytes);
                 moved = true;
                 continue;
             }
@@ -601,6 +634,6 @@ mod tests {
         out.written(chunk);
         let s = out.state.lock().unwrap();
         assert_eq!(s.buf.capacity(), 0);
-        assert_eq!(s.spare.capacity(), 0);
+        assert!(s.more.as_ref().is_none_or(|m| m.spare.capacity() == 0));
     }
 }

@@ -16,7 +16,7 @@ use super::connection::{Connection, PendingAuth, Waiting, TOPIC_ALIAS_MAXIMUM};
 use super::delivery::SessionCell;
 use super::durable;
 use super::server::publish_will;
-use super::session::{Attach, Now, Session, RECEIVE_MAXIMUM};
+use super::session::{Attach, Session, RECEIVE_MAXIMUM};
 use crate::auth_pool;
 use crate::mqtt::codec::{encode, encoded_len, reason, topic};
 use crate::mqtt::{Auth, AuthProperties, ConnAck, ConnAckProperties, Connect, Packet, Version};
@@ -63,7 +63,7 @@ impl Connection {
                 return Err(CloseReason::AuthenticationViolation);
             };
             let step = exchange.step(c.properties.authentication_data.as_deref());
-            self.auth_method = Some(method);
+            self.auth_method = Some(Box::new(method));
             return self.auth_step(step, exchange, Some(c));
         }
         match auth_pool::authenticate(&server.auth, creds) {
@@ -105,7 +105,7 @@ impl Connection {
     /// An AUTH packet: the next step of an exchange, or the start of a re-authentication.
     pub(super) fn auth(&mut self, a: Auth) -> Result<(), CloseReason> {
         let connected = self.session.is_some();
-        if a.properties.authentication_method != self.auth_method {
+        if a.properties.authentication_method.as_ref() != self.auth_method.as_deref() {
             // [MQTT-4.12.0-5] and [MQTT-4.12.1-1]: the method cannot change.
             return self.refuse(reason::PROTOCOL_ERROR, CloseReason::ProtocolViolation);
         }
@@ -123,7 +123,7 @@ impl Connection {
                 self.auth_step(step, exchange, connect)
             }
             reason::RE_AUTHENTICATE if connected && self.pending_auth.is_none() => {
-                let method = self.auth_method.clone().expect("checked above");
+                let method = self.auth_method.as_deref().cloned().expect("checked above");
                 let creds = Credentials::default();
                 let Some(mut exchange) = self.server().auth.exchange(method.as_str(), &creds)
                 else {
@@ -146,7 +146,7 @@ impl Connection {
         exchange: Box<dyn Exchange>,
         connect: Option<Connect>,
     ) -> Result<(), CloseReason> {
-        let method = self.auth_method.clone();
+        let method = self.auth_method.as_deref().cloned();
         match (step, connect) {
             (AuthStep::Continue(data), connect) => {
                 self.send(Packet::Auth(Auth {
@@ -271,7 +271,7 @@ impl Connection {
             props.subscription_identifiers_available = Some(true);
             props.wildcard_subscription_available = Some(true);
             props.maximum_packet_size = u32::try_from(server.opts.max_packet_size).ok();
-            props.authentication_method = self.auth_method.clone();
+            props.authentication_method = self.auth_method.as_deref().cloned();
             props.authentication_data = auth_data.map(Bytes::from);
         }
         let mut ack = ConnAck {
@@ -347,10 +347,9 @@ impl Connection {
         {
             let mut about = self.link.about.locked();
             about.client_id = client_id.clone();
-            about.account = identity.account.clone();
+            about.account = Some(self.account.clone());
             about.version = Some(self.version);
-            about.dropped = Some(cell.dropped.clone());
-            about.subscriptions = Some(cell.subscription_count.clone());
+            about.session = Arc::downgrade(&cell);
         }
         self.will = c.will.map(Box::new);
         ack.session_present = present;
@@ -384,10 +383,7 @@ impl Connection {
                 alias_max: c.properties.topic_alias_maximum.unwrap_or(0),
                 present,
             };
-            st.with_io(&server, None, |s, io| {
-                let now: Now = io.now();
-                s.attach(attach, now, io)
-            });
+            st.with_io(&server, None, |s, io| s.attach(attach, io));
         }
         if let (Some(store), Some(gate)) = (store, barrier) {
             // After the session's record was submitted: the commit that runs this holds it.

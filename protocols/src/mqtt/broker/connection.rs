@@ -25,7 +25,7 @@ use super::bridge::{self, utf8, Bridge};
 use super::delivery::SessionCell;
 use super::link::Link;
 use super::server::{publish_will, MqttServer};
-use super::session::{Ack, Acked, RECEIVE_MAXIMUM};
+use super::session::{Ack, Acked, Io, RECEIVE_MAXIMUM};
 use crate::auth_pool;
 use crate::conn_stats::{BatchIn, ConnStats};
 use crate::driver::{Conn, Protocol};
@@ -48,6 +48,8 @@ pub(crate) const TOPIC_ALIAS_MAXIMUM: u16 = 64;
 struct Publishing {
     cache: MatchCache,
     batch: FlushBatch,
+    /// What the current read batch received.
+    received: BatchIn,
 }
 
 /// What only the connection's own task touches.
@@ -61,12 +63,11 @@ pub(crate) struct Connection {
     pub(super) version: Version,
     /// Boxed: large, and most connections have none.
     pub(super) will: Option<Box<Will>>,
-    /// Topic aliases the client set up (5.0), by alias.
-    aliases: HashMap<u16, Utf8Bytes>,
-    /// What the current read batch received.
-    received: BatchIn,
+    /// Topic aliases the client set up (5.0), by alias (boxed, as most clients set up none).
+    #[allow(clippy::box_collection)] // one word per connection instead of six: most use none
+    aliases: Option<Box<HashMap<u16, Utf8Bytes>>>,
     /// The enhanced authentication method the connection authenticated with (5.0).
-    pub(super) auth_method: Option<Utf8Bytes>,
+    pub(super) auth_method: Option<Box<Utf8Bytes>>,
     /// Reason strings may go in acknowledgements (5.0 Request Problem Information).
     pub(super) problem_info: bool,
     /// The largest packet the client takes (5.0 Maximum Packet Size).
@@ -222,14 +223,16 @@ impl Connection {
                 return self.refuse(reason::TOPIC_ALIAS_INVALID, CloseReason::ProtocolViolation);
             }
             if p.topic.is_empty() {
-                match self.aliases.get(&alias) {
+                match self.aliases.as_ref().and_then(|a| a.get(&alias)) {
                     Some(t) => p.topic = t.clone(),
                     None => {
                         return self.refuse(reason::PROTOCOL_ERROR, CloseReason::ProtocolViolation)
                     }
                 }
             } else {
-                self.aliases.insert(alias, p.topic.detached());
+                self.aliases
+                    .get_or_insert_with(Box::default)
+                    .insert(alias, p.topic.detached());
             }
         } else if p.topic.is_empty() {
             return self.refuse(reason::PROTOCOL_ERROR, CloseReason::ProtocolViolation);
@@ -295,8 +298,12 @@ impl Connection {
         // queued for persistent sessions, the retained copy) commits together, in one group,
         // and the acknowledgement waits for that commit: a QoS 2 id must never be on the disk
         // without the copies (a retry after a crash would be taken for a duplicate and lost).
-        let server = self.link.server.clone();
-        let store = server.store().cloned();
+        // The server and its store are borrowed through this connection's link, not cloned:
+        // every connection publishes through them, so a reference count on them would be a
+        // cache line all the cores fight over.
+        let link = self.link.clone();
+        let server = &link.server;
+        let store = server.store();
         let submitted = store.as_ref().map(|s| s.submitted());
         let group = store
             .as_ref()
@@ -306,7 +313,7 @@ impl Connection {
         if p.qos == QoS::ExactlyOnce {
             let fresh = {
                 let mut st = cell.state.locked();
-                st.with_io(&server, None, |s, io| s.receive_qos2(p.packet_id, io))
+                st.with_io(server, None, |s, io| s.receive_qos2(p.packet_id, io))
             };
             if !fresh {
                 // A retry of a message we already have: acknowledge, do not deliver again.
@@ -343,8 +350,6 @@ impl Connection {
             },
             extra: bridge::extra_of(&p.properties, bridged),
         };
-        self.received.msgs += 1;
-        self.received.bytes += msg.payload.len() as u64;
         // QoS 1 copies sent at once to online persistent subscribers are counted into the
         // batch's gate (their acknowledgements can open it before the commit).
         let fresh = self.held.is_none();
@@ -354,6 +359,8 @@ impl Connection {
             server.retain(self.account.name(), &msg, p.qos as u8);
         }
         let publishing = self.publishing.get_or_insert_with(Box::default);
+        publishing.received.msgs += 1;
+        publishing.received.bytes += msg.payload.len() as u64;
         publishing.batch.refused = false;
         publishing.batch.early_copies = 0;
         publishing.batch.ack_wait = ack_wait;
@@ -366,7 +373,7 @@ impl Connection {
         let quota = publishing.batch.refused && self.version == Version::V5;
         if quota && p.qos == QoS::ExactlyOnce {
             let mut st = cell.state.locked();
-            st.with_io(&server, None, |s, io| s.abandon_qos2(p.packet_id, io));
+            st.with_io(server, None, |s, io| s.abandon_qos2(p.packet_id, io));
         }
         if fresh && early == 0 && p.qos == QoS::AtLeastOnce {
             // Not used (no copy counted in, nothing held yet): kept untouched for the next
@@ -425,8 +432,8 @@ impl Connection {
     /// The session's request/response bridge, made on first use.
     fn bridge(&self, cell: &Arc<SessionCell>) -> Arc<Bridge> {
         let mut st = cell.state.locked();
-        if let Some((bridge, _)) = &st.bridge {
-            return bridge.clone();
+        if let Some(b) = &st.bridge {
+            return b.0.clone();
         }
         let perms = self.perms.as_ref().map(|c| c.shared());
         let bridge = Arc::new(Bridge::new(self.account.clone(), perms));
@@ -440,22 +447,19 @@ impl Connection {
             sink,
         ));
         if self.account.subscribe(sub.clone()).is_ok() {
-            st.bridge = Some((bridge.clone(), sub));
+            st.bridge = Some(Box::new((bridge.clone(), sub)));
         }
         bridge
     }
 
     /// The client acknowledged one of our QoS 1/2 messages (see [`super::session::Session::acked`]).
     fn acked(&mut self, kind: Ack, r: &PubResp) -> Result<(), CloseReason> {
-        let Some(cell) = self.session.clone() else {
+        let Some(cell) = self.session.as_deref() else {
             return Ok(());
         };
         let answer = {
             let mut st = cell.state.locked();
-            let answer = st.with_io(self.server(), None, |s, io| {
-                let now = io.now();
-                s.acked(kind, r, now, io)
-            });
+            let answer = st.with_io(self.server(), None, |s, io| s.acked(kind, r, io));
             if st.session.queued() <= super::session::QUEUE_LOW_WATERMARK {
                 st.drained();
             }
@@ -560,9 +564,8 @@ impl Connection {
         if let Some(will) = self.will.take() {
             let mut st = cell.state.locked();
             st.with_io(self.server(), None, |s, io| {
-                let now = io.now();
-                let due = now.at + Duration::from_secs(u64::from(wait));
-                s.defer_will(will, due, now, io)
+                let due = io.now().at + Duration::from_secs(u64::from(wait));
+                s.defer_will(will, due, io)
             });
         }
     }
@@ -658,11 +661,9 @@ impl Protocol for Connection {
             return Vec::new();
         };
         p.batch.wake_all();
-        self.link.stats.end_batch(
-            self.link.server.bus.stats(),
-            &mut self.received,
-            &mut p.batch,
-        );
+        self.link
+            .stats
+            .end_batch(self.link.server.bus.stats(), &mut p.received, &mut p.batch);
         p.batch.take_backlogged()
     }
 
@@ -688,10 +689,7 @@ impl Protocol for Connection {
                 let mut st = cell.state.locked();
                 let ours = st.link.as_ref().is_some_and(|l| Arc::ptr_eq(l, &self.link));
                 if ours {
-                    st.with_io(&server, None, |s, io| {
-                        let now = io.now();
-                        s.detach(now, io)
-                    });
+                    st.with_io(&server, None, |s, io| s.detach(io));
                     st.link = None;
                     st.drained();
                 }
@@ -733,8 +731,7 @@ pub(crate) fn start<T: Transport>(
         publishing: None,
         version: Version::V311,
         will: None,
-        aliases: HashMap::new(),
-        received: BatchIn::default(),
+        aliases: None,
         auth_method: None,
         problem_info: true,
         client_max_packet: None,

@@ -3,7 +3,7 @@
 //! messages ([`SessionSink`]), and the [`Io`] that carries out what it asks for on its current
 //! connection ([`LinkIo`]).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -22,7 +22,7 @@ use super::link::Link;
 use super::server::MqttServer;
 use super::session::{Io, Now, Offered, Session};
 use crate::mqtt::codec::{encode, topic};
-use crate::mqtt::{Packet, Publish, QoS, Utf8Bytes, Will};
+use crate::mqtt::{Packet, Publish, QoS, Utf8Bytes, Version, Will};
 use crate::outbound::{Gate, GateOwner, Lane, Push};
 
 /// One session and everything around it; shared by the session's connection (while it has
@@ -34,9 +34,9 @@ pub(crate) struct SessionCell {
     pub(crate) account: Arc<Account>,
     pub(crate) server: Arc<MqttServer>,
     /// Messages dropped from the session's full queue (shown with its connection in /connz).
-    pub(crate) dropped: Arc<AtomicU64>,
+    pub(crate) dropped: AtomicU64,
     /// Subscriptions of the session (shown with its connection in /connz).
-    pub(crate) subscription_count: Arc<AtomicU64>,
+    pub(crate) subscription_count: AtomicU64,
     pub(crate) state: Mutex<CellState>,
 }
 
@@ -46,9 +46,9 @@ pub(crate) struct CellState {
     /// The connection the session is attached to.
     pub(crate) link: Option<Arc<Link>>,
     /// The core subscriptions of each MQTT subscription (a filter `a/#` is two: `a.>` and `a`).
-    pub(crate) core: HashMap<Bytes, Vec<Arc<Subscription>>>,
+    pub(crate) core: BTreeMap<Bytes, Vec<Arc<Subscription>>>,
     /// The session's request/response bridge, made on its first request with correlation data.
-    pub(crate) bridge: Option<(Arc<Bridge>, Arc<Subscription>)>,
+    pub(crate) bridge: Option<Box<(Arc<Bridge>, Arc<Subscription>)>>,
     /// Publishers waiting for the queue to drain.
     pub(crate) drain_wakers: Vec<Waker>,
     /// The connected user's delivery filter (a deny its wildcard subscriptions overlap).
@@ -60,7 +60,7 @@ impl CellState {
     pub(crate) fn with_io<R>(
         &mut self,
         server: &MqttServer,
-        ack_wait: Option<Arc<dyn AckWait>>,
+        batch: Option<&mut FlushBatch>,
         f: impl FnOnce(&mut Session, &mut LinkIo<'_>) -> R,
     ) -> R {
         let CellState { session, link, .. } = self;
@@ -68,7 +68,7 @@ impl CellState {
             link: link.as_deref(),
             link_arc: link.as_ref(),
             store: server.store(),
-            ack_wait,
+            batch,
             now: None,
         };
         f(session, &mut io)
@@ -106,12 +106,12 @@ impl SessionCell {
             conn_id: server.bus.next_conn_id(),
             account,
             server,
-            dropped: Arc::new(AtomicU64::new(0)),
-            subscription_count: Arc::new(AtomicU64::new(0)),
+            dropped: AtomicU64::new(0),
+            subscription_count: AtomicU64::new(0),
             state: Mutex::new(CellState {
                 session,
                 link: None,
-                core: HashMap::new(),
+                core: BTreeMap::new(),
                 bridge: None,
                 drain_wakers: Vec::new(),
                 receive: None,
@@ -197,8 +197,12 @@ impl SessionCell {
     pub(crate) fn unsubscribe_all(&self) {
         let subs: Vec<Arc<Subscription>> = {
             let mut st = self.state.locked();
-            let bridge = st.bridge.take().map(|(_, sub)| sub);
-            st.core.drain().flat_map(|(_, s)| s).chain(bridge).collect()
+            let bridge = st.bridge.take().map(|b| b.1);
+            std::mem::take(&mut st.core)
+                .into_values()
+                .flatten()
+                .chain(bridge)
+                .collect()
         };
         for sub in subs {
             self.account.unsubscribe(&sub);
@@ -228,27 +232,24 @@ pub(crate) struct LinkIo<'a> {
     link: Option<&'a Link>,
     link_arc: Option<&'a Arc<Link>>,
     store: Option<&'a Arc<Store>>,
-    ack_wait: Option<Arc<dyn AckWait>>,
+    /// The publisher's batch, while a publication is offered.
+    batch: Option<&'a mut FlushBatch>,
+    /// The time, read once per input, when a rule needs it.
     now: Option<Now>,
 }
 
-impl LinkIo<'_> {
-    /// The time, read once per input.
-    pub(crate) fn now(&mut self) -> Now {
-        *self.now.get_or_insert_with(Now::current)
-    }
-}
-
 impl Io for LinkIo<'_> {
-    fn send(&mut self, packet: &Packet, len: usize, msg_bytes: u64, gated: bool) -> Push {
+    fn send(
+        &mut self,
+        packet: &Packet,
+        version: Version,
+        len: usize,
+        msg_bytes: u64,
+        gated: bool,
+    ) -> Push {
         let Some(link) = self.link else {
             return Push::Closed;
         };
-        let version = link
-            .about
-            .locked()
-            .version
-            .unwrap_or(crate::mqtt::Version::V311);
         if gated {
             // Held until the store committed what the session submitted so far (a QoS 2
             // message's record and packet id).
@@ -293,7 +294,18 @@ impl Io for LinkIo<'_> {
     }
 
     fn ack_wait(&mut self) -> Option<Arc<dyn AckWait>> {
-        self.ack_wait.clone()
+        self.batch.as_ref().and_then(|b| b.ack_wait.clone())
+    }
+
+    fn now(&mut self) -> Now {
+        *self.now.get_or_insert_with(Now::current)
+    }
+
+    fn keep(&mut self, payload: &Bytes) -> Bytes {
+        match self.batch.as_deref_mut() {
+            Some(batch) => batch.kept_payload(payload),
+            None => Bytes::copy_from_slice(payload),
+        }
     }
 }
 
@@ -353,16 +365,23 @@ impl SessionSink {
                 return Delivery::Dropped;
             }
         }
-        let ack_wait = batch.as_ref().and_then(|b| b.ack_wait.clone());
-        let (offered, early) = st.with_io(server, ack_wait, |s, io| {
+        let mut batch = batch;
+        let (offered, early) = st.with_io(server, batch.as_deref_mut(), |s, io| {
             let qos = publish.qos;
-            let before_early = io.ack_wait.is_some() && qos == QoS::AtLeastOnce && s.durable();
-            let now = io.now();
-            let offered = s.offer(publish, subject, now, io);
+            let before_early = io.batch.as_ref().is_some_and(|b| b.ack_wait.is_some())
+                && qos == QoS::AtLeastOnce
+                && s.durable();
+            let offered = s.offer(publish, subject, io);
             let early = before_early && matches!(offered, Offered::Sent { .. });
             (offered, early)
         });
-        let link = st.link.clone();
+        // Without a publisher's batch (a retained message after SUBACK) nobody else wakes the
+        // writer.
+        let link = if batch.is_none() {
+            st.link.clone()
+        } else {
+            None
+        };
         drop(st);
         match offered {
             Offered::Sent { wake } => {

@@ -3,13 +3,14 @@
 //! credentials expiry).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::BytesMut;
 use junction_core::sync::Lock;
-use junction_core::{ConnId, ConnSnapshot, ConnView};
+use junction_core::{Account, ConnId, ConnSnapshot, ConnView};
 
 use super::bridge::utf8;
+use super::delivery::SessionCell;
 use super::server::MqttServer;
 use crate::conn_stats::ConnStats;
 use crate::mqtt::codec::{encode, encoded_len, reason};
@@ -43,12 +44,10 @@ pub(crate) struct Link {
 #[derive(Default)]
 pub(crate) struct About {
     pub(crate) client_id: Arc<str>,
-    pub(crate) account: String,
+    pub(crate) account: Option<Arc<Account>>,
     pub(crate) version: Option<Version>,
-    /// The session's count of dropped messages.
-    pub(crate) dropped: Option<Arc<AtomicU64>>,
-    /// The session's number of subscriptions.
-    pub(crate) subscriptions: Option<Arc<AtomicU64>>,
+    /// The session (for its counts of subscriptions and dropped messages).
+    pub(crate) session: Weak<SessionCell>,
 }
 
 impl Link {
@@ -109,8 +108,10 @@ impl junction_store::Wake for Link {
 impl ConnView for Link {
     fn snapshot(&self) -> ConnSnapshot {
         let about = self.about.locked();
-        let count =
-            |c: &Option<Arc<AtomicU64>>| c.as_ref().map_or(0, |d| d.load(Ordering::Relaxed));
+        let session = about.session.upgrade();
+        let count = |c: fn(&SessionCell) -> &AtomicU64| {
+            session.as_ref().map_or(0, |s| c(s).load(Ordering::Relaxed))
+        };
         ConnSnapshot {
             name: about.client_id.to_string(),
             lang: match about.version {
@@ -118,9 +119,13 @@ impl ConnView for Link {
                 Some(Version::V311) => "mqtt 3.1.1".into(),
                 None => String::new(),
             },
-            account: about.account.clone(),
-            subscriptions: count(&about.subscriptions) as usize,
-            dropped_msgs: count(&about.dropped),
+            account: about
+                .account
+                .as_ref()
+                .map(|a| a.name().to_string())
+                .unwrap_or_default(),
+            subscriptions: count(|s| &s.subscription_count) as usize,
+            dropped_msgs: count(|s| &s.dropped),
             ..self.stats.snapshot(self.id, "mqtt", &self.out)
         }
     }

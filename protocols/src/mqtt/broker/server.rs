@@ -264,7 +264,7 @@ fn expire_sessions(server: &MqttServer) {
     for cell in &cells {
         let due = {
             let mut st = cell.state.locked();
-            st.with_io(server, None, |s, io| s.due_will(now, io))
+            st.with_io(server, None, |s, io| s.due_will(io))
         };
         if let Some(will) = due {
             publish_will(server, &cell.account, cell.conn_id, will);

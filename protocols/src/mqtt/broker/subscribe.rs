@@ -81,8 +81,7 @@ impl Connection {
     fn save_session(&self, cell: &SessionCell) -> bool {
         let mut st = cell.state.locked();
         st.with_io(self.server(), None, |s, io| {
-            let now = io.now();
-            s.save(now, io);
+            s.save(io);
             s.durable()
         })
     }

@@ -11,7 +11,7 @@
 //! and has not released, its subscriptions (as records: the core's subscriptions are the
 //! sink's), its expiry and its will.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,12 +67,24 @@ pub(crate) trait Io {
     /// Sends `packet` (encoded in `len` bytes; a PUBLISH counts `msg_bytes` of message) to the
     /// client, which is attached. `gated`: it must not reach the client before the store has
     /// committed everything submitted so far.
-    fn send(&mut self, packet: &Packet, len: usize, msg_bytes: u64, gated: bool) -> Push;
+    fn send(
+        &mut self,
+        packet: &Packet,
+        version: Version,
+        len: usize,
+        msg_bytes: u64,
+        gated: bool,
+    ) -> Push;
     /// Submits a change of the durable state.
     fn store(&mut self, op: Op);
     /// What the acknowledgement of the publication being offered waits for, when it may go
     /// before the commit: a stored copy sent at once counts in (see [`AckWait`]).
     fn ack_wait(&mut self) -> Option<Arc<dyn AckWait>>;
+    /// The time, read when a rule needs it (most deliveries need none).
+    fn now(&mut self) -> Now;
+    /// `payload` in memory of its own, for a message the session keeps in its queue (not a
+    /// slice of a publisher's read buffer, which it would keep alive whole).
+    fn keep(&mut self, payload: &Bytes) -> Bytes;
 }
 
 /// Limits a session keeps to.
@@ -179,18 +191,11 @@ pub(crate) struct Session {
     /// A connection is attached.
     attached: bool,
     next_packet_id: u16,
-    /// QoS 1/2 messages sent and not yet acknowledged, by packet identifier.
-    inflight: BTreeMap<u16, Outgoing>,
-    /// QoS 1/2 messages waiting for the window (or for the client to come back).
-    queue: VecDeque<Queued>,
-    /// QoS 2 packet identifiers received (PUBREC sent) and not yet released.
-    inbound_qos2: HashSet<u16>,
-    /// A will waiting for its delay to pass (5.0 will delay interval), and when it is due.
-    pending_will: Option<(Box<Will>, Instant)>,
+    /// What a session that sends or receives messages keeps: made on first use, so an idle
+    /// session stays small.
+    flows: Option<Box<Flows>>,
     /// The connection's will, kept in the store so that a crash of the server triggers it.
     will: Option<Box<Will>>,
-    /// The next sequence number of a stored message.
-    next_seq: u64,
     /// The session is in the store (so ending it must remove it there).
     stored: bool,
     /// How many messages the client takes in flight.
@@ -199,12 +204,8 @@ pub(crate) struct Session {
     max_packet_size: Option<u32>,
     /// Topic aliases the client accepts from us on this connection (5.0).
     alias_max: u16,
-    /// Topic aliases set up towards the client on this connection.
-    out_aliases: HashMap<Utf8Bytes, u16>,
-    /// The last subject delivered and its topic (a stream on one subject maps it once).
-    last_topic: Option<(Bytes, Utf8Bytes)>,
     /// Subscriptions by filter, as stored.
-    subs: HashMap<Bytes, SubRecord>,
+    subs: BTreeMap<Bytes, SubRecord>,
     /// Seconds the session lives after its connection closes (`u32::MAX`: forever).
     expiry_secs: u32,
     /// When a detached session expires.
@@ -212,6 +213,43 @@ pub(crate) struct Session {
     /// A publisher waited in vain: the client is not acknowledging, so nobody waits again until
     /// it does.
     stuck: bool,
+}
+
+/// Takes a message out of flight, if it is there.
+fn flows_remove(flows: &mut Option<Box<Flows>>, packet_id: u16) -> Option<Outgoing> {
+    flows.as_mut()?.inflight.remove(&packet_id)
+}
+
+/// The part of a session that only a session with traffic needs.
+struct Flows {
+    /// QoS 1/2 messages sent and not yet acknowledged, by packet identifier.
+    inflight: BTreeMap<u16, Outgoing>,
+    /// QoS 1/2 messages waiting for the window (or for the client to come back).
+    queue: VecDeque<Queued>,
+    /// QoS 2 packet identifiers received (PUBREC sent) and not yet released.
+    inbound_qos2: BTreeSet<u16>,
+    /// A will waiting for its delay to pass (5.0 will delay interval), and when it is due.
+    pending_will: Option<(Box<Will>, Instant)>,
+    /// The next sequence number of a stored message.
+    next_seq: u64,
+    /// Topic aliases set up towards the client on this connection.
+    out_aliases: HashMap<Utf8Bytes, u16>,
+    /// The last subject delivered and its topic (a stream on one subject maps it once).
+    last_topic: Option<(Bytes, Utf8Bytes)>,
+}
+
+impl Default for Flows {
+    fn default() -> Self {
+        Flows {
+            inflight: BTreeMap::new(),
+            queue: VecDeque::new(),
+            inbound_qos2: BTreeSet::new(),
+            pending_will: None,
+            next_seq: 1,
+            out_aliases: HashMap::new(),
+            last_topic: None,
+        }
+    }
 }
 
 impl Session {
@@ -224,19 +262,13 @@ impl Session {
             version: Version::V311,
             attached: false,
             next_packet_id: 1,
-            inflight: BTreeMap::new(),
-            queue: VecDeque::new(),
-            inbound_qos2: HashSet::new(),
-            pending_will: None,
+            flows: None,
             will: None,
-            next_seq: 1,
             stored: false,
             receive_maximum: RECEIVE_MAXIMUM,
             max_packet_size: None,
             alias_max: 0,
-            out_aliases: HashMap::new(),
-            last_topic: None,
-            subs: HashMap::new(),
+            subs: BTreeMap::new(),
             expiry_secs: 0,
             expires_at: None,
             stuck: false,
@@ -261,25 +293,31 @@ impl Session {
 
     /// Messages queued for the client.
     pub(crate) fn queued(&self) -> usize {
-        self.queue.len()
+        self.flows.as_ref().map_or(0, |f| f.queue.len())
     }
 
     /// Messages in flight to the client.
     #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
-        self.inflight.len()
+        self.flows.as_ref().map_or(0, |f| f.inflight.len())
     }
 
     /// Whether publishers should wait for this session's queue to drain (see
     /// [`QUEUE_LOW_WATERMARK`]): it is attached, acknowledging (or far behind), and backlogged.
     pub(crate) fn should_wait(&self) -> bool {
-        let hard = self.queue.len() > self.limits.max_queued / 2;
-        self.attached && (!self.stuck || hard) && self.queue.len() > QUEUE_LOW_WATERMARK
+        let queued = self.queued();
+        let hard = queued > self.limits.max_queued / 2;
+        self.attached && (!self.stuck || hard) && queued > QUEUE_LOW_WATERMARK
     }
 
     /// A publisher waited for the queue to drain in vain.
     pub(crate) fn set_stuck(&mut self) {
         self.stuck = true;
+    }
+
+    /// The flows part, made on first use.
+    fn f(&mut self) -> &mut Flows {
+        self.flows.get_or_insert_with(Box::default)
     }
 
     // ----- delivery ------------------------------------------------------------------------
@@ -290,17 +328,16 @@ impl Session {
         &mut self,
         mut publish: Publish,
         subject: &Bytes,
-        now: Now,
         io: &mut dyn Io,
     ) -> Offered {
-        publish.topic = match &self.last_topic {
+        publish.topic = match &self.f().last_topic {
             Some((s, t)) if s == subject => t.clone(),
             _ => {
                 let Ok(t) = topic::subject_to_topic(subject) else {
                     return Offered::Dropped;
                 };
                 // An own copy: the subject may be a slice of a publisher's read buffer.
-                self.last_topic = Some((Bytes::copy_from_slice(subject), t.clone()));
+                self.f().last_topic = Some((Bytes::copy_from_slice(subject), t.clone()));
                 t
             }
         };
@@ -316,15 +353,15 @@ impl Session {
         }
         let durable = self.durable();
         if self.attached
-            && self.queue.is_empty()
-            && self.inflight.len() < usize::from(self.receive_maximum)
+            && self.f().queue.is_empty()
+            && self.f().inflight.len() < usize::from(self.receive_maximum)
         {
             // Sent at once. A stored QoS 1 copy goes out before its commit: the publisher's
             // acknowledgement still waits for the commit (or for this copy's acknowledgement),
             // so a crash can only cause a redelivery, which QoS 1 allows, and a copy the client
             // acknowledges before the commit is never written at all. A stored QoS 2 copy is
             // held until its record (with its packet id) is on the disk: exactly once.
-            let queued_ms = if durable { now.unix_ms } else { 0 };
+            let queued_ms = if durable { io.now().unix_ms } else { 0 };
             let mut held = None;
             let mut seq = 0;
             let gated = durable && publish.qos == QoS::ExactlyOnce;
@@ -347,7 +384,7 @@ impl Session {
                 }
                 return Offered::Dropped;
             };
-            self.inflight.insert(
+            self.f().inflight.insert(
                 publish.packet_id,
                 Outgoing {
                     publish,
@@ -364,51 +401,54 @@ impl Session {
             };
         }
         let mut overflow = false;
-        if self.queue.len() >= self.limits.max_queued {
+        if self.f().queue.len() >= self.limits.max_queued {
             if self.limits.refuse_when_full {
                 return Offered::Refused;
             }
-            if let Some(dropped) = self.queue.pop_front() {
+            if let Some(dropped) = self.f().queue.pop_front() {
                 self.forget(dropped.seq, io);
             }
             overflow = true;
         }
-        // Kept for a while: in memory of its own, not a slice of the publisher's read buffer
-        // (which it would keep alive whole).
-        publish.payload = Bytes::copy_from_slice(&publish.payload);
+        // Kept for a while: in memory of its own.
+        publish.payload = io.keep(&publish.payload);
+        let now = io.now();
         let queued_ms = now.unix_ms;
         let seq = if durable {
             self.store_copy(&publish, queued_ms, io)
         } else {
             0
         };
-        self.queue.push_back(Queued {
+        self.f().queue.push_back(Queued {
             publish,
             queued_at: now.at,
             queued_ms,
             seq,
         });
         let backlog = self.attached
-            && self.queue.len() > QUEUE_HIGH_WATERMARK
-            && (!self.stuck || self.queue.len() > self.limits.max_queued / 2);
+            && self.f().queue.len() > QUEUE_HIGH_WATERMARK
+            && (!self.stuck || self.f().queue.len() > self.limits.max_queued / 2);
         Offered::Queued { backlog, overflow }
     }
 
     /// Sends what the window allows from the queue (expired messages are dropped). Whether the
     /// queue is below its low watermark afterwards (publishers waiting for it may go on).
-    pub(crate) fn fill_window(&mut self, now: Now, io: &mut dyn Io) -> bool {
+    pub(crate) fn fill_window(&mut self, io: &mut dyn Io) -> bool {
         if !self.attached {
             return false;
         }
         let durable = self.durable();
-        while self.inflight.len() < usize::from(self.receive_maximum) {
-            let Some(q) = self.queue.pop_front() else {
+        if self.flows.is_none() {
+            return true;
+        }
+        while self.f().inflight.len() < usize::from(self.receive_maximum) {
+            let Some(q) = self.f().queue.pop_front() else {
                 break;
             };
             let mut publish = q.publish;
             if let Some(expiry) = publish.properties.message_expiry_interval {
                 // MQTT 5: an expired message is not delivered; a live one carries what is left.
-                let waited = now.at.saturating_duration_since(q.queued_at).as_secs();
+                let waited = io.now().at.saturating_duration_since(q.queued_at).as_secs();
                 let waited = u32::try_from(waited).unwrap_or(u32::MAX);
                 if waited >= expiry {
                     self.forget(q.seq, io);
@@ -434,7 +474,7 @@ impl Session {
                 self.forget(q.seq, io);
                 continue;
             }
-            self.inflight.insert(
+            self.f().inflight.insert(
                 publish.packet_id,
                 Outgoing {
                     publish,
@@ -445,7 +485,7 @@ impl Session {
                 },
             );
         }
-        self.queue.len() <= QUEUE_LOW_WATERMARK
+        self.f().queue.len() <= QUEUE_LOW_WATERMARK
     }
 
     /// The client acknowledged one of our QoS 1/2 messages with PUBACK, PUBREC or PUBCOMP. An
@@ -458,17 +498,18 @@ impl Session {
         &mut self,
         kind: Ack,
         ack: &PubResp,
-        now: Now,
         io: &mut dyn Io,
     ) -> Result<Acked, WrongAck> {
         let packet_id = ack.packet_id;
         let durable = self.durable();
-        let key = &self.key;
-        let Some(o) = self.inflight.get_mut(&packet_id) else {
+        let version = self.version;
+        let Session { key, flows, .. } = self;
+        let flows = flows.get_or_insert_with(Box::default);
+        let Some(o) = flows.inflight.get_mut(&packet_id) else {
             if kind != Ack::Pubrec {
                 return Ok(Acked::Done);
             }
-            let code = match self.version {
+            let code = match version {
                 Version::V5 => reason::PACKET_IDENTIFIER_NOT_FOUND,
                 Version::V311 => reason::SUCCESS,
             };
@@ -516,14 +557,14 @@ impl Session {
                 durable: stored,
             });
         }
-        if let Some(o) = self.inflight.remove(&packet_id) {
+        if let Some(o) = flows_remove(&mut self.flows, packet_id) {
             self.forget(o.seq, io);
             if let Some(h) = o.held {
                 h.copy_acked();
             }
         }
         self.stuck = false;
-        self.fill_window(now, io);
+        self.fill_window(io);
         Ok(Acked::Done)
     }
 
@@ -532,7 +573,7 @@ impl Session {
     /// A QoS 2 PUBLISH with `packet_id` came: `true` when it is new (to be delivered; its id is
     /// stored when the session is durable), `false` for a retry of one already received.
     pub(crate) fn receive_qos2(&mut self, packet_id: u16, io: &mut dyn Io) -> bool {
-        if !self.inbound_qos2.insert(packet_id) {
+        if !self.f().inbound_qos2.insert(packet_id) {
             return false;
         }
         if self.durable() {
@@ -548,7 +589,11 @@ impl Session {
     /// A QoS 2 flow from the client ended without delivery (refused): its id is free, in the
     /// store too.
     pub(crate) fn abandon_qos2(&mut self, packet_id: u16, io: &mut dyn Io) {
-        if self.inbound_qos2.remove(&packet_id) && self.durable() {
+        let removed = self
+            .flows
+            .as_mut()
+            .is_some_and(|f| f.inbound_qos2.remove(&packet_id));
+        if removed && self.durable() {
             io.store(Op::Delete {
                 table: durable::INBOUND,
                 key: durable::inbound_key(&self.key, packet_id),
@@ -558,13 +603,17 @@ impl Session {
 
     /// QoS 2 messages received from the client and not released yet.
     pub(crate) fn inbound_pending(&self) -> usize {
-        self.inbound_qos2.len()
+        self.flows.as_ref().map_or(0, |f| f.inbound_qos2.len())
     }
 
     /// PUBREL for `packet_id`: the id is free again. Whether the answering PUBCOMP must wait
     /// for the store (it forgets the id there first).
     pub(crate) fn release_qos2(&mut self, packet_id: u16, io: &mut dyn Io) -> bool {
-        if !self.inbound_qos2.remove(&packet_id) || !self.durable() {
+        let removed = self
+            .flows
+            .as_mut()
+            .is_some_and(|f| f.inbound_qos2.remove(&packet_id));
+        if !removed || !self.durable() {
             return false;
         }
         io.store(Op::Delete {
@@ -578,23 +627,29 @@ impl Session {
 
     /// A connection takes the session: its settings apply, what was in flight is sent again
     /// (with DUP; a released QoS 2 message as PUBREL), then what waited in the queue.
-    pub(crate) fn attach(&mut self, a: Attach, now: Now, io: &mut dyn Io) {
+    pub(crate) fn attach(&mut self, a: Attach, io: &mut dyn Io) {
         self.attached = true;
         self.version = a.version;
         self.expiry_secs = a.expiry_secs;
         self.expires_at = None;
-        self.pending_will = None;
+        if let Some(f) = self.flows.as_mut() {
+            f.pending_will = None;
+            // Aliases live as long as one network connection.
+            f.out_aliases.clear();
+        }
         self.will = a.will;
         if a.present || self.expiry_secs > 0 {
-            self.save(now, io);
+            self.save(io);
         }
         self.receive_maximum = a.receive_maximum;
         self.max_packet_size = a.max_packet_size;
-        // Aliases live as long as one network connection.
         self.alias_max = a.alias_max;
-        self.out_aliases.clear();
         self.stuck = false;
-        let resend: Vec<Outgoing> = self.inflight.values().cloned().collect();
+        let resend: Vec<Outgoing> = self
+            .flows
+            .as_ref()
+            .map(|f| f.inflight.values().cloned().collect())
+            .unwrap_or_default();
         for o in resend {
             if o.released {
                 let packet = Packet::PubRel(PubResp {
@@ -602,7 +657,7 @@ impl Session {
                     ..PubResp::default()
                 });
                 if let Ok(len) = encoded_len(&packet, self.version) {
-                    io.send(&packet, len, 0, false);
+                    io.send(&packet, self.version, len, 0, false);
                 }
             } else {
                 let mut p = o.publish;
@@ -610,34 +665,37 @@ impl Session {
                 let _ = self.push_publish(&p, false, io);
             }
         }
-        self.fill_window(now, io);
+        self.fill_window(io);
     }
 
     /// The connection ended. The session stays for its expiry (stored when persistent); what
     /// it had in flight waits for the client to come back.
-    pub(crate) fn detach(&mut self, now: Now, io: &mut dyn Io) {
+    pub(crate) fn detach(&mut self, io: &mut dyn Io) {
+        let now = io.now();
         self.attached = false;
         self.will = None;
         self.expires_at = (self.expiry_secs != u32::MAX)
             .then(|| now.at + Duration::from_secs(u64::from(self.expiry_secs)));
-        self.save(now, io);
+        self.save(io);
     }
 
     /// The connection left without a normal DISCONNECT and its will waits for its delay: it is
     /// due at `due` unless the client comes back first (stored with a persistent session, so
     /// it is due across a restart too).
-    pub(crate) fn defer_will(&mut self, will: Box<Will>, due: Instant, now: Now, io: &mut dyn Io) {
-        self.pending_will = Some((will, due));
-        self.save(now, io);
+    pub(crate) fn defer_will(&mut self, will: Box<Will>, due: Instant, io: &mut dyn Io) {
+        self.f().pending_will = Some((will, due));
+        self.save(io);
     }
 
     /// The will that is due by `now`, taken (the caller publishes it).
-    pub(crate) fn due_will(&mut self, now: Now, io: &mut dyn Io) -> Option<Box<Will>> {
-        if self.pending_will.as_ref().is_none_or(|(_, at)| *at > now.at) {
+    pub(crate) fn due_will(&mut self, io: &mut dyn Io) -> Option<Box<Will>> {
+        let now = io.now();
+        let f = self.flows.as_mut()?;
+        if f.pending_will.as_ref().is_none_or(|(_, at)| *at > now.at) {
             return None;
         }
-        let will = self.pending_will.take().map(|(w, _)| w);
-        self.save(now, io);
+        let will = f.pending_will.take().map(|(w, _)| w);
+        self.save(io);
         will
     }
 
@@ -650,7 +708,11 @@ impl Session {
     /// Returns its pending will, which is due now (a will waits at most until its session
     /// ends).
     pub(crate) fn end(&mut self, io: &mut dyn Io) -> Option<Box<Will>> {
-        let will = self.pending_will.take().map(|(w, _)| w);
+        let will = self
+            .flows
+            .as_mut()
+            .and_then(|f| f.pending_will.take())
+            .map(|(w, _)| w);
         if self.has_store {
             self.erase(io);
         }
@@ -683,8 +745,8 @@ impl Session {
 
     /// Stores a copy of `publish` queued for or in flight to the session; its sequence number.
     fn store_copy(&mut self, publish: &Publish, queued_ms: u64, io: &mut dyn Io) -> u64 {
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        let seq = self.f().next_seq;
+        self.f().next_seq += 1;
         io.store(Op::Insert {
             table: durable::MESSAGES,
             key: durable::message_key(&self.key, seq),
@@ -723,7 +785,11 @@ impl Session {
         loop {
             let id = self.next_packet_id;
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
-            if !self.inflight.contains_key(&id) {
+            if !self
+                .flows
+                .as_ref()
+                .is_some_and(|f| f.inflight.contains_key(&id))
+            {
                 return id;
             }
         }
@@ -736,14 +802,16 @@ impl Session {
     fn push_publish(&mut self, publish: &Publish, gated: bool, io: &mut dyn Io) -> Option<Push> {
         let mut out = publish.clone();
         let mut new_alias = None;
-        if self.version == Version::V5 && self.alias_max > 0 {
-            match self.out_aliases.get(&out.topic) {
+        let alias_max = self.alias_max;
+        if self.version == Version::V5 && alias_max > 0 {
+            let aliases = &self.f().out_aliases;
+            match aliases.get(&out.topic) {
                 Some(&alias) => {
                     out.properties.topic_alias = Some(alias);
                     out.topic = Utf8Bytes::default();
                 }
-                None if self.out_aliases.len() < usize::from(self.alias_max) => {
-                    let alias = self.out_aliases.len() as u16 + 1;
+                None if aliases.len() < usize::from(alias_max) => {
+                    let alias = aliases.len() as u16 + 1;
                     out.properties.topic_alias = Some(alias);
                     new_alias = Some(alias);
                 }
@@ -755,10 +823,16 @@ impl Session {
         if self.max_packet_size.is_some_and(|max| len > max as usize) {
             return None;
         }
-        let pushed = io.send(&packet, len, publish.payload.len() as u64, gated);
+        let pushed = io.send(
+            &packet,
+            self.version,
+            len,
+            publish.payload.len() as u64,
+            gated,
+        );
         if let (Some(alias), Push::Queued { .. }) = (new_alias, pushed) {
             // Only an alias the client was sent exists for it.
-            self.out_aliases.insert(publish.topic.clone(), alias);
+            self.f().out_aliases.insert(publish.topic.clone(), alias);
         }
         Some(pushed)
     }

@@ -12,15 +12,16 @@ use crate::mqtt::{QoS, Version};
 impl Session {
     /// Stores the session as it is now (a persistent one), or removes it with everything it
     /// had (one whose expiry became 0).
-    pub(crate) fn save(&mut self, now: Now, io: &mut dyn Io) {
+    pub(crate) fn save(&mut self, io: &mut dyn Io) {
         if !self.has_store {
             return;
         }
         if self.expiry_secs > 0 {
+            let value = self.record(io.now()).encode();
             io.store(Op::Put {
                 table: durable::SESSIONS,
                 key: self.key.clone(),
-                value: self.record(now).encode(),
+                value,
             });
             self.stored = true;
         } else if self.stored {
@@ -41,12 +42,17 @@ impl Session {
             expires_at_ms: self.expires_at.map(ms_until),
             subscriptions: self.subs.values().cloned().collect(),
             will: self
-                .pending_will
+                .flows
                 .as_ref()
+                .and_then(|f| f.pending_will.as_ref())
                 .map(|(w, _)| w)
                 .or(self.will.as_ref())
                 .map(|w| durable::encode_will(w)),
-            will_due_ms: self.pending_will.as_ref().map(|(_, due)| ms_until(*due)),
+            will_due_ms: self
+                .flows
+                .as_ref()
+                .and_then(|f| f.pending_will.as_ref())
+                .map(|(_, due)| ms_until(*due)),
         }
     }
 
@@ -82,7 +88,7 @@ impl Session {
                 now.instant_of(alive_ms.saturating_add(u64::from(record.expiry_secs) * 1000))
             }),
         };
-        s.pending_will = match (will, record.will_due_ms) {
+        s.f().pending_will = match (will, record.will_due_ms) {
             (Some(w), Some(due)) => Some((w, now.instant_of(due))),
             (Some(w), None) => {
                 // Its connection was lost with the server: the will is due after its delay (or
@@ -107,13 +113,13 @@ impl Session {
         now: Now,
     ) -> Result<(), &'static str> {
         let next = seq.checked_add(1).ok_or("sequence number out of range")?;
-        self.next_seq = self.next_seq.max(next);
+        self.f().next_seq = self.f().next_seq.max(next);
         let mut publish = r.publish;
-        if r.packet_id != 0 && !self.inflight.contains_key(&r.packet_id) {
+        if r.packet_id != 0 && !self.f().inflight.contains_key(&r.packet_id) {
             // In flight when the server stopped: redelivered with DUP on reconnect.
             publish.dup = true;
             publish.packet_id = r.packet_id;
-            self.inflight.insert(
+            self.f().inflight.insert(
                 r.packet_id,
                 Outgoing {
                     publish,
@@ -128,7 +134,7 @@ impl Session {
             // not stored: a redelivery at QoS 1 may take a new one).
             publish.dup = r.qos != QoS::AtMostOnce;
             publish.packet_id = 0;
-            self.queue.push_back(Queued {
+            self.f().queue.push_back(Queued {
                 publish,
                 queued_at: now.instant_of(r.queued_at_ms),
                 queued_ms: r.queued_at_ms,
@@ -140,6 +146,6 @@ impl Session {
 
     /// A stored QoS 2 packet id the client sent and had not released.
     pub(crate) fn restore_inbound(&mut self, packet_id: u16) {
-        self.inbound_qos2.insert(packet_id);
+        self.f().inbound_qos2.insert(packet_id);
     }
 }

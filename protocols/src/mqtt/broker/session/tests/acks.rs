@@ -5,10 +5,7 @@ use super::*;
 each_level_and_store!(puback_completes_a_qos1_message, |v, d| {
     let (mut s, mut io, clock) = online(d, v, 60, 10);
     offer(&mut s, &mut io, &clock, 0.0, 1, "m");
-    assert_eq!(
-        s.acked(Ack::Puback, &resp(1), clock.at(0.0), &mut io),
-        Ok(Acked::Done)
-    );
+    assert_eq!(s.acked(Ack::Puback, &resp(1), &mut io), Ok(Acked::Done));
     assert_eq!(s.in_flight(), 0);
 });
 
@@ -16,20 +13,11 @@ each_level_and_store!(the_wrong_acknowledgement_kind_is_refused, |v, d| {
     let (mut s, mut io, clock) = online(d, v, 60, 10);
     offer(&mut s, &mut io, &clock, 0.0, 1, "one");
     offer(&mut s, &mut io, &clock, 0.0, 2, "two");
+    assert_eq!(s.acked(Ack::Pubrec, &resp(1), &mut io), Err(WrongAck));
+    assert_eq!(s.acked(Ack::Pubcomp, &resp(1), &mut io), Err(WrongAck));
+    assert_eq!(s.acked(Ack::Puback, &resp(2), &mut io), Err(WrongAck));
     assert_eq!(
-        s.acked(Ack::Pubrec, &resp(1), clock.at(0.0), &mut io),
-        Err(WrongAck)
-    );
-    assert_eq!(
-        s.acked(Ack::Pubcomp, &resp(1), clock.at(0.0), &mut io),
-        Err(WrongAck)
-    );
-    assert_eq!(
-        s.acked(Ack::Puback, &resp(2), clock.at(0.0), &mut io),
-        Err(WrongAck)
-    );
-    assert_eq!(
-        s.acked(Ack::Pubcomp, &resp(2), clock.at(0.0), &mut io),
+        s.acked(Ack::Pubcomp, &resp(2), &mut io),
         Err(WrongAck),
         "PUBCOMP before PUBREC"
     );
@@ -41,9 +29,7 @@ each_level_and_store!(qos2_goes_pubrec_pubrel_pubcomp, |v, d| {
     let (mut s, mut io, clock) = online(d, v, 60, 10);
     offer(&mut s, &mut io, &clock, 0.0, 2, "m");
     io.take_stored();
-    let answer = s
-        .acked(Ack::Pubrec, &resp(1), clock.at(0.0), &mut io)
-        .unwrap();
+    let answer = s.acked(Ack::Pubrec, &resp(1), &mut io).unwrap();
     let Acked::PubRel { packet, durable } = answer else {
         panic!("PUBREL expected");
     };
@@ -57,15 +43,10 @@ each_level_and_store!(qos2_goes_pubrec_pubrel_pubcomp, |v, d| {
         if d { vec!["put"] } else { vec![] }
     );
     // A repeated PUBREC is answered again, and stores nothing more.
-    let again = s
-        .acked(Ack::Pubrec, &resp(1), clock.at(0.0), &mut io)
-        .unwrap();
+    let again = s.acked(Ack::Pubrec, &resp(1), &mut io).unwrap();
     assert!(matches!(again, Acked::PubRel { durable: false, .. }));
     assert!(io.take_stored().is_empty());
-    assert_eq!(
-        s.acked(Ack::Pubcomp, &resp(1), clock.at(0.0), &mut io),
-        Ok(Acked::Done)
-    );
+    assert_eq!(s.acked(Ack::Pubcomp, &resp(1), &mut io), Ok(Acked::Done));
     assert_eq!(s.in_flight(), 0);
     assert_eq!(
         kinds(&io.take_stored()),
@@ -74,18 +55,10 @@ each_level_and_store!(qos2_goes_pubrec_pubrel_pubcomp, |v, d| {
 });
 
 each_level_and_store!(unknown_ids_are_ignored_and_a_pubrec_answered, |v, d| {
-    let (mut s, mut io, clock) = online(d, v, 60, 10);
-    assert_eq!(
-        s.acked(Ack::Puback, &resp(9), clock.at(0.0), &mut io),
-        Ok(Acked::Done)
-    );
-    assert_eq!(
-        s.acked(Ack::Pubcomp, &resp(9), clock.at(0.0), &mut io),
-        Ok(Acked::Done)
-    );
-    let Ok(Acked::PubRel { packet, durable }) =
-        s.acked(Ack::Pubrec, &resp(9), clock.at(0.0), &mut io)
-    else {
+    let (mut s, mut io, _clock) = online(d, v, 60, 10);
+    assert_eq!(s.acked(Ack::Puback, &resp(9), &mut io), Ok(Acked::Done));
+    assert_eq!(s.acked(Ack::Pubcomp, &resp(9), &mut io), Ok(Acked::Done));
+    let Ok(Acked::PubRel { packet, durable }) = s.acked(Ack::Pubrec, &resp(9), &mut io) else {
         panic!("PUBREL expected");
     };
     assert!(!durable);
@@ -102,7 +75,7 @@ fn a_failed_pubrec_ends_the_flow_and_frees_the_slot() {
         assert_eq!(io.payloads(), vec!["first"]);
         io.take_stored();
         assert_eq!(
-            s.acked(Ack::Pubrec, &failed(1, code), clock.at(0.0), &mut io),
+            s.acked(Ack::Pubrec, &failed(1, code), &mut io),
             Ok(Acked::Done),
             "{code:#x}: no PUBREL"
         );
@@ -117,9 +90,7 @@ fn a_pubrec_with_a_success_code_below_0x80_continues() {
     let (mut s, mut io, clock) = online(false, Version::V5, 0, 10);
     offer(&mut s, &mut io, &clock, 0.0, 2, "m");
     // 0x10: no matching subscribers, a success.
-    let answer = s
-        .acked(Ack::Pubrec, &failed(1, 0x10), clock.at(0.0), &mut io)
-        .unwrap();
+    let answer = s.acked(Ack::Pubrec, &failed(1, 0x10), &mut io).unwrap();
     assert!(matches!(answer, Acked::PubRel { .. }));
 }
 
@@ -129,8 +100,7 @@ fn acknowledging_clears_stuck() {
     offer(&mut s, &mut io, &clock, 0.0, 1, "m");
     s.set_stuck();
     assert!(s.stuck);
-    s.acked(Ack::Puback, &resp(1), clock.at(0.0), &mut io)
-        .unwrap();
+    s.acked(Ack::Puback, &resp(1), &mut io).unwrap();
     assert!(!s.stuck);
 }
 

@@ -15,6 +15,16 @@ struct TestIo {
     stored: Vec<Op>,
     push: Push,
     ack_wait: Option<Arc<dyn AckWait>>,
+    /// What the session is told the time is.
+    now: Now,
+    /// Payloads the session asked to keep in memory of their own.
+    kept: usize,
+}
+
+/// Sets the time the session will read, and hands over the I/O.
+fn at(io: &mut TestIo, now: Now) -> &mut TestIo {
+    io.now = now;
+    io
 }
 
 impl Default for TestIo {
@@ -27,12 +37,21 @@ impl Default for TestIo {
                 backlogged: false,
             },
             ack_wait: None,
+            now: Clock::new().at(0.0),
+            kept: 0,
         }
     }
 }
 
 impl Io for TestIo {
-    fn send(&mut self, packet: &Packet, len: usize, _msg_bytes: u64, gated: bool) -> Push {
+    fn send(
+        &mut self,
+        packet: &Packet,
+        _version: Version,
+        len: usize,
+        _msg_bytes: u64,
+        gated: bool,
+    ) -> Push {
         assert_eq!(encoded_len(packet, Version::V5).ok().map(|_| ()), Some(()));
         assert!(len > 0);
         self.sent.push((packet.clone(), gated));
@@ -45,6 +64,15 @@ impl Io for TestIo {
 
     fn ack_wait(&mut self) -> Option<Arc<dyn AckWait>> {
         self.ack_wait.clone()
+    }
+
+    fn now(&mut self) -> Now {
+        self.now
+    }
+
+    fn keep(&mut self, payload: &Bytes) -> Bytes {
+        self.kept += 1;
+        Bytes::copy_from_slice(payload)
     }
 }
 
@@ -176,14 +204,14 @@ fn online(has_store: bool, version: Version, expiry: u32, rm: u16) -> (Session, 
     let clock = Clock::new();
     let mut s = session(has_store);
     let mut io = TestIo::default();
-    s.attach(attach(version, expiry, rm), clock.at(0.0), &mut io);
+    s.attach(attach(version, expiry, rm), at(&mut io, clock.at(0.0)));
     io.sent.clear();
     io.stored.clear();
     (s, io, clock)
 }
 
 fn offer(s: &mut Session, io: &mut TestIo, clock: &Clock, t: f64, q: u8, payload: &str) -> Offered {
-    s.offer(publish(q, payload), &subject(), clock.at(t), io)
+    s.offer(publish(q, payload), &subject(), at(io, clock.at(t)))
 }
 
 fn kinds(ops: &[Op]) -> Vec<&'static str> {

@@ -27,7 +27,7 @@ fn random_runs_deliver_everything_in_order() {
             },
         );
         let mut io = TestIo::default();
-        s.attach(attach(Version::V5, 600, rm), clock.at(0.0), &mut io);
+        s.attach(attach(Version::V5, 600, rm), at(&mut io, clock.at(0.0)));
         let mut next = 0u32;
         let mut delivered: Vec<u32> = Vec::new();
         let mut attached = true;
@@ -57,17 +57,13 @@ fn random_runs_deliver_everything_in_order() {
                                 } else {
                                     Ack::Pubrec
                                 };
-                                let ans = s
-                                    .acked(kind, &resp(p.packet_id), clock.at(t), &mut io)
-                                    .unwrap();
+                                let ans = s.acked(kind, &resp(p.packet_id), &mut io).unwrap();
                                 if let Acked::PubRel { .. } = ans {
-                                    s.acked(Ack::Pubcomp, &resp(p.packet_id), clock.at(t), &mut io)
-                                        .unwrap();
+                                    s.acked(Ack::Pubcomp, &resp(p.packet_id), &mut io).unwrap();
                                 }
                             }
                             Packet::PubRel(r) => {
-                                s.acked(Ack::Pubcomp, &resp(r.packet_id), clock.at(t), &mut io)
-                                    .unwrap();
+                                s.acked(Ack::Pubcomp, &resp(r.packet_id), &mut io).unwrap();
                             }
                             _ => {}
                         }
@@ -75,13 +71,13 @@ fn random_runs_deliver_everything_in_order() {
                 }
                 8 if attached => {
                     io.sent.clear();
-                    s.detach(clock.at(t), &mut io);
+                    s.detach(at(&mut io, clock.at(t)));
                     attached = false;
                 }
                 _ if !attached => {
                     let mut a = attach(Version::V5, 600, rm);
                     a.present = true;
-                    s.attach(a, clock.at(t), &mut io);
+                    s.attach(a, at(&mut io, clock.at(t)));
                     attached = true;
                 }
                 _ => {}
@@ -89,7 +85,7 @@ fn random_runs_deliver_everything_in_order() {
         }
         // Finish: attach and acknowledge until nothing is left.
         if !attached {
-            s.attach(attach(Version::V5, 600, rm), clock.at(t), &mut io);
+            s.attach(attach(Version::V5, 600, rm), at(&mut io, clock.at(t)));
         }
         for _ in 0..10_000 {
             let got: Vec<(Packet, bool)> = io.sent.drain(..).collect();
@@ -108,17 +104,14 @@ fn random_runs_deliver_everything_in_order() {
                         } else {
                             Ack::Pubrec
                         };
-                        if let Acked::PubRel { .. } = s
-                            .acked(kind, &resp(p.packet_id), clock.at(t), &mut io)
-                            .unwrap()
+                        if let Acked::PubRel { .. } =
+                            s.acked(kind, &resp(p.packet_id), &mut io).unwrap()
                         {
-                            s.acked(Ack::Pubcomp, &resp(p.packet_id), clock.at(t), &mut io)
-                                .unwrap();
+                            s.acked(Ack::Pubcomp, &resp(p.packet_id), &mut io).unwrap();
                         }
                     }
                     Packet::PubRel(r) => {
-                        s.acked(Ack::Pubcomp, &resp(r.packet_id), clock.at(t), &mut io)
-                            .unwrap();
+                        s.acked(Ack::Pubcomp, &resp(r.packet_id), &mut io).unwrap();
                     }
                     _ => {}
                 }

@@ -12,8 +12,7 @@ fn a_durable_qos1_copy_is_stored_sent_at_once_and_forgotten_when_acknowledged() 
     assert_eq!(io.publishes(), vec![(1, "m".into(), false, false)]);
     assert_eq!(kinds(&io.take_stored()), vec!["insert"]);
     assert_eq!(wait.sent.load(Ordering::Relaxed), 1);
-    s.acked(Ack::Puback, &resp(1), clock.at(0.0), &mut io)
-        .unwrap();
+    s.acked(Ack::Puback, &resp(1), &mut io).unwrap();
     assert_eq!(wait.acked.load(Ordering::Relaxed), 1);
     let ops = io.take_stored();
     assert_eq!(kinds(&ops), vec!["delete"]);
@@ -47,8 +46,7 @@ fn in_memory_and_clean_sessions_store_nothing() {
         for i in 0..5 {
             offer(&mut s, &mut io, &clock, 0.0, 1 + (i % 2), &i.to_string());
         }
-        s.acked(Ack::Puback, &resp(1), clock.at(0.0), &mut io)
-            .unwrap();
+        s.acked(Ack::Puback, &resp(1), &mut io).unwrap();
         assert!(
             io.take_stored().is_empty(),
             "store {has_store} expiry {expiry}"
@@ -60,7 +58,7 @@ fn in_memory_and_clean_sessions_store_nothing() {
 #[test]
 fn queued_copies_of_a_detached_durable_session_are_stored_then_sent_on_return() {
     let (mut s, mut io, clock) = online(true, Version::V5, 60, 10);
-    s.detach(clock.at(1.0), &mut io);
+    s.detach(at(&mut io, clock.at(1.0)));
     io.take_stored();
     for (i, q) in [1u8, 2, 1].into_iter().enumerate() {
         assert!(matches!(
@@ -71,7 +69,7 @@ fn queued_copies_of_a_detached_durable_session_are_stored_then_sent_on_return() 
     assert_eq!(kinds(&io.take_stored()), vec!["insert", "insert", "insert"]);
     let mut a = attach(Version::V5, 60, 10);
     a.present = true;
-    s.attach(a, clock.at(3.0), &mut io);
+    s.attach(a, at(&mut io, clock.at(3.0)));
     // The QoS 2 copy goes out once its packet id is on the disk: its record is put again,
     // with the id, and the PUBLISH held for that commit.
     assert_eq!(
@@ -121,7 +119,7 @@ fn restored_sessions_keep_in_flight_ids_and_requeue_the_rest() {
     let mut io = TestIo::default();
     let mut a = attach(Version::V5, 60, 10);
     a.present = true;
-    s.attach(a, clock.at(1.0), &mut io);
+    s.attach(a, at(&mut io, clock.at(1.0)));
     let sent: Vec<String> = io
         .sent
         .iter()
@@ -152,7 +150,7 @@ fn restored_sessions_keep_in_flight_ids_and_requeue_the_rest() {
 #[test]
 fn a_stored_session_that_ends_is_erased() {
     let (mut s, mut io, clock) = online(true, Version::V5, 60, 10);
-    s.save(clock.at(0.0), &mut io);
+    s.save(at(&mut io, clock.at(0.0)));
     assert_eq!(kinds(&io.take_stored()), vec!["session"]);
     assert!(s.end(&mut io).is_none());
     assert_eq!(
@@ -164,16 +162,16 @@ fn a_stored_session_that_ends_is_erased() {
 #[test]
 fn a_stored_session_whose_expiry_becomes_zero_is_removed_when_saved() {
     let (mut s, mut io, clock) = online(true, Version::V5, 60, 10);
-    s.save(clock.at(0.0), &mut io);
+    s.save(at(&mut io, clock.at(0.0)));
     io.take_stored();
     s.set_expiry(0);
-    s.detach(clock.at(1.0), &mut io);
+    s.detach(at(&mut io, clock.at(1.0)));
     assert_eq!(
         kinds(&io.take_stored()),
         vec!["del-session", "del-prefix", "del-prefix"]
     );
     // Saved again: nothing (it is not stored any more).
-    s.save(clock.at(2.0), &mut io);
+    s.save(at(&mut io, clock.at(2.0)));
     assert!(io.take_stored().is_empty());
 }
 
@@ -190,7 +188,7 @@ fn the_record_holds_what_a_restart_needs() {
             subscription_id: Some(7),
         },
     );
-    s.detach(clock.at(10.0), &mut io);
+    s.detach(at(&mut io, clock.at(10.0)));
     let r = s.record(clock.at(10.0));
     assert_eq!((r.level, r.expiry_secs), (5, 120));
     assert_eq!(r.expires_at_ms, Some(clock.at(130.0).unix_ms));

@@ -7,17 +7,17 @@ each_level_and_store!(queued_messages_expire_and_carry_what_is_left, |v, d| {
     let clock = Clock::new();
     let mut s = session(d);
     let mut io = TestIo::default();
-    s.attach(attach(v, 300, 10), clock.at(0.0), &mut io);
-    s.detach(clock.at(0.0), &mut io);
+    s.attach(attach(v, 300, 10), at(&mut io, clock.at(0.0)));
+    s.detach(at(&mut io, clock.at(0.0)));
     for (payload, expiry) in [("short", Some(1)), ("long", Some(60)), ("forever", None)] {
         let mut p = publish(1, payload);
         p.properties.message_expiry_interval = expiry;
-        s.offer(p, &subject(), clock.at(0.0), &mut io);
+        s.offer(p, &subject(), at(&mut io, clock.at(0.0)));
     }
     io.take_stored();
     let mut a = attach(v, 300, 10);
     a.present = true;
-    s.attach(a, clock.at(2.5), &mut io);
+    s.attach(a, at(&mut io, clock.at(2.5)));
     let sent: Vec<(String, Option<u32>)> = io
         .sent
         .drain(..)
@@ -47,12 +47,12 @@ fn a_message_expires_exactly_at_its_interval() {
         let clock = Clock::new();
         let mut s = session(false);
         let mut io = TestIo::default();
-        s.attach(attach(Version::V5, 300, 10), clock.at(0.0), &mut io);
-        s.detach(clock.at(0.0), &mut io);
+        s.attach(attach(Version::V5, 300, 10), at(&mut io, clock.at(0.0)));
+        s.detach(at(&mut io, clock.at(0.0)));
         let mut p = publish(1, "m");
         p.properties.message_expiry_interval = Some(10);
-        s.offer(p, &subject(), clock.at(0.0), &mut io);
-        s.attach(attach(Version::V5, 300, 10), clock.at(wait), &mut io);
+        s.offer(p, &subject(), at(&mut io, clock.at(0.0)));
+        s.attach(attach(Version::V5, 300, 10), at(&mut io, clock.at(wait)));
         assert_eq!(io.payloads().len(), usize::from(delivered), "after {wait}s");
     }
 }
@@ -64,13 +64,12 @@ each_level_and_store!(in_flight_messages_are_resent_with_dup_on_return, |v, d| {
     offer(&mut s, &mut io, &clock, 0.0, 1, "one");
     offer(&mut s, &mut io, &clock, 0.0, 2, "two");
     offer(&mut s, &mut io, &clock, 0.0, 2, "three");
-    s.acked(Ack::Pubrec, &resp(3), clock.at(0.0), &mut io)
-        .unwrap();
+    s.acked(Ack::Pubrec, &resp(3), &mut io).unwrap();
     io.sent.clear();
-    s.detach(clock.at(1.0), &mut io);
+    s.detach(at(&mut io, clock.at(1.0)));
     let mut a = attach(v, 60, 10);
     a.present = true;
-    s.attach(a, clock.at(2.0), &mut io);
+    s.attach(a, at(&mut io, clock.at(2.0)));
     let sent: Vec<String> = io
         .sent
         .iter()
@@ -88,18 +87,18 @@ each_level_and_store!(in_flight_messages_are_resent_with_dup_on_return, |v, d| {
 
 each_level_and_store!(a_detached_session_expires_after_its_interval, |v, d| {
     let (mut s, mut io, clock) = online(d, v, 30, 10);
-    s.detach(clock.at(10.0), &mut io);
+    s.detach(at(&mut io, clock.at(10.0)));
     assert!(!s.expired(clock.at(39.9).at));
     assert!(s.expired(clock.at(40.0).at));
     // Back in time: not expired any more.
-    s.attach(attach(v, 30, 10), clock.at(20.0), &mut io);
+    s.attach(attach(v, 30, 10), at(&mut io, clock.at(20.0)));
     assert!(!s.expired(clock.at(100.0).at));
 });
 
 #[test]
 fn a_session_that_never_expires_does_not() {
     let (mut s, mut io, clock) = online(true, Version::V311, u32::MAX, 10);
-    s.detach(clock.at(1.0), &mut io);
+    s.detach(at(&mut io, clock.at(1.0)));
     assert!(!s.expired(clock.at(1e9).at));
 }
 
@@ -119,12 +118,16 @@ fn will(topic: &'static str, delay: Option<u32>) -> Box<Will> {
 #[test]
 fn a_deferred_will_is_due_at_its_time_once() {
     let (mut s, mut io, clock) = online(true, Version::V5, 60, 10);
-    s.detach(clock.at(0.0), &mut io);
-    s.defer_will(will("w", Some(5)), clock.at(5.0).at, clock.at(0.0), &mut io);
-    assert!(s.due_will(clock.at(4.9), &mut io).is_none());
-    let w = s.due_will(clock.at(5.0), &mut io).expect("due");
+    s.detach(at(&mut io, clock.at(0.0)));
+    s.defer_will(
+        will("w", Some(5)),
+        clock.at(5.0).at,
+        at(&mut io, clock.at(0.0)),
+    );
+    assert!(s.due_will(at(&mut io, clock.at(4.9))).is_none());
+    let w = s.due_will(at(&mut io, clock.at(5.0))).expect("due");
     assert_eq!(w.topic.as_str(), "w");
-    assert!(s.due_will(clock.at(6.0), &mut io).is_none(), "once");
+    assert!(s.due_will(at(&mut io, clock.at(6.0))).is_none(), "once");
     // Stored when deferred and when taken.
     assert_eq!(
         kinds(&io.take_stored())
@@ -138,26 +141,24 @@ fn a_deferred_will_is_due_at_its_time_once() {
 #[test]
 fn a_returning_client_cancels_its_pending_will() {
     let (mut s, mut io, clock) = online(false, Version::V5, 60, 10);
-    s.detach(clock.at(0.0), &mut io);
+    s.detach(at(&mut io, clock.at(0.0)));
     s.defer_will(
         will("w", Some(30)),
         clock.at(30.0).at,
-        clock.at(0.0),
-        &mut io,
+        at(&mut io, clock.at(0.0)),
     );
-    s.attach(attach(Version::V5, 60, 10), clock.at(10.0), &mut io);
-    assert!(s.due_will(clock.at(100.0), &mut io).is_none());
+    s.attach(attach(Version::V5, 60, 10), at(&mut io, clock.at(10.0)));
+    assert!(s.due_will(at(&mut io, clock.at(100.0))).is_none());
 }
 
 #[test]
 fn an_ending_session_hands_over_its_pending_will() {
     let (mut s, mut io, clock) = online(false, Version::V5, 60, 10);
-    s.detach(clock.at(0.0), &mut io);
+    s.detach(at(&mut io, clock.at(0.0)));
     s.defer_will(
         will("w", Some(300)),
         clock.at(300.0).at,
-        clock.at(0.0),
-        &mut io,
+        at(&mut io, clock.at(0.0)),
     );
     let w = s
         .end(&mut io)
@@ -169,8 +170,12 @@ fn an_ending_session_hands_over_its_pending_will() {
 #[test]
 fn the_record_keeps_the_pending_will_and_when_it_is_due() {
     let (mut s, mut io, clock) = online(true, Version::V5, 60, 10);
-    s.detach(clock.at(0.0), &mut io);
-    s.defer_will(will("w", Some(5)), clock.at(5.0).at, clock.at(0.0), &mut io);
+    s.detach(at(&mut io, clock.at(0.0)));
+    s.defer_will(
+        will("w", Some(5)),
+        clock.at(5.0).at,
+        at(&mut io, clock.at(0.0)),
+    );
     let r = s.record(clock.at(1.0));
     assert!(r.will.is_some());
     assert_eq!(r.will_due_ms, Some(clock.at(5.0).unix_ms));
@@ -182,7 +187,10 @@ fn the_record_keeps_the_pending_will_and_when_it_is_due() {
         clock.at(1.0),
     )
     .unwrap();
-    assert!(back.pending_will.is_some());
+    assert!(back
+        .flows
+        .as_ref()
+        .is_some_and(|f| f.pending_will.is_some()));
 }
 
 #[test]
@@ -203,7 +211,7 @@ fn a_restored_will_of_a_lost_connection_counts_from_when_the_server_was_alive() 
         Session::restored(KEY.to_vec(), record, clock.at(10.0).unix_ms, limits(), now).unwrap();
     let mut io = TestIo::default();
     assert!(
-        s.due_will(clock.at(100.0), &mut io).is_some(),
+        s.due_will(at(&mut io, clock.at(100.0))).is_some(),
         "due at 30, now 100"
     );
     assert!(s.expired(clock.at(100.0).at), "expired at 70");

@@ -19,9 +19,13 @@ fn topic_aliases_are_set_up_then_used_alone() {
     let mut io = TestIo::default();
     let mut a = attach(Version::V5, 0, 10);
     a.alias_max = 2;
-    s.attach(a, clock.at(0.0), &mut io);
+    s.attach(a, at(&mut io, clock.at(0.0)));
     for subj in ["a.b", "a.b", "c", "d", "c", "a.b", "d"] {
-        s.offer(publish(0, "x"), &Bytes::from(subj), clock.at(0.0), &mut io);
+        s.offer(
+            publish(0, "x"),
+            &Bytes::from(subj),
+            at(&mut io, clock.at(0.0)),
+        );
     }
     assert_eq!(
         topics_and_aliases(&mut io),
@@ -44,14 +48,14 @@ fn an_alias_exists_only_once_the_client_was_sent_it() {
     let mut io = TestIo::default();
     let mut a = attach(Version::V5, 0, 10);
     a.alias_max = 1;
-    s.attach(a, clock.at(0.0), &mut io);
+    s.attach(a, at(&mut io, clock.at(0.0)));
     io.push = Push::Closed;
-    s.offer(publish(0, "x"), &subject(), clock.at(0.0), &mut io);
+    s.offer(publish(0, "x"), &subject(), at(&mut io, clock.at(0.0)));
     io.push = Push::Queued {
         was_empty: true,
         backlogged: false,
     };
-    s.offer(publish(0, "x"), &subject(), clock.at(0.0), &mut io);
+    s.offer(publish(0, "x"), &subject(), at(&mut io, clock.at(0.0)));
     let got = topics_and_aliases(&mut io);
     assert_eq!(got[1], ("a/b".into(), Some(1)), "{got:?}");
 }
@@ -64,9 +68,9 @@ fn aliases_are_not_used_for_3_1_1_or_without_a_maximum() {
         let mut io = TestIo::default();
         let mut a = attach(v, 0, 10);
         a.alias_max = max;
-        s.attach(a, clock.at(0.0), &mut io);
-        s.offer(publish(0, "x"), &subject(), clock.at(0.0), &mut io);
-        s.offer(publish(0, "x"), &subject(), clock.at(0.0), &mut io);
+        s.attach(a, at(&mut io, clock.at(0.0)));
+        s.offer(publish(0, "x"), &subject(), at(&mut io, clock.at(0.0)));
+        s.offer(publish(0, "x"), &subject(), at(&mut io, clock.at(0.0)));
         assert!(topics_and_aliases(&mut io)
             .iter()
             .all(|(t, a)| t == "a/b" && a.is_none()));
@@ -80,11 +84,11 @@ fn aliases_last_one_connection() {
     let mut io = TestIo::default();
     let mut a = attach(Version::V5, 60, 10);
     a.alias_max = 3;
-    s.attach(a.clone(), clock.at(0.0), &mut io);
-    s.offer(publish(0, "x"), &subject(), clock.at(0.0), &mut io);
-    s.detach(clock.at(1.0), &mut io);
-    s.attach(a, clock.at(2.0), &mut io);
-    s.offer(publish(0, "x"), &subject(), clock.at(2.0), &mut io);
+    s.attach(a.clone(), at(&mut io, clock.at(0.0)));
+    s.offer(publish(0, "x"), &subject(), at(&mut io, clock.at(0.0)));
+    s.detach(at(&mut io, clock.at(1.0)));
+    s.attach(a, at(&mut io, clock.at(2.0)));
+    s.offer(publish(0, "x"), &subject(), at(&mut io, clock.at(2.0)));
     let got = topics_and_aliases(&mut io);
     assert_eq!(got, vec![("a/b".into(), Some(1)), ("a/b".into(), Some(1))]);
 }
@@ -97,7 +101,7 @@ each_level_and_store!(
         let mut io = TestIo::default();
         let mut a = attach(v, 60, 10);
         a.max_packet_size = Some(64);
-        s.attach(a, clock.at(0.0), &mut io);
+        s.attach(a, at(&mut io, clock.at(0.0)));
         io.take_stored();
         let big = "x".repeat(100);
         for q in 0..3 {
@@ -129,8 +133,7 @@ fn an_unmappable_subject_is_dropped() {
     let r = s.offer(
         publish(1, "x"),
         &Bytes::from_static(b"/"),
-        clock.at(0.0),
-        &mut io,
+        at(&mut io, clock.at(0.0)),
     );
     assert!(matches!(r, Offered::Dropped | Offered::Sent { .. }));
 }
@@ -139,7 +142,11 @@ fn an_unmappable_subject_is_dropped() {
 fn the_topic_of_the_last_subject_is_reused() {
     let (mut s, mut io, clock) = online(false, Version::V5, 0, 10);
     for subj in ["a.b", "a.b", "x//y", "a.b"] {
-        s.offer(publish(0, "m"), &Bytes::from(subj), clock.at(0.0), &mut io);
+        s.offer(
+            publish(0, "m"),
+            &Bytes::from(subj),
+            at(&mut io, clock.at(0.0)),
+        );
     }
     let topics: Vec<String> = topics_and_aliases(&mut io)
         .into_iter()
