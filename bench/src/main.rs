@@ -25,8 +25,8 @@
 //!   one frame per write (the publisher's --batch buffer is one frame).
 //!
 //!   MQTT modes (--port is the MQTT port; --mqtt-version 3.1.1|5, --keepalive 0):
-//!   mqtt-pubsub   1 publisher -> N subscribers on one topic; rate at the subscribers
-//!                 --qos 0|1 --subs 1 --size 128 --msgs 1000000 | --secs S --inflight 1000
+//!   mqtt-pubsub   P publishers -> N subscribers on one topic; rate at the subscribers
+//!                 --qos 0|1 --pubs 1 --subs 1 --size 128 --msgs 1000000 | --secs S --inflight 1000
 //!                 --subject bench/data --batch 65536
 //!   mqtt-latency  publish-to-delivery latency, 1 publisher -> 1 subscriber at a fixed rate
 //!                 --qos 0|1 --rate 2000 --count 20000 --warmup 1000 --size 128
@@ -107,8 +107,9 @@ reqrep:  --count 20000  --warmup 1000  --size 128  --subject svc
 idle:    --conns 10000  --threads 8  --settle 2  --hold 0
 
 MQTT (--port is the MQTT port; all modes: --mqtt-version 3.1.1|5  --keepalive 0):
-mqtt-pubsub:   --qos 0|1  --subs 1  --size 128  --msgs 1000000 | --secs S  --inflight 1000
-               --subject bench/data  --batch 65536
+mqtt-pubsub:   --qos 0|1  --pubs 1  --subs 1  --size 128  --msgs 1000000 | --secs S
+               --inflight 1000  --subject bench/data  --batch 65536
+               (each publisher sends --msgs or for --secs; every subscriber gets them all)
 mqtt-latency:  --qos 0|1  --rate 2000  --count 20000  --warmup 1000  --size 128
                (mqtt-pubsub, mqtt-latency: --persistent = subscribers hold persistent
                sessions, ids jbench-sub-<n>; 5.0: session expiry 3600)
@@ -126,6 +127,8 @@ pub struct Opts {
     pub timeout: Duration,
     pub pid: Option<u32>,
     pub subs: usize,
+    /// Publishers (`mqtt-pubsub`), each on its own connection.
+    pub pubs: usize,
     pub size: usize,
     pub msgs: u64,
     pub secs: Option<Duration>,
@@ -167,6 +170,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         timeout: Duration::from_secs(60),
         pid: None,
         subs: 1,
+        pubs: 1,
         size: 128,
         msgs: 2_000_000,
         secs: None,
@@ -251,6 +255,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             "timeout" => o.timeout = secs()?,
             "pid" => o.pid = Some(value.parse().map_err(|_| bad("pid"))?),
             "subs" => o.subs = num()?.max(1) as usize,
+            "pubs" => o.pubs = num()?.max(1) as usize,
             "size" => o.size = num()? as usize,
             "msgs" => msgs = Some(num()?),
             "secs" => o.secs = Some(secs()?),

@@ -1,4 +1,4 @@
-//! `mqtt-pubsub` (1 publisher -> N subscribers, throughput) and
+//! `mqtt-pubsub` (P publishers -> N subscribers on one topic, throughput) and
 //! `mqtt-latency` (publish-to-delivery latency at a fixed rate) modes.
 //!
 //! Subscribers subscribe at `--qos` and PUBACK every QoS 1 delivery (one
@@ -418,11 +418,49 @@ fn report_problems(mode: &str, published: &Published, stats: &[SubStats], comple
     }
 }
 
-/// `mqtt-pubsub`: one publisher, `--subs` subscribers, rate at the subscribers.
+/// Runs `publish_burst` on `conn` and on `--pubs` - 1 more publisher connections at once,
+/// each in its own thread; adds up what they sent.
+fn publish_all(conn: &mut MqttConn, o: &Opts, deadline: Instant) -> Published {
+    let others: Vec<_> = (1..o.pubs)
+        .map(|i| {
+            let o = o.clone();
+            thread::spawn(move || match open(&o, &format!("pub-{i}"), 64 * 1024) {
+                Ok(mut c) => {
+                    let p = publish_burst(&mut c, &o, deadline);
+                    c.disconnect();
+                    p
+                }
+                Err(e) => Published {
+                    sent: 0,
+                    elapsed: Duration::ZERO,
+                    window: 0,
+                    error: Some(e),
+                },
+            })
+        })
+        .collect();
+    let mut total = publish_burst(conn, o, deadline);
+    for h in others {
+        let p = h.join().unwrap_or_else(|_| Published {
+            sent: 0,
+            elapsed: Duration::ZERO,
+            window: 0,
+            error: Some(io::Error::other("publisher thread died")),
+        });
+        total.sent += p.sent;
+        total.elapsed = total.elapsed.max(p.elapsed);
+        if total.error.is_none() {
+            total.error = p.error;
+        }
+    }
+    total
+}
+
+/// `mqtt-pubsub`: `--pubs` publishers, `--subs` subscribers, rate at the subscribers.
 pub fn run_pubsub(o: &Opts) -> io::Result<()> {
     let deadline = Instant::now() + o.timeout;
     let (published, cpu, stats) = run_with_subscribers(o, o.subs, false, deadline, |conn, _| {
-        publish_burst(conn, o, deadline)
+        publish_all(conn, o, deadline)
     })?;
 
     let received: u64 = stats.iter().map(|s| s.count).sum();
@@ -440,16 +478,17 @@ pub fn run_pubsub(o: &Opts) -> io::Result<()> {
     };
     let expected = published.sent * o.subs as u64;
     let complete = published.error.is_none()
-        && (o.secs.is_some() || published.sent == o.msgs)
+        && (o.secs.is_some() || published.sent == o.msgs * o.pubs as u64)
         && received >= expected;
     let pub_rate = published.sent as f64 / published.elapsed.as_secs_f64().max(1e-9);
     println!(
-        "RESULT mode=mqtt-pubsub version={} qos={} persistent={} subs={} size={} inflight={} published={} \
+        "RESULT mode=mqtt-pubsub version={} qos={} persistent={} pubs={} subs={} size={} inflight={} published={} \
          pub_secs={:.4} pub_rate={:.0} msgs={} expected={} lost={} secs={:.4} rate={:.0} \
          mbps={:.2} complete={}{}",
         o.mqtt_version,
         o.qos,
         u8::from(o.persistent),
+        o.pubs,
         o.subs,
         o.size,
         published.window,
@@ -466,10 +505,11 @@ pub fn run_pubsub(o: &Opts) -> io::Result<()> {
         cpu.fields(received),
     );
     println!(
-        "mqtt-pubsub QoS {}{} 1->{} {} B: {} of {} msgs received in {:.3} s = {} msgs/s ({:.1} MB/s \
+        "mqtt-pubsub QoS {}{} {}->{} {} B: {} of {} msgs received in {:.3} s = {} msgs/s ({:.1} MB/s \
          payload) at the subscribers; publisher {} msgs/s",
         o.qos,
         if o.persistent { " persistent" } else { "" },
+        o.pubs,
         o.subs,
         o.size,
         received,

@@ -82,8 +82,9 @@ pub(crate) trait Io {
     fn ack_wait(&mut self) -> Option<Arc<dyn AckWait>>;
     /// The time, read when a rule needs it (most deliveries need none).
     fn now(&mut self) -> Now;
-    /// `payload` in memory of its own, for a message the session keeps in its queue (not a
-    /// slice of a publisher's read buffer, which it would keep alive whole).
+    /// `payload` in memory of its own, for a message the session keeps for long (not a
+    /// slice of a publisher's read buffer, which it would keep alive whole; see
+    /// [`Session::offer`]).
     fn keep(&mut self, payload: &Bytes) -> Bytes;
 }
 
@@ -108,6 +109,8 @@ pub(crate) struct Outgoing {
     queued_ms: u64,
     /// The publisher's acknowledgement that waits for this copy's acknowledgement.
     held: Option<Arc<dyn AckWait>>,
+    /// Its payload is in memory of its own (see [`Io::keep`]).
+    own: bool,
 }
 
 /// A QoS 1/2 message waiting for the window or for the client.
@@ -118,6 +121,8 @@ struct Queued {
     queued_ms: u64,
     /// Its sequence in the durable store (0: not stored).
     seq: u64,
+    /// Its payload is in memory of its own (see [`Io::keep`]).
+    own: bool,
 }
 
 /// What became of a message offered to a session.
@@ -392,6 +397,7 @@ impl Session {
                     seq,
                     queued_ms,
                     held,
+                    own: false,
                 },
             );
             return match pushed {
@@ -410,8 +416,15 @@ impl Session {
             }
             overflow = true;
         }
-        // Kept for a while: in memory of its own.
-        publish.payload = io.keep(&publish.payload);
+        // A message kept for long gets memory of its own, so that it does not keep a whole read
+        // buffer of its publisher alive: one for a client that is away, or behind a backlog
+        // (past the depth at which publishers are asked to wait). A connected client's short
+        // queue drains soon, and holds at most that many slices; when the client leaves, what
+        // the session holds is copied then (see `detach`).
+        let own = !self.attached || self.f().queue.len() >= QUEUE_LOW_WATERMARK;
+        if own {
+            publish.payload = io.keep(&publish.payload);
+        }
         let now = io.now();
         let queued_ms = now.unix_ms;
         let seq = if durable {
@@ -424,6 +437,7 @@ impl Session {
             queued_at: now.at,
             queued_ms,
             seq,
+            own,
         });
         let backlog = self.attached
             && self.f().queue.len() > QUEUE_HIGH_WATERMARK
@@ -482,6 +496,7 @@ impl Session {
                     seq: q.seq,
                     queued_ms: q.queued_ms,
                     held: None,
+                    own: q.own,
                 },
             );
         }
@@ -673,6 +688,17 @@ impl Session {
     pub(crate) fn detach(&mut self, io: &mut dyn Io) {
         let now = io.now();
         self.attached = false;
+        if let Some(f) = self.flows.as_mut() {
+            // Kept until the client returns: in memory of their own from now on.
+            for q in f.queue.iter_mut().filter(|q| !q.own) {
+                q.publish.payload = io.keep(&q.publish.payload);
+                q.own = true;
+            }
+            for o in f.inflight.values_mut().filter(|o| !o.own) {
+                o.publish.payload = io.keep(&o.publish.payload);
+                o.own = true;
+            }
+        }
         self.will = None;
         self.expires_at = (self.expiry_secs != u32::MAX)
             .then(|| now.at + Duration::from_secs(u64::from(self.expiry_secs)));

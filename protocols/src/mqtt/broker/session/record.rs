@@ -127,6 +127,7 @@ impl Session {
                     seq,
                     queued_ms: r.queued_at_ms,
                     held: None,
+                    own: true,
                 },
             );
         } else {
@@ -139,6 +140,7 @@ impl Session {
                 queued_at: now.instant_of(r.queued_at_ms),
                 queued_ms: r.queued_at_ms,
                 seq,
+                own: true,
             });
         }
         Ok(())

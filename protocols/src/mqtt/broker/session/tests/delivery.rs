@@ -59,8 +59,8 @@ each_level_and_store!(the_receive_maximum_bounds_the_window, |v, d| {
     }
     assert_eq!(io.payloads(), vec!["0", "1"]);
     assert_eq!((s.in_flight(), s.queued()), (2, 3));
-    // Only the queued ones are copied out of the publisher's buffer.
-    assert_eq!(io.kept, 3);
+    // A connected client's short queue keeps the publisher's slices (see flows.rs).
+    assert_eq!(io.kept, 0);
     s.acked(Ack::Puback, &resp(1), &mut io).unwrap();
     assert_eq!(io.payloads(), vec!["2"]);
     s.acked(Ack::Puback, &resp(2), &mut io).unwrap();

@@ -260,6 +260,7 @@ macro_rules! each_level_and_store {
 
 mod acks;
 mod delivery;
+mod flows;
 mod model;
 mod store;
 mod time;
