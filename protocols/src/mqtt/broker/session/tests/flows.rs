@@ -256,17 +256,17 @@ each_level_and_store!(
             KEY.to_vec(),
             d,
             Limits {
-                max_queued: 4 * QUEUE_LOW_WATERMARK,
+                max_queued: 4 * QUEUE_HIGH_WATERMARK,
                 refuse_when_full: false,
             },
         );
         let mut io = TestIo::default();
         s.attach(attach(v, 60, 2), at(&mut io, clock.at(0.0)));
         // Two sent at once and a short queue behind them: slices of the publisher's buffer.
-        for i in 0..QUEUE_LOW_WATERMARK + 2 {
+        for i in 0..QUEUE_HIGH_WATERMARK + 2 {
             offer(&mut s, &mut io, &clock, 0.0, 1, &i.to_string());
         }
-        assert_eq!(s.queued(), QUEUE_LOW_WATERMARK);
+        assert_eq!(s.queued(), QUEUE_HIGH_WATERMARK);
         assert_eq!(io.kept, 0);
         // Behind a backlog: copied.
         for _ in 0..3 {
@@ -275,15 +275,15 @@ each_level_and_store!(
         assert_eq!(io.kept, 3);
         // The client leaves: the rest is copied now, once.
         s.detach(at(&mut io, clock.at(1.0)));
-        assert_eq!(io.kept, 3 + 2 + QUEUE_LOW_WATERMARK);
+        assert_eq!(io.kept, 3 + 2 + QUEUE_HIGH_WATERMARK);
         // For a client that is away, every message.
         offer(&mut s, &mut io, &clock, 1.0, 1, "away");
-        assert_eq!(io.kept, 3 + 2 + QUEUE_LOW_WATERMARK + 1);
+        assert_eq!(io.kept, 3 + 2 + QUEUE_HIGH_WATERMARK + 1);
         let mut a = attach(v, 60, 2);
         a.present = true;
         s.attach(a, at(&mut io, clock.at(2.0)));
         s.detach(at(&mut io, clock.at(3.0)));
-        assert_eq!(io.kept, 3 + 2 + QUEUE_LOW_WATERMARK + 1, "nothing twice");
+        assert_eq!(io.kept, 3 + 2 + QUEUE_HIGH_WATERMARK + 1, "nothing twice");
         // The payloads are the same bytes.
         let mut a = attach(v, 60, 2);
         a.present = true;
