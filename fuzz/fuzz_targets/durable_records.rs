@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Some((msg, qos)) = decode_retained(data, ConnId(1)) {
         let (again, q2) = decode_retained(&encode_retained(&msg, qos), ConnId(1)).unwrap();
-        assert_eq!((again.subject, again.payload, q2), (msg.subject, msg.payload, qos));
+        assert_eq!(
+            (again.subject, again.payload, q2),
+            (msg.subject, msg.payload, qos)
+        );
     }
     if let Some(w) = decode_will(data) {
         assert_eq!(decode_will(&encode_will(&w)), Some(w));

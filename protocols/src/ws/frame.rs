@@ -331,12 +331,17 @@ impl Decoder {
     ) -> Result<(), FrameError> {
         let d = self.inflate.as_mut().expect("compressed implies deflate");
         loop {
-            self.scratch.clear();
-            let room = (input.len() * 4).clamp(4096, 256 * 1024);
-            self.scratch.reserve(room);
+            // Never inflate more than one byte past the limit in a call: how far a message
+            // inflates before it is refused, and so which error refuses it, must not depend on
+            // how its bytes were split across reads.
+            let allowed = self.max_message.saturating_sub(self.message_len) + 1;
+            let room = (input.len() * 4).clamp(4096, 256 * 1024).min(allowed);
+            if self.scratch.len() < room {
+                self.scratch.resize(room, 0);
+            }
             let (in0, out0) = (d.total_in(), d.total_out());
             let status = d
-                .decompress_vec(input, &mut self.scratch, flush)
+                .decompress(input, &mut self.scratch[..room], flush)
                 .map_err(|_| FrameError::InvalidPayload("bad deflate data"))?;
             let used = (d.total_in() - in0) as usize;
             let made = (d.total_out() - out0) as usize;
@@ -345,8 +350,8 @@ impl Decoder {
             if self.message_len > self.max_message {
                 return Err(FrameError::TooBig(self.max_message));
             }
-            out.extend_from_slice(&self.scratch);
-            let full = self.scratch.len() == self.scratch.capacity();
+            out.extend_from_slice(&self.scratch[..made]);
+            let full = made == room;
             if status == Status::StreamEnd {
                 if !input.is_empty() {
                     return Err(FrameError::InvalidPayload(
