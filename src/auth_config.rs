@@ -806,3 +806,64 @@ fn random_token() -> String {
         })
         .collect()
 }
+
+impl Auth {
+    /// What wiring accounts into the bus depends on (imports, exports, the system account):
+    /// a reload cannot change it while running.
+    pub fn wiring(&self) -> String {
+        let mut names: Vec<&String> = self.accounts.keys().collect();
+        names.sort();
+        let mut out = format!("system={:?};", self.system_account);
+        for n in names {
+            let a = &self.accounts[n];
+            out.push_str(&format!("{n}:{:?}/{:?};", a.imports, a.exports));
+        }
+        out
+    }
+}
+
+/// The authenticator the frontends hold: a configuration reload swaps what it delegates to, so
+/// connections made afterwards are checked against the new users and permissions.
+pub struct Swappable(std::sync::RwLock<Arc<dyn Authenticator>>);
+
+impl Swappable {
+    pub fn new(inner: Arc<dyn Authenticator>) -> Self {
+        Swappable(std::sync::RwLock::new(inner))
+    }
+
+    pub fn swap(&self, inner: Arc<dyn Authenticator>) {
+        *junction_core::sync::ReadWrite::write_locked(&self.0) = inner;
+    }
+
+    fn current(&self) -> Arc<dyn Authenticator> {
+        junction_core::sync::ReadWrite::read_locked(&self.0).clone()
+    }
+}
+
+impl Authenticator for Swappable {
+    fn auth_required(&self) -> bool {
+        self.current().auth_required()
+    }
+    fn nonce_required(&self) -> bool {
+        self.current().nonce_required()
+    }
+    fn authenticate(
+        &self,
+        creds: &junction_auth::Credentials,
+    ) -> Result<junction_auth::Identity, junction_auth::AuthError> {
+        self.current().authenticate(creds)
+    }
+    fn costly(&self, creds: &junction_auth::Credentials) -> bool {
+        self.current().costly(creds)
+    }
+    fn anonymous(&self) -> Option<junction_auth::Identity> {
+        self.current().anonymous()
+    }
+    fn exchange(
+        &self,
+        method: &str,
+        creds: &junction_auth::Credentials,
+    ) -> Option<Box<dyn junction_auth::Exchange>> {
+        self.current().exchange(method, creds)
+    }
+}

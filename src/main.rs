@@ -1,13 +1,15 @@
 //! The `junction` binary: command line, configuration and wiring only.
 
 mod auth_config;
+mod logging;
+mod process;
 mod settings;
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
 use junction_core::Bus;
 use junction_protocols::{mqtt, nats, ws};
@@ -18,6 +20,11 @@ use tokio_util::task::TaskTracker;
 
 /// How long shutdown waits for connections to drain.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The nats-server version whose client protocol Junction speaks: INFO and `/varz` carry it,
+/// because clients and tools enable features by it. Junction's own version is in the log
+/// banner, `--version` and `/varz` (`junction_version`).
+const NATS_VERSION: &str = "2.10.0";
 
 /// A 56-character server id in the alphabet nats-server uses (base32, starting with `N`).
 fn server_id() -> String {
@@ -43,92 +50,271 @@ fn server_id() -> String {
     id
 }
 
-fn init_logging(settings: &Settings) {
-    let level = if settings.trace {
-        tracing::Level::TRACE
-    } else if settings.debug {
-        tracing::Level::DEBUG
-    } else {
-        tracing::Level::INFO
-    };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
-}
-
-/// Listens for SIGINT and SIGTERM from the moment it is made, so a signal that comes right after
-/// "Server is ready" shuts down gracefully instead of killing the process.
-struct ShutdownSignal {
+/// The signals a running server acts on, listened for from the moment they are installed, so a
+/// signal that comes right after "Server is ready" is not lost.
+struct Signals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
     int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    usr1: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    usr2: tokio::signal::unix::Signal,
 }
 
-impl ShutdownSignal {
+/// What a signal asks for.
+enum Asked {
+    Stop(&'static str),
+    Reload,
+    Reopen,
+    LameDuck,
+}
+
+impl Signals {
     fn install() -> Result<Self> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
+            let on = |k: SignalKind, name: &str| {
+                signal(k).with_context(|| format!("installing the {name} handler"))
+            };
             Ok(Self {
-                term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
-                int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+                term: on(SignalKind::terminate(), "SIGTERM")?,
+                int: on(SignalKind::interrupt(), "SIGINT")?,
+                hup: on(SignalKind::hangup(), "SIGHUP")?,
+                usr1: on(SignalKind::user_defined1(), "SIGUSR1")?,
+                usr2: on(SignalKind::user_defined2(), "SIGUSR2")?,
             })
         }
         #[cfg(not(unix))]
         Ok(Self {})
     }
 
-    async fn recv(mut self) {
+    async fn next(&mut self) -> Asked {
         #[cfg(unix)]
         tokio::select! {
-            _ = self.term.recv() => {},
-            _ = self.int.recv() => {},
+            _ = self.term.recv() => Asked::Stop("terminated"),
+            _ = self.int.recv() => Asked::Stop("interrupt"),
+            _ = self.hup.recv() => Asked::Reload,
+            _ = self.usr1.recv() => Asked::Reopen,
+            _ = self.usr2.recv() => Asked::LameDuck,
         }
         #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Asked::Stop("interrupt")
+        }
     }
 }
 
-/// On SIGHUP, reads every TLS listener's certificate and key files again: connections made
-/// afterwards get the new certificates, open ones keep theirs. A file that fails to load keeps
-/// the old certificate and logs why.
-fn reload_certificates_on_hangup(
+/// What a configuration reload (SIGHUP) needs.
+struct Reloader {
+    cli: Cli,
+    settings: Settings,
+    wiring: String,
+    auth: Arc<auth_config::Swappable>,
+    logger: logging::Logger,
+    /// TLS listeners whose certificates a reload reads again.
     tls: Vec<(&'static str, junction_protocols::tls::Tls)>,
-) -> Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-        tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                for (name, t) in &tls {
-                    match t.reload() {
-                        Ok(()) => tracing::info!("reloaded the {name} TLS certificate"),
-                        Err(e) => {
-                            tracing::error!(error = %e, "reloading the {name} TLS certificate failed; keeping the current one")
-                        }
-                    }
+}
+
+impl Reloader {
+    /// Reads the configuration file again and applies it, or changes nothing and says why.
+    fn reload(&mut self) -> Result<()> {
+        let (new, warnings) = Settings::load(&self.cli, self.settings.nats_server_mode)?;
+        let fixed = self.settings.unchangeable(&new);
+        if !fixed.is_empty() {
+            bail!(
+                "config reload not supported for {}: restart the server to change them",
+                fixed.join(", ")
+            );
+        }
+        let auth = match &new.file {
+            Some(map) => auth_config::load(map)?,
+            None => auth_config::Auth::default(),
+        };
+        if auth.wiring() != self.wiring {
+            bail!(
+                "config reload not supported for account imports, exports or the system \
+                 account: restart the server to change them"
+            );
+        }
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        if new.log != self.settings.log {
+            self.logger.apply(&new.log)?;
+            tracing::info!("Reloaded: logging");
+        }
+        self.auth.swap(auth.authenticator.clone());
+        tracing::info!("Reloaded: authorization (connections made from now on)");
+        for (name, t) in &self.tls {
+            match t.reload() {
+                Ok(()) => tracing::info!("Reloaded: {name} TLS certificate"),
+                Err(e) => {
+                    tracing::error!(
+                        "reloading the {name} TLS certificate failed, keeping the current one: {e}"
+                    )
                 }
             }
-        });
+        }
+        self.settings = new;
+        tracing::info!("Reloaded server configuration");
+        Ok(())
     }
-    #[cfg(not(unix))]
-    let _ = tls;
-    Ok(())
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+/// Binds a listener. The host `0.0.0.0` means every address, IPv6 as well as IPv4, as it does
+/// for nats-server: one dual-stack socket where the system has IPv6, else IPv4 only.
+async fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
+    if host == "0.0.0.0" {
+        match bind_dual_stack(port) {
+            Ok(l) => return Ok(l),
+            Err(e) => tracing::debug!("no IPv6 listener ({e}); listening on IPv4 only"),
+        }
+    }
+    TcpListener::bind((host, port)).await
+}
+
+fn bind_dual_stack(port: u16) -> std::io::Result<TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v6()?;
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        let off: libc::c_int = 0;
+        // SAFETY: setsockopt on a socket this function owns, with a c_int option value.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IPV6,
+                libc::IPV6_V6ONLY,
+                &off as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    socket.set_reuseaddr(true)?;
+    socket.bind(std::net::SocketAddr::from((
+        std::net::Ipv6Addr::UNSPECIFIED,
+        port,
+    )))?;
+    socket.listen(1024)
+}
+
+/// How a bound listener is shown: `host:port` as configured (`0.0.0.0:4222` for every address,
+/// as nats-server logs it), with the port it got.
+fn shown(host: &str, addr: std::net::SocketAddr) -> String {
+    if host == "0.0.0.0" {
+        format!("0.0.0.0:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}
+
+/// The durable store's directory: the one configured, else `./junction-data` when the working
+/// directory lets us make it, else the user's state directory, else the temporary directory.
+fn data_dir(settings: &Settings) -> std::path::PathBuf {
+    if settings.data_dir_chosen || settings.nats_server_mode {
+        return settings.data_dir.clone();
+    }
+    let mut candidates = vec![settings.data_dir.clone()];
+    if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|s| !s.is_empty()) {
+        candidates.push(std::path::PathBuf::from(state).join("junction"));
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|s| !s.is_empty()) {
+        candidates.push(std::path::PathBuf::from(home).join(".local/state/junction"));
+    }
+    candidates.push(std::env::temp_dir().join(format!("junction-{}", unsafe_uid())));
+    for dir in &candidates {
+        if std::fs::create_dir_all(dir).is_ok() && writable(dir) {
+            if dir != &settings.data_dir {
+                tracing::warn!(
+                    "cannot create the data directory {} here; using {} (set --data-dir to choose)",
+                    settings.data_dir.display(),
+                    dir.display()
+                );
+            }
+            return dir.clone();
+        }
+    }
+    settings.data_dir.clone()
+}
+
+fn writable(dir: &std::path::Path) -> bool {
+    let probe = dir.join(format!(".probe-{}", std::process::id()));
+    let ok = std::fs::write(&probe, b"").is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
+}
+
+fn unsafe_uid() -> u32 {
+    #[cfg(unix)]
+    {
+        // SAFETY: getuid cannot fail and touches no memory.
+        unsafe { libc::getuid() }
+    }
+    #[cfg(not(unix))]
+    0
+}
+
+fn main() -> std::process::ExitCode {
+    let exe = process::exe_name();
+    match start() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("{exe}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn start() -> Result<()> {
+    let cli = Cli::parse_from(settings::normalize_args(std::env::args()));
+    let exe = process::exe_name();
     if cli.version {
-        println!("junction version {}", env!("CARGO_PKG_VERSION"));
+        if exe == "nats-server" {
+            println!(
+                "nats-server: v{NATS_VERSION} (junction {})",
+                env!("CARGO_PKG_VERSION")
+            );
+        } else {
+            println!(
+                "junction version {} (nats-server protocol v{NATS_VERSION})",
+                env!("CARGO_PKG_VERSION")
+            );
+        }
         return Ok(());
     }
-    let (settings, warnings) = Settings::load(&cli)?;
-    init_logging(&settings);
+    if let Some(sig) = &cli.signal {
+        return process::send_signal(sig, cli.pid_file.as_deref());
+    }
+    let (settings, warnings) = Settings::load(&cli, exe == "nats-server")?;
+    if cli.test_config {
+        for w in &warnings {
+            eprintln!("{exe}: {w}");
+        }
+        // Everything a start would check before listening: the auth blocks and the TLS files.
+        if let Some(map) = &settings.file {
+            auth_config::load(map)?;
+        }
+        for files in [&settings.tls, &settings.mqtt_tls, &settings.ws_tls]
+            .into_iter()
+            .flatten()
+        {
+            junction_protocols::tls::Tls::new(files).context("TLS configuration")?;
+        }
+        let path = cli.config.as_deref().unwrap_or(std::path::Path::new(""));
+        eprintln!("{exe}: configuration file {} is valid", path.display());
+        return Ok(());
+    }
+    let logger = logging::Logger::install(&settings.log)?;
     for w in &warnings {
         tracing::warn!("{w}");
     }
@@ -136,21 +322,45 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?
-        .block_on(run(settings))
+        .block_on(run(cli, settings, logger))
 }
 
-async fn run(settings: Settings) -> Result<()> {
+async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()> {
     let server_id = server_id();
     let server_name = settings
         .server_name
         .clone()
-        .unwrap_or_else(|| server_id.clone());
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), server_id = %server_id, server_name = %server_name, "starting junction");
+        .unwrap_or_else(|| format!("junction-{}", &server_id[..8]));
+    tracing::info!(
+        "Starting {}",
+        if settings.nats_server_mode {
+            "nats-server (junction)"
+        } else {
+            "junction"
+        }
+    );
+    tracing::info!(
+        "  Version:  {NATS_VERSION} (junction {})",
+        env!("CARGO_PKG_VERSION")
+    );
+    tracing::info!("  Name:     {server_name}");
+    tracing::info!("  ID:       {server_id}");
+    if let Some(path) = &cli.config {
+        let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+        tracing::info!("Using configuration file: {}", shown.display());
+    }
+    let _pid_file = match &settings.pid_file {
+        Some(path) => Some(process::OwnedFile::write(
+            path.clone(),
+            &std::process::id().to_string(),
+        )?),
+        None => None,
+    };
 
     // The store first: a locked or damaged one stops startup before anything listens.
     let mqtt_on = settings.mqtt_port.is_some() || settings.ws_port.is_some();
     let engine = if mqtt_on && !settings.in_memory {
-        Some(junction_store::open(&settings.data_dir)?)
+        Some(junction_store::open(&data_dir(&settings))?)
     } else {
         None
     };
@@ -159,6 +369,7 @@ async fn run(settings: Settings) -> Result<()> {
         Some(map) => auth_config::load(map)?,
         None => auth_config::Auth::default(),
     };
+    let authenticator = Arc::new(auth_config::Swappable::new(auth.authenticator.clone()));
     let nats_tls = match &settings.tls {
         Some(files) => Some(junction_protocols::tls::Tls::new(files).context("TLS configuration")?),
         None => None,
@@ -174,19 +385,29 @@ async fn run(settings: Settings) -> Result<()> {
     for w in auth.wire(&bus)? {
         tracing::warn!("{w}");
     }
+    // `listening` stops the accept loops (lame duck mode and shutdown), `shutdown` the rest.
+    let listening = CancellationToken::new();
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let mut ports = process::Ports::default();
 
-    let listener = TcpListener::bind((settings.host.as_str(), settings.port))
+    let listener = bind(&settings.host, settings.port)
         .await
         .with_context(|| format!("listening on {}:{}", settings.host, settings.port))?;
     let nats_addr = listener.local_addr()?;
-    tracing::info!("Listening for client connections on {nats_addr}");
+    tracing::info!(
+        "Listening for client connections on {}",
+        shown(&settings.host, nats_addr)
+    );
+    ports.nats.push(process::url(
+        if nats_tls.is_some() { "tls" } else { "nats" },
+        nats_addr,
+    ));
 
     let opts = nats::Options {
         server_id: server_id.clone(),
         server_name: server_name.clone(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
+        version: NATS_VERSION.to_string(),
         host: settings.host.clone(),
         port: nats_addr.port(),
         limits: nats::Limits {
@@ -205,11 +426,11 @@ async fn run(settings: Settings) -> Result<()> {
         }),
     };
     let https_tls = nats_tls.clone();
-    // TLS listeners whose certificates SIGHUP reloads.
+    // TLS listeners whose certificates a reload reads again.
     let mut reloadable: Vec<(&str, junction_protocols::tls::Tls)> = Vec::new();
     reloadable.extend(nats_tls.iter().map(|t| ("client", t.clone())));
     reloadable.extend(mqtt_tls.iter().map(|t| ("mqtt", t.clone())));
-    let mut frontend = nats::NatsServer::new(bus.clone(), auth.authenticator.clone(), opts);
+    let mut frontend = nats::NatsServer::new(bus.clone(), authenticator.clone(), opts);
     if let Some(tls) = nats_tls {
         frontend = frontend.with_tls(tls);
     }
@@ -219,7 +440,8 @@ async fn run(settings: Settings) -> Result<()> {
     let monitor_info = |http_port: u16| junction_web::ServerInfo {
         server_id: server_id.clone(),
         server_name: server_name.clone(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
+        version: NATS_VERSION.to_string(),
+        junction_version: env!("CARGO_PKG_VERSION").to_string(),
         host: settings.host.clone(),
         port: nats_addr.port(),
         http_port,
@@ -232,11 +454,15 @@ async fn run(settings: Settings) -> Result<()> {
         write_deadline: settings.write_deadline,
     };
     if let Some(port) = settings.http_port {
-        let http = TcpListener::bind((settings.host.as_str(), port))
+        let http = bind(&settings.host, port)
             .await
             .with_context(|| format!("listening for HTTP on {}:{port}", settings.host))?;
         let http_addr = http.local_addr()?;
-        tracing::info!("Starting http monitor on {http_addr}");
+        tracing::info!(
+            "Starting http monitor on {}",
+            shown(&settings.host, http_addr)
+        );
+        ports.monitoring.push(process::url("http", http_addr));
         http_tasks.push(tokio::spawn(junction_web::serve(
             http,
             bus.clone(),
@@ -245,11 +471,15 @@ async fn run(settings: Settings) -> Result<()> {
         )));
     }
     if let (Some(port), Some(tls)) = (settings.https_port, https_tls) {
-        let https = TcpListener::bind((settings.host.as_str(), port))
+        let https = bind(&settings.host, port)
             .await
             .with_context(|| format!("listening for HTTPS on {}:{port}", settings.host))?;
         let https_addr = https.local_addr()?;
-        tracing::info!("Starting https monitor on https://{https_addr}");
+        tracing::info!(
+            "Starting https monitor on https://{}",
+            shown(&settings.host, https_addr)
+        );
+        ports.monitoring.push(process::url("https", https_addr));
         http_tasks.push(tokio::spawn(junction_web::serve(
             junction_web::TlsListener::new(
                 https,
@@ -269,7 +499,7 @@ async fn run(settings: Settings) -> Result<()> {
     let mqtt_fe = mqtt_on.then(|| {
         let fe = mqtt::MqttServer::new(
             bus.clone(),
-            auth.authenticator.clone(),
+            authenticator.clone(),
             mqtt::broker::Options {
                 max_packet_size: settings.mqtt_max_packet_size,
                 max_pending: settings.max_pending,
@@ -320,19 +550,25 @@ async fn run(settings: Settings) -> Result<()> {
     } else if mqtt_fe.is_some() {
         tracing::info!("MQTT state is kept in memory only (--in-memory)");
     }
+    let mut accepting = Vec::new();
     let mut tasks = Vec::new();
     if let (Some(port), Some(fe)) = (settings.mqtt_port, &mqtt_fe) {
-        let mqtt_listener = TcpListener::bind((settings.host.as_str(), port))
+        let mqtt_listener = bind(&settings.host, port)
             .await
             .with_context(|| format!("listening for MQTT on {}:{port}", settings.host))?;
+        let addr = mqtt_listener.local_addr()?;
         tracing::info!(
             "Listening for MQTT clients on {}",
-            mqtt_listener.local_addr()?
+            shown(&settings.host, addr)
         );
-        tasks.push(tokio::spawn(mqtt::broker::serve(
+        ports.mqtt.push(process::url(
+            if fe.tls.is_some() { "mqtts" } else { "mqtt" },
+            addr,
+        ));
+        accepting.push(tokio::spawn(mqtt::broker::serve(
             mqtt_listener,
             fe.clone(),
-            shutdown.clone(),
+            listening.clone(),
             tracker.clone(),
         )));
     }
@@ -348,24 +584,26 @@ async fn run(settings: Settings) -> Result<()> {
             None => None,
         };
         reloadable.extend(tls.iter().map(|t| ("websocket", t.clone())));
-        let ws_listener = TcpListener::bind((host, port))
+        let ws_listener = bind(host, port)
             .await
             .with_context(|| format!("listening for WebSocket on {host}:{port}"))?;
         let scheme = if tls.is_some() { "wss" } else { "ws" };
+        let addr = ws_listener.local_addr()?;
         tracing::info!(
             "Listening for websocket clients on {scheme}://{}",
-            ws_listener.local_addr()?
+            shown(host, addr)
         );
+        ports.websocket.push(process::url(scheme, addr));
         let ws_fe = Arc::new(ws::WsGateway {
             nats: frontend.clone(),
             mqtt: mqtt_fe.clone(),
             tls,
             opts: settings.ws.clone(),
         });
-        tasks.push(tokio::spawn(ws::serve(
+        accepting.push(tokio::spawn(ws::serve(
             ws_listener,
             ws_fe,
-            shutdown.clone(),
+            listening.clone(),
             tracker.clone(),
         )));
     }
@@ -379,22 +617,67 @@ async fn run(settings: Settings) -> Result<()> {
         frontend.clone(),
         shutdown.clone(),
     )));
-    tasks.push(tokio::spawn(nats::serve(
+    accepting.push(tokio::spawn(nats::serve(
         listener,
         frontend,
-        shutdown.clone(),
+        listening.clone(),
         tracker.clone(),
     )));
-    if !reloadable.is_empty() {
-        reload_certificates_on_hangup(reloadable)?;
-    }
-    let signal = ShutdownSignal::install()?;
+    let _ports_file = match &settings.ports_file_dir {
+        Some(dir) => Some(process::OwnedFile::write(
+            process::ports_file_path(dir),
+            &serde_json::to_string(&ports)?,
+        )?),
+        None => None,
+    };
+    let mut signals = Signals::install()?;
+    let mut reloader = Reloader {
+        cli,
+        wiring: auth.wiring(),
+        settings,
+        auth: authenticator,
+        logger,
+        tls: reloadable,
+    };
     tracing::info!("Server is ready");
 
-    signal.recv().await;
+    loop {
+        match signals.next().await {
+            Asked::Stop(why) => {
+                tracing::info!("Trapped \"{why}\" signal");
+                break;
+            }
+            Asked::Reload => {
+                tracing::info!("Trapped \"hangup\" signal");
+                if let Err(e) = reloader.reload() {
+                    tracing::error!("Failed to reload server configuration: {e:#}");
+                }
+            }
+            Asked::Reopen => {
+                tracing::info!("Trapped \"user defined signal 1\" signal");
+                reloader.logger.reopen();
+            }
+            Asked::LameDuck => {
+                tracing::info!("Trapped \"user defined signal 2\" signal");
+                let s = &reloader.settings;
+                let (duration, grace) = (s.lame_duck_duration, s.lame_duck_grace_period);
+                lame_duck(
+                    &bus,
+                    &listening,
+                    &mut accepting,
+                    duration,
+                    grace,
+                    &mut signals,
+                )
+                .await;
+                break;
+            }
+        }
+    }
     tracing::info!("shutting down: closing listeners and draining connections");
+    listening.cancel();
     shutdown.cancel();
-    for t in tasks {
+    for t in accepting.into_iter().chain(tasks) {
         let _ = t.await;
     }
     // The listeners stopped accepting: ask every connection to flush and close.
@@ -424,4 +707,57 @@ async fn run(settings: Settings) -> Result<()> {
     }
     tracing::info!("Server Exiting..");
     Ok(())
+}
+
+/// Lame duck mode, as nats-server runs it: stop accepting, tell NATS clients (INFO `ldm`), wait
+/// the grace period, then close the connections spread over the lame duck duration (MQTT 5
+/// clients get DISCONNECT 0x8B). SIGINT or SIGTERM cut it short.
+async fn lame_duck(
+    bus: &Arc<Bus>,
+    listening: &CancellationToken,
+    accepting: &mut Vec<tokio::task::JoinHandle<()>>,
+    duration: Duration,
+    grace: Duration,
+    signals: &mut Signals,
+) {
+    tracing::info!("Entering lame duck mode, stop accepting new clients");
+    listening.cancel();
+    for t in accepting.drain(..) {
+        let _ = t.await;
+    }
+    let conns = bus.conns().open_views();
+    for c in &conns {
+        c.lame_duck();
+    }
+    if conns.is_empty() {
+        return;
+    }
+    let work = async {
+        {
+            tracing::info!(
+                "Closing {} existing clients over {:?} after a grace period of {:?}",
+                conns.len(),
+                duration,
+                grace
+            );
+        }
+        tokio::time::sleep(grace).await;
+        // Spread the closes over what is left of the duration.
+        let spread = duration.saturating_sub(grace);
+        let pause = spread / (conns.len().max(1) as u32);
+        for c in &conns {
+            c.shutdown();
+            tokio::time::sleep(pause.min(Duration::from_secs(1))).await;
+        }
+    };
+    tokio::select! {
+        _ = work => {}
+        asked = async {
+            loop {
+                if let Asked::Stop(why) = signals.next().await {
+                    break why;
+                }
+            }
+        } => tracing::info!("Trapped \"{asked}\" signal: leaving lame duck mode at once"),
+    }
 }

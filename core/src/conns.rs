@@ -67,6 +67,10 @@ pub trait ConnView: Send + Sync {
 
     /// The server is shutting down: flush what is queued and close.
     fn shutdown(&self) {}
+
+    /// The server entered lame duck mode: it will close this connection soon (NATS: an INFO
+    /// with `ldm`, so the client can move to another server first).
+    fn lame_duck(&self) {}
 }
 
 /// Open connections and the most recently closed ones.

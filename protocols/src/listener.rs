@@ -116,6 +116,9 @@ pub(crate) async fn accept_loop<A, C>(
             }
         };
         let _ = stream.set_nodelay(true);
+        // A dual-stack listener sees IPv4 clients as IPv4-mapped IPv6 addresses: show them
+        // as the IPv4 addresses they are.
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         if let Some(conn) = admit(stream, peer, Guard::new(bus)) {
             tracker.spawn(conn);
         }

@@ -22,8 +22,10 @@ pub struct ServerInfo {
     pub server_id: String,
     /// The server's name.
     pub server_name: String,
-    /// The version.
+    /// The nats-server version whose protocol the server speaks (what clients and tools read).
     pub version: String,
+    /// Junction's own version.
+    pub junction_version: String,
     /// Host the client listener is bound to.
     pub host: String,
     /// NATS client port.
@@ -201,6 +203,7 @@ async fn varz(State(m): State<Arc<Monitor>>) -> Json<Value> {
         "server_id": i.server_id,
         "server_name": i.server_name,
         "version": i.version,
+        "junction_version": i.junction_version,
         "proto": 1,
         "host": i.host,
         "port": i.port,

@@ -101,6 +101,24 @@ impl ConnView for Client {
     fn shutdown(&self) {
         self.out.finish(CloseReason::ServerShutdown);
     }
+
+    /// INFO with `ldm: true`, as nats-server sends it: the server-wide INFO, so clients move
+    /// to another server of the cluster before this one closes them.
+    fn lame_duck(&self) {
+        if !self.authenticated.load(Ordering::Relaxed) {
+            return;
+        }
+        let ip = self.stats.peer.ip().to_string();
+        let line = self.fe.info_line(
+            self.id.0,
+            &ip,
+            self.nonce.as_deref(),
+            self.fe.opts.limits.max_payload,
+            true,
+        );
+        self.out.push_own(&line);
+        self.out.wake();
+    }
 }
 
 impl Client {

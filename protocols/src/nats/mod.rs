@@ -112,6 +112,8 @@ struct Info<'a> {
     client_ip: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     nonce: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    ldm: bool,
 }
 
 impl NatsServer {
@@ -145,6 +147,18 @@ impl NatsServer {
         nonce: Option<&str>,
         max_payload: usize,
     ) -> Vec<u8> {
+        self.info_line(client_id, client_ip, nonce, max_payload, false)
+    }
+
+    /// The INFO line; `ldm`: the server is in lame duck mode.
+    fn info_line(
+        &self,
+        client_id: u64,
+        client_ip: &str,
+        nonce: Option<&str>,
+        max_payload: usize,
+        ldm: bool,
+    ) -> Vec<u8> {
         let info = Info {
             server_id: &self.opts.server_id,
             server_name: &self.opts.server_name,
@@ -162,6 +176,7 @@ impl NatsServer {
             client_id,
             client_ip,
             nonce,
+            ldm,
         };
         let mut line = b"INFO ".to_vec();
         line.extend_from_slice(&serde_json::to_vec(&info).expect("INFO serializes"));
