@@ -112,6 +112,7 @@ impl Signals {
 
 /// What a configuration reload (SIGHUP) needs.
 struct Reloader {
+    bus: Arc<Bus>,
     cli: Cli,
     settings: Settings,
     wiring: String,
@@ -150,7 +151,16 @@ impl Reloader {
             tracing::info!("Reloaded: logging");
         }
         self.auth.swap(auth.authenticator.clone());
-        tracing::info!("Reloaded: authorization (connections made from now on)");
+        tracing::info!("Reloaded: authorization");
+        // Every open connection is checked against the new users and permissions, off the
+        // reactor (a check may be a bcrypt comparison).
+        let (bus, checker) = (self.bus.clone(), self.auth.clone());
+        tokio::task::spawn_blocking(move || {
+            let (checked, closed) = junction_protocols::recheck(&bus, &*checker);
+            tracing::info!(
+                "Reload checked {checked} connections again: closed {closed} no longer authorized as they were"
+            );
+        });
         for (name, t) in &self.tls {
             match t.reload() {
                 Ok(()) => tracing::info!("Reloaded: {name} TLS certificate"),
@@ -327,10 +337,14 @@ fn start() -> Result<()> {
 
 async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()> {
     let server_id = server_id();
-    let server_name = settings
-        .server_name
-        .clone()
-        .unwrap_or_else(|| format!("junction-{}", &server_id[..8]));
+    let server_name = settings.server_name.clone().unwrap_or_else(|| {
+        // nats-server names itself by its id; under its own name Junction says what it is.
+        if settings.nats_server_mode {
+            server_id.clone()
+        } else {
+            format!("junction-{}", &server_id[..8])
+        }
+    });
     tracing::info!(
         "Starting {}",
         if settings.nats_server_mode {
@@ -632,6 +646,7 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
     };
     let mut signals = Signals::install()?;
     let mut reloader = Reloader {
+        bus: bus.clone(),
         cli,
         wiring: auth.wiring(),
         settings,

@@ -71,6 +71,16 @@ pub trait ConnView: Send + Sync {
     /// The server entered lame duck mode: it will close this connection soon (NATS: an INFO
     /// with `ldm`, so the client can move to another server first).
     fn lame_duck(&self) {}
+
+    /// What the connection presented and was granted, for a configuration reload to check
+    /// again (the frontends' own type; `None`: not authenticated yet, or nothing to check).
+    fn login(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        None
+    }
+
+    /// A reload no longer admits the connection as it is: close it with an authorization
+    /// error.
+    fn revoke(&self) {}
 }
 
 /// Open connections and the most recently closed ones.

@@ -26,11 +26,13 @@ mod listener;
 pub mod mqtt;
 pub mod nats;
 pub mod outbound;
+mod recheck;
 pub mod tls;
 mod transport;
 pub mod ws;
 
 pub use listener::close_all;
+pub use recheck::{recheck, Login};
 
 /// Why a connection was closed; logged, and shown in monitoring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -171,20 +171,56 @@ def raw_nats(port):
 # --------------------------------------------------------------------------
 
 
-def test_sighup_reloads_users_and_keeps_running(tmp_path, procs):
+def raw_nats_login(port, user, password):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    f = s.makefile("rb")
+    assert f.readline().startswith(b"INFO ")
+    connect = {"verbose": False, "pedantic": False, "protocol": 1, "user": user, "pass": password}
+    s.sendall(b"CONNECT " + json.dumps(connect).encode() + b"\r\nPING\r\n")
+    assert f.readline() == b"PONG\r\n"
+    return s, f
+
+
+def test_sighup_reloads_users_and_rechecks_open_connections(tmp_path, procs):
     conf = tmp_path / "auth.conf"
-    conf.write_text('authorization { user: alice, password: "one" }\n')
-    p = procs(base_args(tmp_path, "-c", str(conf)))
+    users = lambda *u: "authorization { users: [ %s ] }\n" % ", ".join(u)
+    alice = '{user: alice, password: "one"}'
+    carol = '{user: carol, password: "three"}'
+    dave_wide = '{user: dave, password: "four", permissions: {publish: ">"}}'
+    dave_narrow = '{user: dave, password: "four", permissions: {publish: "only.this"}}'
+    bob = '{user: bob, password: "two"}'
+    conf.write_text(users(alice, carol, dave_wide))
+    args = ["-a", "127.0.0.1", "-p", "-1", "-m", "0", "--mqtt-port", "-1", "--ws-port", "0",
+            "--data-dir", str(tmp_path / "data"), "-c", str(conf)]
+    p = procs(args)
     port = p.port()
+    mqtt_port = int(p.wait_line(MQTT).group(2))
     p.wait_line(READY)
     assert asyncio.run(connects(port, user="alice", password="one"))
-    conf.write_text('authorization { user: bob, password: "two" }\n')
+    a_sock, a_file = raw_nats_login(port, "alice", "one")
+    c_sock, c_file = raw_nats_login(port, "carol", "three")
+    d_sock, d_file = raw_nats_login(port, "dave", "four")
+    m = RawMqtt(types.SimpleNamespace(port=mqtt_port), version=V5)
+    m.connect("alice-device", username="alice", password=b"one")
+    conf.write_text(users(bob, carol, dave_narrow))
     mark = p.count()
     p.proc.send_signal(signal.SIGHUP)
     p.wait_line("Reloaded server configuration", after=mark)
+    p.wait_line(r"Reload checked 4 connections again: closed 3 ", after=mark)
     assert p.proc.poll() is None, "SIGHUP must not end the server"
+    # alice is gone and dave's permissions shrank: both are closed with the NATS error.
+    for f in (a_file, d_file):
+        assert f.readline() == b"-ERR 'Authorization Violation'\r\n"
+        assert f.readline() == b""
+    pkt = m.expect(DISCONNECT)
+    assert pkt.rc == 0x87
+    # carol's rights did not change: her connection stays.
+    c_sock.sendall(b"PING\r\n")
+    assert c_file.readline() == b"PONG\r\n"
     assert not asyncio.run(connects(port, user="alice", password="one"))
     assert asyncio.run(connects(port, user="bob", password="two"))
+    for s in (a_sock, c_sock, d_sock):
+        s.close()
     assert p.stop() == 0
 
 
@@ -428,6 +464,7 @@ def test_as_nats_server_two_instances_in_one_directory(tmp_path, procs):
     assert list(work.iterdir()) == [], "no data directory until something needs one"
     s, f, info = raw_nats(pa)
     assert info["version"] == "2.10.0"
+    assert info["server_name"] == info["server_id"], "nats-server's default name"
     assert info["headers"] is True
     s.close()
     assert asyncio.run(connects(pb))
@@ -484,3 +521,55 @@ def test_default_listener_covers_ipv6_and_ipv4(tmp_path, procs):
     assert info["client_ip"] == "127.0.0.1"
     s.close()
     assert p.stop() == 0
+
+
+UNIT = Path("/lib/systemd/system/nats-server.service")
+PACKAGED_CONF = Path("/etc/nats-server.conf")
+
+
+def test_debian_unit_runs_junction_as_nats_server(tmp_path, procs):
+    """Debian's nats-server.service with Junction in nats-server's place: ExecStart with the
+    packaged configuration, as user nats, from /, then ExecReload (HUP) and ExecStop (SIGINT),
+    without systemd (the test runs the unit's command lines itself)."""
+    if not UNIT.exists() or not PACKAGED_CONF.exists() or not _has_user("nats"):
+        pytest.fail("Debian's nats-server package is missing: ./scripts/test installs it")
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run as user nats")
+    unit = dict(
+        line.split("=", 1) for line in UNIT.read_text().splitlines() if "=" in line and not line.startswith("#")
+    )
+    start = unit["ExecStart"].split()
+    assert start[0] == "/usr/sbin/nats-server" and start[1:] == ["-c", str(PACKAGED_CONF)], start
+    assert unit["User"] == "nats"
+    # The packaged file listens on 127.0.0.1:4222; a copy with a free port keeps the test
+    # independent of whatever else runs here, and is otherwise the packaged text.
+    text = PACKAGED_CONF.read_text()
+    assert re.search(r"^port: 4222$", text, re.M), text
+    # Where user nats can read it (pytest's own directories are private to root).
+    bindir = Path("/tmp") / f"junction-unit-{os.getpid()}"
+    bindir.mkdir()
+    os.chmod(bindir, 0o755)
+    conf = bindir / "nats-server.conf"
+    conf.write_text(re.sub(r"^port: 4222$", "port: -1", text, flags=re.M))
+    os.chmod(conf, 0o644)
+    exe = bindir / "nats-server"
+    shutil.copy(BIN, exe)
+    exe.chmod(0o755)
+    try:
+        env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "NO_COLOR": "1"}
+        p = procs(["-c", str(conf)], cwd="/", exe=str(exe), user="nats", env=env)
+        port = p.port()
+        p.wait_line(READY)
+        assert asyncio.run(connects(port))
+        main_pid = str(p.proc.pid)
+        reload = [a.replace("$MAINPID", main_pid) for a in unit["ExecReload"].split()]
+        mark = p.count()
+        subprocess.run(reload, check=True, timeout=TIMEOUT)
+        p.wait_line("Reloaded server configuration", after=mark)
+        assert p.proc.poll() is None
+        assert asyncio.run(connects(port))
+        stop = [a.replace("$MAINPID", main_pid) for a in unit["ExecStop"].split()]
+        subprocess.run(stop, check=True, timeout=TIMEOUT)
+        assert p.proc.wait(TIMEOUT) == 0
+    finally:
+        shutil.rmtree(bindir)

@@ -57,6 +57,8 @@ pub(crate) struct Client {
     receive_checked: AtomicBool,
     /// CONNECT was accepted.
     authenticated: AtomicBool,
+    /// How CONNECT was admitted, for a configuration reload to check again.
+    admitted: Mutex<Option<crate::recheck::Admitted>>,
 }
 
 /// What the client said about itself in CONNECT, and the account it was bound to.
@@ -118,6 +120,18 @@ impl ConnView for Client {
         );
         self.out.push_own(&line);
         self.out.wake();
+    }
+
+    fn login(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let account = self.about.locked().account.clone();
+        self.admitted.locked().as_ref()?.login(&account)
+    }
+
+    fn revoke(&self) {
+        self.close_with(
+            "Authorization Violation",
+            CloseReason::AuthenticationViolation,
+        );
     }
 }
 
@@ -287,6 +301,8 @@ pub(crate) struct Connection {
     joined: bool,
     /// A CONNECT whose credentials are being checked off the reactor.
     waiting: Option<Box<Waiting>>,
+    /// The credentials of the CONNECT being checked.
+    presented: Option<Box<Credentials>>,
 }
 
 /// A CONNECT waiting for its authentication.
@@ -403,6 +419,7 @@ impl Connection {
                 map_cert: self.client.map_cert,
                 mqtt: false,
             };
+            self.presented = Some(Box::new(creds.clone()));
             match auth_pool::authenticate(&fe.auth, creds) {
                 Ok(answer) => self.authenticated(answer)?,
                 Err(answer) => {
@@ -429,6 +446,10 @@ impl Connection {
                 );
             }
         };
+        *self.client.admitted.locked() = Some(crate::recheck::Admitted::of(
+            self.presented.take().map(|c| *c).unwrap_or_default(),
+            &identity,
+        ));
         if !self.bind(&fe, identity) {
             return self.fail(
                 "maximum account active connections exceeded",
@@ -797,6 +818,7 @@ pub(crate) fn start<T: Transport>(
         receive: Mutex::new(None),
         receive_checked: AtomicBool::new(false),
         authenticated: AtomicBool::new(false),
+        admitted: Mutex::new(None),
     });
     fe.bus.conns().open(id, client.clone());
     if !hello.sent {
@@ -825,6 +847,7 @@ pub(crate) fn start<T: Transport>(
         limits: junction_auth::Limits::default(),
         joined: false,
         waiting: None,
+        presented: None,
     };
     Conn::new(io, session, guard)
 }

@@ -66,6 +66,7 @@ impl Connection {
             self.auth_method = Some(Box::new(method));
             return self.auth_step(step, exchange, Some(c));
         }
+        self.presented = Some(Box::new(creds.clone()));
         match auth_pool::authenticate(&server.auth, creds) {
             Ok(answer) => self.authenticated(c, answer),
             Err(answer) => {
@@ -196,6 +197,10 @@ impl Connection {
         auth_data: Option<Vec<u8>>,
     ) -> Result<(), CloseReason> {
         let server = self.server().clone();
+        let admitted = match self.presented.take() {
+            Some(creds) => crate::recheck::Admitted::of(*creds, &identity),
+            None => crate::recheck::Admitted::Exchange,
+        };
         let v5 = self.version == Version::V5;
         let mut assigned = None;
         let client_id = if c.client_id.is_empty() {
@@ -350,6 +355,7 @@ impl Connection {
             about.account = Some(self.account.clone());
             about.version = Some(self.version);
             about.session = Arc::downgrade(&cell);
+            about.admitted = Some(admitted);
         }
         self.will = c.will.map(Box::new);
         ack.session_present = present;

@@ -91,6 +91,9 @@ pub(crate) struct Connection {
     pub(super) sub_limit: Option<u64>,
     /// A CONNECT whose credentials are being checked off the reactor.
     pub(super) waiting: Option<Box<Waiting>>,
+    /// The credentials of the CONNECT being checked (`None` for an enhanced authentication
+    /// exchange).
+    pub(super) presented: Option<Box<junction_auth::Credentials>>,
 }
 
 /// A CONNECT waiting for its authentication.
@@ -744,6 +747,7 @@ pub(crate) fn start<T: Transport>(
         map_cert,
         sub_limit: None,
         waiting: None,
+        presented: None,
     };
     Conn::new(io, conn, guard)
 }

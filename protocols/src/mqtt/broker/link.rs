@@ -48,6 +48,8 @@ pub(crate) struct About {
     pub(crate) version: Option<Version>,
     /// The session (for its counts of subscriptions and dropped messages).
     pub(crate) session: Weak<SessionCell>,
+    /// How CONNECT was admitted, for a configuration reload to check again.
+    pub(crate) admitted: Option<crate::recheck::Admitted>,
 }
 
 impl Link {
@@ -170,6 +172,17 @@ impl ConnView for Link {
         self.disconnect(reason::SERVER_SHUTTING_DOWN);
         self.out.finish(CloseReason::ServerShutdown);
     }
+
+    fn login(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let about = self.about.locked();
+        let account = about.account.as_ref()?.name().to_string();
+        about.admitted.as_ref()?.login(&account)
+    }
+
+    fn revoke(&self) {
+        self.disconnect(reason::NOT_AUTHORIZED);
+        self.out.finish(CloseReason::AuthenticationViolation);
+    }
 }
 
 /// A DISCONNECT from the server, with a reason string saying why in words.
@@ -178,6 +191,7 @@ pub(crate) fn disconnect(code: u8) -> Packet {
         reason::KEEP_ALIVE_TIMEOUT => Some("keep alive timeout"),
         reason::SESSION_TAKEN_OVER => Some("session taken over by another connection"),
         reason::SERVER_SHUTTING_DOWN => Some("server shutting down"),
+        reason::NOT_AUTHORIZED => Some("not authorized by the reloaded configuration"),
         reason::PACKET_TOO_LARGE => Some("packet larger than the maximum packet size"),
         reason::TOPIC_ALIAS_INVALID => Some("topic alias out of range"),
         reason::RECEIVE_MAXIMUM_EXCEEDED => Some("too many QoS 2 messages in flight"),
