@@ -163,11 +163,9 @@ impl Reloader {
         });
         for (name, t) in &self.tls {
             match t.reload() {
-                Ok(()) => tracing::info!("Reloaded: {name} TLS certificate"),
+                Ok(()) => tracing::info!("Reloaded: tls (reloaded the {name} TLS certificate)"),
                 Err(e) => {
-                    tracing::error!(
-                        "reloading the {name} TLS certificate failed, keeping the current one: {e}"
-                    )
+                    tracing::error!(error = %e, "reloading the {name} TLS certificate failed; keeping the current one")
                 }
             }
         }
@@ -466,6 +464,41 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
         ping_interval: settings.ping_interval,
         ping_max: settings.ping_max,
         write_deadline: settings.write_deadline,
+        auth_required: auth.authenticator.auth_required(),
+        tls_required: settings.tls.is_some(),
+        tls_verify: settings.tls.as_ref().is_some_and(|t| t.verify),
+        auth_timeout: auth.timeout.unwrap_or(Duration::from_secs(2)),
+        tls_timeout: settings
+            .tls
+            .as_ref()
+            .and_then(|t| t.timeout)
+            .unwrap_or(Duration::from_secs(2)),
+        http_host: settings.host.clone(),
+        https_port: settings.https_port.unwrap_or(0),
+        system_account: auth.system_account.clone().unwrap_or_default(),
+        config_load_time: std::time::SystemTime::now(),
+        mqtt: match settings.mqtt_port {
+            Some(port) => serde_json::json!({
+                "host": settings.host,
+                "port": port,
+                "tls_timeout": settings.mqtt_tls.as_ref().and_then(|t| t.timeout)
+                    .unwrap_or(Duration::from_secs(2)).as_secs_f64(),
+                "max_packet_size": settings.mqtt_max_packet_size,
+                "max_queued_messages": settings.mqtt_max_queued,
+            }),
+            None => serde_json::json!({}),
+        },
+        websocket: match settings.ws_port {
+            Some(port) => serde_json::json!({
+                "host": settings.ws_host.as_deref().unwrap_or(&settings.host),
+                "port": port,
+                "no_tls": settings.ws_tls.is_none(),
+                "handshake_timeout": settings.ws.handshake_timeout.as_nanos() as u64,
+                "compression": settings.ws.compression,
+                "same_origin": settings.ws.same_origin,
+            }),
+            None => serde_json::json!({}),
+        },
     };
     if let Some(port) = settings.http_port {
         let http = bind(&settings.host, port)

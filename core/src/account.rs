@@ -140,6 +140,13 @@ impl Bus {
             .clone()
     }
 
+    /// Every account, by name.
+    pub fn accounts(&self) -> Vec<Arc<Account>> {
+        let mut all: Vec<Arc<Account>> = self.accounts.read_locked().values().cloned().collect();
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        all
+    }
+
     /// Total subscriptions over all accounts.
     pub fn subscription_count(&self) -> usize {
         self.accounts

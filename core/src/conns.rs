@@ -47,6 +47,14 @@ pub struct ConnSnapshot {
     /// Messages for this client that were dropped (MQTT: queued QoS 1/2 messages, already
     /// acknowledged to their publishers, dropped from a full session queue).
     pub dropped_msgs: u64,
+    /// When the client last sent a message.
+    pub last_activity: SystemTime,
+    /// Round trip of the last server PING (NATS), when one was answered.
+    pub rtt: Option<std::time::Duration>,
+    /// The user the connection authenticated as, when it named one.
+    pub user: String,
+    /// The MQTT client identifier (MQTT connections).
+    pub mqtt_client: String,
     /// When it closed (closed connections only).
     pub stop: Option<SystemTime>,
     /// Why it closed (closed connections only).
@@ -81,6 +89,12 @@ pub trait ConnView: Send + Sync {
     /// A reload no longer admits the connection as it is: close it with an authorization
     /// error.
     fn revoke(&self) {}
+
+    /// The connection's subscriptions as monitoring lists them, when they are not simply the
+    /// core subscriptions carrying its id (MQTT: one per topic filter, owned by the session).
+    fn subscriptions(&self) -> Option<Vec<Arc<crate::Subscription>>> {
+        None
+    }
 }
 
 /// Open connections and the most recently closed ones.

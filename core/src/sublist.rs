@@ -474,6 +474,26 @@ impl Sublist {
         n
     }
 
+    /// Every subscription in the index (for monitoring), walked iteratively.
+    pub fn all(&self) -> Vec<Arc<Subscription>> {
+        let trie = self.trie.read_locked();
+        let mut stack: Vec<&Level> = vec![&trie];
+        let mut out = Vec::new();
+        while let Some(level) = stack.pop() {
+            for node in level
+                .literal
+                .values()
+                .chain(level.pwc.as_deref())
+                .chain(level.fwc.as_deref())
+            {
+                out.extend(node.psubs.iter().cloned());
+                out.extend(node.qsubs.values().flatten().cloned());
+                stack.extend(node.next.as_deref());
+            }
+        }
+        out
+    }
+
     /// Number of subscriptions in the index.
     pub fn count(&self) -> usize {
         self.count.load(Ordering::Relaxed)

@@ -15,6 +15,8 @@ pub(crate) struct ConnStats {
     start: SystemTime,
     in_msgs: AtomicU64,
     in_bytes: AtomicU64,
+    /// When the client last sent a message (ns since the Unix epoch; 0: never).
+    last_activity_ns: AtomicU64,
 }
 
 /// Messages and bytes a connection's task received in the current read batch, added to the
@@ -32,6 +34,7 @@ impl ConnStats {
             start: SystemTime::now(),
             in_msgs: AtomicU64::new(0),
             in_bytes: AtomicU64::new(0),
+            last_activity_ns: AtomicU64::new(0),
         }
     }
 
@@ -42,6 +45,8 @@ impl ConnStats {
         if msgs > 0 {
             self.in_msgs.fetch_add(msgs, Ordering::Relaxed);
             self.in_bytes.fetch_add(bytes, Ordering::Relaxed);
+            self.last_activity_ns
+                .store(unix_ns(SystemTime::now()), Ordering::Relaxed);
         }
         Stats::add(&server.in_msgs, msgs);
         Stats::add(&server.in_bytes, bytes);
@@ -69,8 +74,21 @@ impl ConnStats {
             out_msgs,
             out_bytes,
             dropped_msgs: 0,
+            last_activity: match self.last_activity_ns.load(Ordering::Relaxed) {
+                0 => self.start,
+                ns => SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(ns),
+            },
+            rtt: None,
+            user: String::new(),
+            mqtt_client: String::new(),
             stop: None,
             reason: None,
         }
     }
+}
+
+/// Nanoseconds since the Unix epoch.
+pub(crate) fn unix_ns(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }

@@ -4,16 +4,20 @@
 //! JSON in nats-server's shape, built from the bus's counters, its connection registry and a
 //! [`ServerInfo`] the binary fills in.
 
+#![recursion_limit = "256"]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use junction_core::{Bus, ConnSnapshot, Stats};
+use junction_core::{Bus, Stats};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+mod endpoints;
 
 /// Static facts about the server, shown in `/varz`.
 #[derive(Debug, Clone)]
@@ -46,9 +50,27 @@ pub struct ServerInfo {
     pub ping_max: u32,
     /// Write deadline.
     pub write_deadline: Duration,
+    /// Clients must authenticate.
+    pub auth_required: bool,
+    /// TLS on the client listener, and whether client certificates are verified.
+    pub tls_required: bool,
+    pub tls_verify: bool,
+    /// How long a client has to authenticate, and the TLS handshake timeout.
+    pub auth_timeout: Duration,
+    pub tls_timeout: Duration,
+    /// Host the monitor listens on, and the HTTPS monitoring port (0: none).
+    pub http_host: String,
+    pub https_port: u16,
+    /// The system account's name ("" without one).
+    pub system_account: String,
+    /// When the configuration was loaded.
+    pub config_load_time: SystemTime,
+    /// The `mqtt` and `websocket` blocks of `/varz` (`{}` when off).
+    pub mqtt: Value,
+    pub websocket: Value,
 }
 
-struct Monitor {
+pub(crate) struct Monitor {
     bus: Arc<Bus>,
     info: ServerInfo,
     started: Instant,
@@ -126,9 +148,16 @@ where
     });
     let app = Router::new()
         .route("/", get(root))
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(endpoints::healthz))
         .route("/varz", get(varz))
-        .route("/connz", get(connz))
+        .route("/connz", get(endpoints::connz))
+        .route("/subsz", get(endpoints::subsz))
+        .route("/subscriptionsz", get(endpoints::subsz))
+        .route("/accountz", get(endpoints::accountz))
+        .route("/accstatz", get(endpoints::accstatz))
+        .route("/routez", get(endpoints::routez))
+        .route("/gatewayz", get(endpoints::gatewayz))
+        .route("/leafz", get(endpoints::leafz))
         .route("/metrics", get(metrics))
         .with_state(state);
     axum::serve(listener, app)
@@ -137,15 +166,14 @@ where
 }
 
 async fn root() -> Json<Value> {
-    Json(json!({ "endpoints": ["/healthz", "/varz", "/connz", "/metrics"] }))
-}
-
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+    Json(json!({ "endpoints": [
+        "/varz", "/connz", "/subsz", "/accountz", "/accstatz", "/routez", "/gatewayz", "/leafz",
+        "/healthz", "/metrics"
+    ] }))
 }
 
 /// A duration the way nats-server's monitoring prints it: `1d2h3m4s`, `5m0s`, `12s`.
-fn format_uptime(d: Duration) -> String {
+pub(crate) fn format_uptime(d: Duration) -> String {
     let secs = d.as_secs();
     let (days, hours, mins, s) = (
         secs / 86_400,
@@ -165,7 +193,7 @@ fn format_uptime(d: Duration) -> String {
 }
 
 /// RFC 3339 UTC time with nanoseconds, as Go's JSON shows a `time.Time`.
-fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
@@ -199,38 +227,89 @@ fn rss_bytes() -> u64 {
 async fn varz(State(m): State<Arc<Monitor>>) -> Json<Value> {
     let s = m.bus.stats();
     let i = &m.info;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let secs = |d: Duration| d.as_secs_f64();
     Json(json!({
         "server_id": i.server_id,
         "server_name": i.server_name,
         "version": i.version,
         "junction_version": i.junction_version,
         "proto": 1,
+        "go": format!("junction {}", i.junction_version),
         "host": i.host,
         "port": i.port,
-        "http_port": i.http_port,
+        "auth_required": i.auth_required,
+        "tls_required": i.tls_required,
+        "tls_verify": i.tls_verify,
         "max_connections": i.max_connections,
-        "max_payload": i.max_payload,
-        "max_control_line": i.max_control_line,
-        "max_pending": i.max_pending,
         "ping_interval": i.ping_interval.as_nanos() as u64,
         "ping_max": i.ping_max,
+        "http_host": i.http_host,
+        "http_port": i.http_port,
+        "http_base_path": "",
+        "https_port": i.https_port,
+        "auth_timeout": secs(i.auth_timeout),
+        "max_control_line": i.max_control_line,
+        "max_payload": i.max_payload,
+        "max_pending": i.max_pending,
+        "cluster": {},
+        "gateway": {},
+        "leaf": {},
+        "mqtt": i.mqtt,
+        "websocket": i.websocket,
+        "jetstream": {},
+        "tls_timeout": secs(i.tls_timeout),
         "write_deadline": i.write_deadline.as_nanos() as u64,
         "start": rfc3339(m.started_wall),
         "now": rfc3339(SystemTime::now()),
         "uptime": format_uptime(m.started.elapsed()),
         "mem": rss_bytes(),
+        "cores": cores,
+        "gomaxprocs": cores,
+        "cpu": cpu_percent(m.started.elapsed()),
         "connections": Stats::get(&s.connections),
         "total_connections": Stats::get(&s.total_connections),
-        "subscriptions": m.bus.subscription_count(),
+        "routes": 0,
+        "remotes": 0,
+        "leafnodes": 0,
         "in_msgs": Stats::get(&s.in_msgs),
         "out_msgs": Stats::get(&s.out_msgs),
         "in_bytes": Stats::get(&s.in_bytes),
         "out_bytes": Stats::get(&s.out_bytes),
         "slow_consumers": Stats::get(&s.slow_consumers),
+        "subscriptions": m.bus.subscription_count(),
+        "http_req_stats": {},
+        "config_load_time": rfc3339(i.config_load_time),
+        "system_account": i.system_account,
+        "slow_consumer_stats": {
+            "clients": Stats::get(&s.slow_consumers),
+            "routes": 0,
+            "gateways": 0,
+            "leafs": 0,
+        },
         "mqtt_queue_dropped": Stats::get(&s.queue_dropped),
         "auth_failures": Stats::get(&s.auth_failures),
         "store_records_skipped": Stats::get(&s.store_records_skipped),
     }))
+}
+
+/// CPU use since start, in percent of one core (what nats-server's `cpu` shows), from /proc.
+fn cpu_percent(elapsed: Duration) -> f64 {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        });
+    match ticks {
+        Some(t) if elapsed.as_secs_f64() > 0.0 => {
+            // Clock ticks are 100 per second on Linux.
+            let cpu = t as f64 / 100.0 / elapsed.as_secs_f64() * 100.0;
+            (cpu * 100.0).round() / 100.0
+        }
+        _ => 0.0,
+    }
 }
 
 /// The server's counters in the Prometheus text format.
@@ -320,84 +399,13 @@ async fn metrics(State(m): State<Arc<Monitor>>) -> impl axum::response::IntoResp
 }
 
 /// One query parameter's value.
-fn param<'a>(query: &'a Option<String>, key: &str) -> Option<&'a str> {
+pub(crate) fn param<'a>(query: &'a Option<String>, key: &str) -> Option<&'a str> {
     query
         .as_deref()?
         .split('&')
         .filter_map(|kv| kv.split_once('='))
         .find(|(k, _)| *k == key)
         .map(|(_, v)| v)
-}
-
-fn conn_json(c: &ConnSnapshot, now: SystemTime) -> Value {
-    let uptime = c
-        .stop
-        .unwrap_or(now)
-        .duration_since(c.start)
-        .unwrap_or_default();
-    let mut v = json!({
-        "cid": c.cid.0,
-        "kind": "Client",
-        "type": c.kind,
-        "ip": c.ip,
-        "port": c.port,
-        "start": rfc3339(c.start),
-        "uptime": format_uptime(uptime),
-        "pending_bytes": c.pending_bytes,
-        "in_msgs": c.in_msgs,
-        "out_msgs": c.out_msgs,
-        "in_bytes": c.in_bytes,
-        "out_bytes": c.out_bytes,
-        "subscriptions": c.subscriptions,
-        "name": c.name,
-        "lang": c.lang,
-        "version": c.version,
-        "account": c.account,
-    });
-    if c.kind == "mqtt" {
-        v["mqtt_dropped_msgs"] = json!(c.dropped_msgs);
-    }
-    if let (Some(stop), Some(reason)) = (c.stop, c.reason) {
-        v["stop"] = json!(rfc3339(stop));
-        v["reason"] = json!(reason);
-    }
-    v
-}
-
-/// `/connz?state=open|closed|all&offset=N&limit=N`: connections, as nats-server lists them.
-async fn connz(State(m): State<Arc<Monitor>>, RawQuery(query): RawQuery) -> Json<Value> {
-    let registry = m.bus.conns();
-    let conns = match param(&query, "state").unwrap_or("open") {
-        "closed" => registry.closed_snapshots(),
-        "all" | "any" => {
-            let mut all = registry.open_snapshots();
-            all.extend(registry.closed_snapshots());
-            all
-        }
-        _ => registry.open_snapshots(),
-    };
-    let offset: usize = param(&query, "offset")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let limit: usize = param(&query, "limit")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1024);
-    let now = SystemTime::now();
-    let page: Vec<Value> = conns
-        .iter()
-        .skip(offset)
-        .take(limit)
-        .map(|c| conn_json(c, now))
-        .collect();
-    Json(json!({
-        "server_id": m.info.server_id,
-        "now": rfc3339(now),
-        "num_connections": page.len(),
-        "total": conns.len(),
-        "offset": offset,
-        "limit": limit,
-        "connections": page,
-    }))
 }
 
 #[cfg(test)]

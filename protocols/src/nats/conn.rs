@@ -4,7 +4,7 @@
 use junction_core::sync::Lock;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -44,6 +44,10 @@ pub(crate) struct Client {
     about: Mutex<About>,
     /// Server PINGs not answered yet.
     pings_out: AtomicU32,
+    /// When the oldest unanswered server PING went out (ns since the epoch; 0: none).
+    ping_sent_ns: AtomicU64,
+    /// Round trip of the last answered server PING, in ns (0: none yet).
+    rtt_ns: AtomicU64,
     /// The nonce sent in INFO (NKey and JWT users sign it).
     nonce: Option<String>,
     /// The names in the TLS client certificate, if one was presented.
@@ -68,6 +72,7 @@ struct About {
     lang: String,
     version: String,
     account: String,
+    user: String,
 }
 
 impl ConnView for Client {
@@ -78,6 +83,11 @@ impl ConnView for Client {
             lang: about.lang.clone(),
             version: about.version.clone(),
             account: about.account.clone(),
+            user: about.user.clone(),
+            rtt: match self.rtt_ns.load(Ordering::Relaxed) {
+                0 => None,
+                ns => Some(std::time::Duration::from_nanos(ns)),
+            },
             subscriptions: self.subs.locked().len(),
             ..self.stats.snapshot(self.id, "nats", &self.out)
         }
@@ -95,6 +105,10 @@ impl ConnView for Client {
             self.out.push_own(&encode::err("Stale Connection"));
             self.out.finish(CloseReason::StaleConnection);
         } else {
+            if out == 1 {
+                let now = crate::conn_stats::unix_ns(std::time::SystemTime::now());
+                self.ping_sent_ns.store(now, Ordering::Relaxed);
+            }
             self.out.push_own(encode::PING);
             self.out.wake();
         }
@@ -381,6 +395,13 @@ impl Connection {
             }
             Frame::Pong => {
                 self.client.pings_out.store(0, Ordering::Relaxed);
+                let sent = self.client.ping_sent_ns.swap(0, Ordering::Relaxed);
+                if sent > 0 {
+                    let now = crate::conn_stats::unix_ns(std::time::SystemTime::now());
+                    self.client
+                        .rtt_ns
+                        .store(now.saturating_sub(sent).max(1), Ordering::Relaxed);
+                }
                 Ok(())
             }
             Frame::Info | Frame::Ok => Ok(()),
@@ -488,6 +509,7 @@ impl Connection {
     /// Binds the connection to its identity: account, permissions, limits, expiry. `false`:
     /// the account has its maximum of connections.
     fn bind(&mut self, fe: &Arc<NatsServer>, identity: Identity) -> bool {
+        self.client.about.locked().user = identity.user.clone().unwrap_or_default();
         if identity.account != self.account.name() {
             // Bind to the account before any subscription exists (nats-server refuses a
             // second CONNECT that changes the account; so do we, by ignoring the change).
@@ -812,6 +834,8 @@ pub(crate) fn start<T: Transport>(
             ..About::default()
         }),
         pings_out: AtomicU32::new(0),
+        ping_sent_ns: AtomicU64::new(0),
+        rtt_ns: AtomicU64::new(0),
         nonce,
         cert,
         map_cert: hello.map_cert,

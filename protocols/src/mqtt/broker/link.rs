@@ -50,6 +50,8 @@ pub(crate) struct About {
     pub(crate) session: Weak<SessionCell>,
     /// How CONNECT was admitted, for a configuration reload to check again.
     pub(crate) admitted: Option<crate::recheck::Admitted>,
+    /// The user it authenticated as.
+    pub(crate) user: String,
 }
 
 impl Link {
@@ -126,6 +128,8 @@ impl ConnView for Link {
                 .as_ref()
                 .map(|a| a.name().to_string())
                 .unwrap_or_default(),
+            mqtt_client: about.client_id.to_string(),
+            user: about.user.clone(),
             subscriptions: count(|s| &s.subscription_count) as usize,
             dropped_msgs: count(|s| &s.dropped),
             ..self.stats.snapshot(self.id, "mqtt", &self.out)
@@ -177,6 +181,17 @@ impl ConnView for Link {
         let about = self.about.locked();
         let account = about.account.as_ref()?.name().to_string();
         about.admitted.as_ref()?.login(&account)
+    }
+
+    fn subscriptions(&self) -> Option<Vec<Arc<junction_core::Subscription>>> {
+        let session = self.about.locked().session.upgrade()?;
+        let st = session.state.locked();
+        Some(
+            st.core
+                .values()
+                .filter_map(|subs| subs.first().cloned())
+                .collect(),
+        )
     }
 
     fn revoke(&self) {
