@@ -449,6 +449,7 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
     let frontend = Arc::new(frontend);
 
     let mut http_tasks = Vec::new();
+    let mut tasks = Vec::new();
     let monitor_info = |http_port: u16| junction_web::ServerInfo {
         server_id: server_id.clone(),
         server_name: server_name.clone(),
@@ -500,6 +501,14 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
             None => serde_json::json!({}),
         },
     };
+    // The system account answers `nats server` requests and sends advisories.
+    if let Some(task) = junction_web::start_system(
+        bus.clone(),
+        monitor_info(settings.http_port.unwrap_or(0)),
+        shutdown.clone(),
+    ) {
+        tasks.push(task);
+    }
     if let Some(port) = settings.http_port {
         let http = bind(&settings.host, port)
             .await
@@ -598,7 +607,6 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
         tracing::info!("MQTT state is kept in memory only (--in-memory)");
     }
     let mut accepting = Vec::new();
-    let mut tasks = Vec::new();
     if let (Some(port), Some(fe)) = (settings.mqtt_port, &mqtt_fe) {
         let mqtt_listener = bind(&settings.host, port)
             .await

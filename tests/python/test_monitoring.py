@@ -132,7 +132,10 @@ async def test_endpoints_have_nats_server_fields(server, reference):
                 assert ours["version"] == "2.10.0" and ours["http_port"] == server.http_port
                 assert ours["cores"] >= 1 and ours["mem"] > 0
             if path == "/subsz?subs=1":
-                ours_subjects = sorted(d["subject"] for d in ours["subscriptions_list"])
+                # The system account's own request subscriptions are listed too, as nats-server
+                # lists its internal ones.
+                ours_subjects = sorted(d["subject"] for d in ours["subscriptions_list"] if d["account"] == "$G")
+                assert any(d["subject"] == "$SYS.REQ.SERVER.PING" for d in ours["subscriptions_list"])
                 assert ours_subjects == ["mon.*", "mon.a"], ours
             if path == "/accountz":
                 assert "$G" in ours["accounts"] and "$G" in ref["accounts"]
@@ -198,3 +201,68 @@ async def test_connz_filters_sorts_and_mqtt_clients(server):
     finally:
         await a.close()
         await b.close()
+
+
+SYS_CONFIG = """
+accounts {
+  SYS: { users: [ { user: admin, password: adminpw } ] }
+  APP: { users: [ { user: app, password: apppw } ] }
+}
+system_account: SYS
+"""
+
+
+@async_test()
+async def test_system_account_requests_and_advisories(server_factory):
+    srv = server_factory(SYS_CONFIG)
+    url = f"nats://127.0.0.1:{srv.port}"
+    admin = await nats.connect(url, user="admin", password="adminpw")
+    app = None
+    try:
+        connects = await admin.subscribe("$SYS.ACCOUNT.APP.CONNECT")
+        disconnects = await admin.subscribe("$SYS.ACCOUNT.APP.DISCONNECT")
+        await admin.flush()
+        app = await nats.connect(url, user="app", password="apppw", name="app-client")
+        await app.subscribe("orders.>")
+        await app.flush()
+
+        ev = json.loads((await connects.next_msg(timeout=5)).data)
+        assert ev["type"] == "io.nats.server.advisory.v1.client_connect"
+        assert ev["client"]["acc"] == "APP" and ev["client"]["user"] == "app"
+        assert ev["client"]["name"] == "app-client"
+
+        ping = json.loads((await admin.request("$SYS.REQ.SERVER.PING", b"", timeout=5)).data)
+        server_id = ping["server"]["id"]
+        assert ping["server"]["ver"] == "2.10.0"
+        assert ping["statsz"]["connections"] == 2
+        assert ping["statsz"]["active_accounts"] == 2
+
+        varz = json.loads((await admin.request("$SYS.REQ.SERVER.PING.VARZ", b"{}", timeout=5)).data)
+        assert varz["data"]["server_id"] == server_id and varz["data"]["port"] == srv.port
+
+        connz = json.loads((await admin.request(f"$SYS.REQ.SERVER.{server_id}.CONNZ",
+                                                json.dumps({"subscriptions": True, "account": "APP"}).encode(),
+                                                timeout=5)).data)
+        conns = connz["data"]["connections"]
+        assert [c["name"] for c in conns] == ["app-client"], conns
+        assert conns[0]["subscriptions_list"] == ["orders.>"]
+
+        idz = json.loads((await admin.request(f"$SYS.REQ.SERVER.{server_id}.IDZ", b"", timeout=5)).data)
+        assert idz["data"]["id"] == server_id
+        healthz = json.loads((await admin.request("$SYS.REQ.SERVER.PING.HEALTHZ", b"", timeout=5)).data)
+        assert healthz["data"] == {"status": "ok"}
+
+        # An application account cannot reach the system account's services.
+        with pytest.raises(Exception):
+            await app.request("$SYS.REQ.SERVER.PING", b"", timeout=1)
+
+        await app.close()
+        app = None
+        ev = json.loads((await disconnects.next_msg(timeout=5)).data)
+        assert ev["type"] == "io.nats.server.advisory.v1.client_disconnect"
+        assert ev["client"]["acc"] == "APP" and ev["reason"] == "Client Closed"
+        assert ev["received"]["msgs"] == 1  # its one request above
+    finally:
+        if app is not None:
+            await app.close()
+        await admin.close()

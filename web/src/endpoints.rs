@@ -78,6 +78,13 @@ fn sub_detail(account: &str, s: &Subscription) -> Value {
     v
 }
 
+fn respond(result: Result<Value, String>) -> Response {
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => bad_request(e),
+    }
+}
+
 fn bad_request(error: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({ "error": error }))).into_response()
 }
@@ -85,6 +92,11 @@ fn bad_request(error: String) -> Response {
 /// `/connz`: `state`, `sort`, `subs` (`1` or `detail`), `auth`, `cid`, `user`, `acc`,
 /// `mqtt_client`, `offset`, `limit`, as nats-server takes them.
 pub(crate) async fn connz(State(m): State<Arc<Monitor>>, RawQuery(query): RawQuery) -> Response {
+    respond(connz_value(&m, &query))
+}
+
+pub(crate) fn connz_value(m: &Monitor, query: &Option<String>) -> Result<Value, String> {
+    let query = query.clone();
     let registry = m.bus.conns();
     let state = param(&query, "state").unwrap_or("open");
     let mut conns: Vec<ConnSnapshot> = match state {
@@ -95,7 +107,7 @@ pub(crate) async fn connz(State(m): State<Arc<Monitor>>, RawQuery(query): RawQue
             all.extend(registry.closed_snapshots());
             all
         }
-        other => return bad_request(format!("invalid connection state {other:?}")),
+        other => return Err(format!("invalid connection state {other:?}")),
     };
     let number = |key: &str| -> Result<Option<u64>, String> {
         match param(&query, key) {
@@ -108,7 +120,7 @@ pub(crate) async fn connz(State(m): State<Arc<Monitor>>, RawQuery(query): RawQue
     };
     let (offset, limit, cid) = match (number("offset"), number("limit"), number("cid")) {
         (Ok(o), Ok(l), Ok(c)) => (o.unwrap_or(0) as usize, l.unwrap_or(1024) as usize, c),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return bad_request(e),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Err(e),
     };
     let subs = param(&query, "subs").unwrap_or("");
     let (subs_list, subs_detail) = match subs {
@@ -146,16 +158,16 @@ pub(crate) async fn connz(State(m): State<Arc<Monitor>>, RawQuery(query): RawQue
         "uptime" => conns.sort_by_key(|c| std::cmp::Reverse(since(c.start))),
         "rtt" => conns.sort_by_key(|c| std::cmp::Reverse(c.rtt)),
         "stop" | "reason" if state == "open" => {
-            return bad_request(format!(
+            return Err(format!(
                 "sort by {sort} is only valid for closed connections (state=closed)"
             ))
         }
         "stop" => conns.sort_by_key(|c| std::cmp::Reverse(c.stop)),
         "reason" => conns.sort_by(|a, b| a.reason.cmp(&b.reason)),
-        other => return bad_request(format!("invalid sorting option {other:?}")),
+        other => return Err(format!("invalid sorting option {other:?}")),
     }
     let by_conn = if subs_list || subs_detail {
-        subscriptions_by_conn(&m)
+        subscriptions_by_conn(m)
     } else {
         HashMap::new()
     };
@@ -200,7 +212,7 @@ pub(crate) async fn connz(State(m): State<Arc<Monitor>>, RawQuery(query): RawQue
             v
         })
         .collect();
-    Json(json!({
+    Ok(json!({
         "server_id": m.info.server_id,
         "now": rfc3339(now),
         "num_connections": page.len(),
@@ -209,7 +221,6 @@ pub(crate) async fn connz(State(m): State<Arc<Monitor>>, RawQuery(query): RawQue
         "limit": limit,
         "connections": page,
     }))
-    .into_response()
 }
 
 /// One connection as `/connz` shows it.
@@ -266,6 +277,11 @@ pub(crate) fn conn_json(c: &ConnSnapshot, now: SystemTime, auth: bool) -> Value 
 /// `/subsz`: the subscription index's figures; `subs=1` lists subscriptions (`test=SUBJECT`:
 /// only those a message on SUBJECT reaches; `acc=NAME`: one account's).
 pub(crate) async fn subsz(State(m): State<Arc<Monitor>>, RawQuery(query): RawQuery) -> Response {
+    respond(subsz_value(&m, &query))
+}
+
+pub(crate) fn subsz_value(m: &Monitor, query: &Option<String>) -> Result<Value, String> {
+    let query = query.clone();
     let list = matches!(param(&query, "subs"), Some("1" | "true" | "detail"));
     let offset: usize = param(&query, "offset")
         .and_then(|v| v.parse().ok())
@@ -276,7 +292,7 @@ pub(crate) async fn subsz(State(m): State<Arc<Monitor>>, RawQuery(query): RawQue
     let test = param(&query, "test").filter(|t| !t.is_empty());
     if let Some(t) = test {
         if t.contains(['*', '>']) || t.split('.').any(str::is_empty) {
-            return bad_request(format!(
+            return Err(format!(
                 "invalid test subject, must be valid publish subject: {t}"
             ));
         }
@@ -323,11 +339,16 @@ pub(crate) async fn subsz(State(m): State<Arc<Monitor>>, RawQuery(query): RawQue
         let page: Vec<Value> = found.into_iter().skip(offset).take(limit).collect();
         body["subscriptions_list"] = json!(page);
     }
-    Json(body).into_response()
+    Ok(body)
 }
 
 /// `/accountz`: the accounts (`acc=NAME`: one account's details).
 pub(crate) async fn accountz(State(m): State<Arc<Monitor>>, RawQuery(query): RawQuery) -> Response {
+    respond(accountz_value(&m, &query))
+}
+
+pub(crate) fn accountz_value(m: &Monitor, query: &Option<String>) -> Result<Value, String> {
+    let query = query.clone();
     let now = rfc3339(SystemTime::now());
     let system = m.info.system_account.clone();
     match param(&query, "acc").filter(|a| !a.is_empty()) {
@@ -338,17 +359,16 @@ pub(crate) async fn accountz(State(m): State<Arc<Monitor>>, RawQuery(query): Raw
                 .iter()
                 .map(|a| a.name().to_string())
                 .collect();
-            Json(json!({
+            Ok(json!({
                 "server_id": m.info.server_id,
                 "now": now,
                 "system_account": system,
                 "accounts": names,
             }))
-            .into_response()
         }
         Some(name) => {
             let Some(acc) = m.bus.account(name) else {
-                return bad_request(format!("Account {name} does not exist"));
+                return Err(format!("Account {name} does not exist"));
             };
             let conns = m
                 .bus
@@ -357,7 +377,7 @@ pub(crate) async fn accountz(State(m): State<Arc<Monitor>>, RawQuery(query): Raw
                 .into_iter()
                 .filter(|c| c.account == name)
                 .count();
-            Json(json!({
+            Ok(json!({
                 "server_id": m.info.server_id,
                 "now": now,
                 "system_account": system,
@@ -373,7 +393,6 @@ pub(crate) async fn accountz(State(m): State<Arc<Monitor>>, RawQuery(query): Raw
                     "subscriptions": acc.sublist().count(),
                 },
             }))
-            .into_response()
         }
     }
 }
@@ -382,6 +401,11 @@ pub(crate) async fn accountz(State(m): State<Arc<Monitor>>, RawQuery(query): Raw
 /// connections sent and received (`accounts=NAME,...` to choose; `unused=1` to include
 /// accounts without connections).
 pub(crate) async fn accstatz(State(m): State<Arc<Monitor>>, RawQuery(query): RawQuery) -> Response {
+    respond(accstatz_value(&m, &query))
+}
+
+pub(crate) fn accstatz_value(m: &Monitor, query: &Option<String>) -> Result<Value, String> {
+    let query = query.clone();
     let wanted: Option<Vec<&str>> = param(&query, "accounts")
         .filter(|a| !a.is_empty())
         .map(|a| a.split(',').collect());
@@ -409,46 +433,53 @@ pub(crate) async fn accstatz(State(m): State<Arc<Monitor>>, RawQuery(query): Raw
             "slow_consumers": 0,
         }));
     }
-    Json(json!({
+    Ok(json!({
         "server_id": m.info.server_id,
         "now": rfc3339(SystemTime::now()),
         "account_statz": stats,
     }))
-    .into_response()
 }
 
-/// `/routez`: Junction forms no routes.
+/// `/routez`, `/gatewayz`, `/leafz`: a single Junction has no routes or gateways, and no leaf
+/// node connections yet.
+pub(crate) fn cluster_value(m: &Monitor, kind: &str) -> Value {
+    let now = rfc3339(SystemTime::now());
+    match kind {
+        "ROUTEZ" => json!({
+            "server_id": m.info.server_id,
+            "server_name": m.info.server_name,
+            "now": now,
+            "num_routes": 0,
+            "routes": [],
+        }),
+        "GATEWAYZ" => json!({
+            "server_id": m.info.server_id,
+            "now": now,
+            "name": "",
+            "host": "",
+            "port": 0,
+            "outbound_gateways": {},
+            "inbound_gateways": {},
+        }),
+        _ => json!({
+            "server_id": m.info.server_id,
+            "now": now,
+            "leafnodes": 0,
+            "leafs": [],
+        }),
+    }
+}
+
 pub(crate) async fn routez(State(m): State<Arc<Monitor>>) -> Json<Value> {
-    Json(json!({
-        "server_id": m.info.server_id,
-        "server_name": m.info.server_name,
-        "now": rfc3339(SystemTime::now()),
-        "num_routes": 0,
-        "routes": [],
-    }))
+    Json(cluster_value(&m, "ROUTEZ"))
 }
 
-/// `/gatewayz`: no gateways.
 pub(crate) async fn gatewayz(State(m): State<Arc<Monitor>>) -> Json<Value> {
-    Json(json!({
-        "server_id": m.info.server_id,
-        "now": rfc3339(SystemTime::now()),
-        "name": "",
-        "host": "",
-        "port": 0,
-        "outbound_gateways": {},
-        "inbound_gateways": {},
-    }))
+    Json(cluster_value(&m, "GATEWAYZ"))
 }
 
-/// `/leafz`: no leaf node connections yet.
 pub(crate) async fn leafz(State(m): State<Arc<Monitor>>) -> Json<Value> {
-    Json(json!({
-        "server_id": m.info.server_id,
-        "now": rfc3339(SystemTime::now()),
-        "leafnodes": 0,
-        "leafs": [],
-    }))
+    Json(cluster_value(&m, "LEAFZ"))
 }
 
 /// `/healthz`: ok; `js-enabled-only`, `js-server-only` are satisfied without JetStream;

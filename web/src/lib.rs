@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 mod endpoints;
+mod system;
 
 /// Static facts about the server, shown in `/varz`.
 #[derive(Debug, Clone)]
@@ -128,6 +129,24 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
+/// Starts the system account's request answers and advisories (see the `system` module);
+/// `None` when there is no system account.
+pub fn start_system(
+    bus: Arc<Bus>,
+    info: ServerInfo,
+    shutdown: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    system::start(
+        Arc::new(Monitor {
+            bus,
+            info,
+            started: Instant::now(),
+            started_wall: SystemTime::now(),
+        }),
+        shutdown,
+    )
+}
+
 /// Serves the monitoring endpoints on `listener` (TCP, or [`TlsListener`]) until `shutdown` is
 /// cancelled.
 pub async fn serve<L>(
@@ -225,11 +244,15 @@ fn rss_bytes() -> u64 {
 }
 
 async fn varz(State(m): State<Arc<Monitor>>) -> Json<Value> {
+    Json(varz_value(&m))
+}
+
+pub(crate) fn varz_value(m: &Monitor) -> Value {
     let s = m.bus.stats();
     let i = &m.info;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let secs = |d: Duration| d.as_secs_f64();
-    Json(json!({
+    json!({
         "server_id": i.server_id,
         "server_name": i.server_name,
         "version": i.version,
@@ -290,7 +313,7 @@ async fn varz(State(m): State<Arc<Monitor>>) -> Json<Value> {
         "mqtt_queue_dropped": Stats::get(&s.queue_dropped),
         "auth_failures": Stats::get(&s.auth_failures),
         "store_records_skipped": Stats::get(&s.store_records_skipped),
-    }))
+    })
 }
 
 /// CPU use since start, in percent of one core (what nats-server's `cpu` shows), from /proc.
