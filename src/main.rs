@@ -175,6 +175,113 @@ impl Reloader {
     }
 }
 
+/// The parts of the server `/metrics` and the dashboard report beyond the bus's counters.
+struct MetricSources {
+    mqtt: Option<Arc<mqtt::MqttServer>>,
+    store: Option<Arc<junction_store::Store>>,
+    store_file: Option<std::path::PathBuf>,
+    /// The WebSocket listener's scheme and port (the dashboard's tester connects there).
+    websocket: Option<(String, u16)>,
+}
+
+/// [`MetricSources`] once the listeners exist (the monitor starts before them).
+struct LateSources(Arc<std::sync::OnceLock<MetricSources>>);
+
+impl junction_web::Extra for LateSources {
+    fn prometheus(&self) -> String {
+        self.0.get().map(MetricSources::render).unwrap_or_default()
+    }
+
+    fn dashboard(&self) -> serde_json::Value {
+        let Some(s) = self.0.get() else {
+            return serde_json::json!({});
+        };
+        let mut v = serde_json::json!({});
+        if let Some(fe) = &s.mqtt {
+            let (held, connected, queued) = fe.session_counts();
+            v["mqtt_sessions"] =
+                serde_json::json!({ "held": held, "connected": connected, "queued": queued });
+        }
+        if let Some((scheme, port)) = &s.websocket {
+            v["websocket"] = serde_json::json!({ "scheme": scheme, "port": port });
+        }
+        v
+    }
+}
+
+impl MetricSources {
+    /// Prometheus text: MQTT sessions and queued messages, the store's size, commits and
+    /// commit-duration histogram.
+    fn render(&self) -> String {
+        use std::fmt::Write as _;
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = String::new();
+        if let Some(fe) = &self.mqtt {
+            let (sessions, connected, queued) = fe.session_counts();
+            let _ = writeln!(
+                out,
+                "# HELP junction_mqtt_sessions MQTT sessions held, by whether a client is connected.
+                 # TYPE junction_mqtt_sessions gauge
+                 junction_mqtt_sessions{{state=\"connected\"}} {connected}
+                 junction_mqtt_sessions{{state=\"detached\"}} {}
+                 # HELP junction_mqtt_queued_messages QoS 1/2 messages queued in MQTT sessions.
+                 # TYPE junction_mqtt_queued_messages gauge
+                 junction_mqtt_queued_messages {queued}",
+                sessions - connected
+            );
+        }
+        if let Some(store) = &self.store {
+            let st = store.stats();
+            if let Some(size) = self
+                .store_file
+                .as_ref()
+                .and_then(|f| std::fs::metadata(f).ok())
+            {
+                let _ = writeln!(
+                    out,
+                    "# HELP junction_store_size_bytes Size of the durable store's file.
+                     # TYPE junction_store_size_bytes gauge
+junction_store_size_bytes {}",
+                    size.len()
+                );
+            }
+            let _ = writeln!(
+                out,
+                "# HELP junction_store_operations_total Operations committed to the durable store.
+                 # TYPE junction_store_operations_total counter
+junction_store_operations_total {}",
+                st.ops.load(Relaxed)
+            );
+            let _ = writeln!(
+                out,
+                "# HELP junction_store_commit_seconds Time each group commit of the durable store took.
+                 # TYPE junction_store_commit_seconds histogram"
+            );
+            let mut cumulative = 0;
+            for (bound, bucket) in junction_store::COMMIT_BUCKETS_MICROS
+                .iter()
+                .zip(&st.commit_buckets)
+            {
+                cumulative += bucket.load(Relaxed);
+                let _ = writeln!(
+                    out,
+                    "junction_store_commit_seconds_bucket{{le=\"{}\"}} {cumulative}",
+                    *bound as f64 / 1e6
+                );
+            }
+            let commits = st.commits.load(Relaxed);
+            let _ = writeln!(
+                out,
+                "junction_store_commit_seconds_bucket{{le=\"+Inf\"}} {commits}
+                 junction_store_commit_seconds_sum {}
+junction_store_commit_seconds_count {commits}",
+                st.commit_micros.load(Relaxed) as f64 / 1e6
+            );
+        }
+        out
+    }
+}
+
 /// Binds a listener. The host `0.0.0.0` means every address, IPv6 as well as IPv4, as it does
 /// for nats-server: one dual-stack socket where the system has IPv6, else IPv4 only.
 async fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
@@ -450,6 +557,10 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
 
     let mut http_tasks = Vec::new();
     let mut tasks = Vec::new();
+    // What /metrics reports of the MQTT sessions and the store, made further down.
+    let metric_sources: Arc<std::sync::OnceLock<MetricSources>> = Default::default();
+    let extra_metrics =
+        junction_web::ExtraMetrics(Some(Arc::new(LateSources(metric_sources.clone()))));
     let monitor_info = |http_port: u16| junction_web::ServerInfo {
         server_id: server_id.clone(),
         server_name: server_name.clone(),
@@ -478,6 +589,7 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
         https_port: settings.https_port.unwrap_or(0),
         system_account: auth.system_account.clone().unwrap_or_default(),
         config_load_time: std::time::SystemTime::now(),
+        extra_metrics: extra_metrics.clone(),
         mqtt: match settings.mqtt_port {
             Some(port) => serde_json::json!({
                 "host": settings.host,
@@ -678,6 +790,17 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
         listening.clone(),
         tracker.clone(),
     )));
+    let _ = metric_sources.set(MetricSources {
+        mqtt: mqtt_fe.clone(),
+        store: store.clone(),
+        store_file: store
+            .as_ref()
+            .map(|_| data_dir(&settings).join(junction_store::FILE_NAME)),
+        websocket: ports.websocket.first().and_then(|u| {
+            let (scheme, rest) = u.split_once("://")?;
+            Some((scheme.to_string(), rest.rsplit(':').next()?.parse().ok()?))
+        }),
+    });
     let _ports_file = match &settings.ports_file_dir {
         Some(dir) => Some(process::OwnedFile::write(
             process::ports_file_path(dir),

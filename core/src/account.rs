@@ -1,10 +1,10 @@
 //! Accounts: separate subject spaces. A connection is bound to one account when it connects;
 //! nothing crosses accounts.
 
-use crate::sync::ReadWrite;
+use crate::sync::{Lock, ReadWrite};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::conns::Registry;
 use crate::delivery::{self, FlushBatch};
@@ -22,6 +22,18 @@ pub struct Account {
     sublist: Sublist,
     /// Client connections bound to the account now.
     connections: AtomicU64,
+    /// A sample of the subjects published to (one publication in [`SAMPLE_EVERY`] per thread),
+    /// for the dashboard's busiest subjects.
+    sampled: Mutex<HashMap<bytes::Bytes, u64>>,
+}
+
+/// One publication in this many is sampled for [`Account::busiest`].
+pub const SAMPLE_EVERY: u32 = 64;
+/// Subjects the sample keeps; past that the counts halve and the rarest go.
+const SAMPLE_KEPT: usize = 512;
+
+thread_local! {
+    static SAMPLE_TICK: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 impl Account {
@@ -31,6 +43,7 @@ impl Account {
             name: name.into(),
             sublist: Sublist::new(),
             connections: AtomicU64::new(0),
+            sampled: Mutex::new(HashMap::new()),
         }
     }
 
@@ -47,6 +60,40 @@ impl Account {
     /// Counts a connection out.
     pub fn leave(&self) {
         self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn sample(&self, subject: &bytes::Bytes) {
+        let mut sampled = self.sampled.locked();
+        if let Some(n) = sampled.get_mut(subject) {
+            *n += 1;
+            return;
+        }
+        if sampled.len() >= SAMPLE_KEPT {
+            sampled.retain(|_, n| {
+                *n /= 2;
+                *n > 0
+            });
+        }
+        sampled.insert(subject.clone(), 1);
+    }
+
+    /// The most published subjects of the sample, most first, with their estimated message
+    /// counts (samples times [`SAMPLE_EVERY`]).
+    pub fn busiest(&self, n: usize) -> Vec<(String, u64)> {
+        let mut all: Vec<(String, u64)> = self
+            .sampled
+            .locked()
+            .iter()
+            .map(|(s, c)| {
+                (
+                    String::from_utf8_lossy(s).into_owned(),
+                    c * u64::from(SAMPLE_EVERY),
+                )
+            })
+            .collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(n);
+        all
     }
 
     /// The account's name.
@@ -72,6 +119,14 @@ impl Account {
     /// Routes one message to every matching subscription; returns how many deliveries were queued.
     /// Subscriptions that reach their limit are removed before this returns.
     pub fn publish(&self, cache: &mut MatchCache, msg: &Message, batch: &mut FlushBatch) -> usize {
+        let tick = SAMPLE_TICK.with(|t| {
+            let n = t.get().wrapping_add(1);
+            t.set(n);
+            n
+        });
+        if tick % SAMPLE_EVERY == 0 {
+            self.sample(&msg.subject);
+        }
         let result = cache.lookup(&self.sublist, &msg.subject);
         if result.is_empty() {
             return 0;

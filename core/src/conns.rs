@@ -102,6 +102,9 @@ pub trait ConnView: Send + Sync {
 pub struct Registry {
     open: Mutex<HashMap<ConnId, Arc<dyn ConnView>>>,
     closed: Mutex<VecDeque<ConnSnapshot>>,
+    /// Messages and bytes of every closed connection, by protocol: in msgs, in bytes, out
+    /// msgs, out bytes (with the open connections' own, the totals by protocol).
+    closed_totals: Mutex<HashMap<&'static str, [u64; 4]>>,
 }
 
 impl Registry {
@@ -118,6 +121,14 @@ impl Registry {
         let mut snap = view.snapshot();
         snap.stop = Some(SystemTime::now());
         snap.reason = Some(reason);
+        {
+            let mut totals = self.closed_totals.locked();
+            let t = totals.entry(snap.kind).or_default();
+            t[0] += snap.in_msgs;
+            t[1] += snap.in_bytes;
+            t[2] += snap.out_msgs;
+            t[3] += snap.out_bytes;
+        }
         let mut closed = self.closed.locked();
         if closed.len() == CLOSED_KEPT {
             closed.pop_front();
@@ -128,6 +139,19 @@ impl Registry {
     /// The open connections (for sweeps and shutdown; the lock is not held while you use them).
     pub fn open_views(&self) -> Vec<Arc<dyn ConnView>> {
         self.open.locked().values().cloned().collect()
+    }
+
+    /// Messages and bytes of the connections closed so far, by protocol: in msgs, in bytes,
+    /// out msgs, out bytes.
+    pub fn closed_totals(&self) -> Vec<(&'static str, [u64; 4])> {
+        let mut v: Vec<_> = self
+            .closed_totals
+            .locked()
+            .iter()
+            .map(|(k, t)| (*k, *t))
+            .collect();
+        v.sort();
+        v
     }
 
     /// Snapshots of the open connections, by id.

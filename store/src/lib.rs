@@ -16,4 +16,4 @@ pub mod writer;
 
 pub use embedded::{open, Redb, FILE_NAME};
 pub use engine::{Engine, MemoryEngine, Op, StoreError, Table, Visit};
-pub use writer::{Group, Store, StoreStats, Then, Wake, Wakes};
+pub use writer::{Group, Store, StoreStats, Then, Wake, Wakes, COMMIT_BUCKETS_MICROS};

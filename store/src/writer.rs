@@ -181,6 +181,23 @@ pub struct StoreStats {
     /// Operations dropped before reaching the engine (inserted and deleted in one commit, or a
     /// put merged into the insert it updates).
     pub cancelled: AtomicU64,
+    /// Commits by duration: `commit_buckets[i]` counts commits that took at most
+    /// `COMMIT_BUCKETS_MICROS[i]` and more than the bound before it (slower than the last
+    /// bound: only in `commits`).
+    pub commit_buckets: [AtomicU64; COMMIT_BUCKETS_MICROS.len()],
+}
+
+/// Upper bounds of the commit-duration histogram, in microseconds.
+pub const COMMIT_BUCKETS_MICROS: [u64; 12] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+
+impl StoreStats {
+    fn note_commit(&self, micros: u64) {
+        if let Some(i) = COMMIT_BUCKETS_MICROS.iter().position(|b| micros <= *b) {
+            self.commit_buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The group-commit writer in front of an engine. See the module documentation.
@@ -378,9 +395,9 @@ fn writer(mut engine: Box<dyn Engine>, shared: Arc<Shared>, stats: Arc<StoreStat
             }
             stats.commits.fetch_add(1, Ordering::Relaxed);
             stats.ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
-            stats
-                .commit_micros
-                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            let micros = started.elapsed().as_micros() as u64;
+            stats.commit_micros.fetch_add(micros, Ordering::Relaxed);
+            stats.note_commit(micros);
             ops.clear();
         }
         let mut wakes = Wakes::default();

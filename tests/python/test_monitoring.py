@@ -266,3 +266,50 @@ async def test_system_account_requests_and_advisories(server_factory):
         if app is not None:
             await app.close()
         await admin.close()
+
+
+@async_test()
+async def test_metrics_parse_and_move_with_traffic(server):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape():
+        status, body = server.http_get("/metrics")
+        assert status == 200
+        fams = {f.name: f for f in text_string_to_metric_families(body.decode())}
+        return fams
+
+    def value(fams, name, **labels):
+        # The parser names a counter's family without "_total"; its samples keep it.
+        fam = fams.get(name) or fams.get(name.removesuffix("_total")) or fams[name.removesuffix("_count")]
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+        raise AssertionError(f"no sample {name} {labels} in {fam.samples}")
+
+    before = await asyncio.to_thread(scrape)
+    nc = await nats.connect(f"nats://127.0.0.1:{server.port}")
+    import re as _re
+    mqtt_port = int(_re.search(r"Listening for MQTT clients on (?:mqtt://)?([0-9.]+):(\d+)", server.log_text()).group(2))
+    dev = RawMqtt(types.SimpleNamespace(port=mqtt_port), version=V5)
+    dev.connect("metrics-device", clean=False, props=[(0x11, 600)])
+    dev.subscribe([("m/t", 1)])
+    try:
+        for _ in range(7):
+            await nc.publish("m.t", b"x" * 10)
+        await nc.flush()
+        for _ in range(7):
+            dev.expect(3)  # PUBLISH
+        after = await asyncio.to_thread(scrape)
+        assert value(after, "junction_messages_received_total", protocol="nats") - \
+            value(before, "junction_messages_received_total", protocol="nats") == 7
+        assert value(after, "junction_messages_sent_total", protocol="mqtt") >= 7
+        assert value(after, "junction_connections", protocol="nats", account="$G") == 1
+        assert value(after, "junction_connections", protocol="mqtt", account="$G") == 1
+        assert value(after, "junction_subscriptions", account="$G") >= 1
+        assert value(after, "junction_mqtt_sessions", state="connected") == 1
+        assert after["junction_store_commit_seconds"].type == "histogram"
+        assert value(after, "junction_store_commit_seconds_count") >= 1
+        assert value(after, "junction_store_size_bytes") > 0
+        assert after["junction_auth_failures"].type == "counter"
+    finally:
+        await nc.close()

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+mod dashboard;
 mod endpoints;
 mod system;
 
@@ -69,6 +70,27 @@ pub struct ServerInfo {
     /// The `mqtt` and `websocket` blocks of `/varz` (`{}` when off).
     pub mqtt: Value,
     pub websocket: Value,
+    /// More Prometheus text for `/metrics`, from parts of the server this crate does not know
+    /// (the durable store, MQTT sessions).
+    pub extra_metrics: ExtraMetrics,
+}
+
+/// What the server adds to `/metrics` and the dashboard (see [`ServerInfo::extra_metrics`]).
+pub trait Extra: Send + Sync {
+    /// Prometheus text.
+    fn prometheus(&self) -> String;
+    /// A JSON object merged into the dashboard's data (`mqtt_sessions`, `websocket`).
+    fn dashboard(&self) -> Value;
+}
+
+/// A source of more metrics (see [`ServerInfo::extra_metrics`]).
+#[derive(Clone, Default)]
+pub struct ExtraMetrics(pub Option<Arc<dyn Extra>>);
+
+impl std::fmt::Debug for ExtraMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExtraMetrics")
+    }
 }
 
 pub(crate) struct Monitor {
@@ -166,7 +188,10 @@ where
         started_wall: SystemTime::now(),
     });
     let app = Router::new()
-        .route("/", get(root))
+        .route("/", get(dashboard::page))
+        .route("/dashboard", get(dashboard::page))
+        .route("/api/dashboard", get(dashboard::data))
+        .route("/api/endpoints", get(root))
         .route("/healthz", get(endpoints::healthz))
         .route("/varz", get(varz))
         .route("/connz", get(endpoints::connz))
@@ -335,58 +360,24 @@ fn cpu_percent(elapsed: Duration) -> f64 {
     }
 }
 
-/// The server's counters in the Prometheus text format.
+/// The server's counters in the Prometheus text format: server-wide counters, connections by
+/// protocol and account, messages and bytes by protocol, subscriptions by account, and what
+/// [`ServerInfo::extra_metrics`] adds (store and MQTT sessions).
 async fn metrics(State(m): State<Arc<Monitor>>) -> impl axum::response::IntoResponse {
+    use std::fmt::Write as _;
     let s = m.bus.stats();
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        use std::fmt::Write as _;
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
     };
     metric(
-        "junction_connections",
-        "gauge",
-        "Client connections open now.",
-        Stats::get(&s.connections),
-    );
-    metric(
         "junction_connections_total",
         "counter",
         "Client connections accepted since start.",
         Stats::get(&s.total_connections),
-    );
-    metric(
-        "junction_subscriptions",
-        "gauge",
-        "Subscriptions in every account.",
-        m.bus.subscription_count() as u64,
-    );
-    metric(
-        "junction_messages_received_total",
-        "counter",
-        "Messages received from clients.",
-        Stats::get(&s.in_msgs),
-    );
-    metric(
-        "junction_messages_sent_total",
-        "counter",
-        "Messages delivered to clients.",
-        Stats::get(&s.out_msgs),
-    );
-    metric(
-        "junction_received_bytes_total",
-        "counter",
-        "Message bytes received from clients.",
-        Stats::get(&s.in_bytes),
-    );
-    metric(
-        "junction_sent_bytes_total",
-        "counter",
-        "Message bytes delivered to clients.",
-        Stats::get(&s.out_bytes),
     );
     metric(
         "junction_slow_consumers_total",
@@ -412,6 +403,90 @@ async fn metrics(State(m): State<Arc<Monitor>>) -> impl axum::response::IntoResp
         "Durable store records left out at startup because they could not be restored.",
         Stats::get(&s.store_records_skipped),
     );
+    metric(
+        "junction_uptime_seconds",
+        "gauge",
+        "Seconds since the server started.",
+        m.started.elapsed().as_secs(),
+    );
+    metric(
+        "junction_memory_bytes",
+        "gauge",
+        "Resident memory of the process.",
+        rss_bytes(),
+    );
+    // Connections by protocol and account; messages and bytes by protocol (closed connections'
+    // totals plus the open ones').
+    let open = m.bus.conns().open_snapshots();
+    let mut by_acc: std::collections::BTreeMap<(&str, &str), u64> = Default::default();
+    let mut by_proto: std::collections::BTreeMap<&str, [u64; 4]> = Default::default();
+    for (kind, t) in m.bus.conns().closed_totals() {
+        by_proto.insert(kind, t);
+    }
+    for c in &open {
+        *by_acc.entry((c.kind, c.account.as_str())).or_default() += 1;
+        let t = by_proto.entry(c.kind).or_default();
+        t[0] += c.in_msgs;
+        t[1] += c.in_bytes;
+        t[2] += c.out_msgs;
+        t[3] += c.out_bytes;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP junction_connections Client connections open now, by protocol and account.\n# TYPE junction_connections gauge"
+    );
+    for ((kind, acc), n) in &by_acc {
+        let _ = writeln!(
+            out,
+            "junction_connections{{protocol=\"{kind}\",account=\"{}\"}} {n}",
+            label(acc)
+        );
+    }
+    if by_acc.is_empty() {
+        let _ = writeln!(out, "junction_connections {}", Stats::get(&s.connections));
+    }
+    for (i, (name, help)) in [
+        (
+            "junction_messages_received_total",
+            "Messages received from clients, by the protocol of the publishing client.",
+        ),
+        (
+            "junction_received_bytes_total",
+            "Message bytes received from clients, by protocol.",
+        ),
+        (
+            "junction_messages_sent_total",
+            "Messages delivered to clients, by the protocol of the receiving client.",
+        ),
+        (
+            "junction_sent_bytes_total",
+            "Message bytes delivered to clients, by protocol.",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for proto in ["nats", "mqtt"] {
+            let v = by_proto.get(proto).map_or(0, |t| t[i]);
+            let _ = writeln!(out, "{name}{{protocol=\"{proto}\"}} {v}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP junction_subscriptions Subscriptions, by account.\n# TYPE junction_subscriptions gauge"
+    );
+    for acc in m.bus.accounts() {
+        let _ = writeln!(
+            out,
+            "junction_subscriptions{{account=\"{}\"}} {}",
+            label(acc.name()),
+            acc.sublist().count()
+        );
+    }
+    if let Some(extra) = &m.info.extra_metrics.0 {
+        out.push_str(&extra.prometheus());
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -419,6 +494,13 @@ async fn metrics(State(m): State<Arc<Monitor>>) -> impl axum::response::IntoResp
         )],
         out,
     )
+}
+
+/// A Prometheus label value, escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// One query parameter's value.

@@ -127,6 +127,19 @@ impl MqttServer {
     }
 
     /// The same frontend with TLS on its listener.
+    /// Sessions held (persistent ones included), how many have a client connected, and the
+    /// QoS 1/2 messages queued in them, for monitoring.
+    pub fn session_counts(&self) -> (usize, usize, usize) {
+        let cells: Vec<Arc<SessionCell>> = self.sessions.locked().values().cloned().collect();
+        let (mut connected, mut queued) = (0, 0);
+        for cell in &cells {
+            let st = cell.state.locked();
+            connected += usize::from(st.link.is_some());
+            queued += st.session.queued();
+        }
+        (cells.len(), connected, queued)
+    }
+
     pub fn with_tls(mut self, tls: crate::tls::Tls) -> Self {
         self.tls = Some(tls);
         self

@@ -1,0 +1,179 @@
+"""The dashboard on the monitoring port (issue 12), in a real headless Chromium: it loads from
+the binary with nothing fetched from another origin, its figures move under NATS, MQTT and
+WebSocket traffic, and its tester subscribes and publishes over the WebSocket listener. A
+screenshot is saved to target/dashboard.png."""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import shutil
+import subprocess
+import threading
+import time
+import types
+
+import pytest
+
+from conftest import REPO, async_test, sync_subs
+from mqtt_helpers import V311, RawMqtt
+from test_browser import BROWSER_DIR, CHROMIUM, STEP_TIMEOUT, _prerequisites
+
+import nats
+
+RUNNER = BROWSER_DIR / "dashboard.mjs"
+
+
+class Dashboard:
+    def __init__(self, url: str):
+        self.events: queue.Queue = queue.Queue()
+        self.log: list[str] = []
+        self.proc = subprocess.Popen(
+            ["node", str(RUNNER), "--url", url, "--chromium", CHROMIUM],
+            cwd=BROWSER_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, bufsize=1)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            line = line.rstrip("\n")
+            self.log.append(line)
+            try:
+                ev = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(ev, dict):
+                self.events.put(ev)
+        self.events.put({"event": "exit"})
+
+    def expect(self, kind, timeout=STEP_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no {kind} from the dashboard runner; output:\n" + "\n".join(self.log[-60:]))
+            try:
+                ev = self.events.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if ev.get("event") == kind:
+                return ev
+            if ev.get("event") in ("error", "exit", "pageerror"):
+                raise AssertionError(f"dashboard runner: {ev}; output:\n" + "\n".join(self.log[-60:]))
+
+    def send(self, **cmd):
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+
+    def figures(self):
+        self.send(cmd="figures")
+        return self.expect("figures")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                self.send(cmd="quit")
+                self.proc.wait(15)
+            except Exception:
+                pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+
+def wait_figures(dash, pred, what, timeout=STEP_TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while True:
+        f = dash.figures()
+        if pred(f):
+            return f
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the dashboard never showed {what}: {f}")
+        time.sleep(0.3)
+
+
+@async_test(timeout=120)
+async def test_dashboard_under_traffic_from_all_three_protocols(server, tmp_path):
+    _prerequisites()
+    dash = Dashboard(f"http://127.0.0.1:{server.http_port}/")
+    mqtt_port = int(re.search(r"Listening for MQTT clients on (?:mqtt://)?([0-9.]+):(\d+)",
+                              server.log_text()).group(2))
+    nc = await nats.connect(f"nats://127.0.0.1:{server.port}", name="dash-nats")
+    dev = RawMqtt(types.SimpleNamespace(port=mqtt_port), version=V311)
+    try:
+        dash.expect("ready", timeout=60)
+        sub = await nc.subscribe("orders.>")
+        await sync_subs(nc)
+        dev.connect("dash-device")
+        stop = threading.Event()
+
+        def mqtt_load():
+            n = 0
+            while not stop.is_set() and n < 20000:
+                dev.publish("sensors/line1/temp", b"21.5")
+                n += 1
+                time.sleep(0.001)
+
+        t = threading.Thread(target=mqtt_load, daemon=True)
+        t.start()
+        for i in range(30):
+            for _ in range(100):
+                await nc.publish("orders.new", b"order")
+            await nc.flush()
+            await asyncio_sleep(0.1)
+        f = wait_figures(
+            dash,
+            lambda f: "nats in" in f["legend_msgs"] and "mqtt in" in f["legend_msgs"]
+            and f["rate_in"] not in ("-", "0"),
+            "message rates for both protocols")
+        rows = {r[0]: r for r in f["protocols"]}
+        assert int(rows["nats"][1]) >= 1 and int(rows["mqtt"][1]) >= 1, rows
+        assert any(r[0] == "$G" for r in f["accounts"]), f["accounts"]
+        busiest = [r[0] for r in f["busiest"]]
+        assert "orders.new" in busiest, busiest
+
+        # The tester: subscribe over the WebSocket listener, receive from nats-py, publish back.
+        dash.send(cmd="subscribe", subject="dash.echo")
+        dash.expect("subscribed")
+        await nc.publish("dash.echo", b"from nats-py")
+        await nc.flush()
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while True:
+            dash.send(cmd="received")
+            items = dash.expect("received")["items"]
+            if "dash.echo: from nats-py" in items:
+                break
+            assert time.monotonic() < deadline, items
+            await asyncio_sleep(0.2)
+        back = await nc.subscribe("dash.back")
+        await sync_subs(nc)
+        dash.send(cmd="publish", subject="dash.back", payload="from the dashboard")
+        dash.expect("published")
+        msg = await back.next_msg(timeout=10)
+        assert msg.data == b"from the dashboard"
+
+        # A closed connection shows with its reason.
+        other = await nats.connect(f"nats://127.0.0.1:{server.port}", name="short-lived")
+        await other.close()
+        f = wait_figures(dash, lambda f: any(r[2] == "short-lived" for r in f["closed"]), "the closed connection")
+        row = [r for r in f["closed"] if r[2] == "short-lived"][0]
+        assert row[3] == "Client Closed", row
+        assert int(f["connections"]) >= 3, f  # nats-py, the MQTT device, the tester's WebSocket
+
+        shot = tmp_path / "dashboard.png"
+        dash.send(cmd="screenshot", path=str(shot))
+        dash.expect("screenshot")
+        assert shot.stat().st_size > 10_000
+        (REPO / "target").mkdir(exist_ok=True)
+        shutil.copy(shot, REPO / "target" / "dashboard.png")
+        stop.set()
+        t.join(5)
+        await sub.unsubscribe()
+    finally:
+        dash.stop()
+        await nc.close()
+
+
+async def asyncio_sleep(s):
+    import asyncio
+    await asyncio.sleep(s)
