@@ -124,7 +124,7 @@ impl Account {
             t.set(n);
             n
         });
-        if tick % SAMPLE_EVERY == 0 {
+        if tick.is_multiple_of(SAMPLE_EVERY) {
             self.sample(&msg.subject);
         }
         let result = cache.lookup(&self.sublist, &msg.subject);
