@@ -72,7 +72,7 @@ pub(crate) async fn data(State(m): State<Arc<Monitor>>) -> Json<Value> {
                 .map(move |(subj, n)| (name.clone(), subj, n))
         })
         .collect();
-    busiest.sort_by(|a, b| b.2.cmp(&a.2));
+    busiest.sort_by_key(|b| std::cmp::Reverse(b.2));
     busiest.truncate(10);
     let closed: Vec<Value> = m
         .bus
