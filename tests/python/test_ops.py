@@ -573,3 +573,40 @@ def test_debian_unit_runs_junction_as_nats_server(tmp_path, procs):
         assert p.proc.wait(TIMEOUT) == 0
     finally:
         shutil.rmtree(bindir)
+
+
+def test_log_events_as_nats_server_logs_them(tmp_path, procs):
+    """Authentication failures and permission violations are [ERR], slow consumers [INF], each
+    line naming the client as nats-server does (`127.0.0.1:PORT - cid:N - ...`)."""
+    conf = tmp_path / "events.conf"
+    conf.write_text(
+        "max_payload: 8KB\nmax_pending: 64KB\n"
+        'authorization { users: [ {user: u, password: p, permissions: {publish: {deny: "secret.>"}, '
+        'subscribe: {deny: "hidden.>"}}} ] }\n')
+    p = procs(base_args(tmp_path, "-c", str(conf)))
+    port = p.port()
+    p.wait_line(READY)
+    assert not asyncio.run(connects(port, user="u", password="wrong"))
+    p.wait_line(r"^\[\d+\] \S+ \S+ \[ERR\] 127\.0\.0\.1:\d+ - cid:\d+ - authentication error")
+    s, f = raw_nats_login(port, "u", "p")
+    s.sendall(b"PUB secret.x 1\r\nx\r\nSUB hidden.y 7\r\nPING\r\n")
+    assert f.readline() == b"-ERR 'Permissions Violation for Publish to \"secret.x\"'\r\n"
+    assert f.readline() == b"-ERR 'Permissions Violation for Subscription to \"hidden.y\"'\r\n"
+    p.wait_line(r'\[ERR\] 127\.0\.0\.1:\d+ - cid:\d+ - Publish Violation - Subject "secret\.x"')
+    p.wait_line(r'\[ERR\] 127\.0\.0\.1:\d+ - cid:\d+ - Subscription Violation - Subject "hidden\.y", SID 7')
+    # A subscriber that never reads, behind a publisher: past max_pending it is cut off.
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.connect(("127.0.0.1", port))
+    sf = slow.makefile("rb")
+    sf.readline()
+    slow.sendall(b'CONNECT {"user":"u","pass":"p","verbose":false}\r\nSUB flood 1\r\nPING\r\n')
+    assert sf.readline() == b"PONG\r\n"
+    chunk = b"PUB flood 8000\r\n" + b"z" * 8000 + b"\r\n"
+    for _ in range(400):
+        s.sendall(chunk)
+    s.sendall(b"PING\r\n")
+    p.wait_line(r"\[INF\] 127\.0\.0\.1:\d+ - cid:\d+ - Slow Consumer Detected: MaxPending of 65536 Exceeded")
+    slow.close()
+    s.close()
+    assert p.stop() == 0

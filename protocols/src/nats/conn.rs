@@ -150,6 +150,11 @@ impl ConnView for Client {
 }
 
 impl Client {
+    /// How nats-server names a client in its log lines: `127.0.0.1:54321 - cid:5`.
+    fn tag(&self) -> String {
+        format!("{} - cid:{}", self.stats.peer, self.id.0)
+    }
+
     /// Whether the user may receive `msg`; notes the reply subject it may answer.
     fn receive_allowed(&self, msg: &Message) -> bool {
         let mut guard = self.receive.locked();
@@ -460,7 +465,7 @@ impl Connection {
             Ok(id) => id,
             Err(e) => {
                 Stats::add(&fe.bus.stats().auth_failures, 1);
-                tracing::info!(cid = %self.client.id, peer = %self.client.stats.peer, error = %e, "authentication failed");
+                tracing::error!("{} - authentication error: {e}", self.client.tag());
                 return self.fail(
                     "Authorization Violation",
                     CloseReason::AuthenticationViolation,
@@ -569,7 +574,11 @@ impl Connection {
         {
             return true;
         }
-        tracing::debug!(cid = %self.client.id, subject = %text, "publish not permitted");
+        tracing::error!(
+            "{} - Publish Violation - Subject {}",
+            self.client.tag(),
+            quoted(&text)
+        );
         self.reply(&encode::err(&format!(
             "Permissions Violation for Publish to {}",
             quoted(&text)
@@ -670,7 +679,7 @@ impl Connection {
                     .as_ref()
                     .is_none_or(|p| p.permissions().may_subscribe(&text, q.as_deref()));
             if !allowed {
-                let err = match q {
+                let err = match &q {
                     Some(q) => format!(
                         "Permissions Violation for Subscription to {} using queue {}",
                         quoted(&text),
@@ -681,7 +690,15 @@ impl Connection {
                         quoted(&text)
                     ),
                 };
-                tracing::debug!(cid = %self.client.id, subject = %text, "subscription not permitted");
+                tracing::error!(
+                    "{} - Subscription Violation - Subject {}{}, SID {}",
+                    self.client.tag(),
+                    quoted(&text),
+                    q.as_deref()
+                        .map(|q| format!(", Queue: {}", quoted(q)))
+                        .unwrap_or_default(),
+                    String::from_utf8_lossy(&sid)
+                );
                 self.reply(&encode::err(&err));
                 return;
             }
@@ -924,7 +941,11 @@ impl Protocol for Connection {
 
     fn write_deadline_exceeded(&self) {
         Stats::add(&self.client.fe.bus.stats().slow_consumers, 1);
-        tracing::warn!(cid = %self.client.id, "slow consumer: write deadline exceeded, closing the connection");
+        tracing::info!(
+            "{} - Slow Consumer Detected: WriteDeadline of {:?} exceeded",
+            self.client.tag(),
+            self.client.fe.opts.write_deadline
+        );
     }
 
     fn end(&mut self, reason: CloseReason) {
@@ -936,6 +957,13 @@ impl Protocol for Connection {
         }
         client.out.close(reason);
         fe.bus.conns().close(client.id, reason.as_str());
+        if reason == CloseReason::SlowConsumerPendingBytes {
+            tracing::info!(
+                "{} - Slow Consumer Detected: MaxPending of {} Exceeded",
+                client.tag(),
+                fe.opts.max_pending
+            );
+        }
         match reason {
             CloseReason::ClientClosed | CloseReason::ServerShutdown => {
                 tracing::debug!(cid = %client.id, reason = %reason, "connection closed")

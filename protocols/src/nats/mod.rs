@@ -247,7 +247,7 @@ async fn secure(
             conn::start(Plain(stream), peer, fe, hello, guard).await
         }
         Err(e) => {
-            tracing::info!(peer = %peer, error = %e, "TLS handshake failed");
+            tracing::error!("{peer} - TLS handshake error: {e}");
         }
     }
 }

@@ -120,7 +120,7 @@ async fn accept(
                 upgrade(tls, peer, fe, shutdown, deadline, cert, guard).await
             }
             Ok(Err(e)) => {
-                tracing::debug!(peer = %peer, error = %e, "websocket TLS handshake failed");
+                tracing::error!("{peer} - websocket TLS handshake error: {e}");
             }
             Err(_) => {
                 tracing::debug!(peer = %peer, "websocket TLS handshake timed out");

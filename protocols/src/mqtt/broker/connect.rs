@@ -87,7 +87,11 @@ impl Connection {
             Ok(id) => id,
             Err(e) => {
                 Stats::add(&self.server().bus.stats().auth_failures, 1);
-                tracing::info!(cid = %self.link.id, error = %e, "MQTT authentication failed");
+                tracing::error!(
+                    "{} - cid:{} - MQTT authentication error: {e}",
+                    self.link.stats.peer,
+                    self.link.id.0
+                );
                 // 5.0: 0x86 for wrong credentials, 0x87 otherwise; 3.1.1 gets return code 5
                 // for both, as nats-server sends.
                 let code = match (&e, self.version) {

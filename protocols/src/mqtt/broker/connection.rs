@@ -676,7 +676,12 @@ impl Protocol for Connection {
 
     fn write_deadline_exceeded(&self) {
         Stats::add(&self.server().bus.stats().slow_consumers, 1);
-        tracing::warn!(cid = %self.link.id, "slow consumer: write deadline exceeded, closing the MQTT connection");
+        tracing::info!(
+            "{} - cid:{} - Slow Consumer Detected: WriteDeadline of {:?} exceeded",
+            self.link.stats.peer,
+            self.link.id.0,
+            self.server().opts.write_deadline
+        );
     }
 
     fn end(&mut self, reason: CloseReason) {
@@ -709,6 +714,14 @@ impl Protocol for Connection {
         }
         self.link.out.close(reason);
         server.bus.conns().close(self.link.id, reason.as_str());
+        if reason == CloseReason::SlowConsumerPendingBytes {
+            tracing::info!(
+                "{} - cid:{} - Slow Consumer Detected: MaxPending of {} Exceeded",
+                self.link.stats.peer,
+                self.link.id.0,
+                server.opts.max_pending
+            );
+        }
         tracing::debug!(cid = %self.link.id, reason = %reason, "MQTT connection closed");
     }
 }

@@ -324,7 +324,7 @@ pub async fn serve(
                         connection::start(Plain(stream), peer, server, cert, tls.map, guard).await
                     }
                     Err(e) => {
-                        tracing::info!(peer = %peer, error = %e, "MQTT TLS handshake failed");
+                        tracing::error!("{peer} - MQTT TLS handshake error: {e}");
                         drop(guard);
                     }
                 }
