@@ -683,7 +683,7 @@ impl Connection {
                     Some(q) => format!(
                         "Permissions Violation for Subscription to {} using queue {}",
                         quoted(&text),
-                        quoted(&q)
+                        quoted(q)
                     ),
                     None => format!(
                         "Permissions Violation for Subscription to {}",
