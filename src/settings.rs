@@ -470,10 +470,7 @@ const WS_LATER_KEYS: &[&str] = &[
 
 /// Keys of nats-server's `tls` blocks that Junction does not implement yet.
 const TLS_LATER_KEYS: &[&str] = &[
-    "cipher_suites",
-    "curve_preferences",
     "insecure",
-    "pinned_certs",
     "cert_store",
     "cert_match_by",
     "cert_match",
@@ -1088,13 +1085,35 @@ fn tls_files(
             "verify" => files.verify = bool_of(item, key)?,
             "verify_and_map" => files.verify_and_map = bool_of(item, key)?,
             "timeout" => files.timeout = Some(duration_of(item, key)?),
-            "handshake_first" | "first" => {
-                files.handshake_first = match &item.value {
-                    junction_config::Value::Bool(b) => *b,
-                    junction_config::Value::String(s) => !s.eq_ignore_ascii_case("false"),
-                    _ => bail!("{}: '{name}.{key}' must be true or false", at(item)),
-                }
-            }
+            "handshake_first" | "first" | "immediate" => match &item.value {
+                junction_config::Value::Bool(b) => files.handshake_first = *b,
+                junction_config::Value::String(s) => match s.to_ascii_lowercase().as_str() {
+                    "true" | "on" => files.handshake_first = true,
+                    "false" | "off" => files.handshake_first = false,
+                    // nats-server's default fallback delay.
+                    "auto" | "auto_fallback" => {
+                        files.handshake_first = true;
+                        files.handshake_first_fallback = Some(std::time::Duration::from_millis(50));
+                    }
+                    _ => {
+                        files.handshake_first = true;
+                        files.handshake_first_fallback =
+                            Some(duration_of(item, key).map_err(|_| {
+                                anyhow!(
+                                    "{}: '{name}.{key}' must be true, false, auto or a duration",
+                                    at(item)
+                                )
+                            })?);
+                    }
+                },
+                _ => bail!(
+                    "{}: '{name}.{key}' must be true, false, auto or a duration",
+                    at(item)
+                ),
+            },
+            "cipher_suites" => files.cipher_suites = string_list(item, name, key)?,
+            "curve_preferences" => files.curve_preferences = string_list(item, name, key)?,
+            "pinned_certs" => files.pinned_certs = string_list(item, name, key)?,
             _ if item.used_as_variable => {}
             k if TLS_LATER_KEYS.contains(&k) => warnings.push(format!(
                 "{}: '{name}.{key}' is not supported yet and is ignored",
@@ -1113,6 +1132,19 @@ fn tls_files(
             "{}: '{name}' needs both 'cert_file' and 'key_file'",
             at(block)
         ),
+    }
+}
+
+/// A list of strings (a single string is a list of one).
+fn string_list(item: &Item, block: &str, key: &str) -> Result<Vec<String>> {
+    let one = |i: &Item| {
+        i.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("{}: '{block}.{key}' must be a list of strings", at(i)))
+    };
+    match item.as_array() {
+        Some(list) => list.iter().map(one).collect(),
+        None => Ok(vec![one(item)?]),
     }
 }
 
@@ -1214,14 +1246,14 @@ mod tests {
             .to_string();
         assert!(err.contains("unknown field \"mqtt.prot\""), "{err}");
         let map = junction_config::parse_str(
-            "gateway { name: x }\nmqtt { ack_wait: 1m }\ntls { cert_file: a, key_file: b, pinned_certs: [] }\n",
+            "gateway { name: x }\nmqtt { ack_wait: 1m }\ntls { cert_file: a, key_file: b, insecure: true }\n",
         )
         .unwrap();
         let warnings = Settings::default().apply_file(&map).unwrap();
         assert_eq!(warnings.len(), 3, "{warnings:?}");
         assert!(warnings[0].contains("'gateway' is not supported yet"));
         assert!(warnings[1].contains("'mqtt.ack_wait' is not supported yet"));
-        assert!(warnings[2].contains("'tls.pinned_certs' is not supported yet"));
+        assert!(warnings[2].contains("'tls.insecure' is not supported yet"));
         let map = junction_config::parse_str("cluster { port: 6222 }\n").unwrap();
         let err = Settings::default()
             .apply_file(&map)

@@ -26,6 +26,17 @@ pub struct Files {
     pub timeout: Option<std::time::Duration>,
     /// NATS: handshake before INFO (`handshake_first`).
     pub handshake_first: bool,
+    /// NATS `handshake_first: auto` or a duration: how long to wait for the client's
+    /// handshake before treating it as a client that expects INFO first.
+    pub handshake_first_fallback: Option<std::time::Duration>,
+    /// `cipher_suites`: the suites allowed, by their IANA names (Go's TLS 1.3 names too).
+    pub cipher_suites: Vec<String>,
+    /// `curve_preferences`: the key exchange groups, in order (`X25519`, `CurveP256`,
+    /// `CurveP384`).
+    pub curve_preferences: Vec<String>,
+    /// `pinned_certs`: SHA-256 (hex) of the SubjectPublicKeyInfo of the only client
+    /// certificates accepted.
+    pub pinned_certs: Vec<String>,
 }
 
 /// A listener's TLS: its acceptor and how clients are treated. Clones share the acceptor, and
@@ -41,6 +52,9 @@ pub struct Tls {
     pub map: bool,
     pub timeout: std::time::Duration,
     pub handshake_first: bool,
+    pub handshake_first_fallback: Option<std::time::Duration>,
+    /// Client certificates accepted by their key (empty: any the CA signed).
+    pinned: Arc<Vec<String>>,
 }
 
 impl Tls {
@@ -53,6 +67,14 @@ impl Tls {
             map: files.verify_and_map,
             timeout: files.timeout.unwrap_or(std::time::Duration::from_secs(2)),
             handshake_first: files.handshake_first,
+            handshake_first_fallback: files.handshake_first_fallback,
+            pinned: Arc::new(
+                files
+                    .pinned_certs
+                    .iter()
+                    .map(|p| p.to_ascii_lowercase())
+                    .collect(),
+            ),
         })
     }
 
@@ -88,6 +110,19 @@ impl Tls {
             .await
             .map_err(|_| "TLS handshake timed out".to_string())?
             .map_err(|e| e.to_string())?;
+        if !self.pinned.is_empty() {
+            let key = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| spki_sha256(c.as_ref()));
+            match key {
+                Some(k) if self.pinned.contains(&k) => {}
+                Some(k) => return Err(format!("certificate not pinned (key id {k})")),
+                None => return Err("certificate not pinned (no client certificate)".into()),
+            }
+        }
         let cert = client_cert(&tls);
         Ok((tls, cert))
     }
@@ -111,7 +146,19 @@ pub fn acceptor(files: &Files) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
         path: files.key_file.clone(),
         message: e.to_string(),
     })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    if !files.pinned_certs.is_empty() && !(files.verify || files.verify_and_map) {
+        return Err(TlsError::Config(
+            "'pinned_certs' needs 'verify: true': clients must present a certificate".into(),
+        ));
+    }
+    for p in &files.pinned_certs {
+        if p.len() != 64 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(TlsError::Config(format!(
+                "pinned certificate {p:?} is not a hex SHA-256 of a public key"
+            )));
+        }
+    }
+    let provider = Arc::new(provider(files)?);
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
@@ -142,6 +189,79 @@ pub fn acceptor(files: &Files) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The ring provider, narrowed to the configured cipher suites and key exchange groups.
+fn provider(files: &Files) -> Result<rustls::crypto::CryptoProvider, TlsError> {
+    let mut p = rustls::crypto::ring::default_provider();
+    if !files.cipher_suites.is_empty() {
+        let all = p.cipher_suites.clone();
+        let name_of = |s: &rustls::SupportedCipherSuite| {
+            // rustls says TLS13_AES_128_GCM_SHA256 where Go says TLS_AES_128_GCM_SHA256.
+            format!("{:?}", s.suite()).replacen("TLS13_", "TLS_", 1)
+        };
+        let mut chosen = Vec::new();
+        for want in &files.cipher_suites {
+            let want_norm = want.to_ascii_uppercase().replacen("TLS13_", "TLS_", 1);
+            match all.iter().find(|s| name_of(s) == want_norm) {
+                Some(s) => chosen.push(*s),
+                None => {
+                    let names: Vec<String> = all.iter().map(name_of).collect();
+                    return Err(TlsError::Config(format!(
+                        "cipher suite {want:?} is not supported here (supported: {})",
+                        names.join(", ")
+                    )));
+                }
+            }
+        }
+        p.cipher_suites = chosen;
+    }
+    if !files.curve_preferences.is_empty() {
+        let all = p.kx_groups.clone();
+        let mut chosen = Vec::new();
+        for want in &files.curve_preferences {
+            let rustls_name = match want.to_ascii_lowercase().as_str() {
+                "x25519" => "X25519",
+                "curvep256" | "p256" | "p-256" | "secp256r1" => "secp256r1",
+                "curvep384" | "p384" | "p-384" | "secp384r1" => "secp384r1",
+                _ => "",
+            };
+            match all.iter().find(|g| format!("{:?}", g.name()) == rustls_name) {
+                Some(g) => chosen.push(*g),
+                None => {
+                    return Err(TlsError::Config(format!(
+                        "curve {want:?} is not supported here (supported: X25519, CurveP256, CurveP384)"
+                    )))
+                }
+            }
+        }
+        p.kx_groups = chosen;
+    }
+    Ok(p)
+}
+
+/// SHA-256 (hex) of a certificate's SubjectPublicKeyInfo, as `pinned_certs` names keys.
+pub fn spki_sha256(cert: &[u8]) -> Option<String> {
+    use sha2::Digest;
+    let (_, cert_body, _) = der(cert)?;
+    let (_, tbs, _) = der(cert_body)?;
+    let mut rest = tbs;
+    // [0] version (optional), serialNumber, signature, issuer, validity, subject, then the key.
+    let mut index = 0;
+    loop {
+        let (tag, _, after) = der(rest)?;
+        let raw = &rest[..rest.len() - after.len()];
+        if tag == 0xa0 {
+            rest = after;
+            continue;
+        }
+        if index == 5 {
+            let digest = sha2::Sha256::digest(raw);
+            return Some(digest.iter().map(|b| format!("{b:02x}")).collect());
+        }
+        index += 1;
+        rest = after;
+    }
 }
 
 fn read_certs(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, TlsError> {

@@ -229,7 +229,20 @@ async fn secure(
     guard: Guard,
 ) {
     let nonce = fe.auth.nonce_required().then(conn::nonce);
-    if !tls.handshake_first {
+    // handshake_first with a fallback delay: a client that says nothing by then expects INFO
+    // first (an older client), one that starts its handshake gets TLS first.
+    let tls_first = match (tls.handshake_first, tls.handshake_first_fallback) {
+        (false, _) => false,
+        (true, None) => true,
+        (true, Some(delay)) => {
+            let mut byte = [0u8; 1];
+            matches!(
+                tokio::time::timeout(delay, stream.peek(&mut byte)).await,
+                Ok(Ok(n)) if n > 0
+            )
+        }
+    };
+    if !tls_first {
         let id = fe.bus.next_conn_id();
         let info = fe.info(id.0, &peer.ip().to_string(), nonce.as_deref());
         if stream.write_all(&info).await.is_err() {
@@ -239,7 +252,7 @@ async fn secure(
     match tls.accept(stream).await {
         Ok((stream, cert)) => {
             let hello = conn::Hello {
-                sent: !tls.handshake_first,
+                sent: !tls_first,
                 nonce,
                 cert,
                 map_cert: tls.map,
