@@ -146,7 +146,8 @@ pub fn acceptor(files: &Files) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
         path: files.key_file.clone(),
         message: e.to_string(),
     })?;
-    if !files.pinned_certs.is_empty() && !(files.verify || files.verify_and_map) {
+    let verifying = files.verify || files.verify_and_map;
+    if !files.pinned_certs.is_empty() && !verifying {
         return Err(TlsError::Config(
             "'pinned_certs' needs 'verify: true': clients must present a certificate".into(),
         ));
