@@ -25,6 +25,9 @@ pub struct Claims {
     pub nbf: Option<i64>,
     #[serde(default)]
     pub nats: Value,
+    /// A version 1 JWT's claim type (version 2 keeps it in `nats.type`).
+    #[serde(default, rename = "type")]
+    v1_type: Option<String>,
 }
 
 /// Why a JWT was refused.
@@ -78,11 +81,29 @@ pub fn decode(token: &str, issuer_role: Role, now: i64) -> Result<Claims, JwtErr
     if !header.typ.is_empty() && !header.typ.eq_ignore_ascii_case("jwt") {
         return Err(JwtError::Malformed);
     }
-    if header.alg != "ed25519-nkey" {
-        return Err(JwtError::Algorithm);
+    // Version 2 signs `header.claims`; version 1 (`"alg":"ed25519"`, as nats-server 2.9 still
+    // accepts) signed the encoded claims alone and kept the claim type at the top level.
+    let v1 = match header.alg.as_str() {
+        "ed25519-nkey" => false,
+        "ed25519" => true,
+        _ => return Err(JwtError::Algorithm),
+    };
+    let mut claims: Claims = serde_json::from_slice(&b64(c)?).map_err(|_| JwtError::Malformed)?;
+    if v1 {
+        if let Some(kind) = claims.v1_type.take() {
+            if !claims.nats.is_object() {
+                claims.nats = Value::Object(Default::default());
+            }
+            if claims.nats.get("type").is_none() {
+                claims.nats["type"] = Value::String(kind);
+            }
+        }
     }
-    let claims: Claims = serde_json::from_slice(&b64(c)?).map_err(|_| JwtError::Malformed)?;
-    let signed = &token[..h.len() + 1 + c.len()];
+    let signed = if v1 {
+        c
+    } else {
+        &token[..h.len() + 1 + c.len()]
+    };
     let sig = ed25519_dalek::Signature::from_slice(&b64(s)?).map_err(|_| JwtError::Signature)?;
     if !nkey::verify_signature(&claims.iss, issuer_role, signed.as_bytes(), &sig) {
         return Err(JwtError::Signature);
@@ -274,6 +295,38 @@ mod tests {
     }
 
     #[test]
+    fn version_1_jwts_are_accepted_as_nats_server_2_9_accepts_them() {
+        let acct = SigningKey::from_bytes(&[3u8; 32]);
+        let iss = encode(Role::Account, &acct.verifying_key());
+        let e = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let h = e(br#"{"typ":"jwt","alg":"ed25519"}"#);
+        let claims = serde_json::json!({
+            "iss": iss, "sub": "UV1", "iat": 100, "type": "user",
+            "nats": {"pub": {"allow": ["v1.>"]}}
+        });
+        let c = e(claims.to_string().as_bytes());
+        // Version 1 signed the encoded claims alone.
+        let token = format!("{h}.{c}.{}", e(&acct.sign(c.as_bytes()).to_bytes()));
+        let decoded = decode(&token, Role::Account, 1_000).unwrap();
+        assert_eq!(decoded.kind(), "user");
+        assert!(decoded.permissions().unwrap().may_publish("v1.x"));
+        // A version 2 signature (over header and claims) does not pass as version 1.
+        let wrong = format!(
+            "{h}.{c}.{}",
+            e(&acct.sign(format!("{h}.{c}").as_bytes()).to_bytes())
+        );
+        assert_eq!(
+            decode(&wrong, Role::Account, 1_000).unwrap_err(),
+            JwtError::Signature
+        );
+        let other = e(br#"{"typ":"jwt","alg":"RS256"}"#);
+        assert_eq!(
+            decode(&format!("{other}.{c}.AA"), Role::Account, 1_000).unwrap_err(),
+            JwtError::Algorithm
+        );
+    }
+
+    #[test]
     fn revocations() {
         let c = Claims {
             jti: String::new(),
@@ -284,6 +337,7 @@ mod tests {
             exp: None,
             nbf: None,
             nats: serde_json::json!({"revocations": {"UA": 50, "*": 10}}),
+            v1_type: None,
         };
         assert!(c.revokes("UA", 50));
         assert!(!c.revokes("UA", 51));

@@ -650,6 +650,40 @@ async def test_minted_user_jwt_signed_by_account_works(op_server):
         await c.close()
 
 
+def mint_v1_user_jwt(user_pub: str, issuer_seed: str, pub: dict | None = None) -> str:
+    """A version 1 user JWT (``"alg":"ed25519"``: the claim type at the top level, the signature
+    over the encoded claims alone), as nats-server 2.9 still accepts."""
+    issuer = nkeys.from_seed(issuer_seed.encode())
+    header = {"typ": "jwt", "alg": "ed25519"}
+    claims = {"jti": "V1JTI", "iat": int(time.time()), "iss": issuer.public_key.decode(), "name": "v1",
+              "sub": user_pub, "type": "user", "nats": {"pub": pub or {}, "sub": {}}}
+    c = b64u(json.dumps(claims, separators=(",", ":")).encode())
+    return b64u(json.dumps(header, separators=(",", ":")).encode()) + "." + c + "." + \
+        b64u(issuer.sign(c.encode()))
+
+
+@async_test()
+async def test_version_1_user_jwt_connects_with_its_permissions(op_server):
+    seed = new_user_seed()
+    jwt = mint_v1_user_jwt(public_of(seed), user_seed("A"), pub={"allow": ["a.v1.>"]})
+    c = await raw_jwt_client(op_server, jwt, seed)
+    try:
+        await expect_pong(c)
+        await c.send(b"PUB a.elsewhere 1\r\nx\r\n")
+        assert await c.ping() == [(b"-ERR 'Permissions Violation for Publish to \"a.elsewhere\"'",)]
+    finally:
+        await c.close()
+    # Signed the version 2 way (header and claims) under a version 1 header: refused.
+    parts = jwt.split(".")
+    issuer = nkeys.from_seed(user_seed("A").encode())
+    forged = parts[0] + "." + parts[1] + "." + b64u(issuer.sign((parts[0] + "." + parts[1]).encode()))
+    c = await raw_jwt_client(op_server, forged, seed)
+    try:
+        await expect_refused(c)
+    finally:
+        await c.close()
+
+
 @async_test()
 async def test_minted_user_of_unknown_account_refused(op_server):
     seed = new_user_seed()
