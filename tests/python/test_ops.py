@@ -610,3 +610,103 @@ def test_log_events_as_nats_server_logs_them(tmp_path, procs):
     slow.close()
     s.close()
     assert p.stop() == 0
+
+
+def test_lame_duck_moves_nats_py_clients_to_a_second_server(tmp_path, procs):
+    """Two servers; nats-py knows both. Lame duck mode on the first: the client hears INFO ldm,
+    moves to the second, and its subscription and publications work there."""
+    conf = tmp_path / "ldm2.conf"
+    conf.write_text("lame_duck_duration: 4s\nlame_duck_grace_period: 1s\n")
+    a = procs(base_args(tmp_path / "a", "-c", str(conf)))
+    b = procs(base_args(tmp_path / "b"))
+    pa, pb = a.port(), b.port()
+    a.wait_line(READY)
+    b.wait_line(READY)
+
+    async def scenario():
+        ldm_seen = asyncio.Event()
+        reconnected = asyncio.Event()
+
+        async def on_ldm():
+            ldm_seen.set()
+
+        async def on_reconnect():
+            reconnected.set()
+
+        nc = await nats.connect(servers=[f"nats://127.0.0.1:{pa}", f"nats://127.0.0.1:{pb}"],
+                                dont_randomize=True, reconnect_time_wait=0.2, max_reconnect_attempts=20,
+                                lame_duck_mode_cb=on_ldm, reconnected_cb=on_reconnect)
+        try:
+            assert nc.connected_url.port == pa
+            got = []
+            async def collect(m):
+                got.append(m.data)
+
+            sub = await nc.subscribe("ldm.flow", cb=collect)
+            await nc.flush()
+            a.proc.send_signal(signal.SIGUSR2)
+            await asyncio.wait_for(ldm_seen.wait(), 5)
+            await asyncio.wait_for(reconnected.wait(), 15)
+            assert nc.connected_url.port == pb
+            await nc.publish("ldm.flow", b"on the second server")
+            await nc.flush()
+            for _ in range(50):
+                if got:
+                    break
+                await asyncio.sleep(0.05)
+            assert got == [b"on the second server"]
+            await sub.unsubscribe()
+        finally:
+            await nc.close()
+
+    asyncio.run(scenario())
+    assert a.proc.wait(TIMEOUT) == 0
+    assert b.stop() == 0
+
+
+def test_reload_under_load_drops_no_connection_whose_rights_did_not_change(tmp_path, procs):
+    """Publishers and subscribers run while the configuration is reloaded five times (a user
+    added each time): no connection closes, and every message of the run arrives."""
+    conf = tmp_path / "load.conf"
+    users = ['{user: "w%d", password: "p%d"}' % (i, i) for i in range(4)]
+    conf.write_text("authorization { users: [ %s ] }\n" % ", ".join(users))
+    p = procs(base_args(tmp_path, "-c", str(conf)))
+    port = p.port()
+    p.wait_line(READY)
+
+    async def scenario():
+        clients = [await nats.connect(f"nats://127.0.0.1:{port}", user=f"w{i}", password=f"p{i}",
+                                      allow_reconnect=False) for i in range(4)]
+        counts = [0, 0]
+
+        async def count(msg):
+            counts[0 if msg.subject == "load.a" else 1] += 1
+
+        await clients[0].subscribe("load.a", cb=count)
+        await clients[1].subscribe("load.b", cb=count)
+        for c in clients[:2]:
+            await c.flush()
+        sent = 0
+        for round_ in range(5):
+            for _ in range(200):
+                await clients[2].publish("load.a", b"x")
+                await clients[3].publish("load.b", b"y")
+                sent += 1
+            more = users + ['{user: "extra%d", password: "e"}' % j for j in range(round_ + 1)]
+            conf.write_text("authorization { users: [ %s ] }\n" % ", ".join(more))
+            mark = p.count()
+            p.proc.send_signal(signal.SIGHUP)
+            p.wait_line(r"Reload checked \d+ connections again: closed 0 ", after=mark)
+        for c in clients:
+            await c.flush()
+        for _ in range(100):
+            if counts == [sent, sent]:
+                break
+            await asyncio.sleep(0.05)
+        assert counts == [sent, sent], (counts, sent)
+        assert all(c.is_connected for c in clients)
+        for c in clients:
+            await c.close()
+
+    asyncio.run(scenario())
+    assert p.stop() == 0
