@@ -113,6 +113,8 @@ impl Signals {
 /// What a configuration reload (SIGHUP) needs.
 struct Reloader {
     bus: Arc<Bus>,
+    live: Arc<std::sync::RwLock<junction_web::Live>>,
+    nats: Arc<nats::NatsServer>,
     cli: Cli,
     settings: Settings,
     wiring: String,
@@ -150,6 +152,54 @@ impl Reloader {
             self.logger.apply(&new.log)?;
             tracing::info!("Reloaded: logging");
         }
+        // Limits of the NATS frontend, for connections made from now on.
+        let old_opts = self.nats.opts.get();
+        let opts = nats::Options {
+            limits: nats::Limits {
+                max_control_line: new.max_control_line,
+                max_payload: new.max_payload,
+            },
+            max_connections: new.max_connections,
+            ping_max: new.ping_max,
+            auth_timeout: auth.timeout.unwrap_or_else(|| match &self.nats.tls {
+                Some(t) => t.timeout + Duration::from_secs(1),
+                None => Duration::from_secs(2),
+            }),
+            ..(*old_opts).clone()
+        };
+        for (name, changed) in [
+            (
+                "max_payload",
+                opts.limits.max_payload != old_opts.limits.max_payload,
+            ),
+            (
+                "max_control_line",
+                opts.limits.max_control_line != old_opts.limits.max_control_line,
+            ),
+            (
+                "max_connections",
+                opts.max_connections != old_opts.max_connections,
+            ),
+            ("ping_max", opts.ping_max != old_opts.ping_max),
+            (
+                "authorization timeout",
+                opts.auth_timeout != old_opts.auth_timeout,
+            ),
+        ] {
+            if changed {
+                tracing::info!("Reloaded: {name} (connections made from now on)");
+            }
+        }
+        *self
+            .live
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = junction_web::Live {
+            max_payload: opts.limits.max_payload,
+            max_control_line: opts.limits.max_control_line,
+            max_connections: opts.max_connections,
+            ping_max: opts.ping_max,
+        };
+        self.nats.opts.set(opts);
         self.auth.swap(auth.authenticator.clone());
         tracing::info!("Reloaded: authorization");
         // Every open connection is checked against the new users and permissions, off the
@@ -561,6 +611,12 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
     let metric_sources: Arc<std::sync::OnceLock<MetricSources>> = Default::default();
     let extra_metrics =
         junction_web::ExtraMetrics(Some(Arc::new(LateSources(metric_sources.clone()))));
+    let live = Arc::new(std::sync::RwLock::new(junction_web::Live {
+        max_payload: settings.max_payload,
+        max_control_line: settings.max_control_line,
+        max_connections: settings.max_connections,
+        ping_max: settings.ping_max,
+    }));
     let monitor_info = |http_port: u16| junction_web::ServerInfo {
         server_id: server_id.clone(),
         server_name: server_name.clone(),
@@ -590,6 +646,7 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
         system_account: auth.system_account.clone().unwrap_or_default(),
         config_load_time: std::time::SystemTime::now(),
         extra_metrics: extra_metrics.clone(),
+        live: live.clone(),
         mqtt: match settings.mqtt_port {
             Some(port) => serde_json::json!({
                 "host": settings.host,
@@ -784,6 +841,7 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
         frontend.clone(),
         shutdown.clone(),
     )));
+    let nats_frontend = frontend.clone();
     accepting.push(tokio::spawn(nats::serve(
         listener,
         frontend,
@@ -811,6 +869,8 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
     let mut signals = Signals::install()?;
     let mut reloader = Reloader {
         bus: bus.clone(),
+        live: live.clone(),
+        nats: nats_frontend.clone(),
         cli,
         wiring: auth.wiring(),
         settings,

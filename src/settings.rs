@@ -988,12 +988,9 @@ impl Settings {
             http_port => "http_port",
             https_port => "https_port",
             server_name => "server_name",
-            max_payload => "max_payload",
+            // max_payload, max_control_line, max_connections and ping_max apply on reload.
             max_pending => "max_pending",
-            max_control_line => "max_control_line",
-            max_connections => "max_connections",
             ping_interval => "ping_interval",
-            ping_max => "ping_max",
             write_deadline => "write_deadline",
             pid_file => "pid_file",
             ports_file_dir => "ports_file_dir",
@@ -1346,8 +1343,10 @@ mod tests {
         let mut b = a.clone();
         b.log.debug = true;
         assert!(a.unchangeable(&b).is_empty());
-        b.port = 5000;
         b.max_payload = 1;
-        assert_eq!(a.unchangeable(&b), vec!["port", "max_payload"]);
+        assert!(a.unchangeable(&b).is_empty());
+        b.port = 5000;
+        b.max_pending = 1;
+        assert_eq!(a.unchangeable(&b), vec!["port", "max_pending"]);
     }
 }

@@ -32,6 +32,26 @@ mod transport;
 pub mod ws;
 
 pub use listener::close_all;
+
+/// Settings a configuration reload may replace: readers take the current ones as a whole
+/// (connections keep what they started with; new ones get the new).
+pub struct Current<T>(std::sync::RwLock<std::sync::Arc<T>>);
+
+impl<T> Current<T> {
+    pub fn new(value: T) -> Self {
+        Current(std::sync::RwLock::new(std::sync::Arc::new(value)))
+    }
+
+    /// The settings in force now.
+    pub fn get(&self) -> std::sync::Arc<T> {
+        junction_core::sync::ReadWrite::read_locked(&self.0).clone()
+    }
+
+    /// Replaces them.
+    pub fn set(&self, value: T) {
+        *junction_core::sync::ReadWrite::write_locked(&self.0) = std::sync::Arc::new(value);
+    }
+}
 pub use recheck::{recheck, Login};
 
 /// Why a connection was closed; logged, and shown in monitoring.

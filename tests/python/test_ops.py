@@ -226,24 +226,53 @@ def test_sighup_reloads_users_and_rechecks_open_connections(tmp_path, procs):
 
 def test_reload_refuses_what_cannot_change_and_keeps_the_old_configuration(tmp_path, procs):
     conf = tmp_path / "r.conf"
-    conf.write_text('max_payload: 1MB\nauthorization { token: "t1" }\n')
+    conf.write_text('ping_interval: "2m"\nauthorization { token: "t1" }\n')
     p = procs(base_args(tmp_path, "-c", str(conf)))
     port = p.port()
     p.wait_line(READY)
-    conf.write_text('max_payload: 2MB\nauthorization { token: "t2" }\n')
+    conf.write_text('ping_interval: "1m"\nauthorization { token: "t2" }\n')
     mark = p.count()
     p.proc.send_signal(signal.SIGHUP)
     m = p.wait_line(r"\[ERR\] Failed to reload server configuration: (.*)", after=mark)
-    assert "max_payload" in m.group(1)
+    assert "ping_interval" in m.group(1)
     # Nothing of the new file was applied: the old token still works, the new one does not.
     assert asyncio.run(connects(port, token="t1"))
     assert not asyncio.run(connects(port, token="t2"))
     # A broken file is refused the same way.
-    conf.write_text("max_payload: 1MB\nauthorization { token: \n")
+    conf.write_text('ping_interval: "2m"\nauthorization { token: \n')
     mark = p.count()
     p.proc.send_signal(signal.SIGHUP)
     p.wait_line(r"\[ERR\] Failed to reload server configuration", after=mark)
     assert asyncio.run(connects(port, token="t1"))
+    assert p.stop() == 0
+
+
+def test_reload_changes_limits_for_new_connections(tmp_path, procs):
+    conf = tmp_path / "limits.conf"
+    conf.write_text("max_payload: 1MB\n")
+    p = procs(["-a", "127.0.0.1", "-p", "-1", "-m", "-1", "--mqtt-port", "0", "--ws-port", "0",
+               "--data-dir", str(tmp_path / "d"), "-c", str(conf)])
+    port = p.port()
+    http = int(p.wait_line(r"Starting http monitor on \S+:(\d+)").group(1))
+    p.wait_line(READY)
+    old_sock, old_file, old_info = raw_nats(port)
+    assert old_info["max_payload"] == 1024 * 1024
+    conf.write_text("max_payload: 2KB\n")
+    mark = p.count()
+    p.proc.send_signal(signal.SIGHUP)
+    p.wait_line("Reloaded: max_payload", after=mark)
+    s, f, info = raw_nats(port)
+    assert info["max_payload"] == 2048
+    s.sendall(b"PUB big 4000\r\n" + b"x" * 4000 + b"\r\n")
+    assert f.readline() == b"-ERR 'Maximum Payload Violation'\r\n"
+    # The connection made before keeps the limit it was told.
+    old_sock.sendall(b"PUB big 4000\r\n" + b"x" * 4000 + b"\r\nPING\r\n")
+    assert old_file.readline() == b"PONG\r\n"
+    import urllib.request
+    varz = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{http}/varz", timeout=5).read())
+    assert varz["max_payload"] == 2048
+    s.close()
+    old_sock.close()
     assert p.stop() == 0
 
 

@@ -70,9 +70,20 @@ pub struct ServerInfo {
     /// The `mqtt` and `websocket` blocks of `/varz` (`{}` when off).
     pub mqtt: Value,
     pub websocket: Value,
+    /// Limits a configuration reload changes (shown as they are now).
+    pub live: Arc<std::sync::RwLock<Live>>,
     /// More Prometheus text for `/metrics`, from parts of the server this crate does not know
     /// (the durable store, MQTT sessions).
     pub extra_metrics: ExtraMetrics,
+}
+
+/// The limits `/varz` shows that a reload can change.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Live {
+    pub max_payload: usize,
+    pub max_control_line: usize,
+    pub max_connections: usize,
+    pub ping_max: u32,
 }
 
 /// What the server adds to `/metrics` and the dashboard (see [`ServerInfo::extra_metrics`]).
@@ -275,6 +286,10 @@ async fn varz(State(m): State<Arc<Monitor>>) -> Json<Value> {
 pub(crate) fn varz_value(m: &Monitor) -> Value {
     let s = m.bus.stats();
     let i = &m.info;
+    let live = *i
+        .live
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let secs = |d: Duration| d.as_secs_f64();
     json!({
@@ -289,16 +304,16 @@ pub(crate) fn varz_value(m: &Monitor) -> Value {
         "auth_required": i.auth_required,
         "tls_required": i.tls_required,
         "tls_verify": i.tls_verify,
-        "max_connections": i.max_connections,
+        "max_connections": live.max_connections,
         "ping_interval": i.ping_interval.as_nanos() as u64,
-        "ping_max": i.ping_max,
+        "ping_max": live.ping_max,
         "http_host": i.http_host,
         "http_port": i.http_port,
         "http_base_path": "",
         "https_port": i.https_port,
         "auth_timeout": secs(i.auth_timeout),
-        "max_control_line": i.max_control_line,
-        "max_payload": i.max_payload,
+        "max_control_line": live.max_control_line,
+        "max_payload": live.max_payload,
         "max_pending": i.max_pending,
         "cluster": {},
         "gateway": {},

@@ -63,6 +63,8 @@ pub(crate) struct Client {
     authenticated: AtomicBool,
     /// How CONNECT was admitted, for a configuration reload to check again.
     admitted: Mutex<Option<crate::recheck::Admitted>>,
+    /// The server's settings when the connection started.
+    opts: Arc<super::Options>,
 }
 
 /// What the client said about itself in CONNECT, and the account it was bound to.
@@ -101,7 +103,7 @@ impl ConnView for Client {
     /// unanswered (nats-server's rule: more than `ping_max` outstanding).
     fn tick(&self) {
         let out = self.pings_out.fetch_add(1, Ordering::Relaxed) + 1;
-        if out > self.fe.opts.ping_max {
+        if out > self.opts.ping_max {
             self.out.push_own(&encode::err("Stale Connection"));
             self.out.finish(CloseReason::StaleConnection);
         } else {
@@ -129,7 +131,7 @@ impl ConnView for Client {
             self.id.0,
             &ip,
             self.nonce.as_deref(),
-            self.fe.opts.limits.max_payload,
+            self.opts.limits.max_payload,
             true,
         );
         self.out.push_own(&line);
@@ -221,7 +223,7 @@ impl Sink for Client {
                 Stats::add(&self.fe.bus.stats().slow_consumers, 1);
                 tracing::warn!(
                     cid = %self.id,
-                    max_pending = self.fe.opts.max_pending,
+                    max_pending = self.opts.max_pending,
                     "slow consumer: pending bytes over the limit, closing the connection"
                 );
                 Delivery::Dropped
@@ -530,7 +532,7 @@ impl Connection {
         }
         self.limits = identity.limits;
         if let Some(max) = identity.limits.payload {
-            if (max as usize) < fe.opts.limits.max_payload {
+            if (max as usize) < self.client.opts.limits.max_payload {
                 let ip = self.client.stats.peer.ip().to_string();
                 self.reply(&fe.info_with(
                     self.client.id.0,
@@ -839,9 +841,11 @@ pub(crate) fn start<T: Transport>(
         false => fe.auth.nonce_required().then(nonce),
     };
     let cert = hello.cert.map(Box::new);
+    // The settings in force now stay this connection's, whatever a reload does later.
+    let opts = fe.opts.get();
     let client = Arc::new(Client {
         id,
-        out: Outbound::new(fe.opts.max_pending),
+        out: Outbound::new(opts.max_pending),
         headers: AtomicBool::new(false),
         subs: Mutex::new(HashMap::new()),
         fe: fe.clone(),
@@ -860,6 +864,7 @@ pub(crate) fn start<T: Transport>(
         receive_checked: AtomicBool::new(false),
         authenticated: AtomicBool::new(false),
         admitted: Mutex::new(None),
+        opts: opts.clone(),
     });
     fe.bus.conns().open(id, client.clone());
     if !hello.sent {
@@ -868,13 +873,13 @@ pub(crate) fn start<T: Transport>(
             .push_own(&fe.info(id.0, &peer.ip().to_string(), client.nonce.as_deref()));
     }
     if fe.auth.auth_required() {
-        auth_deadline(&client, fe.opts.auth_timeout);
+        auth_deadline(&client, opts.auth_timeout);
     }
     tracing::debug!(cid = %id, peer = %peer, "accepted NATS connection");
     let defaults = ConnectOptions::default();
     let session = Connection {
         client,
-        decoder: Decoder::new(fe.opts.limits),
+        decoder: Decoder::new(opts.limits),
         account: fe.bus.default_account(),
         cache: MatchCache::default(),
         batch: FlushBatch::default(),
@@ -936,7 +941,7 @@ impl Protocol for Connection {
     }
 
     fn write_deadline(&self) -> Duration {
-        self.client.fe.opts.write_deadline
+        self.client.opts.write_deadline
     }
 
     fn write_deadline_exceeded(&self) {
@@ -944,7 +949,7 @@ impl Protocol for Connection {
         tracing::info!(
             "{} - Slow Consumer Detected: WriteDeadline of {:?} exceeded",
             self.client.tag(),
-            self.client.fe.opts.write_deadline
+            self.client.opts.write_deadline
         );
     }
 
@@ -961,7 +966,7 @@ impl Protocol for Connection {
             tracing::info!(
                 "{} - Slow Consumer Detected: MaxPending of {} Exceeded",
                 client.tag(),
-                fe.opts.max_pending
+                client.opts.max_pending
             );
         }
         match reason {

@@ -85,7 +85,8 @@ pub struct NatsServer {
     /// Who connections are.
     pub auth: Arc<dyn Authenticator>,
     /// Settings.
-    pub opts: Options,
+    /// Settings; a reload replaces them for connections made afterwards.
+    pub opts: crate::Current<Options>,
     /// TLS on the client listener (`tls { ... }`).
     pub tls: Option<crate::tls::Tls>,
 }
@@ -122,7 +123,7 @@ impl NatsServer {
         Self {
             bus,
             auth,
-            opts,
+            opts: crate::Current::new(opts),
             tls: None,
         }
     }
@@ -135,7 +136,12 @@ impl NatsServer {
 
     /// The `INFO {...}\r\n` line for one client.
     fn info(&self, client_id: u64, client_ip: &str, nonce: Option<&str>) -> Vec<u8> {
-        self.info_with(client_id, client_ip, nonce, self.opts.limits.max_payload)
+        self.info_with(
+            client_id,
+            client_ip,
+            nonce,
+            self.opts.get().limits.max_payload,
+        )
     }
 
     /// The INFO line with a smaller `max_payload` (a user whose JWT limits payloads is told so
@@ -159,14 +165,15 @@ impl NatsServer {
         max_payload: usize,
         ldm: bool,
     ) -> Vec<u8> {
+        let opts = self.opts.get();
         let info = Info {
-            server_id: &self.opts.server_id,
-            server_name: &self.opts.server_name,
-            version: &self.opts.version,
+            server_id: &opts.server_id,
+            server_name: &opts.server_name,
+            version: &opts.version,
             proto: 1,
             go: "junction",
-            host: &self.opts.host,
-            port: self.opts.port,
+            host: &opts.host,
+            port: opts.port,
             headers: true,
             // With no_auth_user, a client need not authenticate (nats-server leaves it out).
             auth_required: self.auth.auth_required() && self.auth.anonymous().is_none(),
@@ -268,14 +275,16 @@ async fn secure(
 /// Pings every NATS connection (TCP or WebSocket) on the ping interval until `shutdown`: one
 /// timer for all of them, instead of one in each.
 pub async fn sweep(fe: Arc<NatsServer>, shutdown: CancellationToken) {
-    crate::listener::sweep_loop(&fe.bus, "nats", fe.opts.ping_interval, || {}, shutdown).await;
+    let every = fe.opts.get().ping_interval;
+    crate::listener::sweep_loop(&fe.bus, "nats", every, || {}, shutdown).await;
 }
 
 impl NatsServer {
     /// Whether a connection just accepted (and counted) is one over the maximum.
     pub(crate) fn at_capacity(&self) -> bool {
         let open = Stats::get(&self.bus.stats().connections) as usize;
-        self.opts.max_connections > 0 && open > self.opts.max_connections
+        let max = self.opts.get().max_connections;
+        max > 0 && open > max
     }
 
     /// Serves one NATS connection that arrived over `io` (a WebSocket, for instance).

@@ -164,7 +164,7 @@ async fn upgrade<S>(
         return;
     };
     let open = Stats::get(&fe.nats.bus.stats().connections) as usize;
-    let max = fe.nats.opts.max_connections;
+    let max = fe.nats.opts.get().max_connections;
     let refuse = if shutdown.is_cancelled() {
         Some(handshake_refusal(503, "server shutting down"))
     } else if max > 0 && open > max {
