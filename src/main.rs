@@ -113,6 +113,8 @@ impl Signals {
 /// What a configuration reload (SIGHUP) needs.
 struct Reloader {
     bus: Arc<Bus>,
+    mqtt: Option<Arc<mqtt::MqttServer>>,
+    ws: Option<Arc<ws::WsGateway>>,
     live: Arc<std::sync::RwLock<junction_web::Live>>,
     nats: Arc<nats::NatsServer>,
     cli: Cli,
@@ -200,6 +202,19 @@ impl Reloader {
             ping_max: opts.ping_max,
         };
         self.nats.opts.set(opts);
+        if let Some(fe) = &self.mqtt {
+            let opts = mqtt_options(&new, &auth, fe.tls.as_ref());
+            if format!("{:?}", opts) != format!("{:?}", *fe.opts.get()) {
+                tracing::info!("Reloaded: mqtt (connections and sessions made from now on)");
+            }
+            fe.reconfigure(opts);
+        }
+        if let Some(gw) = &self.ws {
+            if format!("{:?}", new.ws) != format!("{:?}", *gw.opts.get()) {
+                tracing::info!("Reloaded: websocket (handshakes from now on)");
+            }
+            gw.opts.set(new.ws.clone());
+        }
         self.auth.swap(auth.authenticator.clone());
         tracing::info!("Reloaded: authorization");
         // Every open connection is checked against the new users and permissions, off the
@@ -222,6 +237,29 @@ impl Reloader {
         self.settings = new;
         tracing::info!("Reloaded server configuration");
         Ok(())
+    }
+}
+
+/// The MQTT frontend's settings.
+fn mqtt_options(
+    settings: &Settings,
+    auth: &auth_config::Auth,
+    tls: Option<&junction_protocols::tls::Tls>,
+) -> mqtt::broker::Options {
+    mqtt::broker::Options {
+        max_packet_size: settings.mqtt_max_packet_size,
+        max_pending: settings.max_pending,
+        max_queued: settings.mqtt_max_queued,
+        queue_full: settings.mqtt_queue_full,
+        max_connections: settings.mqtt_max_connections,
+        nats_qos: settings.mqtt_nats_qos,
+        write_deadline: settings.write_deadline,
+        max_keep_alive: settings.mqtt_max_keep_alive,
+        // As nats-server: the auth timeout (2 s), or the TLS timeout + 1 s with TLS.
+        connect_timeout: auth.timeout.unwrap_or_else(|| match tls {
+            Some(t) => t.timeout + Duration::from_secs(1),
+            None => Duration::from_secs(2),
+        }),
     }
 }
 
@@ -725,21 +763,7 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
         let fe = mqtt::MqttServer::new(
             bus.clone(),
             authenticator.clone(),
-            mqtt::broker::Options {
-                max_packet_size: settings.mqtt_max_packet_size,
-                max_pending: settings.max_pending,
-                max_queued: settings.mqtt_max_queued,
-                queue_full: settings.mqtt_queue_full,
-                max_connections: settings.mqtt_max_connections,
-                nats_qos: settings.mqtt_nats_qos,
-                write_deadline: settings.write_deadline,
-                max_keep_alive: settings.mqtt_max_keep_alive,
-                // As nats-server: the auth timeout (2 s), or the TLS timeout + 1 s with TLS.
-                connect_timeout: auth.timeout.unwrap_or_else(|| match &mqtt_tls {
-                    Some(t) => t.timeout + Duration::from_secs(1),
-                    None => Duration::from_secs(2),
-                }),
-            },
+            mqtt_options(&settings, &auth, mqtt_tls.as_ref()),
         );
         Arc::new(match mqtt_tls {
             Some(tls) => fe.with_tls(tls),
@@ -776,6 +800,7 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
         tracing::info!("MQTT state is kept in memory only (--in-memory)");
     }
     let mut accepting = Vec::new();
+    let mut ws_gateway: Option<Arc<ws::WsGateway>> = None;
     if let (Some(port), Some(fe)) = (settings.mqtt_port, &mqtt_fe) {
         let mqtt_listener = bind(&settings.host, port)
             .await
@@ -822,8 +847,9 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
             nats: frontend.clone(),
             mqtt: mqtt_fe.clone(),
             tls,
-            opts: settings.ws.clone(),
+            opts: junction_protocols::Current::new(settings.ws.clone()),
         });
+        ws_gateway = Some(ws_fe.clone());
         accepting.push(tokio::spawn(ws::serve(
             ws_listener,
             ws_fe,
@@ -869,6 +895,8 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
     let mut signals = Signals::install()?;
     let mut reloader = Reloader {
         bus: bus.clone(),
+        mqtt: mqtt_fe.clone(),
+        ws: ws_gateway,
         live: live.clone(),
         nats: nats_frontend.clone(),
         cli,

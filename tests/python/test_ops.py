@@ -739,3 +739,59 @@ def test_reload_under_load_drops_no_connection_whose_rights_did_not_change(tmp_p
 
     asyncio.run(scenario())
     assert p.stop() == 0
+
+
+def test_remote_syslog_receives_rfc3164_lines(tmp_path, procs):
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(5)
+    port = rx.getsockname()[1]
+    p = procs(base_args(tmp_path, "-r", f"udp://127.0.0.1:{port}"))
+    lines = []
+    deadline = time.monotonic() + TIMEOUT
+    while not any("Server is ready" in l for l in lines):
+        assert time.monotonic() < deadline, lines
+        lines.append(rx.recv(4096).decode())
+    ready = [l for l in lines if "Server is ready" in l][0]
+    # Facility daemon (3), severity informational (6): <30>; syslog adds the time itself.
+    assert re.fullmatch(r"<30>junction\[%d\]: \[INF\] Server is ready" % p.proc.pid, ready), ready
+    assert p.text() == "", "with syslog nothing goes to stderr"
+    assert p.stop() == 0
+    rx.close()
+
+
+def ws_handshake_status(port, origin):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+               f"Origin: {origin}\r\n\r\n").encode())
+    status = s.makefile("rb").readline()
+    s.close()
+    return int(status.split()[1])
+
+
+def test_reload_applies_mqtt_and_websocket_settings(tmp_path, procs):
+    conf = tmp_path / "mw.conf"
+    block = ('mqtt {{ port: -1, max_packet_size: {mps} }}\n'
+             'websocket {{ port: -1, no_tls: true, allowed_origins: ["{origin}"] }}\n')
+    conf.write_text(block.format(mps=1000, origin="http://a.example"))
+    p = procs(["-a", "127.0.0.1", "-p", "-1", "-m", "0", "--data-dir", str(tmp_path / "d"), "-c", str(conf)])
+    p.port()
+    mqtt_port = int(p.wait_line(MQTT).group(2))
+    ws_port = int(p.wait_line(r"Listening for websocket clients on ws://\S+:(\d+)").group(1))
+    p.wait_line(READY)
+    m = RawMqtt(types.SimpleNamespace(port=mqtt_port), version=V5)
+    assert m.connect("before").props.get(0x27) == 1000
+    assert ws_handshake_status(ws_port, "http://a.example") == 101
+    assert ws_handshake_status(ws_port, "http://b.example") == 403
+    conf.write_text(block.format(mps=2000, origin="http://b.example"))
+    mark = p.count()
+    p.proc.send_signal(signal.SIGHUP)
+    p.wait_line("Reloaded: mqtt", after=mark)
+    p.wait_line("Reloaded: websocket", after=mark)
+    p.wait_line("Reloaded server configuration", after=mark)
+    m2 = RawMqtt(types.SimpleNamespace(port=mqtt_port), version=V5)
+    assert m2.connect("after").props.get(0x27) == 2000
+    assert ws_handshake_status(ws_port, "http://b.example") == 101
+    assert ws_handshake_status(ws_port, "http://a.example") == 403
+    assert p.stop() == 0

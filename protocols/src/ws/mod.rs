@@ -67,16 +67,18 @@ pub struct WsGateway {
     pub mqtt: Option<Arc<mqtt::MqttServer>>,
     /// Present for wss.
     pub tls: Option<crate::tls::Tls>,
-    pub opts: Options,
+    /// Settings; a reload replaces them for handshakes from then on.
+    pub opts: crate::Current<Options>,
 }
 
 impl WsGateway {
     fn policy(&self) -> handshake::Policy {
+        let opts = self.opts.get();
         handshake::Policy {
             tls: self.tls.is_some(),
-            same_origin: self.opts.same_origin,
-            allowed_origins: self.opts.allowed_origins.clone(),
-            compression: self.opts.compression,
+            same_origin: opts.same_origin,
+            allowed_origins: opts.allowed_origins.clone(),
+            compression: opts.compression,
             mqtt: self.mqtt.is_some(),
         }
     }
@@ -112,7 +114,7 @@ async fn accept(
     shutdown: CancellationToken,
     guard: Guard,
 ) {
-    let deadline = tokio::time::Instant::now() + fe.opts.handshake_timeout;
+    let deadline = tokio::time::Instant::now() + fe.opts.get().handshake_timeout;
     match fe.tls.as_ref().map(crate::tls::Tls::acceptor) {
         Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => {
@@ -185,7 +187,7 @@ async fn upgrade<S>(
     let peer = accepted
         .forwarded_for
         .map_or(peer, |ip| SocketAddr::new(ip, peer.port()));
-    let ws = Ws::new(io, early, fe.opts.max_message, accepted.compress);
+    let ws = Ws::new(io, early, fe.opts.get().max_message, accepted.compress);
     let map_cert = fe.tls.as_ref().is_some_and(|t| t.map);
     match (accepted.kind, &fe.mqtt) {
         (Kind::Mqtt, Some(mqtt)) => {

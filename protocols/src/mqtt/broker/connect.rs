@@ -36,7 +36,7 @@ impl Connection {
         self.link.connect_seen.store(true, Ordering::Relaxed);
         let server = self.server().clone();
         self.version = self.decoder.protocol().unwrap_or(Version::V311);
-        let limit = server.opts.max_connections;
+        let limit = self.link.opts.max_connections;
         if limit > 0 && server.open.get() > limit {
             tracing::warn!(cid = %self.link.id, "maximum MQTT connections exceeded");
             self.send(connack(match self.version {
@@ -264,7 +264,7 @@ impl Connection {
         } else {
             u32::MAX
         };
-        let keep_alive = match server.opts.max_keep_alive {
+        let keep_alive = match self.link.opts.max_keep_alive {
             Some(max) if c.keep_alive == 0 || c.keep_alive > max => max,
             _ => c.keep_alive,
         };
@@ -280,7 +280,7 @@ impl Connection {
             props.shared_subscription_available = Some(true);
             props.subscription_identifiers_available = Some(true);
             props.wildcard_subscription_available = Some(true);
-            props.maximum_packet_size = u32::try_from(server.opts.max_packet_size).ok();
+            props.maximum_packet_size = u32::try_from(self.link.opts.max_packet_size).ok();
             props.authentication_method = self.auth_method.as_deref().cloned();
             props.authentication_data = auth_data.map(Bytes::from);
         }

@@ -671,7 +671,7 @@ impl Protocol for Connection {
     }
 
     fn write_deadline(&self) -> Duration {
-        self.server().opts.write_deadline
+        self.link.opts.write_deadline
     }
 
     fn write_deadline_exceeded(&self) {
@@ -680,7 +680,7 @@ impl Protocol for Connection {
             "{} - cid:{} - Slow Consumer Detected: WriteDeadline of {:?} exceeded",
             self.link.stats.peer,
             self.link.id.0,
-            self.server().opts.write_deadline
+            self.link.opts.write_deadline
         );
     }
 
@@ -719,7 +719,7 @@ impl Protocol for Connection {
                 "{} - cid:{} - Slow Consumer Detected: MaxPending of {} Exceeded",
                 self.link.stats.peer,
                 self.link.id.0,
-                server.opts.max_pending
+                self.link.opts.max_pending
             );
         }
         tracing::debug!(cid = %self.link.id, reason = %reason, "MQTT connection closed");
@@ -740,8 +740,8 @@ pub(crate) fn start<T: Transport>(
     server.bus.conns().open(id, link.clone());
     tracing::debug!(cid = %id, peer = %peer, "accepted MQTT connection");
     let conn = Connection {
-        link,
-        decoder: Decoder::new(server.opts.max_packet_size),
+        link: link.clone(),
+        decoder: Decoder::new(link.opts.max_packet_size),
         session: None,
         account: server.bus.default_account(),
         publishing: None,

@@ -331,7 +331,12 @@ impl SessionSink {
     pub(crate) fn publish_for(&self, msg: &Message, retained: bool) -> Publish {
         let qos = match msg.facts.qos {
             Some(q) => q.min(self.qos as u8),
-            None => self.cell.server.opts.nats_qos.min(self.qos as u8),
+            None => self
+                .cell
+                .server
+                .nats_qos
+                .load(Ordering::Relaxed)
+                .min(self.qos as u8),
         };
         let mut properties = bridge::properties_of(msg);
         if let Some(id) = self.subscription_id {
@@ -428,7 +433,7 @@ impl SessionSink {
         if cell.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
             tracing::warn!(
                 client_id = %cell.client_id,
-                max_queued = cell.server.opts.max_queued,
+                max_queued = cell.server.opts.get().max_queued,
                 "an MQTT session's queue is full: {}",
                 if refused {
                     "new messages for it are refused (MQTT 5 publishers hear 0x97)"

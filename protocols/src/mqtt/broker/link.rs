@@ -38,6 +38,8 @@ pub(crate) struct Link {
     pub(crate) expires: AtomicU64,
     /// The largest packet the client takes (5.0 Maximum Packet Size; 0: no limit).
     pub(crate) client_max_packet: AtomicU32,
+    /// The server's settings when the connection was accepted.
+    pub(crate) opts: Arc<super::Options>,
 }
 
 /// What monitoring shows of a connection, once its CONNECT is accepted.
@@ -57,9 +59,10 @@ pub(crate) struct About {
 impl Link {
     pub(crate) fn new(id: ConnId, server: Arc<MqttServer>, stats: ConnStats) -> Self {
         let now = server.now_ms();
+        let opts = server.opts.get();
         Link {
             id,
-            out: Outbound::new(server.opts.max_pending),
+            out: Outbound::new(opts.max_pending),
             server,
             stats,
             about: Mutex::new(About::default()),
@@ -69,6 +72,7 @@ impl Link {
             connect_seen: AtomicBool::new(false),
             expires: AtomicU64::new(0),
             client_max_packet: AtomicU32::new(0),
+            opts,
         }
     }
 
@@ -147,7 +151,7 @@ impl ConnView for Link {
         if !self.connect_seen.load(Ordering::Relaxed) {
             // No CONNECT within the timeout: a socket held open for nothing.
             let waited = now.saturating_sub(self.opened_ms);
-            if waited > self.server.opts.connect_timeout.as_millis() as u64 {
+            if waited > self.opts.connect_timeout.as_millis() as u64 {
                 tracing::debug!(cid = %self.id, "no CONNECT within the timeout");
                 self.out.finish(CloseReason::AuthenticationTimeout);
             }

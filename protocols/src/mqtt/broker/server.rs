@@ -90,8 +90,10 @@ pub struct MqttServer {
     pub bus: Arc<Bus>,
     /// Who connections are.
     pub auth: Arc<dyn Authenticator>,
-    /// Settings.
-    pub opts: Options,
+    /// Settings; a reload replaces them for connections and sessions made afterwards.
+    pub opts: crate::Current<Options>,
+    /// `nats_qos` of the settings in force, read on every NATS-to-MQTT delivery.
+    pub(crate) nats_qos: std::sync::atomic::AtomicU8,
     pub(crate) sessions: Mutex<HashMap<SessionKey, Arc<SessionCell>>>,
     pub(crate) retained: RetainedIndex,
     started: Instant,
@@ -114,7 +116,8 @@ impl MqttServer {
         Self {
             bus,
             auth,
-            opts,
+            nats_qos: std::sync::atomic::AtomicU8::new(opts.nats_qos),
+            opts: crate::Current::new(opts),
             sessions: Mutex::new(HashMap::new()),
             retained: RetainedIndex::default(),
             started: Instant::now(),
@@ -127,6 +130,13 @@ impl MqttServer {
     }
 
     /// The same frontend with TLS on its listener.
+    /// A configuration reload: connections and sessions made from now on use `opts` (those
+    /// open keep theirs); `nats_qos` applies to every delivery at once.
+    pub fn reconfigure(&self, opts: Options) {
+        self.nats_qos.store(opts.nats_qos, Ordering::Relaxed);
+        self.opts.set(opts);
+    }
+
     /// Sessions held (persistent ones included), how many have a client connected, and the
     /// QoS 1/2 messages queued in them, for monitoring.
     pub fn session_counts(&self) -> (usize, usize, usize) {
@@ -157,9 +167,10 @@ impl MqttServer {
 
     /// The limits every session keeps to.
     pub(crate) fn limits(&self) -> Limits {
+        let opts = self.opts.get();
         Limits {
-            max_queued: self.opts.max_queued,
-            refuse_when_full: self.opts.queue_full == QueueFull::Refuse,
+            max_queued: opts.max_queued,
+            refuse_when_full: opts.queue_full == QueueFull::Refuse,
         }
     }
 
