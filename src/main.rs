@@ -113,6 +113,7 @@ impl Signals {
 /// What a configuration reload (SIGHUP) needs.
 struct Reloader {
     bus: Arc<Bus>,
+    system_account: Option<String>,
     mqtt: Option<Arc<mqtt::MqttServer>>,
     ws: Option<Arc<ws::WsGateway>>,
     live: Arc<std::sync::RwLock<junction_web::Live>>,
@@ -141,11 +142,17 @@ impl Reloader {
             Some(map) => auth_config::load(map)?,
             None => auth_config::Auth::default(),
         };
-        if auth.wiring() != self.wiring {
+        let rewire = auth.wiring() != self.wiring;
+        if rewire && auth.system_account != self.system_account {
             bail!(
-                "config reload not supported for account imports, exports or the system \
-                 account: restart the server to change them"
+                "config reload not supported for the system account: restart the server to \
+                 change it"
             );
+        }
+        if rewire {
+            // Wired first on a scratch bus: an import no export allows fails the reload here,
+            // before anything changed.
+            auth.wire(&Bus::new())?;
         }
         for w in &warnings {
             tracing::warn!("{w}");
@@ -202,6 +209,17 @@ impl Reloader {
             ping_max: opts.ping_max,
         };
         self.nats.opts.set(opts);
+        if rewire {
+            // Imports and exports: the old ones go, the new ones are wired as at startup.
+            let removed = junction_core::import::remove_all(&self.bus);
+            for w in auth.wire(&self.bus)? {
+                tracing::warn!("{w}");
+            }
+            tracing::info!(
+                "Reloaded: accounts (imports and exports; {removed} import subscriptions replaced)"
+            );
+            self.wiring = auth.wiring();
+        }
         if let Some(fe) = &self.mqtt {
             let opts = mqtt_options(&new, &auth, fe.tls.as_ref());
             if format!("{:?}", opts) != format!("{:?}", *fe.opts.get()) {
@@ -895,6 +913,7 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
     let mut signals = Signals::install()?;
     let mut reloader = Reloader {
         bus: bus.clone(),
+        system_account: auth.system_account.clone(),
         mqtt: mqtt_fe.clone(),
         ws: ws_gateway,
         live: live.clone(),

@@ -146,6 +146,21 @@ pub fn stream_import(
     internal(exporter, Bytes::copy_from_slice(subject.as_bytes()), sink)
 }
 
+/// Removes every import from every account (a configuration reload then wires the new ones);
+/// returns how many subscriptions went. Requests in flight through a service import get no
+/// response.
+pub fn remove_all(bus: &crate::Bus) -> usize {
+    let mut removed = 0;
+    for account in bus.accounts() {
+        for sub in account.sublist().all() {
+            if sub.conn == INTERNAL && account.unsubscribe(&sub) {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
 /// Subscribes a server-internal sink (no client owns it) in `account`.
 fn internal(account: &Account, subject: Bytes, sink: Arc<dyn Sink>) -> Result<(), crate::Error> {
     account.subscribe(Arc::new(Subscription::new(

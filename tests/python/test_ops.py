@@ -795,3 +795,66 @@ def test_reload_applies_mqtt_and_websocket_settings(tmp_path, procs):
     assert ws_handshake_status(ws_port, "http://b.example") == 101
     assert ws_handshake_status(ws_port, "http://a.example") == 403
     assert p.stop() == 0
+
+
+def test_reload_rewires_account_imports_and_exports(tmp_path, procs):
+    conf = tmp_path / "acc.conf"
+
+    def write(imports, exports='[ { stream: "feed.>" } ]'):
+        conf.write_text(
+            "accounts {\n"
+            f"  A: {{ users: [ {{user: a, password: a}} ], exports: {exports} }}\n"
+            f"  B: {{ users: [ {{user: b, password: b}} ], imports: {imports} }}\n"
+            "}\n")
+
+    write('[ { stream: { account: A, subject: "feed.>" } } ]')
+    p = procs(base_args(tmp_path, "-c", str(conf)))
+    port = p.port()
+    p.wait_line(READY)
+
+    async def scenario():
+        a = await nats.connect(f"nats://127.0.0.1:{port}", user="a", password="a")
+        b = await nats.connect(f"nats://127.0.0.1:{port}", user="b", password="b")
+        plain = await b.subscribe("feed.x")
+        prefixed = await b.subscribe("in.feed.x")
+        await b.flush()
+
+        async def publish(text):
+            await a.publish("feed.x", text)
+            await a.flush()
+            await asyncio.sleep(0.2)
+
+        async def drain(sub):
+            got = []
+            while True:
+                try:
+                    got.append((await sub.next_msg(timeout=0.1)).data)
+                except Exception:
+                    return got
+
+        async def reload(expect):
+            mark = p.count()
+            p.proc.send_signal(signal.SIGHUP)
+            await asyncio.to_thread(p.wait_line, expect, TIMEOUT, mark)
+
+        await publish(b"one")
+        assert await drain(plain) == [b"one"]
+        write("[]")
+        await reload("Reloaded: accounts")
+        await publish(b"two")
+        assert await drain(plain) == [] and await drain(prefixed) == []
+        write('[ { stream: { account: A, subject: "feed.>" }, prefix: "in" } ]')
+        await reload("Reloaded: accounts")
+        await publish(b"three")
+        assert await drain(prefixed) == [b"three"] and await drain(plain) == []
+        # An import no export allows fails the reload; the wiring in force stays.
+        write('[ { stream: { account: A, subject: "other.>" } } ]')
+        await reload(r"\[ERR\] Failed to reload server configuration: .*not authorized by any export")
+        await publish(b"four")
+        assert await drain(prefixed) == [b"four"]
+        assert a.is_connected and b.is_connected, "rights unchanged: nobody was closed"
+        await a.close()
+        await b.close()
+
+    asyncio.run(scenario())
+    assert p.stop() == 0
