@@ -59,26 +59,29 @@ try {
   await page.waitForFunction(() => document.getElementById("conn-total").textContent !== "-");
   emit({ event: "ready" });
 
-  const text = (id) => page.$eval(`#${id}`, (e) => e.textContent);
-  const cells = (id) => page.$$eval(`#${id} tr`, (rows) => rows.map((r) => [...r.children].map((c) => c.textContent)));
   const rl = createInterface({ input: process.stdin });
   for await (const line of rl) {
     if (!line.trim()) continue;
     const cmd = JSON.parse(line);
     if (cmd.cmd === "figures") {
-      emit({
-        event: "figures",
-        connections: await text("conn-total"),
-        rate_in: await text("rate-in"),
-        rate_out: await text("rate-out"),
-        slow: await text("slow"),
-        mqtt_sessions: await text("mqtt-sessions"),
-        legend_msgs: await text("legend-msgs"),
-        protocols: await cells("protocols"),
-        accounts: await cells("accounts"),
-        busiest: await cells("busiest"),
-        closed: await cells("closed"),
+      // Read in one turn of the page's event loop, so every figure comes from the same update.
+      const figures = await page.evaluate(() => {
+        const text = (id) => document.getElementById(id).textContent;
+        const cells = (id) => [...document.querySelectorAll(`#${id} tr`)].map((r) => [...r.children].map((c) => c.textContent));
+        return {
+          connections: text("conn-total"),
+          rate_in: text("rate-in"),
+          rate_out: text("rate-out"),
+          slow: text("slow"),
+          mqtt_sessions: text("mqtt-sessions"),
+          legend_msgs: text("legend-msgs"),
+          protocols: cells("protocols"),
+          accounts: cells("accounts"),
+          busiest: cells("busiest"),
+          closed: cells("closed"),
+        };
       });
+      emit({ event: "figures", ...figures });
     } else if (cmd.cmd === "subscribe") {
       await page.fill("#t-subject", cmd.subject);
       await page.click("#t-sub");
