@@ -48,6 +48,14 @@ impl Admitted {
         }))
     }
 
+    /// The user the connection authenticated as ("" when none).
+    pub(crate) fn user(&self) -> &str {
+        match self {
+            Admitted::Checked(l) => l.identity.user.as_deref().unwrap_or_default(),
+            _ => "",
+        }
+    }
+
     /// The login to check, for a connection bound to `account`; `None`: nothing to check.
     pub(crate) fn login(&self, account: &str) -> Option<Arc<dyn Any + Send + Sync>> {
         match self {

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import time
 import types
@@ -311,5 +312,24 @@ async def test_metrics_parse_and_move_with_traffic(server):
         assert value(after, "junction_store_commit_seconds_count") >= 1
         assert value(after, "junction_store_size_bytes") > 0
         assert after["junction_auth_failures"].type == "counter"
+    finally:
+        await nc.close()
+
+
+@async_test()
+async def test_connz_rtt_from_the_servers_pings(server_factory):
+    srv = server_factory('ping_interval: "300ms"\n')
+    nc = await nats.connect(f"nats://127.0.0.1:{srv.port}", name="timed")
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            st, body = await asyncio.to_thread(get, srv.http_port, "/connz")
+            conn = [c for c in body["connections"] if c.get("name") == "timed"][0]
+            if "rtt" in conn:
+                break
+            assert time.monotonic() < deadline, conn
+            await asyncio.sleep(0.1)
+        # A Go duration on loopback: microseconds or milliseconds.
+        assert re.fullmatch(r"\d+(\.\d+)?(µs|ms)", conn["rtt"]), conn["rtt"]
     finally:
         await nc.close()

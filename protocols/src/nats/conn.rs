@@ -44,10 +44,10 @@ pub(crate) struct Client {
     about: Mutex<About>,
     /// Server PINGs not answered yet.
     pings_out: AtomicU32,
-    /// When the oldest unanswered server PING went out (ns since the epoch; 0: none).
-    ping_sent_ns: AtomicU64,
-    /// Round trip of the last answered server PING, in ns (0: none yet).
-    rtt_ns: AtomicU64,
+    /// Round trips of the server's PINGs: the high half is the last round trip in µs (0: none
+    /// yet), the low half when the unanswered PING went out, in µs of the Unix clock modulo
+    /// 2^32 (0: none out; it wraps every 71 minutes, far longer than a round trip).
+    rtt: AtomicU64,
     /// The nonce sent in INFO (NKey and JWT users sign it).
     nonce: Option<String>,
     /// The names in the TLS client certificate, if one was presented.
@@ -61,8 +61,6 @@ pub(crate) struct Client {
     receive_checked: AtomicBool,
     /// CONNECT was accepted.
     authenticated: AtomicBool,
-    /// How CONNECT was admitted, for a configuration reload to check again.
-    admitted: Mutex<Option<crate::recheck::Admitted>>,
     /// The server's settings when the connection started.
     opts: Arc<super::Options>,
 }
@@ -74,7 +72,8 @@ struct About {
     lang: String,
     version: String,
     account: String,
-    user: String,
+    /// How CONNECT was admitted, for a configuration reload to check again (and the user).
+    admitted: Option<crate::recheck::Admitted>,
 }
 
 impl ConnView for Client {
@@ -85,10 +84,14 @@ impl ConnView for Client {
             lang: about.lang.clone(),
             version: about.version.clone(),
             account: about.account.clone(),
-            user: about.user.clone(),
-            rtt: match self.rtt_ns.load(Ordering::Relaxed) {
+            user: about
+                .admitted
+                .as_ref()
+                .map(|a| a.user().to_string())
+                .unwrap_or_default(),
+            rtt: match self.rtt.load(Ordering::Relaxed) >> 32 {
                 0 => None,
-                ns => Some(std::time::Duration::from_nanos(ns)),
+                us => Some(std::time::Duration::from_micros(us)),
             },
             subscriptions: self.subs.locked().len(),
             ..self.stats.snapshot(self.id, "nats", &self.out)
@@ -108,8 +111,12 @@ impl ConnView for Client {
             self.out.finish(CloseReason::StaleConnection);
         } else {
             if out == 1 {
-                let now = crate::conn_stats::unix_ns(std::time::SystemTime::now());
-                self.ping_sent_ns.store(now, Ordering::Relaxed);
+                let sent = u64::from(now_us32().max(1));
+                let _ = self
+                    .rtt
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                        Some((v & !0xffff_ffff) | sent)
+                    });
             }
             self.out.push_own(encode::PING);
             self.out.wake();
@@ -139,8 +146,8 @@ impl ConnView for Client {
     }
 
     fn login(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
-        let account = self.about.locked().account.clone();
-        self.admitted.locked().as_ref()?.login(&account)
+        let about = self.about.locked();
+        about.admitted.as_ref()?.login(&about.account)
     }
 
     fn revoke(&self) {
@@ -402,12 +409,11 @@ impl Connection {
             }
             Frame::Pong => {
                 self.client.pings_out.store(0, Ordering::Relaxed);
-                let sent = self.client.ping_sent_ns.swap(0, Ordering::Relaxed);
+                let v = self.client.rtt.load(Ordering::Relaxed);
+                let sent = (v & 0xffff_ffff) as u32;
                 if sent > 0 {
-                    let now = crate::conn_stats::unix_ns(std::time::SystemTime::now());
-                    self.client
-                        .rtt_ns
-                        .store(now.saturating_sub(sent).max(1), Ordering::Relaxed);
+                    let us = u64::from(now_us32().wrapping_sub(sent)).max(1);
+                    self.client.rtt.store(us << 32, Ordering::Relaxed);
                 }
                 Ok(())
             }
@@ -474,7 +480,7 @@ impl Connection {
                 );
             }
         };
-        *self.client.admitted.locked() = Some(crate::recheck::Admitted::of(
+        self.client.about.locked().admitted = Some(crate::recheck::Admitted::of(
             self.presented.take().map(|c| *c).unwrap_or_default(),
             &identity,
         ));
@@ -516,7 +522,6 @@ impl Connection {
     /// Binds the connection to its identity: account, permissions, limits, expiry. `false`:
     /// the account has its maximum of connections.
     fn bind(&mut self, fe: &Arc<NatsServer>, identity: Identity) -> bool {
-        self.client.about.locked().user = identity.user.clone().unwrap_or_default();
         if identity.account != self.account.name() {
             // Bind to the account before any subscription exists (nats-server refuses a
             // second CONNECT that changes the account; so do we, by ignoring the change).
@@ -855,15 +860,13 @@ pub(crate) fn start<T: Transport>(
             ..About::default()
         }),
         pings_out: AtomicU32::new(0),
-        ping_sent_ns: AtomicU64::new(0),
-        rtt_ns: AtomicU64::new(0),
+        rtt: AtomicU64::new(0),
         nonce,
         cert,
         map_cert: hello.map_cert,
         receive: Mutex::new(None),
         receive_checked: AtomicBool::new(false),
         authenticated: AtomicBool::new(false),
-        admitted: Mutex::new(None),
         opts: opts.clone(),
     });
     fe.bus.conns().open(id, client.clone());
@@ -978,4 +981,9 @@ impl Protocol for Connection {
             }
         }
     }
+}
+
+/// The Unix clock in µs, modulo 2^32 (enough to time a PING's round trip).
+fn now_us32() -> u32 {
+    (crate::conn_stats::unix_ns(std::time::SystemTime::now()) / 1_000) as u32
 }

@@ -201,7 +201,6 @@ impl Connection {
         auth_data: Option<Vec<u8>>,
     ) -> Result<(), CloseReason> {
         let server = self.server().clone();
-        let user = identity.user.clone().unwrap_or_default();
         let admitted = match self.presented.take() {
             Some(creds) => crate::recheck::Admitted::of(*creds, &identity),
             None => crate::recheck::Admitted::Exchange,
@@ -361,7 +360,6 @@ impl Connection {
             about.version = Some(self.version);
             about.session = Arc::downgrade(&cell);
             about.admitted = Some(admitted);
-            about.user = user;
         }
         self.will = c.will.map(Box::new);
         ack.session_present = present;

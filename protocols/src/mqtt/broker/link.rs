@@ -50,10 +50,8 @@ pub(crate) struct About {
     pub(crate) version: Option<Version>,
     /// The session (for its counts of subscriptions and dropped messages).
     pub(crate) session: Weak<SessionCell>,
-    /// How CONNECT was admitted, for a configuration reload to check again.
+    /// How CONNECT was admitted, for a configuration reload to check again (and the user).
     pub(crate) admitted: Option<crate::recheck::Admitted>,
-    /// The user it authenticated as.
-    pub(crate) user: String,
 }
 
 impl Link {
@@ -133,7 +131,11 @@ impl ConnView for Link {
                 .map(|a| a.name().to_string())
                 .unwrap_or_default(),
             mqtt_client: about.client_id.to_string(),
-            user: about.user.clone(),
+            user: about
+                .admitted
+                .as_ref()
+                .map(|a| a.user().to_string())
+                .unwrap_or_default(),
             subscriptions: count(|s| &s.subscription_count) as usize,
             dropped_msgs: count(|s| &s.dropped),
             ..self.stats.snapshot(self.id, "mqtt", &self.out)
