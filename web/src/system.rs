@@ -305,6 +305,29 @@ fn event_id(m: &Monitor, seq: &AtomicU64) -> String {
     )
 }
 
+/// The CONNECT advisory of one connection.
+fn connected(
+    m: &Monitor,
+    account: &Account,
+    origin: junction_core::ConnId,
+    seq: &AtomicU64,
+    c: &ConnSnapshot,
+) {
+    let body = json!({
+        "type": "io.nats.server.advisory.v1.client_connect",
+        "id": event_id(m, seq),
+        "timestamp": rfc3339(SystemTime::now()),
+        "server": server_info(m, seq),
+        "client": client_info(c, &m.info.server_name),
+    });
+    send(
+        account,
+        origin,
+        format!("$SYS.ACCOUNT.{}.CONNECT", c.account),
+        body,
+    );
+}
+
 /// CONNECT and DISCONNECT advisories for connections that appeared or closed since the last
 /// look, when someone listens.
 fn advisories(
@@ -330,19 +353,7 @@ fn advisories(
         }
         now_open.insert(c.cid.0);
         if known.insert(c.cid.0) {
-            let body = json!({
-                "type": "io.nats.server.advisory.v1.client_connect",
-                "id": event_id(m, seq),
-                "timestamp": rfc3339(SystemTime::now()),
-                "server": server_info(m, seq),
-                "client": client_info(c, &server),
-            });
-            send(
-                account,
-                origin,
-                format!("$SYS.ACCOUNT.{}.CONNECT", c.account),
-                body,
-            );
+            connected(m, account, origin, seq, c);
         }
     }
     let closed = m.bus.conns().closed_snapshots();
@@ -352,19 +363,7 @@ fn advisories(
         }
         if !known.remove(&c.cid.0) {
             // Opened and closed between two looks: its CONNECT comes first.
-            let body = json!({
-                "type": "io.nats.server.advisory.v1.client_connect",
-                "id": event_id(m, seq),
-                "timestamp": rfc3339(SystemTime::now()),
-                "server": server_info(m, seq),
-                "client": client_info(c, &server),
-            });
-            send(
-                account,
-                origin,
-                format!("$SYS.ACCOUNT.{}.CONNECT", c.account),
-                body,
-            );
+            connected(m, account, origin, seq, c);
         }
         let body = json!({
             "type": "io.nats.server.advisory.v1.client_disconnect",
