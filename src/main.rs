@@ -169,7 +169,9 @@ impl Reloader {
                 max_payload: new.max_payload,
             },
             max_connections: new.max_connections,
+            max_pending: new.max_pending,
             ping_max: new.ping_max,
+            write_deadline: new.write_deadline,
             auth_timeout: auth.timeout.unwrap_or_else(|| match &self.nats.tls {
                 Some(t) => t.timeout + Duration::from_secs(1),
                 None => Duration::from_secs(2),
@@ -190,6 +192,11 @@ impl Reloader {
                 opts.max_connections != old_opts.max_connections,
             ),
             ("ping_max", opts.ping_max != old_opts.ping_max),
+            ("max_pending", opts.max_pending != old_opts.max_pending),
+            (
+                "write_deadline",
+                opts.write_deadline != old_opts.write_deadline,
+            ),
             (
                 "authorization timeout",
                 opts.auth_timeout != old_opts.auth_timeout,
@@ -204,6 +211,8 @@ impl Reloader {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = junction_web::Live {
             max_payload: opts.limits.max_payload,
+            max_pending: opts.max_pending,
+            write_deadline: opts.write_deadline,
             max_control_line: opts.limits.max_control_line,
             max_connections: opts.max_connections,
             ping_max: opts.ping_max,
@@ -669,6 +678,8 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
         junction_web::ExtraMetrics(Some(Arc::new(LateSources(metric_sources.clone()))));
     let live = Arc::new(std::sync::RwLock::new(junction_web::Live {
         max_payload: settings.max_payload,
+        max_pending: settings.max_pending,
+        write_deadline: settings.write_deadline,
         max_control_line: settings.max_control_line,
         max_connections: settings.max_connections,
         ping_max: settings.ping_max,

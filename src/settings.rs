@@ -988,10 +988,9 @@ impl Settings {
             http_port => "http_port",
             https_port => "https_port",
             server_name => "server_name",
-            // max_payload, max_control_line, max_connections and ping_max apply on reload.
-            max_pending => "max_pending",
+            // max_payload, max_pending, max_control_line, max_connections, ping_max and
+            // write_deadline apply on reload (to connections made afterwards).
             ping_interval => "ping_interval",
-            write_deadline => "write_deadline",
             pid_file => "pid_file",
             ports_file_dir => "ports_file_dir",
             // The other mqtt and websocket settings apply on reload.
@@ -1340,7 +1339,7 @@ mod tests {
         b.max_payload = 1;
         assert!(a.unchangeable(&b).is_empty());
         b.port = 5000;
-        b.max_pending = 1;
-        assert_eq!(a.unchangeable(&b), vec!["port", "max_pending"]);
+        b.ping_interval = Duration::from_secs(1);
+        assert_eq!(a.unchangeable(&b), vec!["port", "ping_interval"]);
     }
 }

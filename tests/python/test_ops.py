@@ -257,7 +257,7 @@ def test_reload_changes_limits_for_new_connections(tmp_path, procs):
     p.wait_line(READY)
     old_sock, old_file, old_info = raw_nats(port)
     assert old_info["max_payload"] == 1024 * 1024
-    conf.write_text("max_payload: 2KB\n")
+    conf.write_text("max_payload: 2KB\nmax_pending: 32MB\nwrite_deadline: 3s\n")
     mark = p.count()
     p.proc.send_signal(signal.SIGHUP)
     p.wait_line("Reloaded: max_payload", after=mark)
@@ -271,6 +271,8 @@ def test_reload_changes_limits_for_new_connections(tmp_path, procs):
     import urllib.request
     varz = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{http}/varz", timeout=5).read())
     assert varz["max_payload"] == 2048
+    assert varz["max_pending"] == 32 * 1024 * 1024
+    assert varz["write_deadline"] == 3_000_000_000
     s.close()
     old_sock.close()
     assert p.stop() == 0

@@ -81,6 +81,8 @@ pub struct ServerInfo {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Live {
     pub max_payload: usize,
+    pub max_pending: usize,
+    pub write_deadline: Duration,
     pub max_control_line: usize,
     pub max_connections: usize,
     pub ping_max: u32,
@@ -314,7 +316,7 @@ pub(crate) fn varz_value(m: &Monitor) -> Value {
         "auth_timeout": secs(i.auth_timeout),
         "max_control_line": live.max_control_line,
         "max_payload": live.max_payload,
-        "max_pending": i.max_pending,
+        "max_pending": live.max_pending,
         "cluster": {},
         "gateway": {},
         "leaf": {},
@@ -322,7 +324,7 @@ pub(crate) fn varz_value(m: &Monitor) -> Value {
         "websocket": i.websocket,
         "jetstream": {},
         "tls_timeout": secs(i.tls_timeout),
-        "write_deadline": i.write_deadline.as_nanos() as u64,
+        "write_deadline": live.write_deadline.as_nanos() as u64,
         "start": rfc3339(m.started_wall),
         "now": rfc3339(SystemTime::now()),
         "uptime": format_uptime(m.started.elapsed()),
