@@ -170,6 +170,7 @@ impl Reloader {
             },
             max_connections: new.max_connections,
             max_pending: new.max_pending,
+            ping_interval: new.ping_interval,
             ping_max: new.ping_max,
             write_deadline: new.write_deadline,
             auth_timeout: auth.timeout.unwrap_or_else(|| match &self.nats.tls {
@@ -194,6 +195,10 @@ impl Reloader {
             ("ping_max", opts.ping_max != old_opts.ping_max),
             ("max_pending", opts.max_pending != old_opts.max_pending),
             (
+                "ping_interval",
+                opts.ping_interval != old_opts.ping_interval,
+            ),
+            (
                 "write_deadline",
                 opts.write_deadline != old_opts.write_deadline,
             ),
@@ -213,6 +218,7 @@ impl Reloader {
             max_payload: opts.limits.max_payload,
             max_pending: opts.max_pending,
             write_deadline: opts.write_deadline,
+            ping_interval: opts.ping_interval,
             max_control_line: opts.limits.max_control_line,
             max_connections: opts.max_connections,
             ping_max: opts.ping_max,
@@ -680,6 +686,7 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
         max_payload: settings.max_payload,
         max_pending: settings.max_pending,
         write_deadline: settings.write_deadline,
+        ping_interval: settings.ping_interval,
         max_control_line: settings.max_control_line,
         max_connections: settings.max_connections,
         ping_max: settings.ping_max,

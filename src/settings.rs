@@ -988,9 +988,8 @@ impl Settings {
             http_port => "http_port",
             https_port => "https_port",
             server_name => "server_name",
-            // max_payload, max_pending, max_control_line, max_connections, ping_max and
-            // write_deadline apply on reload (to connections made afterwards).
-            ping_interval => "ping_interval",
+            // max_payload, max_pending, max_control_line, max_connections, ping_max,
+            // write_deadline and ping_interval apply on reload.
             pid_file => "pid_file",
             ports_file_dir => "ports_file_dir",
             // The other mqtt and websocket settings apply on reload.
@@ -1338,8 +1337,10 @@ mod tests {
         assert!(a.unchangeable(&b).is_empty());
         b.max_payload = 1;
         assert!(a.unchangeable(&b).is_empty());
-        b.port = 5000;
         b.ping_interval = Duration::from_secs(1);
-        assert_eq!(a.unchangeable(&b), vec!["port", "ping_interval"]);
+        assert!(a.unchangeable(&b).is_empty());
+        b.port = 5000;
+        b.data_dir = "elsewhere".into();
+        assert_eq!(a.unchangeable(&b), vec!["port", "store_dir"]);
     }
 }

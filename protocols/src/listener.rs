@@ -127,19 +127,18 @@ pub(crate) async fn accept_loop<A, C>(
 
 /// Every `every` until `shutdown`: ticks each open connection of `kind` (keepalive), then runs
 /// the frontend's own `extra` sweep. One per frontend, whatever listeners it has (TCP, WebSocket).
-pub(crate) async fn sweep_loop<S: FnMut()>(
+pub(crate) async fn sweep_loop<S: FnMut(), E: Fn() -> Duration>(
     bus: &Bus,
     kind: &'static str,
-    every: Duration,
+    every: E,
     mut extra: S,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Asked each time: a configuration reload may change it.
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep(every()) => {}
         }
         // A panic in one sweep must not end the sweeps for good (nothing would time out).
         let swept = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -275,7 +275,7 @@ async fn secure(
 /// Pings every NATS connection (TCP or WebSocket) on the ping interval until `shutdown`: one
 /// timer for all of them, instead of one in each.
 pub async fn sweep(fe: Arc<NatsServer>, shutdown: CancellationToken) {
-    let every = fe.opts.get().ping_interval;
+    let every = || fe.opts.get().ping_interval;
     crate::listener::sweep_loop(&fe.bus, "nats", every, || {}, shutdown).await;
 }
 

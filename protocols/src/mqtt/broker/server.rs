@@ -348,11 +348,10 @@ pub async fn serve(
 /// Once a second until `shutdown`: enforces keep alive on every MQTT connection (TCP or
 /// WebSocket) and removes sessions whose expiry passed.
 pub async fn sweep(server: Arc<MqttServer>, shutdown: CancellationToken) {
-    let every = Duration::from_secs(1);
     crate::listener::sweep_loop(
         &server.bus,
         "mqtt",
-        every,
+        || Duration::from_secs(1),
         || expire_sessions(&server),
         shutdown,
     )
