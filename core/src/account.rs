@@ -22,7 +22,7 @@ pub struct Account {
     sublist: Sublist,
     /// Client connections bound to the account now.
     connections: AtomicU64,
-    /// A sample of the subjects published to (one publication in [`SAMPLE_EVERY`] per thread),
+    /// A sample of the subjects published to (one publication in [`SAMPLE_EVERY`] per publisher),
     /// for the dashboard's busiest subjects.
     sampled: Mutex<HashMap<bytes::Bytes, u64>>,
 }
@@ -31,10 +31,6 @@ pub struct Account {
 pub const SAMPLE_EVERY: u32 = 64;
 /// Subjects the sample keeps; past that the counts halve and the rarest go.
 const SAMPLE_KEPT: usize = 512;
-
-thread_local! {
-    static SAMPLE_TICK: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
 
 impl Account {
     /// A new, empty account.
@@ -119,12 +115,8 @@ impl Account {
     /// Routes one message to every matching subscription; returns how many deliveries were queued.
     /// Subscriptions that reach their limit are removed before this returns.
     pub fn publish(&self, cache: &mut MatchCache, msg: &Message, batch: &mut FlushBatch) -> usize {
-        let tick = SAMPLE_TICK.with(|t| {
-            let n = t.get().wrapping_add(1);
-            t.set(n);
-            n
-        });
-        if tick.is_multiple_of(SAMPLE_EVERY) {
+        // Each publisher counts its own publications in its match cache.
+        if cache.count_publication().is_multiple_of(SAMPLE_EVERY) {
             self.sample(&msg.subject);
         }
         let result = cache.lookup(&self.sublist, &msg.subject);

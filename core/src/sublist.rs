@@ -582,6 +582,8 @@ pub struct MatchCache {
     /// The result of the last lookup that was not cached.
     uncached: Option<Arc<MatchResult>>,
     enabled: bool,
+    /// Publications routed through this cache, for sampling the busiest subjects.
+    publications: u32,
 }
 
 impl Default for MatchCache {
@@ -591,6 +593,12 @@ impl Default for MatchCache {
 }
 
 impl MatchCache {
+    /// Counts one more publication through this cache; returns the count (wrapping).
+    pub(crate) fn count_publication(&mut self) -> u32 {
+        self.publications = self.publications.wrapping_add(1);
+        self.publications
+    }
+
     /// A new cache; a disabled cache asks the index every time.
     pub fn new(enabled: bool) -> Self {
         Self {
@@ -600,6 +608,7 @@ impl MatchCache {
             entries: FastMap::default(),
             uncached: None,
             enabled,
+            publications: 0,
         }
     }
 
