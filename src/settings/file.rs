@@ -1,0 +1,539 @@
+//! The configuration file: nats-server's keys, what Junction does with each, and the errors
+//! and warnings that name a key and its place.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use junction_config::{Item, Map};
+
+use super::Settings;
+
+/// Top-level keys of nats-server's configuration that Junction does not implement yet: a warning
+/// names each and says it is ignored (any other unknown key is an error, as in nats-server).
+const LATER_KEYS: &[&str] = &[
+    "leafnodes",
+    "leaf",
+    "jetstream",
+    "gateway",
+    "trace_verbose",
+    "trace_headers",
+    "mappings",
+    "maps",
+    "disable_sublist_cache",
+    "no_sublist_cache",
+    "default_sentinel",
+    "http_base_path",
+    "prof_port",
+    "prof_block_rate",
+    "proxy_protocol",
+    "max_traced_msg_len",
+    "max_subscriptions",
+    "max_subs",
+    "max_sub_tokens",
+    "max_subscription_tokens",
+    "ocsp",
+    "ocsp_cache",
+    "write_timeout",
+    "resolver_tls",
+    "resolver_pinned_accounts",
+    "no_header_support",
+    "connect_error_reports",
+    "reconnect_error_reports",
+    "server_tags",
+    "server_metadata",
+    "feature_flags",
+    "default_js_domain",
+    "no_fast_producer_stall",
+    "max_closed_clients",
+    "proxies",
+    "client_advertise",
+];
+
+/// Keys of nats-server's `mqtt` block that Junction does not implement (most configure the
+/// JetStream streams nats-server keeps MQTT state in).
+const MQTT_LATER_KEYS: &[&str] = &[
+    "authorization",
+    "no_auth_user",
+    "ack_wait",
+    "max_ack_pending",
+    "js_domain",
+    "stream_replicas",
+    "consumer_replicas",
+    "consumer_memory_storage",
+    "consumer_inactive_threshold",
+    "js_api_timeout",
+    "reject_qos2_publish",
+    "downgrade_qos2_subscribe",
+];
+
+/// Keys of nats-server's `websocket` block that Junction does not implement yet.
+const WS_LATER_KEYS: &[&str] = &[
+    "advertise",
+    "authorization",
+    "jwt_cookie",
+    "username_cookie",
+    "password_cookie",
+    "token_cookie",
+    "no_auth_user",
+    "headers",
+];
+
+/// Keys of nats-server's `tls` blocks that Junction does not implement yet.
+const TLS_LATER_KEYS: &[&str] = &[
+    "insecure",
+    "cert_store",
+    "cert_match_by",
+    "cert_match",
+    "cert_match_skip_invalid",
+    "ca_certs_match",
+    "ocsp_peer",
+    "certs",
+    "min_version",
+    "connection_rate_limit",
+    "verify_cert_and_check_known_urls",
+];
+
+/// A warning about the configuration, with where it was found.
+pub(crate) fn at(item: &Item) -> String {
+    match &item.file {
+        Some(f) => format!("{}:{}:{}", f.display(), item.line, item.column),
+        None => format!("{}:{}", item.line, item.column),
+    }
+}
+
+fn port_of(item: &Item, key: &str) -> Result<i32> {
+    let n = item
+        .as_i64()
+        .ok_or_else(|| anyhow!("{}: '{key}' must be a number", at(item)))?;
+    i32::try_from(n)
+        .ok()
+        .filter(|p| (-1..=65535).contains(p))
+        .ok_or_else(|| anyhow!("{}: '{key}' is not a port: {n}", at(item)))
+}
+
+fn size_of(item: &Item, key: &str) -> Result<usize> {
+    item.as_i64()
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| anyhow!("{}: '{key}' must be a non-negative size", at(item)))
+}
+
+/// Longest duration a setting takes: anything longer means "never" in practice, and a clock
+/// cannot add an unbounded duration to now.
+const MAX_SETTING_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+pub(crate) fn duration_of(item: &Item, key: &str) -> Result<Duration> {
+    item.as_duration()
+        .map(|d| d.min(MAX_SETTING_DURATION))
+        .map_err(|e| anyhow!("{}: '{key}': {e}", at(item)))
+}
+
+/// A duration that must not be zero (a period, a deadline).
+fn positive_duration_of(item: &Item, key: &str) -> Result<Duration> {
+    let d = duration_of(item, key)?;
+    if d.is_zero() {
+        return Err(anyhow!("{}: '{key}' must be more than zero", at(item)));
+    }
+    Ok(d)
+}
+
+pub(crate) fn bool_of(item: &Item, key: &str) -> Result<bool> {
+    item.as_bool()
+        .ok_or_else(|| anyhow!("{}: '{key}' must be true or false", at(item)))
+}
+
+/// `-1` and `0` ask for a random free port, as nats-server's `-p -1` does.
+pub(super) fn listen_port(p: i32) -> u16 {
+    u16::try_from(p).unwrap_or(0)
+}
+
+/// `0` turns the monitor off; `-1` asks for a random free port.
+pub(super) fn http_port(p: i32) -> Option<u16> {
+    match p {
+        0 => None,
+        -1 => Some(0),
+        p => u16::try_from(p).ok(),
+    }
+}
+
+/// The text of a `listen`-like value: `host:port`, a host, or a bare port number.
+fn listen_text(item: &Item, key: &str) -> Result<String> {
+    match &item.value {
+        junction_config::Value::Integer(n) => Ok(n.to_string()),
+        _ => item
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("{}: '{key}' must be host:port", at(item))),
+    }
+}
+
+/// Splits `host:port` (as in `listen: 127.0.0.1:4222`); a bare host or port is also accepted.
+fn split_listen(s: &str) -> (Option<String>, Option<i32>) {
+    if let Ok(p) = s.parse::<i32>() {
+        return (None, Some(p));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if p.parse::<i32>().is_ok() => (
+            Some(h.trim_matches(|c| c == '[' || c == ']').to_string()),
+            p.parse().ok(),
+        ),
+        _ => (Some(s.to_string()), None),
+    }
+}
+
+impl Settings {
+    /// Applies a parsed configuration file. Returns the warnings to log.
+    pub fn apply_file(&mut self, map: &Map) -> Result<Vec<String>> {
+        let mut warnings = Vec::new();
+        for (key, item) in map.iter() {
+            let k = key.to_ascii_lowercase();
+            match k.as_str() {
+                "host" | "net" => {
+                    self.host = item
+                        .as_str()
+                        .ok_or_else(|| anyhow!("{}: '{key}' must be a string", at(item)))?
+                        .to_string()
+                }
+                "listen" => {
+                    let (h, p) = split_listen(&listen_text(item, "listen")?);
+                    if let Some(h) = h {
+                        self.host = h;
+                    }
+                    if let Some(p) = p {
+                        self.port = listen_port(p);
+                    }
+                }
+                "port" => self.port = listen_port(port_of(item, key)?),
+                "http_port" | "monitor_port" => self.http_port = http_port(port_of(item, key)?),
+                "https_port" => self.https_port = http_port(port_of(item, key)?),
+                "https" => match split_listen(&listen_text(item, key)?) {
+                    (_, Some(p)) => self.https_port = http_port(p),
+                    _ => bail!("{}: 'https' must be host:port or a port", at(item)),
+                },
+                "http" => {
+                    let text = match &item.value {
+                        junction_config::Value::Integer(n) => n.to_string(),
+                        _ => item.as_str().unwrap_or_default().to_string(),
+                    };
+                    match split_listen(&text) {
+                        (_, Some(p)) => self.http_port = http_port(p),
+                        _ => bail!("{}: 'http' must be host:port or a port", at(item)),
+                    }
+                }
+                "server_name" => {
+                    self.server_name = Some(
+                        item.as_str()
+                            .ok_or_else(|| anyhow!("{}: '{key}' must be a string", at(item)))?
+                            .to_string(),
+                    )
+                }
+                "max_payload" => self.max_payload = size_of(item, key)?,
+                "max_pending" => self.max_pending = size_of(item, key)?,
+                "max_control_line" => self.max_control_line = size_of(item, key)?,
+                "max_connections" | "max_conn" => self.max_connections = size_of(item, key)?,
+                "ping_interval" => self.ping_interval = positive_duration_of(item, key)?,
+                "ping_max" => {
+                    self.ping_max = u32::try_from(size_of(item, key)?)
+                        .map_err(|_| anyhow!("{}: 'ping_max' is too large", at(item)))?
+                }
+                "write_deadline" => self.write_deadline = positive_duration_of(item, key)?,
+                "mqtt" => self.apply_mqtt(item, &mut warnings)?,
+                "websocket" | "ws" => self.apply_websocket(item, &mut warnings)?,
+                "data_dir" | "store_dir" | "storedir" => {
+                    self.data_dir = PathBuf::from(
+                        item.as_str()
+                            .ok_or_else(|| anyhow!("{}: '{key}' must be a directory", at(item)))?,
+                    );
+                    self.data_dir_chosen = true;
+                }
+                "jetstream" => {
+                    // JetStream itself is not served yet; its store directory is the store's.
+                    if let Some(dir) = item
+                        .as_map()
+                        .and_then(|m| m.get("store_dir").or_else(|| m.get("storedir")))
+                    {
+                        if !self.data_dir_chosen {
+                            self.data_dir = PathBuf::from(dir.as_str().ok_or_else(|| {
+                                anyhow!("{}: 'jetstream.store_dir' must be a directory", at(dir))
+                            })?);
+                            self.data_dir_chosen = true;
+                        }
+                    }
+                    let enabled = match &item.value {
+                        junction_config::Value::Bool(b) => *b,
+                        junction_config::Value::String(s) => {
+                            !matches!(s.to_ascii_lowercase().as_str(), "disabled" | "false")
+                        }
+                        _ => true,
+                    };
+                    if enabled {
+                        warnings.push(format!(
+                            "{}: JetStream is not available in this build yet: 'jetstream' is ignored",
+                            at(item)
+                        ));
+                    }
+                }
+                "cluster" => bail!(
+                    "{}: 'cluster': Junction does not form nats-server clusters with routes; it \
+                     joins a NATS cluster as a leaf node (see the README)",
+                    at(item)
+                ),
+                "log_file" | "logfile" => {
+                    self.log.file =
+                        Some(PathBuf::from(item.as_str().ok_or_else(|| {
+                            anyhow!("{}: '{key}' must be a file name", at(item))
+                        })?))
+                }
+                "logfile_size_limit" | "log_size_limit" => {
+                    self.log.size_limit = size_of(item, key)? as u64
+                }
+                "logfile_max_num" | "log_max_num" => self.log.max_files = size_of(item, key)?,
+                "logtime" => self.log.time = bool_of(item, key)?,
+                // Junction's log times are always UTC.
+                "logtime_utc" => {
+                    bool_of(item, key)?;
+                }
+                "syslog" => self.log.syslog = bool_of(item, key)?,
+                "remote_syslog" => {
+                    self.log.remote_syslog = Some(
+                        item.as_str()
+                            .ok_or_else(|| {
+                                anyhow!("{}: '{key}' must be udp://host:port", at(item))
+                            })?
+                            .to_string(),
+                    )
+                }
+                "pid_file" | "pidfile" => {
+                    self.pid_file =
+                        Some(PathBuf::from(item.as_str().ok_or_else(|| {
+                            anyhow!("{}: '{key}' must be a file name", at(item))
+                        })?))
+                }
+                "ports_file_dir" => {
+                    self.ports_file_dir =
+                        Some(PathBuf::from(item.as_str().ok_or_else(|| {
+                            anyhow!("{}: '{key}' must be a directory", at(item))
+                        })?))
+                }
+                "lame_duck_duration" => self.lame_duck_duration = positive_duration_of(item, key)?,
+                "lame_duck_grace_period" => self.lame_duck_grace_period = duration_of(item, key)?,
+                "tls" => self.tls = Some(tls_files(item, "tls", &mut warnings)?),
+                _ if crate::auth_config::KEYS.contains(&k.as_str()) => {}
+                "debug" => self.log.debug = bool_of(item, key)?,
+                "trace" => self.log.trace = bool_of(item, key)?,
+                _ if item.used_as_variable => {}
+                _ if LATER_KEYS.contains(&k.as_str()) => warnings.push(format!(
+                    "{}: '{key}' is not supported yet and is ignored",
+                    at(item)
+                )),
+                _ => bail!("{}: unknown field \"{key}\"", at(item)),
+            }
+        }
+        Ok(warnings)
+    }
+
+    /// Applies the `mqtt { ... }` block.
+    fn apply_mqtt(&mut self, block: &Item, warnings: &mut Vec<String>) -> Result<()> {
+        let map = block
+            .as_map()
+            .ok_or_else(|| anyhow!("{}: 'mqtt' must be a block", at(block)))?;
+        for (key, item) in map.iter() {
+            match key.to_ascii_lowercase().as_str() {
+                "port" => self.mqtt_port = http_port(port_of(item, key)?),
+                "host" | "listen" => warnings.push(format!(
+                    "{}: 'mqtt.{key}' is not supported yet; MQTT listens on the client host",
+                    at(item)
+                )),
+                "max_packet_size" => self.mqtt_max_packet_size = size_of(item, key)?,
+                "max_connections" | "max_conn" => self.mqtt_max_connections = size_of(item, key)?,
+                "queue_full" => {
+                    use junction_protocols::mqtt::broker::QueueFull;
+                    self.mqtt_queue_full = match item.as_str() {
+                        Some("drop_oldest") => QueueFull::DropOldest,
+                        Some("refuse") => QueueFull::Refuse,
+                        _ => {
+                            return Err(anyhow!(
+                                "{}: 'queue_full' must be drop_oldest or refuse",
+                                at(item)
+                            ))
+                        }
+                    }
+                }
+                "max_queued_messages" | "max_pending_messages" => {
+                    self.mqtt_max_queued = size_of(item, key)?
+                }
+                "max_keep_alive" | "max_keepalive" => {
+                    self.mqtt_max_keep_alive = Some(
+                        u16::try_from(size_of(item, key)?)
+                            .ok()
+                            .filter(|k| *k > 0)
+                            .ok_or_else(|| {
+                                anyhow!("{}: 'mqtt.{key}' must be 1 to 65535 seconds", at(item))
+                            })?,
+                    )
+                }
+                "tls" => self.mqtt_tls = Some(tls_files(item, "mqtt.tls", warnings)?),
+                "nats_qos" => {
+                    self.mqtt_nats_qos = u8::try_from(size_of(item, key)?)
+                        .ok()
+                        .filter(|q| *q <= 2)
+                        .ok_or_else(|| anyhow!("{}: 'mqtt.nats_qos' must be 0, 1 or 2", at(item)))?
+                }
+                _ if item.used_as_variable => {}
+                k if MQTT_LATER_KEYS.contains(&k) => warnings.push(format!(
+                    "{}: 'mqtt.{key}' is not supported yet and is ignored",
+                    at(item)
+                )),
+                _ => bail!("{}: unknown field \"mqtt.{key}\"", at(item)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the `websocket { ... }` block (nats-server's keys, plus `max_message_size`).
+    fn apply_websocket(&mut self, block: &Item, warnings: &mut Vec<String>) -> Result<()> {
+        let map = block
+            .as_map()
+            .ok_or_else(|| anyhow!("{}: 'websocket' must be a block", at(block)))?;
+        let mut no_tls = false;
+        let mut tls = None;
+        for (key, item) in map.iter() {
+            match key.to_ascii_lowercase().as_str() {
+                "port" => self.ws_port = http_port(port_of(item, key)?),
+                "host" | "listen" => {
+                    let (h, p) = split_listen(&listen_text(item, &format!("websocket.{key}"))?);
+                    if let Some(h) = h {
+                        self.ws_host = Some(h);
+                    }
+                    if let Some(p) = p {
+                        self.ws_port = http_port(p);
+                    }
+                }
+                "no_tls" => no_tls = bool_of(item, key)?,
+                "tls" => tls = Some(tls_files(item, "websocket.tls", warnings)?),
+                "same_origin" => self.ws.same_origin = bool_of(item, key)?,
+                "allowed_origins" => {
+                    let list = item.as_array().ok_or_else(|| {
+                        anyhow!("{}: 'websocket.allowed_origins' must be a list", at(item))
+                    })?;
+                    self.ws.allowed_origins = list
+                        .iter()
+                        .map(|o| {
+                            o.as_str()
+                                .and_then(junction_protocols::ws::Origin::parse)
+                                .ok_or_else(|| {
+                                    anyhow!(
+                                        "{}: an allowed origin must look like http://host[:port]",
+                                        at(o)
+                                    )
+                                })
+                        })
+                        .collect::<Result<_>>()?;
+                }
+                "compression" => self.ws.compression = bool_of(item, key)?,
+                "handshake_timeout" => self.ws.handshake_timeout = duration_of(item, key)?,
+                "max_message_size" => self.ws.max_message = size_of(item, key)?,
+                _ if item.used_as_variable => {}
+                k if WS_LATER_KEYS.contains(&k) => warnings.push(format!(
+                    "{}: 'websocket.{key}' is not supported yet and is ignored",
+                    at(item)
+                )),
+                _ => bail!("{}: unknown field \"websocket.{key}\"", at(item)),
+            }
+        }
+        self.ws_tls = if no_tls { None } else { tls };
+        Ok(())
+    }
+}
+
+/// Reads a `tls { ... }` block.
+fn tls_files(
+    block: &Item,
+    name: &str,
+    warnings: &mut Vec<String>,
+) -> Result<junction_protocols::tls::Files> {
+    let map = block
+        .as_map()
+        .ok_or_else(|| anyhow!("{}: '{name}' must be a block", at(block)))?;
+    let mut files = junction_protocols::tls::Files::default();
+    let path_of = |item: &Item, key: &str| -> Result<PathBuf> {
+        item.as_str()
+            .map(PathBuf::from)
+            .ok_or_else(|| anyhow!("{}: '{name}.{key}' must be a file name", at(item)))
+    };
+    let (mut cert, mut key_file) = (None, None);
+    for (key, item) in map.iter() {
+        match key.to_ascii_lowercase().as_str() {
+            "cert_file" => cert = Some(path_of(item, key)?),
+            "key_file" => key_file = Some(path_of(item, key)?),
+            "ca_file" => files.ca_file = Some(path_of(item, key)?),
+            "verify" => files.verify = bool_of(item, key)?,
+            "verify_and_map" => files.verify_and_map = bool_of(item, key)?,
+            "timeout" => files.timeout = Some(duration_of(item, key)?),
+            "handshake_first" | "first" | "immediate" => match &item.value {
+                junction_config::Value::Bool(b) => files.handshake_first = *b,
+                junction_config::Value::String(s) => match s.to_ascii_lowercase().as_str() {
+                    "true" | "on" => files.handshake_first = true,
+                    "false" | "off" => files.handshake_first = false,
+                    // nats-server's default fallback delay.
+                    "auto" | "auto_fallback" => {
+                        files.handshake_first = true;
+                        files.handshake_first_fallback = Some(std::time::Duration::from_millis(50));
+                    }
+                    _ => {
+                        files.handshake_first = true;
+                        files.handshake_first_fallback =
+                            Some(duration_of(item, key).map_err(|_| {
+                                anyhow!(
+                                    "{}: '{name}.{key}' must be true, false, auto or a duration",
+                                    at(item)
+                                )
+                            })?);
+                    }
+                },
+                _ => bail!(
+                    "{}: '{name}.{key}' must be true, false, auto or a duration",
+                    at(item)
+                ),
+            },
+            "cipher_suites" => files.cipher_suites = string_list(item, name, key)?,
+            "curve_preferences" => files.curve_preferences = string_list(item, name, key)?,
+            "pinned_certs" => files.pinned_certs = string_list(item, name, key)?,
+            _ if item.used_as_variable => {}
+            k if TLS_LATER_KEYS.contains(&k) => warnings.push(format!(
+                "{}: '{name}.{key}' is not supported yet and is ignored",
+                at(item)
+            )),
+            _ => bail!("{}: unknown field \"{name}.{key}\"", at(item)),
+        }
+    }
+    match (cert, key_file) {
+        (Some(c), Some(k)) => {
+            files.cert_file = c;
+            files.key_file = k;
+            Ok(files)
+        }
+        _ => bail!(
+            "{}: '{name}' needs both 'cert_file' and 'key_file'",
+            at(block)
+        ),
+    }
+}
+
+/// A list of strings (a single string is a list of one).
+fn string_list(item: &Item, block: &str, key: &str) -> Result<Vec<String>> {
+    let one = |i: &Item| {
+        i.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("{}: '{block}.{key}' must be a list of strings", at(i)))
+    };
+    match item.as_array() {
+        Some(list) => list.iter().map(one).collect(),
+        None => Ok(vec![one(item)?]),
+    }
+}
+
+pub(super) fn read_config(path: &Path) -> Result<Map> {
+    junction_config::parse_file(path)
+        .with_context(|| format!("configuration file '{}' is not valid", path.display()))
+}
