@@ -146,3 +146,49 @@ fn running_pids() -> Result<Vec<i32>> {
     pids.sort_unstable();
     Ok(pids)
 }
+
+/// The durable store's directory: the one configured, else `./junction-data` when the working
+/// directory lets us make it, else the user's state directory, else the temporary directory.
+pub(crate) fn data_dir(settings: &crate::settings::Settings) -> std::path::PathBuf {
+    if settings.data_dir_chosen || settings.nats_server_mode {
+        return settings.data_dir.clone();
+    }
+    let mut candidates = vec![settings.data_dir.clone()];
+    if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|s| !s.is_empty()) {
+        candidates.push(std::path::PathBuf::from(state).join("junction"));
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|s| !s.is_empty()) {
+        candidates.push(std::path::PathBuf::from(home).join(".local/state/junction"));
+    }
+    candidates.push(std::env::temp_dir().join(format!("junction-{}", unsafe_uid())));
+    for dir in &candidates {
+        if std::fs::create_dir_all(dir).is_ok() && writable(dir) {
+            if dir != &settings.data_dir {
+                tracing::warn!(
+                    "cannot create the data directory {} here; using {} (set --data-dir to choose)",
+                    settings.data_dir.display(),
+                    dir.display()
+                );
+            }
+            return dir.clone();
+        }
+    }
+    settings.data_dir.clone()
+}
+
+fn writable(dir: &std::path::Path) -> bool {
+    let probe = dir.join(format!(".probe-{}", std::process::id()));
+    let ok = std::fs::write(&probe, b"").is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
+}
+
+fn unsafe_uid() -> u32 {
+    #[cfg(unix)]
+    {
+        // SAFETY: getuid cannot fail and touches no memory.
+        unsafe { libc::getuid() }
+    }
+    #[cfg(not(unix))]
+    0
+}

@@ -1,0 +1,113 @@
+//! What `/metrics` and the dashboard report beyond the bus's counters: MQTT sessions and the
+//! durable store.
+
+use std::sync::Arc;
+
+use junction_protocols::mqtt;
+
+/// The parts of the server `/metrics` and the dashboard report beyond the bus's counters.
+pub(crate) struct MetricSources {
+    pub(crate) mqtt: Option<Arc<mqtt::MqttServer>>,
+    pub(crate) store: Option<Arc<junction_store::Store>>,
+    pub(crate) store_file: Option<std::path::PathBuf>,
+    /// The WebSocket listener's scheme and port (the dashboard's tester connects there).
+    pub(crate) websocket: Option<(String, u16)>,
+}
+
+/// [`MetricSources`] once the listeners exist (the monitor starts before them).
+pub(crate) struct LateSources(pub(crate) Arc<std::sync::OnceLock<MetricSources>>);
+
+impl junction_web::Extra for LateSources {
+    fn prometheus(&self) -> String {
+        self.0.get().map(MetricSources::render).unwrap_or_default()
+    }
+
+    fn dashboard(&self) -> serde_json::Value {
+        let Some(s) = self.0.get() else {
+            return serde_json::json!({});
+        };
+        let mut v = serde_json::json!({});
+        if let Some(fe) = &s.mqtt {
+            let (held, connected, queued) = fe.session_counts();
+            v["mqtt_sessions"] =
+                serde_json::json!({ "held": held, "connected": connected, "queued": queued });
+        }
+        if let Some((scheme, port)) = &s.websocket {
+            v["websocket"] = serde_json::json!({ "scheme": scheme, "port": port });
+        }
+        v
+    }
+}
+
+impl MetricSources {
+    /// Prometheus text: MQTT sessions and queued messages, the store's size, commits and
+    /// commit-duration histogram.
+    fn render(&self) -> String {
+        use std::fmt::Write as _;
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = String::new();
+        if let Some(fe) = &self.mqtt {
+            let (sessions, connected, queued) = fe.session_counts();
+            let _ = writeln!(
+                out,
+                "# HELP junction_mqtt_sessions MQTT sessions held, by whether a client is connected.
+                 # TYPE junction_mqtt_sessions gauge
+                 junction_mqtt_sessions{{state=\"connected\"}} {connected}
+                 junction_mqtt_sessions{{state=\"detached\"}} {}
+                 # HELP junction_mqtt_queued_messages QoS 1/2 messages queued in MQTT sessions.
+                 # TYPE junction_mqtt_queued_messages gauge
+                 junction_mqtt_queued_messages {queued}",
+                sessions - connected
+            );
+        }
+        if let Some(store) = &self.store {
+            let st = store.stats();
+            if let Some(size) = self
+                .store_file
+                .as_ref()
+                .and_then(|f| std::fs::metadata(f).ok())
+            {
+                let _ = writeln!(
+                    out,
+                    "# HELP junction_store_size_bytes Size of the durable store's file.
+                     # TYPE junction_store_size_bytes gauge
+junction_store_size_bytes {}",
+                    size.len()
+                );
+            }
+            let _ = writeln!(
+                out,
+                "# HELP junction_store_operations_total Operations committed to the durable store.
+                 # TYPE junction_store_operations_total counter
+junction_store_operations_total {}",
+                st.ops.load(Relaxed)
+            );
+            let _ = writeln!(
+                out,
+                "# HELP junction_store_commit_seconds Time each group commit of the durable store took.
+                 # TYPE junction_store_commit_seconds histogram"
+            );
+            let mut cumulative = 0;
+            for (bound, bucket) in junction_store::COMMIT_BUCKETS_MICROS
+                .iter()
+                .zip(&st.commit_buckets)
+            {
+                cumulative += bucket.load(Relaxed);
+                let _ = writeln!(
+                    out,
+                    "junction_store_commit_seconds_bucket{{le=\"{}\"}} {cumulative}",
+                    *bound as f64 / 1e6
+                );
+            }
+            let commits = st.commits.load(Relaxed);
+            let _ = writeln!(
+                out,
+                "junction_store_commit_seconds_bucket{{le=\"+Inf\"}} {commits}
+                 junction_store_commit_seconds_sum {}
+junction_store_commit_seconds_count {commits}",
+                st.commit_micros.load(Relaxed) as f64 / 1e6
+            );
+        }
+        out
+    }
+}
