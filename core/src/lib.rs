@@ -20,6 +20,7 @@ pub mod stats;
 pub mod subject;
 pub mod sublist;
 pub mod sync;
+pub mod time;
 
 pub use account::{Account, Bus, DEFAULT_ACCOUNT};
 pub use conns::{ConnSnapshot, ConnView, Registry};
