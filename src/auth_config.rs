@@ -100,19 +100,9 @@ fn map_of<'a>(item: &'a Item, key: &str) -> Result<&'a Map> {
         .ok_or_else(|| anyhow!("{}: '{key}' must be a block", at(item)))
 }
 
-/// A string or a list of strings.
+/// A subject or a list of subjects.
 fn strings(item: &Item, key: &str) -> Result<Vec<String>> {
-    match &item.value {
-        Value::String(s) => Ok(vec![s.clone()]),
-        Value::Array(list) => list
-            .iter()
-            .map(|i| str_of(i, key).map(str::to_string))
-            .collect(),
-        _ => bail!(
-            "{}: '{key}' must be a subject or a list of subjects",
-            at(item)
-        ),
-    }
+    crate::settings::strings_of(item, key, "a subject")
 }
 
 fn entries(item: &Item, key: &str) -> Result<Vec<Entry>> {

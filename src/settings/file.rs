@@ -496,9 +496,9 @@ fn tls_files(
                     at(item)
                 ),
             },
-            "cipher_suites" => files.cipher_suites = string_list(item, name, key)?,
-            "curve_preferences" => files.curve_preferences = string_list(item, name, key)?,
-            "pinned_certs" => files.pinned_certs = string_list(item, name, key)?,
+            "cipher_suites" => files.cipher_suites = strings_of(item, key, "a suite name")?,
+            "curve_preferences" => files.curve_preferences = strings_of(item, key, "a curve")?,
+            "pinned_certs" => files.pinned_certs = strings_of(item, key, "a key's SHA-256")?,
             _ if item.used_as_variable => {}
             k if TLS_LATER_KEYS.contains(&k) => warnings.push(format!(
                 "{}: '{name}.{key}' is not supported yet and is ignored",
@@ -520,12 +520,13 @@ fn tls_files(
     }
 }
 
-/// A list of strings (a single string is a list of one).
-fn string_list(item: &Item, block: &str, key: &str) -> Result<Vec<String>> {
+/// A string or a list of strings (a single string is a list of one); `what` names one in the
+/// error ("a subject").
+pub(crate) fn strings_of(item: &Item, key: &str, what: &str) -> Result<Vec<String>> {
     let one = |i: &Item| {
         i.as_str()
             .map(str::to_string)
-            .ok_or_else(|| anyhow!("{}: '{block}.{key}' must be a list of strings", at(i)))
+            .ok_or_else(|| anyhow!("{}: '{key}' must be {what} or a list of them", at(i)))
     };
     match item.as_array() {
         Some(list) => list.iter().map(one).collect(),

@@ -15,7 +15,7 @@ mod file;
 mod tests;
 
 pub use cli::{normalize_args, Cli};
-pub(crate) use file::{at, bool_of, duration_of};
+pub(crate) use file::{at, bool_of, duration_of, strings_of};
 use file::{http_port, listen_port, read_config};
 
 /// Everything the binary needs to start.
