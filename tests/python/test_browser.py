@@ -49,14 +49,14 @@ def _prerequisites() -> None:
         pytest.fail("browser test prerequisites: " + "; ".join(problems) + " -- ./scripts/test installs them")
 
 
-class Runner:
-    """tests/browser/run.mjs as a subprocess: JSON commands in, JSON events out."""
+class NodeRunner:
+    """A node script in tests/browser as a subprocess: JSON commands in, JSON events out."""
 
-    def __init__(self, ws_port: int):
+    def __init__(self, args: list[str]):
         self.events: queue.Queue = queue.Queue()
         self.log: list[str] = []
         self.proc = subprocess.Popen(
-            ["node", str(RUNNER), "--host", "127.0.0.1", "--port", str(ws_port), "--chromium", CHROMIUM],
+            ["node", *args, "--chromium", CHROMIUM],
             cwd=BROWSER_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, bufsize=1)
         threading.Thread(target=self._read, daemon=True).start()
@@ -100,6 +100,24 @@ class Runner:
         self.proc.stdin.write(json.dumps(cmd) + "\n")
         self.proc.stdin.flush()
 
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.send(cmd="quit")
+                self.proc.wait(15)
+            except Exception:
+                pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+class Runner(NodeRunner):
+    """tests/browser/run.mjs: the ws-demo page with nats.ws and mqtt.js."""
+
+    def __init__(self, ws_port: int):
+        super().__init__([str(RUNNER), "--host", "127.0.0.1", "--port", str(ws_port)])
+
     def messages(self) -> dict:
         self.send(cmd="messages")
         return self.expect("messages")
@@ -114,17 +132,6 @@ class Runner:
             if time.monotonic() >= deadline:
                 raise AssertionError(f"the page shows {got!r}, expected it to include {wanted!r}")
             time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.send(cmd="quit")
-                self.proc.wait(15)
-            except Exception:
-                pass
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
 
 
 @pytest.fixture

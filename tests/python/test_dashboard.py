@@ -5,11 +5,8 @@ screenshot is saved to target/dashboard.png."""
 
 from __future__ import annotations
 
-import json
-import queue
 import re
 import shutil
-import subprocess
 import threading
 import time
 import types
@@ -18,67 +15,22 @@ import pytest
 
 from conftest import REPO, async_test, sync_subs
 from mqtt_helpers import V311, RawMqtt
-from test_browser import BROWSER_DIR, CHROMIUM, STEP_TIMEOUT, _prerequisites
+from test_browser import BROWSER_DIR, STEP_TIMEOUT, NodeRunner, _prerequisites
 
 import nats
 
 RUNNER = BROWSER_DIR / "dashboard.mjs"
 
 
-class Dashboard:
+class Dashboard(NodeRunner):
+    """tests/browser/dashboard.mjs: the dashboard page, read and driven by the test."""
+
     def __init__(self, url: str):
-        self.events: queue.Queue = queue.Queue()
-        self.log: list[str] = []
-        self.proc = subprocess.Popen(
-            ["node", str(RUNNER), "--url", url, "--chromium", CHROMIUM],
-            cwd=BROWSER_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, bufsize=1)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            line = line.rstrip("\n")
-            self.log.append(line)
-            try:
-                ev = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(ev, dict):
-                self.events.put(ev)
-        self.events.put({"event": "exit"})
-
-    def expect(self, kind, timeout=STEP_TIMEOUT):
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no {kind} from the dashboard runner; output:\n" + "\n".join(self.log[-60:]))
-            try:
-                ev = self.events.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if ev.get("event") == kind:
-                return ev
-            if ev.get("event") in ("error", "exit", "pageerror"):
-                raise AssertionError(f"dashboard runner: {ev}; output:\n" + "\n".join(self.log[-60:]))
-
-    def send(self, **cmd):
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
+        super().__init__([str(RUNNER), "--url", url])
 
     def figures(self):
         self.send(cmd="figures")
         return self.expect("figures")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            try:
-                self.send(cmd="quit")
-                self.proc.wait(15)
-            except Exception:
-                pass
-        if self.proc.poll() is None:
-            self.proc.kill()
 
 
 def wait_figures(dash, pred, what, timeout=STEP_TIMEOUT):
