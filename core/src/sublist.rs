@@ -455,11 +455,11 @@ impl Sublist {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Trie nodes the index holds (removal prunes every node that leads to no subscription).
-    pub fn nodes(&self) -> usize {
+    /// Calls `f` on every node of the trie, walked iteratively (a subject may be deeper than
+    /// the stack allows to recurse).
+    fn walk(&self, mut f: impl FnMut(&Node)) {
         let trie = self.trie.read_locked();
         let mut stack: Vec<&Level> = vec![&trie];
-        let mut n = 0;
         while let Some(level) = stack.pop() {
             for node in level
                 .literal
@@ -467,30 +467,26 @@ impl Sublist {
                 .chain(level.pwc.as_deref())
                 .chain(level.fwc.as_deref())
             {
-                n += 1;
+                f(node);
                 stack.extend(node.next.as_deref());
             }
         }
+    }
+
+    /// Trie nodes the index holds (removal prunes every node that leads to no subscription).
+    pub fn nodes(&self) -> usize {
+        let mut n = 0;
+        self.walk(|_| n += 1);
         n
     }
 
-    /// Every subscription in the index (for monitoring), walked iteratively.
+    /// Every subscription in the index (for monitoring).
     pub fn all(&self) -> Vec<Arc<Subscription>> {
-        let trie = self.trie.read_locked();
-        let mut stack: Vec<&Level> = vec![&trie];
         let mut out = Vec::new();
-        while let Some(level) = stack.pop() {
-            for node in level
-                .literal
-                .values()
-                .chain(level.pwc.as_deref())
-                .chain(level.fwc.as_deref())
-            {
-                out.extend(node.psubs.iter().cloned());
-                out.extend(node.qsubs.values().flatten().cloned());
-                stack.extend(node.next.as_deref());
-            }
-        }
+        self.walk(|node| {
+            out.extend(node.psubs.iter().cloned());
+            out.extend(node.qsubs.values().flatten().cloned());
+        });
         out
     }
 
