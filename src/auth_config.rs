@@ -63,6 +63,8 @@ struct ExportDef {
 struct AccountDef {
     exports: Vec<ExportDef>,
     imports: Vec<ImportDef>,
+    /// `jetstream: enabled` (or a `jetstream {}` block) in the account.
+    jetstream: bool,
 }
 
 /// What the auth configuration amounts to.
@@ -507,6 +509,16 @@ pub fn load(map: &Map) -> Result<Auth> {
                             "users" => cfg.users.extend(users(v, name, default_perms.as_ref())?),
                             "exports" => acc.exports = exports(v)?,
                             "imports" => acc.imports = imports(v)?,
+                            "jetstream" => {
+                                acc.jetstream = match &v.value {
+                                    junction_config::Value::Bool(b) => *b,
+                                    junction_config::Value::String(s) => !matches!(
+                                        s.to_ascii_lowercase().as_str(),
+                                        "disabled" | "false"
+                                    ),
+                                    _ => true,
+                                }
+                            }
                             _ => {}
                         }
                     }
@@ -710,6 +722,19 @@ fn jwt_account(op: &Operator, key: &str) -> Option<AccountDef> {
 impl Auth {
     /// Creates the configured accounts on `bus` and wires their imports to the exports they
     /// name. Returns warnings for imports no export allows.
+    /// The accounts JetStream is enabled in: those that say so, or (when none does) every
+    /// account, as nats-server decides.
+    pub fn jetstream_accounts(&self) -> Option<Vec<String>> {
+        let mut v: Vec<String> = self
+            .accounts
+            .iter()
+            .filter(|(_, a)| a.jetstream)
+            .map(|(n, _)| n.clone())
+            .collect();
+        v.sort();
+        (!v.is_empty()).then_some(v)
+    }
+
     pub fn wire(&self, bus: &Bus) -> Result<Vec<String>> {
         let mut warnings = Vec::new();
         let mut tokens = std::collections::HashSet::new();

@@ -158,7 +158,7 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
 
     // The store first: a locked or damaged one stops startup before anything listens.
     let mqtt_on = settings.mqtt_port.is_some() || settings.ws_port.is_some();
-    let engine = if mqtt_on && !settings.in_memory {
+    let engine = if (mqtt_on || settings.jetstream.is_some()) && !settings.in_memory {
         Some(junction_store::open(&data_dir(&settings))?)
     } else {
         None
@@ -365,35 +365,87 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
             None => fe,
         })
     });
-    // Durable MQTT state: restored before any client connects.
+    // Durable MQTT and JetStream state: restored before any client connects.
     let mut store = None;
-    if let (Some(fe), Some(engine)) = (&mqtt_fe, engine) {
-        let started = std::time::Instant::now();
-        let restored = fe
-            .restore(&engine)
-            .with_context(|| format!("restoring from {}", engine.path().display()))?;
-        tracing::info!(
-            sessions = restored.sessions,
-            messages = restored.messages,
-            retained = restored.retained,
-            skipped = restored.skipped,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "Using the durable store {}",
-            engine.path().display()
-        );
-        if restored.skipped > 0 {
-            tracing::warn!(
+    let mut js_restored = junction_jetstream::Restored::default();
+    if let Some(engine) = engine {
+        if let Some(fe) = &mqtt_fe {
+            let started = std::time::Instant::now();
+            let restored = fe
+                .restore(&engine)
+                .with_context(|| format!("restoring from {}", engine.path().display()))?;
+            tracing::info!(
+                sessions = restored.sessions,
+                messages = restored.messages,
+                retained = restored.retained,
                 skipped = restored.skipped,
-                "some records of the durable store could not be restored (see above); the broker runs without them"
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "Using the durable store {}",
+                engine.path().display()
+            );
+            if restored.skipped > 0 {
+                tracing::warn!(
+                    skipped = restored.skipped,
+                    "some records of the durable store could not be restored (see above); the broker runs without them"
+                );
+            }
+            junction_core::Stats::add(&bus.stats().store_records_skipped, restored.skipped as u64);
+        }
+        if settings.jetstream.is_some() {
+            let started = std::time::Instant::now();
+            js_restored = junction_jetstream::restore(&engine)
+                .with_context(|| format!("restoring JetStream from {}", engine.path().display()))?;
+            let messages: usize = js_restored.streams.values().map(|(_, m)| m.len()).sum();
+            tracing::info!(
+                streams = js_restored.streams.len(),
+                consumers = js_restored.consumers.len(),
+                messages,
+                skipped = js_restored.skipped,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "JetStream state restored from {}",
+                engine.path().display()
+            );
+            junction_core::Stats::add(
+                &bus.stats().store_records_skipped,
+                js_restored.skipped as u64,
             );
         }
-        junction_core::Stats::add(&bus.stats().store_records_skipped, restored.skipped as u64);
         let s = junction_store::Store::start(Box::new(engine));
-        fe.use_store(s.clone());
+        if let Some(fe) = &mqtt_fe {
+            fe.use_store(s.clone());
+        }
         store = Some(s);
-    } else if mqtt_fe.is_some() {
-        tracing::info!("MQTT state is kept in memory only (--in-memory)");
+    } else if mqtt_fe.is_some() || settings.jetstream.is_some() {
+        tracing::info!("MQTT and JetStream state is kept in memory only (--in-memory)");
     }
+    let jetstream = settings.jetstream.as_ref().map(|js| {
+        let opts = junction_jetstream::Options {
+            max_memory: js.max_memory,
+            max_store: js.max_store,
+            store_dir: data_dir(&settings).display().to_string(),
+            domain: js.domain.clone(),
+            accounts: auth.jetstream_accounts(),
+            system_account: auth.system_account.clone().unwrap_or_default(),
+        };
+        tracing::info!("Starting JetStream");
+        tracing::info!("    Max Memory:      {}", js.max_memory);
+        tracing::info!("    Max Storage:     {}", js.max_store);
+        tracing::info!("    Store Directory: \"{}\"", opts.store_dir);
+        if let Some(d) = &js.domain {
+            tracing::info!("    Domain:          {d}");
+        }
+        junction_jetstream::JetStream::start(
+            bus.clone(),
+            store.clone(),
+            std::mem::take(&mut js_restored),
+            opts,
+            shutdown.clone(),
+        )
+    });
+    let _jetstream = jetstream.map(|(js, handle)| {
+        tasks.push(handle);
+        js
+    });
     let mut accepting = Vec::new();
     let mut ws_gateway: Option<Arc<ws::WsGateway>> = None;
     if let (Some(port), Some(fe)) = (settings.mqtt_port, &mqtt_fe) {

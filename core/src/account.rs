@@ -134,6 +134,30 @@ impl Account {
     }
 }
 
+impl Account {
+    /// Routes `msg` to the subscriptions of `to`, showing them `msg.subject` (a JetStream
+    /// delivery: routed by the consumer's deliver subject, shown with the stored subject).
+    pub fn deliver_to(&self, to: &[u8], msg: &Message, batch: &mut FlushBatch) -> usize {
+        let result = self.sublist.match_subject(to);
+        if result.is_empty() {
+            return 0;
+        }
+        let n = delivery::deliver(&result, msg, batch);
+        if batch.has_expired() {
+            for sub in batch.take_expired() {
+                self.sublist.remove(&sub);
+                sub.sink.auto_unsubscribed(&sub);
+            }
+        }
+        n
+    }
+
+    /// Whether anyone subscribes to `subject`.
+    pub fn has_interest(&self, subject: &[u8]) -> bool {
+        !self.sublist.match_subject(subject).is_empty()
+    }
+}
+
 /// The whole bus: the accounts, the server-wide statistics and connection ids.
 pub struct Bus {
     accounts: RwLock<HashMap<String, Arc<Account>>>,

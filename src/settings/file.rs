@@ -246,33 +246,7 @@ impl Settings {
                     );
                     self.data_dir_chosen = true;
                 }
-                "jetstream" => {
-                    // JetStream itself is not served yet; its store directory is the store's.
-                    if let Some(dir) = item
-                        .as_map()
-                        .and_then(|m| m.get("store_dir").or_else(|| m.get("storedir")))
-                    {
-                        if !self.data_dir_chosen {
-                            self.data_dir = PathBuf::from(dir.as_str().ok_or_else(|| {
-                                anyhow!("{}: 'jetstream.store_dir' must be a directory", at(dir))
-                            })?);
-                            self.data_dir_chosen = true;
-                        }
-                    }
-                    let enabled = match &item.value {
-                        junction_config::Value::Bool(b) => *b,
-                        junction_config::Value::String(s) => {
-                            !matches!(s.to_ascii_lowercase().as_str(), "disabled" | "false")
-                        }
-                        _ => true,
-                    };
-                    if enabled {
-                        warnings.push(format!(
-                            "{}: JetStream is not available in this build yet: 'jetstream' is ignored",
-                            at(item)
-                        ));
-                    }
-                }
+                "jetstream" => self.apply_jetstream(item, &mut warnings)?,
                 "cluster" => bail!(
                     "{}: 'cluster': Junction does not form nats-server clusters with routes; it \
                      joins a NATS cluster as a leaf node (see the README)",
@@ -333,6 +307,60 @@ impl Settings {
     }
 
     /// Applies the `mqtt { ... }` block.
+    /// `jetstream: enabled | disabled | true | false` or `jetstream { store_dir, max_memory_store,
+    /// max_file_store, domain }`.
+    fn apply_jetstream(&mut self, item: &Item, warnings: &mut Vec<String>) -> Result<()> {
+        let mut js = self.jetstream.clone().unwrap_or_default();
+        let enabled = match &item.value {
+            junction_config::Value::Bool(b) => *b,
+            junction_config::Value::String(s) => {
+                !matches!(s.to_ascii_lowercase().as_str(), "disabled" | "false")
+            }
+            _ => true,
+        };
+        if let Some(m) = item.as_map() {
+            let mut on = true;
+            for (k, v) in m.iter() {
+                match k.to_ascii_lowercase().as_str() {
+                    "store_dir" | "storedir" => {
+                        if !self.data_dir_chosen {
+                            self.data_dir = PathBuf::from(v.as_str().ok_or_else(|| {
+                                anyhow!("{}: 'jetstream.store_dir' must be a directory", at(v))
+                            })?);
+                            self.data_dir_chosen = true;
+                        }
+                    }
+                    "max_memory_store" | "max_mem_store" | "max_mem" => {
+                        js.max_memory = size_of(v, k)? as i64
+                    }
+                    "max_file_store" | "max_file" => js.max_store = size_of(v, k)? as i64,
+                    "domain" => {
+                        js.domain = Some(
+                            v.as_str()
+                                .ok_or_else(|| anyhow!("{}: 'domain' must be a string", at(v)))?
+                                .to_string(),
+                        )
+                    }
+                    "enabled" | "enable" => on = bool_of(v, k)?,
+                    "sync_interval" | "sync" => warnings.push(format!(
+                        "{}: 'jetstream.{k}' is ignored: Junction syncs every acknowledged write before acknowledging it",
+                        at(v)
+                    )),
+                    "max_buffered_msgs" | "max_buffered_size" | "unique_tag" | "strict"
+                    | "max_outstanding_catchup" | "cipher" | "key" | "prev_key" | "extension_hint"
+                    | "compress_ok" | "request_queue_limit" | "tpm" | "limits" | "max_ha_assets" => {
+                        warnings.push(format!("{}: 'jetstream.{k}' is not supported and is ignored", at(v)))
+                    }
+                    _ => bail!("{}: unknown field \"{k}\"", at(v)),
+                }
+            }
+            self.jetstream = on.then_some(js);
+            return Ok(());
+        }
+        self.jetstream = enabled.then_some(js);
+        Ok(())
+    }
+
     fn apply_mqtt(&mut self, block: &Item, warnings: &mut Vec<String>) -> Result<()> {
         let map = block
             .as_map()

@@ -80,6 +80,36 @@ pub struct Settings {
     pub mqtt_tls: Option<junction_protocols::tls::Files>,
     /// The configuration file as read (the auth keys are read from it by `auth_config`).
     pub file: Option<Map>,
+    /// JetStream (`-js`, `jetstream {}`); `None`: off.
+    pub jetstream: Option<JetStreamSettings>,
+}
+
+/// The `jetstream { ... }` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JetStreamSettings {
+    /// Bytes of memory streams in all.
+    pub max_memory: i64,
+    /// Bytes of file streams in all.
+    pub max_store: i64,
+    pub domain: Option<String>,
+}
+
+impl Default for JetStreamSettings {
+    fn default() -> Self {
+        // nats-server's defaults: three quarters of the memory, and 1 TiB of disk.
+        let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        let mem = if pages > 0 && page > 0 {
+            (pages as i64).saturating_mul(page as i64) / 4 * 3
+        } else {
+            -1
+        };
+        JetStreamSettings {
+            max_memory: mem,
+            max_store: 1 << 40,
+            domain: None,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -121,6 +151,7 @@ impl Default for Settings {
             tls: None,
             mqtt_tls: None,
             file: None,
+            jetstream: None,
         }
     }
 }
@@ -238,8 +269,8 @@ impl Settings {
         }
         settings.apply_cli(cli)?;
         settings.apply_cli_auth(cli)?;
-        if cli.jetstream {
-            warnings.push("JetStream is not available in this build yet: -js is ignored".into());
+        if cli.jetstream && settings.jetstream.is_none() {
+            settings.jetstream = Some(JetStreamSettings::default());
         }
         if cli.profile.is_some() {
             warnings.push("--profile is not supported: no profiling port is opened".into());

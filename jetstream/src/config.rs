@@ -1,0 +1,515 @@
+//! Stream and consumer configurations as the JetStream API spells them (nats-server 2.10's JSON
+//! field names and defaults), with the checks nats-server applies when one is created.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::errors::ApiError;
+
+/// Nanoseconds, as the API carries durations.
+pub const SECOND: i64 = 1_000_000_000;
+/// The duplicate window when a stream does not set one.
+pub const DEFAULT_DUPLICATE_WINDOW: i64 = 120 * SECOND;
+/// The acknowledgement wait when a consumer does not set one.
+pub const DEFAULT_ACK_WAIT: i64 = 30 * SECOND;
+/// Pull requests a consumer keeps waiting when it does not say.
+pub const DEFAULT_MAX_WAITING: i64 = 512;
+/// Unacknowledged messages a consumer may have out when it does not say.
+pub const DEFAULT_MAX_ACK_PENDING: i64 = 1000;
+/// How long an ephemeral consumer outlives its last interest when it does not say.
+pub const DEFAULT_INACTIVE_THRESHOLD: i64 = 5 * SECOND;
+/// Longest stream and consumer name.
+pub const MAX_NAME_LEN: usize = 255;
+
+fn minus_one() -> i64 {
+    -1
+}
+fn one() -> i64 {
+    1
+}
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Retention {
+    #[default]
+    Limits,
+    Interest,
+    #[serde(rename = "workqueue")]
+    WorkQueue,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Discard {
+    #[default]
+    Old,
+    New,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    #[default]
+    File,
+    Memory,
+}
+
+/// Where a stream republishes what it stores.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RePublish {
+    #[serde(default)]
+    pub src: String,
+    pub dest: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub headers_only: bool,
+}
+
+/// A stream this one copies from (mirror or source), within the same account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamSource {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub opt_start_seq: i64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub filter_subject: String,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// A stream's configuration. Fields Junction does not act on are kept as the client sent them
+/// (`other`), so they come back in info and count in the "same configuration" comparison.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamConfig {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    #[serde(default)]
+    pub retention: Retention,
+    #[serde(default = "minus_one")]
+    pub max_consumers: i64,
+    #[serde(default = "minus_one")]
+    pub max_msgs: i64,
+    #[serde(default = "minus_one")]
+    pub max_bytes: i64,
+    #[serde(default)]
+    pub max_age: i64,
+    #[serde(default = "minus_one")]
+    pub max_msgs_per_subject: i64,
+    #[serde(default = "minus_one")]
+    pub max_msg_size: i64,
+    #[serde(default)]
+    pub discard: Discard,
+    #[serde(default)]
+    pub storage: Storage,
+    #[serde(default = "one")]
+    pub num_replicas: i64,
+    #[serde(default)]
+    pub duplicate_window: i64,
+    #[serde(default)]
+    pub sealed: bool,
+    #[serde(default)]
+    pub deny_delete: bool,
+    #[serde(default)]
+    pub deny_purge: bool,
+    #[serde(default)]
+    pub allow_rollup_hdrs: bool,
+    #[serde(default)]
+    pub allow_direct: bool,
+    #[serde(default)]
+    pub mirror_direct: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub discard_new_per_subject: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub no_ack: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub republish: Option<RePublish>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<StreamSource>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<StreamSource>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// A consumer's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsumerConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durable_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver_subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver_group: Option<String>,
+    #[serde(default)]
+    pub deliver_policy: DeliverPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opt_start_seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opt_start_time: Option<String>,
+    #[serde(default)]
+    pub ack_policy: AckPolicy,
+    #[serde(default)]
+    pub ack_wait: i64,
+    #[serde(default)]
+    pub max_deliver: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backoff: Vec<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filter_subjects: Vec<String>,
+    #[serde(default)]
+    pub replay_policy: ReplayPolicy,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rate_limit_bps: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_freq: Option<String>,
+    #[serde(default)]
+    pub max_waiting: i64,
+    #[serde(default)]
+    pub max_ack_pending: i64,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub flow_control: bool,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub idle_heartbeat: i64,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub headers_only: bool,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_batch: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_expires: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_bytes: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub inactive_threshold: i64,
+    #[serde(default)]
+    pub num_replicas: i64,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub mem_storage: bool,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliverPolicy {
+    #[default]
+    All,
+    Last,
+    New,
+    #[serde(rename = "by_start_sequence")]
+    ByStartSequence,
+    #[serde(rename = "by_start_time")]
+    ByStartTime,
+    #[serde(rename = "last_per_subject")]
+    LastPerSubject,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AckPolicy {
+    None,
+    All,
+    #[default]
+    Explicit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplayPolicy {
+    #[default]
+    Instant,
+    Original,
+}
+
+/// A name nats-server accepts for a stream or consumer: not empty, no whitespace, no `.`, `*`,
+/// `>`, path separators or control characters.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && !name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
+}
+
+impl StreamConfig {
+    /// Fills in what the server decides when the client left it out, and checks the rest.
+    pub fn normalize(&mut self) -> Result<(), ApiError> {
+        if self.name.is_empty() {
+            return Err(ApiError::stream_name_required());
+        }
+        if !valid_name(&self.name) {
+            return Err(ApiError::invalid_stream_name());
+        }
+        if self.num_replicas == 0 {
+            self.num_replicas = 1;
+        }
+        if self.num_replicas > 1 {
+            return Err(ApiError::replicas_not_supported());
+        }
+        if self.num_replicas < 0 || self.num_replicas > 5 {
+            return Err(ApiError::invalid_config("replicas > 5 not supported"));
+        }
+        for n in [
+            &mut self.max_msgs,
+            &mut self.max_bytes,
+            &mut self.max_msgs_per_subject,
+            &mut self.max_msg_size,
+            &mut self.max_consumers,
+        ] {
+            if *n == 0 {
+                *n = -1;
+            }
+        }
+        if self.max_age < 0 {
+            return Err(ApiError::invalid_config("max age needs to be >= 0"));
+        }
+        if self.duplicate_window < 0 {
+            return Err(ApiError::invalid_config("duplicates window can not be negative"));
+        }
+        if self.duplicate_window == 0 {
+            self.duplicate_window = DEFAULT_DUPLICATE_WINDOW;
+            if self.max_age != 0 && self.max_age < DEFAULT_DUPLICATE_WINDOW {
+                self.duplicate_window = self.max_age;
+            }
+        } else if self.max_age != 0 && self.duplicate_window > self.max_age {
+            return Err(ApiError::invalid_config(
+                "duplicates window can not be larger then max age",
+            ));
+        }
+        if self.subjects.is_empty() && self.mirror.is_none() && self.sources.is_empty() {
+            self.subjects.push(self.name.clone());
+        }
+        if self.mirror.is_some() && !self.subjects.is_empty() {
+            return Err(ApiError::invalid_config(
+                "stream mirrors can not contain subjects",
+            ));
+        }
+        for (i, s) in self.subjects.iter().enumerate() {
+            if !junction_core::subject::is_valid_subject(s.as_bytes()) {
+                return Err(ApiError::invalid_config("invalid subject"));
+            }
+            if self.subjects[..i]
+                .iter()
+                .any(|o| crate::subjects::overlap(o, s))
+            {
+                return Err(ApiError::invalid_config("duplicate subjects detected"));
+            }
+        }
+        if let Some(r) = &mut self.republish {
+            if r.src.is_empty() {
+                r.src = ">".into();
+            }
+            if !junction_core::subject::is_valid_subject(r.dest.as_bytes()) {
+                return Err(ApiError::invalid_config("stream republish destination subject is invalid"));
+            }
+            if self
+                .subjects
+                .iter()
+                .any(|s| crate::subjects::overlap(s, &r.dest))
+            {
+                return Err(ApiError::invalid_config(
+                    "stream republish destination forms a cycle",
+                ));
+            }
+        }
+        if self.discard_new_per_subject
+            && (self.discard != Discard::New || self.max_msgs_per_subject <= 0)
+        {
+            return Err(ApiError::invalid_config(
+                "discard new per subject requires discard new policy to be set",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Why `next` may not replace `self` (nats-server's update rules), if it may not.
+    pub fn check_update(&self, next: &StreamConfig) -> Result<(), ApiError> {
+        if self.storage != next.storage {
+            return Err(ApiError::invalid_config(
+                "stream configuration update can not change storage type",
+            ));
+        }
+        if self.retention != next.retention {
+            return Err(ApiError::invalid_config(
+                "stream configuration update can not change retention policy",
+            ));
+        }
+        if self.sealed && !next.sealed {
+            return Err(ApiError::invalid_config(
+                "stream configuration update can not unseal a sealed stream",
+            ));
+        }
+        if self.deny_delete && !next.deny_delete {
+            return Err(ApiError::invalid_config(
+                "stream configuration update can not cancel deny message deletes",
+            ));
+        }
+        if self.deny_purge && !next.deny_purge {
+            return Err(ApiError::invalid_config(
+                "stream configuration update can not cancel deny purge",
+            ));
+        }
+        if self.mirror != next.mirror {
+            return Err(ApiError::invalid_config(
+                "stream mirror configuration can not be updated",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ConsumerConfig {
+    /// The consumer's filters (`filter_subject` and `filter_subjects` together).
+    pub fn filters(&self) -> Vec<String> {
+        let mut f: Vec<String> = self.filter_subjects.clone();
+        if let Some(s) = &self.filter_subject {
+            if !s.is_empty() {
+                f.push(s.clone());
+            }
+        }
+        f
+    }
+
+    /// Whether messages go to a deliver subject (push) rather than to pull requests.
+    pub fn is_push(&self) -> bool {
+        self.deliver_subject.as_deref().is_some_and(|s| !s.is_empty())
+    }
+
+    /// Fills in the server's defaults and checks the configuration on its own (the stream-level
+    /// checks are the caller's).
+    pub fn normalize(&mut self) -> Result<(), ApiError> {
+        if let Some(d) = &self.durable_name {
+            if d.is_empty() {
+                self.durable_name = None;
+            } else if d.contains(['.', '*', '>']) {
+                return Err(ApiError::bad_durable_name());
+            }
+        }
+        if let Some(n) = &self.name {
+            if n.is_empty() {
+                self.name = None;
+            } else if !valid_name(n) {
+                return Err(ApiError::invalid_consumer_name());
+            }
+        }
+        if let (Some(d), Some(n)) = (&self.durable_name, &self.name) {
+            if d != n {
+                return Err(ApiError::new(
+                    400,
+                    10132,
+                    "Consumer Durable and Name have to be equal if both are provided",
+                ));
+            }
+        }
+        if self.ack_wait == 0 {
+            self.ack_wait = DEFAULT_ACK_WAIT;
+        }
+        if self.ack_wait < 0 {
+            return Err(ApiError::invalid_config("consumer ack wait needs to be positive"));
+        }
+        if self.max_deliver == 0 {
+            self.max_deliver = -1;
+        }
+        if self.max_deliver > 0 && !self.backoff.is_empty() && self.backoff.len() as i64 > self.max_deliver {
+            return Err(ApiError::new(400, 10116, "max deliver is required to be > length of backoff values"));
+        }
+        if let Some(&first) = self.backoff.first() {
+            self.ack_wait = first;
+        }
+        if self.ack_policy == AckPolicy::None {
+            self.max_ack_pending = -1;
+        } else if self.max_ack_pending == 0 {
+            self.max_ack_pending = DEFAULT_MAX_ACK_PENDING;
+        }
+        if self.is_push() {
+            if self.max_waiting != 0 {
+                return Err(ApiError::new(
+                    400,
+                    10089,
+                    "consumer in push mode can not set max waiting",
+                ));
+            }
+            if self.max_batch != 0 {
+                return Err(ApiError::new(400, 10090, "consumer in push mode can not set max batch"));
+            }
+            let ds = self.deliver_subject.as_deref().unwrap_or_default();
+            if !junction_core::subject::is_valid_literal_subject(ds.as_bytes()) {
+                return Err(ApiError::new(400, 10112, "invalid push consumer deliver subject"));
+            }
+        } else {
+            if self.max_waiting == 0 {
+                self.max_waiting = DEFAULT_MAX_WAITING;
+            }
+            if self.flow_control {
+                return Err(ApiError::new(
+                    400,
+                    10089,
+                    "consumer flow control requires a push based consumer",
+                ));
+            }
+            if self.idle_heartbeat != 0 {
+                return Err(ApiError::new(
+                    400,
+                    10088,
+                    "consumer idle heartbeat requires a push based consumer",
+                ));
+            }
+        }
+        if self.flow_control && self.idle_heartbeat == 0 {
+            return Err(ApiError::new(
+                400,
+                10108,
+                "consumer with flow control also needs heartbeats",
+            ));
+        }
+        if self.ack_policy == AckPolicy::None && self.max_ack_pending > 0 {
+            self.max_ack_pending = -1;
+        }
+        for f in self.filters() {
+            if !junction_core::subject::is_valid_subject(f.as_bytes()) {
+                return Err(ApiError::new(400, 10093, "consumer filter subject is not a valid subset of the interest subjects"));
+            }
+        }
+        match self.deliver_policy {
+            DeliverPolicy::ByStartSequence => {
+                if self.opt_start_seq.unwrap_or(0) == 0 {
+                    return Err(ApiError::invalid_config(
+                        "consumer deliver policy by start sequence requires a start sequence",
+                    ));
+                }
+            }
+            DeliverPolicy::ByStartTime => {
+                if self.opt_start_time.is_none() {
+                    return Err(ApiError::invalid_config(
+                        "consumer deliver policy by start time requires a start time",
+                    ));
+                }
+            }
+            _ => {
+                if self.opt_start_seq.is_some_and(|s| s > 0) || self.opt_start_time.is_some() {
+                    return Err(ApiError::invalid_config(
+                        "consumer deliver policy has a start sequence or time set that it does not use",
+                    ));
+                }
+            }
+        }
+        if self.num_replicas > 1 {
+            return Err(ApiError::replicas_not_supported());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,711 @@
+//! A consumer: its position in the stream, what it delivered and is waiting to hear about,
+//! pull requests waiting for messages, and the rules of acknowledgement and redelivery.
+//!
+//! Consumers live in the JetStream task alone; they read their stream under its lock and hand
+//! back the messages to send ([`Out`]), which the task routes.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use junction_core::sync::Lock;
+
+use crate::config::{AckPolicy, ConsumerConfig, DeliverPolicy};
+use crate::headers;
+use crate::persist::ConsumerRecord;
+use crate::stream::{matches_any, StoredMsg, Stream, StreamState};
+use crate::subjects;
+
+/// One message (or status) for the task to route: to `to`, shown with `subject`.
+pub struct Out {
+    pub to: Bytes,
+    pub subject: Bytes,
+    pub reply: Option<Bytes>,
+    pub headers: Option<Bytes>,
+    pub payload: Bytes,
+}
+
+/// A delivered message not yet acknowledged.
+#[derive(Debug, Clone)]
+struct Pending {
+    cseq: u64,
+    deliveries: u64,
+    deadline: Instant,
+}
+
+/// A pull request waiting for messages.
+pub struct PullRequest {
+    pub reply: Bytes,
+    pub batch: i64,
+    pub max_bytes: i64,
+    pub expires: Option<Instant>,
+    pub no_wait: bool,
+    pub heartbeat: Option<Duration>,
+    pub last_sent: Instant,
+    /// Messages sent for this request so far.
+    pub sent: i64,
+}
+
+pub struct Consumer {
+    pub name: String,
+    pub stream: Arc<Stream>,
+    pub config: ConsumerConfig,
+    pub created: i64,
+    filters: Vec<String>,
+    /// The filters cover every subject of the stream.
+    filters_all: bool,
+    /// Next stream sequence to deliver for the first time.
+    next: u64,
+    /// Stream sequences to deliver first (last per subject).
+    lps: VecDeque<u64>,
+    delivered: (u64, u64),
+    ack_floor: (u64, u64),
+    pending: BTreeMap<u64, Pending>,
+    redeliver: BTreeSet<u64>,
+    pub num_redelivered: u64,
+    pub waiting: VecDeque<PullRequest>,
+    /// Unix ns of the last delivery or request.
+    pub last_active: i64,
+    /// When the push consumer lost its interest or the pull consumer its last request.
+    pub idle_since: Option<Instant>,
+    /// Something changed that the store must hear.
+    pub dirty: bool,
+    last_push: Instant,
+    /// Flow control: the reply subject of the request we are waiting on.
+    fc_waiting: Option<String>,
+    fc_bytes: u64,
+    pub push_bound: bool,
+}
+
+/// What a client's acknowledgement says.
+#[derive(Debug, PartialEq)]
+pub enum AckKind {
+    Ack,
+    Nak(Option<Duration>),
+    Progress,
+    Term,
+    Next(Bytes),
+}
+
+impl AckKind {
+    pub fn parse(payload: &[u8]) -> Option<AckKind> {
+        let text = std::str::from_utf8(payload).ok()?.trim();
+        if text.is_empty() || text == "+ACK" {
+            return Some(AckKind::Ack);
+        }
+        if let Some(rest) = text.strip_prefix("-NAK") {
+            let rest = rest.trim();
+            let delay = if rest.is_empty() {
+                None
+            } else {
+                let v: serde_json::Value = serde_json::from_str(rest).ok()?;
+                v.get("delay")
+                    .and_then(|d| d.as_i64())
+                    .filter(|d| *d > 0)
+                    .map(|d| Duration::from_nanos(d as u64))
+            };
+            return Some(AckKind::Nak(delay));
+        }
+        if text == "+WPI" {
+            return Some(AckKind::Progress);
+        }
+        if text.starts_with("+TERM") {
+            return Some(AckKind::Term);
+        }
+        if let Some(rest) = text.strip_prefix("+NXT") {
+            return Some(AckKind::Next(Bytes::copy_from_slice(rest.trim().as_bytes())));
+        }
+        None
+    }
+}
+
+/// The parts of an acknowledgement subject
+/// `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>` (and the longer form
+/// with domain and account hash).
+pub struct AckSubject<'a> {
+    pub stream: &'a str,
+    pub consumer: &'a str,
+    pub sseq: u64,
+}
+
+impl<'a> AckSubject<'a> {
+    pub fn parse(subject: &'a str) -> Option<Self> {
+        let t: Vec<&str> = subject.split('.').collect();
+        let off = match t.len() {
+            9 => 2,
+            12.. => 4,
+            _ => return None,
+        };
+        if t[0] != "$JS" || t[1] != "ACK" {
+            return None;
+        }
+        Some(AckSubject {
+            stream: t[off],
+            consumer: t[off + 1],
+            sseq: t[off + 3].parse().ok()?,
+        })
+    }
+}
+
+fn nanos(d: i64) -> Duration {
+    Duration::from_nanos(d.max(0) as u64)
+}
+
+impl Consumer {
+    /// A new consumer at the start its deliver policy names.
+    pub fn new(
+        name: String,
+        stream: Arc<Stream>,
+        config: ConsumerConfig,
+        created: i64,
+        st: &StreamState,
+    ) -> Self {
+        let filters = config.filters();
+        let filters_all = filters.is_empty()
+            || st
+                .config
+                .subjects
+                .iter()
+                .all(|s| filters.iter().any(|f| subjects::subset(s, f)));
+        let mut lps = VecDeque::new();
+        let next = match config.deliver_policy {
+            DeliverPolicy::All => st.first_seq(),
+            DeliverPolicy::Last => {
+                if filters.is_empty() {
+                    st.last_seq.max(st.first_seq().min(st.last_seq))
+                } else {
+                    st.last_per_subject(&filters)
+                        .last()
+                        .copied()
+                        .unwrap_or(st.last_seq + 1)
+                }
+            }
+            DeliverPolicy::New => st.last_seq + 1,
+            DeliverPolicy::ByStartSequence => config.opt_start_seq.unwrap_or(1),
+            DeliverPolicy::ByStartTime => {
+                let ts = config
+                    .opt_start_time
+                    .as_deref()
+                    .and_then(crate::time::parse_rfc3339)
+                    .unwrap_or(0);
+                st.seq_at_time(ts)
+            }
+            DeliverPolicy::LastPerSubject => {
+                lps.extend(st.last_per_subject(&filters));
+                st.last_seq + 1
+            }
+        };
+        let start = next.max(1);
+        Consumer {
+            name,
+            stream,
+            filters,
+            filters_all,
+            created,
+            next: start,
+            lps,
+            delivered: (0, start - 1),
+            ack_floor: (0, start - 1),
+            pending: BTreeMap::new(),
+            redeliver: BTreeSet::new(),
+            num_redelivered: 0,
+            waiting: VecDeque::new(),
+            last_active: 0,
+            idle_since: Some(Instant::now()),
+            dirty: true,
+            last_push: Instant::now(),
+            fc_waiting: None,
+            fc_bytes: 0,
+            push_bound: false,
+            config,
+        }
+    }
+
+    /// A consumer read back from its record.
+    pub fn restore(name: String, stream: Arc<Stream>, rec: ConsumerRecord) -> Option<Self> {
+        let config = rec.config?;
+        let st = stream.state.locked();
+        let mut c = Consumer::new(name, stream.clone(), config, rec.created, &st);
+        c.next = rec.next.max(1);
+        c.lps = rec.lps.into();
+        c.delivered = rec.delivered;
+        c.ack_floor = rec.ack_floor;
+        c.num_redelivered = rec.redelivered;
+        let now = Instant::now();
+        // Everything delivered and not acknowledged is delivered again.
+        for (sseq, deliveries) in rec.pending {
+            if st.get(sseq).is_some() {
+                c.pending.insert(
+                    sseq,
+                    Pending {
+                        cseq: 0,
+                        deliveries,
+                        deadline: now,
+                    },
+                );
+                c.redeliver.insert(sseq);
+            }
+        }
+        drop(st);
+        c.dirty = false;
+        Some(c)
+    }
+
+    pub fn record(&self) -> ConsumerRecord {
+        ConsumerRecord {
+            config: Some(self.config.clone()),
+            created: self.created,
+            delivered: self.delivered,
+            ack_floor: self.ack_floor,
+            next: self.next,
+            lps: self.lps.iter().copied().collect(),
+            pending: self
+                .pending
+                .iter()
+                .map(|(s, p)| (*s, p.deliveries))
+                .collect(),
+            redelivered: self.num_redelivered,
+        }
+    }
+
+    pub fn filters(&self) -> &[String] {
+        &self.filters
+    }
+
+    pub fn is_durable(&self) -> bool {
+        self.config.durable_name.is_some()
+    }
+
+    pub fn delivered(&self) -> (u64, u64) {
+        self.delivered
+    }
+
+    pub fn ack_floor(&self) -> (u64, u64) {
+        self.ack_floor
+    }
+
+    pub fn num_ack_pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Messages not delivered yet that the consumer will deliver.
+    pub fn num_pending(&self, st: &StreamState) -> u64 {
+        let lps = self.lps.iter().filter(|s| st.get(**s).is_some()).count() as u64;
+        lps + st.count_from(self.next, &self.filters, self.filters_all)
+    }
+
+    fn ack_subject(&self, deliveries: u64, m: &StoredMsg, cseq: u64, pending: u64) -> Bytes {
+        Bytes::from(format!(
+            "$JS.ACK.{}.{}.{}.{}.{}.{}.{}",
+            self.stream.name, self.name, deliveries, m.seq, cseq, m.ts, pending
+        ))
+    }
+
+    fn may_send_more(&self) -> bool {
+        self.config.max_ack_pending <= 0
+            || (self.pending.len() as i64) < self.config.max_ack_pending
+    }
+
+    /// The next message to deliver (a redelivery first), and its delivery count.
+    fn take_next(&mut self, st: &StreamState) -> Option<(Arc<StoredMsg>, u64)> {
+        while let Some(&sseq) = self.redeliver.iter().next() {
+            self.redeliver.remove(&sseq);
+            match (st.get(sseq), self.pending.get(&sseq)) {
+                (Some(m), Some(p)) => {
+                    let d = p.deliveries + 1;
+                    if self.config.max_deliver > 0 && d > self.config.max_deliver as u64 {
+                        self.pending.remove(&sseq);
+                        self.update_floor();
+                        continue;
+                    }
+                    return Some((m.clone(), d));
+                }
+                _ => {
+                    self.pending.remove(&sseq);
+                    self.update_floor();
+                }
+            }
+        }
+        if !self.may_send_more() {
+            return None;
+        }
+        while let Some(sseq) = self.lps.pop_front() {
+            if let Some(m) = st.get(sseq) {
+                return Some((m.clone(), 1));
+            }
+        }
+        let seq = st.next_matching(self.next, &self.filters)?;
+        self.next = seq + 1;
+        Some((st.get(seq)?.clone(), 1))
+    }
+
+    /// Records a delivery of `m` (the `deliveries`th) and builds it for `to`.
+    fn deliver(
+        &mut self,
+        st: &StreamState,
+        m: &StoredMsg,
+        deliveries: u64,
+        to: Bytes,
+        now: Instant,
+    ) -> Out {
+        let cseq = self.delivered.0 + 1;
+        self.delivered.0 = cseq;
+        self.delivered.1 = self.delivered.1.max(m.seq);
+        if deliveries > 1 {
+            self.num_redelivered += 1;
+        }
+        match self.config.ack_policy {
+            AckPolicy::None => {
+                self.ack_floor = self.delivered;
+            }
+            _ => {
+                self.pending.insert(
+                    m.seq,
+                    Pending {
+                        cseq,
+                        deliveries,
+                        deadline: now + self.ack_wait_for(deliveries),
+                    },
+                );
+            }
+        }
+        self.dirty = true;
+        self.last_active = crate::stream::now_ns();
+        let pending = self.num_pending(st);
+        let (headers, payload) = if self.config.headers_only {
+            let size = m.payload.len().to_string();
+            (
+                Some(headers::with(
+                    &[("Nats-Msg-Size", &size)],
+                    m.headers.as_deref(),
+                )),
+                Bytes::new(),
+            )
+        } else {
+            (m.headers.clone(), m.payload.clone())
+        };
+        Out {
+            to,
+            subject: m.subject.clone(),
+            reply: Some(self.ack_subject(deliveries, m, cseq, pending)),
+            headers,
+            payload,
+        }
+    }
+
+    fn ack_wait_for(&self, deliveries: u64) -> Duration {
+        if self.config.backoff.is_empty() {
+            return nanos(self.config.ack_wait);
+        }
+        let i = (deliveries as usize).saturating_sub(1);
+        nanos(
+            *self
+                .config
+                .backoff
+                .get(i)
+                .or(self.config.backoff.last())
+                .expect("backoff is not empty"),
+        )
+    }
+
+    /// Sends what a push consumer may send now.
+    pub fn pump_push(&mut self, active: bool, out: &mut Vec<Out>) {
+        let Some(ds) = self.config.deliver_subject.clone() else {
+            return;
+        };
+        if !active {
+            return;
+        }
+        let to = Bytes::from(ds);
+        let stream = self.stream.clone();
+        let st = stream.state.locked();
+        let now = Instant::now();
+        let mut sent = 0usize;
+        while let Some((m, d)) = self.take_next(&st) {
+            let o = self.deliver(&st, &m, d, to.clone(), now);
+            self.fc_bytes += (m.payload.len() + m.subject.len()) as u64;
+            out.push(o);
+            sent += 1;
+            if self.config.flow_control && self.fc_bytes >= FLOW_CONTROL_BYTES {
+                out.push(self.flow_control_request(to.clone()));
+                break;
+            }
+            if sent >= 4096 {
+                break;
+            }
+        }
+        if sent > 0 {
+            self.last_push = now;
+        }
+    }
+
+    fn flow_control_request(&mut self, to: Bytes) -> Out {
+        let reply = format!(
+            "$JS.FC.{}.{}.{}",
+            self.stream.name,
+            self.name,
+            crate::random_token()
+        );
+        self.fc_waiting = Some(reply.clone());
+        self.fc_bytes = 0;
+        Out {
+            to: to.clone(),
+            subject: to,
+            reply: Some(Bytes::from(reply)),
+            headers: Some(headers::status(100, "FlowControl Request", &[])),
+            payload: Bytes::new(),
+        }
+    }
+
+    /// The client answered a flow control request.
+    pub fn flow_control_reply(&mut self, subject: &str) {
+        if self.fc_waiting.as_deref() == Some(subject) {
+            self.fc_waiting = None;
+        }
+    }
+
+    /// Serves the waiting pull requests.
+    pub fn pump_pull(&mut self, out: &mut Vec<Out>) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let stream = self.stream.clone();
+        let st = stream.state.locked();
+        let now = Instant::now();
+        while let Some(req) = self.waiting.front() {
+            let reply = req.reply.clone();
+            let Some((m, d)) = self.take_next(&st) else {
+                break;
+            };
+            let size = m.stored_size() as i64;
+            let req = self.waiting.front_mut().expect("front exists");
+            if req.max_bytes > 0 && size > req.max_bytes {
+                // Put it back: it goes to a request with room for it.
+                if d > 1 {
+                    self.redeliver.insert(m.seq);
+                } else if self.lps.front().is_none_or(|s| *s != m.seq) && self.next == m.seq + 1 {
+                    self.next = m.seq;
+                }
+                let r = self.waiting.pop_front().expect("front exists");
+                if r.sent == 0 {
+                    out.push(status(r.reply, 409, "Message Size Exceeds MaxBytes", &[]));
+                }
+                continue;
+            }
+            req.sent += 1;
+            req.last_sent = now;
+            if req.max_bytes > 0 {
+                req.max_bytes -= size;
+            }
+            let done = req.sent >= req.batch || req.max_bytes < 0;
+            let o = self.deliver(&st, &m, d, reply, now);
+            out.push(o);
+            if done {
+                self.waiting.pop_front();
+            }
+        }
+        // Requests that asked not to wait end here.
+        let has_more = self.has_deliverable(&st);
+        let mut keep = VecDeque::new();
+        for r in self.waiting.drain(..) {
+            if r.no_wait && !has_more {
+                if r.sent == 0 {
+                    out.push(status(r.reply, 404, "No Messages", &[]));
+                } else {
+                    let extra = pending_headers(&r);
+                    out.push(status(r.reply, 408, "Request Timeout", &extra));
+                }
+            } else {
+                keep.push_back(r);
+            }
+        }
+        self.waiting = keep;
+    }
+
+    fn has_deliverable(&self, st: &StreamState) -> bool {
+        !self.redeliver.is_empty()
+            || (self.may_send_more()
+                && (!self.lps.is_empty() || st.next_matching(self.next, &self.filters).is_some()))
+    }
+
+    /// Processes an acknowledgement of stream sequence `sseq`. Returns the sequences now
+    /// acknowledged (for interest and work-queue retention).
+    pub fn ack(&mut self, sseq: u64, kind: &AckKind) -> Vec<u64> {
+        let mut done = Vec::new();
+        match kind {
+            AckKind::Ack | AckKind::Next(_) => match self.config.ack_policy {
+                AckPolicy::All => {
+                    let below: Vec<u64> = self.pending.range(..=sseq).map(|(s, _)| *s).collect();
+                    for s in below {
+                        self.pending.remove(&s);
+                        self.redeliver.remove(&s);
+                        done.push(s);
+                    }
+                }
+                AckPolicy::Explicit => {
+                    if self.pending.remove(&sseq).is_some() {
+                        self.redeliver.remove(&sseq);
+                        done.push(sseq);
+                    }
+                }
+                AckPolicy::None => {}
+            },
+            AckKind::Term => {
+                if self.pending.remove(&sseq).is_some() {
+                    self.redeliver.remove(&sseq);
+                    done.push(sseq);
+                }
+            }
+            AckKind::Nak(delay) => {
+                if let Some(p) = self.pending.get_mut(&sseq) {
+                    match delay {
+                        Some(d) => p.deadline = Instant::now() + *d,
+                        None => {
+                            self.redeliver.insert(sseq);
+                        }
+                    }
+                }
+            }
+            AckKind::Progress => {
+                let wait = nanos(self.config.ack_wait);
+                if let Some(p) = self.pending.get_mut(&sseq) {
+                    p.deadline = Instant::now() + wait;
+                }
+            }
+        }
+        if !done.is_empty() {
+            self.update_floor();
+        }
+        self.dirty = true;
+        done
+    }
+
+    fn update_floor(&mut self) {
+        self.ack_floor = match self.pending.iter().next() {
+            Some((sseq, p)) if p.cseq > 0 => (p.cseq - 1, sseq - 1),
+            Some((sseq, _)) => (self.ack_floor.0, sseq - 1),
+            None => self.delivered,
+        };
+        self.dirty = true;
+    }
+
+    /// Whether `sseq` was delivered and acknowledged (interest retention asks).
+    pub fn has_acked(&self, sseq: u64, subject: &[u8]) -> bool {
+        if !matches_any(&self.filters, subject) {
+            return true;
+        }
+        sseq <= self.ack_floor.1
+            || (sseq < self.next && !self.pending.contains_key(&sseq) && !self.lps.contains(&sseq))
+    }
+
+    /// Timers: redeliveries due, pull requests expired, heartbeats. Returns status messages.
+    pub fn tick(&mut self, now: Instant, out: &mut Vec<Out>) {
+        for (sseq, p) in &self.pending {
+            if p.deadline <= now && !self.redeliver.contains(sseq) {
+                self.redeliver.insert(*sseq);
+            }
+        }
+        let mut keep = VecDeque::new();
+        for mut r in self.waiting.drain(..) {
+            if r.expires.is_some_and(|e| e <= now) {
+                out.push(status(r.reply, 408, "Request Timeout", &pending_headers_of(r.batch - r.sent, r.max_bytes)));
+                continue;
+            }
+            if let Some(hb) = r.heartbeat {
+                if now.duration_since(r.last_sent) >= hb {
+                    r.last_sent = now;
+                    out.push(status(r.reply.clone(), 100, "Idle Heartbeat", &[]));
+                }
+            }
+            keep.push_back(r);
+        }
+        self.waiting = keep;
+        if let (Some(ds), hb) = (&self.config.deliver_subject, self.config.idle_heartbeat) {
+            if hb > 0 && now.duration_since(self.last_push) >= nanos(hb) {
+                self.last_push = now;
+                let mut extra = vec![
+                    ("Nats-Last-Consumer", self.delivered.0.to_string()),
+                    ("Nats-Last-Stream", self.delivered.1.to_string()),
+                ];
+                if let Some(fc) = &self.fc_waiting {
+                    extra.push(("Nats-Consumer-Stalled", fc.clone()));
+                }
+                let to = Bytes::from(ds.clone());
+                out.push(Out {
+                    to: to.clone(),
+                    subject: to,
+                    reply: None,
+                    headers: Some(headers::status(100, "Idle Heartbeat", &extra)),
+                    payload: Bytes::new(),
+                });
+            }
+        }
+    }
+
+    /// Ends every waiting request (the consumer is going away).
+    pub fn close(&mut self, out: &mut Vec<Out>) {
+        for r in self.waiting.drain(..) {
+            out.push(status(r.reply, 409, "Consumer Deleted", &[]));
+        }
+    }
+
+    /// Applies an update of the configuration (the fields nats-server lets change).
+    pub fn update(&mut self, config: ConsumerConfig) {
+        self.config = config;
+        self.dirty = true;
+    }
+}
+
+/// Bytes of push deliveries between two flow control requests.
+const FLOW_CONTROL_BYTES: u64 = 1024 * 1024;
+
+fn pending_headers(r: &PullRequest) -> Vec<(&'static str, String)> {
+    pending_headers_of(r.batch - r.sent, r.max_bytes)
+}
+
+fn pending_headers_of(msgs: i64, bytes: i64) -> Vec<(&'static str, String)> {
+    vec![
+        ("Nats-Pending-Messages", msgs.max(0).to_string()),
+        ("Nats-Pending-Bytes", bytes.max(0).to_string()),
+    ]
+}
+
+/// A status message to a pull request's reply subject.
+pub fn status(to: Bytes, code: u16, text: &str, extra: &[(&str, String)]) -> Out {
+    Out {
+        subject: to.clone(),
+        to,
+        reply: None,
+        headers: Some(headers::status(code, text, extra)),
+        payload: Bytes::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_acknowledgements() {
+        assert_eq!(AckKind::parse(b"+ACK"), Some(AckKind::Ack));
+        assert_eq!(AckKind::parse(b""), Some(AckKind::Ack));
+        assert_eq!(AckKind::parse(b"-NAK"), Some(AckKind::Nak(None)));
+        assert_eq!(
+            AckKind::parse(br#"-NAK {"delay": 2000000000}"#),
+            Some(AckKind::Nak(Some(Duration::from_secs(2))))
+        );
+        assert_eq!(AckKind::parse(b"+WPI"), Some(AckKind::Progress));
+        assert_eq!(AckKind::parse(b"+TERM"), Some(AckKind::Term));
+        assert_eq!(
+            AckKind::parse(br#"+NXT {"batch":2}"#),
+            Some(AckKind::Next(Bytes::from_static(br#"{"batch":2}"#)))
+        );
+        assert_eq!(AckKind::parse(b"bogus"), None);
+        let a = AckSubject::parse("$JS.ACK.S.C.1.5.3.1700000000.2").unwrap();
+        assert_eq!((a.stream, a.consumer, a.sseq), ("S", "C", 5));
+        let b = AckSubject::parse("$JS.ACK.dom.hash.S.C.1.9.3.17.2.tok").unwrap();
+        assert_eq!((b.stream, b.consumer, b.sseq), ("S", "C", 9));
+        assert!(AckSubject::parse("$JS.ACK.S.C").is_none());
+    }
+}

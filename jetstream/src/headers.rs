@@ -1,0 +1,83 @@
+//! NATS header blocks (`NATS/1.0[ status text]\r\nKey: value\r\n...\r\n\r\n`): reading the
+//! headers JetStream acts on, and writing status messages and the headers it adds.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+pub const MSG_ID: &str = "Nats-Msg-Id";
+pub const EXPECTED_STREAM: &str = "Nats-Expected-Stream";
+pub const EXPECTED_LAST_SEQ: &str = "Nats-Expected-Last-Sequence";
+pub const EXPECTED_LAST_SUBJ_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
+pub const EXPECTED_LAST_MSG_ID: &str = "Nats-Expected-Last-Msg-Id";
+pub const ROLLUP: &str = "Nats-Rollup";
+
+/// The first value of header `name` in `block` (names compare case-insensitively, as MIME
+/// headers do; nats-server writes and clients send the canonical spelling).
+pub fn get<'a>(block: &'a [u8], name: &str) -> Option<&'a str> {
+    let text = std::str::from_utf8(block).ok()?;
+    let mut lines = text.split("\r\n");
+    lines.next()?; // NATS/1.0 line
+    for line in lines {
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.trim().eq_ignore_ascii_case(name) {
+                return Some(v.trim());
+            }
+        }
+    }
+    None
+}
+
+/// A status message's header block: `NATS/1.0 <code> <text>` and `extra` headers.
+pub fn status(code: u16, text: &str, extra: &[(&str, String)]) -> Bytes {
+    let mut b = BytesMut::with_capacity(32 + text.len());
+    b.put_slice(format!("NATS/1.0 {code} {text}\r\n").as_bytes());
+    for (k, v) in extra {
+        b.put_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    b.put_slice(b"\r\n");
+    b.freeze()
+}
+
+/// A header block of `fields` followed by the headers of `existing` (if any).
+pub fn with(fields: &[(&str, &str)], existing: Option<&[u8]>) -> Bytes {
+    let mut b = BytesMut::with_capacity(64);
+    b.put_slice(b"NATS/1.0\r\n");
+    for (k, v) in fields {
+        b.put_slice(k.as_bytes());
+        b.put_slice(b": ");
+        b.put_slice(v.as_bytes());
+        b.put_slice(b"\r\n");
+    }
+    if let Some(e) = existing {
+        // Skip the existing block's first line and keep its headers and final blank line.
+        match e.windows(2).position(|w| w == b"\r\n") {
+            Some(i) => b.put_slice(&e[i + 2..]),
+            None => b.put_slice(b"\r\n"),
+        }
+    } else {
+        b.put_slice(b"\r\n");
+    }
+    b.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_and_writes_blocks() {
+        let block = b"NATS/1.0\r\nNats-Msg-Id: abc\r\nX: y \r\n\r\n";
+        assert_eq!(get(block, MSG_ID), Some("abc"));
+        assert_eq!(get(block, "x"), Some("y"));
+        assert_eq!(get(block, "Z"), None);
+        assert_eq!(
+            &status(404, "No Messages", &[])[..],
+            b"NATS/1.0 404 No Messages\r\n\r\n"
+        );
+        let w = with(&[("A", "1")], Some(block));
+        assert_eq!(&w[..], b"NATS/1.0\r\nA: 1\r\nNats-Msg-Id: abc\r\nX: y \r\n\r\n");
+        assert_eq!(&with(&[("A", "1")], None)[..], b"NATS/1.0\r\nA: 1\r\n\r\n");
+    }
+}

@@ -1,0 +1,846 @@
+//! The JetStream task: its inputs (API requests, acknowledgements, flow control replies, new
+//! messages), the per-account state it owns, its timers, and the routing of what consumers
+//! send.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use junction_core::sync::Lock;
+use junction_core::{
+    Account, Bus, ConnId, Delivery, DeliveryFacts, FlushBatch, MatchCache, Message, Sink,
+    Subscription,
+};
+use junction_store::Store;
+use serde_json::{json, Value};
+use tokio::sync::{oneshot, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Retention, Storage};
+use crate::consumer::{AckKind, AckSubject, Consumer, Out};
+use crate::persist::{self, Restored};
+use crate::stream::{now_ns, Stored, Stream, StreamState};
+
+/// How JetStream is configured (`jetstream {}` and `-js`).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Bytes of memory streams allowed in all (-1: no limit).
+    pub max_memory: i64,
+    /// Bytes of file streams allowed in all (-1: no limit).
+    pub max_store: i64,
+    pub store_dir: String,
+    pub domain: Option<String>,
+    /// Accounts with JetStream (`None`: every account but the system account).
+    pub accounts: Option<Vec<String>>,
+    pub system_account: String,
+}
+
+/// What the task is fed.
+pub(crate) enum Input {
+    Api {
+        account: Arc<Account>,
+        subject: Bytes,
+        reply: Option<Bytes>,
+        payload: Bytes,
+    },
+    Ack {
+        account: Arc<Account>,
+        subject: Bytes,
+        reply: Option<Bytes>,
+        payload: Bytes,
+    },
+    FlowControl {
+        account: Arc<Account>,
+        subject: Bytes,
+    },
+    Appended(Arc<Stream>),
+    /// A message the task publishes (a PubAck of a memory stream, a republished copy).
+    Send {
+        account: Arc<Account>,
+        msg: Message,
+    },
+    Monitor(oneshot::Sender<Value>, bool),
+}
+
+/// Counters for monitoring.
+#[derive(Default)]
+pub struct Counters {
+    pub api_total: AtomicU64,
+    pub api_errors: AtomicU64,
+}
+
+/// What the sinks and the task share.
+pub struct Shared {
+    pub(crate) bus: Arc<Bus>,
+    pub(crate) store: Option<Arc<Store>>,
+    pub(crate) opts: Options,
+    inbox: Mutex<VecDeque<Input>>,
+    notify: Notify,
+    pub(crate) counters: Counters,
+    pub(crate) origin: ConnId,
+    next_uid: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn push(&self, input: Input) {
+        self.inbox.locked().push_back(input);
+        self.notify.notify_one();
+    }
+
+    pub(crate) fn new_uid(&self) -> u64 {
+        self.next_uid.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// The running JetStream service.
+pub struct JetStream {
+    shared: Arc<Shared>,
+}
+
+/// What a `$JS.API`, `$JS.ACK` or `$JS.FC` subscription hands to the task.
+#[derive(Clone, Copy)]
+enum Kind {
+    Api,
+    Ack,
+    FlowControl,
+}
+
+struct ServiceSink {
+    shared: Arc<Shared>,
+    account: Arc<Account>,
+    kind: Kind,
+}
+
+impl Sink for ServiceSink {
+    fn deliver(&self, _sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
+        let account = self.account.clone();
+        let subject = msg.subject.clone();
+        let payload = batch.kept_payload(&msg.payload);
+        let input = match self.kind {
+            Kind::Api => Input::Api {
+                account,
+                subject,
+                reply: msg.reply.clone(),
+                payload,
+            },
+            Kind::Ack => Input::Ack {
+                account,
+                subject,
+                reply: msg.reply.clone(),
+                payload,
+            },
+            Kind::FlowControl => Input::FlowControl { account, subject },
+        };
+        self.shared.push(input);
+        Delivery::Queued
+    }
+
+    fn flush(&self) {}
+}
+
+/// The sink of a stream's subjects: stores what is published.
+pub(crate) struct CaptureSink {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) stream: Arc<Stream>,
+}
+
+impl Sink for CaptureSink {
+    fn deliver(&self, _sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
+        let payload = batch.kept_payload(&msg.payload);
+        let headers = msg.header_block().cloned();
+        let s = &self.stream;
+        let result = s.publish(&msg.subject, headers.as_ref(), payload, now_ns());
+        if matches!(result, Ok(Stored::New(_)))
+            && !s.signaled.swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            self.shared.push(Input::Appended(s.clone()));
+        }
+        let (no_ack, republish) = {
+            let st = s.state.locked();
+            (st.config.no_ack, st.config.republish.clone())
+        };
+        if let (Some(rp), Ok(Stored::New(seq))) = (&republish, &result) {
+            if junction_core::subject::matches(rp.src.as_bytes(), &msg.subject) {
+                self.republish(rp, msg, *seq, headers.as_ref());
+            }
+        }
+        let Some(reply) = msg.reply.clone().filter(|_| !no_ack) else {
+            return Delivery::Queued;
+        };
+        let body = match &result {
+            Ok(stored) => {
+                let (seq, dup) = match stored {
+                    Stored::New(seq) => (*seq, false),
+                    Stored::Duplicate(seq) => (*seq, true),
+                };
+                let mut v = json!({"stream": s.name, "seq": seq});
+                if dup {
+                    v["duplicate"] = json!(true);
+                }
+                if let Some(d) = &self.shared.opts.domain {
+                    v["domain"] = json!(d);
+                }
+                v
+            }
+            Err(e) => json!({"error": e}),
+        };
+        let ack = Message::new(
+            reply,
+            None,
+            Bytes::from(body.to_string()),
+            self.shared.origin,
+        );
+        match (&result, s.durable()) {
+            (Ok(_), Some(store)) => {
+                let account = s.account.clone();
+                store.then(Box::new(move |_| publish(&account, &ack)));
+            }
+            _ => self.shared.push(Input::Send {
+                account: s.account.clone(),
+                msg: ack,
+            }),
+        }
+        Delivery::Queued
+    }
+
+    fn flush(&self) {}
+}
+
+impl CaptureSink {
+    fn republish(
+        &self,
+        rp: &crate::config::RePublish,
+        msg: &Message,
+        seq: u64,
+        headers: Option<&Bytes>,
+    ) {
+        let st = self.stream.state.locked();
+        let last = st
+            .subjects
+            .get(&msg.subject[..])
+            .and_then(|q| q.iter().rev().nth(1).copied())
+            .unwrap_or(0);
+        drop(st);
+        let seq_s = seq.to_string();
+        let last_s = last.to_string();
+        let subject = std::str::from_utf8(&msg.subject).unwrap_or_default();
+        let size = msg.payload.len().to_string();
+        let mut fields = vec![
+            ("Nats-Stream", self.stream.name.as_str()),
+            ("Nats-Subject", subject),
+            ("Nats-Sequence", seq_s.as_str()),
+            ("Nats-Last-Sequence", last_s.as_str()),
+        ];
+        if rp.headers_only {
+            fields.push(("Nats-Msg-Size", size.as_str()));
+        }
+        let hdrs = crate::headers::with(&fields, headers.map(|h| &h[..]));
+        let dest = map_republish(&rp.src, &rp.dest, subject);
+        let out = Message {
+            subject: Bytes::from(dest),
+            reply: None,
+            headers: Some(hdrs),
+            payload: if rp.headers_only {
+                Bytes::new()
+            } else {
+                msg.payload.clone()
+            },
+            facts: DeliveryFacts::from_origin(self.shared.origin),
+            extra: None,
+        };
+        self.shared.push(Input::Send {
+            account: self.stream.account.clone(),
+            msg: out,
+        });
+    }
+}
+
+/// A republish destination with `{{wildcard(n)}}` filled from `subject`'s wildcard tokens (and
+/// a `>` destination taking the subject's remaining tokens).
+fn map_republish(src: &str, dest: &str, subject: &str) -> String {
+    let src_t: Vec<&str> = src.split('.').collect();
+    let subj_t: Vec<&str> = subject.split('.').collect();
+    let mut wild: Vec<String> = Vec::new();
+    for (i, t) in src_t.iter().enumerate() {
+        match *t {
+            "*" => wild.push(subj_t.get(i).copied().unwrap_or_default().to_string()),
+            ">" => wild.push(subj_t.get(i..).map(|r| r.join(".")).unwrap_or_default()),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for t in dest.split('.') {
+        if let Some(n) = t
+            .strip_prefix("{{wildcard(")
+            .and_then(|r| r.strip_suffix(")}}"))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+        {
+            out.push(wild.get(n.wrapping_sub(1)).cloned().unwrap_or_default());
+        } else if t == ">" {
+            out.push(wild.last().cloned().unwrap_or_else(|| subject.to_string()));
+        } else {
+            out.push(t.to_string());
+        }
+    }
+    out.join(".")
+}
+
+/// Publishes `msg` into `account` (on whatever thread the caller runs: the task, or the store's
+/// writer after a commit).
+pub(crate) fn publish(account: &Account, msg: &Message) {
+    let mut batch = FlushBatch::default();
+    account.publish(&mut MatchCache::new(false), msg, &mut batch);
+    batch.wake_all();
+}
+
+/// One stream and its consumers, as the task holds them.
+pub(crate) struct StreamEntry {
+    pub(crate) stream: Arc<Stream>,
+    pub(crate) consumers: BTreeMap<String, Consumer>,
+}
+
+/// One account's JetStream.
+pub(crate) struct AccountJs {
+    pub(crate) account: Arc<Account>,
+    pub(crate) streams: BTreeMap<String, StreamEntry>,
+    subs: Vec<Arc<Subscription>>,
+}
+
+/// The task's state.
+pub(crate) struct Task {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) accounts: HashMap<String, AccountJs>,
+    /// Streams whose consumers should look for something to send.
+    pub(crate) touched: HashSet<(String, String)>,
+    out: Vec<(Arc<Account>, Out)>,
+    /// Replies to send once the store committed what came before them.
+    after_commit: Vec<(Arc<Account>, Message)>,
+}
+
+impl JetStream {
+    /// Starts JetStream: restores the streams and consumers `restored` holds, subscribes the
+    /// service subjects of every account with JetStream, and runs the task until `shutdown`.
+    pub fn start(
+        bus: Arc<Bus>,
+        store: Option<Arc<Store>>,
+        restored: Restored,
+        opts: Options,
+        shutdown: CancellationToken,
+    ) -> (Arc<JetStream>, tokio::task::JoinHandle<()>) {
+        let origin = bus.next_conn_id();
+        let next_uid = restored.streams.keys().max().map_or(1, |u| u + 1);
+        let shared = Arc::new(Shared {
+            bus: bus.clone(),
+            store,
+            opts,
+            inbox: Mutex::new(VecDeque::new()),
+            notify: Notify::new(),
+            counters: Counters::default(),
+            origin,
+            next_uid: AtomicU64::new(next_uid),
+        });
+        let mut task = Task {
+            shared: shared.clone(),
+            accounts: HashMap::new(),
+            touched: HashSet::new(),
+            out: Vec::new(),
+            after_commit: Vec::new(),
+        };
+        let names: Vec<String> = match &shared.opts.accounts {
+            Some(list) => list.clone(),
+            None => {
+                let mut v: Vec<String> = bus
+                    .accounts()
+                    .iter()
+                    .map(|a| a.name().to_string())
+                    .filter(|n| *n != shared.opts.system_account)
+                    .collect();
+                if v.is_empty() {
+                    v.push(junction_core::DEFAULT_ACCOUNT.to_string());
+                }
+                v
+            }
+        };
+        for name in names {
+            task.enable(&name);
+        }
+        task.restore(restored);
+        let handle = tokio::spawn(run(task, shutdown));
+        (Arc::new(JetStream { shared }), handle)
+    }
+
+    /// The `/jsz` document (`accounts`: with per-account detail).
+    pub async fn jsz(&self, detail: bool) -> Value {
+        let (tx, rx) = oneshot::channel();
+        self.shared.push(Input::Monitor(tx, detail));
+        rx.await.unwrap_or(Value::Null)
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.shared.opts
+    }
+}
+
+impl Task {
+    /// Gives `name` its JetStream: the API, acknowledgement and flow control subscriptions.
+    fn enable(&mut self, name: &str) {
+        let account = self.shared.bus.account_or_create(name);
+        let mut subs = Vec::new();
+        for (subject, kind) in [
+            ("$JS.API.>", Kind::Api),
+            ("$JS.ACK.>", Kind::Ack),
+            ("$JS.FC.>", Kind::FlowControl),
+        ] {
+            let sink: Arc<dyn Sink> = Arc::new(ServiceSink {
+                shared: self.shared.clone(),
+                account: account.clone(),
+                kind,
+            });
+            let sub = Arc::new(Subscription::new(
+                self.shared.origin,
+                Bytes::from_static(subject.as_bytes()),
+                None,
+                Bytes::new(),
+                false,
+                sink,
+            ));
+            if account.subscribe(sub.clone()).is_ok() {
+                subs.push(sub);
+            }
+        }
+        self.accounts.insert(
+            name.to_string(),
+            AccountJs {
+                account,
+                streams: BTreeMap::new(),
+                subs,
+            },
+        );
+    }
+
+    fn restore(&mut self, restored: Restored) {
+        let mut by_uid: HashMap<u64, (String, String)> = HashMap::new();
+        for (uid, (meta, msgs)) in restored.streams {
+            let Some(acc) = self.accounts.get(&meta.account) else {
+                tracing::warn!(
+                    account = %meta.account,
+                    stream = %meta.config.name,
+                    "a stored stream belongs to an account without JetStream: not loaded"
+                );
+                continue;
+            };
+            let mut st = StreamState::new(meta.config.clone(), meta.created, meta.last_seq, meta.last_ts);
+            for m in msgs {
+                st.restore(m);
+            }
+            let name = meta.config.name.clone();
+            let stream = self.make_stream(&acc.account.clone(), uid, st);
+            by_uid.insert(uid, (meta.account.clone(), name.clone()));
+            self.accounts
+                .get_mut(&meta.account)
+                .expect("account checked above")
+                .streams
+                .insert(
+                    name,
+                    StreamEntry {
+                        stream,
+                        consumers: BTreeMap::new(),
+                    },
+                );
+        }
+        for (uid, name, rec) in restored.consumers {
+            let Some((acc, sname)) = by_uid.get(&uid) else {
+                continue;
+            };
+            let Some(entry) = self
+                .accounts
+                .get_mut(acc)
+                .and_then(|a| a.streams.get_mut(sname))
+            else {
+                continue;
+            };
+            if let Some(c) = Consumer::restore(name.clone(), entry.stream.clone(), rec) {
+                entry.stream.state.locked().consumers += 1;
+                entry.consumers.insert(name, c);
+            }
+            let stream = entry.stream.clone();
+            self.refresh_interest(acc, sname);
+            self.touched.insert((acc.clone(), stream.name.clone()));
+        }
+    }
+
+    /// A stream in `account` with its capture subscriptions.
+    pub(crate) fn make_stream(&self, account: &Arc<Account>, uid: u64, st: StreamState) -> Arc<Stream> {
+        let durable = st.config.storage == Storage::File;
+        let subjects = st.config.subjects.clone();
+        let stream = Arc::new(Stream {
+            uid,
+            name: st.config.name.clone(),
+            account: account.clone(),
+            state: Mutex::new(st),
+            store: self.shared.store.clone().filter(|_| durable),
+            signaled: Default::default(),
+            subs: Mutex::new(Vec::new()),
+        });
+        self.subscribe_stream(&stream, &subjects);
+        stream
+    }
+
+    /// (Re)subscribes a stream's subjects.
+    pub(crate) fn subscribe_stream(&self, stream: &Arc<Stream>, subjects: &[String]) {
+        let mut subs = stream.subs.locked();
+        for sub in subs.drain(..) {
+            sub.close();
+            stream.account.unsubscribe(&sub);
+        }
+        let sink: Arc<dyn Sink> = Arc::new(CaptureSink {
+            shared: self.shared.clone(),
+            stream: stream.clone(),
+        });
+        for s in subjects {
+            let sub = Arc::new(Subscription::new(
+                self.shared.origin,
+                Bytes::from(s.clone()),
+                None,
+                Bytes::new(),
+                false,
+                sink.clone(),
+            ));
+            if stream.account.subscribe(sub.clone()).is_ok() {
+                subs.push(sub);
+            }
+        }
+    }
+
+    /// Recomputes which subjects an interest-retention stream keeps.
+    pub(crate) fn refresh_interest(&mut self, account: &str, stream: &str) {
+        if let Some(e) = self
+            .accounts
+            .get(account)
+            .and_then(|a| a.streams.get(stream))
+        {
+            let filters: Vec<Vec<String>> = e
+                .consumers
+                .values()
+                .map(|c| c.filters().to_vec())
+                .collect();
+            let mut st = e.stream.state.locked();
+            st.consumers = e.consumers.len();
+            st.interest = filters;
+        }
+    }
+
+    /// Queues a reply to `reply` in `account`.
+    pub(crate) fn reply(&mut self, account: &Arc<Account>, reply: &Option<Bytes>, body: Value) {
+        if let Some(r) = reply {
+            self.send_msg(account, Message::new(
+                r.clone(),
+                None,
+                Bytes::from(body.to_string()),
+                self.shared.origin,
+            ));
+        }
+    }
+
+    pub(crate) fn reply_status(&mut self, account: &Arc<Account>, o: Out) {
+        self.out.push((account.clone(), o));
+    }
+
+    pub(crate) fn send_msg(&mut self, account: &Arc<Account>, msg: Message) {
+        self.out.push((
+            account.clone(),
+            Out {
+                to: msg.subject.clone(),
+                subject: msg.subject,
+                reply: msg.reply,
+                headers: msg.headers,
+                payload: msg.payload,
+            },
+        ));
+    }
+
+    /// Queues a reply that must wait for the store's commit of what came before it.
+    pub(crate) fn reply_after_commit(&mut self, account: &Arc<Account>, reply: Bytes, body: Bytes) {
+        self.after_commit.push((
+            account.clone(),
+            Message::new(reply, None, body, self.shared.origin),
+        ));
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Api {
+                account,
+                subject,
+                reply,
+                payload,
+            } => crate::api::handle(self, &account, &subject, reply, &payload),
+            Input::Ack {
+                account,
+                subject,
+                reply,
+                payload,
+            } => self.ack(&account, &subject, reply, &payload),
+            Input::FlowControl { account, subject } => {
+                let text = String::from_utf8_lossy(&subject).to_string();
+                let t: Vec<&str> = text.split('.').collect();
+                if t.len() >= 5 {
+                    if let Some(c) = self
+                        .accounts
+                        .get_mut(account.name())
+                        .and_then(|a| a.streams.get_mut(t[2]))
+                        .and_then(|e| e.consumers.get_mut(t[3]))
+                    {
+                        c.flow_control_reply(&text);
+                        self.touched.insert((account.name().to_string(), t[2].to_string()));
+                    }
+                }
+            }
+            Input::Appended(stream) => {
+                stream
+                    .signaled
+                    .store(false, std::sync::atomic::Ordering::Release);
+                self.touched
+                    .insert((stream.account.name().to_string(), stream.name.clone()));
+            }
+            Input::Send { account, msg } => self.send_msg(&account, msg),
+            Input::Monitor(tx, detail) => {
+                let _ = tx.send(crate::api::jsz(self, detail));
+            }
+        }
+    }
+
+    fn ack(&mut self, account: &Arc<Account>, subject: &Bytes, reply: Option<Bytes>, payload: &[u8]) {
+        let Ok(text) = std::str::from_utf8(subject) else {
+            return;
+        };
+        let Some(a) = AckSubject::parse(text) else {
+            return;
+        };
+        let Some(kind) = AckKind::parse(payload) else {
+            return;
+        };
+        let acc_name = account.name().to_string();
+        let Some(entry) = self
+            .accounts
+            .get_mut(&acc_name)
+            .and_then(|x| x.streams.get_mut(a.stream))
+        else {
+            return;
+        };
+        let Some(c) = entry.consumers.get_mut(a.consumer) else {
+            return;
+        };
+        let done = c.ack(a.sseq, &kind);
+        if let AckKind::Next(req) = &kind {
+            if let Some(r) = &reply {
+                let now = Instant::now();
+                if let Ok(pr) = crate::api::pull_request(r.clone(), req, now) {
+                    c.waiting.push_back(pr);
+                }
+            }
+        }
+        let stream = entry.stream.clone();
+        let retention = stream.state.locked().config.retention;
+        if retention != Retention::Limits && !done.is_empty() {
+            let mut remove = Vec::new();
+            {
+                let st = stream.state.locked();
+                for seq in &done {
+                    let Some(m) = st.get(*seq) else { continue };
+                    if retention == Retention::WorkQueue
+                        || entry
+                            .consumers
+                            .values()
+                            .all(|c| c.has_acked(*seq, &m.subject))
+                    {
+                        remove.push(*seq);
+                    }
+                }
+            }
+            let mut st = stream.state.locked();
+            stream.remove_many(&mut st, remove);
+        }
+        self.touched.insert((acc_name, a.stream.to_string()));
+        // A double acknowledgement (AckSync) hears back once the position is durable.
+        if let (Some(r), false) = (reply, matches!(kind, AckKind::Next(_))) {
+            self.reply_after_commit(account, r, Bytes::new());
+        }
+    }
+
+    /// Timers: age limits, redeliveries, expired pull requests, heartbeats, idle consumers.
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let now_ns = now_ns();
+        let mut gone: Vec<(String, String, String)> = Vec::new();
+        let mut out = Vec::new();
+        for (acc, a) in &mut self.accounts {
+            for (sname, e) in &mut a.streams {
+                e.stream.expire(now_ns);
+                for (cname, c) in &mut e.consumers {
+                    let before = out.len();
+                    c.tick(now, &mut out);
+                    for o in out.drain(before..).collect::<Vec<_>>() {
+                        self.out.push((a.account.clone(), o));
+                    }
+                    // Idle ephemerals (and durables with an inactive threshold) go away.
+                    let active = match &c.config.deliver_subject {
+                        Some(ds) => a.account.has_interest(ds.as_bytes()),
+                        None => !c.waiting.is_empty(),
+                    };
+                    c.push_bound = active && c.config.deliver_subject.is_some();
+                    if active {
+                        c.idle_since = None;
+                    } else if c.idle_since.is_none() {
+                        c.idle_since = Some(now);
+                    }
+                    let threshold = if c.config.inactive_threshold > 0 {
+                        Some(Duration::from_nanos(c.config.inactive_threshold as u64))
+                    } else if !c.is_durable() {
+                        Some(Duration::from_nanos(
+                            crate::config::DEFAULT_INACTIVE_THRESHOLD as u64,
+                        ))
+                    } else {
+                        None
+                    };
+                    if let (Some(t), Some(since)) = (threshold, c.idle_since) {
+                        if now.duration_since(since) >= t {
+                            gone.push((acc.clone(), sname.clone(), cname.clone()));
+                        }
+                    }
+                }
+                self.touched.insert((acc.clone(), sname.clone()));
+            }
+        }
+        for (acc, s, c) in gone {
+            crate::api::remove_consumer(self, &acc, &s, &c);
+        }
+    }
+
+    /// Lets the touched streams' consumers send, routes everything queued, and saves what
+    /// changed.
+    fn flush(&mut self) {
+        let touched: Vec<(String, String)> = self.touched.drain().collect();
+        for (acc, sname) in touched {
+            let Some(a) = self.accounts.get_mut(&acc) else {
+                continue;
+            };
+            let account = a.account.clone();
+            let Some(e) = a.streams.get_mut(&sname) else {
+                continue;
+            };
+            let mut out = Vec::new();
+            for c in e.consumers.values_mut() {
+                match c.config.deliver_subject.clone() {
+                    Some(ds) => {
+                        let active = account.has_interest(ds.as_bytes());
+                        c.pump_push(active, &mut out);
+                    }
+                    None => c.pump_pull(&mut out),
+                }
+            }
+            self.out.extend(out.into_iter().map(|o| (account.clone(), o)));
+        }
+        // Consumer positions to the store.
+        let store = self.shared.store.clone();
+        for a in self.accounts.values_mut() {
+            for e in a.streams.values_mut() {
+                for (name, c) in e.consumers.iter_mut() {
+                    if c.dirty {
+                        c.dirty = false;
+                        if c.is_durable() || c.config.inactive_threshold > 0 {
+                            if let Some(s) = e.stream.durable() {
+                                s.submit(persist::consumer_op(e.stream.uid, name, &c.record()));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut batch = FlushBatch::default();
+        for (account, o) in self.out.drain(..) {
+            let msg = Message {
+                subject: o.subject,
+                reply: o.reply,
+                headers: o.headers,
+                payload: o.payload,
+                facts: DeliveryFacts::from_origin(self.shared.origin),
+                extra: None,
+            };
+            account.deliver_to(&o.to, &msg, &mut batch);
+        }
+        batch.wake_all();
+        if !self.after_commit.is_empty() {
+            let replies = std::mem::take(&mut self.after_commit);
+            match &store {
+                Some(s) => s.then(Box::new(move |_| {
+                    for (account, msg) in &replies {
+                        publish(account, msg);
+                    }
+                })),
+                None => {
+                    for (account, msg) in &replies {
+                        publish(account, msg);
+                    }
+                }
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        for a in self.accounts.values_mut() {
+            for sub in a.subs.drain(..) {
+                a.account.unsubscribe(&sub);
+            }
+            for e in a.streams.values() {
+                for sub in e.stream.subs.locked().drain(..) {
+                    sub.close();
+                    a.account.unsubscribe(&sub);
+                }
+            }
+        }
+    }
+}
+
+async fn run(mut task: Task, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let shared = task.shared.clone();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = shared.notify.notified() => {}
+            _ = tick.tick() => task.tick(),
+        }
+        loop {
+            let inputs = std::mem::take(&mut *shared.inbox.locked());
+            if inputs.is_empty() {
+                break;
+            }
+            for input in inputs {
+                task.handle(input);
+            }
+            task.flush();
+        }
+        task.flush();
+    }
+    task.flush();
+    task.shutdown();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn republish_destinations() {
+        assert_eq!(map_republish(">", "re.>", "a.b"), "re.a.b");
+        assert_eq!(
+            map_republish("a.*.c", "x.{{wildcard(1)}}", "a.B.c"),
+            "x.B"
+        );
+        assert_eq!(map_republish("a.>", "copy", "a.b"), "copy");
+    }
+}

@@ -1,0 +1,570 @@
+//! A stream: its messages by sequence, the limits that trim them, and the rules of a
+//! publication (duplicates, expected-sequence headers, rollups, discard policies).
+//!
+//! A publication is stored on the publisher's own task, under the stream's lock, and its record
+//! is submitted to the store there: an MQTT QoS 1 publisher's PUBACK (which waits for what its
+//! publication submitted) then also waits for the stream's commit, and a NATS PubAck is sent by
+//! the store once the commit is on the disk.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use junction_core::subject;
+use junction_core::sync::Lock;
+use junction_core::{Account, Subscription};
+use junction_store::{Op, Store};
+
+use crate::config::{Discard, Retention, Storage, StreamConfig};
+use crate::errors::ApiError;
+use crate::headers;
+use crate::persist;
+
+/// One stored message.
+#[derive(Debug)]
+pub struct StoredMsg {
+    pub seq: u64,
+    pub subject: Bytes,
+    pub headers: Option<Bytes>,
+    pub payload: Bytes,
+    /// Unix time in nanoseconds.
+    pub ts: i64,
+}
+
+impl StoredMsg {
+    /// The size nats-server accounts a stored message at (its file store's record size).
+    pub fn stored_size(&self) -> u64 {
+        (self.subject.len() + self.headers.as_ref().map_or(0, Bytes::len) + self.payload.len() + 30)
+            as u64
+    }
+}
+
+/// A stream and what it holds. Shared by the publishers' sinks (which append) and the JetStream
+/// task (which reads for consumers, trims by age and answers the API).
+pub struct Stream {
+    pub uid: u64,
+    pub name: String,
+    pub account: Arc<Account>,
+    pub state: Mutex<StreamState>,
+    /// The store, for file-backed streams when the server has one.
+    pub store: Option<Arc<Store>>,
+    /// Set when messages arrived that the JetStream task has not looked at yet.
+    pub signaled: AtomicBool,
+    /// The subscriptions that capture the stream's subjects.
+    pub subs: Mutex<Vec<Arc<Subscription>>>,
+}
+
+/// What a publication became.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// Stored under this sequence.
+    New(u64),
+    /// A duplicate (same `Nats-Msg-Id` within the window) of this sequence.
+    Duplicate(u64),
+}
+
+/// A stream's messages and counters.
+pub struct StreamState {
+    pub config: StreamConfig,
+    /// Unix nanoseconds.
+    pub created: i64,
+    /// Messages by `seq - base`; `None` where one was removed (an interior gap).
+    slots: VecDeque<Option<Arc<StoredMsg>>>,
+    /// The sequence of `slots[0]`; `last_seq + 1` when empty.
+    base: u64,
+    pub last_seq: u64,
+    pub last_ts: i64,
+    pub msgs: u64,
+    pub bytes: u64,
+    /// Gaps between the first and the last message.
+    holes: BTreeSet<u64>,
+    /// Sequences of the stored messages by subject, oldest first.
+    pub subjects: HashMap<Bytes, VecDeque<u64>>,
+    dedup: HashMap<String, u64>,
+    dedup_order: VecDeque<(i64, String)>,
+    last_msg_id: Option<String>,
+    /// The filters of each consumer, for interest retention (an empty list: everything).
+    pub interest: Vec<Vec<String>>,
+    pub consumers: usize,
+}
+
+/// Unix time now, in nanoseconds.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+impl StreamState {
+    pub fn new(config: StreamConfig, created: i64, last_seq: u64, last_ts: i64) -> Self {
+        StreamState {
+            config,
+            created,
+            slots: VecDeque::new(),
+            base: last_seq + 1,
+            last_seq,
+            last_ts,
+            msgs: 0,
+            bytes: 0,
+            holes: BTreeSet::new(),
+            subjects: HashMap::new(),
+            dedup: HashMap::new(),
+            dedup_order: VecDeque::new(),
+            last_msg_id: None,
+            interest: Vec::new(),
+            consumers: 0,
+        }
+    }
+
+    /// The first stored sequence (`last_seq + 1` when the stream is empty).
+    pub fn first_seq(&self) -> u64 {
+        self.base
+    }
+
+    pub fn first_ts(&self) -> i64 {
+        self.slots
+            .front()
+            .and_then(|s| s.as_ref())
+            .map_or(0, |m| m.ts)
+    }
+
+    pub fn get(&self, seq: u64) -> Option<&Arc<StoredMsg>> {
+        let i = seq.checked_sub(self.base)?;
+        self.slots.get(i as usize)?.as_ref()
+    }
+
+    /// The deleted sequences between the first and the last.
+    pub fn holes(&self) -> &BTreeSet<u64> {
+        &self.holes
+    }
+
+    /// Puts a message back at restart (in sequence order).
+    pub fn restore(&mut self, m: StoredMsg) {
+        if m.seq < self.base && !self.slots.is_empty() {
+            return;
+        }
+        if self.slots.is_empty() {
+            self.base = m.seq;
+        }
+        while self.base + (self.slots.len() as u64) < m.seq {
+            self.holes.insert(self.base + self.slots.len() as u64);
+            self.slots.push_back(None);
+        }
+        self.last_seq = self.last_seq.max(m.seq);
+        self.last_ts = self.last_ts.max(m.ts);
+        self.add(Arc::new(m));
+    }
+
+    fn add(&mut self, m: Arc<StoredMsg>) {
+        self.msgs += 1;
+        self.bytes += m.stored_size();
+        self.subjects
+            .entry(m.subject.clone())
+            .or_default()
+            .push_back(m.seq);
+        self.slots.push_back(Some(m));
+    }
+
+    /// Removes one message; returns it when it was there.
+    pub fn remove(&mut self, seq: u64) -> Option<Arc<StoredMsg>> {
+        let i = seq.checked_sub(self.base)? as usize;
+        let m = self.slots.get_mut(i)?.take()?;
+        self.msgs -= 1;
+        self.bytes -= m.stored_size();
+        if let Some(q) = self.subjects.get_mut(&m.subject) {
+            if q.front() == Some(&seq) {
+                q.pop_front();
+            } else if let Ok(p) = q.binary_search(&seq) {
+                q.remove(p);
+            }
+            if q.is_empty() {
+                self.subjects.remove(&m.subject);
+            }
+        }
+        if i == 0 {
+            while let Some(None) = self.slots.front() {
+                self.slots.pop_front();
+                self.holes.remove(&self.base);
+                self.base += 1;
+            }
+            // Popping the first gap above consumed the removed slot itself.
+        } else {
+            self.holes.insert(seq);
+        }
+        if self.slots.is_empty() {
+            self.base = self.last_seq + 1;
+            self.holes.clear();
+        }
+        Some(m)
+    }
+
+    /// The next stored sequence at or after `from` that matches `filters` (none: all).
+    pub fn next_matching(&self, from: u64, filters: &[String]) -> Option<u64> {
+        let from = from.max(self.base);
+        if let [one] = filters {
+            if !subject::has_wildcard(one.as_bytes()) {
+                let q = self.subjects.get(one.as_bytes())?;
+                let i = q.partition_point(|&s| s < from);
+                return q.get(i).copied();
+            }
+        }
+        let start = (from - self.base) as usize;
+        self.slots
+            .range(start.min(self.slots.len())..)
+            .flatten()
+            .find(|m| matches_any(filters, &m.subject))
+            .map(|m| m.seq)
+    }
+
+    /// How many stored messages at or after `from` match `filters`; `all` says the filters
+    /// cover every subject of the stream.
+    pub fn count_from(&self, from: u64, filters: &[String], all: bool) -> u64 {
+        let from = from.max(self.base);
+        if from > self.last_seq {
+            return 0;
+        }
+        if all || filters.is_empty() {
+            return (self.last_seq - from + 1) - self.holes.range(from..).count() as u64;
+        }
+        let mut n = 0;
+        for (subj, q) in &self.subjects {
+            if matches_any(filters, subj) {
+                n += (q.len() - q.partition_point(|&s| s < from)) as u64;
+            }
+        }
+        n
+    }
+
+    /// The last sequence of every subject matching `filters`, in sequence order.
+    pub fn last_per_subject(&self, filters: &[String]) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .subjects
+            .iter()
+            .filter(|(s, _)| matches_any(filters, s))
+            .filter_map(|(_, q)| q.back().copied())
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The last message on a subject matching `filter`.
+    pub fn last_by_subject(&self, filter: &str) -> Option<&Arc<StoredMsg>> {
+        let seq = if subject::has_wildcard(filter.as_bytes()) {
+            self.subjects
+                .iter()
+                .filter(|(s, _)| subject::matches(filter.as_bytes(), s))
+                .filter_map(|(_, q)| q.back().copied())
+                .max()?
+        } else {
+            *self.subjects.get(filter.as_bytes())?.back()?
+        };
+        self.get(seq)
+    }
+
+    /// The first sequence at or after `ts` (Unix nanoseconds).
+    pub fn seq_at_time(&self, ts: i64) -> u64 {
+        self.slots
+            .iter()
+            .flatten()
+            .find(|m| m.ts >= ts)
+            .map_or(self.last_seq + 1, |m| m.seq)
+    }
+
+    /// Sequences of the stored messages, oldest first.
+    pub fn seqs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.slots.iter().flatten().map(|m| m.seq)
+    }
+
+    fn prune_dedup(&mut self, now: i64) {
+        let window = self.config.duplicate_window;
+        while let Some((ts, _)) = self.dedup_order.front() {
+            if now - ts <= window {
+                break;
+            }
+            let (_, id) = self.dedup_order.pop_front().expect("front exists");
+            self.dedup.remove(&id);
+        }
+    }
+
+    /// Whether some consumer's filters take `subject` (interest retention keeps nothing else).
+    fn has_interest(&self, subject: &[u8]) -> bool {
+        self.interest.iter().any(|f| matches_any(f, subject))
+    }
+}
+
+/// Whether `subject` matches one of `filters` (no filters: every subject).
+pub fn matches_any(filters: &[String], subject: &[u8]) -> bool {
+    filters.is_empty() || filters.iter().any(|f| subject::matches(f.as_bytes(), subject))
+}
+
+/// Why a publication was refused, or what it became.
+pub type PublishResult = Result<Stored, ApiError>;
+
+impl Stream {
+    /// Whether the stream's records go to the store.
+    pub fn durable(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
+    }
+
+    fn submit(&self, op: Op) {
+        if let Some(s) = &self.store {
+            s.submit(op);
+        }
+    }
+
+    /// Submits the stream's metadata record (after a change of config or when it empties, so a
+    /// restart keeps its last sequence).
+    pub fn save_meta(&self, st: &StreamState) {
+        if self.store.is_some() {
+            self.submit(persist::stream_meta_op(self, st));
+        }
+    }
+
+    /// Removes `seqs` from the state and from the store.
+    pub fn remove_many(&self, st: &mut StreamState, seqs: impl IntoIterator<Item = u64>) -> u64 {
+        let mut n = 0;
+        for seq in seqs {
+            if st.remove(seq).is_some() {
+                n += 1;
+                self.submit(persist::delete_msg_op(self.uid, seq));
+            }
+        }
+        if n > 0 && st.msgs == 0 {
+            self.save_meta(st);
+        }
+        n
+    }
+
+    /// Stores one publication (on the publisher's task).
+    pub fn publish(
+        &self,
+        subj: &Bytes,
+        hdrs: Option<&Bytes>,
+        payload: Bytes,
+        now: i64,
+    ) -> PublishResult {
+        let mut st = self.state.locked();
+        let cfg = &st.config;
+        if cfg.sealed {
+            return Err(ApiError::sealed());
+        }
+        let size = subj.len() + hdrs.map_or(0, Bytes::len) + payload.len();
+        if cfg.max_msg_size >= 0 && (hdrs.map_or(0, Bytes::len) + payload.len()) as i64 > cfg.max_msg_size {
+            return Err(ApiError::message_too_big());
+        }
+        let h = hdrs.map(|b| &b[..]);
+        let header = |name: &str| h.and_then(|b| headers::get(b, name));
+        let msg_id = header(headers::MSG_ID).filter(|s| !s.is_empty());
+        if let Some(expected) = header(headers::EXPECTED_STREAM) {
+            if expected != self.name {
+                return Err(ApiError::expected_stream_mismatch());
+            }
+        }
+        if let Some(id) = msg_id {
+            st.prune_dedup(now);
+            if let Some(&seq) = st.dedup.get(id) {
+                return Ok(Stored::Duplicate(seq));
+            }
+        }
+        if let Some(v) = header(headers::EXPECTED_LAST_SEQ) {
+            match v.parse::<u64>() {
+                Ok(n) if n == st.last_seq => {}
+                _ => return Err(ApiError::wrong_last_sequence(st.last_seq)),
+            }
+        }
+        if let Some(v) = header(headers::EXPECTED_LAST_SUBJ_SEQ) {
+            let last = st
+                .subjects
+                .get(&subj[..])
+                .and_then(|q| q.back().copied())
+                .unwrap_or(0);
+            match v.parse::<u64>() {
+                Ok(n) if n == last => {}
+                _ => return Err(ApiError::wrong_last_sequence(last)),
+            }
+        }
+        if let Some(v) = header(headers::EXPECTED_LAST_MSG_ID) {
+            let last = st.last_msg_id.as_deref().unwrap_or("");
+            if v != last {
+                return Err(ApiError::wrong_last_msg_id(last));
+            }
+        }
+        let rollup = match header(headers::ROLLUP) {
+            None => None,
+            Some(_) if !st.config.allow_rollup_hdrs => {
+                return Err(ApiError::rollup_failed("rollup not permitted"))
+            }
+            Some("sub") => Some(false),
+            Some("all") => {
+                if st.config.deny_purge {
+                    return Err(ApiError::rollup_failed("roll-ups not permitted"));
+                }
+                Some(true)
+            }
+            Some(other) => {
+                return Err(ApiError::rollup_failed(&format!(
+                    "rollup value invalid: {other:?}"
+                )))
+            }
+        };
+        let cfg = &st.config;
+        let stored_size = (size + 30) as u64;
+        if cfg.discard == Discard::New && rollup.is_none() {
+            if cfg.max_msgs > 0 && st.msgs >= cfg.max_msgs as u64 {
+                return Err(ApiError::store_failed("maximum messages exceeded"));
+            }
+            if cfg.max_bytes > 0 && st.bytes + stored_size > cfg.max_bytes as u64 {
+                return Err(ApiError::store_failed("maximum bytes exceeded"));
+            }
+            if cfg.discard_new_per_subject
+                && cfg.max_msgs_per_subject > 0
+                && st.subjects.get(&subj[..]).map_or(0, VecDeque::len) as i64
+                    >= cfg.max_msgs_per_subject
+            {
+                return Err(ApiError::store_failed(
+                    "maximum messages per subject exceeded",
+                ));
+            }
+        }
+        let seq = st.last_seq + 1;
+        let m = Arc::new(StoredMsg {
+            seq,
+            subject: subj.clone(),
+            headers: hdrs.cloned(),
+            payload,
+            ts: now,
+        });
+        if st.slots.is_empty() {
+            st.base = seq;
+        }
+        st.last_seq = seq;
+        st.last_ts = now;
+        if let Some(id) = msg_id {
+            st.dedup.insert(id.to_string(), seq);
+            st.dedup_order.push_back((now, id.to_string()));
+            st.last_msg_id = Some(id.to_string());
+        } else {
+            st.last_msg_id = None;
+        }
+        let interest_kept =
+            st.config.retention != Retention::Interest || st.has_interest(subj);
+        if !interest_kept {
+            // Nobody is interested: the sequence is used and nothing is kept.
+            st.base = seq + 1;
+            if st.msgs == 0 {
+                self.save_meta(&st);
+            }
+            return Ok(Stored::New(seq));
+        }
+        if self.store.is_some() {
+            self.submit(persist::insert_msg_op(self.uid, &m));
+        }
+        st.add(m);
+        self.enforce_limits(&mut st, subj, seq, rollup);
+        Ok(Stored::New(seq))
+    }
+
+    /// Applies the per-subject, count and size limits (discard old) and a rollup.
+    fn enforce_limits(&self, st: &mut StreamState, subj: &Bytes, seq: u64, rollup: Option<bool>) {
+        let mut drop: Vec<u64> = Vec::new();
+        match rollup {
+            Some(true) => drop.extend(st.seqs().filter(|&s| s != seq)),
+            Some(false) => {
+                if let Some(q) = st.subjects.get(&subj[..]) {
+                    drop.extend(q.iter().copied().filter(|&s| s != seq));
+                }
+            }
+            None => {}
+        }
+        let per = st.config.max_msgs_per_subject;
+        if per > 0 {
+            if let Some(q) = st.subjects.get(&subj[..]) {
+                let over = q.len().saturating_sub(per as usize);
+                drop.extend(q.iter().take(over).copied());
+            }
+        }
+        self.remove_many(st, drop);
+        let (max_msgs, max_bytes) = (st.config.max_msgs, st.config.max_bytes);
+        let mut old = Vec::new();
+        if max_msgs > 0 || max_bytes > 0 {
+            let (mut msgs, mut bytes) = (st.msgs, st.bytes);
+            for m in st.slots.iter().flatten() {
+                let over_msgs = max_msgs > 0 && msgs > max_msgs as u64;
+                let over_bytes = max_bytes > 0 && bytes > max_bytes as u64;
+                if !over_msgs && !over_bytes {
+                    break;
+                }
+                msgs -= 1;
+                bytes -= m.stored_size();
+                old.push(m.seq);
+            }
+        }
+        self.remove_many(st, old);
+    }
+
+    /// Removes what is older than `max_age`; returns how many.
+    pub fn expire(&self, now: i64) -> u64 {
+        let mut st = self.state.locked();
+        let age = st.config.max_age;
+        if age <= 0 {
+            return 0;
+        }
+        let old: Vec<u64> = st
+            .slots
+            .iter()
+            .flatten()
+            .take_while(|m| now - m.ts > age)
+            .map(|m| m.seq)
+            .collect();
+        self.remove_many(&mut st, old)
+    }
+
+    /// Purges the stream (optionally only `filter`, below `seq`, keeping the newest `keep`).
+    pub fn purge(&self, filter: Option<&str>, seq: Option<u64>, keep: Option<u64>) -> u64 {
+        let mut st = self.state.locked();
+        let filters: Vec<String> = filter.map(|f| vec![f.to_string()]).unwrap_or_default();
+        if filter.is_none() && seq.is_none() && keep.is_none() {
+            let n = st.msgs;
+            let last = st.last_seq;
+            let (config, created, last_ts) = (st.config.clone(), st.created, st.last_ts);
+            let interest = std::mem::take(&mut st.interest);
+            let consumers = st.consumers;
+            *st = StreamState::new(config, created, last, last_ts);
+            st.interest = interest;
+            st.consumers = consumers;
+            if self.store.is_some() {
+                self.submit(Op::DeletePrefix {
+                    table: persist::MSGS,
+                    prefix: self.uid.to_be_bytes().to_vec(),
+                });
+                self.save_meta(&st);
+            }
+            return n;
+        }
+        let mut chosen: Vec<u64> = Vec::new();
+        if let Some(k) = keep {
+            // Keep the newest `k` of each matching subject... nats-server keeps the newest `k`
+            // matching messages overall.
+            let matching: Vec<u64> = st
+                .seqs()
+                .filter(|&s| st.get(s).is_some_and(|m| matches_any(&filters, &m.subject)))
+                .collect();
+            let cut = matching.len().saturating_sub(k as usize);
+            chosen.extend(matching[..cut].iter().copied());
+        } else {
+            chosen.extend(st.seqs().filter(|&s| {
+                seq.is_none_or(|limit| s < limit)
+                    && st.get(s).is_some_and(|m| matches_any(&filters, &m.subject))
+            }));
+        }
+        if let Some(limit) = seq {
+            chosen.retain(|&s| s < limit);
+        }
+        self.remove_many(&mut st, chosen)
+    }
+
+    pub fn storage(&self) -> Storage {
+        self.state.locked().config.storage
+    }
+}
