@@ -158,8 +158,8 @@ fn account_info(task: &Task, acc: &str) -> ApiResult {
         "streams": streams,
         "consumers": consumers,
         "limits": {
-            "max_memory": o.max_memory,
-            "max_storage": o.max_store,
+            "max_memory": -1,
+            "max_storage": -1,
             "max_streams": -1,
             "max_consumers": -1,
             "max_ack_pending": -1,
@@ -265,7 +265,8 @@ fn stream_create(task: &mut Task, acc: &str, name: &str, payload: &[u8]) -> ApiR
         stream,
         consumers: BTreeMap::new(),
     };
-    let info = stream_info(&e, None, false);
+    let mut info = stream_info(&e, None, false);
+    info["did_create"] = json!(true);
     task.accounts
         .get_mut(acc)
         .expect("account exists")
@@ -351,7 +352,32 @@ pub(crate) fn remove_consumer(task: &mut Task, acc: &str, stream: &str, name: &s
         task.reply_status(&account, o);
     }
     task.refresh_interest(acc, stream);
+    release_interest(task, acc, stream);
     true
+}
+
+/// Interest retention: removes what every remaining consumer has acknowledged (everything,
+/// when none remains).
+fn release_interest(task: &mut Task, acc: &str, stream: &str) {
+    let Ok(e) = entry(task, acc, stream) else {
+        return;
+    };
+    let s = e.stream.clone();
+    let mut st = s.state.locked();
+    if st.config.retention != Retention::Interest {
+        return;
+    }
+    let done: Vec<u64> = st
+        .seqs()
+        .filter(|seq| {
+            st.get(*seq).is_some_and(|m| {
+                e.consumers
+                    .values()
+                    .all(|c| c.has_acked(*seq, &m.subject))
+            })
+        })
+        .collect();
+    s.remove_many(&mut st, done);
 }
 
 fn stream_delete(task: &mut Task, acc: &str, name: &str) -> ApiResult {
@@ -569,15 +595,7 @@ fn msg_delete(task: &mut Task, acc: &str, name: &str, payload: &[u8]) -> ApiResu
         return Err(ApiError::deny_delete());
     }
     if stream.remove_many(&mut st, [req.seq]) == 0 {
-        return Err(ApiError::new(
-            500,
-            10057,
-            if req.seq > st.last_seq {
-                "sequence > last sequence"
-            } else {
-                "no message found"
-            },
-        ));
+        return Err(ApiError::sequence_not_found(req.seq));
     }
     Ok(json!({"success": true}))
 }
@@ -761,22 +779,17 @@ fn consumer_create(
             if cfg.deliver_policy != DeliverPolicy::All {
                 return Err(ApiError::wq_not_deliver_all());
             }
-            for (other_name, other) in &e.consumers {
-                if *other_name == name {
-                    continue;
-                }
+            let others = e.consumers.iter().filter(|(n, _)| **n != name);
+            for (_, other) in others {
                 let of = other.filters();
-                if of.is_empty() && filters.is_empty() {
+                if filters.is_empty() {
                     return Err(ApiError::new(
                         400,
                         10099,
                         "multiple non-filtered consumers not allowed on workqueue stream",
                     ));
                 }
-                if of.is_empty()
-                    || filters.is_empty()
-                    || of.iter().any(|a| filters.iter().any(|b| subjects::overlap(a, b)))
-                {
+                if of.is_empty() || of.iter().any(|a| filters.iter().any(|b| subjects::overlap(a, b))) {
                     return Err(ApiError::wq_not_unique());
                 }
             }

@@ -487,22 +487,37 @@ impl ConsumerConfig {
         match self.deliver_policy {
             DeliverPolicy::ByStartSequence => {
                 if self.opt_start_seq.unwrap_or(0) == 0 {
-                    return Err(ApiError::invalid_config(
-                        "consumer deliver policy by start sequence requires a start sequence",
+                    return Err(ApiError::new(
+                        400,
+                        10094,
+                        "consumer delivery policy is deliver by start sequence, but optional start sequence is not set",
                     ));
                 }
             }
             DeliverPolicy::ByStartTime => {
                 if self.opt_start_time.is_none() {
-                    return Err(ApiError::invalid_config(
-                        "consumer deliver policy by start time requires a start time",
+                    return Err(ApiError::new(
+                        400,
+                        10094,
+                        "consumer delivery policy is deliver by start time, but optional start time is not set",
                     ));
                 }
             }
             _ => {
                 if self.opt_start_seq.is_some_and(|s| s > 0) || self.opt_start_time.is_some() {
-                    return Err(ApiError::invalid_config(
-                        "consumer deliver policy has a start sequence or time set that it does not use",
+                    let policy = serde_json::to_value(self.deliver_policy)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    let what = if self.opt_start_seq.is_some_and(|s| s > 0) {
+                        "start sequence"
+                    } else {
+                        "start time"
+                    };
+                    return Err(ApiError::new(
+                        400,
+                        10094,
+                        format!("consumer delivery policy is {policy}, but optional {what} is also set"),
                     ));
                 }
             }

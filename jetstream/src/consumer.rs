@@ -509,13 +509,11 @@ impl Consumer {
         let has_more = self.has_deliverable(&st);
         let mut keep = VecDeque::new();
         for r in self.waiting.drain(..) {
-            if r.no_wait && !has_more {
-                if r.sent == 0 {
-                    out.push(status(r.reply, 404, "No Messages", &[]));
-                } else {
-                    let extra = pending_headers(&r);
-                    out.push(status(r.reply, 408, "Request Timeout", &extra));
-                }
+            // At the end of the stream a no-wait request ends with 404, unless it has an
+            // expiry and got nothing yet: then it waits for a message or its expiry (408), as
+            // nats-server does.
+            if r.no_wait && !has_more && (r.expires.is_none() || r.sent > 0) {
+                out.push(status(r.reply, 404, "No Messages", &[]));
             } else {
                 keep.push_back(r);
             }
@@ -659,10 +657,6 @@ impl Consumer {
 
 /// Bytes of push deliveries between two flow control requests.
 const FLOW_CONTROL_BYTES: u64 = 1024 * 1024;
-
-fn pending_headers(r: &PullRequest) -> Vec<(&'static str, String)> {
-    pending_headers_of(r.batch - r.sent, r.max_bytes)
-}
 
 fn pending_headers_of(msgs: i64, bytes: i64) -> Vec<(&'static str, String)> {
     vec![

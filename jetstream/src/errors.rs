@@ -26,8 +26,8 @@ impl ApiError {
     pub fn bad_request() -> Self {
         Self::new(400, 10003, "bad request")
     }
-    pub fn invalid_json(err: impl std::fmt::Display) -> Self {
-        Self::new(400, 10025, format!("invalid JSON: {err}"))
+    pub fn invalid_json(_err: impl std::fmt::Display) -> Self {
+        Self::new(400, 10025, "invalid JSON")
     }
     pub fn stream_not_found() -> Self {
         Self::new(404, 10059, "stream not found")
@@ -45,7 +45,7 @@ impl ApiError {
         Self::new(400, 10052, "stream name is required")
     }
     pub fn invalid_stream_name() -> Self {
-        Self::new(400, 10052, "stream name is required and can not contain '.', '*', '>'")
+        Self::new(500, 10052, "stream name is required and can not contain '.', '*', '>'")
     }
     pub fn stream_mismatch() -> Self {
         Self::new(400, 10056, "stream name in subject does not match request")
@@ -136,7 +136,7 @@ impl ApiError {
         )
     }
     pub fn deny_delete() -> Self {
-        Self::new(400, 10057, "message delete not permitted")
+        Self::new(500, 10057, "message delete not permitted")
     }
     pub fn deny_purge() -> Self {
         Self::new(500, 10110, "stream purge not permitted")

@@ -182,10 +182,14 @@ def _data_dir_args(srv: "Server") -> list:
     """Durable MQTT state (issue 6): a fresh ``--data-dir`` per test server, so that servers
     never share (or lock each other out of) ``./junction-data`` and no retained message or
     session leaks from one test into another. Not when the test chooses (``--data-dir``,
-    ``--in-memory`` or ``data_dir`` in its config), nor for nats-server."""
+    ``--in-memory``, JetStream's ``-sd``/``--store_dir``, or ``data_dir``/``store_dir`` in its
+    config), nor for nats-server."""
     if "nats-server" in os.path.basename(BIN):
         return []
-    if any(a in ("--data-dir", "--in-memory") for a in srv.args) or (srv.config and "data_dir" in srv.config):
+    chosen = ("--data-dir", "--in-memory", "-sd", "--store_dir", "-store_dir")
+    if any(a in chosen for a in srv.args) or (
+        srv.config and ("data_dir" in srv.config or "store_dir" in srv.config)
+    ):
         return []
     import tempfile
 
