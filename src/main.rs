@@ -442,7 +442,7 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
             shutdown.clone(),
         )
     });
-    let _jetstream = jetstream.map(|(js, handle)| {
+    let jetstream = jetstream.map(|(js, handle)| {
         tasks.push(handle);
         js
     });
@@ -531,6 +531,7 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
             let (scheme, rest) = u.split_once("://")?;
             Some((scheme.to_string(), rest.rsplit(':').next()?.parse().ok()?))
         }),
+        jetstream: jetstream.clone(),
     });
     let _ports_file = match &settings.ports_file_dir {
         Some(dir) => Some(process::OwnedFile::write(

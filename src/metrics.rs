@@ -12,6 +12,7 @@ pub(crate) struct MetricSources {
     pub(crate) store_file: Option<std::path::PathBuf>,
     /// The WebSocket listener's scheme and port (the dashboard's tester connects there).
     pub(crate) websocket: Option<(String, u16)>,
+    pub(crate) jetstream: Option<Arc<junction_jetstream::JetStream>>,
 }
 
 /// [`MetricSources`] once the listeners exist (the monitor starts before them).
@@ -20,6 +21,21 @@ pub(crate) struct LateSources(pub(crate) Arc<std::sync::OnceLock<MetricSources>>
 impl junction_web::Extra for LateSources {
     fn prometheus(&self) -> String {
         self.0.get().map(MetricSources::render).unwrap_or_default()
+    }
+
+    fn varz_jetstream(&self) -> serde_json::Value {
+        match self.0.get().and_then(|s| s.jetstream.as_ref()) {
+            Some(js) => js.varz(),
+            None => serde_json::json!({}),
+        }
+    }
+
+    fn jsz(
+        &self,
+        detail: bool,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = serde_json::Value> + Send>>> {
+        let js = self.0.get()?.jetstream.clone()?;
+        Some(Box::pin(async move { js.jsz(detail).await }))
     }
 
     fn dashboard(&self) -> serde_json::Value {
@@ -46,6 +62,38 @@ impl MetricSources {
         use std::fmt::Write as _;
         use std::sync::atomic::Ordering::Relaxed;
         let mut out = String::new();
+        if let Some(js) = &self.jetstream {
+            let c = js.counters();
+            let _ = writeln!(
+                out,
+                "# HELP junction_jetstream_streams JetStream streams.
+                 # TYPE junction_jetstream_streams gauge
+                 junction_jetstream_streams {}
+                 # HELP junction_jetstream_consumers JetStream consumers.
+                 # TYPE junction_jetstream_consumers gauge
+                 junction_jetstream_consumers {}
+                 # HELP junction_jetstream_messages Messages held by JetStream streams.
+                 # TYPE junction_jetstream_messages gauge
+                 junction_jetstream_messages {}
+                 # HELP junction_jetstream_bytes Bytes held by JetStream streams, by storage.
+                 # TYPE junction_jetstream_bytes gauge
+                 junction_jetstream_bytes{{storage=\"file\"}} {}
+                 junction_jetstream_bytes{{storage=\"memory\"}} {}
+                 # HELP junction_jetstream_api_requests_total JetStream API requests answered.
+                 # TYPE junction_jetstream_api_requests_total counter
+                 junction_jetstream_api_requests_total {}
+                 # HELP junction_jetstream_api_errors_total JetStream API requests answered with an error.
+                 # TYPE junction_jetstream_api_errors_total counter
+                 junction_jetstream_api_errors_total {}",
+                c.streams.load(Relaxed),
+                c.consumers.load(Relaxed),
+                c.messages.load(Relaxed),
+                c.storage.load(Relaxed),
+                c.memory.load(Relaxed),
+                c.api_total.load(Relaxed),
+                c.api_errors.load(Relaxed),
+            );
+        }
         if let Some(fe) = &self.mqtt {
             let (sessions, connected, queued) = fe.session_counts();
             let _ = writeln!(
@@ -108,6 +156,12 @@ junction_store_commit_seconds_count {commits}",
                 st.commit_micros.load(Relaxed) as f64 / 1e6
             );
         }
-        out
+        // The blocks above are indented in the source: Prometheus lines start at the margin.
+        let mut text = String::with_capacity(out.len());
+        for line in out.lines() {
+            text.push_str(line.trim_start());
+            text.push('\n');
+        }
+        text
     }
 }

@@ -221,9 +221,10 @@ pub enum DeliverPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum AckPolicy {
+    /// nats-server's zero value: a request that leaves the policy out gets none.
+    #[default]
     None,
     All,
-    #[default]
     Explicit,
 }
 

@@ -64,11 +64,16 @@ pub(crate) enum Input {
     Monitor(oneshot::Sender<Value>, bool),
 }
 
-/// Counters for monitoring.
+/// Counters for monitoring; the usage figures are refreshed by the task's timer.
 #[derive(Default)]
 pub struct Counters {
     pub api_total: AtomicU64,
     pub api_errors: AtomicU64,
+    pub memory: AtomicU64,
+    pub storage: AtomicU64,
+    pub streams: AtomicU64,
+    pub consumers: AtomicU64,
+    pub messages: AtomicU64,
 }
 
 /// What the sinks and the task share.
@@ -380,6 +385,40 @@ impl JetStream {
 
     pub fn options(&self) -> &Options {
         &self.shared.opts
+    }
+
+    /// Usage and API counters (refreshed every 100 ms).
+    pub fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+
+    /// The `jetstream` part of `/varz`.
+    pub fn varz(&self) -> Value {
+        let c = &self.shared.counters;
+        let o = &self.shared.opts;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut config = json!({
+            "max_memory": o.max_memory,
+            "max_storage": o.max_store,
+            "store_dir": o.store_dir,
+            "sync_interval": 0,
+            "sync_always": true,
+        });
+        if let Some(d) = &o.domain {
+            config["domain"] = json!(d);
+        }
+        json!({
+            "config": config,
+            "stats": {
+                "memory": get(&c.memory),
+                "storage": get(&c.storage),
+                "reserved_memory": 0,
+                "reserved_storage": 0,
+                "accounts": 0,
+                "ha_assets": 0,
+                "api": {"total": get(&c.api_total), "errors": get(&c.api_errors)},
+            },
+        })
     }
 }
 
@@ -717,6 +756,25 @@ impl Task {
         for (acc, s, c) in gone {
             crate::api::remove_consumer(self, &acc, &s, &c);
         }
+        let (mut mem, mut file, mut streams, mut consumers, mut messages) = (0, 0, 0, 0, 0);
+        for a in self.accounts.values() {
+            for e in a.streams.values() {
+                let st = e.stream.state.locked();
+                match st.config.storage {
+                    Storage::Memory => mem += st.bytes,
+                    Storage::File => file += st.bytes,
+                }
+                messages += st.msgs;
+                streams += 1;
+                consumers += e.consumers.len() as u64;
+            }
+        }
+        let c = &self.shared.counters;
+        c.memory.store(mem, Ordering::Relaxed);
+        c.storage.store(file, Ordering::Relaxed);
+        c.streams.store(streams, Ordering::Relaxed);
+        c.consumers.store(consumers, Ordering::Relaxed);
+        c.messages.store(messages, Ordering::Relaxed);
     }
 
     /// Lets the touched streams' consumers send, routes everything queued, and saves what

@@ -482,10 +482,10 @@ pub(crate) async fn leafz(State(m): State<Arc<Monitor>>) -> Json<Value> {
     Json(cluster_value(&m, "LEAFZ"))
 }
 
-/// `/healthz`: ok; `js-enabled-only`, `js-server-only` are satisfied without JetStream;
-/// `js-enabled=true` asks for JetStream, which this build does not have.
-pub(crate) async fn healthz(RawQuery(query): RawQuery) -> Response {
-    if matches!(param(&query, "js-enabled"), Some("true" | "1")) {
+/// `/healthz`: ok; `js-enabled=true` also asks that JetStream runs.
+pub(crate) async fn healthz(State(m): State<Arc<Monitor>>, RawQuery(query): RawQuery) -> Response {
+    let js = m.info.extra_metrics.0.as_ref().and_then(|e| e.jsz(false)).is_some();
+    if matches!(param(&query, "js-enabled"), Some("true" | "1")) && !js {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({
@@ -497,6 +497,22 @@ pub(crate) async fn healthz(RawQuery(query): RawQuery) -> Response {
             .into_response();
     }
     Json(json!({ "status": "ok" })).into_response()
+}
+
+/// `/jsz`: JetStream's usage; `accounts`, `streams` or `consumers` add the per-account and
+/// per-stream detail.
+pub(crate) async fn jsz(State(m): State<Arc<Monitor>>, RawQuery(query): RawQuery) -> Json<Value> {
+    let detail = ["accounts", "streams", "consumers"]
+        .iter()
+        .any(|k| matches!(param(&query, k), Some("true" | "1")));
+    let future = m.info.extra_metrics.0.as_ref().and_then(|e| e.jsz(detail));
+    let mut v = match future {
+        Some(f) => f.await,
+        None => json!({ "disabled": true }),
+    };
+    v["server_id"] = json!(m.info.server_id);
+    v["now"] = json!(crate::rfc3339(std::time::SystemTime::now()));
+    Json(v)
 }
 
 #[cfg(test)]

@@ -95,6 +95,17 @@ pub trait Extra: Send + Sync {
     fn prometheus(&self) -> String;
     /// A JSON object merged into the dashboard's data (`mqtt_sessions`, `websocket`).
     fn dashboard(&self) -> Value;
+    /// The `jetstream` part of `/varz` (`{}` without JetStream).
+    fn varz_jetstream(&self) -> Value {
+        json!({})
+    }
+    /// The `/jsz` document (`detail`: per account and stream); `None` without JetStream.
+    fn jsz(
+        &self,
+        _detail: bool,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = Value> + Send>>> {
+        None
+    }
 }
 
 /// A source of more metrics (see [`ServerInfo::extra_metrics`]).
@@ -216,6 +227,7 @@ where
         .route("/routez", get(endpoints::routez))
         .route("/gatewayz", get(endpoints::gatewayz))
         .route("/leafz", get(endpoints::leafz))
+        .route("/jsz", get(endpoints::jsz))
         .route("/metrics", get(metrics))
         .with_state(state);
     axum::serve(listener, app)
@@ -225,7 +237,7 @@ where
 
 async fn root() -> Json<Value> {
     Json(json!({ "endpoints": [
-        "/varz", "/connz", "/subsz", "/accountz", "/accstatz", "/routez", "/gatewayz", "/leafz",
+        "/varz", "/connz", "/subsz", "/accountz", "/accstatz", "/routez", "/gatewayz", "/leafz", "/jsz",
         "/healthz", "/metrics"
     ] }))
 }
@@ -315,7 +327,7 @@ pub(crate) fn varz_value(m: &Monitor) -> Value {
         "leaf": {},
         "mqtt": i.mqtt,
         "websocket": i.websocket,
-        "jetstream": {},
+        "jetstream": i.extra_metrics.0.as_ref().map_or_else(|| json!({}), |e| e.varz_jetstream()),
         "tls_timeout": secs(i.tls_timeout),
         "write_deadline": live.write_deadline.as_nanos() as u64,
         "start": rfc3339(m.started_wall),
