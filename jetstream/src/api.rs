@@ -108,7 +108,9 @@ fn parse<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<T, ApiError> {
 
 /// An optional JSON body: empty means all defaults.
 fn parse_opt<T: for<'de> Deserialize<'de> + Default>(payload: &[u8]) -> Result<T, ApiError> {
-    if payload.iter().all(u8::is_ascii_whitespace) {
+    // async-nats sends `null` where there is nothing to ask.
+    let text = payload.trim_ascii();
+    if text.is_empty() || text == b"null" {
         return Ok(T::default());
     }
     parse(payload)
@@ -643,7 +645,7 @@ fn direct_get(
         None => status_msg(&reply, 404, "Message Not Found"),
         Some(m) => {
             let seq = m.seq.to_string();
-            let ts = go_time(m.ts);
+            let ts = rfc3339(m.ts);
             let subj = String::from_utf8_lossy(&m.subject).to_string();
             let h = headers::with(
                 &[
@@ -666,23 +668,6 @@ fn status_msg(reply: &Bytes, code: u16, text: &str) -> Message {
     let mut msg = Message::new(reply.clone(), None, Bytes::new(), junction_core::ConnId(0));
     msg.headers = Some(headers::status(code, text, &[]));
     msg
-}
-
-/// Go's default time format, which nats-server writes in `Nats-Time-Stamp`.
-fn go_time(ns: i64) -> String {
-    let secs = ns.div_euclid(1_000_000_000);
-    let frac = ns.rem_euclid(1_000_000_000);
-    let c = junction_core::time::Civil::from_unix(secs);
-    let mut s = format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        c.year, c.month, c.day, c.hour, c.minute, c.second
-    );
-    if frac > 0 {
-        s.push('.');
-        s.push_str(format!("{frac:09}").trim_end_matches('0'));
-    }
-    s.push_str(" +0000 UTC");
-    s
 }
 
 /// Copies what a new mirror or source stream should start with (the sources' current
@@ -1127,11 +1112,5 @@ mod tests {
         assert_eq!((r.batch, r.no_wait), (10, true));
         assert_eq!(r.expires, Some(now + Duration::from_secs(1)));
         assert!(pull_request(Bytes::from_static(b"r"), b"{", now).is_err());
-    }
-
-    #[test]
-    fn go_times() {
-        assert_eq!(go_time(1_500_000_000), "1970-01-01 00:00:01.5 +0000 UTC");
-        assert_eq!(go_time(0), "1970-01-01 00:00:00 +0000 UTC");
     }
 }

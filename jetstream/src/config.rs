@@ -34,6 +34,15 @@ fn is_zero(n: &i64) -> bool {
     *n == 0
 }
 
+/// A list that a client may send as `null` (Go's nil slice, async-nats' empty `Vec`).
+fn nullable<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Retention {
@@ -90,7 +99,7 @@ pub struct StreamConfig {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub subjects: Vec<String>,
     #[serde(default)]
     pub retention: Retention,
@@ -134,7 +143,7 @@ pub struct StreamConfig {
     pub republish: Option<RePublish>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<StreamSource>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "nullable")]
     pub sources: Vec<StreamSource>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
@@ -165,11 +174,11 @@ pub struct ConsumerConfig {
     pub ack_wait: i64,
     #[serde(default)]
     pub max_deliver: i64,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "nullable")]
     pub backoff: Vec<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter_subject: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "nullable")]
     pub filter_subjects: Vec<String>,
     #[serde(default)]
     pub replay_policy: ReplayPolicy,

@@ -38,8 +38,12 @@ impl Server {
                 "-1",
                 "--ws-port",
                 "-1",
-                "--in-memory",
             ])
+            // A test that names a store directory gets a durable store; the rest run in memory.
+            .args(
+                (!extra.iter().any(|a| matches!(*a, "-sd" | "--store_dir" | "--data-dir")))
+                    .then_some("--in-memory"),
+            )
             .args(extra)
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -98,6 +102,12 @@ impl Server {
 
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn pid(&self) -> u32 {
