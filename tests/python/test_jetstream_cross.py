@@ -1,0 +1,256 @@
+"""JetStream beyond one NATS client: MQTT devices publishing into streams (the PUBACK waits for
+the stream's commit), SIGKILL in the middle of publishing and of consuming (nothing
+acknowledged lost, no message delivered past max_deliver), accounts that do not see each
+other's streams, and permissions on the ``$JS.API`` subjects.
+
+Junction only: the MQTT half needs Junction's MQTT listener, and the crash tests hold Junction
+to a promise nats-server does not make (its acknowledgements precede the sync to disk).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+
+import nats
+import nats.errors
+import pytest
+from nats.js import api
+
+from conftest import IS_NATS_SERVER, Clients, async_test, wait_until
+from mqtt_helpers import _MQTT_LISTEN_RE, Broker, Mqtt, V5
+
+pytestmark = pytest.mark.skipif(IS_NATS_SERVER, reason="Junction's MQTT listener and durability promise")
+
+
+def js_args(tmp_path, mqtt: bool = False) -> list:
+    store = tmp_path / "js"
+    store.mkdir(exist_ok=True)
+    args = ["-js", "-sd", str(store)]
+    if mqtt:
+        args += ["--mqtt-port", "-1"]
+    return args
+
+
+def broker_of(srv) -> Broker:
+    port = None
+    for line in srv.log:
+        m = _MQTT_LISTEN_RE.search(line)
+        if m:
+            port = int(m.group(2))
+    assert port, srv.log_text()
+    return Broker(kind="junction", port=port, nats_port=srv.port, http_port=srv.http_port, process=srv)
+
+
+def crash(srv) -> None:
+    """SIGKILL, and tell the fixture the server is gone on purpose."""
+    srv.proc.send_signal(signal.SIGKILL)
+    srv.proc.wait(10)
+    srv.returncode = srv.proc.returncode
+
+
+@async_test(timeout=60)
+async def test_mqtt_publishes_are_stored_and_survive_a_crash(server_factory, tmp_path):
+    args = js_args(tmp_path, mqtt=True)
+    srv = server_factory(args=args)
+    async with Clients(srv) as c:
+        nc = await c.connect()
+        js = nc.jetstream()
+        await js.add_stream(name="SENSORS", subjects=["sensors.>"])
+        # A NATS subscriber on the stream's subjects sees the device's messages as usual.
+        live = await nc.subscribe("sensors.>")
+        await nc.flush()
+        dev = Mqtt(broker_of(srv), client_id="dev-1", version=V5).connect()
+        for i in range(20):
+            # wait=True: returns once the PUBACK arrived.
+            dev.publish("sensors/t1", f"{i}".encode(), qos=1)
+        dev.publish("sensors/t2", b"qos0", qos=0)
+        first = await live.next_msg(timeout=2)
+        assert (first.subject, first.data) == ("sensors.t1", b"0")
+        st = (await js.stream_info("SENSORS")).state
+        assert (st.messages, st.last_seq) == (21, 21)
+        dev.client.disconnect()
+        dev.client.loop_stop()
+    # Every PUBACK the device got promised a commit: the kill loses none of them.
+    crash(srv)
+    srv2 = server_factory(args=args)
+    async with Clients(srv2) as c:
+        nc = await c.connect()
+        js = nc.jetstream()
+        sub = await js.pull_subscribe("sensors.t1", durable="reader")
+        msgs = await sub.fetch(20, timeout=3)
+        assert [m.data for m in msgs] == [f"{i}".encode() for i in range(20)]
+        # An MQTT subscriber gets what a NATS client publishes into the stream.
+        watcher = Mqtt(broker_of(srv2), client_id="watcher", version=V5).connect()
+        watcher.subscribe("sensors/#", qos=1)
+        ack = await js.publish("sensors.t3", b"from-nats")
+        assert ack.seq == 22
+        got = watcher.expect(timeout=3)
+        assert (got.topic, got.payload) == ("sensors/t3", b"from-nats")
+        watcher.client.disconnect()
+        watcher.client.loop_stop()
+
+
+@async_test(timeout=90)
+async def test_sigkill_mid_publish_loses_nothing_acknowledged(server_factory, tmp_path):
+    args = js_args(tmp_path)
+    rng = random.Random(11)
+    for round_ in range(3):
+        srv = server_factory(args=args)
+        acked: dict[int, bytes] = {}
+        async with Clients(srv) as c:
+            nc = await c.connect()
+            js = nc.jetstream(timeout=5)
+            if round_ == 0:
+                await js.add_stream(name="CRASH", subjects=["crash.>"])
+            stop_after = rng.uniform(0.2, 0.6)
+
+            async def one(i: int):
+                payload = f"r{round_}-{i}".encode()
+                try:
+                    ack = await js.publish(f"crash.{i % 7}", payload)
+                except Exception:
+                    return
+                acked[ack.seq] = payload
+
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            pending: set = set()
+            i = 0
+            # A window of 256 unacknowledged publications, killed at a random moment.
+            while loop.time() - start < stop_after:
+                while len(pending) < 256:
+                    pending.add(asyncio.ensure_future(one(i)))
+                    i += 1
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            crash(srv)
+            await asyncio.gather(*pending, return_exceptions=True)
+        assert len(acked) > 100, f"round {round_}: only {len(acked)} publications acknowledged"
+        check = server_factory(args=args)
+        async with Clients(check) as c:
+            nc = await c.connect()
+            js = nc.jetstream()
+            for seq, payload in sorted(acked.items()):
+                m = await js.get_msg("CRASH", seq)
+                assert m.data == payload, f"round {round_}: seq {seq} holds {m.data!r}, acked {payload!r}"
+        check.terminate()
+
+
+@async_test(timeout=60)
+async def test_sigkill_mid_consume_keeps_positions_and_max_deliver(server_factory, tmp_path):
+    args = js_args(tmp_path)
+    srv = server_factory(args=args)
+    async with Clients(srv) as c:
+        nc = await c.connect()
+        js = nc.jetstream()
+        await js.add_stream(name="JOBS", subjects=["jobs"])
+        for i in range(1, 21):
+            await js.publish("jobs", f"{i}".encode())
+        sub = await js.pull_subscribe(
+            "jobs", durable="worker",
+            config=api.ConsumerConfig(ack_wait=1.0, max_deliver=2))
+        msgs = await sub.fetch(10, timeout=3)
+        assert [m.metadata.sequence.stream for m in msgs] == list(range(1, 11))
+        for m in msgs[:5]:
+            await m.ack_sync()
+        # 6..10 delivered once and never acknowledged.
+    crash(srv)
+
+    srv2 = server_factory(args=args)
+    async with Clients(srv2) as c:
+        nc = await c.connect()
+        js = nc.jetstream()
+        ci = await js.consumer_info("JOBS", "worker")
+        assert ci.ack_floor.stream_seq == 5
+        assert ci.delivered.stream_seq == 10
+        sub = await js.pull_subscribe("jobs", durable="worker")
+        # The unacknowledged ones come back first, as second deliveries.
+        again = await sub.fetch(5, timeout=3)
+        assert [(m.metadata.sequence.stream, m.metadata.num_delivered) for m in again] == \
+            [(s, 2) for s in range(6, 11)]
+        # Not acknowledged again: max_deliver 2 means they never come a third time.
+        await asyncio.sleep(1.5)
+        rest = await sub.fetch(10, timeout=3)
+        assert [(m.metadata.sequence.stream, m.metadata.num_delivered) for m in rest] == \
+            [(s, 1) for s in range(11, 21)]
+        for m in rest:
+            await m.ack_sync()
+        await asyncio.sleep(1.5)
+        with pytest.raises(nats.errors.TimeoutError):
+            await sub.fetch(1, timeout=1)
+
+
+ACCOUNTS_CONF = """
+accounts {
+  A { jetstream: enabled, users: [ { user: a, password: a } ] }
+  B { jetstream: enabled, users: [ { user: b, password: b } ] }
+  C { users: [ { user: c, password: c } ] }
+}
+jetstream { store_dir: "%s" }
+"""
+
+
+@async_test()
+async def test_accounts_have_separate_jetstreams(server_factory, tmp_path):
+    store = tmp_path / "acc-js"
+    srv = server_factory(config=ACCOUNTS_CONF % store)
+    url = f"nats://127.0.0.1:{srv.port}"
+    a = await nats.connect(url, user="a", password="a")
+    b = await nats.connect(url, user="b", password="b")
+    cc = await nats.connect(url, user="c", password="c")
+    try:
+        ja, jb = a.jetstream(), b.jetstream()
+        await ja.add_stream(name="S", subjects=["s.>"])
+        await ja.publish("s.1", b"for a")
+        with pytest.raises(nats.js.errors.NotFoundError):
+            await jb.stream_info("S")
+        # The same name and subjects in B are B's own.
+        await jb.add_stream(name="S", subjects=["s.>"])
+        await b.publish("s.1", b"b1")
+        await b.publish("s.1", b"b2")
+        await b.flush()
+        assert (await jb.stream_info("S")).state.messages == 2
+        assert (await ja.stream_info("S")).state.messages == 1
+        assert (await ja.account_info()).streams == 1
+        # C has no JetStream: its requests find no responder.
+        with pytest.raises((nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError)):
+            await cc.jetstream().account_info()
+    finally:
+        for n in (a, b, cc):
+            await n.close()
+
+
+PERMS_CONF = """
+authorization {
+  users: [
+    { user: admin, password: admin }
+    { user: app, password: app, permissions: {
+        publish: { allow: [">"], deny: ["$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>"] } } }
+  ]
+}
+jetstream { store_dir: "%s" }
+"""
+
+
+@async_test()
+async def test_permissions_hold_on_the_jetstream_api(server_factory, tmp_path):
+    srv = server_factory(config=PERMS_CONF % (tmp_path / "perm-js"))
+    url = f"nats://127.0.0.1:{srv.port}"
+    app = await nats.connect(url, user="app", password="app")
+    admin = await nats.connect(url, user="admin", password="admin")
+    try:
+        js = app.jetstream(timeout=1)
+        await js.add_stream(name="P", subjects=["p"])
+        await js.publish("p", b"x")
+        # The denied requests never reach JetStream: the client times out, the stream stays.
+        with pytest.raises((nats.errors.TimeoutError, nats.js.errors.APIError)):
+            await js.delete_stream("P")
+        with pytest.raises((nats.errors.TimeoutError, nats.js.errors.APIError)):
+            await js.purge_stream("P")
+        st = await wait_until(lambda: admin.jetstream().stream_info("P"), what="stream info")
+        assert st.state.messages == 1
+        assert await admin.jetstream().delete_stream("P") is True
+    finally:
+        await app.close()
+        await admin.close()
