@@ -80,6 +80,7 @@
 //! ```
 
 mod idle;
+mod js;
 mod mqtt;
 mod mqtt_idle;
 mod mqtt_pubsub;
@@ -96,7 +97,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 const USAGE: &str =
-    "usage: junction-bench <pubsub|pub|reqrep|idle|mqtt-pubsub|mqtt-latency|mqtt-idle> [options]
+    "usage: junction-bench <pubsub|pub|reqrep|idle|mqtt-pubsub|mqtt-latency|mqtt-idle|js-pub|js-consume|kv-latency> [options]
 
 common:  --host 127.0.0.1  --port 4222  --timeout SECS (60)  --pid SERVER_PID
          --user U --pass P (NATS modes: CONNECT with these credentials)
@@ -114,6 +115,11 @@ mqtt-latency:  --qos 0|1  --rate 2000  --count 20000  --warmup 1000  --size 128
                (mqtt-pubsub, mqtt-latency: --persistent = subscribers hold persistent
                sessions, ids jbench-sub-<n>; 5.0: session expiry 3600)
 mqtt-idle:     --conns 10000  --threads 8  --settle 2  --hold 0
+
+JetStream (NATS port; --storage file|memory):
+js-pub:        --msgs N  --size 128  --inflight 256 (unacknowledged publications; 1 = synchronous)
+js-consume:    --msgs N  --size 128  --batch 256 (pull request size; every message acknowledged)
+kv-latency:    --count 20000  --warmup 1000  --size 128 (puts, then direct gets, one at a time)
 
 Each run prints one `RESULT mode=... key=value ...` line and one human line.";
 
@@ -155,6 +161,8 @@ pub struct Opts {
     /// NATS user and password every connection presents (`--user`, `--pass`).
     pub user: Option<String>,
     pub pass: Option<String>,
+    /// JetStream modes: `file` or `memory` streams (`--storage`).
+    pub storage: String,
 }
 
 fn parse_args(args: &[String]) -> Result<Opts, String> {
@@ -190,6 +198,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         persistent: false,
         user: None,
         pass: None,
+        storage: "file".into(),
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -233,6 +242,12 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         match key {
             "mode" => mode = Some(value.clone()),
             "user" => o.user = Some(value.clone()),
+            "storage" => {
+                o.storage = match value.as_str() {
+                    "file" | "memory" => value.clone(),
+                    _ => return Err(bad("storage (file or memory)")),
+                }
+            }
             "pass" => o.pass = Some(value.clone()),
             "host" => host = value.clone(),
             "port" => port = value.parse().map_err(|_| bad("port"))?,
@@ -354,6 +369,9 @@ fn main() -> ExitCode {
         "mqtt-pubsub" => mqtt_pubsub::run_pubsub(&opts),
         "mqtt-latency" => mqtt_pubsub::run_latency(&opts),
         "mqtt-idle" => mqtt_idle::run(&opts),
+        "js-pub" => js::run_pub(&opts),
+        "js-consume" => js::run_consume(&opts),
+        "kv-latency" => js::run_kv(&opts),
         other => {
             eprintln!("junction-bench: unknown mode `{other}`\n\n{USAGE}");
             return ExitCode::from(2);
