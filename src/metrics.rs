@@ -33,7 +33,8 @@ impl junction_web::Extra for LateSources {
     fn jsz(
         &self,
         detail: bool,
-    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = serde_json::Value> + Send>>> {
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = serde_json::Value> + Send>>>
+    {
         let js = self.0.get()?.jetstream.clone()?;
         Some(Box::pin(async move { js.jsz(detail).await }))
     }

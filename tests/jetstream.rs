@@ -45,7 +45,10 @@ async fn streams_publish_acks_and_duplicates() {
             .unwrap()
             .await
             .unwrap();
-        assert_eq!((ack.stream.as_str(), ack.sequence, ack.duplicate), ("ORDERS", i, false));
+        assert_eq!(
+            (ack.stream.as_str(), ack.sequence, ack.duplicate),
+            ("ORDERS", i, false)
+        );
     }
     // Two per subject are kept: 2, 3 (orders.1: 1, 3, 5 -> 3, 5; orders.0: 2, 4).
     let info = s.info().await.unwrap();
@@ -56,13 +59,23 @@ async fn streams_publish_acks_and_duplicates() {
 
     // A message id seen within the window is a duplicate with the first one's sequence.
     let first = js
-        .send_publish("orders.x", jetstream::context::Publish::build().message_id("m-1").payload("a".into()))
+        .send_publish(
+            "orders.x",
+            jetstream::context::Publish::build()
+                .message_id("m-1")
+                .payload("a".into()),
+        )
         .await
         .unwrap()
         .await
         .unwrap();
     let again = js
-        .send_publish("orders.x", jetstream::context::Publish::build().message_id("m-1").payload("b".into()))
+        .send_publish(
+            "orders.x",
+            jetstream::context::Publish::build()
+                .message_id("m-1")
+                .payload("b".into()),
+        )
         .await
         .unwrap()
         .await
@@ -196,7 +209,10 @@ async fn push_and_ordered_consumers_deliver_in_order() {
         got.push(String::from_utf8(m.payload.to_vec()).unwrap());
         m.ack().await.unwrap();
     }
-    let want: Vec<String> = (0..50).filter(|i| i % 3 == 1).map(|i| i.to_string()).collect();
+    let want: Vec<String> = (0..50)
+        .filter(|i| i % 3 == 1)
+        .map(|i| i.to_string())
+        .collect();
     assert_eq!(got, want);
 
     let ordered = s
@@ -228,11 +244,29 @@ async fn key_value_buckets() {
     let r1 = kv.put("db.url", "postgres://a".into()).await.unwrap();
     let r2 = kv.put("db.url", "postgres://b".into()).await.unwrap();
     assert!(r2 > r1);
-    assert_eq!(kv.get("db.url").await.unwrap(), Some(Bytes::from_static(b"postgres://b")));
-    assert!(kv.update("db.url", "x".into(), r1).await.is_err(), "stale revision accepted");
-    let r3 = kv.update("db.url", "postgres://c".into(), r2).await.unwrap();
-    assert!(kv.create("db.url", "y".into()).await.is_err(), "create over a live key");
-    let history: Vec<kv::Entry> = kv.history("db.url").await.unwrap().try_collect().await.unwrap();
+    assert_eq!(
+        kv.get("db.url").await.unwrap(),
+        Some(Bytes::from_static(b"postgres://b"))
+    );
+    assert!(
+        kv.update("db.url", "x".into(), r1).await.is_err(),
+        "stale revision accepted"
+    );
+    let r3 = kv
+        .update("db.url", "postgres://c".into(), r2)
+        .await
+        .unwrap();
+    assert!(
+        kv.create("db.url", "y".into()).await.is_err(),
+        "create over a live key"
+    );
+    let history: Vec<kv::Entry> = kv
+        .history("db.url")
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     assert_eq!(
         history.iter().map(|e| e.revision).collect::<Vec<_>>(),
         vec![r1, r2, r3]
@@ -274,7 +308,8 @@ async fn object_store_round_trips_a_large_object() {
     let mut back = Vec::new();
     obj.read_to_end(&mut back).await.unwrap();
     assert!(back == data, "object differs");
-    let listed: Vec<object_store::ObjectInfo> = bucket.list().await.unwrap().try_collect().await.unwrap();
+    let listed: Vec<object_store::ObjectInfo> =
+        bucket.list().await.unwrap().try_collect().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].name, "blob.bin");
     bucket.delete("blob.bin").await.unwrap();

@@ -38,7 +38,12 @@ fn read_some(conn: &mut Conn, deadline: Instant) -> io::Result<Got> {
     let mut got = Vec::new();
     conn.process(|m| {
         let (s, r) = m.subject_reply();
-        got.push((s.to_vec(), r.map(<[u8]>::to_vec), m.payload.to_vec(), m.hmsg));
+        got.push((
+            s.to_vec(),
+            r.map(<[u8]>::to_vec),
+            m.payload.to_vec(),
+            m.hmsg,
+        ));
     })?;
     Ok(got)
 }
@@ -64,7 +69,13 @@ fn publish(out: &mut Vec<u8>, subject: &str, reply: Option<&str>, payload: &[u8]
 }
 
 /// One API request and its JSON answer.
-fn request(conn: &mut Conn, inbox: &str, subject: &str, body: &str, deadline: Instant) -> io::Result<String> {
+fn request(
+    conn: &mut Conn,
+    inbox: &str,
+    subject: &str,
+    body: &str,
+    deadline: Instant,
+) -> io::Result<String> {
     let reply = format!("{inbox}.api");
     let mut out = Vec::new();
     publish(&mut out, subject, Some(&reply), body.as_bytes());
@@ -92,12 +103,24 @@ fn storage(o: &Opts) -> &str {
 
 /// A fresh stream `JSBENCH` on `jsbench.>`.
 fn fresh_stream(conn: &mut Conn, inbox: &str, o: &Opts, deadline: Instant) -> io::Result<()> {
-    let _ = request(conn, inbox, &format!("$JS.API.STREAM.DELETE.{STREAM}"), "", deadline)?;
+    let _ = request(
+        conn,
+        inbox,
+        &format!("$JS.API.STREAM.DELETE.{STREAM}"),
+        "",
+        deadline,
+    )?;
     let cfg = format!(
         r#"{{"name":"{STREAM}","subjects":["jsbench.>"],"storage":"{}","retention":"limits"}}"#,
         storage(o)
     );
-    let answer = request(conn, inbox, &format!("$JS.API.STREAM.CREATE.{STREAM}"), &cfg, deadline)?;
+    let answer = request(
+        conn,
+        inbox,
+        &format!("$JS.API.STREAM.CREATE.{STREAM}"),
+        &cfg,
+        deadline,
+    )?;
     if answer.contains("\"error\"") {
         return Err(io::Error::other(format!("stream create: {answer}")));
     }
@@ -105,7 +128,14 @@ fn fresh_stream(conn: &mut Conn, inbox: &str, o: &Opts, deadline: Instant) -> io
 }
 
 /// Publishes `n` messages with at most `window` unacknowledged; returns (acks, errors, elapsed).
-fn publish_n(conn: &mut Conn, inbox: &str, o: &Opts, n: u64, window: u64, deadline: Instant) -> io::Result<(u64, u64, Duration)> {
+fn publish_n(
+    conn: &mut Conn,
+    inbox: &str,
+    o: &Opts,
+    n: u64,
+    window: u64,
+    deadline: Instant,
+) -> io::Result<(u64, u64, Duration)> {
     let payload: Vec<u8> = (0..o.size).map(|i| b'a' + (i % 26) as u8).collect();
     let reply = format!("{inbox}.ack");
     let (mut sent, mut acked, mut errors) = (0u64, 0u64, 0u64);
@@ -164,7 +194,13 @@ pub fn run_consume(o: &Opts) -> io::Result<()> {
     let cfg = format!(
         r#"{{"stream_name":"{STREAM}","config":{{"durable_name":"C","ack_policy":"explicit","max_ack_pending":-1,"deliver_policy":"all"}}}}"#
     );
-    let answer = request(&mut conn, &inbox, &format!("$JS.API.CONSUMER.DURABLE.CREATE.{STREAM}.C"), &cfg, deadline)?;
+    let answer = request(
+        &mut conn,
+        &inbox,
+        &format!("$JS.API.CONSUMER.DURABLE.CREATE.{STREAM}.C"),
+        &cfg,
+        deadline,
+    )?;
     if answer.contains("\"error\"") {
         return Err(io::Error::other(format!("consumer create: {answer}")));
     }
@@ -190,7 +226,12 @@ pub fn run_consume(o: &Opts) -> io::Result<()> {
             if s == b"jsbench.data" {
                 got += 1;
                 if let Some(r) = r {
-                    publish(&mut out, std::str::from_utf8(&r).unwrap_or_default(), None, b"+ACK");
+                    publish(
+                        &mut out,
+                        std::str::from_utf8(&r).unwrap_or_default(),
+                        None,
+                        b"+ACK",
+                    );
                 }
             } else if hmsg && s == pull_reply.as_bytes() {
                 // A status (408 at expiry): ask again.
@@ -221,12 +262,24 @@ pub fn run_consume(o: &Opts) -> io::Result<()> {
 pub fn run_kv(o: &Opts) -> io::Result<()> {
     let deadline = Instant::now() + o.timeout;
     let (mut conn, inbox) = open(o, "bench-kv", deadline)?;
-    let _ = request(&mut conn, &inbox, "$JS.API.STREAM.DELETE.KV_BENCH", "", deadline)?;
+    let _ = request(
+        &mut conn,
+        &inbox,
+        "$JS.API.STREAM.DELETE.KV_BENCH",
+        "",
+        deadline,
+    )?;
     let cfg = format!(
         r#"{{"name":"KV_BENCH","subjects":["$KV.BENCH.>"],"storage":"{}","max_msgs_per_subject":1,"allow_rollup_hdrs":true,"deny_delete":true,"allow_direct":true,"discard":"new"}}"#,
         storage(o)
     );
-    let answer = request(&mut conn, &inbox, "$JS.API.STREAM.CREATE.KV_BENCH", &cfg, deadline)?;
+    let answer = request(
+        &mut conn,
+        &inbox,
+        "$JS.API.STREAM.CREATE.KV_BENCH",
+        &cfg,
+        deadline,
+    )?;
     if answer.contains("\"error\"") {
         return Err(io::Error::other(format!("bucket create: {answer}")));
     }

@@ -51,15 +51,39 @@ pub(crate) fn handle(
     let acc = account.name().to_string();
     let (kind, result) = match t.as_slice() {
         ["INFO"] => ("account_info_response", account_info(task, &acc)),
-        ["STREAM", "CREATE", name] => ("stream_create_response", stream_create(task, &acc, name, payload)),
-        ["STREAM", "UPDATE", name] => ("stream_update_response", stream_update(task, &acc, name, payload)),
+        ["STREAM", "CREATE", name] => (
+            "stream_create_response",
+            stream_create(task, &acc, name, payload),
+        ),
+        ["STREAM", "UPDATE", name] => (
+            "stream_update_response",
+            stream_update(task, &acc, name, payload),
+        ),
         ["STREAM", "DELETE", name] => ("stream_delete_response", stream_delete(task, &acc, name)),
-        ["STREAM", "INFO", name] => ("stream_info_response", stream_info_req(task, &acc, name, payload)),
-        ["STREAM", "LIST"] => ("stream_list_response", stream_list(task, &acc, payload, false)),
-        ["STREAM", "NAMES"] => ("stream_names_response", stream_list(task, &acc, payload, true)),
-        ["STREAM", "PURGE", name] => ("stream_purge_response", stream_purge(task, &acc, name, payload)),
-        ["STREAM", "MSG", "GET", name] => ("stream_msg_get_response", msg_get(task, &acc, name, payload)),
-        ["STREAM", "MSG", "DELETE", name] => ("stream_msg_delete_response", msg_delete(task, &acc, name, payload)),
+        ["STREAM", "INFO", name] => (
+            "stream_info_response",
+            stream_info_req(task, &acc, name, payload),
+        ),
+        ["STREAM", "LIST"] => (
+            "stream_list_response",
+            stream_list(task, &acc, payload, false),
+        ),
+        ["STREAM", "NAMES"] => (
+            "stream_names_response",
+            stream_list(task, &acc, payload, true),
+        ),
+        ["STREAM", "PURGE", name] => (
+            "stream_purge_response",
+            stream_purge(task, &acc, name, payload),
+        ),
+        ["STREAM", "MSG", "GET", name] => (
+            "stream_msg_get_response",
+            msg_get(task, &acc, name, payload),
+        ),
+        ["STREAM", "MSG", "DELETE", name] => (
+            "stream_msg_delete_response",
+            msg_delete(task, &acc, name, payload),
+        ),
         ["DIRECT", "GET", name, subj @ ..] => {
             direct_get(task, account, name, &subj.join("."), reply, payload);
             return;
@@ -70,21 +94,43 @@ pub(crate) fn handle(
         ),
         ["CONSUMER", "CREATE", stream, name, filter @ ..] => (
             "consumer_create_response",
-            consumer_create(task, &acc, stream, Some(name), Some(filter.join(".")), payload),
+            consumer_create(
+                task,
+                &acc,
+                stream,
+                Some(name),
+                Some(filter.join(".")),
+                payload,
+            ),
         ),
         ["CONSUMER", "DURABLE", "CREATE", stream, name] => (
             "consumer_create_response",
             consumer_create(task, &acc, stream, Some(name), None, payload).and_then(|v| Ok(v)),
         ),
-        ["CONSUMER", "INFO", stream, name] => ("consumer_info_response", consumer_info_req(task, &acc, stream, name)),
-        ["CONSUMER", "DELETE", stream, name] => ("consumer_delete_response", consumer_delete(task, &acc, stream, name)),
-        ["CONSUMER", "LIST", stream] => ("consumer_list_response", consumer_list(task, &acc, stream, payload, false)),
-        ["CONSUMER", "NAMES", stream] => ("consumer_names_response", consumer_list(task, &acc, stream, payload, true)),
+        ["CONSUMER", "INFO", stream, name] => (
+            "consumer_info_response",
+            consumer_info_req(task, &acc, stream, name),
+        ),
+        ["CONSUMER", "DELETE", stream, name] => (
+            "consumer_delete_response",
+            consumer_delete(task, &acc, stream, name),
+        ),
+        ["CONSUMER", "LIST", stream] => (
+            "consumer_list_response",
+            consumer_list(task, &acc, stream, payload, false),
+        ),
+        ["CONSUMER", "NAMES", stream] => (
+            "consumer_names_response",
+            consumer_list(task, &acc, stream, payload, true),
+        ),
         ["CONSUMER", "MSG", "NEXT", stream, name] => {
             next_request(task, account, stream, name, reply, payload);
             return;
         }
-        _ => ("error_response", Err(ApiError::new(400, 10003, "bad request"))),
+        _ => (
+            "error_response",
+            Err(ApiError::new(400, 10003, "bad request")),
+        ),
     };
     let body = match result {
         Ok(mut v) => {
@@ -323,7 +369,8 @@ fn enforce_now(stream: &Arc<crate::stream::Stream>) {
     let mut old = Vec::new();
     let (mut msgs, mut bytes) = (st.msgs, st.bytes);
     for seq in st.seqs() {
-        let over = (max_msgs > 0 && msgs > max_msgs as u64) || (max_bytes > 0 && bytes > max_bytes as u64);
+        let over =
+            (max_msgs > 0 && msgs > max_msgs as u64) || (max_bytes > 0 && bytes > max_bytes as u64);
         if !over {
             break;
         }
@@ -372,11 +419,8 @@ fn release_interest(task: &mut Task, acc: &str, stream: &str) {
     let done: Vec<u64> = st
         .seqs()
         .filter(|seq| {
-            st.get(*seq).is_some_and(|m| {
-                e.consumers
-                    .values()
-                    .all(|c| c.has_acked(*seq, &m.subject))
-            })
+            st.get(*seq)
+                .is_some_and(|m| e.consumers.values().all(|c| c.has_acked(*seq, &m.subject)))
         })
         .collect();
     s.remove_many(&mut st, done);
@@ -413,7 +457,11 @@ struct InfoRequest {
 fn stream_info_req(task: &mut Task, acc: &str, name: &str, payload: &[u8]) -> ApiResult {
     let req: InfoRequest = parse_opt(payload)?;
     let e = entry(task, acc, name)?;
-    Ok(stream_info(e, req.subjects_filter.as_deref(), req.deleted_details))
+    Ok(stream_info(
+        e,
+        req.subjects_filter.as_deref(),
+        req.deleted_details,
+    ))
 }
 
 fn stream_state(e: &StreamEntry, st: &StreamState, filter: Option<&str>, deleted: bool) -> Value {
@@ -531,10 +579,14 @@ fn stream_purge(task: &mut Task, acc: &str, name: &str, payload: &[u8]) -> ApiRe
         return Err(ApiError::bad_request());
     }
     let filter = req.filter.as_deref().filter(|f| !f.is_empty() && *f != ">");
-    let purged = e.stream.purge(filter, req.seq.filter(|s| *s > 0), req.keep.filter(|k| *k > 0).or(
-        // keep 0 with a filter still purges all that match.
-        None,
-    ));
+    let purged = e.stream.purge(
+        filter,
+        req.seq.filter(|s| *s > 0),
+        req.keep.filter(|k| *k > 0).or(
+            // keep 0 with a filter still purges all that match.
+            None,
+        ),
+    );
     Ok(json!({"success": true, "purged": purged}))
 }
 
@@ -744,9 +796,9 @@ fn consumer_create(
         let st = stream_arc.state.locked();
         let filters = cfg.filters();
         if !filters.is_empty()
-            && !filters.iter().all(|f| {
-                st.config.subjects.iter().any(|s| subjects::overlap(s, f))
-            })
+            && !filters
+                .iter()
+                .all(|f| st.config.subjects.iter().any(|s| subjects::overlap(s, f)))
             && st.config.mirror.is_none()
             && st.config.sources.is_empty()
         {
@@ -754,7 +806,11 @@ fn consumer_create(
         }
         if let Some(ds) = &cfg.deliver_subject {
             if st.config.subjects.iter().any(|s| subjects::overlap(s, ds)) {
-                return Err(ApiError::new(400, 10081, "consumer deliver subject forms a cycle"));
+                return Err(ApiError::new(
+                    400,
+                    10081,
+                    "consumer deliver subject forms a cycle",
+                ));
             }
         }
         if st.config.retention == Retention::WorkQueue {
@@ -774,7 +830,11 @@ fn consumer_create(
                         "multiple non-filtered consumers not allowed on workqueue stream",
                     ));
                 }
-                if of.is_empty() || of.iter().any(|a| filters.iter().any(|b| subjects::overlap(a, b))) {
+                if of.is_empty()
+                    || of
+                        .iter()
+                        .any(|a| filters.iter().any(|b| subjects::overlap(a, b)))
+                {
                     return Err(ApiError::wq_not_unique());
                 }
             }
@@ -788,7 +848,9 @@ fn consumer_create(
     }
     if let Some(existing) = e.consumers.get_mut(&name) {
         if existing.config == cfg {
-            if req.action == "create" || existing.push_bound && cfg.deliver_subject.is_some() && false {
+            if req.action == "create"
+                || existing.push_bound && cfg.deliver_subject.is_some() && false
+            {
                 // Same configuration: creating again is fine.
             }
             return Ok(consumer_info(stream, existing));
@@ -801,7 +863,11 @@ fn consumer_create(
             || old.opt_start_seq != cfg.opt_start_seq
             || old.opt_start_time != cfg.opt_start_time
         {
-            return Err(ApiError::new(500, 10012, "deliver policy can not be updated"));
+            return Err(ApiError::new(
+                500,
+                10012,
+                "deliver policy can not be updated",
+            ));
         }
         if old.ack_policy != cfg.ack_policy {
             return Err(ApiError::new(500, 10012, "ack policy can not be updated"));
@@ -866,7 +932,10 @@ fn consumer_info(stream: &str, c: &Consumer) -> Value {
 
 fn consumer_info_req(task: &mut Task, acc: &str, stream: &str, name: &str) -> ApiResult {
     let e = entry(task, acc, stream)?;
-    let c = e.consumers.get(name).ok_or_else(ApiError::consumer_not_found)?;
+    let c = e
+        .consumers
+        .get(name)
+        .ok_or_else(ApiError::consumer_not_found)?;
     Ok(consumer_info(stream, c))
 }
 
@@ -878,7 +947,13 @@ fn consumer_delete(task: &mut Task, acc: &str, stream: &str, name: &str) -> ApiR
     Ok(json!({"success": true}))
 }
 
-fn consumer_list(task: &mut Task, acc: &str, stream: &str, payload: &[u8], names: bool) -> ApiResult {
+fn consumer_list(
+    task: &mut Task,
+    acc: &str,
+    stream: &str,
+    payload: &[u8],
+    names: bool,
+) -> ApiResult {
     let req: ListRequest = parse_opt(payload)?;
     let e = entry(task, acc, stream)?;
     let limit = if names { NAMES_LIMIT } else { LIST_LIMIT };
@@ -918,8 +993,14 @@ struct NextRequest {
 }
 
 /// A pull request from its payload: empty (one message), a number, or JSON.
-pub(crate) fn pull_request(reply: Bytes, payload: &[u8], now: Instant) -> Result<PullRequest, String> {
-    let text = std::str::from_utf8(payload).map_err(|e| e.to_string())?.trim();
+pub(crate) fn pull_request(
+    reply: Bytes,
+    payload: &[u8],
+    now: Instant,
+) -> Result<PullRequest, String> {
+    let text = std::str::from_utf8(payload)
+        .map_err(|e| e.to_string())?
+        .trim();
     let req = if text.is_empty() {
         NextRequest {
             batch: 1,
@@ -939,7 +1020,8 @@ pub(crate) fn pull_request(reply: Bytes, payload: &[u8], now: Instant) -> Result
         max_bytes: req.max_bytes.max(0),
         expires: (req.expires > 0).then(|| now + Duration::from_nanos(req.expires as u64)),
         no_wait: req.no_wait,
-        heartbeat: (req.idle_heartbeat > 0).then(|| Duration::from_nanos(req.idle_heartbeat as u64)),
+        heartbeat: (req.idle_heartbeat > 0)
+            .then(|| Duration::from_nanos(req.idle_heartbeat as u64)),
         last_sent: now,
         sent: 0,
     })
@@ -1012,7 +1094,8 @@ fn next_request(
 /// The `/jsz` document.
 pub(crate) fn jsz(task: &Task, detail: bool) -> Value {
     let o = &task.shared.opts;
-    let (mut mem, mut file, mut streams, mut consumers, mut messages, mut bytes) = (0, 0, 0, 0, 0u64, 0u64);
+    let (mut mem, mut file, mut streams, mut consumers, mut messages, mut bytes) =
+        (0, 0, 0, 0, 0u64, 0u64);
     let mut details = Vec::new();
     let mut names: Vec<&String> = task.accounts.keys().collect();
     names.sort();
@@ -1032,10 +1115,7 @@ pub(crate) fn jsz(task: &Task, detail: bool) -> Value {
                 let consumer_details: Vec<Value> = e
                     .consumers
                     .values()
-                    .map(|c| {
-
-                        json!({"name": c.name, "stream_name": e.stream.name})
-                    })
+                    .map(|c| json!({"name": c.name, "stream_name": e.stream.name}))
                     .collect();
                 stream_details.push(json!({
                     "name": e.stream.name,

@@ -143,7 +143,11 @@ pub struct StreamConfig {
     pub republish: Option<RePublish>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<StreamSource>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "nullable")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "nullable"
+    )]
     pub sources: Vec<StreamSource>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
@@ -174,11 +178,19 @@ pub struct ConsumerConfig {
     pub ack_wait: i64,
     #[serde(default)]
     pub max_deliver: i64,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "nullable")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "nullable"
+    )]
     pub backoff: Vec<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter_subject: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "nullable")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "nullable"
+    )]
     pub filter_subjects: Vec<String>,
     #[serde(default)]
     pub replay_policy: ReplayPolicy,
@@ -250,9 +262,9 @@ pub enum ReplayPolicy {
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && !name
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
+        && !name.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\')
+        })
 }
 
 impl StreamConfig {
@@ -288,7 +300,9 @@ impl StreamConfig {
             return Err(ApiError::invalid_config("max age needs to be >= 0"));
         }
         if self.duplicate_window < 0 {
-            return Err(ApiError::invalid_config("duplicates window can not be negative"));
+            return Err(ApiError::invalid_config(
+                "duplicates window can not be negative",
+            ));
         }
         if self.duplicate_window == 0 {
             self.duplicate_window = DEFAULT_DUPLICATE_WINDOW;
@@ -324,7 +338,9 @@ impl StreamConfig {
                 r.src = ">".into();
             }
             if !junction_core::subject::is_valid_subject(r.dest.as_bytes()) {
-                return Err(ApiError::invalid_config("stream republish destination subject is invalid"));
+                return Err(ApiError::invalid_config(
+                    "stream republish destination subject is invalid",
+                ));
             }
             if self
                 .subjects
@@ -396,7 +412,9 @@ impl ConsumerConfig {
 
     /// Whether messages go to a deliver subject (push) rather than to pull requests.
     pub fn is_push(&self) -> bool {
-        self.deliver_subject.as_deref().is_some_and(|s| !s.is_empty())
+        self.deliver_subject
+            .as_deref()
+            .is_some_and(|s| !s.is_empty())
     }
 
     /// Fills in the server's defaults and checks the configuration on its own (the stream-level
@@ -429,13 +447,22 @@ impl ConsumerConfig {
             self.ack_wait = DEFAULT_ACK_WAIT;
         }
         if self.ack_wait < 0 {
-            return Err(ApiError::invalid_config("consumer ack wait needs to be positive"));
+            return Err(ApiError::invalid_config(
+                "consumer ack wait needs to be positive",
+            ));
         }
         if self.max_deliver == 0 {
             self.max_deliver = -1;
         }
-        if self.max_deliver > 0 && !self.backoff.is_empty() && self.backoff.len() as i64 > self.max_deliver {
-            return Err(ApiError::new(400, 10116, "max deliver is required to be > length of backoff values"));
+        if self.max_deliver > 0
+            && !self.backoff.is_empty()
+            && self.backoff.len() as i64 > self.max_deliver
+        {
+            return Err(ApiError::new(
+                400,
+                10116,
+                "max deliver is required to be > length of backoff values",
+            ));
         }
         if let Some(&first) = self.backoff.first() {
             self.ack_wait = first;
@@ -454,11 +481,19 @@ impl ConsumerConfig {
                 ));
             }
             if self.max_batch != 0 {
-                return Err(ApiError::new(400, 10090, "consumer in push mode can not set max batch"));
+                return Err(ApiError::new(
+                    400,
+                    10090,
+                    "consumer in push mode can not set max batch",
+                ));
             }
             let ds = self.deliver_subject.as_deref().unwrap_or_default();
             if !junction_core::subject::is_valid_literal_subject(ds.as_bytes()) {
-                return Err(ApiError::new(400, 10112, "invalid push consumer deliver subject"));
+                return Err(ApiError::new(
+                    400,
+                    10112,
+                    "invalid push consumer deliver subject",
+                ));
             }
         } else {
             if self.max_waiting == 0 {
@@ -491,7 +526,11 @@ impl ConsumerConfig {
         }
         for f in self.filters() {
             if !junction_core::subject::is_valid_subject(f.as_bytes()) {
-                return Err(ApiError::new(400, 10093, "consumer filter subject is not a valid subset of the interest subjects"));
+                return Err(ApiError::new(
+                    400,
+                    10093,
+                    "consumer filter subject is not a valid subset of the interest subjects",
+                ));
             }
         }
         match self.deliver_policy {
@@ -527,7 +566,9 @@ impl ConsumerConfig {
                     return Err(ApiError::new(
                         400,
                         10094,
-                        format!("consumer delivery policy is {policy}, but optional {what} is also set"),
+                        format!(
+                            "consumer delivery policy is {policy}, but optional {what} is also set"
+                        ),
                     ));
                 }
             }

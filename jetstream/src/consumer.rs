@@ -114,7 +114,9 @@ impl AckKind {
             return Some(AckKind::Term);
         }
         if let Some(rest) = text.strip_prefix("+NXT") {
-            return Some(AckKind::Next(Bytes::copy_from_slice(rest.trim().as_bytes())));
+            return Some(AckKind::Next(Bytes::copy_from_slice(
+                rest.trim().as_bytes(),
+            )));
         }
         None
     }
@@ -607,7 +609,12 @@ impl Consumer {
         let mut keep = VecDeque::new();
         for mut r in self.waiting.drain(..) {
             if r.expires.is_some_and(|e| e <= now) {
-                out.push(status(r.reply, 408, "Request Timeout", &pending_headers_of(r.batch - r.sent, r.max_bytes)));
+                out.push(status(
+                    r.reply,
+                    408,
+                    "Request Timeout",
+                    &pending_headers_of(r.batch - r.sent, r.max_bytes),
+                ));
                 continue;
             }
             if let Some(hb) = r.heartbeat {

@@ -36,7 +36,11 @@ impl ApiError {
         Self::new(404, 10014, "consumer not found")
     }
     pub fn stream_name_exists() -> Self {
-        Self::new(400, 10058, "stream name already in use with a different configuration")
+        Self::new(
+            400,
+            10058,
+            "stream name already in use with a different configuration",
+        )
     }
     pub fn subject_overlap() -> Self {
         Self::new(400, 10065, "subjects overlap with an existing stream")
@@ -45,7 +49,11 @@ impl ApiError {
         Self::new(400, 10052, "stream name is required")
     }
     pub fn invalid_stream_name() -> Self {
-        Self::new(500, 10052, "stream name is required and can not contain '.', '*', '>'")
+        Self::new(
+            500,
+            10052,
+            "stream name is required and can not contain '.', '*', '>'",
+        )
     }
     pub fn stream_mismatch() -> Self {
         Self::new(400, 10056, "stream name in subject does not match request")
@@ -110,10 +118,18 @@ impl ApiError {
         Self::new(503, 10023, "insufficient resources")
     }
     pub fn wq_not_unique() -> Self {
-        Self::new(400, 10100, "filtered consumer not unique on workqueue stream")
+        Self::new(
+            400,
+            10100,
+            "filtered consumer not unique on workqueue stream",
+        )
     }
     pub fn wq_not_deliver_all() -> Self {
-        Self::new(400, 10101, "consumer must be deliver all on workqueue stream")
+        Self::new(
+            400,
+            10101,
+            "consumer must be deliver all on workqueue stream",
+        )
     }
     pub fn wq_requires_explicit_ack() -> Self {
         Self::new(400, 10098, "workqueue stream requires explicit ack")

@@ -77,7 +77,10 @@ mod tests {
             b"NATS/1.0 404 No Messages\r\n\r\n"
         );
         let w = with(&[("A", "1")], Some(block));
-        assert_eq!(&w[..], b"NATS/1.0\r\nA: 1\r\nNats-Msg-Id: abc\r\nX: y \r\n\r\n");
+        assert_eq!(
+            &w[..],
+            b"NATS/1.0\r\nA: 1\r\nNats-Msg-Id: abc\r\nX: y \r\n\r\n"
+        );
         assert_eq!(&with(&[("A", "1")], None)[..], b"NATS/1.0\r\nA: 1\r\n\r\n");
     }
 }

@@ -177,8 +177,14 @@ pub fn restore(engine: &dyn Engine) -> Result<Restored, StoreError> {
         Ok(())
     })?;
     engine.scan(MSGS, &mut |k, v| {
-        let uid = k.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
-        let seq = k.get(8..16).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+        let uid = k
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes);
+        let seq = k
+            .get(8..16)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes);
         match (uid, seq) {
             (Some(uid), Some(seq)) => match (r.streams.get_mut(&uid), decode_msg(seq, v)) {
                 (Some((_, msgs)), Some(m)) => msgs.push(m),
@@ -193,7 +199,10 @@ pub fn restore(engine: &dyn Engine) -> Result<Restored, StoreError> {
         Ok(())
     })?;
     engine.scan(CONSUMERS, &mut |k, v| {
-        let uid = k.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+        let uid = k
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes);
         let name = k.get(8..).and_then(|b| std::str::from_utf8(b).ok());
         match (uid, name, serde_json::from_slice::<ConsumerRecord>(v)) {
             (Some(uid), Some(name), Ok(rec)) if r.streams.contains_key(&uid) => {

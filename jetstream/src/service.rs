@@ -470,7 +470,12 @@ impl Task {
                 );
                 continue;
             };
-            let mut st = StreamState::new(meta.config.clone(), meta.created, meta.last_seq, meta.last_ts);
+            let mut st = StreamState::new(
+                meta.config.clone(),
+                meta.created,
+                meta.last_seq,
+                meta.last_ts,
+            );
             for m in msgs {
                 st.restore(m);
             }
@@ -511,7 +516,12 @@ impl Task {
     }
 
     /// A stream in `account` with its capture subscriptions.
-    pub(crate) fn make_stream(&self, account: &Arc<Account>, uid: u64, st: StreamState) -> Arc<Stream> {
+    pub(crate) fn make_stream(
+        &self,
+        account: &Arc<Account>,
+        uid: u64,
+        st: StreamState,
+    ) -> Arc<Stream> {
         let durable = st.config.storage == Storage::File;
         let subjects = st.config.subjects.clone();
         let stream = Arc::new(Stream {
@@ -560,11 +570,8 @@ impl Task {
             .get(account)
             .and_then(|a| a.streams.get(stream))
         {
-            let filters: Vec<Vec<String>> = e
-                .consumers
-                .values()
-                .map(|c| c.filters().to_vec())
-                .collect();
+            let filters: Vec<Vec<String>> =
+                e.consumers.values().map(|c| c.filters().to_vec()).collect();
             let mut st = e.stream.state.locked();
             st.consumers = e.consumers.len();
             st.interest = filters;
@@ -574,12 +581,15 @@ impl Task {
     /// Queues a reply to `reply` in `account`.
     pub(crate) fn reply(&mut self, account: &Arc<Account>, reply: &Option<Bytes>, body: Value) {
         if let Some(r) = reply {
-            self.send_msg(account, Message::new(
-                r.clone(),
-                None,
-                Bytes::from(body.to_string()),
-                self.shared.origin,
-            ));
+            self.send_msg(
+                account,
+                Message::new(
+                    r.clone(),
+                    None,
+                    Bytes::from(body.to_string()),
+                    self.shared.origin,
+                ),
+            );
         }
     }
 
@@ -633,7 +643,8 @@ impl Task {
                         .and_then(|e| e.consumers.get_mut(t[3]))
                     {
                         c.flow_control_reply(&text);
-                        self.touched.insert((account.name().to_string(), t[2].to_string()));
+                        self.touched
+                            .insert((account.name().to_string(), t[2].to_string()));
                     }
                 }
             }
@@ -651,7 +662,13 @@ impl Task {
         }
     }
 
-    fn ack(&mut self, account: &Arc<Account>, subject: &Bytes, reply: Option<Bytes>, payload: &[u8]) {
+    fn ack(
+        &mut self,
+        account: &Arc<Account>,
+        subject: &Bytes,
+        reply: Option<Bytes>,
+        payload: &[u8],
+    ) {
         let Ok(text) = std::str::from_utf8(subject) else {
             return;
         };
@@ -799,7 +816,8 @@ impl Task {
                     None => c.pump_pull(&mut out),
                 }
             }
-            self.out.extend(out.into_iter().map(|o| (account.clone(), o)));
+            self.out
+                .extend(out.into_iter().map(|o| (account.clone(), o)));
         }
         // Consumer positions to the store.
         let store = self.shared.store.clone();
@@ -895,10 +913,136 @@ mod tests {
     #[test]
     fn republish_destinations() {
         assert_eq!(map_republish(">", "re.>", "a.b"), "re.a.b");
-        assert_eq!(
-            map_republish("a.*.c", "x.{{wildcard(1)}}", "a.B.c"),
-            "x.B"
-        );
+        assert_eq!(map_republish("a.*.c", "x.{{wildcard(1)}}", "a.B.c"), "x.B");
         assert_eq!(map_republish("a.>", "copy", "a.b"), "copy");
+    }
+}
+
+/// Collects what reaches a subscription (the harness's replies).
+struct Collect(Mutex<Vec<Message>>);
+
+impl Sink for Collect {
+    fn deliver(&self, _sub: &Subscription, msg: &Message, _batch: &mut FlushBatch) -> Delivery {
+        self.0.locked().push(msg.clone());
+        Delivery::Queued
+    }
+
+    fn flush(&self) {}
+}
+
+/// JetStream driven synchronously, without a runtime or a store: requests and publications go
+/// in, the replies and deliveries to `_INBOX.>` come out. For the fuzz target and unit tests.
+#[doc(hidden)]
+pub struct Harness {
+    task: Task,
+    account: Arc<Account>,
+    inbox: Arc<Collect>,
+    inbox_sub: Arc<Subscription>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        // Subscriptions hold sinks that hold the account: unsubscribing breaks the cycles.
+        self.task.shutdown();
+        self.account.unsubscribe(&self.inbox_sub);
+    }
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Harness {
+    pub fn new() -> Harness {
+        let bus = Arc::new(Bus::new());
+        let origin = bus.next_conn_id();
+        let shared = Arc::new(Shared {
+            bus: bus.clone(),
+            store: None,
+            opts: Options {
+                max_memory: 1 << 30,
+                max_store: 1 << 30,
+                store_dir: String::new(),
+                domain: None,
+                accounts: None,
+                system_account: String::new(),
+            },
+            inbox: Mutex::new(VecDeque::new()),
+            notify: Notify::new(),
+            counters: Counters::default(),
+            origin,
+            next_uid: AtomicU64::new(1),
+        });
+        let mut task = Task {
+            shared,
+            accounts: HashMap::new(),
+            touched: HashSet::new(),
+            out: Vec::new(),
+            after_commit: Vec::new(),
+        };
+        task.enable(junction_core::DEFAULT_ACCOUNT);
+        let account = bus.default_account();
+        let inbox = Arc::new(Collect(Mutex::new(Vec::new())));
+        let sink: Arc<dyn Sink> = inbox.clone();
+        let sub = Arc::new(Subscription::new(
+            bus.next_conn_id(),
+            Bytes::from_static(b"_INBOX.>"),
+            None,
+            Bytes::new(),
+            false,
+            sink,
+        ));
+        account.subscribe(sub.clone()).expect("a valid subject");
+        Harness {
+            task,
+            account,
+            inbox,
+            inbox_sub: sub,
+        }
+    }
+
+    /// Publishes `payload` on `subject` (with `reply`, if any) and lets JetStream act on
+    /// everything it caused; returns what reached `_INBOX.>`.
+    pub fn publish(
+        &mut self,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Vec<Message> {
+        if !junction_core::subject::is_valid_literal_subject(subject) {
+            return Vec::new();
+        }
+        let msg = Message::new(
+            Bytes::copy_from_slice(subject),
+            reply.map(Bytes::copy_from_slice),
+            Bytes::copy_from_slice(payload),
+            ConnId(u64::MAX),
+        );
+        publish(&self.account, &msg);
+        self.settle()
+    }
+
+    /// Runs the timers once (redeliveries due, requests expired, idle consumers).
+    pub fn tick(&mut self) -> Vec<Message> {
+        self.task.tick();
+        self.settle()
+    }
+
+    fn settle(&mut self) -> Vec<Message> {
+        // Bounded: each round handles what the previous one queued.
+        for _ in 0..64 {
+            let inputs = std::mem::take(&mut *self.task.shared.inbox.locked());
+            if inputs.is_empty() {
+                break;
+            }
+            for input in inputs {
+                self.task.handle(input);
+            }
+            self.task.flush();
+        }
+        self.task.flush();
+        std::mem::take(&mut *self.inbox.0.locked())
     }
 }

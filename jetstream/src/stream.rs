@@ -295,7 +295,10 @@ impl StreamState {
 
 /// Whether `subject` matches one of `filters` (no filters: every subject).
 pub fn matches_any(filters: &[String], subject: &[u8]) -> bool {
-    filters.is_empty() || filters.iter().any(|f| subject::matches(f.as_bytes(), subject))
+    filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| subject::matches(f.as_bytes(), subject))
 }
 
 /// Why a publication was refused, or what it became.
@@ -350,7 +353,9 @@ impl Stream {
             return Err(ApiError::sealed());
         }
         let size = subj.len() + hdrs.map_or(0, Bytes::len) + payload.len();
-        if cfg.max_msg_size >= 0 && (hdrs.map_or(0, Bytes::len) + payload.len()) as i64 > cfg.max_msg_size {
+        if cfg.max_msg_size >= 0
+            && (hdrs.map_or(0, Bytes::len) + payload.len()) as i64 > cfg.max_msg_size
+        {
             return Err(ApiError::message_too_big());
         }
         let h = hdrs.map(|b| &b[..]);
@@ -447,8 +452,7 @@ impl Stream {
         } else {
             st.last_msg_id = None;
         }
-        let interest_kept =
-            st.config.retention != Retention::Interest || st.has_interest(subj);
+        let interest_kept = st.config.retention != Retention::Interest || st.has_interest(subj);
         if !interest_kept {
             // Nobody is interested: the sequence is used and nothing is kept.
             st.base = seq + 1;

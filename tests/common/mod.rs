@@ -41,8 +41,10 @@ impl Server {
             ])
             // A test that names a store directory gets a durable store; the rest run in memory.
             .args(
-                (!extra.iter().any(|a| matches!(*a, "-sd" | "--store_dir" | "--data-dir")))
-                    .then_some("--in-memory"),
+                (!extra
+                    .iter()
+                    .any(|a| matches!(*a, "-sd" | "--store_dir" | "--data-dir")))
+                .then_some("--in-memory"),
             )
             .args(extra)
             .env("NO_COLOR", "1")

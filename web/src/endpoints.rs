@@ -484,7 +484,13 @@ pub(crate) async fn leafz(State(m): State<Arc<Monitor>>) -> Json<Value> {
 
 /// `/healthz`: ok; `js-enabled=true` also asks that JetStream runs.
 pub(crate) async fn healthz(State(m): State<Arc<Monitor>>, RawQuery(query): RawQuery) -> Response {
-    let js = m.info.extra_metrics.0.as_ref().and_then(|e| e.jsz(false)).is_some();
+    let js = m
+        .info
+        .extra_metrics
+        .0
+        .as_ref()
+        .and_then(|e| e.jsz(false))
+        .is_some();
     if matches!(param(&query, "js-enabled"), Some("true" | "1")) && !js {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
