@@ -105,7 +105,7 @@ pub(crate) fn handle(
         ),
         ["CONSUMER", "DURABLE", "CREATE", stream, name] => (
             "consumer_create_response",
-            consumer_create(task, &acc, stream, Some(name), None, payload).and_then(|v| Ok(v)),
+            consumer_create(task, &acc, stream, Some(name), None, payload),
         ),
         ["CONSUMER", "INFO", stream, name] => (
             "consumer_info_response",
@@ -848,11 +848,7 @@ fn consumer_create(
     }
     if let Some(existing) = e.consumers.get_mut(&name) {
         if existing.config == cfg {
-            if req.action == "create"
-                || existing.push_bound && cfg.deliver_subject.is_some() && false
-            {
-                // Same configuration: creating again is fine.
-            }
+            // The same configuration again: nothing changes.
             return Ok(consumer_info(stream, existing));
         }
         if req.action == "create" {

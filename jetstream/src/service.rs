@@ -906,18 +906,6 @@ async fn run(mut task: Task, shutdown: CancellationToken) {
     task.shutdown();
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn republish_destinations() {
-        assert_eq!(map_republish(">", "re.>", "a.b"), "re.a.b");
-        assert_eq!(map_republish("a.*.c", "x.{{wildcard(1)}}", "a.B.c"), "x.B");
-        assert_eq!(map_republish("a.>", "copy", "a.b"), "copy");
-    }
-}
-
 /// Collects what reaches a subscription (the harness's replies).
 struct Collect(Mutex<Vec<Message>>);
 
@@ -1044,5 +1032,17 @@ impl Harness {
         }
         self.task.flush();
         std::mem::take(&mut *self.inbox.0.locked())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn republish_destinations() {
+        assert_eq!(map_republish(">", "re.>", "a.b"), "re.a.b");
+        assert_eq!(map_republish("a.*.c", "x.{{wildcard(1)}}", "a.B.c"), "x.B");
+        assert_eq!(map_republish("a.>", "copy", "a.b"), "copy");
     }
 }

@@ -102,7 +102,7 @@ pub struct Cli {
     /// Accepted for compatibility: Junction's traces do not print message payloads.
     #[arg(long = "max_traced_msg_len", value_name = "N")]
     pub max_traced_msg_len: Option<i64>,
-    /// Enable JetStream (not available in this build yet: a warning says so; `-js` works too).
+    /// Enable JetStream: streams, consumers, key-value and object stores (`-js` works too).
     #[arg(long = "jetstream")]
     pub jetstream: bool,
     /// Storage directory (`-sd` works too): the durable store lives here.
