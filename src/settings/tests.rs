@@ -25,8 +25,8 @@ fn file_then_flags() {
     assert_eq!(s.write_deadline, Duration::from_secs(2));
     assert_eq!(s.max_connections, 100);
     assert_eq!(s.server_name.as_deref(), Some("edge-1"));
-    assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(warnings[0].contains("JetStream") && warnings[0].starts_with("9:"));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert!(s.jetstream.is_some(), "jetstream: enabled turns JetStream on");
     assert_eq!(s.mqtt_port, Some(1883));
     s.apply_cli(&cli(&["-p", "5000", "-a", "::1", "-m", "0", "-D"]))
         .unwrap();
@@ -198,4 +198,28 @@ fn reload_refuses_what_cannot_change() {
     b.port = 5000;
     b.data_dir = "elsewhere".into();
     assert_eq!(a.unchangeable(&b), vec!["port", "store_dir"]);
+}
+
+#[test]
+fn jetstream_blocks() {
+    let map = junction_config::parse_str(
+        "jetstream { store_dir: \"/tmp/js-x\", max_memory_store: 1GB, max_file_store: 10GB, domain: edge, sync_interval: 2m }\n",
+    )
+    .unwrap();
+    let mut s = Settings::default();
+    let warnings = s.apply_file(&map).unwrap();
+    let js = s.jetstream.clone().expect("on");
+    assert_eq!((js.max_memory, js.max_store), (1 << 30, 10 << 30));
+    assert_eq!(js.domain.as_deref(), Some("edge"));
+    assert_eq!(s.data_dir, std::path::PathBuf::from("/tmp/js-x"));
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("sync_interval"));
+    for off in ["jetstream: disabled\n", "jetstream { enabled: false }\n"] {
+        let mut s = Settings::default();
+        s.apply_file(&junction_config::parse_str(off).unwrap()).unwrap();
+        assert!(s.jetstream.is_none(), "{off}");
+    }
+    let mut s = Settings::default();
+    let bad = junction_config::parse_str("jetstream { max_memry_store: 1GB }\n").unwrap();
+    assert!(s.apply_file(&bad).unwrap_err().to_string().contains("unknown field"));
 }
