@@ -5,7 +5,7 @@
 
 #![no_main]
 
-use junction_jetstream::service::Harness;
+use junction_jetstream::harness::Harness;
 use libfuzzer_sys::fuzz_target;
 
 const SUBJECTS: &[&str] = &[

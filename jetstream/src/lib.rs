@@ -15,11 +15,13 @@
 //! - [`api`]: the `$JS.API` requests.
 //! - [`persist`]: the records in the store and reading them back.
 //! - [`service`]: the task, its inputs and the routing of what consumers send.
+//! - [`harness`]: the task driven synchronously, for the fuzz target and tests.
 
 pub mod api;
 pub mod config;
 pub mod consumer;
 pub mod errors;
+pub mod harness;
 pub mod headers;
 pub mod persist;
 pub mod service;

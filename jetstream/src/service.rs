@@ -81,11 +81,11 @@ pub struct Shared {
     pub(crate) bus: Arc<Bus>,
     pub(crate) store: Option<Arc<Store>>,
     pub(crate) opts: Options,
-    inbox: Mutex<VecDeque<Input>>,
-    notify: Notify,
+    pub(crate) inbox: Mutex<VecDeque<Input>>,
+    pub(crate) notify: Notify,
     pub(crate) counters: Counters,
     pub(crate) origin: ConnId,
-    next_uid: AtomicU64,
+    pub(crate) next_uid: AtomicU64,
 }
 
 impl Shared {
@@ -319,9 +319,9 @@ pub(crate) struct Task {
     pub(crate) accounts: HashMap<String, AccountJs>,
     /// Streams whose consumers should look for something to send.
     pub(crate) touched: HashSet<(String, String)>,
-    out: Vec<(Arc<Account>, Out)>,
+    pub(crate) out: Vec<(Arc<Account>, Out)>,
     /// Replies to send once the store committed what came before them.
-    after_commit: Vec<(Arc<Account>, Message)>,
+    pub(crate) after_commit: Vec<(Arc<Account>, Message)>,
 }
 
 impl JetStream {
@@ -424,7 +424,7 @@ impl JetStream {
 
 impl Task {
     /// Gives `name` its JetStream: the API, acknowledgement and flow control subscriptions.
-    fn enable(&mut self, name: &str) {
+    pub(crate) fn enable(&mut self, name: &str) {
         let account = self.shared.bus.account_or_create(name);
         let mut subs = Vec::new();
         for (subject, kind) in [
@@ -618,7 +618,7 @@ impl Task {
         ));
     }
 
-    fn handle(&mut self, input: Input) {
+    pub(crate) fn handle(&mut self, input: Input) {
         match input {
             Input::Api {
                 account,
@@ -727,7 +727,7 @@ impl Task {
     }
 
     /// Timers: age limits, redeliveries, expired pull requests, heartbeats, idle consumers.
-    fn tick(&mut self) {
+    pub(crate) fn tick(&mut self) {
         let now = Instant::now();
         let now_ns = now_ns();
         let mut gone: Vec<(String, String, String)> = Vec::new();
@@ -796,7 +796,7 @@ impl Task {
 
     /// Lets the touched streams' consumers send, routes everything queued, and saves what
     /// changed.
-    fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         let touched: Vec<(String, String)> = self.touched.drain().collect();
         for (acc, sname) in touched {
             let Some(a) = self.accounts.get_mut(&acc) else {
@@ -865,7 +865,7 @@ impl Task {
         }
     }
 
-    fn shutdown(&mut self) {
+    pub(crate) fn shutdown(&mut self) {
         for a in self.accounts.values_mut() {
             for sub in a.subs.drain(..) {
                 a.account.unsubscribe(&sub);
@@ -904,135 +904,6 @@ async fn run(mut task: Task, shutdown: CancellationToken) {
     }
     task.flush();
     task.shutdown();
-}
-
-/// Collects what reaches a subscription (the harness's replies).
-struct Collect(Mutex<Vec<Message>>);
-
-impl Sink for Collect {
-    fn deliver(&self, _sub: &Subscription, msg: &Message, _batch: &mut FlushBatch) -> Delivery {
-        self.0.locked().push(msg.clone());
-        Delivery::Queued
-    }
-
-    fn flush(&self) {}
-}
-
-/// JetStream driven synchronously, without a runtime or a store: requests and publications go
-/// in, the replies and deliveries to `_INBOX.>` come out. For the fuzz target and unit tests.
-#[doc(hidden)]
-pub struct Harness {
-    task: Task,
-    account: Arc<Account>,
-    inbox: Arc<Collect>,
-    inbox_sub: Arc<Subscription>,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        // Subscriptions hold sinks that hold the account: unsubscribing breaks the cycles.
-        self.task.shutdown();
-        self.account.unsubscribe(&self.inbox_sub);
-    }
-}
-
-impl Default for Harness {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Harness {
-    pub fn new() -> Harness {
-        let bus = Arc::new(Bus::new());
-        let origin = bus.next_conn_id();
-        let shared = Arc::new(Shared {
-            bus: bus.clone(),
-            store: None,
-            opts: Options {
-                max_memory: 1 << 30,
-                max_store: 1 << 30,
-                store_dir: String::new(),
-                domain: None,
-                accounts: None,
-                system_account: String::new(),
-            },
-            inbox: Mutex::new(VecDeque::new()),
-            notify: Notify::new(),
-            counters: Counters::default(),
-            origin,
-            next_uid: AtomicU64::new(1),
-        });
-        let mut task = Task {
-            shared,
-            accounts: HashMap::new(),
-            touched: HashSet::new(),
-            out: Vec::new(),
-            after_commit: Vec::new(),
-        };
-        task.enable(junction_core::DEFAULT_ACCOUNT);
-        let account = bus.default_account();
-        let inbox = Arc::new(Collect(Mutex::new(Vec::new())));
-        let sink: Arc<dyn Sink> = inbox.clone();
-        let sub = Arc::new(Subscription::new(
-            bus.next_conn_id(),
-            Bytes::from_static(b"_INBOX.>"),
-            None,
-            Bytes::new(),
-            false,
-            sink,
-        ));
-        account.subscribe(sub.clone()).expect("a valid subject");
-        Harness {
-            task,
-            account,
-            inbox,
-            inbox_sub: sub,
-        }
-    }
-
-    /// Publishes `payload` on `subject` (with `reply`, if any) and lets JetStream act on
-    /// everything it caused; returns what reached `_INBOX.>`.
-    pub fn publish(
-        &mut self,
-        subject: &[u8],
-        reply: Option<&[u8]>,
-        payload: &[u8],
-    ) -> Vec<Message> {
-        if !junction_core::subject::is_valid_literal_subject(subject) {
-            return Vec::new();
-        }
-        let msg = Message::new(
-            Bytes::copy_from_slice(subject),
-            reply.map(Bytes::copy_from_slice),
-            Bytes::copy_from_slice(payload),
-            ConnId(u64::MAX),
-        );
-        publish(&self.account, &msg);
-        self.settle()
-    }
-
-    /// Runs the timers once (redeliveries due, requests expired, idle consumers).
-    pub fn tick(&mut self) -> Vec<Message> {
-        self.task.tick();
-        self.settle()
-    }
-
-    fn settle(&mut self) -> Vec<Message> {
-        // Bounded: each round handles what the previous one queued.
-        for _ in 0..64 {
-            let inputs = std::mem::take(&mut *self.task.shared.inbox.locked());
-            if inputs.is_empty() {
-                break;
-            }
-            for input in inputs {
-                self.task.handle(input);
-            }
-            self.task.flush();
-        }
-        self.task.flush();
-        std::mem::take(&mut *self.inbox.0.locked())
-    }
 }
 
 #[cfg(test)]

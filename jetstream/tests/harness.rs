@@ -1,7 +1,7 @@
 //! The API driven through the synchronous harness: the rules a client relies on, without
 //! sockets (the end-to-end suites run the same ground through real clients).
 
-use junction_jetstream::service::Harness;
+use junction_jetstream::harness::Harness;
 use serde_json::Value;
 
 fn json(h: &mut Harness, subject: &str, body: &str) -> Value {

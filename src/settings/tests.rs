@@ -26,7 +26,10 @@ fn file_then_flags() {
     assert_eq!(s.max_connections, 100);
     assert_eq!(s.server_name.as_deref(), Some("edge-1"));
     assert!(warnings.is_empty(), "{warnings:?}");
-    assert!(s.jetstream.is_some(), "jetstream: enabled turns JetStream on");
+    assert!(
+        s.jetstream.is_some(),
+        "jetstream: enabled turns JetStream on"
+    );
     assert_eq!(s.mqtt_port, Some(1883));
     s.apply_cli(&cli(&["-p", "5000", "-a", "::1", "-m", "0", "-D"]))
         .unwrap();
@@ -216,10 +219,15 @@ fn jetstream_blocks() {
     assert!(warnings[0].contains("sync_interval"));
     for off in ["jetstream: disabled\n", "jetstream { enabled: false }\n"] {
         let mut s = Settings::default();
-        s.apply_file(&junction_config::parse_str(off).unwrap()).unwrap();
+        s.apply_file(&junction_config::parse_str(off).unwrap())
+            .unwrap();
         assert!(s.jetstream.is_none(), "{off}");
     }
     let mut s = Settings::default();
     let bad = junction_config::parse_str("jetstream { max_memry_store: 1GB }\n").unwrap();
-    assert!(s.apply_file(&bad).unwrap_err().to_string().contains("unknown field"));
+    assert!(s
+        .apply_file(&bad)
+        .unwrap_err()
+        .to_string()
+        .contains("unknown field"));
 }

@@ -1,0 +1,351 @@
+//! The `$JS.API` requests: JSON in, JSON out, with nats-server's response types, field names
+//! and error codes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use junction_core::sync::Lock;
+use junction_core::{Account, Message};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::config::{ConsumerConfig, DeliverPolicy, Retention, StreamConfig};
+use crate::consumer::{Consumer, PullRequest};
+use crate::errors::ApiError;
+use crate::headers;
+use crate::persist;
+use crate::service::{StreamEntry, Task};
+use crate::stream::{now_ns, StreamState};
+use crate::subjects;
+use crate::time::rfc3339;
+
+const PREFIX: &str = "io.nats.jetstream.api.v1.";
+/// Page sizes of the list and names requests.
+const LIST_LIMIT: usize = 256;
+const NAMES_LIMIT: usize = 1024;
+
+type ApiResult = Result<Value, ApiError>;
+
+mod consumers;
+mod streams;
+
+pub(crate) use consumers::pull_request;
+use consumers::*;
+pub(crate) use streams::remove_consumer;
+use streams::*;
+
+/// Answers one request.
+pub(crate) fn handle(
+    task: &mut Task,
+    account: &Arc<Account>,
+    subject: &[u8],
+    reply: Option<Bytes>,
+    payload: &[u8],
+) {
+    let Ok(subject) = std::str::from_utf8(subject) else {
+        return;
+    };
+    let Some(rest) = subject.strip_prefix("$JS.API.") else {
+        return;
+    };
+    task.shared
+        .counters
+        .api_total
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t: Vec<&str> = rest.split('.').collect();
+    let acc = account.name().to_string();
+    let (kind, result) = match t.as_slice() {
+        ["INFO"] => ("account_info_response", account_info(task, &acc)),
+        ["STREAM", "CREATE", name] => (
+            "stream_create_response",
+            stream_create(task, &acc, name, payload),
+        ),
+        ["STREAM", "UPDATE", name] => (
+            "stream_update_response",
+            stream_update(task, &acc, name, payload),
+        ),
+        ["STREAM", "DELETE", name] => ("stream_delete_response", stream_delete(task, &acc, name)),
+        ["STREAM", "INFO", name] => (
+            "stream_info_response",
+            stream_info_req(task, &acc, name, payload),
+        ),
+        ["STREAM", "LIST"] => (
+            "stream_list_response",
+            stream_list(task, &acc, payload, false),
+        ),
+        ["STREAM", "NAMES"] => (
+            "stream_names_response",
+            stream_list(task, &acc, payload, true),
+        ),
+        ["STREAM", "PURGE", name] => (
+            "stream_purge_response",
+            stream_purge(task, &acc, name, payload),
+        ),
+        ["STREAM", "MSG", "GET", name] => (
+            "stream_msg_get_response",
+            msg_get(task, &acc, name, payload),
+        ),
+        ["STREAM", "MSG", "DELETE", name] => (
+            "stream_msg_delete_response",
+            msg_delete(task, &acc, name, payload),
+        ),
+        ["DIRECT", "GET", name, subj @ ..] => {
+            direct_get(task, account, name, &subj.join("."), reply, payload);
+            return;
+        }
+        ["CONSUMER", "CREATE", stream] => (
+            "consumer_create_response",
+            consumer_create(task, &acc, stream, None, None, payload),
+        ),
+        ["CONSUMER", "CREATE", stream, name, filter @ ..] => (
+            "consumer_create_response",
+            consumer_create(
+                task,
+                &acc,
+                stream,
+                Some(name),
+                Some(filter.join(".")),
+                payload,
+            ),
+        ),
+        ["CONSUMER", "DURABLE", "CREATE", stream, name] => (
+            "consumer_create_response",
+            consumer_create(task, &acc, stream, Some(name), None, payload),
+        ),
+        ["CONSUMER", "INFO", stream, name] => (
+            "consumer_info_response",
+            consumer_info_req(task, &acc, stream, name),
+        ),
+        ["CONSUMER", "DELETE", stream, name] => (
+            "consumer_delete_response",
+            consumer_delete(task, &acc, stream, name),
+        ),
+        ["CONSUMER", "LIST", stream] => (
+            "consumer_list_response",
+            consumer_list(task, &acc, stream, payload, false),
+        ),
+        ["CONSUMER", "NAMES", stream] => (
+            "consumer_names_response",
+            consumer_list(task, &acc, stream, payload, true),
+        ),
+        ["CONSUMER", "MSG", "NEXT", stream, name] => {
+            next_request(task, account, stream, name, reply, payload);
+            return;
+        }
+        _ => (
+            "error_response",
+            Err(ApiError::new(400, 10003, "bad request")),
+        ),
+    };
+    let body = match result {
+        Ok(mut v) => {
+            v["type"] = json!(format!("{PREFIX}{kind}"));
+            v
+        }
+        Err(e) => {
+            task.shared
+                .counters
+                .api_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            json!({"type": format!("{PREFIX}{kind}"), "error": e})
+        }
+    };
+    task.reply(account, &reply, body);
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(payload).map_err(ApiError::invalid_json)
+}
+
+/// An optional JSON body: empty means all defaults.
+fn parse_opt<T: for<'de> Deserialize<'de> + Default>(payload: &[u8]) -> Result<T, ApiError> {
+    // async-nats sends `null` where there is nothing to ask.
+    let text = payload.trim_ascii();
+    if text.is_empty() || text == b"null" {
+        return Ok(T::default());
+    }
+    parse(payload)
+}
+
+fn entry<'a>(task: &'a mut Task, acc: &str, name: &str) -> Result<&'a mut StreamEntry, ApiError> {
+    task.accounts
+        .get_mut(acc)
+        .ok_or_else(ApiError::not_enabled_for_account)?
+        .streams
+        .get_mut(name)
+        .ok_or_else(ApiError::stream_not_found)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Account
+// ---------------------------------------------------------------------------------------------
+
+/// Memory and file bytes, streams and consumers of one account.
+fn usage(task: &Task, acc: &str) -> (u64, u64, usize, usize) {
+    let (mut mem, mut file, mut streams, mut consumers) = (0, 0, 0, 0);
+    if let Some(a) = task.accounts.get(acc) {
+        for e in a.streams.values() {
+            let st = e.stream.state.locked();
+            match st.config.storage {
+                crate::config::Storage::Memory => mem += st.bytes,
+                crate::config::Storage::File => file += st.bytes,
+            }
+            streams += 1;
+            consumers += e.consumers.len();
+        }
+    }
+    (mem, file, streams, consumers)
+}
+
+fn account_info(task: &Task, acc: &str) -> ApiResult {
+    if !task.accounts.contains_key(acc) {
+        return Err(ApiError::not_enabled_for_account());
+    }
+    let (mem, file, streams, consumers) = usage(task, acc);
+    let o = &task.shared.opts;
+    let mut v = json!({
+        "memory": mem,
+        "storage": file,
+        "reserved_memory": 0,
+        "reserved_storage": 0,
+        "streams": streams,
+        "consumers": consumers,
+        "limits": {
+            "max_memory": -1,
+            "max_storage": -1,
+            "max_streams": -1,
+            "max_consumers": -1,
+            "max_ack_pending": -1,
+            "memory_max_stream_bytes": -1,
+            "storage_max_stream_bytes": -1,
+            "max_bytes_required": false,
+        },
+        "api": {
+            "total": task.shared.counters.api_total.load(std::sync::atomic::Ordering::Relaxed),
+            "errors": task.shared.counters.api_errors.load(std::sync::atomic::Ordering::Relaxed),
+        },
+    });
+    if let Some(d) = &o.domain {
+        v["domain"] = json!(d);
+    }
+    Ok(v)
+}
+
+#[derive(Deserialize, Default)]
+struct ListRequest {
+    #[serde(default)]
+    offset: usize,
+    #[serde(default)]
+    subject: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Monitoring
+// ---------------------------------------------------------------------------------------------
+
+/// The `/jsz` document.
+pub(crate) fn jsz(task: &Task, detail: bool) -> Value {
+    let o = &task.shared.opts;
+    let (mut mem, mut file, mut streams, mut consumers, mut messages, mut bytes) =
+        (0, 0, 0, 0, 0u64, 0u64);
+    let mut details = Vec::new();
+    let mut names: Vec<&String> = task.accounts.keys().collect();
+    names.sort();
+    for acc in names {
+        let (m, f, s, c) = usage(task, acc);
+        mem += m;
+        file += f;
+        streams += s;
+        consumers += c;
+        let a = &task.accounts[acc];
+        let mut stream_details = Vec::new();
+        for e in a.streams.values() {
+            let st = e.stream.state.locked();
+            messages += st.msgs;
+            bytes += st.bytes;
+            if detail {
+                let consumer_details: Vec<Value> = e
+                    .consumers
+                    .values()
+                    .map(|c| json!({"name": c.name, "stream_name": e.stream.name}))
+                    .collect();
+                stream_details.push(json!({
+                    "name": e.stream.name,
+                    "created": rfc3339(st.created),
+                    "config": st.config,
+                    "state": stream_state(e, &st, None, false),
+                    "consumer_detail": consumer_details,
+                }));
+            }
+        }
+        if detail {
+            details.push(json!({
+                "name": acc,
+                "id": acc,
+                "memory": m,
+                "storage": f,
+                "reserved_memory": 0,
+                "reserved_storage": 0,
+                "accounts": 1,
+                "streams": s,
+                "consumers": c,
+                "stream_detail": stream_details,
+            }));
+        }
+    }
+    let mut v = json!({
+        "config": {
+            "max_memory": o.max_memory,
+            "max_storage": o.max_store,
+            "store_dir": o.store_dir,
+        },
+        "memory": mem,
+        "storage": file,
+        "reserved_memory": 0,
+        "reserved_storage": 0,
+        "accounts": task.accounts.len(),
+        "ha_assets": 0,
+        "api": {
+            "total": task.shared.counters.api_total.load(std::sync::atomic::Ordering::Relaxed),
+            "errors": task.shared.counters.api_errors.load(std::sync::atomic::Ordering::Relaxed),
+        },
+        "streams": streams,
+        "consumers": consumers,
+        "messages": messages,
+        "bytes": bytes,
+        "disabled": false,
+    });
+    if let Some(d) = &o.domain {
+        v["config"]["domain"] = json!(d);
+    }
+    if detail {
+        v["account_details"] = json!(details);
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_requests_parse() {
+        let now = Instant::now();
+        let r = pull_request(Bytes::from_static(b"r"), b"", now).unwrap();
+        assert_eq!((r.batch, r.no_wait, r.expires.is_none()), (1, false, true));
+        let r = pull_request(Bytes::from_static(b"r"), b"5", now).unwrap();
+        assert_eq!(r.batch, 5);
+        let r = pull_request(
+            Bytes::from_static(b"r"),
+            br#"{"batch":10,"expires":1000000000,"no_wait":true}"#,
+            now,
+        )
+        .unwrap();
+        assert_eq!((r.batch, r.no_wait), (10, true));
+        assert_eq!(r.expires, Some(now + Duration::from_secs(1)));
+        assert!(pull_request(Bytes::from_static(b"r"), b"{", now).is_err());
+    }
+}

@@ -1,0 +1,497 @@
+//! Stream requests: create, update, delete, info, list and names, purge, message get and
+//! delete, direct get.
+
+use super::*;
+
+pub(super) fn stream_config(name: &str, payload: &[u8]) -> Result<StreamConfig, ApiError> {
+    let mut cfg: StreamConfig = parse(payload)?;
+    if cfg.name.is_empty() {
+        cfg.name = name.to_string();
+    }
+    if cfg.name != name {
+        return Err(ApiError::stream_mismatch());
+    }
+    cfg.normalize()?;
+    Ok(cfg)
+}
+
+/// Refuses subjects another stream of the account captures.
+pub(super) fn check_overlap(task: &Task, acc: &str, cfg: &StreamConfig) -> Result<(), ApiError> {
+    if let Some(a) = task.accounts.get(acc) {
+        for (name, e) in &a.streams {
+            if *name == cfg.name {
+                continue;
+            }
+            let st = e.stream.state.locked();
+            if st
+                .config
+                .subjects
+                .iter()
+                .any(|s| cfg.subjects.iter().any(|n| subjects::overlap(s, n)))
+            {
+                return Err(ApiError::subject_overlap());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses what would pass the server's storage limits.
+pub(super) fn check_resources(task: &Task, cfg: &StreamConfig) -> Result<(), ApiError> {
+    let o = &task.shared.opts;
+    let limit = match cfg.storage {
+        crate::config::Storage::Memory => o.max_memory,
+        crate::config::Storage::File => o.max_store,
+    };
+    if limit >= 0 && cfg.max_bytes > limit {
+        return Err(ApiError::insufficient_resources());
+    }
+    Ok(())
+}
+
+pub(super) fn stream_create(task: &mut Task, acc: &str, name: &str, payload: &[u8]) -> ApiResult {
+    let cfg = stream_config(name, payload)?;
+    let a = task
+        .accounts
+        .get(acc)
+        .ok_or_else(ApiError::not_enabled_for_account)?;
+    if let Some(e) = a.streams.get(name) {
+        let st = e.stream.state.locked();
+        if st.config == cfg {
+            drop(st);
+            return Ok(stream_info(e, None, false));
+        }
+        return Err(ApiError::stream_name_exists());
+    }
+    check_overlap(task, acc, &cfg)?;
+    check_resources(task, &cfg)?;
+    for src in cfg.mirror.iter().chain(cfg.sources.iter()) {
+        if !a.streams.contains_key(&src.name) {
+            return Err(ApiError::invalid_config(format!(
+                "stream source {} does not exist",
+                src.name
+            )));
+        }
+    }
+    let account = a.account.clone();
+    let uid = task.shared.new_uid();
+    let now = now_ns();
+    let st = StreamState::new(cfg.clone(), now, 0, 0);
+    let stream = task.make_stream(&account, uid, st);
+    {
+        let st = stream.state.locked();
+        stream.save_meta(&st);
+    }
+    let e = StreamEntry {
+        stream,
+        consumers: BTreeMap::new(),
+    };
+    let mut info = stream_info(&e, None, false);
+    info["did_create"] = json!(true);
+    task.accounts
+        .get_mut(acc)
+        .expect("account exists")
+        .streams
+        .insert(name.to_string(), e);
+    sync_sources(task, acc, name);
+    Ok(info)
+}
+
+pub(super) fn stream_update(task: &mut Task, acc: &str, name: &str, payload: &[u8]) -> ApiResult {
+    let cfg = stream_config(name, payload)?;
+    check_overlap(task, acc, &cfg)?;
+    check_resources(task, &cfg)?;
+    let e = entry(task, acc, name)?;
+    let stream = e.stream.clone();
+    let subjects_changed = {
+        let st = stream.state.locked();
+        st.config.check_update(&cfg)?;
+        st.config.subjects != cfg.subjects
+    };
+    {
+        let mut st = stream.state.locked();
+        st.config = cfg.clone();
+        stream.save_meta(&st);
+    }
+    // Tighter limits apply at once.
+    stream.expire(now_ns());
+    enforce_now(&stream);
+    if subjects_changed {
+        task.subscribe_stream(&stream, &cfg.subjects);
+    }
+    let e = entry(task, acc, name)?;
+    Ok(stream_info(e, None, false))
+}
+
+/// Applies the count, size and per-subject limits after an update.
+pub(super) fn enforce_now(stream: &Arc<crate::stream::Stream>) {
+    let mut st = stream.state.locked();
+    let (max_msgs, max_bytes, per) = (
+        st.config.max_msgs,
+        st.config.max_bytes,
+        st.config.max_msgs_per_subject,
+    );
+    let mut drop = Vec::new();
+    if per > 0 {
+        for q in st.subjects.values() {
+            let over = q.len().saturating_sub(per as usize);
+            drop.extend(q.iter().take(over).copied());
+        }
+    }
+    stream.remove_many(&mut st, drop);
+    let mut old = Vec::new();
+    let (mut msgs, mut bytes) = (st.msgs, st.bytes);
+    for seq in st.seqs() {
+        let over =
+            (max_msgs > 0 && msgs > max_msgs as u64) || (max_bytes > 0 && bytes > max_bytes as u64);
+        if !over {
+            break;
+        }
+        msgs -= 1;
+        bytes -= st.get(seq).map_or(0, |m| m.stored_size());
+        old.push(seq);
+    }
+    stream.remove_many(&mut st, old);
+}
+
+pub(crate) fn remove_consumer(task: &mut Task, acc: &str, stream: &str, name: &str) -> bool {
+    let Ok(e) = entry(task, acc, stream) else {
+        return false;
+    };
+    let Some(mut c) = e.consumers.remove(name) else {
+        return false;
+    };
+    let mut out = Vec::new();
+    c.close(&mut out);
+    if let Some(s) = e.stream.durable() {
+        s.submit(junction_store::Op::Delete {
+            table: persist::CONSUMERS,
+            key: persist::consumer_key(e.stream.uid, name),
+        });
+    }
+    let account = e.stream.account.clone();
+    for o in out {
+        task.reply_status(&account, o);
+    }
+    task.refresh_interest(acc, stream);
+    release_interest(task, acc, stream);
+    true
+}
+
+/// Interest retention: removes what every remaining consumer has acknowledged (everything,
+/// when none remains).
+pub(super) fn release_interest(task: &mut Task, acc: &str, stream: &str) {
+    let Ok(e) = entry(task, acc, stream) else {
+        return;
+    };
+    let s = e.stream.clone();
+    let mut st = s.state.locked();
+    if st.config.retention != Retention::Interest {
+        return;
+    }
+    let done: Vec<u64> = st
+        .seqs()
+        .filter(|seq| {
+            st.get(*seq)
+                .is_some_and(|m| e.consumers.values().all(|c| c.has_acked(*seq, &m.subject)))
+        })
+        .collect();
+    s.remove_many(&mut st, done);
+}
+
+pub(super) fn stream_delete(task: &mut Task, acc: &str, name: &str) -> ApiResult {
+    let e = entry(task, acc, name)?;
+    let names: Vec<String> = e.consumers.keys().cloned().collect();
+    for c in names {
+        remove_consumer(task, acc, name, &c);
+    }
+    let a = task.accounts.get_mut(acc).expect("account exists");
+    let e = a.streams.remove(name).expect("stream exists");
+    for sub in e.stream.subs.locked().drain(..) {
+        sub.close();
+        e.stream.account.unsubscribe(&sub);
+    }
+    if let Some(s) = e.stream.durable() {
+        for op in persist::delete_stream_ops(e.stream.uid) {
+            s.submit(op);
+        }
+    }
+    Ok(json!({"success": true}))
+}
+
+#[derive(Deserialize, Default)]
+struct InfoRequest {
+    #[serde(default)]
+    subjects_filter: Option<String>,
+    #[serde(default)]
+    deleted_details: bool,
+}
+
+pub(super) fn stream_info_req(task: &mut Task, acc: &str, name: &str, payload: &[u8]) -> ApiResult {
+    let req: InfoRequest = parse_opt(payload)?;
+    let e = entry(task, acc, name)?;
+    Ok(stream_info(
+        e,
+        req.subjects_filter.as_deref(),
+        req.deleted_details,
+    ))
+}
+
+pub(super) fn stream_state(
+    e: &StreamEntry,
+    st: &StreamState,
+    filter: Option<&str>,
+    deleted: bool,
+) -> Value {
+    let mut state = json!({
+        "messages": st.msgs,
+        "bytes": st.bytes,
+        // A stream that never held a message says 0, as nats-server does.
+        "first_seq": if st.last_seq == 0 { 0 } else { st.first_seq() },
+        "first_ts": rfc3339(st.first_ts()),
+        "last_seq": st.last_seq,
+        "last_ts": rfc3339(st.last_ts),
+        "num_subjects": st.subjects.len(),
+        "consumer_count": e.consumers.len(),
+    });
+    if !st.holes().is_empty() {
+        state["num_deleted"] = json!(st.holes().len());
+        if deleted {
+            state["deleted"] = json!(st.holes().iter().collect::<Vec<_>>());
+        }
+    }
+    if let Some(f) = filter.filter(|f| !f.is_empty()) {
+        let subjects: serde_json::Map<String, Value> = st
+            .subjects
+            .iter()
+            .filter(|(s, _)| junction_core::subject::matches(f.as_bytes(), s))
+            .map(|(s, q)| (String::from_utf8_lossy(s).to_string(), json!(q.len())))
+            .collect();
+        state["subjects"] = Value::Object(subjects);
+    }
+    state
+}
+
+pub(super) fn stream_info(e: &StreamEntry, filter: Option<&str>, deleted: bool) -> Value {
+    let st = e.stream.state.locked();
+    json!({
+        "config": st.config,
+        "created": rfc3339(st.created),
+        "state": stream_state(e, &st, filter, deleted),
+        "ts": rfc3339(now_ns()),
+    })
+}
+
+pub(super) fn stream_list(task: &mut Task, acc: &str, payload: &[u8], names: bool) -> ApiResult {
+    let req: ListRequest = parse_opt(payload)?;
+    let a = task
+        .accounts
+        .get(acc)
+        .ok_or_else(ApiError::not_enabled_for_account)?;
+    let matching: Vec<&StreamEntry> = a
+        .streams
+        .values()
+        .filter(|e| match req.subject.as_deref().filter(|s| !s.is_empty()) {
+            None => true,
+            Some(f) => e
+                .stream
+                .state
+                .locked()
+                .config
+                .subjects
+                .iter()
+                .any(|s| subjects::overlap(s, f)),
+        })
+        .collect();
+    let limit = if names { NAMES_LIMIT } else { LIST_LIMIT };
+    let page: Vec<&&StreamEntry> = matching.iter().skip(req.offset).take(limit).collect();
+    let items: Vec<Value> = page
+        .iter()
+        .map(|e| {
+            if names {
+                json!(e.stream.name)
+            } else {
+                stream_info(e, None, false)
+            }
+        })
+        .collect();
+    Ok(json!({
+        "total": matching.len(),
+        "offset": req.offset,
+        "limit": limit,
+        "streams": items,
+    }))
+}
+
+#[derive(Deserialize, Default)]
+struct PurgeRequest {
+    #[serde(default)]
+    filter: Option<String>,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default)]
+    keep: Option<u64>,
+}
+
+pub(super) fn stream_purge(task: &mut Task, acc: &str, name: &str, payload: &[u8]) -> ApiResult {
+    let req: PurgeRequest = parse_opt(payload)?;
+    let e = entry(task, acc, name)?;
+    {
+        let st = e.stream.state.locked();
+        if st.config.sealed {
+            return Err(ApiError::sealed());
+        }
+        if st.config.deny_purge {
+            return Err(ApiError::deny_purge());
+        }
+    }
+    if req.seq.is_some() && req.keep.is_some() {
+        return Err(ApiError::bad_request());
+    }
+    let filter = req.filter.as_deref().filter(|f| !f.is_empty() && *f != ">");
+    let purged = e.stream.purge(
+        filter,
+        req.seq.filter(|s| *s > 0),
+        req.keep.filter(|k| *k > 0).or(
+            // keep 0 with a filter still purges all that match.
+            None,
+        ),
+    );
+    Ok(json!({"success": true, "purged": purged}))
+}
+
+#[derive(Deserialize, Default)]
+struct MsgGetRequest {
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default)]
+    last_by_subj: Option<String>,
+    #[serde(default)]
+    next_by_subj: Option<String>,
+}
+
+/// The message a get request names.
+fn find(st: &StreamState, req: &MsgGetRequest) -> Option<Arc<crate::stream::StoredMsg>> {
+    if let Some(subj) = req.last_by_subj.as_deref().filter(|s| !s.is_empty()) {
+        return st.last_by_subject(subj).cloned();
+    }
+    if let Some(subj) = req.next_by_subj.as_deref().filter(|s| !s.is_empty()) {
+        let seq = st.next_matching(req.seq.unwrap_or(0).max(1), &[subj.to_string()])?;
+        return st.get(seq).cloned();
+    }
+    st.get(req.seq?).cloned()
+}
+
+pub(super) fn msg_get(task: &mut Task, acc: &str, name: &str, payload: &[u8]) -> ApiResult {
+    let req: MsgGetRequest = parse(payload)?;
+    let e = entry(task, acc, name)?;
+    let st = e.stream.state.locked();
+    let m = find(&st, &req).ok_or_else(ApiError::no_message_found)?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut message = json!({
+        "subject": String::from_utf8_lossy(&m.subject),
+        "seq": m.seq,
+        "time": rfc3339(m.ts),
+    });
+    if let Some(h) = &m.headers {
+        message["hdrs"] = json!(b64.encode(h));
+    }
+    if !m.payload.is_empty() {
+        message["data"] = json!(b64.encode(&m.payload));
+    }
+    Ok(json!({ "message": message }))
+}
+
+#[derive(Deserialize)]
+struct MsgDeleteRequest {
+    seq: u64,
+}
+
+pub(super) fn msg_delete(task: &mut Task, acc: &str, name: &str, payload: &[u8]) -> ApiResult {
+    let req: MsgDeleteRequest = parse(payload)?;
+    let e = entry(task, acc, name)?;
+    let stream = e.stream.clone();
+    let mut st = stream.state.locked();
+    if st.config.sealed {
+        return Err(ApiError::sealed());
+    }
+    if st.config.deny_delete {
+        return Err(ApiError::deny_delete());
+    }
+    if stream.remove_many(&mut st, [req.seq]) == 0 {
+        return Err(ApiError::sequence_not_found(req.seq));
+    }
+    Ok(json!({"success": true}))
+}
+
+/// `$JS.API.DIRECT.GET.<stream>[.<subject>]`: the message itself, with headers saying where it
+/// came from, or a 404 status.
+pub(super) fn direct_get(
+    task: &mut Task,
+    account: &Arc<Account>,
+    name: &str,
+    subject: &str,
+    reply: Option<Bytes>,
+    payload: &[u8],
+) {
+    let Some(reply) = reply else { return };
+    let acc = account.name().to_string();
+    let req = if subject.is_empty() {
+        match parse::<MsgGetRequest>(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                let msg = status_msg(&reply, 408, &e.description);
+                task.send_msg(account, msg);
+                return;
+            }
+        }
+    } else {
+        MsgGetRequest {
+            seq: None,
+            last_by_subj: Some(subject.to_string()),
+            next_by_subj: None,
+        }
+    };
+    let found = match entry(task, &acc, name) {
+        Ok(e) => {
+            let st = e.stream.state.locked();
+            if st.config.allow_direct {
+                find(&st, &req)
+            } else {
+                None
+            }
+        }
+        Err(_) => None,
+    };
+    let msg = match found {
+        None => status_msg(&reply, 404, "Message Not Found"),
+        Some(m) => {
+            let seq = m.seq.to_string();
+            let ts = rfc3339(m.ts);
+            let subj = String::from_utf8_lossy(&m.subject).to_string();
+            let h = headers::with(
+                &[
+                    ("Nats-Stream", name),
+                    ("Nats-Subject", &subj),
+                    ("Nats-Sequence", &seq),
+                    ("Nats-Time-Stamp", &ts),
+                ],
+                m.headers.as_deref(),
+            );
+            let mut msg = Message::new(reply.clone(), None, m.payload.clone(), task.shared.origin);
+            msg.headers = Some(h);
+            msg
+        }
+    };
+    task.send_msg(account, msg);
+}
+
+pub(super) fn status_msg(reply: &Bytes, code: u16, text: &str) -> Message {
+    let mut msg = Message::new(reply.clone(), None, Bytes::new(), junction_core::ConnId(0));
+    msg.headers = Some(headers::status(code, text, &[]));
+    msg
+}
+
+/// Copies what a new mirror or source stream should start with (the sources' current
+/// messages); later messages arrive through [`crate::service`]'s republish of the sources.
+pub(super) fn sync_sources(_task: &mut Task, _acc: &str, _name: &str) {}

@@ -1,0 +1,142 @@
+//! JetStream driven synchronously, without a runtime or a store, for the fuzz target and unit
+//! tests: requests and publications go in, what reaches `_INBOX.>` comes out.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use junction_core::sync::Lock;
+use junction_core::{Account, Bus, ConnId, Delivery, FlushBatch, Message, Sink, Subscription};
+use tokio::sync::Notify;
+
+use crate::service::{publish, Counters, Options, Shared, Task};
+
+/// Collects what reaches a subscription (the harness's replies).
+struct Collect(Mutex<Vec<Message>>);
+
+impl Sink for Collect {
+    fn deliver(&self, _sub: &Subscription, msg: &Message, _batch: &mut FlushBatch) -> Delivery {
+        self.0.locked().push(msg.clone());
+        Delivery::Queued
+    }
+
+    fn flush(&self) {}
+}
+
+/// JetStream driven synchronously, without a runtime or a store: requests and publications go
+/// in, the replies and deliveries to `_INBOX.>` come out. For the fuzz target and unit tests.
+#[doc(hidden)]
+pub struct Harness {
+    task: Task,
+    account: Arc<Account>,
+    inbox: Arc<Collect>,
+    inbox_sub: Arc<Subscription>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        // Subscriptions hold sinks that hold the account: unsubscribing breaks the cycles.
+        self.task.shutdown();
+        self.account.unsubscribe(&self.inbox_sub);
+    }
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Harness {
+    pub fn new() -> Harness {
+        let bus = Arc::new(Bus::new());
+        let origin = bus.next_conn_id();
+        let shared = Arc::new(Shared {
+            bus: bus.clone(),
+            store: None,
+            opts: Options {
+                max_memory: 1 << 30,
+                max_store: 1 << 30,
+                store_dir: String::new(),
+                domain: None,
+                accounts: None,
+                system_account: String::new(),
+            },
+            inbox: Mutex::new(VecDeque::new()),
+            notify: Notify::new(),
+            counters: Counters::default(),
+            origin,
+            next_uid: AtomicU64::new(1),
+        });
+        let mut task = Task {
+            shared,
+            accounts: HashMap::new(),
+            touched: HashSet::new(),
+            out: Vec::new(),
+            after_commit: Vec::new(),
+        };
+        task.enable(junction_core::DEFAULT_ACCOUNT);
+        let account = bus.default_account();
+        let inbox = Arc::new(Collect(Mutex::new(Vec::new())));
+        let sink: Arc<dyn Sink> = inbox.clone();
+        let sub = Arc::new(Subscription::new(
+            bus.next_conn_id(),
+            Bytes::from_static(b"_INBOX.>"),
+            None,
+            Bytes::new(),
+            false,
+            sink,
+        ));
+        account.subscribe(sub.clone()).expect("a valid subject");
+        Harness {
+            task,
+            account,
+            inbox,
+            inbox_sub: sub,
+        }
+    }
+
+    /// Publishes `payload` on `subject` (with `reply`, if any) and lets JetStream act on
+    /// everything it caused; returns what reached `_INBOX.>`.
+    pub fn publish(
+        &mut self,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Vec<Message> {
+        if !junction_core::subject::is_valid_literal_subject(subject) {
+            return Vec::new();
+        }
+        let msg = Message::new(
+            Bytes::copy_from_slice(subject),
+            reply.map(Bytes::copy_from_slice),
+            Bytes::copy_from_slice(payload),
+            ConnId(u64::MAX),
+        );
+        publish(&self.account, &msg);
+        self.settle()
+    }
+
+    /// Runs the timers once (redeliveries due, requests expired, idle consumers).
+    pub fn tick(&mut self) -> Vec<Message> {
+        self.task.tick();
+        self.settle()
+    }
+
+    fn settle(&mut self) -> Vec<Message> {
+        // Bounded: each round handles what the previous one queued.
+        for _ in 0..64 {
+            let inputs = std::mem::take(&mut *self.task.shared.inbox.locked());
+            if inputs.is_empty() {
+                break;
+            }
+            for input in inputs {
+                self.task.handle(input);
+            }
+            self.task.flush();
+        }
+        self.task.flush();
+        std::mem::take(&mut *self.inbox.0.locked())
+    }
+}
