@@ -71,6 +71,11 @@ pub struct Consumer {
     pub idle_since: Option<Instant>,
     /// Something changed that the store must hear.
     pub dirty: bool,
+    /// ... and must hear with the next commit (a double ack waits for it, or a delivery
+    /// counted against `max_deliver`); other changes are saved at most every
+    /// [`SAVE_EVERY`].
+    pub urgent: bool,
+    pub saved_at: Instant,
     last_push: Instant,
     /// Flow control: the reply subject of the request we are waiting on.
     fc_waiting: Option<String>,
@@ -216,6 +221,8 @@ impl Consumer {
             last_active: 0,
             idle_since: Some(Instant::now()),
             dirty: true,
+            urgent: true,
+            saved_at: Instant::now(),
             last_push: Instant::now(),
             fc_waiting: None,
             fc_bytes: 0,
@@ -277,6 +284,18 @@ impl Consumer {
 
     pub fn is_durable(&self) -> bool {
         self.config.durable_name.is_some()
+    }
+
+    /// Whether the consumer's record goes to the store (durables, and ephemerals that asked to
+    /// outlive a gap with `inactive_threshold`).
+    pub fn persisted(&self) -> bool {
+        self.stream.durable().is_some() && (self.is_durable() || self.config.inactive_threshold > 0)
+    }
+
+    /// Whether deliveries must wait for the commit that counts them: with `max_deliver`, a
+    /// crash must not forget a delivery the client saw.
+    pub fn gates_deliveries(&self) -> bool {
+        self.config.max_deliver > 0 && self.persisted()
     }
 
     pub fn delivered(&self) -> (u64, u64) {
@@ -661,6 +680,9 @@ impl Consumer {
         self.dirty = true;
     }
 }
+
+/// How often a consumer's position is saved when nothing waits for it.
+pub const SAVE_EVERY: Duration = Duration::from_millis(100);
 
 /// Bytes of push deliveries between two flow control requests.
 const FLOW_CONTROL_BYTES: u64 = 1024 * 1024;

@@ -321,7 +321,7 @@ pub(crate) struct Task {
     pub(crate) touched: HashSet<(String, String)>,
     pub(crate) out: Vec<(Arc<Account>, Out)>,
     /// Replies to send once the store committed what came before them.
-    pub(crate) after_commit: Vec<(Arc<Account>, Message)>,
+    pub(crate) after_commit: Vec<(Arc<Account>, Out)>,
 }
 
 impl JetStream {
@@ -614,7 +614,13 @@ impl Task {
     pub(crate) fn reply_after_commit(&mut self, account: &Arc<Account>, reply: Bytes, body: Bytes) {
         self.after_commit.push((
             account.clone(),
-            Message::new(reply, None, body, self.shared.origin),
+            Out {
+                to: reply.clone(),
+                subject: reply,
+                reply: None,
+                headers: None,
+                payload: body,
+            },
         ));
     }
 
@@ -690,6 +696,9 @@ impl Task {
             return;
         };
         let done = c.ack(a.sseq, &kind);
+        if reply.is_some() {
+            c.urgent = true;
+        }
         if let AckKind::Next(req) = &kind {
             if let Some(r) = &reply {
                 let now = Instant::now();
@@ -806,8 +815,8 @@ impl Task {
             let Some(e) = a.streams.get_mut(&sname) else {
                 continue;
             };
-            let mut out = Vec::new();
             for c in e.consumers.values_mut() {
+                let mut out = Vec::new();
                 match c.config.deliver_subject.clone() {
                     Some(ds) => {
                         let active = account.has_interest(ds.as_bytes());
@@ -815,26 +824,16 @@ impl Task {
                     }
                     None => c.pump_pull(&mut out),
                 }
-            }
-            self.out
-                .extend(out.into_iter().map(|o| (account.clone(), o)));
-        }
-        // Consumer positions to the store.
-        let store = self.shared.store.clone();
-        for a in self.accounts.values_mut() {
-            for e in a.streams.values_mut() {
-                for (name, c) in e.consumers.iter_mut() {
-                    if c.dirty {
-                        c.dirty = false;
-                        if c.is_durable() || c.config.inactive_threshold > 0 {
-                            if let Some(s) = e.stream.durable() {
-                                s.submit(persist::consumer_op(e.stream.uid, name, &c.record()));
-                            }
-                        }
-                    }
+                if c.gates_deliveries() && !out.is_empty() {
+                    c.urgent = true;
+                    self.after_commit
+                        .extend(out.into_iter().map(|o| (account.clone(), o)));
+                } else {
+                    self.out.extend(out.into_iter().map(|o| (account.clone(), o)));
                 }
             }
         }
+        self.save_positions(false);
         let mut batch = FlushBatch::default();
         for (account, o) in self.out.drain(..) {
             let msg = Message {
@@ -849,16 +848,51 @@ impl Task {
         }
         batch.wake_all();
         if !self.after_commit.is_empty() {
-            let replies = std::mem::take(&mut self.after_commit);
-            match &store {
-                Some(s) => s.then(Box::new(move |_| {
-                    for (account, msg) in &replies {
-                        publish(account, msg);
+            let held = std::mem::take(&mut self.after_commit);
+            let origin = self.shared.origin;
+            let send = move || {
+                let mut batch = FlushBatch::default();
+                for (account, o) in held {
+                    let msg = Message {
+                        subject: o.subject,
+                        reply: o.reply,
+                        headers: o.headers,
+                        payload: o.payload,
+                        facts: DeliveryFacts::from_origin(origin),
+                        extra: None,
+                    };
+                    account.deliver_to(&o.to, &msg, &mut batch);
+                }
+                batch.wake_all();
+            };
+            match &self.shared.store {
+                Some(s) => s.then(Box::new(move |_| send())),
+                None => send(),
+            }
+        }
+    }
+
+    /// Submits the records of consumers whose position changed: at once when something waits
+    /// for it (`urgent`), otherwise at most every [`crate::consumer::SAVE_EVERY`] (`all`:
+    /// every changed one, at shutdown).
+    pub(crate) fn save_positions(&mut self, all: bool) {
+        let now = Instant::now();
+        for a in self.accounts.values_mut() {
+            for e in a.streams.values_mut() {
+                for (name, c) in e.consumers.iter_mut() {
+                    let due = c.urgent
+                        || all
+                        || now.duration_since(c.saved_at) >= crate::consumer::SAVE_EVERY;
+                    if !c.dirty || !due {
+                        continue;
                     }
-                })),
-                None => {
-                    for (account, msg) in &replies {
-                        publish(account, msg);
+                    c.dirty = false;
+                    c.urgent = false;
+                    c.saved_at = now;
+                    if c.persisted() {
+                        if let Some(s) = e.stream.durable() {
+                            s.submit(persist::consumer_op(e.stream.uid, name, &c.record()));
+                        }
                     }
                 }
             }
@@ -903,6 +937,7 @@ async fn run(mut task: Task, shutdown: CancellationToken) {
         task.flush();
     }
     task.flush();
+    task.save_positions(true);
     task.shutdown();
 }
 
