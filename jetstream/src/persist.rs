@@ -85,6 +85,9 @@ pub struct StreamMeta {
     pub created: i64,
     pub last_seq: u64,
     pub last_ts: i64,
+    /// Mirror and source positions: the next sequence to copy from each source.
+    #[serde(default)]
+    pub sourced: BTreeMap<String, u64>,
 }
 
 pub fn stream_meta_op(s: &Stream, st: &StreamState) -> Op {
@@ -94,6 +97,7 @@ pub fn stream_meta_op(s: &Stream, st: &StreamState) -> Op {
         created: st.created,
         last_seq: st.last_seq,
         last_ts: st.last_ts,
+        sourced: st.sourced.clone(),
     };
     Op::Put {
         table: STREAMS,

@@ -427,11 +427,16 @@ impl Task {
     pub(crate) fn enable(&mut self, name: &str) {
         let account = self.shared.bus.account_or_create(name);
         let mut subs = Vec::new();
-        for (subject, kind) in [
-            ("$JS.API.>", Kind::Api),
-            ("$JS.ACK.>", Kind::Ack),
-            ("$JS.FC.>", Kind::FlowControl),
-        ] {
+        let mut subjects = vec![
+            ("$JS.API.>".to_string(), Kind::Api),
+            ("$JS.ACK.>".to_string(), Kind::Ack),
+            ("$JS.FC.>".to_string(), Kind::FlowControl),
+        ];
+        // With a domain, clients that name it (`domain` option) use `$JS.<domain>.API`.
+        if let Some(d) = &self.shared.opts.domain {
+            subjects.push((format!("$JS.{d}.API.>"), Kind::Api));
+        }
+        for (subject, kind) in subjects {
             let sink: Arc<dyn Sink> = Arc::new(ServiceSink {
                 shared: self.shared.clone(),
                 account: account.clone(),
@@ -439,7 +444,7 @@ impl Task {
             });
             let sub = Arc::new(Subscription::new(
                 self.shared.origin,
-                Bytes::from_static(subject.as_bytes()),
+                Bytes::from(subject),
                 None,
                 Bytes::new(),
                 false,
@@ -482,6 +487,8 @@ impl Task {
             let name = meta.config.name.clone();
             let stream = self.make_stream(&acc.account.clone(), uid, st);
             by_uid.insert(uid, (meta.account.clone(), name.clone()));
+            // Mirrors and sourcing streams catch up with what their sources gained.
+            self.touched.insert((meta.account.clone(), name.clone()));
             self.accounts
                 .get_mut(&meta.account)
                 .expect("account checked above")
@@ -806,6 +813,7 @@ impl Task {
     /// Lets the touched streams' consumers send, routes everything queued, and saves what
     /// changed.
     pub(crate) fn flush(&mut self) {
+        self.copy_sources();
         let touched: Vec<(String, String)> = self.touched.drain().collect();
         for (acc, sname) in touched {
             let Some(a) = self.accounts.get_mut(&acc) else {
@@ -829,7 +837,8 @@ impl Task {
                     self.after_commit
                         .extend(out.into_iter().map(|o| (account.clone(), o)));
                 } else {
-                    self.out.extend(out.into_iter().map(|o| (account.clone(), o)));
+                    self.out
+                        .extend(out.into_iter().map(|o| (account.clone(), o)));
                 }
             }
         }
@@ -868,6 +877,45 @@ impl Task {
             match &self.shared.store {
                 Some(s) => s.then(Box::new(move |_| send())),
                 None => send(),
+            }
+        }
+    }
+
+    /// Mirrors and sourcing streams copy what their sources gained (within the account), for
+    /// every touched source; a copy touches the copying stream, so chains follow (bounded).
+    pub(crate) fn copy_sources(&mut self) {
+        for _ in 0..8 {
+            let mut more = Vec::new();
+            for (acc, a) in &self.accounts {
+                for (name, e) in &a.streams {
+                    let (mirror, sources) = {
+                        let st = e.stream.state.locked();
+                        (st.config.mirror.clone(), st.config.sources.clone())
+                    };
+                    let list: Vec<(crate::config::StreamSource, bool)> = mirror
+                        .into_iter()
+                        .map(|m| (m, true))
+                        .chain(sources.into_iter().map(|s| (s, false)))
+                        .collect();
+                    for (src, is_mirror) in list {
+                        if !self.touched.contains(&(acc.clone(), src.name.clone())) {
+                            continue;
+                        }
+                        let Some(from) = a.streams.get(&src.name) else {
+                            continue;
+                        };
+                        if copy_from(&from.stream, &e.stream, &src, is_mirror) {
+                            more.push((acc.clone(), name.clone()));
+                        }
+                    }
+                }
+            }
+            let mut grew = false;
+            for t in more {
+                grew |= self.touched.insert(t);
+            }
+            if !grew {
+                break;
             }
         }
     }
@@ -912,6 +960,62 @@ impl Task {
             }
         }
     }
+}
+
+/// Copies what `from` holds past `to`'s position for it (at most 10,000 messages a round);
+/// returns whether anything was copied.
+fn copy_from(
+    from: &Arc<Stream>,
+    to: &Arc<Stream>,
+    src: &crate::config::StreamSource,
+    is_mirror: bool,
+) -> bool {
+    let start = to
+        .state
+        .locked()
+        .sourced
+        .get(&src.name)
+        .copied()
+        .unwrap_or_else(|| (src.opt_start_seq.max(1)) as u64);
+    let filters: Vec<String> = if src.filter_subject.is_empty() {
+        Vec::new()
+    } else {
+        vec![src.filter_subject.clone()]
+    };
+    let (msgs, next) = {
+        let st = from.state.locked();
+        let mut msgs = Vec::new();
+        let mut seq = start;
+        while msgs.len() < 10_000 {
+            let Some(s) = st.next_matching(seq, &filters) else {
+                break;
+            };
+            if let Some(m) = st.get(s) {
+                msgs.push(m.clone());
+            }
+            seq = s + 1;
+        }
+        let next = if msgs.len() < 10_000 {
+            st.last_seq + 1
+        } else {
+            seq
+        };
+        (msgs, next.max(start))
+    };
+    if next == start {
+        return false;
+    }
+    for m in &msgs {
+        if is_mirror {
+            to.mirror_append(m);
+        } else {
+            let _ = to.publish(&m.subject, m.headers.as_ref(), m.payload.clone(), m.ts);
+        }
+    }
+    let mut st = to.state.locked();
+    st.sourced.insert(src.name.clone(), next);
+    to.save_meta(&st);
+    !msgs.is_empty()
 }
 
 async fn run(mut task: Task, shutdown: CancellationToken) {

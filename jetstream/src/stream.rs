@@ -6,7 +6,7 @@
 //! publication submitted) then also waits for the stream's commit, and a NATS PubAck is sent by
 //! the store once the commit is on the disk.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
@@ -87,6 +87,8 @@ pub struct StreamState {
     /// The filters of each consumer, for interest retention (an empty list: everything).
     pub interest: Vec<Vec<String>>,
     pub consumers: usize,
+    /// For a mirror or a stream with sources: the next sequence to copy from each source.
+    pub sourced: BTreeMap<String, u64>,
 }
 
 /// Unix time now, in nanoseconds.
@@ -114,6 +116,7 @@ impl StreamState {
             last_msg_id: None,
             interest: Vec::new(),
             consumers: 0,
+            sourced: BTreeMap::new(),
         }
     }
 
@@ -566,6 +569,32 @@ impl Stream {
             chosen.retain(|&s| s < limit);
         }
         self.remove_many(&mut st, chosen)
+    }
+
+    /// Stores a mirrored message under its source's sequence (a mirror keeps the source's
+    /// numbering; what the source no longer had becomes gaps).
+    pub fn mirror_append(&self, m: &StoredMsg) {
+        let mut st = self.state.locked();
+        if m.seq <= st.last_seq {
+            return;
+        }
+        let copy = StoredMsg {
+            seq: m.seq,
+            subject: m.subject.clone(),
+            headers: m.headers.clone(),
+            payload: m.payload.clone(),
+            ts: m.ts,
+        };
+        if self.store.is_some() {
+            self.submit(persist::insert_msg_op(self.uid, &copy));
+        }
+        if st.slots.is_empty() {
+            st.base = copy.seq;
+            st.last_seq = copy.seq - 1;
+        }
+        st.restore(copy);
+        let subj = m.subject.clone();
+        self.enforce_limits(&mut st, &subj, m.seq, None);
     }
 
     pub fn storage(&self) -> Storage {

@@ -254,3 +254,35 @@ async def test_permissions_hold_on_the_jetstream_api(server_factory, tmp_path):
     finally:
         await app.close()
         await admin.close()
+
+
+@async_test()
+async def test_mirrors_and_sources_copy_local_streams(server_factory, tmp_path):
+    args = js_args(tmp_path)
+    srv = server_factory(args=args)
+    async with Clients(srv) as c:
+        nc = await c.connect()
+        js = nc.jetstream()
+        await js.add_stream(name="ORDERS", subjects=["orders.*"])
+        await js.add_stream(name="RETURNS", subjects=["returns.*"])
+        for i in range(1, 6):
+            await js.publish(f"orders.{'eu' if i % 2 else 'us'}", f"o{i}".encode())
+        await js.add_stream(name="BACKUP", mirror=api.StreamSource(name="ORDERS"))
+        await js.add_stream(name="EU", sources=[
+            api.StreamSource(name="ORDERS", filter_subject="orders.eu"),
+            api.StreamSource(name="RETURNS")])
+        await js.publish("orders.eu", b"o6")
+        await js.publish("returns.eu", b"r1")
+
+        async def messages(name, n):
+            st = (await js.stream_info(name)).state
+            return st if st.messages == n else None
+
+        st = await wait_until(lambda: messages("BACKUP", 6), what="mirror caught up")
+        # A mirror keeps the source's sequence numbers.
+        assert (st.first_seq, st.last_seq) == (1, 6)
+        assert (await js.get_msg("BACKUP", 6)).data == b"o6"
+        await wait_until(lambda: messages("EU", 5), what="sources copied")
+        sub = await js.pull_subscribe("", durable="all", stream="EU")
+        got = sorted(m.data for m in await sub.fetch(5, timeout=3))
+        assert got == [b"o1", b"o3", b"o5", b"o6", b"r1"]

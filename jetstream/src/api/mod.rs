@@ -48,7 +48,16 @@ pub(crate) fn handle(
     let Ok(subject) = std::str::from_utf8(subject) else {
         return;
     };
-    let Some(rest) = subject.strip_prefix("$JS.API.") else {
+    let domain_prefix = task
+        .shared
+        .opts
+        .domain
+        .as_ref()
+        .map(|d| format!("$JS.{d}.API."));
+    let Some(rest) = subject
+        .strip_prefix("$JS.API.")
+        .or_else(|| subject.strip_prefix(domain_prefix.as_deref()?))
+    else {
         return;
     };
     task.shared

@@ -492,6 +492,21 @@ pub(super) fn status_msg(reply: &Bytes, code: u16, text: &str) -> Message {
     msg
 }
 
-/// Copies what a new mirror or source stream should start with (the sources' current
-/// messages); later messages arrive through [`crate::service`]'s republish of the sources.
-pub(super) fn sync_sources(_task: &mut Task, _acc: &str, _name: &str) {}
+/// A new mirror or sourcing stream starts copying what its sources already hold.
+pub(super) fn sync_sources(task: &mut Task, acc: &str, name: &str) {
+    let Ok(e) = entry(task, acc, name) else {
+        return;
+    };
+    let sources: Vec<String> = {
+        let st = e.stream.state.locked();
+        st.config
+            .mirror
+            .iter()
+            .chain(st.config.sources.iter())
+            .map(|s| s.name.clone())
+            .collect()
+    };
+    for s in sources {
+        task.touched.insert((acc.to_string(), s));
+    }
+}
