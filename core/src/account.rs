@@ -2,6 +2,7 @@
 //! nothing crosses accounts.
 
 use crate::sync::{Lock, ReadWrite};
+use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -137,12 +138,19 @@ impl Account {
 impl Account {
     /// Routes `msg` to the subscriptions of `to`, showing them `msg.subject` (a JetStream
     /// delivery: routed by the consumer's deliver subject, shown with the stored subject).
-    pub fn deliver_to(&self, to: &[u8], msg: &Message, batch: &mut FlushBatch) -> usize {
-        let result = self.sublist.match_subject(to);
+    /// `cache` is the caller's (many deliveries go to one inbox in a row).
+    pub fn deliver_to(
+        &self,
+        cache: &mut MatchCache,
+        to: &Bytes,
+        msg: &Message,
+        batch: &mut FlushBatch,
+    ) -> usize {
+        let result = cache.lookup(&self.sublist, to);
         if result.is_empty() {
             return 0;
         }
-        let n = delivery::deliver(&result, msg, batch);
+        let n = delivery::deliver(result, msg, batch);
         if batch.has_expired() {
             for sub in batch.take_expired() {
                 self.sublist.remove(&sub);

@@ -62,6 +62,8 @@ pub struct Consumer {
     delivered: (u64, u64),
     ack_floor: (u64, u64),
     pending: BTreeMap<u64, Pending>,
+    /// The earliest deadline in `pending` (or earlier): until then a tick skips the walk.
+    next_deadline: Option<Instant>,
     redeliver: BTreeSet<u64>,
     pub num_redelivered: u64,
     pub waiting: VecDeque<PullRequest>,
@@ -215,6 +217,7 @@ impl Consumer {
             delivered: (0, start - 1),
             ack_floor: (0, start - 1),
             pending: BTreeMap::new(),
+            next_deadline: None,
             redeliver: BTreeSet::new(),
             num_redelivered: 0,
             waiting: VecDeque::new(),
@@ -381,12 +384,14 @@ impl Consumer {
                 self.ack_floor = self.delivered;
             }
             _ => {
+                let deadline = now + self.ack_wait_for(deliveries);
+                self.note_deadline(deadline);
                 self.pending.insert(
                     m.seq,
                     Pending {
                         cseq,
                         deliveries,
-                        deadline: now + self.ack_wait_for(deliveries),
+                        deadline,
                     },
                 );
             }
@@ -413,6 +418,10 @@ impl Consumer {
             headers,
             payload,
         }
+    }
+
+    fn note_deadline(&mut self, at: Instant) {
+        self.next_deadline = Some(self.next_deadline.map_or(at, |n| n.min(at)));
     }
 
     fn ack_wait_for(&self, deliveries: u64) -> Duration {
@@ -579,7 +588,11 @@ impl Consumer {
             AckKind::Nak(delay) => {
                 if let Some(p) = self.pending.get_mut(&sseq) {
                     match delay {
-                        Some(d) => p.deadline = Instant::now() + *d,
+                        Some(d) => {
+                            p.deadline = Instant::now() + *d;
+                            let at = p.deadline;
+                            self.note_deadline(at);
+                        }
                         None => {
                             self.redeliver.insert(sseq);
                         }
@@ -620,10 +633,19 @@ impl Consumer {
 
     /// Timers: redeliveries due, pull requests expired, heartbeats. Returns status messages.
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Out>) {
-        for (sseq, p) in &self.pending {
-            if p.deadline <= now && !self.redeliver.contains(sseq) {
-                self.redeliver.insert(*sseq);
+        // The pending list is only walked once its earliest deadline has passed.
+        if self.next_deadline.is_some_and(|d| d <= now) {
+            let mut next: Option<Instant> = None;
+            for (sseq, p) in &self.pending {
+                if p.deadline <= now {
+                    if !self.redeliver.contains(sseq) {
+                        self.redeliver.insert(*sseq);
+                    }
+                } else {
+                    next = Some(next.map_or(p.deadline, |n| n.min(p.deadline)));
+                }
             }
+            self.next_deadline = next;
         }
         let mut keep = VecDeque::new();
         for mut r in self.waiting.drain(..) {

@@ -844,6 +844,8 @@ impl Task {
         }
         self.save_positions(false);
         let mut batch = FlushBatch::default();
+        // Outputs run in a row to one inbox (a pull request's batch): the cache keeps its match.
+        let mut cache = MatchCache::new(true);
         for (account, o) in self.out.drain(..) {
             let msg = Message {
                 subject: o.subject,
@@ -853,7 +855,7 @@ impl Task {
                 facts: DeliveryFacts::from_origin(self.shared.origin),
                 extra: None,
             };
-            account.deliver_to(&o.to, &msg, &mut batch);
+            account.deliver_to(&mut cache, &o.to, &msg, &mut batch);
         }
         batch.wake_all();
         if !self.after_commit.is_empty() {
@@ -861,6 +863,7 @@ impl Task {
             let origin = self.shared.origin;
             let send = move || {
                 let mut batch = FlushBatch::default();
+                let mut cache = MatchCache::new(true);
                 for (account, o) in held {
                     let msg = Message {
                         subject: o.subject,
@@ -870,7 +873,7 @@ impl Task {
                         facts: DeliveryFacts::from_origin(origin),
                         extra: None,
                     };
-                    account.deliver_to(&o.to, &msg, &mut batch);
+                    account.deliver_to(&mut cache, &o.to, &msg, &mut batch);
                 }
                 batch.wake_all();
             };

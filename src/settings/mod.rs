@@ -324,6 +324,7 @@ impl Settings {
             in_memory => "in-memory",
             tls => "tls",
             mqtt_tls => "mqtt.tls",
+            jetstream => "jetstream",
         );
         out
     }

@@ -95,6 +95,7 @@ async def state(js, stream, **kw):
 
 @contextlib.asynccontextmanager
 async def jsserver_clients(server):
+    """Three JetStream contexts on three connections to ``server``."""
     async with Clients(server) as c:
         a = await c.connect()
         b = await c.connect()
