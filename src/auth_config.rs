@@ -65,6 +65,8 @@ struct AccountDef {
     imports: Vec<ImportDef>,
     /// `jetstream: enabled` (or a `jetstream {}` block) in the account.
     jetstream: bool,
+    /// The limits of the account's `jetstream { max_mem, max_file, max_streams, max_consumers }`.
+    js_limits: junction_jetstream::AccountLimits,
 }
 
 /// What the auth configuration amounts to.
@@ -509,6 +511,10 @@ pub fn load(map: &Map) -> Result<Auth> {
                             "users" => cfg.users.extend(users(v, name, default_perms.as_ref())?),
                             "exports" => acc.exports = exports(v)?,
                             "imports" => acc.imports = imports(v)?,
+                            "jetstream" if v.as_map().is_some() => {
+                                acc.jetstream = true;
+                                acc.js_limits = js_limits(v)?;
+                            }
                             "jetstream" => {
                                 acc.jetstream = match &v.value {
                                     junction_config::Value::Bool(b) => *b,
@@ -722,6 +728,17 @@ fn jwt_account(op: &Operator, key: &str) -> Option<AccountDef> {
 impl Auth {
     /// Creates the configured accounts on `bus` and wires their imports to the exports they
     /// name. Returns warnings for imports no export allows.
+    /// The JetStream limits of the accounts that set some.
+    pub fn jetstream_limits(
+        &self,
+    ) -> std::collections::HashMap<String, junction_jetstream::AccountLimits> {
+        self.accounts
+            .iter()
+            .filter(|(_, a)| a.jetstream)
+            .map(|(n, a)| (n.clone(), a.js_limits))
+            .collect()
+    }
+
     /// The accounts JetStream is enabled in: those that say so, or (when none does) every
     /// account, as nats-server decides.
     pub fn jetstream_accounts(&self) -> Option<Vec<String>> {
@@ -881,4 +898,24 @@ impl Authenticator for Swappable {
     ) -> Option<Box<dyn junction_auth::Exchange>> {
         self.current().exchange(method, creds)
     }
+}
+
+/// An account's `jetstream { max_mem, max_file, max_streams, max_consumers }` (nats-server's
+/// spellings; `max_memory`/`max_store` too). Sizes may be written `1GB`; -1 is no limit.
+fn js_limits(item: &Item) -> Result<junction_jetstream::AccountLimits> {
+    let mut l = junction_jetstream::AccountLimits::default();
+    for (k, v) in map_of(item, "jetstream")?.iter() {
+        let n = || {
+            v.as_i64()
+                .ok_or_else(|| anyhow!("{}: 'jetstream.{k}' must be a number or a size", at(v)))
+        };
+        match k.to_ascii_lowercase().as_str() {
+            "max_mem" | "max_memory" | "max_memory_store" => l.max_memory = n()?,
+            "max_file" | "max_store" | "max_file_store" => l.max_store = n()?,
+            "max_streams" => l.max_streams = n()?,
+            "max_consumers" => l.max_consumers = n()?,
+            _ => {}
+        }
+    }
+    Ok(l)
 }

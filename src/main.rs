@@ -425,6 +425,7 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
             store_dir: data_dir(&settings).display().to_string(),
             domain: js.domain.clone(),
             accounts: auth.jetstream_accounts(),
+            limits: auth.jetstream_limits(),
             system_account: auth.system_account.clone().unwrap_or_default(),
         };
         tracing::info!("Starting JetStream");

@@ -62,6 +62,7 @@ impl Harness {
                 domain: None,
                 accounts: None,
                 system_account: String::new(),
+                limits: HashMap::new(),
             },
             inbox: Mutex::new(VecDeque::new()),
             notify: Notify::new(),

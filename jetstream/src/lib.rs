@@ -30,7 +30,7 @@ pub mod subjects;
 pub mod time;
 
 pub use persist::{restore, Restored};
-pub use service::{JetStream, Options};
+pub use service::{AccountLimits, JetStream, Options};
 
 /// A random token of 22 characters from `[A-Za-z0-9]` (unguessable reply subjects and names).
 pub fn random_token() -> String {

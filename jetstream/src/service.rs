@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Retention, Storage};
 use crate::consumer::{AckKind, AckSubject, Consumer, Out};
 use crate::persist::{self, Restored};
-use crate::stream::{now_ns, Stored, Stream, StreamState};
+use crate::stream::{now_ns, Budget, Stored, Stream, StreamState};
 
 /// How JetStream is configured (`jetstream {}` and `-js`).
 #[derive(Debug, Clone)]
@@ -35,6 +35,29 @@ pub struct Options {
     /// Accounts with JetStream (`None`: every account but the system account).
     pub accounts: Option<Vec<String>>,
     pub system_account: String,
+    /// Per-account limits (`jetstream { max_mem, max_file, max_streams, max_consumers }` in an
+    /// account); an account not named here has none of its own.
+    pub limits: HashMap<String, AccountLimits>,
+}
+
+/// One account's JetStream limits (-1: none), as its `jetstream {}` block sets them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountLimits {
+    pub max_memory: i64,
+    pub max_store: i64,
+    pub max_streams: i64,
+    pub max_consumers: i64,
+}
+
+impl Default for AccountLimits {
+    fn default() -> Self {
+        AccountLimits {
+            max_memory: -1,
+            max_store: -1,
+            max_streams: -1,
+            max_consumers: -1,
+        }
+    }
 }
 
 /// What the task is fed.
@@ -311,6 +334,10 @@ pub(crate) struct AccountJs {
     pub(crate) account: Arc<Account>,
     pub(crate) streams: BTreeMap<String, StreamEntry>,
     subs: Vec<Arc<Subscription>>,
+    pub(crate) limits: AccountLimits,
+    /// Bytes of memory and file streams, against the account's limits.
+    pub(crate) memory: Arc<Budget>,
+    pub(crate) storage: Arc<Budget>,
 }
 
 /// The task's state.
@@ -454,12 +481,22 @@ impl Task {
                 subs.push(sub);
             }
         }
+        let limits = self
+            .shared
+            .opts
+            .limits
+            .get(name)
+            .copied()
+            .unwrap_or_default();
         self.accounts.insert(
             name.to_string(),
             AccountJs {
                 account,
                 streams: BTreeMap::new(),
                 subs,
+                limits,
+                memory: Budget::new(limits.max_memory),
+                storage: Budget::new(limits.max_store),
             },
         );
     }
@@ -531,6 +568,14 @@ impl Task {
     ) -> Arc<Stream> {
         let durable = st.config.storage == Storage::File;
         let subjects = st.config.subjects.clone();
+        let mut st = st;
+        if let Some(a) = self.accounts.get(account.name()) {
+            st.attach_budget(if durable {
+                a.storage.clone()
+            } else {
+                a.memory.clone()
+            });
+        }
         let stream = Arc::new(Stream {
             uid,
             name: st.config.name.clone(),

@@ -89,6 +89,38 @@ pub struct StreamState {
     pub consumers: usize,
     /// For a mirror or a stream with sources: the next sequence to copy from each source.
     pub sourced: BTreeMap<String, u64>,
+    /// The account's bytes of this storage type, and their limit.
+    pub budget: Option<Arc<Budget>>,
+}
+
+/// An account's bytes of one storage type (memory or file) and the limit on them (-1: none).
+#[derive(Debug)]
+pub struct Budget {
+    pub used: std::sync::atomic::AtomicU64,
+    pub limit: i64,
+}
+
+impl Budget {
+    pub fn new(limit: i64) -> Arc<Budget> {
+        Arc::new(Budget {
+            used: Default::default(),
+            limit,
+        })
+    }
+
+    fn add(&self, n: u64) {
+        self.used.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn sub(&self, n: u64) {
+        self.used.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether `n` more bytes would pass the limit.
+    fn would_exceed(&self, n: u64) -> bool {
+        self.limit >= 0
+            && self.used.load(std::sync::atomic::Ordering::Relaxed) + n > self.limit as u64
+    }
 }
 
 /// Unix time now, in nanoseconds.
@@ -117,6 +149,7 @@ impl StreamState {
             interest: Vec::new(),
             consumers: 0,
             sourced: BTreeMap::new(),
+            budget: None,
         }
     }
 
@@ -142,6 +175,19 @@ impl StreamState {
         &self.holes
     }
 
+    /// Attaches the account's budget (counting what the stream already holds).
+    pub fn attach_budget(&mut self, budget: Arc<Budget>) {
+        budget.add(self.bytes);
+        self.budget = Some(budget);
+    }
+
+    /// Detaches the budget, giving back what the stream holds (the stream is deleted).
+    pub fn release_budget(&mut self) {
+        if let Some(b) = self.budget.take() {
+            b.sub(self.bytes);
+        }
+    }
+
     /// Puts a message back at restart (in sequence order).
     pub fn restore(&mut self, m: StoredMsg) {
         if m.seq < self.base && !self.slots.is_empty() {
@@ -162,6 +208,9 @@ impl StreamState {
     fn add(&mut self, m: Arc<StoredMsg>) {
         self.msgs += 1;
         self.bytes += m.stored_size();
+        if let Some(b) = &self.budget {
+            b.add(m.stored_size());
+        }
         self.subjects
             .entry(m.subject.clone())
             .or_default()
@@ -175,6 +224,9 @@ impl StreamState {
         let m = self.slots.get_mut(i)?.take()?;
         self.msgs -= 1;
         self.bytes -= m.stored_size();
+        if let Some(b) = &self.budget {
+            b.sub(m.stored_size());
+        }
         if let Some(q) = self.subjects.get_mut(&m.subject) {
             if q.front() == Some(&seq) {
                 q.pop_front();
@@ -435,6 +487,17 @@ impl Stream {
                 ));
             }
         }
+        if st
+            .budget
+            .as_ref()
+            .is_some_and(|b| b.would_exceed(stored_size))
+        {
+            return Err(ApiError::new(
+                400,
+                10002,
+                "resource limits exceeded for account",
+            ));
+        }
         let seq = st.last_seq + 1;
         let m = Arc::new(StoredMsg {
             seq,
@@ -537,9 +600,16 @@ impl Stream {
             let (config, created, last_ts) = (st.config.clone(), st.created, st.last_ts);
             let interest = std::mem::take(&mut st.interest);
             let consumers = st.consumers;
+            let sourced = std::mem::take(&mut st.sourced);
+            let budget = st.budget.take();
+            if let Some(b) = &budget {
+                b.sub(st.bytes);
+            }
             *st = StreamState::new(config, created, last, last_ts);
             st.interest = interest;
             st.consumers = consumers;
+            st.sourced = sourced;
+            st.budget = budget;
             if self.store.is_some() {
                 self.submit(Op::DeletePrefix {
                     table: persist::MSGS,

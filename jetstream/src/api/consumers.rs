@@ -157,6 +157,12 @@ pub(super) fn consumer_create(
     if req.action == "update" {
         return Err(ApiError::consumer_not_found());
     }
+    if let Some(a) = task.accounts.get(acc) {
+        let count: usize = a.streams.values().map(|e| e.consumers.len()).sum();
+        if a.limits.max_consumers >= 0 && count as i64 >= a.limits.max_consumers {
+            return Err(ApiError::max_consumers());
+        }
+    }
     let c = {
         let st = stream_arc.state.locked();
         Consumer::new(name.clone(), stream_arc.clone(), cfg, now_ns(), &st)

@@ -210,9 +210,10 @@ fn usage(task: &Task, acc: &str) -> (u64, u64, usize, usize) {
 }
 
 fn account_info(task: &Task, acc: &str) -> ApiResult {
-    if !task.accounts.contains_key(acc) {
+    let Some(a) = task.accounts.get(acc) else {
         return Err(ApiError::not_enabled_for_account());
-    }
+    };
+    let l = a.limits;
     let (mem, file, streams, consumers) = usage(task, acc);
     let o = &task.shared.opts;
     let mut v = json!({
@@ -223,10 +224,10 @@ fn account_info(task: &Task, acc: &str) -> ApiResult {
         "streams": streams,
         "consumers": consumers,
         "limits": {
-            "max_memory": -1,
-            "max_storage": -1,
-            "max_streams": -1,
-            "max_consumers": -1,
+            "max_memory": l.max_memory,
+            "max_storage": l.max_store,
+            "max_streams": l.max_streams,
+            "max_consumers": l.max_consumers,
             "max_ack_pending": -1,
             "memory_max_stream_bytes": -1,
             "storage_max_stream_bytes": -1,

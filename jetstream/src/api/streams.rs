@@ -65,6 +65,23 @@ pub(super) fn stream_create(task: &mut Task, acc: &str, name: &str, payload: &[u
     }
     check_overlap(task, acc, &cfg)?;
     check_resources(task, &cfg)?;
+    if a.limits.max_streams >= 0 && a.streams.len() as i64 >= a.limits.max_streams {
+        return Err(ApiError::max_streams());
+    }
+    let budget = match cfg.storage {
+        crate::config::Storage::Memory => &a.memory,
+        crate::config::Storage::File => &a.storage,
+    };
+    if budget.limit >= 0 && cfg.max_bytes > budget.limit {
+        return Err(match cfg.storage {
+            crate::config::Storage::Memory => {
+                ApiError::new(500, 10028, "insufficient memory resources available")
+            }
+            crate::config::Storage::File => {
+                ApiError::new(500, 10047, "insufficient storage resources available")
+            }
+        });
+    }
     for src in cfg.mirror.iter().chain(cfg.sources.iter()) {
         if !a.streams.contains_key(&src.name) {
             return Err(ApiError::invalid_config(format!(
@@ -207,6 +224,7 @@ pub(super) fn stream_delete(task: &mut Task, acc: &str, name: &str) -> ApiResult
     }
     let a = task.accounts.get_mut(acc).expect("account exists");
     let e = a.streams.remove(name).expect("stream exists");
+    e.stream.state.locked().release_budget();
     for sub in e.stream.subs.locked().drain(..) {
         sub.close();
         e.stream.account.unsubscribe(&sub);
