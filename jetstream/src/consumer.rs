@@ -439,13 +439,14 @@ impl Consumer {
         )
     }
 
-    /// Sends what a push consumer may send now.
-    pub fn pump_push(&mut self, active: bool, out: &mut Vec<Out>) {
+    /// Sends what a push consumer may send now, at most [`PUMP_LIMIT`] messages; returns
+    /// whether it stopped at the limit (more to send on the next round).
+    pub fn pump_push(&mut self, active: bool, out: &mut Vec<Out>) -> bool {
         let Some(ds) = self.config.deliver_subject.clone() else {
-            return;
+            return false;
         };
         if !active {
-            return;
+            return false;
         }
         let to = Bytes::from(ds);
         let stream = self.stream.clone();
@@ -461,13 +462,14 @@ impl Consumer {
                 out.push(self.flow_control_request(to.clone()));
                 break;
             }
-            if sent >= 4096 {
+            if sent >= PUMP_LIMIT {
                 break;
             }
         }
         if sent > 0 {
             self.last_push = now;
         }
+        sent >= PUMP_LIMIT
     }
 
     fn flow_control_request(&mut self, to: Bytes) -> Out {
@@ -496,14 +498,20 @@ impl Consumer {
     }
 
     /// Serves the waiting pull requests.
-    pub fn pump_pull(&mut self, out: &mut Vec<Out>) {
+    /// Serves the waiting pull requests, at most [`PUMP_LIMIT`] messages; returns whether it
+    /// stopped at the limit.
+    pub fn pump_pull(&mut self, out: &mut Vec<Out>) -> bool {
         if self.waiting.is_empty() {
-            return;
+            return false;
         }
         let stream = self.stream.clone();
         let st = stream.state.locked();
         let now = Instant::now();
+        let mut sent = 0usize;
         while let Some(req) = self.waiting.front() {
+            if sent >= PUMP_LIMIT {
+                return true;
+            }
             let reply = req.reply.clone();
             let Some((m, d)) = self.take_next(&st) else {
                 break;
@@ -531,6 +539,7 @@ impl Consumer {
             let done = req.sent >= req.batch || req.max_bytes < 0;
             let o = self.deliver(&st, &m, d, reply, now);
             out.push(o);
+            sent += 1;
             if done {
                 self.waiting.pop_front();
             }
@@ -549,6 +558,7 @@ impl Consumer {
             }
         }
         self.waiting = keep;
+        false
     }
 
     fn has_deliverable(&self, st: &StreamState) -> bool {
@@ -702,6 +712,10 @@ impl Consumer {
         self.dirty = true;
     }
 }
+
+/// Messages one consumer sends in one round of the task (the rest follow in the next round,
+/// so one large backlog does not hold up the other consumers and requests).
+pub const PUMP_LIMIT: usize = 4096;
 
 /// How often a consumer's position is saved when nothing waits for it.
 pub const SAVE_EVERY: Duration = Duration::from_millis(100);

@@ -860,6 +860,7 @@ impl Task {
     pub(crate) fn flush(&mut self) {
         self.copy_sources();
         let touched: Vec<(String, String)> = self.touched.drain().collect();
+        let mut again = Vec::new();
         for (acc, sname) in touched {
             let Some(a) = self.accounts.get_mut(&acc) else {
                 continue;
@@ -870,12 +871,15 @@ impl Task {
             };
             for c in e.consumers.values_mut() {
                 let mut out = Vec::new();
-                match c.config.deliver_subject.clone() {
+                let more = match c.config.deliver_subject.clone() {
                     Some(ds) => {
                         let active = account.has_interest(ds.as_bytes());
-                        c.pump_push(active, &mut out);
+                        c.pump_push(active, &mut out)
                     }
                     None => c.pump_pull(&mut out),
+                };
+                if more {
+                    again.push((acc.clone(), sname.clone()));
                 }
                 if c.gates_deliveries() && !out.is_empty() {
                     c.urgent = true;
@@ -887,6 +891,8 @@ impl Task {
                 }
             }
         }
+        // Consumers that stopped at their round's limit go on in the next round.
+        self.touched.extend(again);
         self.save_positions(false);
         let mut batch = FlushBatch::default();
         // Outputs run in a row to one inbox (a pull request's batch): the cache keeps its match.
@@ -1087,6 +1093,10 @@ async fn run(mut task: Task, shutdown: CancellationToken) {
             task.flush();
         }
         task.flush();
+        if !task.touched.is_empty() {
+            // A consumer has more to send: another round, after whatever else is waiting.
+            shared.notify.notify_one();
+        }
     }
     task.flush();
     task.save_positions(true);

@@ -322,3 +322,28 @@ async def test_account_limits(server_factory, tmp_path):
         await js.publish("one", b"x" * 100)
     finally:
         await nc.close()
+
+
+@async_test(timeout=60)
+async def test_large_backlogs_reach_push_and_pull_consumers(server_factory, tmp_path):
+    """A backlog of several rounds' worth (4,096 messages a round per consumer) all arrives."""
+    srv = server_factory(args=js_args(tmp_path))
+    async with Clients(srv) as c:
+        nc = await c.connect()
+        js = nc.jetstream()
+        await js.add_stream(name="BIG", subjects=["big"], storage="memory")
+        n = 20_000
+        futs = [await js.publish_async("big", b"x") for _ in range(n)]
+        await asyncio.gather(*futs)
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        await js.add_consumer("BIG", deliver_subject=inbox, ack_policy="none", durable_name="p")
+        for i in range(n):
+            m = await sub.next_msg(timeout=5)
+            assert m.metadata.sequence.stream == i + 1
+        # (Without acknowledgements a consumer stops at max_ack_pending: none is asked here.)
+        pull = await js.pull_subscribe("big", durable="q", config=api.ConsumerConfig(ack_policy="none"))
+        got = 0
+        while got < n:
+            got += len(await pull.fetch(5000, timeout=5))
+        assert got == n
