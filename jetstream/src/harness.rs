@@ -53,6 +53,7 @@ impl Harness {
         let bus = Arc::new(Bus::new());
         let origin = bus.next_conn_id();
         let shared = Arc::new(Shared {
+            acks: Default::default(),
             bus: bus.clone(),
             store: None,
             opts: Options {

@@ -99,8 +99,26 @@ pub struct Counters {
     pub messages: AtomicU64,
 }
 
+/// PubAcks of one commit, sent together once the commit's callbacks ran (one routing pass and
+/// one wake-up per connection per commit, not per message).
+#[derive(Default)]
+pub(crate) struct AckBatch(Mutex<Vec<(Arc<Account>, Message)>>);
+
+impl junction_store::Wake for AckBatch {
+    fn wake(&self) {
+        let acks = std::mem::take(&mut *self.0.locked());
+        let mut batch = FlushBatch::default();
+        let mut cache = MatchCache::new(true);
+        for (account, msg) in &acks {
+            account.publish(&mut cache, msg, &mut batch);
+        }
+        batch.wake_all();
+    }
+}
+
 /// What the sinks and the task share.
 pub struct Shared {
+    pub(crate) acks: Arc<AckBatch>,
     pub(crate) bus: Arc<Bus>,
     pub(crate) store: Option<Arc<Store>>,
     pub(crate) opts: Options,
@@ -203,27 +221,33 @@ impl Sink for CaptureSink {
                     Stored::New(seq) => (*seq, false),
                     Stored::Duplicate(seq) => (*seq, true),
                 };
-                let mut v = json!({"stream": s.name, "seq": seq});
+                // Written directly: this runs once per stored message.
+                let mut v = String::with_capacity(s.name.len() + 48);
+                v.push_str("{\"stream\":");
+                v.push_str(&s.name_json);
+                v.push_str(",\"seq\":");
+                v.push_str(&seq.to_string());
                 if dup {
-                    v["duplicate"] = json!(true);
+                    v.push_str(",\"duplicate\":true");
                 }
                 if let Some(d) = &self.shared.opts.domain {
-                    v["domain"] = json!(d);
+                    v.push_str(",\"domain\":");
+                    v.push_str(&Value::from(d.as_str()).to_string());
                 }
+                v.push('}');
                 v
             }
-            Err(e) => json!({"error": e}),
+            Err(e) => json!({"error": e}).to_string(),
         };
-        let ack = Message::new(
-            reply,
-            None,
-            Bytes::from(body.to_string()),
-            self.shared.origin,
-        );
+        let ack = Message::new(reply, None, Bytes::from(body), self.shared.origin);
         match (&result, s.durable()) {
             (Ok(_), Some(store)) => {
                 let account = s.account.clone();
-                store.then(Box::new(move |_| publish(&account, &ack)));
+                let acks = self.shared.acks.clone();
+                store.then(Box::new(move |wakes| {
+                    acks.0.locked().push((account, ack));
+                    wakes.add(acks);
+                }));
             }
             _ => self.shared.push(Input::Send {
                 account: s.account.clone(),
@@ -364,6 +388,7 @@ impl JetStream {
         let origin = bus.next_conn_id();
         let next_uid = restored.streams.keys().max().map_or(1, |u| u + 1);
         let shared = Arc::new(Shared {
+            acks: Default::default(),
             bus: bus.clone(),
             store,
             opts,
@@ -578,6 +603,7 @@ impl Task {
         }
         let stream = Arc::new(Stream {
             uid,
+            name_json: Value::from(st.config.name.as_str()).to_string(),
             name: st.config.name.clone(),
             account: account.clone(),
             state: Mutex::new(st),

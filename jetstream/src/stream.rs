@@ -45,6 +45,8 @@ impl StoredMsg {
 pub struct Stream {
     pub uid: u64,
     pub name: String,
+    /// The name as a JSON string (the PubAck is written without a serializer).
+    pub name_json: String,
     pub account: Arc<Account>,
     pub state: Mutex<StreamState>,
     /// The store, for file-backed streams when the server has one.
