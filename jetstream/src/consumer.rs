@@ -140,15 +140,22 @@ pub struct AckSubject<'a> {
 
 impl<'a> AckSubject<'a> {
     pub fn parse(subject: &'a str) -> Option<Self> {
-        let t: Vec<&str> = subject.split('.').collect();
-        let off = match t.len() {
-            9 => 2,
-            12.. => 4,
+        let rest = subject.strip_prefix("$JS.ACK.")?;
+        // Without a fixed-size token array: 7 tokens after the prefix, or 10 and more in the
+        // long form (domain and account hash first).
+        let mut t = [""; 10];
+        let mut n = 0;
+        for tok in rest.split('.') {
+            if n < t.len() {
+                t[n] = tok;
+            }
+            n += 1;
+        }
+        let off = match n {
+            7 => 0,
+            10.. => 2,
             _ => return None,
         };
-        if t[0] != "$JS" || t[1] != "ACK" {
-            return None;
-        }
         Some(AckSubject {
             stream: t[off],
             consumer: t[off + 1],

@@ -1,7 +1,7 @@
 //! JetStream driven synchronously, without a runtime or a store, for the fuzz target and unit
 //! tests: requests and publications go in, what reaches `_INBOX.>` comes out.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
@@ -74,7 +74,7 @@ impl Harness {
         let mut task = Task {
             shared,
             accounts: HashMap::new(),
-            touched: HashSet::new(),
+            touched: Default::default(),
             out: Vec::new(),
             after_commit: Vec::new(),
         };

@@ -2,7 +2,7 @@
 //! messages), the per-account state it owns, its timers, and the routing of what consumers
 //! send.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -364,12 +364,53 @@ pub(crate) struct AccountJs {
     pub(crate) storage: Arc<Budget>,
 }
 
+/// The streams (account, name) touched since the last round: a short list, searched without
+/// allocating (acknowledgements touch their stream one by one).
+#[derive(Default)]
+pub(crate) struct Touched(Vec<(String, String)>);
+
+impl Touched {
+    /// Adds a stream; returns whether it was new.
+    pub(crate) fn insert(&mut self, (acc, stream): (String, String)) -> bool {
+        if self.contains(&(acc.clone(), stream.clone())) {
+            return false;
+        }
+        self.0.push((acc, stream));
+        true
+    }
+
+    /// Adds a stream by reference, allocating only when it is new.
+    pub(crate) fn touch(&mut self, acc: &str, stream: &str) {
+        if !self.0.iter().any(|(a, s)| a == acc && s == stream) {
+            self.0.push((acc.to_string(), stream.to_string()));
+        }
+    }
+
+    pub(crate) fn contains(&self, t: &(String, String)) -> bool {
+        self.0.iter().any(|(a, s)| *a == t.0 && *s == t.1)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn drain(&mut self) -> std::vec::Drain<'_, (String, String)> {
+        self.0.drain(..)
+    }
+
+    pub(crate) fn extend(&mut self, more: Vec<(String, String)>) {
+        for t in more {
+            self.insert(t);
+        }
+    }
+}
+
 /// The task's state.
 pub(crate) struct Task {
     pub(crate) shared: Arc<Shared>,
     pub(crate) accounts: HashMap<String, AccountJs>,
     /// Streams whose consumers should look for something to send.
-    pub(crate) touched: HashSet<(String, String)>,
+    pub(crate) touched: Touched,
     pub(crate) out: Vec<(Arc<Account>, Out)>,
     /// Replies to send once the store committed what came before them.
     pub(crate) after_commit: Vec<(Arc<Account>, Out)>,
@@ -401,7 +442,7 @@ impl JetStream {
         let mut task = Task {
             shared: shared.clone(),
             accounts: HashMap::new(),
-            touched: HashSet::new(),
+            touched: Touched::default(),
             out: Vec::new(),
             after_commit: Vec::new(),
         };
@@ -762,10 +803,9 @@ impl Task {
         let Some(kind) = AckKind::parse(payload) else {
             return;
         };
-        let acc_name = account.name().to_string();
         let Some(entry) = self
             .accounts
-            .get_mut(&acc_name)
+            .get_mut(account.name())
             .and_then(|x| x.streams.get_mut(a.stream))
         else {
             return;
@@ -806,7 +846,7 @@ impl Task {
             let mut st = stream.state.locked();
             stream.remove_many(&mut st, remove);
         }
-        self.touched.insert((acc_name, a.stream.to_string()));
+        self.touched.touch(account.name(), a.stream);
         // A double acknowledgement (AckSync) hears back once the position is durable.
         if let (Some(r), false) = (reply, matches!(kind, AckKind::Next(_))) {
             self.reply_after_commit(account, r, Bytes::new());
