@@ -26,36 +26,7 @@ pub fn matches(pattern: &str, subject: &str) -> bool {
     }
 }
 
-/// Whether every subject `sub` can match is also matched by `pattern` (`foo.bar` and `foo.*` are
-/// covered by `foo.>`; `foo.>` is not covered by `foo.*`).
-pub fn covers(pattern: &str, sub: &str) -> bool {
-    let mut p = pattern.split('.');
-    let mut s = sub.split('.');
-    loop {
-        match (p.next(), s.next()) {
-            (Some(">"), Some(_)) => return true,
-            (Some("*"), Some(st)) if st != ">" => {}
-            (Some(pt), Some(st)) if pt == st => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
-
-/// Whether some subject could match both `a` and `b`.
-pub fn overlaps(a: &str, b: &str) -> bool {
-    let mut x = a.split('.');
-    let mut y = b.split('.');
-    loop {
-        match (x.next(), y.next()) {
-            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
-            (Some("*"), Some(_)) | (Some(_), Some("*")) => {}
-            (Some(p), Some(q)) if p == q => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
+pub use junction_core::subject::{covers, overlaps};
 
 /// Whether `s` is a valid pattern: non-empty tokens, `>` only last, wildcards whole tokens.
 pub fn valid_pattern(s: &str) -> bool {

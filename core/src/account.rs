@@ -11,7 +11,7 @@ use crate::conns::Registry;
 use crate::delivery::{self, FlushBatch};
 use crate::message::{ConnId, Message};
 use crate::stats::Stats;
-use crate::sublist::{MatchCache, Sublist, Subscription};
+use crate::sublist::{MatchCache, MatchResult, Sublist, Subscription};
 use crate::Error;
 
 /// The name of the default account, as nats-server calls it.
@@ -121,6 +121,16 @@ impl Account {
             self.sample(&msg.subject);
         }
         let result = cache.lookup(&self.sublist, &msg.subject);
+        self.deliver_matched(result, msg, batch)
+    }
+
+    /// Delivers to a match result; subscriptions that reach their limit are removed.
+    fn deliver_matched(
+        &self,
+        result: &MatchResult,
+        msg: &Message,
+        batch: &mut FlushBatch,
+    ) -> usize {
         if result.is_empty() {
             return 0;
         }
@@ -147,17 +157,7 @@ impl Account {
         batch: &mut FlushBatch,
     ) -> usize {
         let result = cache.lookup(&self.sublist, to);
-        if result.is_empty() {
-            return 0;
-        }
-        let n = delivery::deliver(result, msg, batch);
-        if batch.has_expired() {
-            for sub in batch.take_expired() {
-                self.sublist.remove(&sub);
-                sub.sink.auto_unsubscribed(&sub);
-            }
-        }
-        n
+        self.deliver_matched(result, msg, batch)
     }
 
     /// Whether anyone subscribes to `subject`.

@@ -85,6 +85,37 @@ pub fn matches(filter: &[u8], subject: &[u8]) -> bool {
     }
 }
 
+/// Whether every subject `sub` can match is also matched by `pattern` (`foo.bar` and `foo.*` are
+/// covered by `foo.>`; `foo.>` is not covered by `foo.*`).
+pub fn covers(pattern: &str, sub: &str) -> bool {
+    let mut p = pattern.split('.');
+    let mut s = sub.split('.');
+    loop {
+        match (p.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(st)) if st != ">" => {}
+            (Some(pt), Some(st)) if pt == st => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Whether some subject could match both `a` and `b`.
+pub fn overlaps(a: &str, b: &str) -> bool {
+    let mut x = a.split('.');
+    let mut y = b.split('.');
+    loop {
+        match (x.next(), y.next()) {
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+            (Some("*"), Some(_)) | (Some(_), Some("*")) => {}
+            (Some(p), Some(q)) if p == q => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +157,23 @@ mod tests {
         assert!(matches(b">", b"foo"));
         assert!(matches(b"*.bar", b"foo.bar"));
         assert!(!matches(b"foo.bar", b"foo.baz"));
+    }
+
+    #[test]
+    fn covering_and_overlapping_filters() {
+        assert!(covers("foo.>", "foo.*"));
+        assert!(covers("foo.>", "foo.>"));
+        assert!(covers("a.*", "a.*"));
+        assert!(covers(">", "a.*.c"));
+        assert!(!covers("foo.*", "foo.>"));
+        assert!(!covers("a.b", "a.*"));
+        assert!(!covers("a.>", "a"));
+        assert!(!covers("a.b.c", "a.b"));
+        assert!(overlaps("a.*", "a.b"));
+        assert!(overlaps("*.b", "a.*"));
+        assert!(overlaps(">", "x"));
+        assert!(!overlaps("a.b", "a.c"));
+        assert!(!overlaps("a.*", "a.b.c"));
+        assert!(!overlaps("a.>", "a"));
     }
 }

@@ -328,7 +328,7 @@ impl StreamConfig {
             }
             if self.subjects[..i]
                 .iter()
-                .any(|o| crate::subjects::overlap(o, s))
+                .any(|o| junction_core::subject::overlaps(o, s))
             {
                 return Err(ApiError::invalid_config("duplicate subjects detected"));
             }
@@ -345,7 +345,7 @@ impl StreamConfig {
             if self
                 .subjects
                 .iter()
-                .any(|s| crate::subjects::overlap(s, &r.dest))
+                .any(|s| junction_core::subject::overlaps(s, &r.dest))
             {
                 return Err(ApiError::invalid_config(
                     "stream republish destination forms a cycle",

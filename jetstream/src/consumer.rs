@@ -15,7 +15,6 @@ use crate::config::{AckPolicy, ConsumerConfig, DeliverPolicy};
 use crate::headers;
 use crate::persist::ConsumerRecord;
 use crate::stream::{matches_any, StoredMsg, Stream, StreamState};
-use crate::subjects;
 
 /// One message (or status) for the task to route: to `to`, shown with `subject`.
 pub struct Out {
@@ -183,7 +182,7 @@ impl Consumer {
                 .config
                 .subjects
                 .iter()
-                .all(|s| filters.iter().any(|f| subjects::subset(s, f)));
+                .all(|s| filters.iter().any(|f| junction_core::subject::covers(f, s)));
         let mut lps = VecDeque::new();
         let next = match config.deliver_policy {
             DeliverPolicy::All => st.first_seq(),

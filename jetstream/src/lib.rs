@@ -26,7 +26,6 @@ pub mod headers;
 pub mod persist;
 pub mod service;
 pub mod stream;
-pub mod subjects;
 pub mod time;
 
 pub use persist::{restore, Restored};

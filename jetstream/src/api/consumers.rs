@@ -69,16 +69,24 @@ pub(super) fn consumer_create(
         let st = stream_arc.state.locked();
         let filters = cfg.filters();
         if !filters.is_empty()
-            && !filters
-                .iter()
-                .all(|f| st.config.subjects.iter().any(|s| subjects::overlap(s, f)))
+            && !filters.iter().all(|f| {
+                st.config
+                    .subjects
+                    .iter()
+                    .any(|s| junction_core::subject::overlaps(s, f))
+            })
             && st.config.mirror.is_none()
             && st.config.sources.is_empty()
         {
             return Err(ApiError::filter_not_subset());
         }
         if let Some(ds) = &cfg.deliver_subject {
-            if st.config.subjects.iter().any(|s| subjects::overlap(s, ds)) {
+            if st
+                .config
+                .subjects
+                .iter()
+                .any(|s| junction_core::subject::overlaps(s, ds))
+            {
                 return Err(ApiError::new(
                     400,
                     10081,
@@ -104,9 +112,11 @@ pub(super) fn consumer_create(
                     ));
                 }
                 if of.is_empty()
-                    || of
-                        .iter()
-                        .any(|a| filters.iter().any(|b| subjects::overlap(a, b)))
+                    || of.iter().any(|a| {
+                        filters
+                            .iter()
+                            .any(|b| junction_core::subject::overlaps(a, b))
+                    })
                 {
                     return Err(ApiError::wq_not_unique());
                 }

@@ -19,7 +19,6 @@ use crate::headers;
 use crate::persist;
 use crate::service::{StreamEntry, Task};
 use crate::stream::{now_ns, StreamState};
-use crate::subjects;
 use crate::time::rfc3339;
 
 const PREFIX: &str = "io.nats.jetstream.api.v1.";

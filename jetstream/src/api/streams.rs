@@ -23,12 +23,11 @@ pub(super) fn check_overlap(task: &Task, acc: &str, cfg: &StreamConfig) -> Resul
                 continue;
             }
             let st = e.stream.state.locked();
-            if st
-                .config
-                .subjects
-                .iter()
-                .any(|s| cfg.subjects.iter().any(|n| subjects::overlap(s, n)))
-            {
+            if st.config.subjects.iter().any(|s| {
+                cfg.subjects
+                    .iter()
+                    .any(|n| junction_core::subject::overlaps(s, n))
+            }) {
                 return Err(ApiError::subject_overlap());
             }
         }
@@ -318,7 +317,7 @@ pub(super) fn stream_list(task: &mut Task, acc: &str, payload: &[u8], names: boo
                 .config
                 .subjects
                 .iter()
-                .any(|s| subjects::overlap(s, f)),
+                .any(|s| junction_core::subject::overlaps(s, f)),
         })
         .collect();
     let limit = if names { NAMES_LIMIT } else { LIST_LIMIT };
