@@ -27,6 +27,7 @@ import re
 import statistics
 import threading
 import time
+import urllib.request
 import uuid
 
 import pytest
@@ -516,6 +517,17 @@ def away_subscriber(broker: Broker, cid: str, version: int) -> None:
     assert s.subscribe([("q/t", 1)]).codes == [1]
     s.disconnect()
     s.close()
+    # The server handles the DISCONNECT on its own time: until it has, a publication still
+    # goes to the connected session instead of its queue. Wait until /connz no longer lists it.
+    if broker.http_port:
+        url = f"http://127.0.0.1:{broker.http_port}/connz?mqtt_client={cid}"
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(url, timeout=TIMEOUT) as r:
+                if json.load(r).get("num_connections", 0) == 0:
+                    return
+            time.sleep(0.01)
+        raise AssertionError(f"{cid} still connected {TIMEOUT}s after DISCONNECT")
 
 
 def drain(broker: Broker, cid: str, version: int) -> list:
