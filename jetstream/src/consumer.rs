@@ -454,6 +454,11 @@ impl Consumer {
         if !active {
             return false;
         }
+        if self.config.flow_control && self.fc_waiting.is_some() {
+            // Stalled until the client answers the flow control request (heartbeats name it in
+            // `Nats-Consumer-Stalled`, so a client that missed it can answer).
+            return false;
+        }
         let to = Bytes::from(ds);
         let stream = self.stream.clone();
         let st = stream.state.locked();

@@ -10,6 +10,7 @@ to a promise nats-server does not make (its acknowledgements precede the sync to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import signal
 
@@ -352,3 +353,48 @@ async def test_large_backlogs_reach_push_and_pull_consumers(server_factory, tmp_
         while got < n:
             got += len(await pull.fetch(5000, timeout=5))
         assert got == n
+
+
+@async_test()
+async def test_push_flow_control_stalls_until_answered(server_factory, tmp_path):
+    srv = server_factory(args=js_args(tmp_path))
+    async with Clients(srv) as c:
+        nc = await c.connect()
+        js = nc.jetstream()
+        await js.add_stream(name="FC", subjects=["fc"], storage="memory")
+        payload = b"x" * 10_000
+        for _ in range(300):  # 3 MB
+            await js.publish("fc", payload)
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        await js.add_consumer("FC", deliver_subject=inbox, ack_policy="none", durable_name="f",
+                              flow_control=True, idle_heartbeat=1.0)
+        # Deliveries up to about 1 MB, then a flow control request, then nothing until it is
+        # answered (a heartbeat may come, naming the request as the stall).
+        data, fc = 0, None
+        while fc is None:
+            m = await sub.next_msg(timeout=3)
+            if m.headers and m.headers.get("Status") == "100" and m.reply:
+                fc = m.reply
+            else:
+                data += 1
+        assert 90 <= data < 300, data
+        stalled = []
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 2.5
+        with contextlib.suppress(nats.errors.TimeoutError):
+            while loop.time() < until:
+                stalled.append(await sub.next_msg(timeout=max(0.01, until - loop.time())))
+        assert stalled, "no heartbeat while stalled"
+        assert all(m.headers and m.headers.get("Status") == "100" for m in stalled), stalled
+        beats = [m for m in stalled if m.headers.get("Nats-Consumer-Stalled")]
+        assert all(m.headers["Nats-Consumer-Stalled"] == fc for m in beats)
+        # Answering releases the rest.
+        await nc.publish(fc, b"")
+        while data < 300:
+            m = await sub.next_msg(timeout=3)
+            if m.headers and m.headers.get("Status") == "100":
+                if m.reply:
+                    await nc.publish(m.reply, b"")
+                continue
+            data += 1
