@@ -10,7 +10,8 @@ use junction_core::sync::Lock;
 use junction_core::{Account, Bus, ConnId, Delivery, FlushBatch, Message, Sink, Subscription};
 use tokio::sync::Notify;
 
-use crate::service::{publish, Counters, Options, Shared, Task};
+use crate::service::{Counters, Options, Shared, Task};
+use crate::sinks::publish;
 
 /// Collects what reaches a subscription (the harness's replies).
 struct Collect(Mutex<Vec<Message>>);

@@ -15,6 +15,8 @@
 //! - [`api`]: the `$JS.API` requests.
 //! - [`persist`]: the records in the store and reading them back.
 //! - [`service`]: the task, its inputs and the routing of what consumers send.
+//! - `sinks`: the subscriptions' sinks (service subjects, stream capture, PubAck batches).
+//! - `sources`: mirrors and sources between streams.
 //! - [`harness`]: the task driven synchronously, for the fuzz target and tests.
 
 pub mod api;
@@ -25,6 +27,8 @@ pub mod harness;
 pub mod headers;
 pub mod persist;
 pub mod service;
+mod sinks;
+mod sources;
 pub mod stream;
 pub mod time;
 

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use junction_core::sync::Lock;
 use junction_core::{
-    Account, Bus, ConnId, Delivery, DeliveryFacts, FlushBatch, MatchCache, Message, Sink,
-    Subscription,
+    Account, Bus, ConnId, DeliveryFacts, FlushBatch, MatchCache, Message, Sink, Subscription,
 };
 use junction_store::Store;
 use serde_json::{json, Value};
@@ -21,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Retention, Storage};
 use crate::consumer::{AckKind, AckSubject, Consumer, Out};
 use crate::persist::{self, Restored};
-use crate::stream::{now_ns, Budget, Stored, Stream, StreamState};
+use crate::sinks::{AckBatch, CaptureSink, Kind, ServiceSink};
+use crate::stream::{now_ns, Budget, Stream, StreamState};
 
 /// How JetStream is configured (`jetstream {}` and `-js`).
 #[derive(Debug, Clone)]
@@ -99,23 +99,6 @@ pub struct Counters {
     pub messages: AtomicU64,
 }
 
-/// PubAcks of one commit, sent together once the commit's callbacks ran (one routing pass and
-/// one wake-up per connection per commit, not per message).
-#[derive(Default)]
-pub(crate) struct AckBatch(Mutex<Vec<(Arc<Account>, Message)>>);
-
-impl junction_store::Wake for AckBatch {
-    fn wake(&self) {
-        let acks = std::mem::take(&mut *self.0.locked());
-        let mut batch = FlushBatch::default();
-        let mut cache = MatchCache::new(true);
-        for (account, msg) in &acks {
-            account.publish(&mut cache, msg, &mut batch);
-        }
-        batch.wake_all();
-    }
-}
-
 /// What the sinks and the task share.
 pub struct Shared {
     pub(crate) acks: Arc<AckBatch>,
@@ -143,208 +126,6 @@ impl Shared {
 /// The running JetStream service.
 pub struct JetStream {
     shared: Arc<Shared>,
-}
-
-/// What a `$JS.API`, `$JS.ACK` or `$JS.FC` subscription hands to the task.
-#[derive(Clone, Copy)]
-enum Kind {
-    Api,
-    Ack,
-    FlowControl,
-}
-
-struct ServiceSink {
-    shared: Arc<Shared>,
-    account: Arc<Account>,
-    kind: Kind,
-}
-
-impl Sink for ServiceSink {
-    fn deliver(&self, _sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
-        let account = self.account.clone();
-        let subject = msg.subject.clone();
-        let payload = batch.kept_payload(&msg.payload);
-        let input = match self.kind {
-            Kind::Api => Input::Api {
-                account,
-                subject,
-                reply: msg.reply.clone(),
-                payload,
-            },
-            Kind::Ack => Input::Ack {
-                account,
-                subject,
-                reply: msg.reply.clone(),
-                payload,
-            },
-            Kind::FlowControl => Input::FlowControl { account, subject },
-        };
-        self.shared.push(input);
-        Delivery::Queued
-    }
-
-    fn flush(&self) {}
-}
-
-/// The sink of a stream's subjects: stores what is published.
-pub(crate) struct CaptureSink {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) stream: Arc<Stream>,
-}
-
-impl Sink for CaptureSink {
-    fn deliver(&self, _sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
-        let payload = batch.kept_payload(&msg.payload);
-        let headers = msg.header_block().cloned();
-        let s = &self.stream;
-        let result = s.publish(&msg.subject, headers.as_ref(), payload, now_ns());
-        if matches!(result, Ok(Stored::New(_)))
-            && !s.signaled.swap(true, std::sync::atomic::Ordering::AcqRel)
-        {
-            self.shared.push(Input::Appended(s.clone()));
-        }
-        let (no_ack, republish) = {
-            let st = s.state.locked();
-            (st.config.no_ack, st.config.republish.clone())
-        };
-        if let (Some(rp), Ok(Stored::New(seq))) = (&republish, &result) {
-            if junction_core::subject::matches(rp.src.as_bytes(), &msg.subject) {
-                self.republish(rp, msg, *seq, headers.as_ref());
-            }
-        }
-        let Some(reply) = msg.reply.clone().filter(|_| !no_ack) else {
-            return Delivery::Queued;
-        };
-        let body = match &result {
-            Ok(stored) => {
-                let (seq, dup) = match stored {
-                    Stored::New(seq) => (*seq, false),
-                    Stored::Duplicate(seq) => (*seq, true),
-                };
-                // Written directly: this runs once per stored message.
-                let mut v = String::with_capacity(s.name.len() + 48);
-                v.push_str("{\"stream\":");
-                v.push_str(&s.name_json);
-                v.push_str(",\"seq\":");
-                v.push_str(&seq.to_string());
-                if dup {
-                    v.push_str(",\"duplicate\":true");
-                }
-                if let Some(d) = &self.shared.opts.domain {
-                    v.push_str(",\"domain\":");
-                    v.push_str(&Value::from(d.as_str()).to_string());
-                }
-                v.push('}');
-                v
-            }
-            Err(e) => json!({"error": e}).to_string(),
-        };
-        let ack = Message::new(reply, None, Bytes::from(body), self.shared.origin);
-        match (&result, s.durable()) {
-            (Ok(_), Some(store)) => {
-                let account = s.account.clone();
-                let acks = self.shared.acks.clone();
-                store.then(Box::new(move |wakes| {
-                    acks.0.locked().push((account, ack));
-                    wakes.add(acks);
-                }));
-            }
-            _ => self.shared.push(Input::Send {
-                account: s.account.clone(),
-                msg: ack,
-            }),
-        }
-        Delivery::Queued
-    }
-
-    fn flush(&self) {}
-}
-
-impl CaptureSink {
-    fn republish(
-        &self,
-        rp: &crate::config::RePublish,
-        msg: &Message,
-        seq: u64,
-        headers: Option<&Bytes>,
-    ) {
-        let st = self.stream.state.locked();
-        let last = st
-            .subjects
-            .get(&msg.subject[..])
-            .and_then(|q| q.iter().rev().nth(1).copied())
-            .unwrap_or(0);
-        drop(st);
-        let seq_s = seq.to_string();
-        let last_s = last.to_string();
-        let subject = std::str::from_utf8(&msg.subject).unwrap_or_default();
-        let size = msg.payload.len().to_string();
-        let mut fields = vec![
-            ("Nats-Stream", self.stream.name.as_str()),
-            ("Nats-Subject", subject),
-            ("Nats-Sequence", seq_s.as_str()),
-            ("Nats-Last-Sequence", last_s.as_str()),
-        ];
-        if rp.headers_only {
-            fields.push(("Nats-Msg-Size", size.as_str()));
-        }
-        let hdrs = crate::headers::with(&fields, headers.map(|h| &h[..]));
-        let dest = map_republish(&rp.src, &rp.dest, subject);
-        let out = Message {
-            subject: Bytes::from(dest),
-            reply: None,
-            headers: Some(hdrs),
-            payload: if rp.headers_only {
-                Bytes::new()
-            } else {
-                msg.payload.clone()
-            },
-            facts: DeliveryFacts::from_origin(self.shared.origin),
-            extra: None,
-        };
-        self.shared.push(Input::Send {
-            account: self.stream.account.clone(),
-            msg: out,
-        });
-    }
-}
-
-/// A republish destination with `{{wildcard(n)}}` filled from `subject`'s wildcard tokens (and
-/// a `>` destination taking the subject's remaining tokens).
-fn map_republish(src: &str, dest: &str, subject: &str) -> String {
-    let src_t: Vec<&str> = src.split('.').collect();
-    let subj_t: Vec<&str> = subject.split('.').collect();
-    let mut wild: Vec<String> = Vec::new();
-    for (i, t) in src_t.iter().enumerate() {
-        match *t {
-            "*" => wild.push(subj_t.get(i).copied().unwrap_or_default().to_string()),
-            ">" => wild.push(subj_t.get(i..).map(|r| r.join(".")).unwrap_or_default()),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    for t in dest.split('.') {
-        if let Some(n) = t
-            .strip_prefix("{{wildcard(")
-            .and_then(|r| r.strip_suffix(")}}"))
-            .and_then(|n| n.trim().parse::<usize>().ok())
-        {
-            out.push(wild.get(n.wrapping_sub(1)).cloned().unwrap_or_default());
-        } else if t == ">" {
-            out.push(wild.last().cloned().unwrap_or_else(|| subject.to_string()));
-        } else {
-            out.push(t.to_string());
-        }
-    }
-    out.join(".")
-}
-
-/// Publishes `msg` into `account` (on whatever thread the caller runs: the task, or the store's
-/// writer after a commit).
-pub(crate) fn publish(account: &Account, msg: &Message) {
-    let mut batch = FlushBatch::default();
-    account.publish(&mut MatchCache::new(false), msg, &mut batch);
-    batch.wake_all();
 }
 
 /// One stream and its consumers, as the task holds them.
@@ -1001,45 +782,6 @@ impl Task {
         }
     }
 
-    /// Mirrors and sourcing streams copy what their sources gained (within the account), for
-    /// every touched source; a copy touches the copying stream, so chains follow (bounded).
-    pub(crate) fn copy_sources(&mut self) {
-        for _ in 0..8 {
-            let mut more = Vec::new();
-            for (acc, a) in &self.accounts {
-                for (name, e) in &a.streams {
-                    let (mirror, sources) = {
-                        let st = e.stream.state.locked();
-                        (st.config.mirror.clone(), st.config.sources.clone())
-                    };
-                    let list: Vec<(crate::config::StreamSource, bool)> = mirror
-                        .into_iter()
-                        .map(|m| (m, true))
-                        .chain(sources.into_iter().map(|s| (s, false)))
-                        .collect();
-                    for (src, is_mirror) in list {
-                        if !self.touched.contains(&(acc.clone(), src.name.clone())) {
-                            continue;
-                        }
-                        let Some(from) = a.streams.get(&src.name) else {
-                            continue;
-                        };
-                        if copy_from(&from.stream, &e.stream, &src, is_mirror) {
-                            more.push((acc.clone(), name.clone()));
-                        }
-                    }
-                }
-            }
-            let mut grew = false;
-            for t in more {
-                grew |= self.touched.insert(t);
-            }
-            if !grew {
-                break;
-            }
-        }
-    }
-
     /// Submits the records of consumers whose position changed: at once when something waits
     /// for it (`urgent`), otherwise at most every [`crate::consumer::SAVE_EVERY`] (`all`:
     /// every changed one, at shutdown).
@@ -1082,62 +824,6 @@ impl Task {
     }
 }
 
-/// Copies what `from` holds past `to`'s position for it (at most 10,000 messages a round);
-/// returns whether anything was copied.
-fn copy_from(
-    from: &Arc<Stream>,
-    to: &Arc<Stream>,
-    src: &crate::config::StreamSource,
-    is_mirror: bool,
-) -> bool {
-    let start = to
-        .state
-        .locked()
-        .sourced
-        .get(&src.name)
-        .copied()
-        .unwrap_or_else(|| (src.opt_start_seq.max(1)) as u64);
-    let filters: Vec<String> = if src.filter_subject.is_empty() {
-        Vec::new()
-    } else {
-        vec![src.filter_subject.clone()]
-    };
-    let (msgs, next) = {
-        let st = from.state.locked();
-        let mut msgs = Vec::new();
-        let mut seq = start;
-        while msgs.len() < 10_000 {
-            let Some(s) = st.next_matching(seq, &filters) else {
-                break;
-            };
-            if let Some(m) = st.get(s) {
-                msgs.push(m.clone());
-            }
-            seq = s + 1;
-        }
-        let next = if msgs.len() < 10_000 {
-            st.last_seq + 1
-        } else {
-            seq
-        };
-        (msgs, next.max(start))
-    };
-    if next == start {
-        return false;
-    }
-    for m in &msgs {
-        if is_mirror {
-            to.mirror_append(m);
-        } else {
-            let _ = to.publish(&m.subject, m.headers.as_ref(), m.payload.clone(), m.ts);
-        }
-    }
-    let mut st = to.state.locked();
-    st.sourced.insert(src.name.clone(), next);
-    to.save_meta(&st);
-    !msgs.is_empty()
-}
-
 async fn run(mut task: Task, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1167,16 +853,4 @@ async fn run(mut task: Task, shutdown: CancellationToken) {
     task.flush();
     task.save_positions(true);
     task.shutdown();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn republish_destinations() {
-        assert_eq!(map_republish(">", "re.>", "a.b"), "re.a.b");
-        assert_eq!(map_republish("a.*.c", "x.{{wildcard(1)}}", "a.B.c"), "x.B");
-        assert_eq!(map_republish("a.>", "copy", "a.b"), "copy");
-    }
 }

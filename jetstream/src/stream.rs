@@ -404,7 +404,18 @@ impl Stream {
         payload: Bytes,
         now: i64,
     ) -> PublishResult {
-        let mut st = self.state.locked();
+        self.publish_locked(&mut self.state.locked(), subj, hdrs, payload, now)
+    }
+
+    /// [`Stream::publish`] under a lock the caller holds (it reads more of the state with it).
+    pub fn publish_locked(
+        &self,
+        st: &mut StreamState,
+        subj: &Bytes,
+        hdrs: Option<&Bytes>,
+        payload: Bytes,
+        now: i64,
+    ) -> PublishResult {
         let cfg = &st.config;
         if cfg.sealed {
             return Err(ApiError::sealed());
@@ -525,7 +536,7 @@ impl Stream {
             // Nobody is interested: the sequence is used and nothing is kept.
             st.base = seq + 1;
             if st.msgs == 0 {
-                self.save_meta(&st);
+                self.save_meta(st);
             }
             return Ok(Stored::New(seq));
         }
@@ -533,7 +544,7 @@ impl Stream {
             self.submit(persist::insert_msg_op(self.uid, &m));
         }
         st.add(m);
-        self.enforce_limits(&mut st, subj, seq, rollup);
+        self.enforce_limits(st, subj, seq, rollup);
         Ok(Stored::New(seq))
     }
 

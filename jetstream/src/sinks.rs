@@ -1,0 +1,248 @@
+//! The sinks JetStream subscribes with: the service subjects (`$JS.API`, `$JS.ACK`, `$JS.FC`)
+//! hand their messages to the task; a stream's capture sink stores what is published on the
+//! publisher's own task and answers with a PubAck (after the commit, for a file stream).
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use junction_core::sync::Lock;
+use junction_core::{
+    Account, Delivery, DeliveryFacts, FlushBatch, MatchCache, Message, Sink, Subscription,
+};
+use serde_json::{json, Value};
+
+use crate::service::{Input, Shared};
+use crate::stream::{now_ns, Stored, Stream};
+
+/// PubAcks of one commit, sent together once the commit's callbacks ran (one routing pass and
+/// one wake-up per connection per commit, not per message).
+#[derive(Default)]
+pub(crate) struct AckBatch(Mutex<Vec<(Arc<Account>, Message)>>);
+
+impl junction_store::Wake for AckBatch {
+    fn wake(&self) {
+        let acks = std::mem::take(&mut *self.0.locked());
+        let mut batch = FlushBatch::default();
+        let mut cache = MatchCache::new(true);
+        for (account, msg) in &acks {
+            account.publish(&mut cache, msg, &mut batch);
+        }
+        batch.wake_all();
+    }
+}
+
+/// What a `$JS.API`, `$JS.ACK` or `$JS.FC` subscription hands to the task.
+#[derive(Clone, Copy)]
+pub(crate) enum Kind {
+    Api,
+    Ack,
+    FlowControl,
+}
+
+pub(crate) struct ServiceSink {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) account: Arc<Account>,
+    pub(crate) kind: Kind,
+}
+
+impl Sink for ServiceSink {
+    fn deliver(&self, _sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
+        let account = self.account.clone();
+        let subject = msg.subject.clone();
+        let payload = batch.kept_payload(&msg.payload);
+        let input = match self.kind {
+            Kind::Api => Input::Api {
+                account,
+                subject,
+                reply: msg.reply.clone(),
+                payload,
+            },
+            Kind::Ack => Input::Ack {
+                account,
+                subject,
+                reply: msg.reply.clone(),
+                payload,
+            },
+            Kind::FlowControl => Input::FlowControl { account, subject },
+        };
+        self.shared.push(input);
+        Delivery::Queued
+    }
+
+    fn flush(&self) {}
+}
+
+/// The sink of a stream's subjects: stores what is published.
+pub(crate) struct CaptureSink {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) stream: Arc<Stream>,
+}
+
+impl Sink for CaptureSink {
+    fn deliver(&self, _sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
+        let payload = batch.kept_payload(&msg.payload);
+        let headers = msg.header_block().cloned();
+        let s = &self.stream;
+        // One lock for the publication and the settings that say what follows it.
+        let (result, no_ack, republish) = {
+            let mut st = s.state.locked();
+            let result =
+                s.publish_locked(&mut st, &msg.subject, headers.as_ref(), payload, now_ns());
+            (result, st.config.no_ack, st.config.republish.clone())
+        };
+        if matches!(result, Ok(Stored::New(_)))
+            && !s.signaled.swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            self.shared.push(Input::Appended(s.clone()));
+        }
+        if let (Some(rp), Ok(Stored::New(seq))) = (&republish, &result) {
+            if junction_core::subject::matches(rp.src.as_bytes(), &msg.subject) {
+                self.republish(rp, msg, *seq, headers.as_ref());
+            }
+        }
+        let Some(reply) = msg.reply.clone().filter(|_| !no_ack) else {
+            return Delivery::Queued;
+        };
+        let body = match &result {
+            Ok(stored) => {
+                let (seq, dup) = match stored {
+                    Stored::New(seq) => (*seq, false),
+                    Stored::Duplicate(seq) => (*seq, true),
+                };
+                // Written directly: this runs once per stored message.
+                let mut v = String::with_capacity(s.name.len() + 48);
+                v.push_str("{\"stream\":");
+                v.push_str(&s.name_json);
+                v.push_str(",\"seq\":");
+                v.push_str(&seq.to_string());
+                if dup {
+                    v.push_str(",\"duplicate\":true");
+                }
+                if let Some(d) = &self.shared.opts.domain {
+                    v.push_str(",\"domain\":");
+                    v.push_str(&Value::from(d.as_str()).to_string());
+                }
+                v.push('}');
+                v
+            }
+            Err(e) => json!({"error": e}).to_string(),
+        };
+        let ack = Message::new(reply, None, Bytes::from(body), self.shared.origin);
+        match (&result, s.durable()) {
+            (Ok(_), Some(store)) => {
+                let account = s.account.clone();
+                let acks = self.shared.acks.clone();
+                store.then(Box::new(move |wakes| {
+                    acks.0.locked().push((account, ack));
+                    wakes.add(acks);
+                }));
+            }
+            _ => self.shared.push(Input::Send {
+                account: s.account.clone(),
+                msg: ack,
+            }),
+        }
+        Delivery::Queued
+    }
+
+    fn flush(&self) {}
+}
+
+impl CaptureSink {
+    fn republish(
+        &self,
+        rp: &crate::config::RePublish,
+        msg: &Message,
+        seq: u64,
+        headers: Option<&Bytes>,
+    ) {
+        let st = self.stream.state.locked();
+        let last = st
+            .subjects
+            .get(&msg.subject[..])
+            .and_then(|q| q.iter().rev().nth(1).copied())
+            .unwrap_or(0);
+        drop(st);
+        let seq_s = seq.to_string();
+        let last_s = last.to_string();
+        let subject = std::str::from_utf8(&msg.subject).unwrap_or_default();
+        let size = msg.payload.len().to_string();
+        let mut fields = vec![
+            ("Nats-Stream", self.stream.name.as_str()),
+            ("Nats-Subject", subject),
+            ("Nats-Sequence", seq_s.as_str()),
+            ("Nats-Last-Sequence", last_s.as_str()),
+        ];
+        if rp.headers_only {
+            fields.push(("Nats-Msg-Size", size.as_str()));
+        }
+        let hdrs = crate::headers::with(&fields, headers.map(|h| &h[..]));
+        let dest = map_republish(&rp.src, &rp.dest, subject);
+        let out = Message {
+            subject: Bytes::from(dest),
+            reply: None,
+            headers: Some(hdrs),
+            payload: if rp.headers_only {
+                Bytes::new()
+            } else {
+                msg.payload.clone()
+            },
+            facts: DeliveryFacts::from_origin(self.shared.origin),
+            extra: None,
+        };
+        self.shared.push(Input::Send {
+            account: self.stream.account.clone(),
+            msg: out,
+        });
+    }
+}
+
+/// A republish destination with `{{wildcard(n)}}` filled from `subject`'s wildcard tokens (and
+/// a `>` destination taking the subject's remaining tokens).
+fn map_republish(src: &str, dest: &str, subject: &str) -> String {
+    let src_t: Vec<&str> = src.split('.').collect();
+    let subj_t: Vec<&str> = subject.split('.').collect();
+    let mut wild: Vec<String> = Vec::new();
+    for (i, t) in src_t.iter().enumerate() {
+        match *t {
+            "*" => wild.push(subj_t.get(i).copied().unwrap_or_default().to_string()),
+            ">" => wild.push(subj_t.get(i..).map(|r| r.join(".")).unwrap_or_default()),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for t in dest.split('.') {
+        if let Some(n) = t
+            .strip_prefix("{{wildcard(")
+            .and_then(|r| r.strip_suffix(")}}"))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+        {
+            out.push(wild.get(n.wrapping_sub(1)).cloned().unwrap_or_default());
+        } else if t == ">" {
+            out.push(wild.last().cloned().unwrap_or_else(|| subject.to_string()));
+        } else {
+            out.push(t.to_string());
+        }
+    }
+    out.join(".")
+}
+
+/// Publishes `msg` into `account` (on whatever thread the caller runs: the task, or the store's
+/// writer after a commit).
+pub(crate) fn publish(account: &Account, msg: &Message) {
+    let mut batch = FlushBatch::default();
+    account.publish(&mut MatchCache::new(false), msg, &mut batch);
+    batch.wake_all();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn republish_destinations() {
+        assert_eq!(map_republish(">", "re.>", "a.b"), "re.a.b");
+        assert_eq!(map_republish("a.*.c", "x.{{wildcard(1)}}", "a.B.c"), "x.B");
+        assert_eq!(map_republish("a.>", "copy", "a.b"), "copy");
+    }
+}

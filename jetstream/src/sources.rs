@@ -1,0 +1,106 @@
+//! Mirrors and sources between streams of one account: each round, a stream copies what its
+//! sources gained since its recorded position.
+
+use std::sync::Arc;
+
+use junction_core::sync::Lock;
+
+use crate::service::Task;
+use crate::stream::Stream;
+
+impl Task {
+    /// Mirrors and sourcing streams copy what their sources gained (within the account), for
+    /// every touched source; a copy touches the copying stream, so chains follow (bounded).
+    pub(crate) fn copy_sources(&mut self) {
+        for _ in 0..8 {
+            let mut more = Vec::new();
+            for (acc, a) in &self.accounts {
+                for (name, e) in &a.streams {
+                    let (mirror, sources) = {
+                        let st = e.stream.state.locked();
+                        (st.config.mirror.clone(), st.config.sources.clone())
+                    };
+                    let list: Vec<(crate::config::StreamSource, bool)> = mirror
+                        .into_iter()
+                        .map(|m| (m, true))
+                        .chain(sources.into_iter().map(|s| (s, false)))
+                        .collect();
+                    for (src, is_mirror) in list {
+                        if !self.touched.contains(&(acc.clone(), src.name.clone())) {
+                            continue;
+                        }
+                        let Some(from) = a.streams.get(&src.name) else {
+                            continue;
+                        };
+                        if copy_from(&from.stream, &e.stream, &src, is_mirror) {
+                            more.push((acc.clone(), name.clone()));
+                        }
+                    }
+                }
+            }
+            let mut grew = false;
+            for t in more {
+                grew |= self.touched.insert(t);
+            }
+            if !grew {
+                break;
+            }
+        }
+    }
+}
+
+/// Copies what `from` holds past `to`'s position for it (at most 10,000 messages a round);
+/// returns whether anything was copied.
+fn copy_from(
+    from: &Arc<Stream>,
+    to: &Arc<Stream>,
+    src: &crate::config::StreamSource,
+    is_mirror: bool,
+) -> bool {
+    let start = to
+        .state
+        .locked()
+        .sourced
+        .get(&src.name)
+        .copied()
+        .unwrap_or_else(|| (src.opt_start_seq.max(1)) as u64);
+    let filters: Vec<String> = if src.filter_subject.is_empty() {
+        Vec::new()
+    } else {
+        vec![src.filter_subject.clone()]
+    };
+    let (msgs, next) = {
+        let st = from.state.locked();
+        let mut msgs = Vec::new();
+        let mut seq = start;
+        while msgs.len() < 10_000 {
+            let Some(s) = st.next_matching(seq, &filters) else {
+                break;
+            };
+            if let Some(m) = st.get(s) {
+                msgs.push(m.clone());
+            }
+            seq = s + 1;
+        }
+        let next = if msgs.len() < 10_000 {
+            st.last_seq + 1
+        } else {
+            seq
+        };
+        (msgs, next.max(start))
+    };
+    if next == start {
+        return false;
+    }
+    for m in &msgs {
+        if is_mirror {
+            to.mirror_append(m);
+        } else {
+            let _ = to.publish(&m.subject, m.headers.as_ref(), m.payload.clone(), m.ts);
+        }
+    }
+    let mut st = to.state.locked();
+    st.sourced.insert(src.name.clone(), next);
+    to.save_meta(&st);
+    !msgs.is_empty()
+}
