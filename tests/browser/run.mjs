@@ -1,11 +1,13 @@
-// Runs examples/ws-demo in headless Chromium (Debian's /usr/bin/chromium, through
-// playwright-core) against a Junction WebSocket listener, and lets a test drive it.
+// Opens examples/ws-demo as Junction itself serves it (http://HOST:HTTP_PORT/demo/) in headless
+// Chromium (Debian's /usr/bin/chromium, through playwright-core), and lets a test drive it.
 //
-//   node run.mjs --host 127.0.0.1 --port WS_PORT [--chromium /usr/bin/chromium] [--screenshot FILE]
+//   node run.mjs --url http://127.0.0.1:HTTP_PORT/demo/ [--chromium /usr/bin/chromium] [--timeout-ms N]
 //
-// It serves the demo page and the two client libraries from node_modules on a static
-// HTTP server on 127.0.0.1 (random port), opens the page, waits until both the NATS
-// and the MQTT connection are up, and prints one JSON object per line on stdout:
+// The page loads nats.ws and mqtt.js from their pinned jsDelivr addresses; with no Internet here,
+// the runner answers exactly those two requests from node_modules, after checking that the pinned
+// versions are the installed ones. Any other request off the Junction server fails the run.
+// It waits until both the NATS and the MQTT connection are up, and prints one JSON object per
+// line on stdout:
 //   {"event":"ready","url":...}            both clients connected and subscribed
 //   {"event":"status","nats":...,"mqtt":...} the status texts, when the page failed to connect
 //   {"event":"published","via":"nats"|"mqtt","text":...}
@@ -17,7 +19,6 @@
 //   {"cmd":"messages"}
 //   {"cmd":"screenshot","path":"..."}
 //   {"cmd":"quit"}
-import { createServer } from "node:http";
 import { readFile } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import path from "node:path";
@@ -25,58 +26,37 @@ import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const repo = path.resolve(here, "..", "..");
-const demoDir = path.join(repo, "examples", "ws-demo");
 const modules = path.join(here, "node_modules");
 
 function arg(name, dflt) {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : dflt;
 }
-const wsHost = arg("host", "127.0.0.1");
-const wsPort = arg("port");
+const pageUrl = arg("url");
 const chromiumPath = arg("chromium", process.env.CHROMIUM_BIN || "/usr/bin/chromium");
 const timeoutMs = Number(arg("timeout-ms", "20000"));
-if (!wsPort) {
-  console.error("usage: node run.mjs --host HOST --port WS_PORT");
+if (!pageUrl) {
+  console.error("usage: node run.mjs --url http://HOST:HTTP_PORT/demo/");
   process.exit(2);
 }
 
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 
-const FILES = {
-  "/": [path.join(demoDir, "index.html"), "text/html; charset=utf-8"],
-  "/index.html": [path.join(demoDir, "index.html"), "text/html; charset=utf-8"],
-  "/demo.js": [path.join(demoDir, "demo.js"), "text/javascript; charset=utf-8"],
-  "/vendor/nats.js": [path.join(modules, "nats.ws", "esm", "nats.js"), "text/javascript; charset=utf-8"],
-  "/vendor/mqtt.min.js": [path.join(modules, "mqtt", "dist", "mqtt.min.js"), "text/javascript; charset=utf-8"],
+async function installed(pkg) {
+  return JSON.parse(await readFile(path.join(modules, pkg, "package.json"), "utf8")).version;
+}
+// The CDN addresses the page uses, answered from node_modules (same version, or the run fails).
+const CDN = {
+  [`https://cdn.jsdelivr.net/npm/nats.ws@${await installed("nats.ws")}/esm/nats.js`]:
+    path.join(modules, "nats.ws", "esm", "nats.js"),
+  [`https://cdn.jsdelivr.net/npm/mqtt@${await installed("mqtt")}/dist/mqtt.min.js`]:
+    path.join(modules, "mqtt", "dist", "mqtt.min.js"),
 };
-
-const http = createServer(async (req, res) => {
-  const pathname = new URL(req.url, "http://x").pathname;
-  if (pathname === "/favicon.ico") {
-    res.writeHead(204).end();
-    return;
-  }
-  const entry = FILES[pathname];
-  if (!entry) {
-    res.writeHead(404, { "content-type": "text/plain" }).end("not found");
-    return;
-  }
-  try {
-    const body = await readFile(entry[0]);
-    res.writeHead(200, { "content-type": entry[1], "cache-control": "no-store" }).end(body);
-  } catch (err) {
-    res.writeHead(500, { "content-type": "text/plain" }).end(String(err));
-  }
-});
-await new Promise((resolve) => http.listen(0, "127.0.0.1", resolve));
-const pageUrl = `http://127.0.0.1:${http.address().port}/?host=${encodeURIComponent(wsHost)}&port=${wsPort}`;
+const origin = new URL(pageUrl).origin;
 
 let browser;
 async function finish(code) {
   try { if (browser) await browser.close(); } catch {}
-  http.close();
   process.exit(code);
 }
 
@@ -91,6 +71,22 @@ try {
   page.setDefaultTimeout(timeoutMs);
   page.on("console", (m) => emit({ event: "console", type: m.type(), text: m.text() }));
   page.on("pageerror", (e) => emit({ event: "pageerror", message: String(e) }));
+  await page.route("**/*", async (route) => {
+    const url = route.request().url();
+    const file = CDN[url];
+    if (file) {
+      const body = await readFile(file);
+      return route.fulfill({
+        status: 200,
+        body,
+        headers: { "content-type": "text/javascript; charset=utf-8", "access-control-allow-origin": "*" },
+      });
+    }
+    const u = new URL(url);
+    if (u.origin === origin || u.protocol === "ws:" || u.protocol === "wss:") return route.continue();
+    emit({ event: "error", message: `the page fetched ${url}, which is neither Junction nor a pinned library` });
+    return route.abort();
+  });
   await page.goto(pageUrl);
 
   // Both statuses leave "connecting" (connected, or an error shown on the page).

@@ -1,8 +1,10 @@
 """A real browser on Junction's WebSocket listener, end to end.
 
 Headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core from
-tests/browser) opens the demo page examples/ws-demo, which connects with nats.ws
-to ws://127.0.0.1:PORT and with mqtt.js to ws://127.0.0.1:PORT/mqtt. On the
+tests/browser) opens the demo page examples/ws-demo as Junction serves it at
+/demo/ on the monitoring port; the page finds the WebSocket listener itself and
+connects with nats.ws to ws://127.0.0.1:PORT and with mqtt.js to
+ws://127.0.0.1:PORT/mqtt. On the
 other side nats-py and paho-mqtt over TCP publish to the page and receive what
 the page publishes; the test asserts what the page shows in its DOM.
 
@@ -21,13 +23,14 @@ import shutil
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 import pytest
 
 from conftest import REPO, Clients, async_test, sync_subs
 from mqtt_helpers import V5, Broker, Mqtt, _MQTT_LISTEN_RE
-from ws_helpers import ws_port_of
 
 BROWSER_DIR = REPO / "tests" / "browser"
 RUNNER = BROWSER_DIR / "run.mjs"
@@ -94,6 +97,17 @@ class NodeRunner:
             if ev.get("event") in ("error", "exit", "pageerror"):
                 raise AssertionError(f"browser runner: {ev}; output:\n{self.log_text()}")
 
+    def expect_logged(self, kind: str) -> dict:
+        """An event of ``kind`` already printed (after expect() failed on a later one)."""
+        for line in self.log:
+            try:
+                ev = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(ev, dict) and ev.get("event") == kind:
+                return ev
+        raise AssertionError(f"no '{kind}' event in the runner's output:\n{self.log_text()}")
+
     def send(self, **cmd) -> None:
         assert self.proc.stdin is not None and self.proc.poll() is None, \
             f"the browser runner has exited; output:\n{self.log_text()}"
@@ -113,10 +127,10 @@ class NodeRunner:
 
 
 class Runner(NodeRunner):
-    """tests/browser/run.mjs: the ws-demo page with nats.ws and mqtt.js."""
+    """tests/browser/run.mjs: the ws-demo page, served by Junction, with nats.ws and mqtt.js."""
 
-    def __init__(self, ws_port: int):
-        super().__init__([str(RUNNER), "--host", "127.0.0.1", "--port", str(ws_port)])
+    def __init__(self, url: str):
+        super().__init__([str(RUNNER), "--url", url])
 
     def messages(self) -> dict:
         self.send(cmd="messages")
@@ -139,8 +153,8 @@ def runner_factory():
     _prerequisites()
     made: list[Runner] = []
 
-    def make(ws_port: int) -> Runner:
-        r = Runner(ws_port)
+    def make(url: str) -> Runner:
+        r = Runner(url)
         made.append(r)
         return r
 
@@ -161,9 +175,9 @@ def _mqtt_port(srv) -> int:
 @async_test(180)
 async def test_browser_nats_ws_and_mqtt_js_both_directions(server, runner_factory, tmp_path):
     tag = uuid.uuid4().hex[:8]
-    runner = runner_factory(ws_port_of(server))
+    runner = runner_factory(demo_url(server))
     ready = await asyncio.to_thread(runner.expect, "ready", READY_TIMEOUT)
-    assert ready["url"].startswith("http://127.0.0.1:")
+    assert ready["url"] == demo_url(server)
 
     tcp_mqtt = Broker(kind="junction", port=_mqtt_port(server), nats_port=server.port)
     paho = Mqtt(tcp_mqtt, f"browser-peer-{tag}", V5)
@@ -219,10 +233,50 @@ async def test_browser_nats_ws_and_mqtt_js_both_directions(server, runner_factor
 
 
 def test_browser_page_reports_a_missing_listener(server_factory, runner_factory):
-    """With no WebSocket listener the page says so (the runner's check can fail)."""
+    """With no WebSocket listener the page served by Junction says so."""
     srv = server_factory(args=["--ws-port", "0"])
     assert srv.ws_port is None
-    # A port nothing listens on: the NATS HTTP monitor port speaks HTTP but not WebSocket.
-    runner = runner_factory(srv.http_port)
+    runner = runner_factory(demo_url(srv))
     with pytest.raises(AssertionError, match="did not connect"):
         runner.expect("ready", READY_TIMEOUT)
+    status = runner.expect_logged("status")
+    assert "WebSocket listener is off" in status["nats"], status
+
+
+def test_browser_page_with_a_named_port_that_is_not_websocket(server, runner_factory):
+    """?port= overrides the lookup; a port that speaks HTTP but not WebSocket is an error shown."""
+    runner = runner_factory(demo_url(server) + f"?host=127.0.0.1&port={server.http_port}")
+    with pytest.raises(AssertionError, match="did not connect"):
+        runner.expect("ready", READY_TIMEOUT)
+    status = runner.expect_logged("status")
+    assert status["nats"].startswith("error"), status
+    assert status["mqtt"].startswith("error"), status
+
+
+def test_demo_page_is_served_by_junction(server):
+    """/demo redirects to /demo/, which serves the page and its script with the right types."""
+    base = f"http://127.0.0.1:{server.http_port}"
+    opener = urllib.request.build_opener(_NoRedirect)
+    with pytest.raises(urllib.error.HTTPError) as moved:
+        opener.open(base + "/demo", timeout=5)
+    assert moved.value.code == 308 and moved.value.headers["location"] == "/demo/"
+    with urllib.request.urlopen(base + "/demo/", timeout=5) as r:
+        assert r.headers["content-type"].startswith("text/html")
+        page = r.read().decode()
+    assert '<script type="module" src="demo.js">' in page
+    with urllib.request.urlopen(base + "/demo/demo.js", timeout=5) as r:
+        assert r.headers["content-type"].startswith("text/javascript")
+        script = r.read().decode()
+    # The pinned library versions are the ones the browser test installs.
+    lock = json.loads((BROWSER_DIR / "package.json").read_text())["dependencies"]
+    assert f'NATS_WS_VERSION = "{lock["nats.ws"]}"' in script
+    assert f'MQTT_JS_VERSION = "{lock["mqtt"]}"' in script
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def demo_url(srv) -> str:
+    return f"http://127.0.0.1:{srv.http_port}/demo/"

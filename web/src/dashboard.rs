@@ -21,6 +21,30 @@ pub(crate) async fn page() -> Html<&'static str> {
     Html(PAGE)
 }
 
+/// The browser demo of `examples/ws-demo` (nats.ws and mqtt.js over the WebSocket listener),
+/// served from the binary at `/demo/`. The page finds the WebSocket listener through
+/// `/api/dashboard` and loads the two client libraries from their pinned CDN addresses.
+const DEMO_PAGE: &str = include_str!("../../examples/ws-demo/index.html");
+const DEMO_SCRIPT: &str = include_str!("../../examples/ws-demo/demo.js");
+
+pub(crate) async fn demo_page() -> Html<&'static str> {
+    Html(DEMO_PAGE)
+}
+
+pub(crate) async fn demo_script() -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/javascript; charset=utf-8",
+        )],
+        DEMO_SCRIPT,
+    )
+}
+
+pub(crate) async fn demo_redirect() -> axum::response::Redirect {
+    axum::response::Redirect::permanent("/demo/")
+}
+
 /// What the page draws: totals by protocol (it turns them into rates), connections by protocol
 /// and account, the busiest subjects, slow consumers, recent closes with their reasons, MQTT
 /// sessions, and where the WebSocket listener is.
