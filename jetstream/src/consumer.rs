@@ -253,7 +253,7 @@ impl Consumer {
         let now = Instant::now();
         // Everything delivered and not acknowledged is delivered again.
         for (sseq, deliveries) in rec.pending {
-            if st.get(sseq).is_some() {
+            if st.entry(sseq).is_some() {
                 c.pending.insert(
                     sseq,
                     Pending {
@@ -321,7 +321,7 @@ impl Consumer {
 
     /// Messages not delivered yet that the consumer will deliver.
     pub fn num_pending(&self, st: &StreamState) -> u64 {
-        let lps = self.lps.iter().filter(|s| st.get(**s).is_some()).count() as u64;
+        let lps = self.lps.iter().filter(|s| st.entry(**s).is_some()).count() as u64;
         lps + st.count_from(self.next, &self.filters, self.filters_all)
     }
 
@@ -341,7 +341,7 @@ impl Consumer {
     fn take_next(&mut self, st: &StreamState) -> Option<(Arc<StoredMsg>, u64)> {
         while let Some(&sseq) = self.redeliver.iter().next() {
             self.redeliver.remove(&sseq);
-            match (st.get(sseq), self.pending.get(&sseq)) {
+            match (st.load(sseq), self.pending.get(&sseq)) {
                 (Some(m), Some(p)) => {
                     let d = p.deliveries + 1;
                     if self.config.max_deliver > 0 && d > self.config.max_deliver as u64 {
@@ -349,7 +349,7 @@ impl Consumer {
                         self.update_floor();
                         continue;
                     }
-                    return Some((m.clone(), d));
+                    return Some((m, d));
                 }
                 _ => {
                     self.pending.remove(&sseq);
@@ -361,13 +361,13 @@ impl Consumer {
             return None;
         }
         while let Some(sseq) = self.lps.pop_front() {
-            if let Some(m) = st.get(sseq) {
-                return Some((m.clone(), 1));
+            if let Some(m) = st.load(sseq) {
+                return Some((m, 1));
             }
         }
         let seq = st.next_matching(self.next, &self.filters)?;
         self.next = seq + 1;
-        Some((st.get(seq)?.clone(), 1))
+        Some((st.load(seq)?, 1))
     }
 
     /// Records a delivery of `m` (the `deliveries`th) and builds it for `to`.

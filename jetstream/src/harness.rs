@@ -1,5 +1,7 @@
-//! JetStream driven synchronously, without a runtime or a store, for the fuzz target and unit
-//! tests: requests and publications go in, what reaches `_INBOX.>` comes out.
+//! JetStream driven synchronously, without a runtime, for the fuzz target and unit tests:
+//! requests and publications go in, what reaches `_INBOX.>` comes out. Without a store by
+//! default; [`Harness::with_store`] puts file streams on an in-memory engine behind the real
+//! group-commit writer, so their messages go cold and are read back.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicU64;
@@ -12,6 +14,7 @@ use tokio::sync::Notify;
 
 use crate::service::{Counters, Options, Shared, Task};
 use crate::sinks::publish;
+use crate::stream::HOT_BYTES;
 
 /// Collects what reaches a subscription (the harness's replies).
 struct Collect(Mutex<Vec<Message>>);
@@ -33,6 +36,7 @@ pub struct Harness {
     account: Arc<Account>,
     inbox: Arc<Collect>,
     inbox_sub: Arc<Subscription>,
+    store: Option<Arc<junction_store::Store>>,
 }
 
 impl Drop for Harness {
@@ -51,12 +55,23 @@ impl Default for Harness {
 
 impl Harness {
     pub fn new() -> Harness {
+        Self::build(None, HOT_BYTES)
+    }
+
+    /// A harness whose file streams are stored (on an in-memory engine) and keep at most
+    /// `hot_bytes` of their newest messages in memory.
+    pub fn with_store(hot_bytes: u64) -> Harness {
+        let store = junction_store::Store::start(Box::new(junction_store::MemoryEngine::default()));
+        Self::build(Some(store), hot_bytes)
+    }
+
+    fn build(store: Option<Arc<junction_store::Store>>, hot_bytes: u64) -> Harness {
         let bus = Arc::new(Bus::new());
         let origin = bus.next_conn_id();
         let shared = Arc::new(Shared {
             acks: Default::default(),
             bus: bus.clone(),
-            store: None,
+            store: store.clone(),
             opts: Options {
                 max_memory: 1 << 30,
                 max_store: 1 << 30,
@@ -65,6 +80,7 @@ impl Harness {
                 accounts: None,
                 system_account: String::new(),
                 limits: HashMap::new(),
+                hot_bytes,
             },
             inbox: Mutex::new(VecDeque::new()),
             notify: Notify::new(),
@@ -97,6 +113,28 @@ impl Harness {
             account,
             inbox,
             inbox_sub: sub,
+            store,
+        }
+    }
+
+    /// Bytes of stream `name`'s messages held in memory, and how many it holds.
+    pub fn stream_memory(&self, name: &str) -> Option<(u64, u64)> {
+        let acc = self.task.accounts.get(junction_core::DEFAULT_ACCOUNT)?;
+        let st = acc.streams.get(name)?.stream.state.locked();
+        Some((st.hot_bytes(), st.msgs))
+    }
+
+    /// Waits until the store committed everything submitted so far and ran what waited for it
+    /// (the writer runs a commit's callbacks before it takes the next batch, so the second
+    /// wait covers the first one's).
+    fn wait_for_store(&self) {
+        let Some(store) = &self.store else { return };
+        for _ in 0..2 {
+            let (tx, rx) = std::sync::mpsc::channel();
+            store.then(Box::new(move |_| {
+                let _ = tx.send(());
+            }));
+            let _ = rx.recv_timeout(std::time::Duration::from_secs(10));
         }
     }
 
@@ -130,6 +168,7 @@ impl Harness {
     fn settle(&mut self) -> Vec<Message> {
         // Bounded: each round handles what the previous one queued.
         for _ in 0..64 {
+            self.wait_for_store();
             let inputs = std::mem::take(&mut *self.task.shared.inbox.locked());
             if inputs.is_empty() && self.task.touched.is_empty() {
                 break;

@@ -34,6 +34,7 @@ pub mod time;
 
 pub use persist::{restore, Restored};
 pub use service::{AccountLimits, JetStream, Options};
+pub use stream::HOT_BYTES;
 
 /// A random token of 22 characters from `[A-Za-z0-9]` (unguessable reply subjects and names).
 pub fn random_token() -> String {

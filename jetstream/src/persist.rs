@@ -8,7 +8,7 @@ use junction_store::{Engine, Op, StoreError, Table};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConsumerConfig, StreamConfig};
-use crate::stream::{StoredMsg, Stream, StreamState};
+use crate::stream::{Entry, StoredMsg, Stream, StreamState};
 
 /// Messages, keyed by the stream's uid and the sequence (both big-endian).
 pub const MSGS: Table = Table::new("js_msgs");
@@ -59,7 +59,20 @@ pub fn decode_msg(seq: u64, v: &[u8]) -> Option<StoredMsg> {
         headers: (hl > 0).then(|| Bytes::copy_from_slice(hdr)),
         payload: Bytes::copy_from_slice(payload),
         ts,
+        ..Default::default()
     })
+}
+
+/// Reads what a cold slot keeps of a record (subject, time, size); `None` when it is damaged.
+pub fn decode_entry(v: &[u8]) -> Option<Entry> {
+    let ts = i64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+    let sl = u16::from_be_bytes(v.get(8..10)?.try_into().ok()?) as usize;
+    let subject = v.get(10..10 + sl)?;
+    let hl = u32::from_be_bytes(v.get(10 + sl..14 + sl)?.try_into().ok()?) as usize;
+    v.get(14 + sl + hl..)?;
+    // The record is 14 bytes of lengths and time around subject, headers and payload.
+    let size = (v.len() - 14 + 30) as u64;
+    Some(Entry::cold(Bytes::copy_from_slice(subject), ts, size))
 }
 
 pub fn insert_msg_op(uid: u64, m: &StoredMsg) -> Op {
@@ -156,7 +169,9 @@ pub fn consumer_op(uid: u64, name: &str, rec: &ConsumerRecord) -> Op {
 /// What the store held at start.
 #[derive(Default)]
 pub struct Restored {
-    pub streams: BTreeMap<u64, (StreamMeta, Vec<StoredMsg>)>,
+    /// Each stream's metadata and messages: cold (read back on demand) when the engine can
+    /// read beside the writer, whole otherwise.
+    pub streams: BTreeMap<u64, (StreamMeta, Vec<(u64, Entry)>)>,
     pub consumers: Vec<(u64, String, ConsumerRecord)>,
     /// Records that could not be read (logged, skipped).
     pub skipped: usize,
@@ -165,6 +180,7 @@ pub struct Restored {
 /// Reads JetStream's tables.
 pub fn restore(engine: &dyn Engine) -> Result<Restored, StoreError> {
     let mut r = Restored::default();
+    let cold = engine.reader().is_some();
     engine.scan(STREAMS, &mut |k, v| {
         match (
             k.try_into().ok().map(u64::from_be_bytes),
@@ -190,8 +206,15 @@ pub fn restore(engine: &dyn Engine) -> Result<Restored, StoreError> {
             .and_then(|b| b.try_into().ok())
             .map(u64::from_be_bytes);
         match (uid, seq) {
-            (Some(uid), Some(seq)) => match (r.streams.get_mut(&uid), decode_msg(seq, v)) {
-                (Some((_, msgs)), Some(m)) => msgs.push(m),
+            (Some(uid), Some(seq)) => match (
+                r.streams.get_mut(&uid),
+                if cold {
+                    decode_entry(v)
+                } else {
+                    decode_msg(seq, v).map(Entry::hot)
+                },
+            ) {
+                (Some((_, msgs)), Some(m)) => msgs.push((seq, m)),
                 (None, _) => r.skipped += 1,
                 (_, None) => {
                     tracing::warn!(uid, seq, "skipping an unreadable JetStream message");
@@ -234,6 +257,7 @@ mod tests {
             headers: Some(Bytes::from_static(b"NATS/1.0\r\nX: 1\r\n\r\n")),
             payload: Bytes::from_static(b"hello"),
             ts: 1_700_000_000_123,
+            ..Default::default()
         };
         let back = decode_msg(7, &encode_msg(&m)).unwrap();
         assert_eq!(back.subject, m.subject);
@@ -242,5 +266,9 @@ mod tests {
         assert_eq!(back.ts, m.ts);
         assert!(decode_msg(7, &encode_msg(&m)[..12]).is_none());
         assert!(decode_msg(7, b"").is_none());
+        let e = decode_entry(&encode_msg(&m)).unwrap();
+        assert_eq!((e.subject.clone(), e.ts), (m.subject.clone(), m.ts));
+        assert_eq!(e.stored_size(), m.stored_size());
+        assert!(decode_entry(&encode_msg(&m)[..12]).is_none());
     }
 }

@@ -21,7 +21,7 @@ use crate::config::{Retention, Storage};
 use crate::consumer::{AckKind, AckSubject, Consumer, Out};
 use crate::persist::{self, Restored};
 use crate::sinks::{AckBatch, CaptureSink, Kind, ServiceSink};
-use crate::stream::{now_ns, Budget, Stream, StreamState};
+use crate::stream::{now_ns, Budget, Cold, Stream, StreamState};
 
 /// How JetStream is configured (`jetstream {}` and `-js`).
 #[derive(Debug, Clone)]
@@ -38,6 +38,8 @@ pub struct Options {
     /// Per-account limits (`jetstream { max_mem, max_file, max_streams, max_consumers }` in an
     /// account); an account not named here has none of its own.
     pub limits: HashMap<String, AccountLimits>,
+    /// Bytes of its newest messages a file stream keeps in memory ([`crate::stream::HOT_BYTES`]).
+    pub hot_bytes: u64,
 }
 
 /// One account's JetStream limits (-1: none), as its `jetstream {}` block sets them.
@@ -365,8 +367,8 @@ impl Task {
                 meta.last_seq,
                 meta.last_ts,
             );
-            for m in msgs {
-                st.restore(m);
+            for (seq, m) in msgs {
+                st.restore(seq, m);
             }
             let name = meta.config.name.clone();
             let stream = self.make_stream(&acc.account.clone(), uid, st);
@@ -416,6 +418,11 @@ impl Task {
         let durable = st.config.storage == Storage::File;
         let subjects = st.config.subjects.clone();
         let mut st = st;
+        if let Some(reader) = self.shared.store.as_ref().and_then(|s| s.reader()) {
+            if durable {
+                st.read_cold_from(Cold::new(reader.clone(), uid, self.shared.opts.hot_bytes));
+            }
+        }
         if let Some(a) = self.accounts.get(account.name()) {
             st.attach_budget(if durable {
                 a.storage.clone()
@@ -613,7 +620,7 @@ impl Task {
             {
                 let st = stream.state.locked();
                 for seq in &done {
-                    let Some(m) = st.get(*seq) else { continue };
+                    let Some(m) = st.entry(*seq) else { continue };
                     if retention == Retention::WorkQueue
                         || entry
                             .consumers

@@ -77,8 +77,8 @@ fn copy_from(
             let Some(s) = st.next_matching(seq, &filters) else {
                 break;
             };
-            if let Some(m) = st.get(s) {
-                msgs.push(m.clone());
+            if let Some(m) = st.load(s) {
+                msgs.push(m);
             }
             seq = s + 1;
         }

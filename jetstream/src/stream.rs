@@ -5,24 +5,37 @@
 //! is submitted to the store there: an MQTT QoS 1 publisher's PUBACK (which waits for what its
 //! publication submitted) then also waits for the stream's commit, and a NATS PubAck is sent by
 //! the store once the commit is on the disk.
+//!
+//! A file stream keeps only its newest messages (up to [`HOT_BYTES`]) in memory: an older one
+//! goes cold once its commit is on the disk, keeping its subject, time and size for the limits
+//! and the subject index, and its body is read back from the store (with read-ahead, for
+//! consumers catching up) when something needs it. At restart every message starts cold.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use junction_core::subject;
 use junction_core::sync::Lock;
 use junction_core::{Account, Subscription};
-use junction_store::{Op, Store};
+use junction_store::{Op, Reader, Store};
 
 use crate::config::{Discard, Retention, Storage, StreamConfig};
 use crate::errors::ApiError;
 use crate::headers;
 use crate::persist;
 
+/// How many bytes of its newest messages a file stream keeps in memory; older ones are read
+/// back from the store when needed.
+pub const HOT_BYTES: u64 = 32 * 1024 * 1024;
+/// A cold read fetches up to this many following messages (and bytes) with the one asked for.
+const READ_AHEAD: u64 = 256;
+const READ_AHEAD_BYTES: usize = 1024 * 1024;
+
 /// One stored message.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct StoredMsg {
     pub seq: u64,
     pub subject: Bytes,
@@ -30,6 +43,8 @@ pub struct StoredMsg {
     pub payload: Bytes,
     /// Unix time in nanoseconds.
     pub ts: i64,
+    /// Set once the message's record is committed (a file stream may then let it go cold).
+    pub on_disk: AtomicBool,
 }
 
 impl StoredMsg {
@@ -37,6 +52,104 @@ impl StoredMsg {
     pub fn stored_size(&self) -> u64 {
         (self.subject.len() + self.headers.as_ref().map_or(0, Bytes::len) + self.payload.len() + 30)
             as u64
+    }
+}
+
+/// A stored message's slot: what the limits, the subject index and the consumers' filters
+/// need, and the message itself while it is hot.
+#[derive(Debug)]
+pub struct Entry {
+    pub subject: Bytes,
+    /// Unix nanoseconds.
+    pub ts: i64,
+    size: u32,
+    hot: Option<Arc<StoredMsg>>,
+}
+
+impl Entry {
+    /// A message held in memory.
+    pub fn hot(m: StoredMsg) -> Entry {
+        Entry {
+            subject: m.subject.clone(),
+            ts: m.ts,
+            size: m.stored_size() as u32,
+            hot: Some(Arc::new(m)),
+        }
+    }
+
+    /// A message only on the disk.
+    pub fn cold(subject: Bytes, ts: i64, size: u64) -> Entry {
+        Entry {
+            subject,
+            ts,
+            size: size as u32,
+            hot: None,
+        }
+    }
+
+    /// [`StoredMsg::stored_size`].
+    pub fn stored_size(&self) -> u64 {
+        self.size as u64
+    }
+}
+
+/// How a file stream reads its cold messages back: the store's reader, and the messages of
+/// the last read (a consumer catching up asks for them next).
+pub struct Cold {
+    reader: Arc<dyn Reader>,
+    uid: u64,
+    /// Bytes of the newest messages kept hot.
+    hot_limit: u64,
+    ahead: RefCell<VecDeque<Arc<StoredMsg>>>,
+}
+
+impl Cold {
+    pub fn new(reader: Arc<dyn Reader>, uid: u64, hot_limit: u64) -> Cold {
+        Cold {
+            reader,
+            uid,
+            hot_limit,
+            ahead: RefCell::new(VecDeque::new()),
+        }
+    }
+
+    /// Reads message `seq` (and what follows it, up to `last`) from the store.
+    fn load(&self, seq: u64, last: u64) -> Option<Arc<StoredMsg>> {
+        let mut ahead = self.ahead.borrow_mut();
+        if let Ok(i) = ahead.binary_search_by_key(&seq, |m| m.seq) {
+            return Some(ahead[i].clone());
+        }
+        ahead.clear();
+        let end = seq.saturating_add(READ_AHEAD).min(last.saturating_add(1));
+        let (from, to) = (
+            persist::msg_key(self.uid, seq),
+            persist::msg_key(self.uid, end.max(seq + 1)),
+        );
+        let mut bytes = 0;
+        let read = self.reader.range(persist::MSGS, &from, &to, &mut |k, v| {
+            let Some(at) = k.get(8..16).and_then(|b| b.try_into().ok()) else {
+                return true;
+            };
+            if let Some(m) = persist::decode_msg(u64::from_be_bytes(at), v) {
+                m.on_disk.store(true, Ordering::Relaxed);
+                bytes += v.len();
+                ahead.push_back(Arc::new(m));
+            }
+            bytes < READ_AHEAD_BYTES
+        });
+        if let Err(e) = read {
+            tracing::error!(error = %e, seq, "cannot read a JetStream message back from the store");
+            ahead.clear();
+            return None;
+        }
+        let found = ahead.front().filter(|m| m.seq == seq).cloned();
+        if found.is_none() {
+            tracing::error!(
+                seq,
+                "a JetStream message is missing from the store (its record could not be read)"
+            );
+        }
+        found
     }
 }
 
@@ -72,7 +185,7 @@ pub struct StreamState {
     /// Unix nanoseconds.
     pub created: i64,
     /// Messages by `seq - base`; `None` where one was removed (an interior gap).
-    slots: VecDeque<Option<Arc<StoredMsg>>>,
+    slots: VecDeque<Option<Entry>>,
     /// The sequence of `slots[0]`; `last_seq + 1` when empty.
     base: u64,
     pub last_seq: u64,
@@ -93,6 +206,13 @@ pub struct StreamState {
     pub sourced: BTreeMap<String, u64>,
     /// The account's bytes of this storage type, and their limit.
     pub budget: Option<Arc<Budget>>,
+    /// Every message below this sequence is cold.
+    hot_from: u64,
+    /// Bytes of the hot messages.
+    hot_bytes: u64,
+    /// Where cold messages are read from (file streams on a store that can read; `None`: every
+    /// message stays hot).
+    cold: Option<Cold>,
 }
 
 /// An account's bytes of one storage type (memory or file) and the limit on them (-1: none).
@@ -152,6 +272,46 @@ impl StreamState {
             consumers: 0,
             sourced: BTreeMap::new(),
             budget: None,
+            hot_from: last_seq + 1,
+            hot_bytes: 0,
+            cold: None,
+        }
+    }
+
+    /// Lets the stream keep its older messages on the disk only (a file stream).
+    pub fn read_cold_from(&mut self, cold: Cold) {
+        self.cold = Some(cold);
+    }
+
+    /// Whether older messages go cold.
+    pub fn has_cold(&self) -> bool {
+        self.cold.is_some()
+    }
+
+    /// Bytes of the messages held in memory.
+    pub fn hot_bytes(&self) -> u64 {
+        self.hot_bytes
+    }
+
+    /// Lets the oldest hot messages go cold, once they are on the disk, until what stays hot
+    /// fits in the stream's limit ([`HOT_BYTES`] unless configured).
+    fn evict(&mut self) {
+        let Some(limit) = self.cold.as_ref().map(|c| c.hot_limit) else {
+            return;
+        };
+        self.hot_from = self.hot_from.max(self.base);
+        while self.hot_bytes > limit && self.hot_from <= self.last_seq {
+            let i = (self.hot_from - self.base) as usize;
+            if let Some(Some(e)) = self.slots.get_mut(i) {
+                if let Some(m) = &e.hot {
+                    if !m.on_disk.load(Ordering::Acquire) {
+                        return;
+                    }
+                    self.hot_bytes -= e.size as u64;
+                    e.hot = None;
+                }
+            }
+            self.hot_from += 1;
         }
     }
 
@@ -167,9 +327,28 @@ impl StreamState {
             .map_or(0, |m| m.ts)
     }
 
-    pub fn get(&self, seq: u64) -> Option<&Arc<StoredMsg>> {
+    /// The slot of message `seq`, when it is stored.
+    pub fn entry(&self, seq: u64) -> Option<&Entry> {
         let i = seq.checked_sub(self.base)?;
         self.slots.get(i as usize)?.as_ref()
+    }
+
+    /// Message `seq`, read back from the store when it is cold.
+    pub fn load(&self, seq: u64) -> Option<Arc<StoredMsg>> {
+        let e = self.entry(seq)?;
+        match &e.hot {
+            Some(m) => Some(m.clone()),
+            None => self.cold.as_ref()?.load(seq, self.last_seq),
+        }
+    }
+
+    /// The stored messages with their sequences, oldest first.
+    fn entries(&self) -> impl Iterator<Item = (u64, &Entry)> + '_ {
+        let base = self.base;
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, e)| Some((base + i as u64, e.as_ref()?)))
     }
 
     /// The deleted sequences between the first and the last.
@@ -190,42 +369,56 @@ impl StreamState {
         }
     }
 
-    /// Puts a message back at restart (in sequence order).
-    pub fn restore(&mut self, m: StoredMsg) {
-        if m.seq < self.base && !self.slots.is_empty() {
+    /// Puts a message back (at restart, in sequence order, or a mirrored one).
+    pub fn restore(&mut self, seq: u64, mut e: Entry) {
+        if seq < self.base && !self.slots.is_empty() {
             return;
         }
         if self.slots.is_empty() {
-            self.base = m.seq;
+            self.base = seq;
         }
-        while self.base + (self.slots.len() as u64) < m.seq {
+        while self.base + (self.slots.len() as u64) < seq {
             self.holes.insert(self.base + self.slots.len() as u64);
             self.slots.push_back(None);
         }
-        self.last_seq = self.last_seq.max(m.seq);
-        self.last_ts = self.last_ts.max(m.ts);
-        self.add(Arc::new(m));
+        self.last_seq = self.last_seq.max(seq);
+        self.last_ts = self.last_ts.max(e.ts);
+        // Messages on one subject share its bytes.
+        if let Some((k, _)) = self.subjects.get_key_value(&e.subject) {
+            e.subject = k.clone();
+        }
+        if e.hot.is_none() && self.hot_from <= seq {
+            self.hot_from = seq + 1;
+        }
+        self.add(seq, e);
     }
 
-    fn add(&mut self, m: Arc<StoredMsg>) {
+    fn add(&mut self, seq: u64, e: Entry) {
+        let size = e.stored_size();
         self.msgs += 1;
-        self.bytes += m.stored_size();
+        self.bytes += size;
+        if e.hot.is_some() {
+            self.hot_bytes += size;
+        }
         if let Some(b) = &self.budget {
-            b.add(m.stored_size());
+            b.add(size);
         }
         self.subjects
-            .entry(m.subject.clone())
+            .entry(e.subject.clone())
             .or_default()
-            .push_back(m.seq);
-        self.slots.push_back(Some(m));
+            .push_back(seq);
+        self.slots.push_back(Some(e));
     }
 
-    /// Removes one message; returns it when it was there.
-    pub fn remove(&mut self, seq: u64) -> Option<Arc<StoredMsg>> {
+    /// Removes one message; returns its slot when it was there.
+    pub fn remove(&mut self, seq: u64) -> Option<Entry> {
         let i = seq.checked_sub(self.base)? as usize;
         let m = self.slots.get_mut(i)?.take()?;
         self.msgs -= 1;
         self.bytes -= m.stored_size();
+        if m.hot.is_some() {
+            self.hot_bytes -= m.stored_size();
+        }
         if let Some(b) = &self.budget {
             b.sub(m.stored_size());
         }
@@ -269,9 +462,9 @@ impl StreamState {
         let start = (from - self.base) as usize;
         self.slots
             .range(start.min(self.slots.len())..)
-            .flatten()
-            .find(|m| matches_any(filters, &m.subject))
-            .map(|m| m.seq)
+            .enumerate()
+            .find(|(_, e)| e.as_ref().is_some_and(|m| matches_any(filters, &m.subject)))
+            .map(|(i, _)| from + i as u64)
     }
 
     /// How many stored messages at or after `from` match `filters`; `all` says the filters
@@ -306,7 +499,7 @@ impl StreamState {
     }
 
     /// The last message on a subject matching `filter`.
-    pub fn last_by_subject(&self, filter: &str) -> Option<&Arc<StoredMsg>> {
+    pub fn last_by_subject(&self, filter: &str) -> Option<Arc<StoredMsg>> {
         let seq = if subject::has_wildcard(filter.as_bytes()) {
             self.subjects
                 .iter()
@@ -316,21 +509,19 @@ impl StreamState {
         } else {
             *self.subjects.get(filter.as_bytes())?.back()?
         };
-        self.get(seq)
+        self.load(seq)
     }
 
     /// The first sequence at or after `ts` (Unix nanoseconds).
     pub fn seq_at_time(&self, ts: i64) -> u64 {
-        self.slots
-            .iter()
-            .flatten()
-            .find(|m| m.ts >= ts)
-            .map_or(self.last_seq + 1, |m| m.seq)
+        self.entries()
+            .find(|(_, m)| m.ts >= ts)
+            .map_or(self.last_seq + 1, |(seq, _)| seq)
     }
 
     /// Sequences of the stored messages, oldest first.
     pub fn seqs(&self) -> impl Iterator<Item = u64> + '_ {
-        self.slots.iter().flatten().map(|m| m.seq)
+        self.entries().map(|(seq, _)| seq)
     }
 
     fn prune_dedup(&mut self, now: i64) {
@@ -518,6 +709,7 @@ impl Stream {
             headers: hdrs.cloned(),
             payload,
             ts: now,
+            on_disk: AtomicBool::new(false),
         });
         if st.slots.is_empty() {
             st.base = seq;
@@ -540,12 +732,30 @@ impl Stream {
             }
             return Ok(Stored::New(seq));
         }
-        if self.store.is_some() {
-            self.submit(persist::insert_msg_op(self.uid, &m));
-        }
-        st.add(m);
+        self.store_record(st, &m);
+        st.add(
+            seq,
+            Entry {
+                subject: subj.clone(),
+                ts: now,
+                size: stored_size as u32,
+                hot: Some(m),
+            },
+        );
         self.enforce_limits(st, subj, seq, rollup);
+        st.evict();
         Ok(Stored::New(seq))
+    }
+
+    /// Submits a new message's record; a stream whose messages go cold learns when it is on
+    /// the disk.
+    fn store_record(&self, st: &StreamState, m: &Arc<StoredMsg>) {
+        let Some(store) = &self.store else { return };
+        store.submit(persist::insert_msg_op(self.uid, m));
+        if st.has_cold() {
+            let m = m.clone();
+            store.then(Box::new(move |_| m.on_disk.store(true, Ordering::Release)));
+        }
     }
 
     /// Applies the per-subject, count and size limits (discard old) and a rollup.
@@ -572,7 +782,7 @@ impl Stream {
         let mut old = Vec::new();
         if max_msgs > 0 || max_bytes > 0 {
             let (mut msgs, mut bytes) = (st.msgs, st.bytes);
-            for m in st.slots.iter().flatten() {
+            for (seq, m) in st.entries() {
                 let over_msgs = max_msgs > 0 && msgs > max_msgs as u64;
                 let over_bytes = max_bytes > 0 && bytes > max_bytes as u64;
                 if !over_msgs && !over_bytes {
@@ -580,7 +790,7 @@ impl Stream {
                 }
                 msgs -= 1;
                 bytes -= m.stored_size();
-                old.push(m.seq);
+                old.push(seq);
             }
         }
         self.remove_many(st, old);
@@ -594,11 +804,9 @@ impl Stream {
             return 0;
         }
         let old: Vec<u64> = st
-            .slots
-            .iter()
-            .flatten()
-            .take_while(|m| now - m.ts > age)
-            .map(|m| m.seq)
+            .entries()
+            .take_while(|(_, m)| now - m.ts > age)
+            .map(|(seq, _)| seq)
             .collect();
         self.remove_many(&mut st, old)
     }
@@ -618,7 +826,9 @@ impl Stream {
             if let Some(b) = &budget {
                 b.sub(st.bytes);
             }
+            let cold = st.cold.take();
             *st = StreamState::new(config, created, last, last_ts);
+            st.cold = cold;
             st.interest = interest;
             st.consumers = consumers;
             st.sourced = sourced;
@@ -638,14 +848,19 @@ impl Stream {
             // matching messages overall.
             let matching: Vec<u64> = st
                 .seqs()
-                .filter(|&s| st.get(s).is_some_and(|m| matches_any(&filters, &m.subject)))
+                .filter(|&s| {
+                    st.entry(s)
+                        .is_some_and(|m| matches_any(&filters, &m.subject))
+                })
                 .collect();
             let cut = matching.len().saturating_sub(k as usize);
             chosen.extend(matching[..cut].iter().copied());
         } else {
             chosen.extend(st.seqs().filter(|&s| {
                 seq.is_none_or(|limit| s < limit)
-                    && st.get(s).is_some_and(|m| matches_any(&filters, &m.subject))
+                    && st
+                        .entry(s)
+                        .is_some_and(|m| matches_any(&filters, &m.subject))
             }));
         }
         if let Some(limit) = seq {
@@ -661,23 +876,29 @@ impl Stream {
         if m.seq <= st.last_seq {
             return;
         }
-        let copy = StoredMsg {
+        let copy = Arc::new(StoredMsg {
             seq: m.seq,
             subject: m.subject.clone(),
             headers: m.headers.clone(),
             payload: m.payload.clone(),
             ts: m.ts,
-        };
-        if self.store.is_some() {
-            self.submit(persist::insert_msg_op(self.uid, &copy));
-        }
+            on_disk: AtomicBool::new(false),
+        });
+        self.store_record(&st, &copy);
         if st.slots.is_empty() {
             st.base = copy.seq;
             st.last_seq = copy.seq - 1;
         }
-        st.restore(copy);
+        let entry = Entry {
+            subject: copy.subject.clone(),
+            ts: copy.ts,
+            size: copy.stored_size() as u32,
+            hot: Some(copy),
+        };
+        st.restore(m.seq, entry);
         let subj = m.subject.clone();
         self.enforce_limits(&mut st, &subj, m.seq, None);
+        st.evict();
     }
 
     pub fn storage(&self) -> Storage {

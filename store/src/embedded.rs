@@ -8,10 +8,11 @@
 //! an error naming it rather than half-read state.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 
-use crate::engine::{Engine, Op, StoreError, Table, Visit};
+use crate::engine::{Engine, Op, RangeVisit, Reader, StoreError, Table, Visit};
 
 /// The file name inside the data directory.
 pub const FILE_NAME: &str = "junction.redb";
@@ -22,8 +23,45 @@ fn definition(table: Table) -> TableDefinition<'static, &'static [u8], &'static 
 
 /// The redb engine.
 pub struct Redb {
-    db: Database,
+    db: Arc<Database>,
     path: PathBuf,
+}
+
+/// Reads committed state beside the writer (redb's read transactions are snapshots).
+struct RedbReader {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+impl Reader for RedbReader {
+    fn range(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+        each: &mut RangeVisit<'_>,
+    ) -> Result<(), StoreError> {
+        let err = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError::Engine(format!("{what} {}: {e}", self.path.display()))
+        };
+        // A damaged page can panic inside redb: an error naming the file, as in `scan`.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let tx = self.db.begin_read().map_err(|e| err("reading", &e))?;
+            let t = match tx.open_table(definition(table)) {
+                Ok(t) => t,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+                Err(e) => return Err(err("reading", &e)),
+            };
+            for item in t.range(from..to).map_err(|e| err("reading", &e))? {
+                let (k, v) = item.map_err(|e| err("reading", &e))?;
+                if !each(k.value(), v.value()) {
+                    break;
+                }
+            }
+            Ok(())
+        }))
+        .unwrap_or_else(|_| Err(err("damaged store", &"a page could not be read")))
+    }
 }
 
 /// Opens (or creates) the store in `dir`.
@@ -54,7 +92,10 @@ fn open_checked(dir: &Path, compact_min: u64) -> Result<Redb, StoreError> {
     };
     let mut db = Database::create(&path).map_err(|e| fail(&e))?;
     compact_if_wasteful(&mut db, &path, compact_min).map_err(|e| fail(&e))?;
-    Ok(Redb { db, path })
+    Ok(Redb {
+        db: Arc::new(db),
+        path,
+    })
 }
 
 /// Splits sorted keys into runs where each key is the one before with its last eight bytes (a
@@ -150,6 +191,13 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 }
 
 impl Engine for Redb {
+    fn reader(&self) -> Option<Arc<dyn Reader>> {
+        Some(Arc::new(RedbReader {
+            db: self.db.clone(),
+            path: self.path.clone(),
+        }))
+    }
+
     fn commit(&mut self, ops: &[Op]) -> Result<(), StoreError> {
         let tx = self
             .db
@@ -287,6 +335,28 @@ mod tests {
         }
         let e = open(dir.path()).unwrap();
         assert_eq!(keys(&e, MESSAGES), vec![b"b\x01".to_vec()]);
+        // The reader sees commits made after it was taken, by range.
+        let mut e = e;
+        let reader = e.reader().expect("redb reads");
+        e.commit(&[put(MESSAGES, b"b\x02", b"5"), put(MESSAGES, b"c", b"6")])
+            .unwrap();
+        let mut seen = Vec::new();
+        reader
+            .range(MESSAGES, b"b", b"c", &mut |k, v| {
+                seen.push((k.to_vec(), v.to_vec()));
+                true
+            })
+            .unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                (b"b\x01".to_vec(), b"3".to_vec()),
+                (b"b\x02".to_vec(), b"5".to_vec())
+            ]
+        );
+        reader
+            .range(Table::new("never"), b"", b"z", &mut |_, _| panic!("empty"))
+            .unwrap();
         assert!(keys(&e, RETAINED).is_empty());
         assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
         assert_eq!(prefix_end(b"\xff\xff"), None);

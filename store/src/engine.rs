@@ -3,6 +3,7 @@
 //! messages and retained messages; JetStream its streams), so no schema lives here.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
 
 /// A table (a keyspace) of the durable state, declared by the store's user as a constant:
 /// `const SESSIONS: Table = Table::new("sessions");`. Its name is its identity, on the disk too.
@@ -65,38 +66,92 @@ pub enum StoreError {
 /// What a scan calls with each key and value.
 pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
 
+/// What a range read calls with each key and value; `false` stops the read.
+pub type RangeVisit<'a> = dyn FnMut(&[u8], &[u8]) -> bool + 'a;
+
 /// An embedded (or remote) engine: atomic, durable commits and ordered scans.
 pub trait Engine: Send + 'static {
     /// Applies `ops` in order, atomically, and returns once they are durable.
     fn commit(&mut self, ops: &[Op]) -> Result<(), StoreError>;
     /// Calls `each` with every key and value of `table`, in key order.
     fn scan(&self, table: Table, each: &mut Visit<'_>) -> Result<(), StoreError>;
+    /// A handle that reads committed state from any thread while the writer commits (`None`:
+    /// the engine cannot, and its users keep what they need in memory).
+    fn reader(&self) -> Option<Arc<dyn Reader>> {
+        None
+    }
 }
+
+/// Reads what the engine has committed, from any thread, without waiting for the writer.
+/// A read sees every commit that finished before it started.
+pub trait Reader: Send + Sync {
+    /// Calls `each` with the keys and values of `table` from `from` (inclusive) to `to`
+    /// (exclusive), in key order, until it returns `false`.
+    fn range(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+        each: &mut RangeVisit<'_>,
+    ) -> Result<(), StoreError>;
+}
+
+type Tables = HashMap<Table, BTreeMap<Vec<u8>, Vec<u8>>>;
 
 /// An engine in memory, for tests and for `--in-memory`: commits are instant and nothing
 /// survives the process.
 #[derive(Default)]
 pub struct MemoryEngine {
-    tables: HashMap<Table, BTreeMap<Vec<u8>, Vec<u8>>>,
+    tables: Arc<RwLock<Tables>>,
+}
+
+struct MemoryReader(Arc<RwLock<Tables>>);
+
+impl Reader for MemoryReader {
+    fn range(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+        each: &mut RangeVisit<'_>,
+    ) -> Result<(), StoreError> {
+        let tables = self.0.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = tables.get(&table) {
+            for (k, v) in t.range::<[u8], _>((
+                std::ops::Bound::Included(from),
+                std::ops::Bound::Excluded(to),
+            )) {
+                if !each(k, v) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Engine for MemoryEngine {
+    fn reader(&self) -> Option<Arc<dyn Reader>> {
+        Some(Arc::new(MemoryReader(self.tables.clone())))
+    }
+
     fn commit(&mut self, ops: &[Op]) -> Result<(), StoreError> {
+        let mut tables = self.tables.write().unwrap_or_else(|p| p.into_inner());
         for op in ops {
             match op {
                 Op::Insert { table, key, value } | Op::Put { table, key, value } => {
-                    self.tables
+                    tables
                         .entry(*table)
                         .or_default()
                         .insert(key.clone(), value.clone());
                 }
                 Op::Delete { table, key } => {
-                    if let Some(t) = self.tables.get_mut(table) {
+                    if let Some(t) = tables.get_mut(table) {
                         t.remove(key);
                     }
                 }
                 Op::DeletePrefix { table, prefix } => {
-                    if let Some(t) = self.tables.get_mut(table) {
+                    if let Some(t) = tables.get_mut(table) {
                         t.retain(|k, _| !k.starts_with(prefix));
                     }
                 }
@@ -106,7 +161,8 @@ impl Engine for MemoryEngine {
     }
 
     fn scan(&self, table: Table, each: &mut Visit<'_>) -> Result<(), StoreError> {
-        if let Some(t) = self.tables.get(&table) {
+        let tables = self.tables.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = tables.get(&table) {
             for (k, v) in t {
                 each(k, v)?;
             }
@@ -159,5 +215,23 @@ mod tests {
         assert_eq!(keys, vec![vec![2]]);
         m.scan(Table::new("never written"), &mut |_, _| panic!("empty"))
             .unwrap();
+        let reader = m.reader().expect("the memory engine reads");
+        m.commit(&[put(4), put(5), put(6)]).unwrap();
+        let mut seen = Vec::new();
+        reader
+            .range(T, &[3], &[6], &mut |k, _| {
+                seen.push(k.to_vec());
+                true
+            })
+            .unwrap();
+        assert_eq!(seen, vec![vec![4], vec![5]]);
+        seen.clear();
+        reader
+            .range(T, &[0], &[9], &mut |k, _| {
+                seen.push(k.to_vec());
+                seen.len() < 2
+            })
+            .unwrap();
+        assert_eq!(seen, vec![vec![2], vec![4]]);
     }
 }

@@ -15,5 +15,5 @@ mod sync;
 pub mod writer;
 
 pub use embedded::{open, Redb, FILE_NAME};
-pub use engine::{Engine, MemoryEngine, Op, StoreError, Table, Visit};
+pub use engine::{Engine, MemoryEngine, Op, RangeVisit, Reader, StoreError, Table, Visit};
 pub use writer::{Group, Store, StoreStats, Then, Wake, Wakes, COMMIT_BUCKETS_MICROS};

@@ -205,6 +205,7 @@ pub struct Store {
     shared: Arc<Shared>,
     submitted: AtomicU64,
     stats: Arc<StoreStats>,
+    reader: Option<Arc<dyn crate::engine::Reader>>,
 }
 
 /// Keeps a group open on this thread; closes it when dropped.
@@ -251,6 +252,7 @@ impl Store {
             wake: Condvar::new(),
         });
         let stats = Arc::new(StoreStats::default());
+        let reader = engine.reader();
         let writer_stats = stats.clone();
         let writer_shared = shared.clone();
         std::thread::Builder::new()
@@ -261,6 +263,7 @@ impl Store {
             shared,
             submitted: AtomicU64::new(0),
             stats,
+            reader,
         })
     }
 
@@ -349,6 +352,11 @@ impl Store {
             }
         }
         let _ = rx.recv_timeout(Duration::from_secs(30));
+    }
+
+    /// Reads what is committed, beside the writer (`None`: the engine cannot).
+    pub fn reader(&self) -> Option<&Arc<dyn crate::engine::Reader>> {
+        self.reader.as_ref()
     }
 
     /// The store's counters.

@@ -164,7 +164,7 @@ pub(super) fn enforce_now(stream: &Arc<crate::stream::Stream>) {
             break;
         }
         msgs -= 1;
-        bytes -= st.get(seq).map_or(0, |m| m.stored_size());
+        bytes -= st.entry(seq).map_or(0, |m| m.stored_size());
         old.push(seq);
     }
     stream.remove_many(&mut st, old);
@@ -208,7 +208,7 @@ pub(super) fn release_interest(task: &mut Task, acc: &str, stream: &str) {
     let done: Vec<u64> = st
         .seqs()
         .filter(|seq| {
-            st.get(*seq)
+            st.entry(*seq)
                 .is_some_and(|m| e.consumers.values().all(|c| c.has_acked(*seq, &m.subject)))
         })
         .collect();
@@ -390,13 +390,13 @@ struct MsgGetRequest {
 /// The message a get request names.
 fn find(st: &StreamState, req: &MsgGetRequest) -> Option<Arc<crate::stream::StoredMsg>> {
     if let Some(subj) = req.last_by_subj.as_deref().filter(|s| !s.is_empty()) {
-        return st.last_by_subject(subj).cloned();
+        return st.last_by_subject(subj);
     }
     if let Some(subj) = req.next_by_subj.as_deref().filter(|s| !s.is_empty()) {
         let seq = st.next_matching(req.seq.unwrap_or(0).max(1), &[subj.to_string()])?;
-        return st.get(seq).cloned();
+        return st.load(seq);
     }
-    st.get(req.seq?).cloned()
+    st.load(req.seq?)
 }
 
 pub(super) fn msg_get(task: &mut Task, acc: &str, name: &str, payload: &[u8]) -> ApiResult {
