@@ -342,6 +342,14 @@ impl StreamState {
         }
     }
 
+    /// `subject` in memory of its own, shared with the stored messages on it.
+    fn intern(&self, subject: &[u8]) -> Bytes {
+        match self.subjects.get_key_value(subject) {
+            Some((k, _)) => k.clone(),
+            None => Bytes::copy_from_slice(subject),
+        }
+    }
+
     /// The stored messages with their sequences, oldest first.
     fn entries(&self) -> impl Iterator<Item = (u64, &Entry)> + '_ {
         let base = self.base;
@@ -703,10 +711,13 @@ impl Stream {
             ));
         }
         let seq = st.last_seq + 1;
+        // The subject and headers arrive as slices of the publisher's read buffer: kept as
+        // they are, every stored message would keep a whole buffer alive.
+        let subject = st.intern(subj);
         let m = Arc::new(StoredMsg {
             seq,
-            subject: subj.clone(),
-            headers: hdrs.cloned(),
+            subject: subject.clone(),
+            headers: hdrs.map(|h| Bytes::copy_from_slice(h)),
             payload,
             ts: now,
             on_disk: AtomicBool::new(false),
@@ -736,7 +747,7 @@ impl Stream {
         st.add(
             seq,
             Entry {
-                subject: subj.clone(),
+                subject,
                 ts: now,
                 size: stored_size as u32,
                 hot: Some(m),
@@ -878,7 +889,7 @@ impl Stream {
         }
         let copy = Arc::new(StoredMsg {
             seq: m.seq,
-            subject: m.subject.clone(),
+            subject: st.intern(&m.subject),
             headers: m.headers.clone(),
             payload: m.payload.clone(),
             ts: m.ts,

@@ -90,7 +90,10 @@ fn open_checked(dir: &Path, compact_min: u64) -> Result<Redb, StoreError> {
     let fail = |e: &dyn std::fmt::Display| {
         StoreError::Engine(format!("cannot open the store {}: {e}", path.display()))
     };
-    let mut db = Database::create(&path).map_err(|e| fail(&e))?;
+    let mut db = Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(&path)
+        .map_err(|e| fail(&e))?;
     compact_if_wasteful(&mut db, &path, compact_min).map_err(|e| fail(&e))?;
     Ok(Redb {
         db: Arc::new(db),
@@ -113,6 +116,11 @@ fn successor(a: &[u8], b: &[u8]) -> bool {
     let seq = |k: &[u8]| u64::from_be_bytes(k[n - 8..].try_into().expect("eight bytes"));
     seq(a).checked_add(1) == Some(seq(b))
 }
+
+/// Memory redb may use to cache pages of the file (its default is 1 GiB, which a large stream's
+/// scan at start fills). The kernel's page cache still holds the file; this bounds what the
+/// broker's own memory holds twice.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// A file at least this large is compacted at startup when most of it is free space.
 const COMPACT_MIN_BYTES: u64 = 64 * 1024 * 1024;
