@@ -448,6 +448,29 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
         tasks.push(handle);
         js
     });
+    // Leaf node links to the configured remotes (the hubs this server attaches to).
+    let leafs = (!settings.leaf_remotes.is_empty()).then(|| {
+        let (leafs, handles) = junction_protocols::leaf::start(
+            bus.clone(),
+            junction_protocols::leaf::Options {
+                server_id: server_id.clone(),
+                server_name: server_name.clone(),
+                version: NATS_VERSION.to_string(),
+                max_payload: settings.max_payload,
+                max_control_line: settings.max_control_line,
+                max_pending: settings.max_pending,
+                ping_interval: settings.ping_interval,
+                ping_max: settings.ping_max,
+                reconnect: settings.leaf_reconnect,
+                jetstream: settings.jetstream.is_some(),
+                jetstream_domain: settings.jetstream.as_ref().and_then(|j| j.domain.clone()),
+            },
+            settings.leaf_remotes.clone(),
+            shutdown.clone(),
+        );
+        tasks.extend(handles);
+        leafs
+    });
     let mut accepting = Vec::new();
     let mut ws_gateway: Option<Arc<ws::WsGateway>> = None;
     if let (Some(port), Some(fe)) = (settings.mqtt_port, &mqtt_fe) {
@@ -534,6 +557,7 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
             Some((scheme.to_string(), rest.rsplit(':').next()?.parse().ok()?))
         }),
         jetstream: jetstream.clone(),
+        leafs: leafs.clone(),
     });
     let _ports_file = match &settings.ports_file_dir {
         Some(dir) => Some(process::OwnedFile::write(

@@ -13,6 +13,7 @@ pub(crate) struct MetricSources {
     /// The WebSocket listener's scheme and port (the dashboard's tester connects there).
     pub(crate) websocket: Option<(String, u16)>,
     pub(crate) jetstream: Option<Arc<junction_jetstream::JetStream>>,
+    pub(crate) leafs: Option<Arc<junction_protocols::leaf::Leafs>>,
 }
 
 /// [`MetricSources`] once the listeners exist (the monitor starts before them).
@@ -27,6 +28,13 @@ impl junction_web::Extra for LateSources {
         match self.0.get().and_then(|s| s.jetstream.as_ref()) {
             Some(js) => js.varz(),
             None => serde_json::json!({}),
+        }
+    }
+
+    fn leafz(&self) -> Vec<serde_json::Value> {
+        match self.0.get().and_then(|s| s.leafs.as_ref()) {
+            Some(l) => l.leafz().1,
+            None => Vec::new(),
         }
     }
 

@@ -17,10 +17,19 @@ use crate::Error;
 /// The name of the default account, as nats-server calls it.
 pub const DEFAULT_ACCOUNT: &str = "$G";
 
+/// Told of every subscription added to or removed from an account (a leaf node link turns
+/// them into interest for the far side).
+pub trait InterestWatch: Send + Sync {
+    /// `sub` was added (`true`) or removed (`false`).
+    fn changed(&self, sub: &Arc<Subscription>, added: bool);
+}
+
 /// One account: a subject space of its own.
 pub struct Account {
     name: String,
     sublist: Sublist,
+    /// Who is told of subscription changes (usually nobody).
+    watchers: RwLock<Vec<Arc<dyn InterestWatch>>>,
     /// Client connections bound to the account now.
     connections: AtomicU64,
     /// A sample of the subjects published to (one publication in [`SAMPLE_EVERY`] per publisher),
@@ -39,6 +48,7 @@ impl Account {
         Self {
             name: name.into(),
             sublist: Sublist::new(),
+            watchers: RwLock::new(Vec::new()),
             connections: AtomicU64::new(0),
             sampled: Mutex::new(HashMap::new()),
         }
@@ -105,12 +115,37 @@ impl Account {
 
     /// Adds a subscription to the account.
     pub fn subscribe(&self, sub: Arc<Subscription>) -> Result<(), Error> {
-        self.sublist.insert(sub)
+        self.sublist.insert(sub.clone())?;
+        self.tell(&sub, true);
+        Ok(())
     }
 
     /// Removes a subscription from the account; returns whether it was there.
     pub fn unsubscribe(&self, sub: &Arc<Subscription>) -> bool {
-        self.sublist.remove(sub)
+        let removed = self.sublist.remove(sub);
+        if removed {
+            self.tell(sub, false);
+        }
+        removed
+    }
+
+    fn tell(&self, sub: &Arc<Subscription>, added: bool) {
+        let watchers = self.watchers.read_locked();
+        for w in watchers.iter() {
+            w.changed(sub, added);
+        }
+    }
+
+    /// Tells `w` of every later subscription change; returns the subscriptions there are now
+    /// (a change racing with this call may be reported and listed both).
+    pub fn watch(&self, w: Arc<dyn InterestWatch>) -> Vec<Arc<Subscription>> {
+        self.watchers.write_locked().push(w);
+        self.sublist.all()
+    }
+
+    /// Stops telling `w`.
+    pub fn unwatch(&self, w: &Arc<dyn InterestWatch>) {
+        self.watchers.write_locked().retain(|x| !Arc::ptr_eq(x, w));
     }
 
     /// Routes one message to every matching subscription; returns how many deliveries were queued.
@@ -137,7 +172,9 @@ impl Account {
         let n = delivery::deliver(result, msg, batch);
         if batch.has_expired() {
             for sub in batch.take_expired() {
-                self.sublist.remove(&sub);
+                if self.sublist.remove(&sub) {
+                    self.tell(&sub, false);
+                }
                 sub.sink.auto_unsubscribed(&sub);
             }
         }

@@ -74,6 +74,14 @@ pub struct FlushBatch {
     /// The current publication's payload copied out of its publisher's read buffer, by the
     /// first sink that keeps the message past the batch (see [`FlushBatch::kept_payload`]).
     kept: Option<Kept>,
+    /// Set while routing a message that came over a leaf node link: the queue groups the far
+    /// side chose this server for (the others, and remote members, get nothing).
+    pub routed_queues: Option<Vec<Bytes>>,
+    /// While a leaf node link's sink is handed a publication: the queue groups of the far side
+    /// it carries the message for (it is handed each publication once, whatever matched).
+    pub link_queues: Vec<Bytes>,
+    /// Remote subscriptions a publication reached, gathered to hand each link one copy.
+    link_picks: Vec<(Arc<Subscription>, Option<Bytes>)>,
 }
 
 /// A payload copy and the slice it was copied from (address and length: while the message
@@ -195,18 +203,60 @@ pub fn deliver(result: &MatchResult, msg: &Message, batch: &mut FlushBatch) -> u
     // and its address reused).
     batch.kept = None;
     let mut n = 0;
+    let mut picks = std::mem::take(&mut batch.link_picks);
     for sub in &result.psubs {
-        n += usize::from(deliver_one(sub, msg, batch));
+        if sub.remote {
+            picks.push((sub.clone(), None));
+        } else {
+            n += usize::from(deliver_one(sub, msg, batch));
+        }
     }
+    let routed = batch.routed_queues.take();
     for group in &result.qsubs {
+        if let Some(names) = &routed {
+            if !names.contains(&group.name) {
+                continue;
+            }
+        }
         let len = group.members.len();
         let start = group.next_start();
+        // Local members first; another server's only when no local one took it, and never
+        // for a message that came from another server (that server chose this one's).
+        let mut done = false;
         for i in 0..len {
-            if deliver_one(&group.members[(start + i) % len], msg, batch) {
+            let m = &group.members[(start + i) % len];
+            if !m.remote && deliver_one(m, msg, batch) {
                 n += 1;
+                done = true;
                 break;
             }
         }
+        if !done && routed.is_none() {
+            if let Some(m) = (0..len)
+                .map(|i| &group.members[(start + i) % len])
+                .find(|m| m.remote)
+            {
+                picks.push((m.clone(), Some(group.name.clone())));
+            }
+        }
     }
+    batch.routed_queues = routed;
+    // Each link gets one copy, naming the queue groups it carries it for.
+    while let Some((sub, queue)) = picks.pop() {
+        batch.link_queues.clear();
+        batch.link_queues.extend(queue);
+        let mut i = 0;
+        while i < picks.len() {
+            if std::ptr::addr_eq(Arc::as_ptr(&picks[i].0.sink), Arc::as_ptr(&sub.sink)) {
+                let (_, q) = picks.swap_remove(i);
+                batch.link_queues.extend(q);
+            } else {
+                i += 1;
+            }
+        }
+        n += usize::from(deliver_one(&sub, msg, batch));
+    }
+    batch.link_queues.clear();
+    batch.link_picks = picks;
     n
 }

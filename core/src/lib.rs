@@ -22,7 +22,7 @@ pub mod sublist;
 pub mod sync;
 pub mod time;
 
-pub use account::{Account, Bus, DEFAULT_ACCOUNT};
+pub use account::{Account, Bus, InterestWatch, DEFAULT_ACCOUNT};
 pub use conns::{ConnSnapshot, ConnView, Registry};
 pub use delivery::{AckWait, Delivery, FlushBatch, Sink};
 pub use message::{ConnId, DeliveryFacts, Extra, Message};

@@ -68,6 +68,9 @@ pub struct Subscription {
     delivered: AtomicU64,
     /// Set once the subscription is gone, so a cached match result skips it.
     closed: AtomicBool,
+    /// Interest of another server, learned over a leaf node link: a queue group prefers its
+    /// local members, and a message that came over a link never goes to one.
+    pub remote: bool,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -101,7 +104,14 @@ impl Subscription {
             max_msgs: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            remote: false,
         }
+    }
+
+    /// Marks the subscription as another server's interest (see [`Subscription::remote`]).
+    pub fn into_remote(mut self) -> Self {
+        self.remote = true;
+        self
     }
 
     /// Limits the subscription to `max` messages in all (NATS `UNSUB sid max`). Returns true when

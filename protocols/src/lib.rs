@@ -22,6 +22,7 @@
 mod auth_pool;
 mod conn_stats;
 mod driver;
+pub mod leaf;
 mod listener;
 pub mod mqtt;
 pub mod nats;

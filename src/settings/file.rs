@@ -12,8 +12,6 @@ use super::Settings;
 /// Top-level keys of nats-server's configuration that Junction does not implement yet: a warning
 /// names each and says it is ignored (any other unknown key is an error, as in nats-server).
 const LATER_KEYS: &[&str] = &[
-    "leafnodes",
-    "leaf",
     "jetstream",
     "gateway",
     "trace_verbose",
@@ -247,6 +245,7 @@ impl Settings {
                     self.data_dir_chosen = true;
                 }
                 "jetstream" => self.apply_jetstream(item, &mut warnings)?,
+                "leafnodes" | "leaf" => self.apply_leafnodes(item, &mut warnings)?,
                 "cluster" => bail!(
                     "{}: 'cluster': Junction does not form nats-server clusters with routes; it \
                      joins a NATS cluster as a leaf node (see the README)",
@@ -358,6 +357,46 @@ impl Settings {
             return Ok(());
         }
         self.jetstream = enabled.then_some(js);
+        Ok(())
+    }
+
+    /// `leafnodes { remotes: [ { url(s), account, credentials, nkey, user, password, token,
+    /// deny_imports, deny_exports } ], reconnect }`. Accepting leaf connections (`port`,
+    /// `listen`) is not implemented yet: a warning says so.
+    fn apply_leafnodes(&mut self, block: &Item, warnings: &mut Vec<String>) -> Result<()> {
+        let map = block
+            .as_map()
+            .ok_or_else(|| anyhow!("{}: 'leafnodes' must be a block", at(block)))?;
+        for (key, item) in map.iter() {
+            match key.to_ascii_lowercase().as_str() {
+                "remotes" => {
+                    let list = item.as_array().ok_or_else(|| {
+                        anyhow!("{}: 'leafnodes.remotes' must be a list", at(item))
+                    })?;
+                    for r in list {
+                        self.leaf_remotes.push(remote_of(r, warnings)?);
+                    }
+                }
+                "reconnect" | "reconnect_delay" => {
+                    self.leaf_reconnect = positive_duration_of(item, key)?
+                }
+                "port"
+                | "listen"
+                | "host"
+                | "advertise"
+                | "no_advertise"
+                | "authorization"
+                | "tls"
+                | "compression"
+                | "min_version"
+                | "isolate_leafnode_interest" => warnings.push(format!(
+                    "{}: 'leafnodes.{key}' is ignored: Junction dials out to its remotes but does \
+                         not accept leaf node connections yet",
+                    at(item)
+                )),
+                _ => bail!("{}: unknown field \"{key}\"", at(item)),
+            }
+        }
         Ok(())
     }
 
@@ -550,6 +589,72 @@ fn tls_files(
 
 /// A string or a list of strings (a single string is a list of one); `what` names one in the
 /// error ("a subject").
+/// One entry of `leafnodes { remotes }`.
+fn remote_of(item: &Item, warnings: &mut Vec<String>) -> Result<junction_protocols::leaf::Remote> {
+    let map = item
+        .as_map()
+        .ok_or_else(|| anyhow!("{}: a leaf node remote must be a block", at(item)))?;
+    let mut r = junction_protocols::leaf::Remote {
+        account: junction_core::DEFAULT_ACCOUNT.to_string(),
+        ..Default::default()
+    };
+    let text = |v: &Item, k: &str| -> Result<String> {
+        v.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("{}: '{k}' must be a string", at(v)))
+    };
+    for (k, v) in map.iter() {
+        match k.to_ascii_lowercase().as_str() {
+            "url" | "urls" => r.urls.extend(strings_of(v, k, "a URL")?),
+            "account" | "local" => r.account = text(v, k)?,
+            "credentials" | "creds" => r.credentials = Some(PathBuf::from(text(v, k)?)),
+            "nkey" | "seed" => r.nkey_seed = Some(text(v, k)?),
+            "user" | "username" => r.user = Some(text(v, k)?),
+            "password" | "pass" => r.pass = Some(text(v, k)?),
+            "token" | "auth_token" => r.token = Some(text(v, k)?),
+            "deny_imports" | "deny_import" => r.deny_imports = strings_of(v, k, "a subject")?,
+            "deny_exports" | "deny_export" => r.deny_exports = strings_of(v, k, "a subject")?,
+            "tls"
+            | "ws_compression"
+            | "ws_no_masking"
+            | "compression"
+            | "hub"
+            | "first_info_timeout"
+            | "disabled"
+            | "request_isolation"
+            | "signature_cb"
+            | "jetstream_cluster_migrate"
+            | "local_is_hub" => warnings.push(format!(
+                "{}: leaf node remote option '{k}' is not supported yet and is ignored",
+                at(v)
+            )),
+            _ => bail!("{}: unknown field \"{k}\"", at(v)),
+        }
+    }
+    if r.urls.is_empty() {
+        bail!("{}: a leaf node remote needs 'url' or 'urls'", at(item));
+    }
+    for u in &r.urls {
+        let scheme = u.split_once("://").map_or("nats", |(s, _)| s);
+        if !matches!(scheme, "nats" | "nats-leaf" | "leafnode") {
+            bail!(
+                "{}: leaf node remote URL {u:?}: only nats:// is supported yet (no TLS or WebSocket remotes)",
+                at(item)
+            );
+        }
+    }
+    if let Some(c) = &r.credentials {
+        if std::fs::metadata(c).is_err() {
+            bail!(
+                "{}: leaf node remote credentials file {} cannot be read",
+                at(item),
+                c.display()
+            );
+        }
+    }
+    Ok(r)
+}
+
 pub(crate) fn strings_of(item: &Item, key: &str, what: &str) -> Result<Vec<String>> {
     let one = |i: &Item| {
         i.as_str()

@@ -82,6 +82,10 @@ pub struct Settings {
     pub file: Option<Map>,
     /// JetStream (`-js`, `jetstream {}`); `None`: off.
     pub jetstream: Option<JetStreamSettings>,
+    /// `leafnodes { remotes: [...] }`: the NATS servers this one attaches to as a leaf node.
+    pub leaf_remotes: Vec<junction_protocols::leaf::Remote>,
+    /// `leafnodes { reconnect }`: the wait after every URL of a remote failed (it doubles).
+    pub leaf_reconnect: Duration,
 }
 
 /// The `jetstream { ... }` block.
@@ -152,6 +156,8 @@ impl Default for Settings {
             mqtt_tls: None,
             file: None,
             jetstream: None,
+            leaf_remotes: Vec::new(),
+            leaf_reconnect: Duration::from_secs(1),
         }
     }
 }
@@ -325,6 +331,8 @@ impl Settings {
             tls => "tls",
             mqtt_tls => "mqtt.tls",
             jetstream => "jetstream",
+            leaf_remotes => "leafnodes.remotes",
+            leaf_reconnect => "leafnodes.reconnect",
         );
         out
     }

@@ -440,8 +440,8 @@ pub(crate) fn accstatz_value(m: &Monitor, query: &Option<String>) -> Result<Valu
     }))
 }
 
-/// `/routez`, `/gatewayz`, `/leafz`: a single Junction has no routes or gateways, and no leaf
-/// node connections yet.
+/// `/routez`, `/gatewayz`, `/leafz`: Junction has no routes or gateways; `/leafz` lists the
+/// leaf node links it dialled that are up.
 pub(crate) fn cluster_value(m: &Monitor, kind: &str) -> Value {
     let now = rfc3339(SystemTime::now());
     match kind {
@@ -461,12 +461,21 @@ pub(crate) fn cluster_value(m: &Monitor, kind: &str) -> Value {
             "outbound_gateways": {},
             "inbound_gateways": {},
         }),
-        _ => json!({
-            "server_id": m.info.server_id,
-            "now": now,
-            "leafnodes": 0,
-            "leafs": [],
-        }),
+        _ => {
+            let leafs = m
+                .info
+                .extra_metrics
+                .0
+                .as_ref()
+                .map(|e| e.leafz())
+                .unwrap_or_default();
+            json!({
+                "server_id": m.info.server_id,
+                "now": now,
+                "leafnodes": leafs.len(),
+                "leafs": leafs,
+            })
+        }
     }
 }
 

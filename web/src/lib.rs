@@ -99,6 +99,10 @@ pub trait Extra: Send + Sync {
     fn varz_jetstream(&self) -> Value {
         json!({})
     }
+    /// The leaf node links that are up, as `/leafz` lists them.
+    fn leafz(&self) -> Vec<Value> {
+        Vec::new()
+    }
     /// The `/jsz` document (`detail`: per account and stream); `None` without JetStream.
     fn jsz(
         &self,
@@ -345,7 +349,7 @@ pub(crate) fn varz_value(m: &Monitor) -> Value {
         "total_connections": Stats::get(&s.total_connections),
         "routes": 0,
         "remotes": 0,
-        "leafnodes": 0,
+        "leafnodes": i.extra_metrics.0.as_ref().map_or(0, |e| e.leafz().len()),
         "in_msgs": Stats::get(&s.in_msgs),
         "out_msgs": Stats::get(&s.out_msgs),
         "in_bytes": Stats::get(&s.in_bytes),
