@@ -448,29 +448,55 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
         tasks.push(handle);
         js
     });
-    // Leaf node links to the configured remotes (the hubs this server attaches to).
-    let leafs = (!settings.leaf_remotes.is_empty()).then(|| {
-        let (leafs, handles) = junction_protocols::leaf::start(
+    // Leaf node links: to the configured remotes (the hubs this server attaches to), and from
+    // the leaf nodes that attach to this one (`leafnodes { port }`).
+    let leafs = if settings.leaf_remotes.is_empty() && settings.leaf_accept.is_none() {
+        None
+    } else {
+        let opts = Arc::new(junction_protocols::leaf::Options {
+            server_id: server_id.clone(),
+            server_name: server_name.clone(),
+            version: NATS_VERSION.to_string(),
+            max_payload: settings.max_payload,
+            max_control_line: settings.max_control_line,
+            max_pending: settings.max_pending,
+            ping_interval: settings.ping_interval,
+            ping_max: settings.ping_max,
+            reconnect: settings.leaf_reconnect,
+            jetstream: settings.jetstream.is_some(),
+            jetstream_domain: settings.jetstream.as_ref().and_then(|j| j.domain.clone()),
+        });
+        let (leafs, handles) = junction_protocols::leaf::start_with(
+            Arc::default(),
             bus.clone(),
-            junction_protocols::leaf::Options {
-                server_id: server_id.clone(),
-                server_name: server_name.clone(),
-                version: NATS_VERSION.to_string(),
-                max_payload: settings.max_payload,
-                max_control_line: settings.max_control_line,
-                max_pending: settings.max_pending,
-                ping_interval: settings.ping_interval,
-                ping_max: settings.ping_max,
-                reconnect: settings.leaf_reconnect,
-                jetstream: settings.jetstream.is_some(),
-                jetstream_domain: settings.jetstream.as_ref().and_then(|j| j.domain.clone()),
-            },
+            opts.clone(),
             settings.leaf_remotes.clone(),
             shutdown.clone(),
         );
         tasks.extend(handles);
-        leafs
-    });
+        if let Some(accept) = &settings.leaf_accept {
+            let mut accept = accept.clone();
+            if accept.host.is_empty() {
+                accept.host = settings.host.clone();
+            }
+            let (_, handle) = junction_protocols::leaf::listen(
+                bus.clone(),
+                opts,
+                accept.clone(),
+                leafs.clone(),
+                shutdown.clone(),
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen for leafnode connections on {}:{}",
+                    accept.host, accept.port
+                )
+            })?;
+            tasks.push(handle);
+        }
+        Some(leafs)
+    };
     let mut accepting = Vec::new();
     let mut ws_gateway: Option<Arc<ws::WsGateway>> = None;
     if let (Some(port), Some(fe)) = (settings.mqtt_port, &mqtt_fe) {

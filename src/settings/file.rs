@@ -380,18 +380,43 @@ impl Settings {
                 "reconnect" | "reconnect_delay" => {
                     self.leaf_reconnect = positive_duration_of(item, key)?
                 }
-                "port"
-                | "listen"
-                | "host"
-                | "advertise"
+                "port" => {
+                    let p = port_of(item, key)?;
+                    self.leaf_accept.get_or_insert_with(Default::default).port =
+                        if p < 0 { 0 } else { p as u16 };
+                }
+                "host" | "net" => {
+                    self.leaf_accept.get_or_insert_with(Default::default).host = item
+                        .as_str()
+                        .ok_or_else(|| anyhow!("{}: 'leafnodes.{key}' must be a host", at(item)))?
+                        .to_string()
+                }
+                "listen" => {
+                    let a = self.leaf_accept.get_or_insert_with(Default::default);
+                    match (item.as_str(), item.as_i64()) {
+                        (Some(s), _) => {
+                            let (h, p) = s.rsplit_once(':').unwrap_or(("", s));
+                            a.port = p.parse().map_err(|_| {
+                                anyhow!("{}: 'leafnodes.listen' must be HOST:PORT", at(item))
+                            })?;
+                            if !h.is_empty() {
+                                a.host = h.to_string();
+                            }
+                        }
+                        (None, Some(p)) => a.port = u16::try_from(p).unwrap_or(0),
+                        _ => bail!("{}: 'leafnodes.listen' must be HOST:PORT", at(item)),
+                    }
+                }
+                "authorization" => {
+                    leaf_authorization(item, self.leaf_accept.get_or_insert_with(Default::default))?
+                }
+                "advertise"
                 | "no_advertise"
-                | "authorization"
                 | "tls"
                 | "compression"
                 | "min_version"
                 | "isolate_leafnode_interest" => warnings.push(format!(
-                    "{}: 'leafnodes.{key}' is ignored: Junction dials out to its remotes but does \
-                         not accept leaf node connections yet",
+                    "{}: 'leafnodes.{key}' is not supported yet and is ignored",
                     at(item)
                 )),
                 _ => bail!("{}: unknown field \"{key}\"", at(item)),
@@ -589,6 +614,54 @@ fn tls_files(
 
 /// A string or a list of strings (a single string is a list of one); `what` names one in the
 /// error ("a subject").
+/// `leafnodes { authorization { user, password, account, token, users: [...] } }`.
+fn leaf_authorization(item: &Item, a: &mut junction_protocols::leaf::Accept) -> Result<()> {
+    use junction_protocols::leaf::LeafUser;
+    let map = item
+        .as_map()
+        .ok_or_else(|| anyhow!("{}: 'leafnodes.authorization' must be a block", at(item)))?;
+    let text = |v: &Item, k: &str| -> Result<String> {
+        v.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("{}: '{k}' must be a string", at(v)))
+    };
+    let mut single = LeafUser::default();
+    for (k, v) in map.iter() {
+        match k.to_ascii_lowercase().as_str() {
+            "user" | "username" => single.user = text(v, k)?,
+            "password" | "pass" => single.password = text(v, k)?,
+            "account" => single.account = Some(text(v, k)?),
+            "token" => a.token = Some(text(v, k)?),
+            "timeout" => {}
+            "users" => {
+                let list = v
+                    .as_array()
+                    .ok_or_else(|| anyhow!("{}: 'users' must be a list", at(v)))?;
+                for u in list {
+                    let m = u
+                        .as_map()
+                        .ok_or_else(|| anyhow!("{}: a user must be a block", at(u)))?;
+                    let mut lu = LeafUser::default();
+                    for (uk, uv) in m.iter() {
+                        match uk.to_ascii_lowercase().as_str() {
+                            "user" | "username" => lu.user = text(uv, uk)?,
+                            "password" | "pass" => lu.password = text(uv, uk)?,
+                            "account" => lu.account = Some(text(uv, uk)?),
+                            _ => bail!("{}: unknown field \"{uk}\"", at(uv)),
+                        }
+                    }
+                    a.users.push(lu);
+                }
+            }
+            _ => bail!("{}: unknown field \"{k}\"", at(v)),
+        }
+    }
+    if !single.user.is_empty() {
+        a.users.push(single);
+    }
+    Ok(())
+}
+
 /// One entry of `leafnodes { remotes }`.
 fn remote_of(item: &Item, warnings: &mut Vec<String>) -> Result<junction_protocols::leaf::Remote> {
     let map = item

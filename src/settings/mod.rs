@@ -86,6 +86,8 @@ pub struct Settings {
     pub leaf_remotes: Vec<junction_protocols::leaf::Remote>,
     /// `leafnodes { reconnect }`: the wait after every URL of a remote failed (it doubles).
     pub leaf_reconnect: Duration,
+    /// `leafnodes { port, authorization }`: accept leaf node connections.
+    pub leaf_accept: Option<junction_protocols::leaf::Accept>,
 }
 
 /// The `jetstream { ... }` block.
@@ -158,6 +160,7 @@ impl Default for Settings {
             jetstream: None,
             leaf_remotes: Vec::new(),
             leaf_reconnect: Duration::from_secs(1),
+            leaf_accept: None,
         }
     }
 }
@@ -333,6 +336,7 @@ impl Settings {
             jetstream => "jetstream",
             leaf_remotes => "leafnodes.remotes",
             leaf_reconnect => "leafnodes.reconnect",
+            leaf_accept => "leafnodes.port",
         );
         out
     }

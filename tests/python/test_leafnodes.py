@@ -559,3 +559,76 @@ async def wait_until_async(make, expected, timeout: float = 10.0):
             pass
         assert time.monotonic() < deadline, f"never got {expected!r}"
         await asyncio.sleep(0.1)
+
+
+@async_test(60)
+async def test_nats_server_and_junction_attach_to_a_junction_hub(nats_servers, server_factory):
+    lport = free_port()
+    hub = server_factory(config=f"""
+accounts {{ EDGE {{ users: [ {{ user: e, password: e }} ] }} }}
+leafnodes {{ port: {lport}, authorization {{ users: [
+  {{ user: ns, password: nsp, account: EDGE }},
+  {{ user: jl, password: jlp, account: EDGE }} ] }} }}
+""")
+    assert any(f"Listening for leafnode connections on" in line and str(lport) in line for line in hub.log)
+    ns_leaf = nats_servers("nsleaf", f"""
+leafnodes {{ remotes: [ {{ url: "nats://ns:nsp@127.0.0.1:{lport}" }} ] }}
+""")
+    j_leaf = server_factory(config=f"""
+leafnodes {{ remotes: [ {{ url: "nats://jl:jlp@127.0.0.1:{lport}" }} ] }}
+""")
+    wrong = server_factory(config=f"""
+leafnodes {{ reconnect: "100ms", remotes: [ {{ url: "nats://jl:nope@127.0.0.1:{lport}" }} ] }}
+""")
+    wait_linked(j_leaf)
+    deadline = time.monotonic() + 10
+    while leafz(hub)["leafnodes"] < 2:
+        assert time.monotonic() < deadline, leafz(hub)
+        await asyncio.sleep(0.05)
+    z = leafz(hub)
+    assert all(not link["is_spoke"] and link["account"] == "EDGE" for link in z["leafs"]), z
+    await asyncio.sleep(0.5)
+    assert any("Authorization Violation" in line for line in wrong.log), wrong.log_text()
+    assert leafz(wrong)["leafnodes"] == 0
+
+    on_hub = await nats.connect(hub.url, user="e", password="e")
+    on_ns = await nats.connect(ns_leaf.url)
+    on_j = await nats.connect(j_leaf.url)
+    conns = (on_hub, on_ns, on_j)
+    try:
+        subs = {name: await nc.subscribe("x.>") for name, nc in zip(("hub", "ns", "j"), conns)}
+        for nc in conns:
+            await nc.flush()
+        # Every side reaches every other, leaf to leaf through the Junction hub.
+        for src_name, src in zip(("hub", "ns", "j"), conns):
+            for dst_name, sub in subs.items():
+                async def pub(src=src, src_name=src_name):
+                    await src.publish(f"x.{src_name}", b"hi")
+                await until_flows(pub, nats_probe(sub, f"x.{src_name}"),
+                                  what=f"{src_name} to reach {dst_name}")
+    finally:
+        for nc in conns:
+            await nc.close()
+
+
+@async_test(60)
+async def test_a_leaf_loop_is_detected_and_the_link_held_down(nats_servers, server_factory):
+    j_port = free_port()
+    n_port = free_port()
+    j = server_factory(config=f"""
+leafnodes {{ port: {j_port}, remotes: [ {{ url: "nats://127.0.0.1:{n_port}" }} ] }}
+""")
+    nats_servers("loopy", f"""
+leafnodes {{ port: {n_port}, remotes: [ {{ url: "nats://127.0.0.1:{j_port}" }} ] }}
+""")
+    deadline = time.monotonic() + 10
+    while not any("Leafnode loop detected" in line for line in j.log):
+        assert time.monotonic() < deadline, j.log_text()
+        await asyncio.sleep(0.05)
+    line = next(line for line in j.log if "Leafnode loop detected" in line)
+    assert "[ERR]" in line and "30s" in line
+    # Held down: no new dial in the next second.
+    before = sum("Leafnode connection created" in x and f":{n_port}" in x for x in j.log)
+    await asyncio.sleep(1.0)
+    after = sum("Leafnode connection created" in x and f":{n_port}" in x for x in j.log)
+    assert after == before

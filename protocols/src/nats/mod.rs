@@ -5,7 +5,7 @@
 //! - `conn`: one connection, a hand-written future: reads and routes, writes coalesced output.
 //! - [`serve`]: the listener's accept loop, the keepalive sweep and shutdown.
 
-mod conn;
+pub(crate) mod conn;
 pub mod encode;
 pub mod parser;
 
