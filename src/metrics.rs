@@ -60,6 +60,21 @@ impl junction_web::Extra for LateSources {
         if let Some((scheme, port)) = &s.websocket {
             v["websocket"] = serde_json::json!({ "scheme": scheme, "port": port });
         }
+        if let Some(leafs) = &s.leafs {
+            let mut list: Vec<serde_json::Value> = leafs
+                .leafz()
+                .1
+                .into_iter()
+                .map(|mut l| {
+                    l["up"] = true.into();
+                    l
+                })
+                .collect();
+            for (urls, error) in leafs.down() {
+                list.push(serde_json::json!({ "up": false, "urls": urls, "error": error }));
+            }
+            v["leafnodes"] = list.into();
+        }
         v
     }
 }
@@ -101,6 +116,23 @@ impl MetricSources {
                 c.memory.load(Relaxed),
                 c.api_total.load(Relaxed),
                 c.api_errors.load(Relaxed),
+            );
+        }
+        if let Some(leafs) = &self.leafs {
+            let [up, in_msgs, in_bytes, out_msgs, out_bytes] = leafs.totals();
+            let _ = writeln!(
+                out,
+                "# HELP junction_leafnode_links Leaf node links up.
+                 # TYPE junction_leafnode_links gauge
+                 junction_leafnode_links {up}
+                 # HELP junction_leafnode_messages_total Messages over leaf node links.
+                 # TYPE junction_leafnode_messages_total counter
+                 junction_leafnode_messages_total{{direction=\"in\"}} {in_msgs}
+                 junction_leafnode_messages_total{{direction=\"out\"}} {out_msgs}
+                 # HELP junction_leafnode_bytes_total Bytes (headers and payload) over leaf node links.
+                 # TYPE junction_leafnode_bytes_total counter
+                 junction_leafnode_bytes_total{{direction=\"in\"}} {in_bytes}
+                 junction_leafnode_bytes_total{{direction=\"out\"}} {out_bytes}"
             );
         }
         if let Some(fe) = &self.mqtt {

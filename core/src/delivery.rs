@@ -75,7 +75,7 @@ pub struct FlushBatch {
     /// first sink that keeps the message past the batch (see [`FlushBatch::kept_payload`]).
     kept: Option<Kept>,
     /// Set while routing a message that came over a leaf node link: the queue groups the far
-    /// side chose this server for (the others, and remote members, get nothing).
+    /// side chose this server for (the other groups get nothing).
     pub routed_queues: Option<Vec<Bytes>>,
     /// While a leaf node link's sink is handed a publication: the queue groups of the far side
     /// it carries the message for (it is handed each publication once, whatever matched).
@@ -220,8 +220,8 @@ pub fn deliver(result: &MatchResult, msg: &Message, batch: &mut FlushBatch) -> u
         }
         let len = group.members.len();
         let start = group.next_start();
-        // Local members first; another server's only when no local one took it, and never
-        // for a message that came from another server (that server chose this one's).
+        // Local members first; another server's only when no local one took it (and never
+        // the server a message came from: it chose this one).
         let mut done = false;
         for i in 0..len {
             let m = &group.members[(start + i) % len];
@@ -231,10 +231,11 @@ pub fn deliver(result: &MatchResult, msg: &Message, batch: &mut FlushBatch) -> u
                 break;
             }
         }
-        if !done && routed.is_none() {
+        if !done {
+            // Not back to the link a message came from (its own proxies are `no_local`).
             if let Some(m) = (0..len)
                 .map(|i| &group.members[(start + i) % len])
-                .find(|m| m.remote)
+                .find(|m| m.remote && !(m.no_local && m.conn == msg.facts.origin))
             {
                 picks.push((m.clone(), Some(group.name.clone())));
             }

@@ -69,7 +69,7 @@ pub struct Subscription {
     /// Set once the subscription is gone, so a cached match result skips it.
     closed: AtomicBool,
     /// Interest of another server, learned over a leaf node link: a queue group prefers its
-    /// local members, and a message that came over a link never goes to one.
+    /// local members, and each link gets one copy of a publication (see `delivery::deliver`).
     pub remote: bool,
 }
 

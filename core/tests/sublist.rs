@@ -207,6 +207,121 @@ fn no_local_skips_the_publishing_connection() {
     assert_eq!(account.publish(&mut cache, &msg, &mut batch), 1);
 }
 
+/// A link's sink: records each copy with the queue groups it was handed for.
+#[derive(Default)]
+struct LinkRecorder {
+    got: Mutex<Vec<(Bytes, Vec<Bytes>)>>,
+}
+
+impl Sink for LinkRecorder {
+    fn deliver(&self, _sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
+        self.got
+            .lock()
+            .unwrap()
+            .push((msg.payload.clone(), batch.link_queues.clone()));
+        Delivery::Queued
+    }
+    fn flush(&self) {}
+}
+
+fn proxy(
+    link: &Arc<LinkRecorder>,
+    conn: u64,
+    subject: &str,
+    queue: Option<&str>,
+) -> Arc<Subscription> {
+    Arc::new(
+        Subscription::new(
+            ConnId(conn),
+            Bytes::copy_from_slice(subject.as_bytes()),
+            queue.map(|q| Bytes::copy_from_slice(q.as_bytes())),
+            Bytes::new(),
+            true,
+            link.clone(),
+        )
+        .into_remote(),
+    )
+}
+
+fn msg_from(origin: u64, payload: &'static str) -> Message {
+    Message {
+        subject: Bytes::from_static(b"jobs.1"),
+        reply: None,
+        headers: None,
+        payload: Bytes::from_static(payload.as_bytes()),
+        facts: DeliveryFacts::from_origin(ConnId(origin)),
+        extra: None,
+    }
+}
+
+#[test]
+fn links_get_one_copy_naming_their_queue_groups_and_local_members_come_first() {
+    let account = Account::new("A");
+    let link = Arc::new(LinkRecorder::default());
+    let other = Arc::new(LinkRecorder::default());
+    // Link 100's hub has two overlapping plain interests and two queue groups; link 200's one
+    // member of group "w".
+    for s in [
+        proxy(&link, 100, "jobs.*", None),
+        proxy(&link, 100, "jobs.>", None),
+        proxy(&link, 100, "jobs.1", Some("w")),
+        proxy(&link, 100, "jobs.*", Some("v")),
+        proxy(&other, 200, "jobs.1", Some("w")),
+    ] {
+        account.subscribe(s).unwrap();
+    }
+    let local = Arc::new(Recorder::default());
+    let mut cache = MatchCache::default();
+    let mut batch = FlushBatch::default();
+
+    // No local member of "w": one copy to link 100 (it has "v" too; "w" goes to one of the two
+    // links), and none to link 200 unless it took "w".
+    account.publish(&mut cache, &msg_from(9, "a"), &mut batch);
+    let got = link.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let w_to_other = other.got.lock().unwrap().len();
+    let mut queues = got[0].1.clone();
+    queues.sort();
+    if w_to_other == 1 {
+        assert_eq!(queues, vec![Bytes::from_static(b"v")]);
+    } else {
+        assert_eq!(
+            queues,
+            vec![Bytes::from_static(b"v"), Bytes::from_static(b"w")]
+        );
+    }
+
+    // A local member of "w" takes every "w" message from now on.
+    account
+        .subscribe(sub(&local, "jobs.1", Some("w"), "L"))
+        .unwrap();
+    link.got.lock().unwrap().clear();
+    other.got.lock().unwrap().clear();
+    for _ in 0..20 {
+        account.publish(&mut cache, &msg_from(9, "b"), &mut batch);
+    }
+    assert_eq!(local.got.lock().unwrap().len(), 20);
+    assert!(other.got.lock().unwrap().is_empty());
+    let got = link.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 20);
+    assert!(
+        got.iter()
+            .all(|(_, q)| q == &vec![Bytes::from_static(b"v")]),
+        "{got:?}"
+    );
+
+    // A message that came over link 100 naming group "w": the local member takes it, nothing
+    // goes back to link 100, and group "v" (not named) gets nothing.
+    link.got.lock().unwrap().clear();
+    local.got.lock().unwrap().clear();
+    batch.routed_queues = Some(vec![Bytes::from_static(b"w")]);
+    account.publish(&mut cache, &msg_from(100, "c"), &mut batch);
+    batch.routed_queues = None;
+    assert_eq!(local.got.lock().unwrap().len(), 1);
+    assert!(link.got.lock().unwrap().is_empty());
+    assert!(other.got.lock().unwrap().is_empty());
+}
+
 fn token() -> impl Strategy<Value = String> {
     prop_oneof![Just("a"), Just("b"), Just("c"), Just("dd")].prop_map(str::to_string)
 }

@@ -79,6 +79,7 @@ try {
           accounts: cells("accounts"),
           busiest: cells("busiest"),
           closed: cells("closed"),
+          leafs: cells("leafs"),
         };
       });
       emit({ event: "figures", ...figures });

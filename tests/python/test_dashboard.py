@@ -133,3 +133,31 @@ async def test_dashboard_under_traffic_from_all_three_protocols(server, tmp_path
 async def asyncio_sleep(s):
     import asyncio
     await asyncio.sleep(s)
+
+
+def test_dashboard_shows_leaf_node_links(server_factory, tmp_path):
+    """A link that is up shows its hub and account; one that cannot connect shows why."""
+    _prerequisites()
+    from mqtt_helpers import free_port
+    hub_port = free_port()
+    hub = server_factory(config=f"leafnodes {{ port: {hub_port} }}\n")
+    dead_port = free_port()
+    srv = server_factory(config=f"""
+accounts {{ EDGE {{ users: [ {{ user: e, password: e }} ] }} }}
+leafnodes {{ reconnect: "100ms", remotes: [
+  {{ url: "nats://127.0.0.1:{hub_port}", account: EDGE }},
+  {{ url: "nats://127.0.0.1:{dead_port}" }} ] }}
+""")
+    dash = Dashboard(f"http://127.0.0.1:{srv.http_port}/")
+    try:
+        dash.expect("ready", timeout=60)
+        f = wait_figures(dash, lambda f: len(f["leafs"]) == 2 and f["leafs"][0][0].startswith("→"),
+                         "both links")
+        up, down = f["leafs"]
+        assert up[1] == "EDGE" and up[2].endswith("ms"), up
+        assert down[0].startswith("down: nats://127.0.0.1:") and "refused" in down[0].lower(), down
+        # The hub sees the link from its side (an accepted one).
+        hf = hub.http_get("/leafz")[1].decode()
+        assert '"is_spoke":false' in hf, hf
+    finally:
+        dash.stop()

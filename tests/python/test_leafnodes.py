@@ -282,6 +282,14 @@ async def test_mqtt_and_nats_across_the_cluster_both_ways(nats_servers, server_f
         assert a.varz()["leafnodes"] == 1
         hub_view = n1.get("/leafz")
         assert hub_view["leafnodes"] == 1, hub_view
+        _, metrics = a.http_get("/metrics")
+        lines = metrics.decode().splitlines()
+        assert "junction_leafnode_links 1" in lines, metrics.decode()[-2000:]
+        out = [x for x in lines if x.startswith('junction_leafnode_messages_total{direction="out"}')]
+        assert out and int(out[0].split()[-1]) >= 21, out
+        _, dash = a.http_get("/api/dashboard")
+        links = json.loads(dash)["leafnodes"]
+        assert [(x["up"], x["is_spoke"], x["port"]) for x in links] == [(True, True, n1.leaf_port)], links
     finally:
         dev_a.close()
         dev_b.close()
