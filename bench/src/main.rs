@@ -112,6 +112,8 @@ mqtt-pubsub:   --qos 0|1  --pubs 1  --subs 1  --size 128  --msgs 1000000 | --sec
                --inflight 1000  --subject bench/data  --batch 65536
                (each publisher sends --msgs or for --secs; every subscriber gets them all)
 mqtt-latency:  --qos 0|1  --rate 2000  --count 20000  --warmup 1000  --size 128
+               (mqtt-pubsub, mqtt-latency: --sub-port N = subscribers on another broker,
+               e.g. a device on leaf node A to a device on leaf node B)
                (mqtt-pubsub, mqtt-latency: --persistent = subscribers hold persistent
                sessions, ids jbench-sub-<n>; 5.0: session expiry 3600)
 mqtt-idle:     --conns 10000  --threads 8  --settle 2  --hold 0
@@ -128,6 +130,9 @@ Each run prints one `RESULT mode=... key=value ...` line and one human line.";
 pub struct Opts {
     pub mode: String,
     pub addr: SocketAddr,
+    /// Where MQTT subscribers connect (`--sub-port`: another broker, e.g. the far leaf node);
+    /// `addr` otherwise.
+    pub sub_addr: SocketAddr,
     /// TCP, or NATS over WebSocket (`--ws`, `--url ws://...`).
     pub transport: Transport,
     pub timeout: Duration,
@@ -169,11 +174,13 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
     let mut mode = None;
     let mut host = "127.0.0.1".to_string();
     let mut port: u16 = 4222;
+    let mut sub_port: Option<u16> = None;
     let mut subject = None;
     let mut msgs = None;
     let mut o = Opts {
         mode: String::new(),
         addr: SocketAddr::from(([127, 0, 0, 1], 4222)),
+        sub_addr: SocketAddr::from(([127, 0, 0, 1], 4222)),
         transport: Transport::Tcp,
         timeout: Duration::from_secs(60),
         pid: None,
@@ -251,6 +258,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             "pass" => o.pass = Some(value.clone()),
             "host" => host = value.clone(),
             "port" => port = value.parse().map_err(|_| bad("port"))?,
+            "sub-port" => sub_port = Some(value.parse().map_err(|_| bad("sub-port"))?),
             "url" => {
                 let (transport, rest) = if let Some(r) = value.strip_prefix("ws://") {
                     (Transport::Ws, r)
@@ -342,6 +350,13 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         .map_err(|e| format!("cannot resolve {host}:{port}: {e}"))?
         .next()
         .ok_or_else(|| format!("no address for {host}"))?;
+    o.sub_addr = o.addr;
+    if let Some(p) = sub_port {
+        if !matches!(o.mode.as_str(), "mqtt-pubsub" | "mqtt-latency") {
+            return Err("--sub-port: only for mqtt-pubsub and mqtt-latency".into());
+        }
+        o.sub_addr.set_port(p);
+    }
     Ok(o)
 }
 

@@ -71,7 +71,7 @@ fn sub_session(o: &Opts, idx: usize) -> (String, Session) {
 /// discards whatever session (subscriptions, queued messages) it kept for
 /// `id`, and keeps none.
 fn forget_session(o: &Opts, id: &str) -> io::Result<()> {
-    let mut conn = MqttConn::open(&o.addr, o.mqtt_version, id, 0, Session::Clean, 4096)?;
+    let mut conn = MqttConn::open(&o.sub_addr, o.mqtt_version, id, 0, Session::Clean, 4096)?;
     conn.disconnect();
     Ok(())
 }
@@ -236,7 +236,7 @@ fn subscriber(
             forget_session(o, &id)?;
         }
         let mut conn = MqttConn::open(
-            &o.addr,
+            &o.sub_addr,
             o.mqtt_version,
             &id,
             o.keepalive,
@@ -374,6 +374,10 @@ where
             Ok(Err(e)) => setup_error = Some(e),
             Err(_) => setup_error = Some("subscriber thread died".into()),
         }
+    }
+    if setup_error.is_none() && o.sub_addr != o.addr {
+        // Subscribers on another broker: their interest crosses the leaf node links first.
+        thread::sleep(Duration::from_secs(1));
     }
     let outcome = match setup_error {
         Some(e) => Err(io::Error::other(e)),

@@ -136,13 +136,21 @@ impl Sink for LinkSink {
             .out
             .push(m.encoded_len(), msg.size() as u64, |b| m.encode(b))
         {
-            Push::Queued { was_empty, .. } => {
+            Push::Queued {
+                was_empty,
+                backlogged,
+            } => {
                 self.link.out_msgs.fetch_add(1, Ordering::Relaxed);
                 self.link
                     .out_bytes
                     .fetch_add(msg.size() as u64, Ordering::Relaxed);
                 if was_empty {
                     batch.touch(sub.sink.clone());
+                }
+                // Past the high watermark the publisher waits a little for the link to drain,
+                // as it does for a slow client, rather than overrunning it.
+                if backlogged {
+                    batch.backlog(&sub.sink);
                 }
                 Delivery::Queued
             }
@@ -159,6 +167,14 @@ impl Sink for LinkSink {
 
     fn flush(&self) {
         self.out.wake();
+    }
+
+    fn poll_drained(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.out.poll_drained(cx)
+    }
+
+    fn stall_timed_out(&self) {
+        self.out.stall_timed_out();
     }
 }
 
@@ -272,7 +288,7 @@ pub(super) async fn serve(
     // What arrived with the handshake and is still buffered (a PING after CONNECT, interest
     // after the PONG).
     if ended.is_none() {
-        ended = conn_state.drain(&mut buf, limits, urls);
+        ended = conn_state.drain(&mut buf, limits, urls).0;
     }
     let ended = match ended {
         Some(e) => e,
@@ -300,9 +316,14 @@ pub(super) async fn serve(
                             Err(e) => break Ended::Dropped(e.to_string()),
                             Ok(_) => {}
                         }
-                        if let Some(e) = conn_state.drain(&mut buf, limits, urls) {
+                        let (ended, backlogged) = conn_state.drain(&mut buf, limits, urls);
+                        if let Some(e) = ended {
                             break e;
                         }
+                        // Subscribers overrun by what came over the link: read nothing more
+                        // for a moment (the far side then holds on to it), as a publishing
+                        // client would wait.
+                        stall(backlogged).await;
                     }
                 }
             }
@@ -344,6 +365,27 @@ async fn write_loop(out: Arc<Outbound>, mut wr: tokio::net::tcp::OwnedWriteHalf)
     }
 }
 
+/// Longest the link waits for one overrun local subscriber, and for all after one read.
+const STALL_MAX: std::time::Duration = std::time::Duration::from_millis(5);
+const STALL_TOTAL: std::time::Duration = std::time::Duration::from_millis(10);
+
+async fn stall(sinks: Vec<Arc<dyn Sink>>) {
+    let start = Instant::now();
+    for sink in sinks {
+        let left = (start + STALL_TOTAL).saturating_duration_since(Instant::now());
+        let drained = !left.is_zero()
+            && tokio::time::timeout(
+                left.min(STALL_MAX),
+                std::future::poll_fn(|cx| sink.poll_drained(cx)),
+            )
+            .await
+            .is_ok();
+        if !drained {
+            sink.stall_timed_out();
+        }
+    }
+}
+
 /// A live link's state on its task.
 struct Conn<'a> {
     link: &'a Arc<Link>,
@@ -366,7 +408,7 @@ impl Conn<'_> {
         buf: &mut BytesMut,
         limits: Limits,
         urls: &mut Vec<String>,
-    ) -> Option<Ended> {
+    ) -> (Option<Ended>, Vec<Arc<dyn Sink>>) {
         let mut batch = FlushBatch::default();
         let mut ended = None;
         loop {
@@ -394,7 +436,7 @@ impl Conn<'_> {
         }
         batch.wake_all();
         self.out.wake();
-        ended
+        (ended, batch.take_backlogged())
     }
 
     fn inbound(
