@@ -15,6 +15,10 @@ use clap::Parser;
 /// blocks: `authorization`, `accounts`, `no_auth_user`, `operator` with `resolver`, `tls`,
 /// `mqtt { tls }`, `websocket { tls }`, and Junction's `external_jwt` (see the README).
 ///
+/// Past one machine Junction attaches to a NATS cluster as a leaf node: `leafnodes { remotes: [
+/// { urls: [...], account } ] }` in the configuration file, and `leafnodes { port }` to accept
+/// leaf nodes itself (`--cluster`/`--routes` are refused: Junction forms no routes).
+///
 /// Signals: SIGHUP reloads the configuration, SIGUSR1 reopens the log file, SIGUSR2 enters lame
 /// duck mode, SIGTERM and SIGINT stop.
 ///
