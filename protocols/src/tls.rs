@@ -192,6 +192,40 @@ pub fn acceptor(files: &Files) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
+/// A TLS client (a leaf node remote): servers are checked against the authorities in
+/// `ca_file`; `client` is the certificate chain and key to present, when the server asks.
+pub fn connector(
+    ca_file: &PathBuf,
+    client: Option<(&PathBuf, &PathBuf)>,
+) -> Result<tokio_rustls::TlsConnector, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in read_certs(ca_file)? {
+        roots
+            .add(c)
+            .map_err(|e| TlsError::Config(format!("{}: {e}", ca_file.display())))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| TlsError::Config(e.to_string()))?
+    .with_root_certificates(roots);
+    let config = match client {
+        Some((cert, key)) => {
+            let certs = read_certs(cert)?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
+                path: key.clone(),
+                message: e.to_string(),
+            })?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| TlsError::Config(e.to_string()))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
 /// The ring provider, narrowed to the configured cipher suites and key exchange groups.
 fn provider(files: &Files) -> Result<rustls::crypto::CryptoProvider, TlsError> {
     let mut p = rustls::crypto::ring::default_provider();

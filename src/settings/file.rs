@@ -410,9 +410,12 @@ impl Settings {
                 "authorization" => {
                     leaf_authorization(item, self.leaf_accept.get_or_insert_with(Default::default))?
                 }
+                "tls" => {
+                    self.leaf_accept.get_or_insert_with(Default::default).tls =
+                        Some(tls_files(item, "leafnodes.tls", warnings)?)
+                }
                 "advertise"
                 | "no_advertise"
-                | "tls"
                 | "compression"
                 | "min_version"
                 | "isolate_leafnode_interest" => warnings.push(format!(
@@ -662,6 +665,45 @@ fn leaf_authorization(item: &Item, a: &mut junction_protocols::leaf::Accept) -> 
     Ok(())
 }
 
+/// A remote's `tls { ca_file, cert_file, key_file }`.
+fn remote_tls(item: &Item) -> Result<junction_protocols::leaf::RemoteTls> {
+    let map = item
+        .as_map()
+        .ok_or_else(|| anyhow!("{}: a remote's 'tls' must be a block", at(item)))?;
+    let mut t = junction_protocols::leaf::RemoteTls::default();
+    for (k, v) in map.iter() {
+        let path = || -> Result<PathBuf> {
+            let p = PathBuf::from(
+                v.as_str()
+                    .ok_or_else(|| anyhow!("{}: '{k}' must be a file name", at(v)))?,
+            );
+            if std::fs::metadata(&p).is_err() {
+                bail!("{}: '{k}': {} cannot be read", at(v), p.display());
+            }
+            Ok(p)
+        };
+        match k.to_ascii_lowercase().as_str() {
+            "ca_file" => t.ca_file = Some(path()?),
+            "cert_file" => t.cert_file = Some(path()?),
+            "key_file" => t.key_file = Some(path()?),
+            _ => bail!(
+                "{}: remote tls option '{k}' is not supported (ca_file, cert_file, key_file)",
+                at(v)
+            ),
+        }
+    }
+    if t.cert_file.is_some() != t.key_file.is_some() {
+        bail!(
+            "{}: a remote's tls needs both cert_file and key_file, or neither",
+            at(item)
+        );
+    }
+    if t.ca_file.is_none() {
+        bail!("{}: a remote's tls needs ca_file", at(item));
+    }
+    Ok(t)
+}
+
 /// One entry of `leafnodes { remotes }`.
 fn remote_of(item: &Item, warnings: &mut Vec<String>) -> Result<junction_protocols::leaf::Remote> {
     let map = item
@@ -687,8 +729,8 @@ fn remote_of(item: &Item, warnings: &mut Vec<String>) -> Result<junction_protoco
             "token" | "auth_token" => r.token = Some(text(v, k)?),
             "deny_imports" | "deny_import" => r.deny_imports = strings_of(v, k, "a subject")?,
             "deny_exports" | "deny_export" => r.deny_exports = strings_of(v, k, "a subject")?,
-            "tls"
-            | "ws_compression"
+            "tls" => r.tls = Some(remote_tls(v)?),
+            "ws_compression"
             | "ws_no_masking"
             | "compression"
             | "hub"
@@ -709,9 +751,15 @@ fn remote_of(item: &Item, warnings: &mut Vec<String>) -> Result<junction_protoco
     }
     for u in &r.urls {
         let scheme = u.split_once("://").map_or("nats", |(s, _)| s);
-        if !matches!(scheme, "nats" | "nats-leaf" | "leafnode") {
+        if !matches!(scheme, "nats" | "nats-leaf" | "leafnode" | "tls") {
             bail!(
-                "{}: leaf node remote URL {u:?}: only nats:// is supported yet (no TLS or WebSocket remotes)",
+                "{}: leaf node remote URL {u:?}: only nats:// and tls:// are supported (no WebSocket remotes yet)",
+                at(item)
+            );
+        }
+        if scheme == "tls" && r.tls.as_ref().is_none_or(|t| t.ca_file.is_none()) {
+            bail!(
+                "{}: leaf node remote URL {u:?} needs tls {{ ca_file }} (the authority that signed the hub's certificate)",
                 at(item)
             );
         }

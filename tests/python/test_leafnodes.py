@@ -640,3 +640,51 @@ leafnodes {{ port: {n_port}, remotes: [ {{ url: "nats://127.0.0.1:{j_port}" }} ]
     await asyncio.sleep(1.0)
     after = sum("Leafnode connection created" in x and f":{n_port}" in x for x in j.log)
     assert after == before
+
+
+@async_test(60)
+async def test_tls_links_both_ways_and_a_wrong_authority_refused(nats_servers, server_factory):
+    from conftest import REPO
+    tls = REPO / "tests" / "fixtures" / "tls"
+    ns_port = free_port()
+    ns_hub = nats_servers("tlshub", f"""
+leafnodes {{ listen: "127.0.0.1:{ns_port}",
+  tls {{ cert_file: "{tls / 'server.pem'}", key_file: "{tls / 'server-key.pem'}" }} }}
+""")
+    j_port = free_port()
+    # Junction dials the nats-server hub over TLS, and is itself a TLS hub.
+    j = server_factory(config=f"""
+leafnodes {{
+  port: {j_port}
+  tls {{ cert_file: "{tls / 'server.pem'}", key_file: "{tls / 'server-key.pem'}" }}
+  remotes: [ {{ url: "tls://127.0.0.1:{ns_port}", tls {{ ca_file: "{tls / 'ca.pem'}" }} }} ]
+}}
+""")
+    ns_leaf = nats_servers("tlsleaf", f"""
+leafnodes {{ remotes: [ {{ url: "tls://localhost:{j_port}", tls {{ ca_file: "{tls / 'ca.pem'}" }} }} ] }}
+""")
+    rogue = server_factory(config=f"""
+leafnodes {{ reconnect: "100ms", remotes: [ {{ url: "tls://127.0.0.1:{ns_port}",
+  tls {{ ca_file: "{tls / 'rogue-ca.pem'}" }} }} ] }}
+""")
+    deadline = time.monotonic() + 10
+    while leafz(j)["leafnodes"] < 2:
+        assert time.monotonic() < deadline, (leafz(j), j.log_text())
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+    assert leafz(rogue)["leafnodes"] == 0
+    assert any("TLS handshake" in line and "[ERR]" in line for line in rogue.log), rogue.log_text()
+
+    top = await nats.connect(ns_hub.url)
+    bottom = await nats.connect(ns_leaf.url)
+    try:
+        sub = await top.subscribe("through.tls")
+        await top.flush()
+
+        async def pub():
+            await bottom.publish("through.tls", b"two TLS links")
+        m = await until_flows(pub, nats_probe(sub), what="a message over two TLS links")
+        assert m.data == b"two TLS links"
+    finally:
+        await top.close()
+        await bottom.close()

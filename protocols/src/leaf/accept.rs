@@ -31,13 +31,15 @@ pub struct LeafUser {
 }
 
 /// `leafnodes { listen, authorization }`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Accept {
     pub host: String,
     pub port: u16,
     /// Users allowed to connect (none: anyone, into the global account, unless a token is set).
     pub users: Vec<LeafUser>,
     pub token: Option<String>,
+    /// `leafnodes { tls }`: leaf nodes upgrade to TLS after this server's INFO.
+    pub tls: Option<crate::tls::Files>,
 }
 
 impl Accept {
@@ -68,6 +70,13 @@ pub async fn listen(
     leafs: Arc<Leafs>,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let tls = match &accept.tls {
+        Some(files) => Some(
+            crate::tls::acceptor(files)
+                .map_err(|e| std::io::Error::other(format!("leafnodes tls: {e}")))?,
+        ),
+        None => None,
+    };
     let listener = TcpListener::bind((accept.host.as_str(), accept.port)).await?;
     let addr = listener.local_addr()?;
     tracing::info!("Listening for leafnode connections on {addr}");
@@ -89,6 +98,7 @@ pub async fn listen(
                 bus.clone(),
                 opts.clone(),
                 accept.clone(),
+                tls.clone(),
                 leafs.clone(),
                 stream,
                 peer,
@@ -103,13 +113,14 @@ async fn serve_one(
     bus: Arc<Bus>,
     opts: Arc<Options>,
     accept: Arc<Accept>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     leafs: Arc<Leafs>,
     stream: TcpStream,
     peer: SocketAddr,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    let mut stream = stream;
     let nonce = crate::nats::conn::nonce();
     let mut info = json!({
         "server_id": opts.server_id,
@@ -130,13 +141,39 @@ async fn serve_one(
     if !accept.users.is_empty() || accept.token.is_some() {
         info["auth_required"] = json!(true);
     }
-    if wr
+    if tls.is_some() {
+        info["tls_required"] = json!(true);
+    }
+    if stream
         .write_all(format!("INFO {info}\r\n").as_bytes())
         .await
         .is_err()
     {
         return;
     }
+    // With TLS the far side starts its handshake after the INFO.
+    let (mut rd, mut wr): (super::ReadHalf, super::WriteHalf) = match tls {
+        Some(acceptor) => {
+            match tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => {
+                    let (r, w) = tokio::io::split(s);
+                    (Box::new(r), Box::new(w))
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(peer = %peer, "leafnode TLS handshake error: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(peer = %peer, "leafnode TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+        None => {
+            let (r, w) = stream.into_split();
+            (Box::new(r), Box::new(w))
+        }
+    };
     let limits = Limits {
         max_control_line: opts.max_control_line.max(4096),
         max_payload: opts.max_payload.max(1 << 20) + 64 * 1024,
@@ -157,12 +194,14 @@ async fn serve_one(
         Ok(Ok(Op::Connect(j))) => serde_json::from_slice(&j).unwrap_or_default(),
         Ok(Ok(_)) | Ok(Err(_)) | Err(_) => {
             let _ = wr.write_all(b"-ERR 'Authorization Violation'\r\n").await;
+            let _ = wr.flush().await;
             tracing::warn!(peer = %peer, "leafnode connection closed before a valid CONNECT");
             return;
         }
     };
     let Some(account) = accept.admit(&connect) else {
         let _ = wr.write_all(b"-ERR 'Authorization Violation'\r\n").await;
+        let _ = wr.flush().await;
         tracing::error!(peer = %peer, "leafnode Authorization Violation");
         return;
     };

@@ -15,7 +15,6 @@ use junction_core::{
 };
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::sync::CancellationToken;
 
 use super::proto::{self, Limits, Op, OutMsg};
@@ -180,8 +179,8 @@ impl Sink for LinkSink {
 
 /// What a handshake leaves for the link to run with.
 pub(super) struct Handshaken {
-    pub(super) rd: OwnedReadHalf,
-    pub(super) wr: OwnedWriteHalf,
+    pub(super) rd: super::ReadHalf,
+    pub(super) wr: super::WriteHalf,
     pub(super) buf: BytesMut,
     pub(super) limits: Limits,
     /// Operations that arrived with the handshake.
@@ -341,7 +340,7 @@ pub(super) async fn serve(
 }
 
 /// Writes what the link queues until it closes or the socket fails.
-async fn write_loop(out: Arc<Outbound>, mut wr: tokio::net::tcp::OwnedWriteHalf) -> String {
+async fn write_loop(out: Arc<Outbound>, mut wr: super::WriteHalf) -> String {
     loop {
         std::future::poll_fn(|cx| {
             if out.register(cx.waker(), true) {
@@ -358,7 +357,13 @@ async fn write_loop(out: Arc<Outbound>, mut wr: tokio::net::tcp::OwnedWriteHalf)
         if chunk.is_empty() {
             continue;
         }
-        if let Err(e) = wr.write_all(&chunk).await {
+        // TLS holds records until flushed; TCP's flush does nothing.
+        if let Err(e) = async {
+            wr.write_all(&chunk).await?;
+            wr.flush().await
+        }
+        .await
+        {
             return e.to_string();
         }
         out.written(chunk);

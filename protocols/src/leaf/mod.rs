@@ -58,6 +58,19 @@ pub struct Remote {
     pub deny_imports: Vec<String>,
     /// Subjects not sent to the hub.
     pub deny_exports: Vec<String>,
+    /// `tls { ca_file, cert_file, key_file }`: TLS to the hub (also with `tls://` URLs, or when
+    /// the hub requires it).
+    pub tls: Option<RemoteTls>,
+}
+
+/// A remote's `tls` block.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteTls {
+    /// The authority the hub's certificate must be signed by.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and key, for hubs that verify them.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 /// What every link of this server says and obeys.
@@ -328,18 +341,28 @@ async fn run(bus: Arc<Bus>, opts: Arc<Options>, link: Arc<Link>, shutdown: Cance
     }
 }
 
+/// The reader and writer of a link, over TCP or TLS.
+pub(crate) type ReadHalf = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+pub(crate) type WriteHalf = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
+
 /// `host:port`, user and password of a remote URL.
 fn parse_url(url: &str) -> Result<(String, Option<(String, String)>), String> {
+    Ok(parse_url_tls(url)?.0)
+}
+
+/// [`parse_url`], and whether the scheme asks for TLS (`tls://`).
+fn parse_url_tls(url: &str) -> Result<((String, Option<(String, String)>), bool), String> {
     let (scheme, rest) = url.split_once("://").unwrap_or(("nats", url));
-    match scheme.to_ascii_lowercase().as_str() {
-        "nats" | "nats-leaf" | "leafnode" => {}
-        "tls" | "wss" | "ws" => {
+    let tls = match scheme.to_ascii_lowercase().as_str() {
+        "nats" | "nats-leaf" | "leafnode" => false,
+        "tls" => true,
+        "wss" | "ws" => {
             return Err(format!(
-                "{scheme}:// remotes are not supported yet (plain nats:// only)"
+                "{scheme}:// remotes are not supported yet (nats:// and tls:// only)"
             ))
         }
         other => return Err(format!("unknown URL scheme {other:?}")),
-    }
+    };
     let rest = rest.trim_end_matches('/');
     let (auth, host) = match rest.rsplit_once('@') {
         Some((a, h)) => (Some(a), h),
@@ -354,7 +377,36 @@ fn parse_url(url: &str) -> Result<(String, Option<(String, String)>), String> {
         Some((u, p)) => (u.to_string(), p.to_string()),
         None => (a.to_string(), String::new()),
     });
-    Ok((host, auth))
+    Ok(((host, auth), tls))
+}
+
+/// Upgrades a dialled connection to TLS (after the hub's plain INFO, as nats-server does).
+async fn upgrade(
+    remote: &Remote,
+    host: &str,
+    stream: TcpStream,
+) -> Result<(ReadHalf, WriteHalf), String> {
+    let tls = remote
+        .tls
+        .as_ref()
+        .and_then(|t| t.ca_file.as_ref().map(|ca| (t, ca)))
+        .ok_or("the hub wants TLS: the remote needs tls { ca_file } (the authority that signed the hub's certificate)")?;
+    let (t, ca) = tls;
+    let client = match (&t.cert_file, &t.key_file) {
+        (Some(c), Some(k)) => Some((c, k)),
+        _ => None,
+    };
+    let connector = crate::tls::connector(ca, client).map_err(|e| e.to_string())?;
+    let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    let server = rustls_pki_types::ServerName::try_from(name.to_string())
+        .map_err(|e| format!("{name}: {e}"))?;
+    let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(server, stream))
+        .await
+        .map_err(|_| "TLS handshake timed out".to_string())?
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    let (r, w) = tokio::io::split(tls);
+    Ok((Box::new(r), Box::new(w)))
 }
 
 /// Reads the user JWT and the seed out of a credentials file.
@@ -441,18 +493,17 @@ async fn session(
     urls: &mut Vec<String>,
     shutdown: &CancellationToken,
 ) -> Ended {
-    let (host, url_auth) = match parse_url(url) {
+    let ((host, url_auth), tls_scheme) = match parse_url_tls(url) {
         Ok(x) => x,
         Err(e) => return Ended::Failed(e),
     };
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&host)).await {
+    let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&host)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Ended::Failed(e.to_string()),
         Err(_) => return Ended::Failed("connection timed out".into()),
     };
     let _ = stream.set_nodelay(true);
     let addr = stream.peer_addr().ok();
-    let (mut rd, mut wr) = stream.into_split();
     let limits = Limits {
         max_control_line: opts.max_control_line.max(4096),
         max_payload: opts.max_payload.max(1 << 20) + 64 * 1024,
@@ -465,7 +516,7 @@ async fn session(
             if let Some(op) = proto::parse(&mut buf, limits).map_err(|e| e.to_string())? {
                 return Ok::<Op, String>(op);
             }
-            if rd.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+            if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
                 return Err("connection closed before INFO".into());
             }
         }
@@ -478,9 +529,18 @@ async fn session(
         Err(_) => return Ended::Failed("no INFO from the hub".into()),
     };
     let info: Value = serde_json::from_slice(&info).unwrap_or_default();
-    if info["tls_required"].as_bool() == Some(true) {
-        return Ended::Failed("the hub requires TLS, which remotes do not support yet".into());
-    }
+    let (mut rd, mut wr): (ReadHalf, WriteHalf) = if tls_scheme
+        || link.remote.tls.is_some()
+        || info["tls_required"].as_bool() == Some(true)
+    {
+        match upgrade(&link.remote, &host, stream).await {
+            Ok(halves) => halves,
+            Err(e) => return Ended::Failed(e),
+        }
+    } else {
+        let (r, w) = stream.into_split();
+        (Box::new(r), Box::new(w))
+    };
     learn_urls(&info, urls);
     let nonce = info["nonce"].as_str().unwrap_or_default().to_string();
     let connect = match connect_json(opts, &link.remote, url_auth, &nonce) {
@@ -489,7 +549,12 @@ async fn session(
     };
     let loop_subject = format!("$LDS.{}", loop_id());
     let hello = format!("CONNECT {connect}\r\nPING\r\n");
-    if let Err(e) = wr.write_all(hello.as_bytes()).await {
+    if let Err(e) = async {
+        wr.write_all(hello.as_bytes()).await?;
+        wr.flush().await
+    }
+    .await
+    {
         return Ended::Failed(e.to_string());
     }
     // The PONG to that PING says the hub took the CONNECT (a refusal is -ERR, then a close).
@@ -571,7 +636,11 @@ mod tests {
         );
         assert_eq!(parse_url("nats-leaf://host").unwrap().0, "host:7422");
         assert_eq!(parse_url("127.0.0.1:9").unwrap().0, "127.0.0.1:9");
-        assert!(parse_url("tls://h:1").is_err());
+        assert_eq!(
+            parse_url_tls("tls://h:1").unwrap(),
+            (("h:1".into(), None), true)
+        );
+        assert!(parse_url("wss://h:1").is_err());
         assert!(parse_url("http://h:1").is_err());
         assert_eq!(redact("nats://u:secret@h:1"), "nats://[REDACTED]@h:1");
         assert_eq!(redact("nats://h:1"), "nats://h:1");
