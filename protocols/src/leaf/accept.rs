@@ -80,7 +80,14 @@ pub async fn listen(
     let listener = TcpListener::bind((accept.host.as_str(), accept.port)).await?;
     let addr = listener.local_addr()?;
     tracing::info!("Listening for leafnode connections on {addr}");
-    let accept = Arc::new(accept);
+    let shared = Arc::new(Listening {
+        bus,
+        opts,
+        accept,
+        tls,
+        leafs,
+        shutdown: shutdown.clone(),
+    });
     let task = tokio::spawn(async move {
         loop {
             let (stream, peer) = tokio::select! {
@@ -94,31 +101,32 @@ pub async fn listen(
                     }
                 },
             };
-            tokio::spawn(serve_one(
-                bus.clone(),
-                opts.clone(),
-                accept.clone(),
-                tls.clone(),
-                leafs.clone(),
-                stream,
-                peer,
-                shutdown.clone(),
-            ));
+            tokio::spawn(serve_one(shared.clone(), stream, peer));
         }
     });
     Ok((addr, task))
 }
 
-async fn serve_one(
+/// What every accepted connection shares.
+struct Listening {
     bus: Arc<Bus>,
     opts: Arc<Options>,
-    accept: Arc<Accept>,
+    accept: Accept,
     tls: Option<tokio_rustls::TlsAcceptor>,
     leafs: Arc<Leafs>,
-    stream: TcpStream,
-    peer: SocketAddr,
     shutdown: CancellationToken,
-) {
+}
+
+async fn serve_one(l: Arc<Listening>, stream: TcpStream, peer: SocketAddr) {
+    let Listening {
+        bus,
+        opts,
+        accept,
+        tls,
+        leafs,
+        shutdown,
+    } = &*l;
+    let tls = tls.clone();
     let _ = stream.set_nodelay(true);
     let mut stream = stream;
     let nonce = crate::nats::conn::nonce();

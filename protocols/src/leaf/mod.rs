@@ -346,12 +346,15 @@ pub(crate) type ReadHalf = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
 pub(crate) type WriteHalf = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
 
 /// `host:port`, user and password of a remote URL.
-fn parse_url(url: &str) -> Result<(String, Option<(String, String)>), String> {
+fn parse_url(url: &str) -> Result<Target, String> {
     Ok(parse_url_tls(url)?.0)
 }
 
+/// A remote URL's `host:port` and credentials.
+type Target = (String, Option<(String, String)>);
+
 /// [`parse_url`], and whether the scheme asks for TLS (`tls://`).
-fn parse_url_tls(url: &str) -> Result<((String, Option<(String, String)>), bool), String> {
+fn parse_url_tls(url: &str) -> Result<(Target, bool), String> {
     let (scheme, rest) = url.split_once("://").unwrap_or(("nats", url));
     let tls = match scheme.to_ascii_lowercase().as_str() {
         "nats" | "nats-leaf" | "leafnode" => false,
