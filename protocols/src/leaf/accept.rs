@@ -238,7 +238,7 @@ async fn serve_one(l: Arc<Listening>, stream: TcpStream, peer: SocketAddr) {
         loop_subject: None,
         rtt: None,
     };
-    let ended = link::serve(&bus, &opts, &link, hs, &mut Vec::new(), &shutdown).await;
+    let ended = link::serve(bus, opts, &link, hs, &mut Vec::new(), shutdown).await;
     if let Ended::Dropped(why) | Ended::Failed(why) = ended {
         tracing::info!(peer = %peer, "Leafnode connection closed: {why}");
     }
