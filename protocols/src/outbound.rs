@@ -48,6 +48,32 @@ pub enum Push {
     Closed,
 }
 
+impl Push {
+    /// For a sink that queued a delivery: registers its writer to be woken once (when the
+    /// buffer was empty) and, past the high watermark, to be waited for by the publisher.
+    /// Returns whether the delivery was queued.
+    pub fn note_queued(
+        self,
+        batch: &mut junction_core::FlushBatch,
+        sink: &std::sync::Arc<dyn junction_core::Sink>,
+    ) -> bool {
+        let Push::Queued {
+            was_empty,
+            backlogged,
+        } = self
+        else {
+            return false;
+        };
+        if was_empty {
+            batch.touch(sink.clone());
+        }
+        if backlogged {
+            batch.backlog(sink);
+        }
+        true
+    }
+}
+
 #[derive(Default)]
 struct State {
     buf: BytesMut,

@@ -135,22 +135,14 @@ impl Sink for LinkSink {
             .out
             .push(m.encoded_len(), msg.size() as u64, |b| m.encode(b))
         {
-            Push::Queued {
-                was_empty,
-                backlogged,
-            } => {
+            pushed @ Push::Queued { .. } => {
                 self.link.out_msgs.fetch_add(1, Ordering::Relaxed);
                 self.link
                     .out_bytes
                     .fetch_add(msg.size() as u64, Ordering::Relaxed);
-                if was_empty {
-                    batch.touch(sub.sink.clone());
-                }
                 // Past the high watermark the publisher waits a little for the link to drain,
                 // as it does for a slow client, rather than overrunning it.
-                if backlogged {
-                    batch.backlog(&sub.sink);
-                }
+                pushed.note_queued(batch, &sub.sink);
                 Delivery::Queued
             }
             Push::SlowConsumer => {

@@ -214,16 +214,8 @@ impl Sink for Client {
             .out
             .push(m.encoded_len(), msg.size() as u64, |b| m.encode(b))
         {
-            Push::Queued {
-                was_empty,
-                backlogged,
-            } => {
-                if was_empty {
-                    batch.touch(sub.sink.clone());
-                }
-                if backlogged {
-                    batch.backlog(&sub.sink);
-                }
+            pushed @ Push::Queued { .. } => {
+                pushed.note_queued(batch, &sub.sink);
                 Delivery::Queued
             }
             Push::SlowConsumer => {
