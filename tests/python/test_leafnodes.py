@@ -688,3 +688,48 @@ leafnodes {{ reconnect: "100ms", remotes: [ {{ url: "tls://127.0.0.1:{ns_port}",
     finally:
         await top.close()
         await bottom.close()
+
+
+@async_test(60)
+async def test_nkey_and_creds_remotes_authenticate_to_nats_server(nats_servers, server_factory):
+    """The hub checks the remote's signature of its nonce: an nkey user, and a user JWT from a
+    .creds file (operator mode)."""
+    from conftest import REPO
+    fixtures = REPO / "tests" / "fixtures"
+    alice_pub = (fixtures / "nkeys" / "nk-alice.pub").read_text().strip()
+    alice_seed = (fixtures / "nkeys" / "nk-alice.nk").read_text().strip()
+    nk_port = free_port()
+    nk_hub = nats_servers("nkhub", f"""
+accounts {{ NK {{ users: [ {{ nkey: {alice_pub} }} ] }} }}
+leafnodes {{ listen: "127.0.0.1:{nk_port}" }}
+""")
+    shutil.copy(fixtures / "jwt" / "preload-inline.conf", nk_hub.config_path.parent / "preload-inline.conf")
+    op_port = free_port()
+    op_hub = nats_servers("ophub", f"""
+include "./preload-inline.conf"
+leafnodes {{ listen: "127.0.0.1:{op_port}" }}
+""")
+    leaf = server_factory(config=f"""
+leafnodes {{ remotes: [
+  {{ url: "nats://127.0.0.1:{nk_port}", nkey: "{alice_seed}" }},
+  {{ url: "nats://127.0.0.1:{op_port}", credentials: "{fixtures / 'jwt' / 'bob.creds'}" }} ] }}
+""")
+    deadline = time.monotonic() + 10
+    while leafz(leaf)["leafnodes"] < 2:
+        assert time.monotonic() < deadline, (leafz(leaf), leaf.log_text())
+        await asyncio.sleep(0.05)
+    on_nk = await nats.connect(nk_hub.url, nkeys_seed_str=alice_seed)
+    on_op = await nats.connect(op_hub.url, user_credentials=str(fixtures / "jwt" / "bob.creds"))
+    local = await nats.connect(leaf.url)
+    try:
+        for hub_nc, subj in ((on_nk, "via.nkey"), (on_op, "via.creds")):
+            sub = await hub_nc.subscribe(subj)
+            await hub_nc.flush()
+
+            async def pub(subj=subj):
+                await local.publish(subj, b"signed")
+            m = await until_flows(pub, nats_probe(sub), what=f"a message {subj}")
+            assert m.data == b"signed"
+    finally:
+        for nc in (on_nk, on_op, local):
+            await nc.close()
