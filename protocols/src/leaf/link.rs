@@ -164,9 +164,10 @@ impl Sink for LinkSink {
         self.out.poll_drained(cx)
     }
 
-    fn stall_timed_out(&self) {
-        self.out.stall_timed_out();
-    }
+    /// Not marked stuck: a link drains as fast as the far side reads, and a publisher that
+    /// overruns it keeps pausing (up to the stall's bound on each read) instead of flooding it
+    /// until it is cut off as a slow consumer, which would drop everything the link carries.
+    fn stall_timed_out(&self) {}
 }
 
 /// What a handshake leaves for the link to run with.
