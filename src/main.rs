@@ -483,6 +483,7 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
                 bus.clone(),
                 opts,
                 accept.clone(),
+                authenticator.clone(),
                 leafs.clone(),
                 shutdown.clone(),
             )

@@ -733,3 +733,71 @@ leafnodes {{ remotes: [
     finally:
         for nc in (on_nk, on_op, local):
             await nc.close()
+
+
+@async_test(60)
+async def test_accepted_leaf_nodes_are_held_to_the_servers_users_and_permissions(
+        nats_servers, server_factory):
+    """Without `leafnodes { authorization }` a leaf node logs in like a client: the server's
+    users bind it to an account and their permissions hold on the link."""
+    lport = free_port()
+    hub = server_factory(config=f"""
+accounts {{
+  A {{ users: [ {{ user: leafy, password: lp,
+                  permissions: {{ publish: "up.>", subscribe: "down.>" }} }},
+               {{ user: ha, password: ha }} ] }}
+}}
+leafnodes {{ port: {lport} }}
+""")
+    good = nats_servers("goodleaf", f"""
+leafnodes {{ remotes: [ {{ url: "nats://leafy:lp@127.0.0.1:{lport}" }} ] }}
+""")
+    nats_servers("badleaf", f"""
+leafnodes {{ remotes: [ {{ url: "nats://leafy:wrong@127.0.0.1:{lport}" }} ] }}
+""")
+    nats_servers("anonleaf", f"""
+leafnodes {{ remotes: [ {{ url: "nats://127.0.0.1:{lport}" }} ] }}
+""")
+    deadline = time.monotonic() + 10
+    while leafz(hub)["leafnodes"] < 1:
+        assert time.monotonic() < deadline, hub.log_text()
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1.0)
+    z = leafz(hub)
+    assert [link["account"] for link in z["leafs"]] == ["A"], z
+    assert sum("leafnode Authorization Violation" in line for line in hub.log) >= 2, hub.log_text()
+
+    on_hub = await nats.connect(hub.url, user="ha", password="ha")
+    on_leaf = await nats.connect(good.url)
+    try:
+        up = await on_hub.subscribe(">")
+        await on_hub.flush()
+
+        async def pub_up():
+            await on_leaf.publish("up.1", b"allowed")
+        m = await until_flows(pub_up, nats_probe(up, "up.1"))
+        assert m.data == b"allowed"
+        # Outside the user's publish permission: dropped at the hub, logged.
+        await on_leaf.publish("side.1", b"denied")
+        await on_leaf.publish("up.2", b"after")
+        await on_leaf.flush()
+        m = await up.next_msg(3)
+        while m.subject == "up.1":
+            m = await up.next_msg(3)
+        assert m.subject == "up.2", f"{m.subject} passed the leaf user's publish permission"
+        assert any("Publish Violation" in line and "side.1" in line for line in hub.log)
+
+        down = await on_leaf.subscribe("down.1")
+        side = await on_leaf.subscribe("side.2")
+        await on_leaf.flush()
+
+        async def pub_down():
+            await on_hub.publish("side.2", b"never")
+            await on_hub.publish("down.1", b"allowed")
+        m = await until_flows(pub_down, nats_probe(down))
+        assert m.data == b"allowed"
+        with pytest.raises(nats.errors.TimeoutError):
+            await side.next_msg(0.5)
+    finally:
+        await on_hub.close()
+        await on_leaf.close()

@@ -2,9 +2,12 @@
 //! at the far edge attaches to this one, which is then its hub.
 //!
 //! The far side speaks first after this server's `INFO` (with a nonce): its `CONNECT` names a
-//! user (or token) of `leafnodes { authorization }`, which binds it to an account; without an
-//! authorization block it joins the global account. A refusal is `-ERR 'Authorization
-//! Violation'` and a close. From then on the link runs as a dialled one does (see `link`).
+//! user (or token) of `leafnodes { authorization }`, which binds it to an account. Without an
+//! authorization block it is checked like a client, against the server's users, accounts and
+//! operator (password, token, nkey or JWT), as nats-server does: the link is bound to the
+//! user's account and held to the user's permissions (what the leaf publishes, the interest it
+//! announces, what is delivered to it). A refusal is `-ERR 'Authorization Violation'` and a
+//! close. From then on the link runs as a dialled one does (see `link`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -67,6 +70,7 @@ pub async fn listen(
     bus: Arc<Bus>,
     opts: Arc<Options>,
     accept: Accept,
+    auth: Arc<dyn junction_auth::Authenticator>,
     leafs: Arc<Leafs>,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
@@ -84,6 +88,7 @@ pub async fn listen(
         bus,
         opts,
         accept,
+        auth,
         tls,
         leafs,
         shutdown: shutdown.clone(),
@@ -112,6 +117,8 @@ struct Listening {
     bus: Arc<Bus>,
     opts: Arc<Options>,
     accept: Accept,
+    /// The server's own authentication, for leaf nodes when `leafnodes` has no authorization.
+    auth: Arc<dyn junction_auth::Authenticator>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     leafs: Arc<Leafs>,
     shutdown: CancellationToken,
@@ -122,6 +129,7 @@ async fn serve_one(l: Arc<Listening>, stream: TcpStream, peer: SocketAddr) {
         bus,
         opts,
         accept,
+        auth,
         tls,
         leafs,
         shutdown,
@@ -146,7 +154,8 @@ async fn serve_one(l: Arc<Listening>, stream: TcpStream, peer: SocketAddr) {
     if let Some(d) = &opts.jetstream_domain {
         info["domain"] = json!(d);
     }
-    if !accept.users.is_empty() || accept.token.is_some() {
+    let own_users = !accept.users.is_empty() || accept.token.is_some();
+    if own_users || auth.auth_required() {
         info["auth_required"] = json!(true);
     }
     if tls.is_some() {
@@ -207,19 +216,25 @@ async fn serve_one(l: Arc<Listening>, stream: TcpStream, peer: SocketAddr) {
             return;
         }
     };
-    let Some(account) = accept.admit(&connect) else {
+    let admitted = if own_users {
+        accept.admit(&connect).map(|a| (a, None))
+    } else {
+        server_auth(auth, &connect, &nonce).await
+    };
+    let Some((account, perms)) = admitted else {
         let _ = wr.write_all(b"-ERR 'Authorization Violation'\r\n").await;
         let _ = wr.flush().await;
         tracing::error!(peer = %peer, "leafnode Authorization Violation");
         return;
     };
-    let link = Arc::new(Link::new(
+    let link = Arc::new(Link::with_permissions(
         Remote {
             urls: vec![peer.to_string()],
             account,
             ..Remote::default()
         },
         true,
+        perms,
     ));
     leafs.links.locked().push(link.clone());
     let hs = Handshaken {
@@ -243,6 +258,45 @@ async fn serve_one(l: Arc<Listening>, stream: TcpStream, peer: SocketAddr) {
         tracing::info!(peer = %peer, "Leafnode connection closed: {why}");
     }
     leafs.links.locked().retain(|l| !Arc::ptr_eq(l, &link));
+}
+
+/// A leaf node checked like a client: its account and permissions, or `None` when refused.
+async fn server_auth(
+    auth: &Arc<dyn junction_auth::Authenticator>,
+    connect: &Value,
+    nonce: &str,
+) -> Option<(String, Option<Arc<junction_auth::Permissions>>)> {
+    let text = |k: &str| connect[k].as_str().map(str::to_string);
+    let creds = junction_auth::Credentials {
+        user: text("user"),
+        pass: text("pass"),
+        token: text("auth_token"),
+        nkey: text("nkey"),
+        sig: text("sig"),
+        jwt: text("jwt"),
+        nonce: Some(nonce.to_string()),
+        ..Default::default()
+    };
+    let none = creds.user.is_none()
+        && creds.token.is_none()
+        && creds.nkey.is_none()
+        && creds.jwt.is_none();
+    let identity = if none && !auth.auth_required() {
+        auth.anonymous().or_else(|| auth.authenticate(&creds).ok())
+    } else if none {
+        auth.anonymous()
+    } else if auth.costly(&creds) {
+        // bcrypt and signatures stay off the reactor.
+        let a = auth.clone();
+        tokio::task::spawn_blocking(move || a.authenticate(&creds).ok())
+            .await
+            .ok()
+            .flatten()
+    } else {
+        auth.authenticate(&creds).ok()
+    }?;
+    let perms = identity.permissions.filter(|p| !p.is_open());
+    Some((identity.account, perms))
 }
 
 #[cfg(test)]

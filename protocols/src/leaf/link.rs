@@ -120,6 +120,11 @@ impl Sink for LinkSink {
                 return Delivery::Dropped;
             }
         }
+        if let Some(p) = &self.link.perms {
+            if p.delivery_denied(&String::from_utf8_lossy(&msg.subject)) {
+                return Delivery::Dropped;
+            }
+        }
         let m = OutMsg {
             subject: &msg.subject,
             reply: msg.reply.as_deref(),
@@ -267,6 +272,7 @@ pub(super) async fn serve(
         proxies: HashMap::new(),
         loop_subject: loop_subject.as_deref().map(str::as_bytes),
         cache: MatchCache::new(true),
+        checker: link.perms.clone().map(junction_auth::Checker::new),
         pings_out: 0,
         ping_sent: None,
     };
@@ -395,6 +401,8 @@ struct Conn<'a> {
     proxies: HashMap<(Bytes, Option<Bytes>), Arc<Subscription>>,
     loop_subject: Option<&'a [u8]>,
     cache: MatchCache,
+    /// An accepted leaf node's publish permissions, with their cache.
+    checker: Option<junction_auth::Checker>,
     pings_out: u32,
     ping_sent: Option<Instant>,
 }
@@ -452,6 +460,19 @@ impl Conn<'_> {
         if !subject::is_valid_literal_subject(&subject) {
             return;
         }
+        if let Some(c) = &mut self.checker {
+            if !c.may_publish_bytes(&subject) {
+                let s = String::from_utf8_lossy(&subject);
+                tracing::warn!(
+                    account = %self.link.remote.account,
+                    "leafnode Publish Violation on {s:?}"
+                );
+                self.out.push_own(
+                    format!("-ERR 'Permissions Violation for Publish to \"{s}\"'\r\n").as_bytes(),
+                );
+                return;
+            }
+        }
         if !self.link.remote.deny_imports.is_empty() {
             let s = String::from_utf8_lossy(&subject);
             if self
@@ -508,6 +529,17 @@ impl Conn<'_> {
                 }
                 if !self.imported(&subject) {
                     return Ok(());
+                }
+                if let Some(p) = &self.link.perms {
+                    let s = String::from_utf8_lossy(&subject);
+                    let q = queue.as_ref().map(|(q, _)| String::from_utf8_lossy(q));
+                    if !p.may_subscribe(&s, q.as_deref()) {
+                        self.out.push_own(
+                            format!("-ERR 'Permissions Violation for Subscription to \"{s}\"'\r\n")
+                                .as_bytes(),
+                        );
+                        return Ok(());
+                    }
                 }
                 let key = (subject.clone(), queue.map(|(q, _)| q));
                 if self.proxies.contains_key(&key) {

@@ -119,10 +119,21 @@ pub struct Link {
     connects: AtomicU64,
     /// The far side dialled this server (this server is its hub).
     accepted: bool,
+    /// What an accepted leaf node's user may publish and subscribe to (`None`: everything in
+    /// its account).
+    perms: Option<Arc<junction_auth::Permissions>>,
 }
 
 impl Link {
     fn new(remote: Remote, accepted: bool) -> Link {
+        Self::with_permissions(remote, accepted, None)
+    }
+
+    fn with_permissions(
+        remote: Remote,
+        accepted: bool,
+        perms: Option<Arc<junction_auth::Permissions>>,
+    ) -> Link {
         Link {
             remote,
             status: Mutex::new(Status::default()),
@@ -133,6 +144,7 @@ impl Link {
             subs: AtomicU64::new(0),
             connects: AtomicU64::new(0),
             accepted,
+            perms,
         }
     }
 }
