@@ -191,6 +191,19 @@ def nats_probe(sub, subject: str | None = None):
     return received
 
 
+async def crossing(pub_nc, sub_nc, subject: str, data: bytes, what: str = ""):
+    """Subscribes on ``sub_nc`` and publishes from ``pub_nc`` until the message arrives;
+    returns it."""
+    sub = await sub_nc.subscribe(subject)
+    await sub_nc.flush()
+
+    async def pub():
+        await pub_nc.publish(subject, data)
+    m = await until_flows(pub, nats_probe(sub), what=what or f"{subject} to cross")
+    await sub.unsubscribe()
+    return m
+
+
 @async_test(90)
 async def test_mqtt_and_nats_across_the_cluster_both_ways(nats_servers, server_factory):
     n1, n2, n3 = start_cluster(nats_servers)
@@ -453,13 +466,7 @@ leafnodes {{ remotes: [ {{ url: "nats://127.0.0.1:{hub.leaf_port}", user: leaf, 
     hub_nc = await nats.connect(hub.url)
     leaf_nc = await nats.connect(good.url)
     try:
-        sub = await hub_nc.subscribe("hello")
-        await hub_nc.flush()
-
-        async def pub():
-            await leaf_nc.publish("hello", b"world")
-
-        m = await until_flows(pub, nats_probe(sub))
+        m = await crossing(leaf_nc, hub_nc, "hello", b"world")
         assert m.data == b"world"
     finally:
         await hub_nc.close()
@@ -678,12 +685,8 @@ leafnodes {{ reconnect: "100ms", remotes: [ {{ url: "tls://127.0.0.1:{ns_port}",
     top = await nats.connect(ns_hub.url)
     bottom = await nats.connect(ns_leaf.url)
     try:
-        sub = await top.subscribe("through.tls")
-        await top.flush()
-
-        async def pub():
-            await bottom.publish("through.tls", b"two TLS links")
-        m = await until_flows(pub, nats_probe(sub), what="a message over two TLS links")
+        m = await crossing(bottom, top, "through.tls", b"two TLS links",
+                           what="a message over two TLS links")
         assert m.data == b"two TLS links"
     finally:
         await top.close()
@@ -723,12 +726,7 @@ leafnodes {{ remotes: [
     local = await nats.connect(leaf.url)
     try:
         for hub_nc, subj in ((on_nk, "via.nkey"), (on_op, "via.creds")):
-            sub = await hub_nc.subscribe(subj)
-            await hub_nc.flush()
-
-            async def pub(subj=subj):
-                await local.publish(subj, b"signed")
-            m = await until_flows(pub, nats_probe(sub), what=f"a message {subj}")
+            m = await crossing(local, hub_nc, subj, b"signed")
             assert m.data == b"signed"
     finally:
         for nc in (on_nk, on_op, local):
