@@ -148,6 +148,19 @@ def wait_linked(srv, hub: NatsServer | None = None, timeout: float = 10.0) -> di
         time.sleep(0.05)
 
 
+async def until_logged(srv, *words: str, timeout: float = 10.0) -> str:
+    """Waits until a line of ``srv``'s log holds every one of ``words`` (logs are read by a
+    thread, so a line written just before a message arrived may not be in ``srv.log`` yet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in list(srv.log):
+            if all(w in line for w in words):
+                return line
+        if time.monotonic() > deadline:
+            pytest.fail(f"{srv.log_text()}\nno log line with {words!r} within {timeout}s")
+        await asyncio.sleep(0.05)
+
+
 async def until_flows(publish, received, timeout: float = 10.0, what: str = "messages to flow"):
     """Publishes probes until one arrives (interest crosses the cluster asynchronously).
     ``received()`` waits a short bounded time itself and returns the probe or ``None``."""
@@ -433,7 +446,7 @@ async def test_losing_the_hub_server_moves_the_link_and_qos1_traffic_resumes(
     # Traffic resumed: everything published well after the switch arrived.
     assert max(seqs) == sent - 1
     assert not [x for x in lost if x > sent - 200], lost[-20:]
-    assert any("Leafnode connection created" in line and str(n2.leaf_port) in line for line in a.log)
+    await until_logged(a, "Leafnode connection created", str(n2.leaf_port))
     dev_a.close()
     dev_b.close()
 
@@ -603,7 +616,7 @@ leafnodes {{ reconnect: "100ms", remotes: [ {{ url: "nats://jl:nope@127.0.0.1:{l
     z = leafz(hub)
     assert all(not link["is_spoke"] and link["account"] == "EDGE" for link in z["leafs"]), z
     await asyncio.sleep(0.5)
-    assert any("Authorization Violation" in line for line in wrong.log), wrong.log_text()
+    await until_logged(wrong, "Authorization Violation")
     assert leafz(wrong)["leafnodes"] == 0
 
     on_hub = await nats.connect(hub.url, user="e", password="e")
@@ -680,7 +693,7 @@ leafnodes {{ reconnect: "100ms", remotes: [ {{ url: "tls://127.0.0.1:{ns_port}",
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.3)
     assert leafz(rogue)["leafnodes"] == 0
-    assert any("TLS handshake" in line and "[ERR]" in line for line in rogue.log), rogue.log_text()
+    await until_logged(rogue, "TLS handshake", "[ERR]")
 
     top = await nats.connect(ns_hub.url)
     bottom = await nats.connect(ns_leaf.url)
@@ -783,7 +796,7 @@ leafnodes {{ remotes: [ {{ url: "nats://127.0.0.1:{lport}" }} ] }}
         while m.subject == "up.1":
             m = await up.next_msg(3)
         assert m.subject == "up.2", f"{m.subject} passed the leaf user's publish permission"
-        assert any("Publish Violation" in line and "side.1" in line for line in hub.log)
+        await until_logged(hub, "Publish Violation", "side.1")
 
         down = await on_leaf.subscribe("down.1")
         side = await on_leaf.subscribe("side.2")
