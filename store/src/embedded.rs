@@ -1,18 +1,21 @@
-//! The embedded engine: an [`Engine`] over redb.
+//! The embedded engine: an [`Engine`] over redb, with a write-ahead log in front.
 //!
 //! One file, `junction.redb`, in the data directory, with one redb table per [`Table`] (made the
-//! first time something is written to it; a table never written reads as empty). Every
-//! commit is a redb write transaction with immediate durability (fsync before it returns); the
-//! core's group-commit writer makes many messages share one. redb locks the file, so a second
-//! broker on the same directory fails to start, and it checks its pages, so a damaged file is
-//! an error naming it rather than half-read state.
+//! first time something is written to it; a table never written reads as empty), and beside it
+//! the log `junction.wal` (see [`crate::wal`]). A commit is durable once its frame of the log is
+//! synced; it is applied to redb at the same time without a sync, and a durable redb commit
+//! absorbs the log every [`crate::wal::CHECKPOINT_BYTES`]. The group-commit writer makes many
+//! messages share one commit. redb locks its file, so a second broker on the same directory
+//! fails to start before it touches the log, and it checks its pages, so a damaged file is an
+//! error naming it rather than half-read state.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 
 use crate::engine::{Engine, Op, RangeVisit, Reader, StoreError, Table, Visit};
+use crate::wal::{Wal, CHECKPOINT_BYTES};
 
 /// The file name inside the data directory.
 pub const FILE_NAME: &str = "junction.redb";
@@ -25,7 +28,14 @@ fn definition(table: Table) -> TableDefinition<'static, &'static [u8], &'static 
 pub struct Redb {
     db: Arc<Database>,
     path: PathBuf,
+    wal: Wal,
+    /// The epoch of the log being written: redb holds `epoch - 1` as absorbed.
+    epoch: u64,
 }
+
+/// The engine's own table: the log epoch redb's last durable commit absorbed.
+const WAL_META: Table = Table::new("junction_wal");
+const EPOCH_KEY: &[u8] = b"absorbed";
 
 /// Reads committed state beside the writer (redb's read transactions are snapshots).
 struct RedbReader {
@@ -90,15 +100,49 @@ fn open_checked(dir: &Path, compact_min: u64) -> Result<Redb, StoreError> {
     let fail = |e: &dyn std::fmt::Display| {
         StoreError::Engine(format!("cannot open the store {}: {e}", path.display()))
     };
-    let mut db = Database::builder()
+    let db = Database::builder()
         .set_cache_size(CACHE_BYTES)
         .create(&path)
         .map_err(|e| fail(&e))?;
-    compact_if_wasteful(&mut db, &path, compact_min).map_err(|e| fail(&e))?;
-    Ok(Redb {
+    let absorbed = read_epoch(&db).map_err(|e| fail(&e))?;
+    let (wal, replay) = Wal::open(dir, absorbed + 1)?;
+    let mut engine = Redb {
         db: Arc::new(db),
-        path,
-    })
+        path: path.clone(),
+        wal,
+        epoch: absorbed + 1,
+    };
+    // What the log holds past the last durable commit goes in now, and the log starts over
+    // with a new epoch, so no frame of this run can ever be replayed again.
+    let replayed = replay.len();
+    engine.checkpoint(&replay)?;
+    if replayed > 0 {
+        eprintln!(
+            "junction: replayed {replayed} operations from the log {}",
+            dir.join(crate::wal::WAL_FILE).display()
+        );
+    }
+    let db = Arc::get_mut(&mut engine.db).expect("no reader yet");
+    compact_if_wasteful(db, &path, compact_min).map_err(|e| fail(&e))?;
+    Ok(engine)
+}
+
+/// The log epoch redb's last durable commit absorbed (0: none yet).
+fn read_epoch(db: &Database) -> Result<u64, String> {
+    let tx = db.begin_read().map_err(|e| e.to_string())?;
+    let t = match tx.open_table(definition(WAL_META)) {
+        Ok(t) => t,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(e) => return Err(e.to_string()),
+    };
+    let Some(v) = t.get(EPOCH_KEY).map_err(|e| e.to_string())? else {
+        return Ok(0);
+    };
+    let bytes: [u8; 8] = v
+        .value()
+        .try_into()
+        .map_err(|_| "the log epoch is not 8 bytes".to_string())?;
+    Ok(u64::from_be_bytes(bytes))
 }
 
 /// Splits sorted keys into runs where each key is the one before with its last eight bytes (a
@@ -154,62 +198,28 @@ fn compact_if_wasteful(db: &mut Database, path: &Path, min: u64) -> Result<(), S
 }
 
 impl Redb {
-    /// Removes `keys` (in any order, duplicates allowed) and empties the list.
-    fn delete_keys(
-        &self,
-        t: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
-        keys: &mut Vec<&[u8]>,
-    ) -> Result<(), StoreError> {
-        keys.sort_unstable();
-        keys.dedup();
-        for cluster in clusters(keys) {
-            if let [key] = cluster {
-                t.remove(*key).map_err(|e| self.err("writing to", e))?;
-            } else {
-                t.retain_in(cluster[0]..=cluster[cluster.len() - 1], |k, _| {
-                    cluster.binary_search(&k).is_err()
-                })
-                .map_err(|e| self.err("writing to", e))?;
-            }
-        }
-        keys.clear();
+    /// Commits `ops` to redb durably with everything applied before, marks the log's current
+    /// epoch absorbed, and starts the log over.
+    fn checkpoint(&mut self, ops: &[Op]) -> Result<(), StoreError> {
+        self.apply(ops, Durability::Immediate, Some(self.epoch))?;
+        self.epoch += 1;
+        self.wal.reset(self.epoch);
         Ok(())
     }
 
-    fn err(&self, what: &str, e: impl std::fmt::Display) -> StoreError {
-        StoreError::Engine(format!("{what} {}: {e}", self.path.display()))
-    }
-
-    /// The store's file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-/// The first key after every key that starts with `prefix` (`None`: no such key).
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
-}
-
-impl Engine for Redb {
-    fn reader(&self) -> Option<Arc<dyn Reader>> {
-        Some(Arc::new(RedbReader {
-            db: self.db.clone(),
-            path: self.path.clone(),
-        }))
-    }
-
-    fn commit(&mut self, ops: &[Op]) -> Result<(), StoreError> {
-        let tx = self
+    /// Applies `ops` in one redb transaction of `durability`; `absorbed` records a log epoch
+    /// in the same transaction.
+    fn apply(
+        &self,
+        ops: &[Op],
+        durability: Durability,
+        absorbed: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self
             .db
             .begin_write()
+            .map_err(|e| self.err("writing to", e))?;
+        tx.set_durability(durability)
             .map_err(|e| self.err("writing to", e))?;
         {
             // The tables this commit touches, each opened once (a commit names a handful).
@@ -266,7 +276,89 @@ impl Engine for Redb {
                 self.delete_keys(&mut tables[t], keys)?;
             }
         }
+        if let Some(epoch) = absorbed {
+            let mut t = tx
+                .open_table(definition(WAL_META))
+                .map_err(|e| self.err("writing to", e))?;
+            t.insert(EPOCH_KEY, epoch.to_be_bytes().as_slice())
+                .map_err(|e| self.err("writing to", e))?;
+        }
         tx.commit().map_err(|e| self.err("committing to", e))
+    }
+
+    /// Removes `keys` (in any order, duplicates allowed) and empties the list.
+    fn delete_keys(
+        &self,
+        t: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+        keys: &mut Vec<&[u8]>,
+    ) -> Result<(), StoreError> {
+        keys.sort_unstable();
+        keys.dedup();
+        for cluster in clusters(keys) {
+            if let [key] = cluster {
+                t.remove(*key).map_err(|e| self.err("writing to", e))?;
+            } else {
+                t.retain_in(cluster[0]..=cluster[cluster.len() - 1], |k, _| {
+                    cluster.binary_search(&k).is_err()
+                })
+                .map_err(|e| self.err("writing to", e))?;
+            }
+        }
+        keys.clear();
+        Ok(())
+    }
+
+    fn err(&self, what: &str, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Engine(format!("{what} {}: {e}", self.path.display()))
+    }
+
+    /// The store's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Redb {
+    /// A clean stop absorbs the log, so the next start has nothing to replay.
+    fn drop(&mut self) {
+        if self.wal.written() > 0 {
+            if let Err(e) = self.checkpoint(&[]) {
+                tracing::warn!(error = %e, "the log was not absorbed at close; it is replayed at the next start");
+            }
+        }
+    }
+}
+
+/// The first key after every key that starts with `prefix` (`None`: no such key).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+impl Engine for Redb {
+    fn reader(&self) -> Option<Arc<dyn Reader>> {
+        Some(Arc::new(RedbReader {
+            db: self.db.clone(),
+            path: self.path.clone(),
+        }))
+    }
+
+    fn commit(&mut self, ops: &[Op]) -> Result<(), StoreError> {
+        if self.wal.written() >= CHECKPOINT_BYTES {
+            return self.checkpoint(ops);
+        }
+        self.wal.append(ops)?;
+        // redb takes the ops while the log's frame is being synced; readers see them at once,
+        // and the commit returns (acknowledgements go out) once the frame is durable.
+        let applied = self.apply(ops, Durability::None, None);
+        let synced = self.wal.wait();
+        applied.and(synced)
     }
 
     fn scan(&self, table: Table, each: &mut Visit<'_>) -> Result<(), StoreError> {
@@ -368,6 +460,75 @@ mod tests {
         assert!(keys(&e, RETAINED).is_empty());
         assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
         assert_eq!(prefix_end(b"\xff\xff"), None);
+    }
+
+    #[test]
+    fn a_crash_keeps_what_the_log_synced() {
+        // The redb file as of its last durable commit, and the log as synced after it: what a
+        // machine that lost power leaves behind.
+        let dir = tempfile::tempdir().unwrap();
+        let crashed = tempfile::tempdir().unwrap();
+        {
+            let mut e = open(dir.path()).unwrap();
+            e.commit(&[put(MESSAGES, b"durable", b"0")]).unwrap();
+            e.checkpoint(&[]).unwrap();
+            std::fs::copy(dir.path().join(FILE_NAME), crashed.path().join(FILE_NAME)).unwrap();
+            e.commit(&[
+                put(MESSAGES, b"a", b"1"),
+                put(MESSAGES, b"b", b"2"),
+                put(SESSIONS, b"s", b"x"),
+            ])
+            .unwrap();
+            e.commit(&[
+                Op::Delete {
+                    table: MESSAGES,
+                    key: b"a".to_vec(),
+                },
+                Op::DeletePrefix {
+                    table: MESSAGES,
+                    prefix: b"dur".to_vec(),
+                },
+                put(MESSAGES, b"c", b"3"),
+            ])
+            .unwrap();
+            // Not yet absorbed by redb: only the log has these.
+            assert!(e.wal.written() > 0);
+            std::fs::copy(
+                dir.path().join(crate::wal::WAL_FILE),
+                crashed.path().join(crate::wal::WAL_FILE),
+            )
+            .unwrap();
+        }
+        let e = open(crashed.path()).unwrap();
+        assert_eq!(keys(&e, MESSAGES), vec![b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(keys(&e, SESSIONS), vec![b"s".to_vec()]);
+        assert_eq!(e.wal.written(), 0);
+        drop(e);
+        // Replayed once: the next start finds the same state, and new commits on top.
+        let mut e = open(crashed.path()).unwrap();
+        assert_eq!(keys(&e, MESSAGES), vec![b"b".to_vec(), b"c".to_vec()]);
+        e.commit(&[put(MESSAGES, b"d", b"4")]).unwrap();
+        drop(e);
+        let e = open(crashed.path()).unwrap();
+        assert_eq!(keys(&e, MESSAGES).len(), 3);
+    }
+
+    #[test]
+    fn the_log_is_absorbed_when_it_fills() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = open(dir.path()).unwrap();
+        let value = vec![1u8; 1 << 20];
+        let before = read_epoch(&e.db).unwrap();
+        let mut n = 0u32;
+        while e.wal.written() < CHECKPOINT_BYTES {
+            e.commit(&[put(MESSAGES, &n.to_be_bytes(), &value)])
+                .unwrap();
+            n += 1;
+        }
+        e.commit(&[put(MESSAGES, b"last", b"")]).unwrap();
+        assert_eq!(e.wal.written(), 0);
+        assert_eq!(read_epoch(&e.db).unwrap(), before + 1);
+        assert_eq!(keys(&e, MESSAGES).len(), n as usize + 1);
     }
 
     #[test]

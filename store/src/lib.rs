@@ -12,6 +12,7 @@
 pub mod embedded;
 pub mod engine;
 mod sync;
+pub mod wal;
 pub mod writer;
 
 pub use embedded::{open, Redb, FILE_NAME};
