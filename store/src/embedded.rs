@@ -29,13 +29,14 @@ pub struct Redb {
     db: Arc<Database>,
     path: PathBuf,
     wal: Wal,
-    /// The epoch of the log being written: redb holds `epoch - 1` as absorbed.
+    /// The epoch of the log's frames since redb's last durable commit, which recorded it.
     epoch: u64,
 }
 
-/// The engine's own table: the log epoch redb's last durable commit absorbed.
+/// The engine's own table: the epoch of the log's frames written after redb's last durable
+/// commit (a random number, so that nothing a client sends can pass for a frame of the log).
 const WAL_META: Table = Table::new("junction_wal");
-const EPOCH_KEY: &[u8] = b"absorbed";
+const EPOCH_KEY: &[u8] = b"epoch";
 
 /// Reads committed state beside the writer (redb's read transactions are snapshots).
 struct RedbReader {
@@ -104,13 +105,13 @@ fn open_checked(dir: &Path, compact_min: u64) -> Result<Redb, StoreError> {
         .set_cache_size(CACHE_BYTES)
         .create(&path)
         .map_err(|e| fail(&e))?;
-    let absorbed = read_epoch(&db).map_err(|e| fail(&e))?;
-    let (wal, replay) = Wal::open(dir, absorbed + 1)?;
+    let epoch = read_epoch(&db).map_err(|e| fail(&e))?;
+    let (wal, replay) = Wal::open(dir, epoch)?;
     let mut engine = Redb {
         db: Arc::new(db),
         path: path.clone(),
         wal,
-        epoch: absorbed + 1,
+        epoch: epoch.unwrap_or(0),
     };
     // What the log holds past the last durable commit goes in now, and the log starts over
     // with a new epoch, so no frame of this run can ever be replayed again.
@@ -127,22 +128,35 @@ fn open_checked(dir: &Path, compact_min: u64) -> Result<Redb, StoreError> {
     Ok(engine)
 }
 
-/// The log epoch redb's last durable commit absorbed (0: none yet).
-fn read_epoch(db: &Database) -> Result<u64, String> {
+/// The epoch of the log's frames after redb's last durable commit (`None`: a new store).
+fn read_epoch(db: &Database) -> Result<Option<u64>, String> {
     let tx = db.begin_read().map_err(|e| e.to_string())?;
     let t = match tx.open_table(definition(WAL_META)) {
         Ok(t) => t,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
         Err(e) => return Err(e.to_string()),
     };
     let Some(v) = t.get(EPOCH_KEY).map_err(|e| e.to_string())? else {
-        return Ok(0);
+        return Ok(None);
     };
     let bytes: [u8; 8] = v
         .value()
         .try_into()
         .map_err(|_| "the log epoch is not 8 bytes".to_string())?;
-    Ok(u64::from_be_bytes(bytes))
+    Ok(Some(u64::from_be_bytes(bytes)))
+}
+
+/// A fresh epoch for the log: unpredictable (std's hasher keys come from the OS's random
+/// source) and never 0, which a zeroed header would carry.
+fn new_epoch() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish().max(1)
 }
 
 /// Splits sorted keys into runs where each key is the one before with its last eight bytes (a
@@ -201,19 +215,20 @@ impl Redb {
     /// Commits `ops` to redb durably with everything applied before, marks the log's current
     /// epoch absorbed, and starts the log over.
     fn checkpoint(&mut self, ops: &[Op]) -> Result<(), StoreError> {
-        self.apply(ops, Durability::Immediate, Some(self.epoch))?;
-        self.epoch += 1;
-        self.wal.reset(self.epoch);
+        let next = new_epoch();
+        self.apply(ops, Durability::Immediate, Some(next))?;
+        self.epoch = next;
+        self.wal.reset(next);
         Ok(())
     }
 
-    /// Applies `ops` in one redb transaction of `durability`; `absorbed` records a log epoch
-    /// in the same transaction.
+    /// Applies `ops` in one redb transaction of `durability`; `next_epoch` records the epoch
+    /// of the log's frames from now on in the same transaction.
     fn apply(
         &self,
         ops: &[Op],
         durability: Durability,
-        absorbed: Option<u64>,
+        next_epoch: Option<u64>,
     ) -> Result<(), StoreError> {
         let mut tx = self
             .db
@@ -276,7 +291,7 @@ impl Redb {
                 self.delete_keys(&mut tables[t], keys)?;
             }
         }
-        if let Some(epoch) = absorbed {
+        if let Some(epoch) = next_epoch {
             let mut t = tx
                 .open_table(definition(WAL_META))
                 .map_err(|e| self.err("writing to", e))?;
@@ -527,7 +542,8 @@ mod tests {
         }
         e.commit(&[put(MESSAGES, b"last", b"")]).unwrap();
         assert_eq!(e.wal.written(), 0);
-        assert_eq!(read_epoch(&e.db).unwrap(), before + 1);
+        assert_ne!(read_epoch(&e.db).unwrap(), before);
+        assert_eq!(read_epoch(&e.db).unwrap(), Some(e.epoch));
         assert_eq!(keys(&e, MESSAGES).len(), n as usize + 1);
     }
 

@@ -419,6 +419,9 @@ fn writer(mut engine: Box<dyn Engine>, shared: Arc<Shared>, stats: Arc<StoreStat
         wakes.wake_all();
         batch.clear();
         if let Some(done) = batch.stop.take() {
+            // The engine's own close (redb absorbing its log) is part of stopping: the process
+            // may exit as soon as `close` returns.
+            drop(engine);
             let _ = done.send(());
             return;
         }

@@ -738,19 +738,21 @@ def test_stale_lock_of_a_crashed_broker_does_not_block_restart(durable, clients)
     d.start()
 
 
-@junction_only
-@pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
-def test_corrupted_store_fails_startup_naming_the_file(durable, clients, stop):
-    d = durable()
+BODY = random.Random(1).randbytes(1024)
+
+
+def fill_store_and_stop(d, clients, stop) -> str:
+    """Leaves `d`'s data directory holding 1,500 retained and 1,500 queued messages of 1 KiB,
+    stopped by `stop` (after a `sigkill` the newest of them are only in the log). Returns the
+    persistent subscriber's client id."""
     b = d.start()
     p = clients(Mqtt(b, uid("p"), V311))
     p.client.max_inflight_messages_set(1000)
     p.connect()
-    # Enough state that the middle of every store file is live data.
-    persistent_subscriber(clients, b, uid("bulk-sub"), V311, "bulk/q", 1)
-    body = bytes(random.Random(1).getrandbits(8) for _ in range(1024))
-    infos = [p.client.publish(f"bulk/r/{i}", body, 1, True) for i in range(1500)]
-    infos += [p.client.publish("bulk/q", body, 1) for _ in range(1500)]
+    sub_id = uid("bulk-sub")
+    persistent_subscriber(clients, b, sub_id, V311, "bulk/q", 1)
+    infos = [p.client.publish(f"bulk/r/{i}", BODY, 1, True) for i in range(1500)]
+    infos += [p.client.publish("bulk/q", BODY, 1) for _ in range(1500)]
     for info in infos:
         info.wait_for_publish(60)
         assert info.is_published()
@@ -759,30 +761,85 @@ def test_corrupted_store_fails_startup_naming_the_file(durable, clients, stop):
         assert d.node.terminate() == 0
     else:
         d.crash()
+    return sub_id
 
-    files = [f for f in d.data_dir.rglob("*") if f.is_file() and f.stat().st_size > 0]
-    assert files, f"nothing in {d.data_dir}"
-    rng = random.Random(6)
-    damaged = []
-    for f in files:
-        size = f.stat().st_size
-        n = max(1, min(64 * 1024, size // 4))
-        start = max(0, size // 2 - n // 2)
-        with open(f, "r+b") as fh:
-            fh.seek(start)
-            fh.write(bytes(rng.getrandbits(8) for _ in range(n)))
-        damaged.append(f)
-    print("damaged: " + ", ".join(f"{f.relative_to(d.data_dir)} ({f.stat().st_size} B)" for f in damaged))
 
+def assert_refuses_to_start(d, damaged):
     node = d.launch()
     rc = node.wait_exit(30)
     out = node.full_log()
     assert rc is not None, f"the broker kept running on a damaged store; log:\n{out[-3000:]}"
+    refused_naming(node, rc, damaged)
+
+
+def refused_naming(node, rc, damaged):
+    out = node.full_log()
     assert rc != 0, f"exit code 0 on a damaged store; log:\n{out[-3000:]}"
     assert not node.saw_ready(), f"the broker served on a damaged store; log:\n{out[-3000:]}"
     named = [f for f in damaged if str(f) in out or f.name in out]
     assert named, f"the error names none of the damaged files {[f.name for f in damaged]}:\n{out[-3000:]}"
     print(f"rc {rc}; output:\n{out[-1500:]}")
+
+
+@junction_only
+def test_a_damaged_store_is_refused_or_recovered_whole(durable, clients):
+    """After a clean stop everything is in redb's file. With every copy of the messages' bytes
+    in it damaged, the broker either refuses to start and names the file, or (when redb falls
+    back to its previous durable commit and the log still holds what came after) serves every
+    message intact: never a partial or corrupted store."""
+    d = durable()
+    sub_id = fill_store_and_stop(d, clients, "sigterm")
+    store = d.data_dir / "junction.redb"
+    data = bytearray(store.read_bytes())
+    needle = BODY[:64]
+    hits = []
+    at = data.find(needle)
+    while at >= 0:
+        hits.append(at)
+        at = data.find(needle, at + 1)
+    assert len(hits) >= 3000, f"{len(hits)} copies of the messages in {store.name}"
+    rng = random.Random(6)
+    for at in hits:
+        data[at:at + len(BODY)] = rng.randbytes(len(BODY))
+    store.write_bytes(bytes(data))
+    print(f"damaged {len(hits)} copies in {store.name} ({len(data)} B)")
+
+    node = d.launch()
+    deadline = time.monotonic() + 30
+    while not node.saw_ready() and node.proc.poll() is None:
+        assert time.monotonic() < deadline, f"neither ready nor refused:\n{node.log_text()}"
+        time.sleep(0.05)
+    if not node.saw_ready():
+        refused_naming(node, node.wait_exit(5), [store])
+        return
+    d.node = node
+    b = node.broker()
+    print(f"recovered:\n{node.log_text(20)}")
+    sub = reconnect(clients, b, sub_id, V311)
+    got = [sub.messages.get(timeout=30) for _ in range(1500)]
+    assert all(m.topic == "bulk/q" and m.payload == BODY for m in got)
+    sub.expect_none(0.5)
+    r = clients(Mqtt(b, uid("r"), V311))
+    r.connect()
+    r.subscribe("bulk/r/#", 1)
+    retained = [r.messages.get(timeout=30) for _ in range(1500)]
+    assert all(m.payload == BODY and m.retain for m in retained)
+    assert sorted(m.topic for m in retained) == sorted(f"bulk/r/{i}" for i in range(1500))
+    r.expect_none(0.5)
+
+
+@junction_only
+def test_damage_inside_the_log_fails_startup_naming_it(durable, clients):
+    """After a crash the newest acknowledged messages are only in the write-ahead log: damage
+    before its last frame is refused, not replayed partially (a torn last frame is what a crash
+    leaves, and is dropped)."""
+    d = durable()
+    fill_store_and_stop(d, clients, "sigkill")
+    wal = d.data_dir / "junction.wal"
+    with open(wal, "r+b") as fh:
+        fh.seek(64 * 1024)
+        fh.write(random.Random(7).randbytes(4096))
+    assert_refuses_to_start(d, [wal])
 
 
 # --------------------------------------------------------------------------
