@@ -399,6 +399,7 @@ mod tests {
         encode_frame(7, 6, &sample()[..1], &mut buf);
         file.extend_from_slice(&buf);
         let two = file.len();
+        assert_eq!((one % 8, two % 8), (0, 0), "frames start at multiples of 8");
         let two_checked = one + HEADER + body_len(&buf);
         // An older epoch's frame after the newest: not replayed.
         encode_frame(6, 5, &sample(), &mut buf);
