@@ -82,6 +82,9 @@ pub struct FlushBatch {
     pub link_queues: Vec<Bytes>,
     /// Remote subscriptions a publication reached, gathered to hand each link one copy.
     link_picks: Vec<(Arc<Subscription>, Option<Bytes>)>,
+    /// What the publication being routed makes durable, collected to commit in one piece (the
+    /// durable store's open group; core carries it without knowing its type).
+    pub group: Option<Box<dyn std::any::Any + Send>>,
 }
 
 /// A payload copy and the slice it was copied from (address and length: while the message

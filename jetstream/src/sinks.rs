@@ -84,10 +84,14 @@ impl Sink for CaptureSink {
         let headers = msg.header_block().cloned();
         let s = &self.stream;
         // One lock for the publication and the settings that say what follows it.
+        // The publisher's open store group (an MQTT QoS 1/2 publication) goes with it, so the
+        // record commits with the rest of what the publication made durable.
         let (result, no_ack, republish) = {
             let mut st = s.state.locked();
+            st.group = batch.group.take();
             let result =
                 s.publish_locked(&mut st, &msg.subject, headers.as_ref(), payload, now_ns());
+            batch.group = st.group.take();
             (result, st.config.no_ack, st.config.republish.clone())
         };
         if matches!(result, Ok(Stored::New(_)))
@@ -132,10 +136,13 @@ impl Sink for CaptureSink {
             (Ok(_), Some(store)) => {
                 let account = s.account.clone();
                 let acks = self.shared.acks.clone();
-                store.then(Box::new(move |wakes| {
-                    acks.0.locked().push((account, ack));
-                    wakes.add(acks);
-                }));
+                store.then_in(
+                    &mut batch.group,
+                    Box::new(move |wakes| {
+                        acks.0.locked().push((account, ack));
+                        wakes.add(acks);
+                    }),
+                );
             }
             _ => self.shared.push(Input::Send {
                 account: s.account.clone(),

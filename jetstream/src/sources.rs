@@ -101,6 +101,6 @@ fn copy_from(
     }
     let mut st = to.state.locked();
     st.sourced.insert(src.name.clone(), next);
-    to.save_meta(&st);
+    to.save_meta(&mut st);
     !msgs.is_empty()
 }

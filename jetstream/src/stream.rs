@@ -213,6 +213,10 @@ pub struct StreamState {
     /// Where cold messages are read from (file streams on a store that can read; `None`: every
     /// message stays hot).
     cold: Option<Cold>,
+    /// While a publication is stored on its publisher's task: the publisher's open store
+    /// group, so the record commits with what else the publication made durable (an MQTT
+    /// QoS 2 id, copies queued for sessions).
+    pub group: junction_store::GroupSlot,
 }
 
 /// An account's bytes of one storage type (memory or file) and the limit on them (-1: none).
@@ -275,6 +279,7 @@ impl StreamState {
             hot_from: last_seq + 1,
             hot_bytes: 0,
             cold: None,
+            group: None,
         }
     }
 
@@ -566,17 +571,19 @@ impl Stream {
         self.store.as_ref()
     }
 
-    fn submit(&self, op: Op) {
+    /// Submits `op`, into the publisher's group when one is open in `st`.
+    fn submit(&self, st: &mut StreamState, op: Op) {
         if let Some(s) = &self.store {
-            s.submit(op);
+            s.submit_in(&mut st.group, op);
         }
     }
 
     /// Submits the stream's metadata record (after a change of config or when it empties, so a
     /// restart keeps its last sequence).
-    pub fn save_meta(&self, st: &StreamState) {
+    pub fn save_meta(&self, st: &mut StreamState) {
         if self.store.is_some() {
-            self.submit(persist::stream_meta_op(self, st));
+            let op = persist::stream_meta_op(self, st);
+            self.submit(st, op);
         }
     }
 
@@ -586,7 +593,7 @@ impl Stream {
         for seq in seqs {
             if st.remove(seq).is_some() {
                 n += 1;
-                self.submit(persist::delete_msg_op(self.uid, seq));
+                self.submit(st, persist::delete_msg_op(self.uid, seq));
             }
         }
         if n > 0 && st.msgs == 0 {
@@ -760,12 +767,15 @@ impl Stream {
 
     /// Submits a new message's record; a stream whose messages go cold learns when it is on
     /// the disk.
-    fn store_record(&self, st: &StreamState, m: &Arc<StoredMsg>) {
+    fn store_record(&self, st: &mut StreamState, m: &Arc<StoredMsg>) {
         let Some(store) = &self.store else { return };
-        store.submit(persist::insert_msg_op(self.uid, m));
+        store.submit_in(&mut st.group, persist::insert_msg_op(self.uid, m));
         if st.has_cold() {
             let m = m.clone();
-            store.then(Box::new(move |_| m.on_disk.store(true, Ordering::Release)));
+            store.then_in(
+                &mut st.group,
+                Box::new(move |_| m.on_disk.store(true, Ordering::Release)),
+            );
         }
     }
 
@@ -845,11 +855,14 @@ impl Stream {
             st.sourced = sourced;
             st.budget = budget;
             if self.store.is_some() {
-                self.submit(Op::DeletePrefix {
-                    table: persist::MSGS,
-                    prefix: self.uid.to_be_bytes().to_vec(),
-                });
-                self.save_meta(&st);
+                self.submit(
+                    &mut st,
+                    Op::DeletePrefix {
+                        table: persist::MSGS,
+                        prefix: self.uid.to_be_bytes().to_vec(),
+                    },
+                );
+                self.save_meta(&mut st);
             }
             return n;
         }
@@ -895,7 +908,7 @@ impl Stream {
             ts: m.ts,
             on_disk: AtomicBool::new(false),
         });
-        self.store_record(&st, &copy);
+        self.store_record(&mut st, &copy);
         if st.slots.is_empty() {
             st.base = copy.seq;
             st.last_seq = copy.seq - 1;

@@ -7,10 +7,11 @@
 //! (one fsync), so many messages share one commit.
 //!
 //! Operations that must land together (a message queued for several sessions and the packet id
-//! that marks it received) are submitted inside a [`Store::group`]; the writer never cuts a
-//! commit through an open group.
+//! that marks it received) are collected in a [`Group`] and handed over in one piece; the
+//! writer never cuts a commit through a group. A publisher carries its group through routing
+//! in a [`GroupSlot`] (core's `FlushBatch::group`, which does not know the store's types), and
+//! the sinks that store submit into it with [`Store::submit_in`] and [`Store::then_in`].
 
-use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -155,19 +156,18 @@ struct Pending {
     closed: bool,
 }
 
-/// What a thread submits inside a group, handed to the store in one piece when the outermost
-/// group closes.
-struct GroupBuf {
-    store: *const Shared,
-    depth: usize,
+/// Ops and callbacks that commit together, collected while a publication is routed and handed
+/// to the store in one piece by [`Store::close_group`].
+pub struct Group {
+    /// The store it belongs to (its shared state's address).
+    store: usize,
     ops: Vec<Op>,
     thens: Vec<Then>,
 }
 
-thread_local! {
-    /// The group open on this thread, if any.
-    static GROUP: RefCell<Option<GroupBuf>> = const { RefCell::new(None) };
-}
+/// Where a publisher carries its open [`Group`] through routing, type-erased so that the
+/// routing core can hold it without knowing the store (`None`: no group is open).
+pub type GroupSlot = Option<Box<dyn std::any::Any + Send>>;
 
 /// Counters of the store, for monitoring and benchmarks.
 #[derive(Debug, Default)]
@@ -206,30 +206,6 @@ pub struct Store {
     submitted: AtomicU64,
     stats: Arc<StoreStats>,
     reader: Option<Arc<dyn crate::engine::Reader>>,
-}
-
-/// Keeps a group open on this thread; closes it when dropped.
-pub struct Group<'a> {
-    store: &'a Store,
-}
-
-impl Drop for Group<'_> {
-    fn drop(&mut self) {
-        let done = GROUP.with(|g| {
-            let mut g = g.borrow_mut();
-            let buf = g.as_mut()?;
-            buf.depth -= 1;
-            if buf.depth > 0 {
-                return None;
-            }
-            g.take()
-        });
-        if let Some(buf) = done {
-            if !buf.ops.is_empty() || !buf.thens.is_empty() {
-                self.store.add(buf.ops, buf.thens);
-            }
-        }
-    }
 }
 
 impl Drop for Store {
@@ -280,29 +256,37 @@ impl Store {
         }
     }
 
-    /// Keeps `op` or `then` in this thread's open group, if it has one for this store; gives
-    /// it back otherwise.
-    fn buffer(&self, item: Result<Op, Then>) -> Option<Result<Op, Then>> {
-        GROUP.with(|g| {
-            let mut g = g.borrow_mut();
-            match g.as_mut() {
-                Some(buf) if std::ptr::eq(buf.store, Arc::as_ptr(&self.shared)) => {
-                    match item {
-                        Ok(op) => buf.ops.push(op),
-                        Err(f) => buf.thens.push(f),
-                    }
-                    None
-                }
-                _ => Some(item),
-            }
-        })
+    /// The group in `slot`, if it is one of this store's.
+    fn group_in<'s>(&self, slot: &'s mut GroupSlot) -> Option<&'s mut Group> {
+        let id = Arc::as_ptr(&self.shared) as usize;
+        slot.as_mut()?
+            .downcast_mut::<Group>()
+            .filter(|g| g.store == id)
     }
 
     /// Submits one change. It becomes durable with a later commit.
     pub fn submit(&self, op: Op) {
         self.submitted.fetch_add(1, Ordering::Relaxed);
-        if let Some(Ok(op)) = self.buffer(Ok(op)) {
-            self.add(Some(op), Vec::new());
+        self.add(Some(op), Vec::new());
+    }
+
+    /// Submits one change into the group open in `slot` (it commits with the rest of the
+    /// group), or on its own when none of this store's is open there.
+    pub fn submit_in(&self, slot: &mut GroupSlot, op: Op) {
+        match self.group_in(slot) {
+            Some(g) => {
+                self.submitted.fetch_add(1, Ordering::Relaxed);
+                g.ops.push(op);
+            }
+            None => self.submit(op),
+        }
+    }
+
+    /// Like [`Store::then`], for what follows the group open in `slot` (if any).
+    pub fn then_in(&self, slot: &mut GroupSlot, f: Then) {
+        match self.group_in(slot) {
+            Some(g) => g.thens.push(f),
+            None => self.then(f),
         }
     }
 
@@ -315,29 +299,45 @@ impl Store {
     /// Runs `f` on the writer thread once everything submitted before is durable. `f` must be
     /// quick (push bytes to a connection, wake it).
     pub fn then(&self, f: Then) {
-        if let Some(Err(f)) = self.buffer(Err(f)) {
-            self.add(None, vec![f]);
+        self.add(None, vec![f]);
+    }
+
+    /// A new, empty group of this store: what is submitted into it commits together once
+    /// [`Store::close_group`] hands it over.
+    pub fn group(&self) -> Group {
+        Group {
+            store: Arc::as_ptr(&self.shared) as usize,
+            ops: Vec::new(),
+            thens: Vec::new(),
         }
     }
 
-    /// Opens a group on this thread: what it submits until the guard drops commits together.
-    /// Groups nest (an inner one joins the outer one).
-    pub fn group(&self) -> Group<'_> {
-        GROUP.with(|g| {
-            let mut g = g.borrow_mut();
-            match g.as_mut() {
-                Some(buf) => buf.depth += 1,
-                None => {
-                    *g = Some(GroupBuf {
-                        store: Arc::as_ptr(&self.shared),
-                        depth: 1,
-                        ops: Vec::new(),
-                        thens: Vec::new(),
-                    })
-                }
+    /// Hands `group` to the writer in one piece.
+    pub fn close_group(&self, group: Group) {
+        debug_assert_eq!(group.store, Arc::as_ptr(&self.shared) as usize);
+        if !group.ops.is_empty() || !group.thens.is_empty() {
+            self.add(group.ops, group.thens);
+        }
+    }
+
+    /// Opens a group in `slot`, when none is open there (`false`: one already was, and what
+    /// is submitted joins it).
+    pub fn open_group_in(&self, slot: &mut GroupSlot) -> bool {
+        if slot.is_some() {
+            return false;
+        }
+        *slot = Some(Box::new(self.group()));
+        true
+    }
+
+    /// Closes the group open in `slot` and hands it to the writer.
+    pub fn close_group_in(&self, slot: &mut GroupSlot) {
+        if let Some(g) = slot.take() {
+            match g.downcast::<Group>() {
+                Ok(g) => self.close_group(*g),
+                Err(other) => *slot = Some(other),
             }
-        });
-        Group { store: self }
+        }
     }
 
     /// Waits until everything submitted before is durable, then stops the writer.
@@ -537,12 +537,16 @@ mod tests {
                 let store = &store;
                 s.spawn(move || {
                     for i in 0..50u8 {
-                        let _g = store.group();
-                        store.submit(put(t * 50 + i));
+                        let mut slot: GroupSlot = None;
+                        assert!(store.open_group_in(&mut slot));
+                        store.submit_in(&mut slot, put(t * 50 + i));
                         std::thread::yield_now();
-                        store.submit(put(t * 50 + i));
-                        let _inner = store.group();
-                        store.submit(put(t * 50 + i));
+                        store.submit_in(&mut slot, put(t * 50 + i));
+                        // A nested opener joins the open group.
+                        assert!(!store.open_group_in(&mut slot));
+                        store.submit_in(&mut slot, put(t * 50 + i));
+                        store.close_group_in(&mut slot);
+                        assert!(slot.is_none());
                     }
                 });
             }

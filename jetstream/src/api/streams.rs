@@ -95,8 +95,8 @@ pub(super) fn stream_create(task: &mut Task, acc: &str, name: &str, payload: &[u
     let st = StreamState::new(cfg.clone(), now, 0, 0);
     let stream = task.make_stream(&account, uid, st);
     {
-        let st = stream.state.locked();
-        stream.save_meta(&st);
+        let mut st = stream.state.locked();
+        stream.save_meta(&mut st);
     }
     let e = StreamEntry {
         stream,
@@ -127,7 +127,7 @@ pub(super) fn stream_update(task: &mut Task, acc: &str, name: &str, payload: &[u
     {
         let mut st = stream.state.locked();
         st.config = cfg.clone();
-        stream.save_meta(&st);
+        stream.save_meta(&mut st);
     }
     // Tighter limits apply at once.
     stream.expire(now_ns());

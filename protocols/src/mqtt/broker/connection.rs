@@ -308,19 +308,24 @@ impl Connection {
         let server = &link.server;
         let store = server.store();
         let submitted = store.as_ref().map(|s| s.submitted());
-        let group = store
-            .as_ref()
-            .filter(|_| p.qos != QoS::AtMostOnce)
-            .map(|s| s.group());
+        // The group travels in the publishing batch, where the sinks that store find it.
+        let publishing = self.publishing.get_or_insert_with(Box::default);
+        if let Some(s) = store.as_ref().filter(|_| p.qos != QoS::AtMostOnce) {
+            s.open_group_in(&mut publishing.batch.group);
+        }
         let mut bridged = false;
         if p.qos == QoS::ExactlyOnce {
             let fresh = {
                 let mut st = cell.state.locked();
-                st.with_io(server, None, |s, io| s.receive_qos2(p.packet_id, io))
+                st.with_io(server, Some(&mut publishing.batch), |s, io| {
+                    s.receive_qos2(p.packet_id, io)
+                })
             };
             if !fresh {
                 // A retry of a message we already have: acknowledge, do not deliver again.
-                drop(group);
+                if let Some(s) = &store {
+                    s.close_group_in(&mut publishing.batch.group);
+                }
                 self.send_ordered(
                     Packet::PubRec(PubResp {
                         packet_id: p.packet_id,
@@ -358,10 +363,15 @@ impl Connection {
         let fresh = self.held.is_none();
         let ack_wait: Option<Arc<dyn AckWait>> =
             (store.is_some() && p.qos == QoS::AtLeastOnce).then(|| self.gate() as Arc<dyn AckWait>);
-        if p.retain {
-            server.retain(self.account.name(), &msg, p.qos as u8);
-        }
         let publishing = self.publishing.get_or_insert_with(Box::default);
+        if p.retain {
+            server.retain(
+                self.account.name(),
+                &msg,
+                p.qos as u8,
+                &mut publishing.batch,
+            );
+        }
         publishing.received.msgs += 1;
         publishing.received.bytes += msg.payload.len() as u64;
         publishing.batch.refused = false;
@@ -376,14 +386,18 @@ impl Connection {
         let quota = publishing.batch.refused && self.version == Version::V5;
         if quota && p.qos == QoS::ExactlyOnce {
             let mut st = cell.state.locked();
-            st.with_io(server, None, |s, io| s.abandon_qos2(p.packet_id, io));
+            st.with_io(server, Some(&mut publishing.batch), |s, io| {
+                s.abandon_qos2(p.packet_id, io)
+            });
         }
         if fresh && early == 0 && p.qos == QoS::AtLeastOnce {
             // Not used (no copy counted in, nothing held yet): kept untouched for the next
             // publication, so a QoS 1 stream to clean sessions allocates none per message.
             self.spare_gate = self.held.take();
         }
-        drop(group);
+        if let Some(s) = &store {
+            s.close_group_in(&mut publishing.batch.group);
+        }
         let submitted_now = match (&store, submitted) {
             (Some(s), Some(before)) => s.submitted() - before,
             _ => 0,

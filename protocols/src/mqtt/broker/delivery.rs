@@ -263,9 +263,12 @@ impl Io for LinkIo<'_> {
             let owner: std::sync::Weak<dyn GateOwner> = Arc::downgrade(l) as _;
             let gate = Gate::commit(owner);
             link.out.push_gated(Lane::Deliveries, &gate, &buf);
-            match self.store {
-                Some(store) => store.then(Box::new(move |_| gate.committed())),
-                None => gate.committed(),
+            match (self.store, self.batch.as_deref_mut()) {
+                (Some(store), Some(batch)) => {
+                    store.then_in(&mut batch.group, Box::new(move |_| gate.committed()))
+                }
+                (Some(store), None) => store.then(Box::new(move |_| gate.committed())),
+                (None, _) => gate.committed(),
             }
             return Push::Queued {
                 was_empty: false,
@@ -288,8 +291,10 @@ impl Io for LinkIo<'_> {
     }
 
     fn store(&mut self, op: Op) {
-        if let Some(store) = self.store {
-            store.submit(op);
+        match (self.store, self.batch.as_deref_mut()) {
+            (Some(store), Some(batch)) => store.submit_in(&mut batch.group, op),
+            (Some(store), None) => store.submit(op),
+            (None, _) => {}
         }
     }
 

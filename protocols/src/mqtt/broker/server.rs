@@ -180,22 +180,25 @@ impl MqttServer {
     }
 
     /// Keeps (or clears, for an empty payload) the retained message of `msg`'s subject, in
-    /// memory and in the store.
-    pub(crate) fn retain(&self, account: &str, msg: &Message, qos: u8) {
+    /// memory and in the store (in the group open in `batch`, if any).
+    pub(crate) fn retain(&self, account: &str, msg: &Message, qos: u8, batch: &mut FlushBatch) {
         if let Some(store) = self.store() {
             let key = durable::retained_key(account, &msg.subject);
-            store.submit(if msg.payload.is_empty() {
-                Op::Delete {
-                    table: durable::RETAINED,
-                    key,
-                }
-            } else {
-                Op::Put {
-                    table: durable::RETAINED,
-                    key,
-                    value: durable::encode_retained(msg, qos),
-                }
-            });
+            store.submit_in(
+                &mut batch.group,
+                if msg.payload.is_empty() {
+                    Op::Delete {
+                        table: durable::RETAINED,
+                        key,
+                    }
+                } else {
+                    Op::Put {
+                        table: durable::RETAINED,
+                        key,
+                        value: durable::encode_retained(msg, qos),
+                    }
+                },
+            );
         }
         self.retained.set(account, msg, qos);
     }
@@ -257,10 +260,10 @@ pub(crate) fn publish_will(
         },
         extra: bridge::extra_of(&props, false),
     };
-    if will.retain {
-        server.retain(account.name(), &msg, will.qos as u8);
-    }
     let mut batch = FlushBatch::default();
+    if will.retain {
+        server.retain(account.name(), &msg, will.qos as u8, &mut batch);
+    }
     account.publish(&mut MatchCache::new(false), &msg, &mut batch);
     batch.wake_all();
 }
