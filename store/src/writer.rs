@@ -330,12 +330,12 @@ impl Store {
         true
     }
 
-    /// Closes the group open in `slot` and hands it to the writer.
+    /// Closes this store's group open in `slot` and hands it to the writer (a group of another
+    /// store, or anything else, stays where it is).
     pub fn close_group_in(&self, slot: &mut GroupSlot) {
-        if let Some(g) = slot.take() {
-            match g.downcast::<Group>() {
-                Ok(g) => self.close_group(*g),
-                Err(other) => *slot = Some(other),
+        if self.group_in(slot).is_some() {
+            if let Some(Ok(g)) = slot.take().map(|g| g.downcast::<Group>()) {
+                self.close_group(*g);
             }
         }
     }
@@ -562,6 +562,27 @@ mod tests {
                 "a group was split: {counts:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_group_of_another_store_is_not_joined() {
+        let mine = Arc::new(Mutex::new(Vec::new()));
+        let theirs = Arc::new(Mutex::new(Vec::new()));
+        let a = Store::start(Box::new(Recorder(mine.clone())));
+        let b = Store::start(Box::new(Recorder(theirs.clone())));
+        let mut slot: GroupSlot = None;
+        assert!(b.open_group_in(&mut slot));
+        // `a` submits on its own: nothing of it waits in (or is lost with) `b`'s group.
+        a.submit_in(&mut slot, put(1));
+        b.submit_in(&mut slot, put(2));
+        a.close_group_in(&mut slot);
+        assert!(slot.is_some(), "a store never closes another's group");
+        b.close_group_in(&mut slot);
+        assert!(slot.is_none());
+        a.close();
+        b.close();
+        assert_eq!(*mine.lock().unwrap(), vec![vec![put(1)]]);
+        assert_eq!(*theirs.lock().unwrap(), vec![vec![put(2)]]);
     }
 
     #[test]
