@@ -28,9 +28,8 @@ fn definition(table: Table) -> TableDefinition<'static, &'static [u8], &'static 
 pub struct Redb {
     db: Arc<Database>,
     path: PathBuf,
+    /// The log; its epoch is the one redb's last durable commit recorded.
     wal: Wal,
-    /// The epoch of the log's frames since redb's last durable commit, which recorded it.
-    epoch: u64,
 }
 
 /// The engine's own table: the epoch of the log's frames written after redb's last durable
@@ -111,7 +110,6 @@ fn open_checked(dir: &Path, compact_min: u64) -> Result<Redb, StoreError> {
         db: Arc::new(db),
         path: path.clone(),
         wal,
-        epoch: epoch.unwrap_or(0),
     };
     // What the log holds past the last durable commit goes in now, and the log starts over
     // with a new epoch, so no frame of this run can ever be replayed again.
@@ -217,7 +215,6 @@ impl Redb {
     fn checkpoint(&mut self, ops: &[Op]) -> Result<(), StoreError> {
         let next = new_epoch();
         self.apply(ops, Durability::Immediate, Some(next))?;
-        self.epoch = next;
         self.wal.reset(next);
         Ok(())
     }
@@ -543,7 +540,7 @@ mod tests {
         e.commit(&[put(MESSAGES, b"last", b"")]).unwrap();
         assert_eq!(e.wal.written(), 0);
         assert_ne!(read_epoch(&e.db).unwrap(), before);
-        assert_eq!(read_epoch(&e.db).unwrap(), Some(e.epoch));
+        assert_eq!(read_epoch(&e.db).unwrap(), Some(e.wal.epoch()));
         assert_eq!(keys(&e, MESSAGES).len(), n as usize + 1);
     }
 

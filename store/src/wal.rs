@@ -158,6 +158,11 @@ impl Wal {
         self.pos = 0;
     }
 
+    /// The epoch the log's frames carry now.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// Bytes of log since the last checkpoint.
     pub fn written(&self) -> u64 {
         self.pos
@@ -240,10 +245,9 @@ fn encode_frame(epoch: u64, prev: u64, ops: &[Op], buf: &mut Vec<u8>) {
 /// is damage, an error; so is a frame whose checksum holds but whose body does not parse.
 fn decode_frames(bytes: &[u8], epoch: u64) -> Result<Vec<Op>, String> {
     let mut ops = Vec::new();
-    let mut names = Names::default();
     let mut at = 0usize;
     while let Some((_, _, body)) = frame_at(bytes, at, Some(epoch)) {
-        decode_body(body, &mut names, &mut ops)
+        decode_body(body, &mut ops)
             .map_err(|e| format!("the frame at byte {at} is damaged: {e}"))?;
         at += (HEADER + body.len()).next_multiple_of(8);
     }
@@ -278,34 +282,23 @@ fn frame_at(bytes: &[u8], at: usize, epoch: Option<u64>) -> Option<(u64, u64, &[
     (crc.finalize() == word(4)).then_some((own, prev, body))
 }
 
-/// Table names read from the log, each made a [`Table`] once per process: a [`Table`] names
-/// itself with a `&'static str`, and the names in a log are the handful the store's users
-/// declare.
-#[derive(Default)]
-struct Names(HashMap<Vec<u8>, Table>);
-
-fn interned(name: &str) -> Table {
-    static TABLES: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Table>>> =
+/// The [`Table`] a name read from the log stands for, made once per process: a [`Table`]
+/// names itself with a `&'static str`, and the names in a log are the handful the store's
+/// users declare.
+fn table_named(name: &[u8]) -> Result<Table, &'static str> {
+    static TABLES: std::sync::OnceLock<std::sync::Mutex<HashMap<Vec<u8>, Table>>> =
         std::sync::OnceLock::new();
     let mut tables = TABLES
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    *tables
-        .entry(name.to_owned())
-        .or_insert_with(|| Table::new(Box::leak(name.to_owned().into_boxed_str())))
-}
-
-impl Names {
-    fn table(&mut self, name: &[u8]) -> Result<Table, &'static str> {
-        if let Some(t) = self.0.get(name) {
-            return Ok(*t);
-        }
-        let s = std::str::from_utf8(name).map_err(|_| "a table name is not UTF-8")?;
-        let t = interned(s);
-        self.0.insert(name.to_vec(), t);
-        Ok(t)
+    if let Some(t) = tables.get(name) {
+        return Ok(*t);
     }
+    let s = std::str::from_utf8(name).map_err(|_| "a table name is not UTF-8")?;
+    let t = Table::new(Box::leak(s.to_owned().into_boxed_str()));
+    tables.insert(name.to_vec(), t);
+    Ok(t)
 }
 
 /// One frame of `ops` for `epoch`, as the log writes it (for tests and fuzzing).
@@ -320,7 +313,7 @@ pub fn decode(bytes: &[u8], epoch: u64) -> Result<Vec<Op>, String> {
     decode_frames(bytes, epoch)
 }
 
-fn decode_body(mut body: &[u8], names: &mut Names, ops: &mut Vec<Op>) -> Result<(), &'static str> {
+fn decode_body(mut body: &[u8], ops: &mut Vec<Op>) -> Result<(), &'static str> {
     fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], &'static str> {
         if b.len() < n {
             return Err("an op is cut short");
@@ -336,7 +329,7 @@ fn decode_body(mut body: &[u8], names: &mut Names, ops: &mut Vec<Op>) -> Result<
     while !body.is_empty() {
         let kind = take(&mut body, 1)?[0];
         let name_len = take(&mut body, 1)?[0] as usize;
-        let table = names.table(take(&mut body, name_len)?)?;
+        let table = table_named(take(&mut body, name_len)?)?;
         let key = bytes(&mut body)?;
         ops.push(match kind {
             INSERT => Op::Insert {

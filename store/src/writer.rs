@@ -157,15 +157,15 @@ struct Pending {
 }
 
 /// Ops and callbacks that commit together, collected while a publication is routed and handed
-/// to the store in one piece by [`Store::close_group`].
-pub struct Group {
+/// to the store in one piece by [`Store::close_group_in`].
+struct Group {
     /// The store it belongs to (its shared state's address).
     store: usize,
     ops: Vec<Op>,
     thens: Vec<Then>,
 }
 
-/// Where a publisher carries its open [`Group`] through routing, type-erased so that the
+/// Where a publisher carries its open group through routing, type-erased so that the
 /// routing core can hold it without knowing the store (`None`: no group is open).
 pub type GroupSlot = Option<Box<dyn std::any::Any + Send>>;
 
@@ -302,40 +302,30 @@ impl Store {
         self.add(None, vec![f]);
     }
 
-    /// A new, empty group of this store: what is submitted into it commits together once
-    /// [`Store::close_group`] hands it over.
-    pub fn group(&self) -> Group {
-        Group {
-            store: Arc::as_ptr(&self.shared) as usize,
-            ops: Vec::new(),
-            thens: Vec::new(),
-        }
-    }
-
-    /// Hands `group` to the writer in one piece.
-    pub fn close_group(&self, group: Group) {
-        debug_assert_eq!(group.store, Arc::as_ptr(&self.shared) as usize);
-        if !group.ops.is_empty() || !group.thens.is_empty() {
-            self.add(group.ops, group.thens);
-        }
-    }
-
-    /// Opens a group in `slot`, when none is open there (`false`: one already was, and what
-    /// is submitted joins it).
+    /// Opens a group of this store in `slot`, when none is open there (`false`: one already
+    /// was, and what is submitted joins it). What is submitted into it with
+    /// [`Store::submit_in`] commits together once [`Store::close_group_in`] hands it over.
     pub fn open_group_in(&self, slot: &mut GroupSlot) -> bool {
         if slot.is_some() {
             return false;
         }
-        *slot = Some(Box::new(self.group()));
+        *slot = Some(Box::new(Group {
+            store: Arc::as_ptr(&self.shared) as usize,
+            ops: Vec::new(),
+            thens: Vec::new(),
+        }));
         true
     }
 
-    /// Closes this store's group open in `slot` and hands it to the writer (a group of another
-    /// store, or anything else, stays where it is).
+    /// Closes this store's group open in `slot` and hands it to the writer in one piece (a
+    /// group of another store, or anything else, stays where it is).
     pub fn close_group_in(&self, slot: &mut GroupSlot) {
-        if self.group_in(slot).is_some() {
-            if let Some(Ok(g)) = slot.take().map(|g| g.downcast::<Group>()) {
-                self.close_group(*g);
+        if self.group_in(slot).is_none() {
+            return;
+        }
+        if let Some(Ok(g)) = slot.take().map(|g| g.downcast::<Group>()) {
+            if !g.ops.is_empty() || !g.thens.is_empty() {
+                self.add(g.ops, g.thens);
             }
         }
     }

@@ -151,14 +151,9 @@ def wait_linked(srv, hub: NatsServer | None = None, timeout: float = 10.0) -> di
 async def until_logged(srv, *words: str, timeout: float = 10.0) -> str:
     """Waits until a line of ``srv``'s log holds every one of ``words`` (logs are read by a
     thread, so a line written just before a message arrived may not be in ``srv.log`` yet)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for line in list(srv.log):
-            if all(w in line for w in words):
-                return line
-        if time.monotonic() > deadline:
-            pytest.fail(f"{srv.log_text()}\nno log line with {words!r} within {timeout}s")
-        await asyncio.sleep(0.05)
+    return await wait_until(
+        lambda: next((line for line in list(srv.log) if all(w in line for w in words)), None),
+        timeout, 0.05, what=f"a log line with {words!r}")
 
 
 async def until_flows(publish, received, timeout: float = 10.0, what: str = "messages to flow"):
