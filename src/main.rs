@@ -402,7 +402,7 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
             let started = std::time::Instant::now();
             js_restored = junction_jetstream::restore(&engine)
                 .with_context(|| format!("restoring JetStream from {}", engine.path().display()))?;
-            let messages: usize = js_restored.streams.values().map(|(_, m)| m.len()).sum();
+            let messages: usize = js_restored.streams.values().map(|s| s.msgs.len()).sum();
             tracing::info!(
                 streams = js_restored.streams.len(),
                 consumers = js_restored.consumers.len(),

@@ -83,7 +83,9 @@ pub struct FlushBatch {
     /// Remote subscriptions a publication reached, gathered to hand each link one copy.
     link_picks: Vec<(Arc<Subscription>, Option<Bytes>)>,
     /// What the publication being routed makes durable, collected to commit in one piece (the
-    /// durable store's open group; core carries it without knowing its type).
+    /// durable store's open group; core carries it without knowing its type). Dropping it
+    /// hands it to the store: a publisher that opened none has it closed by
+    /// [`FlushBatch::wake_all`] (a stream's capture sink opens one for a whole read batch).
     pub group: Option<Box<dyn std::any::Any + Send>>,
 }
 
@@ -141,8 +143,10 @@ impl FlushBatch {
         !self.touched.is_empty()
     }
 
-    /// Wakes every touched writer once.
+    /// Ends the batch: hands its open store group over (what waits for its commit, PubAcks,
+    /// follows it), then wakes every touched writer once.
     pub fn wake_all(&mut self) {
+        self.group = None;
         for w in self.touched.drain(..) {
             w.flush();
         }

@@ -12,9 +12,13 @@ use junction_core::sync::Lock;
 use junction_core::{Account, Bus, ConnId, Delivery, FlushBatch, Message, Sink, Subscription};
 use tokio::sync::Notify;
 
+use crate::persist::Restored;
 use crate::service::{Counters, Options, Shared, Task};
 use crate::sinks::publish;
 use crate::stream::HOT_BYTES;
+
+/// A publication for [`Harness::publish_batch`]: subject, reply subject, payload.
+pub type Publication<'a> = (&'a [u8], Option<&'a [u8]>, &'a [u8]);
 
 /// Collects what reaches a subscription (the harness's replies).
 struct Collect(Mutex<Vec<Message>>);
@@ -37,6 +41,9 @@ pub struct Harness {
     inbox: Arc<Collect>,
     inbox_sub: Arc<Subscription>,
     store: Option<Arc<junction_store::Store>>,
+    /// The tables under the store ("the disk"), for a restart.
+    disk: Option<junction_store::MemoryEngine>,
+    hot_bytes: u64,
 }
 
 impl Drop for Harness {
@@ -55,17 +62,50 @@ impl Default for Harness {
 
 impl Harness {
     pub fn new() -> Harness {
-        Self::build(None, HOT_BYTES)
+        Self::build(None, HOT_BYTES, None, Restored::default())
     }
 
     /// A harness whose file streams are stored (on an in-memory engine) and keep at most
     /// `hot_bytes` of their newest messages in memory.
     pub fn with_store(hot_bytes: u64) -> Harness {
-        let store = junction_store::Store::start(Box::new(junction_store::MemoryEngine::default()));
-        Self::build(Some(store), hot_bytes)
+        let disk = junction_store::MemoryEngine::default();
+        let store = junction_store::Store::start(Box::new(disk.share()));
+        Self::build(Some(store), hot_bytes, Some(disk), Restored::default())
     }
 
-    fn build(store: Option<Arc<junction_store::Store>>, hot_bytes: u64) -> Harness {
+    /// Stops this harness's store cleanly and starts a new harness on what it left: streams,
+    /// messages and consumers come back as after a restart.
+    pub fn restarted(mut self) -> Harness {
+        let disk = self.disk.take().expect("a harness with a store");
+        if let Some(store) = &self.store {
+            store.close();
+        }
+        let hot_bytes = self.hot_bytes;
+        drop(self);
+        let restored = crate::persist::restore(&disk).expect("the tables read back");
+        let store = junction_store::Store::start(Box::new(disk.share()));
+        Self::build(Some(store), hot_bytes, Some(disk), restored)
+    }
+
+    /// The keys of `table` on "the disk".
+    pub fn stored_keys(&self, table: junction_store::Table) -> Vec<Vec<u8>> {
+        self.wait_for_store();
+        let mut keys = Vec::new();
+        if let Some(disk) = &self.disk {
+            let _ = junction_store::Engine::scan(disk, table, &mut |k, _| {
+                keys.push(k.to_vec());
+                Ok(())
+            });
+        }
+        keys
+    }
+
+    fn build(
+        store: Option<Arc<junction_store::Store>>,
+        hot_bytes: u64,
+        disk: Option<junction_store::MemoryEngine>,
+        restored: Restored,
+    ) -> Harness {
         let bus = Arc::new(Bus::new());
         let origin = bus.next_conn_id();
         let shared = Arc::new(Shared {
@@ -96,6 +136,7 @@ impl Harness {
             after_commit: Vec::new(),
         };
         task.enable(junction_core::DEFAULT_ACCOUNT);
+        task.restore(restored);
         let account = bus.default_account();
         let inbox = Arc::new(Collect(Mutex::new(Vec::new())));
         let sink: Arc<dyn Sink> = inbox.clone();
@@ -114,6 +155,8 @@ impl Harness {
             inbox,
             inbox_sub: sub,
             store,
+            disk,
+            hot_bytes,
         }
     }
 
@@ -156,6 +199,28 @@ impl Harness {
             ConnId(u64::MAX),
         );
         publish(&self.account, &msg);
+        self.settle()
+    }
+
+    /// Publishes every `(subject, reply, payload)` of `msgs` in one batch, as a NATS client's
+    /// read batch is (what the batch stores commits together); returns what reached
+    /// `_INBOX.>`.
+    pub fn publish_batch(&mut self, msgs: &[Publication<'_>]) -> Vec<Message> {
+        let mut batch = FlushBatch::default();
+        let mut cache = junction_core::MatchCache::new(false);
+        for (subject, reply, payload) in msgs {
+            if !junction_core::subject::is_valid_literal_subject(subject) {
+                continue;
+            }
+            let msg = Message::new(
+                Bytes::copy_from_slice(subject),
+                reply.map(Bytes::copy_from_slice),
+                Bytes::copy_from_slice(payload),
+                ConnId(u64::MAX),
+            );
+            self.account.publish(&mut cache, &msg, &mut batch);
+        }
+        batch.wake_all();
         self.settle()
     }
 

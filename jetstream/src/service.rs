@@ -350,9 +350,18 @@ impl Task {
         );
     }
 
-    fn restore(&mut self, restored: Restored) {
+    pub(crate) fn restore(&mut self, restored: Restored) {
+        if let Some(store) = &self.shared.store {
+            // Records to rewrite commit first, in one piece.
+            let mut group = None;
+            store.open_group_in(&mut group);
+            for op in restored.rewrite {
+                store.submit_in(&mut group, op);
+            }
+            store.close_group_in(&mut group);
+        }
         let mut by_uid: HashMap<u64, (String, String)> = HashMap::new();
-        for (uid, (meta, msgs)) in restored.streams {
+        for (uid, persist::RestoredStream { meta, msgs, blocks }) in restored.streams {
             let Some(acc) = self.accounts.get(&meta.account) else {
                 tracing::warn!(
                     account = %meta.account,
@@ -370,6 +379,7 @@ impl Task {
             for (seq, m) in msgs {
                 st.restore(seq, m);
             }
+            st.restore_blocks(blocks);
             let name = meta.config.name.clone();
             let stream = self.make_stream(&acc.account.clone(), uid, st);
             by_uid.insert(uid, (meta.account.clone(), name.clone()));

@@ -86,6 +86,12 @@ impl Sink for CaptureSink {
         // One lock for the publication and the settings that say what follows it.
         // The publisher's open store group (an MQTT QoS 1/2 publication) goes with it, so the
         // record commits with the rest of what the publication made durable.
+        // A NATS publisher opens no group: the stream opens one for the rest of the
+        // publisher's read batch (the batch hands it over as it ends), so the messages the
+        // batch stores share one record and their PubAcks one commit.
+        if let Some(store) = s.durable() {
+            store.open_group_in(&mut batch.group);
+        }
         let (result, no_ack, republish) = {
             let mut st = s.state.locked();
             st.group = batch.group.take();

@@ -43,8 +43,36 @@ pub struct StoredMsg {
     pub payload: Bytes,
     /// Unix time in nanoseconds.
     pub ts: i64,
-    /// Set once the message's record is committed (a file stream may then let it go cold).
-    pub on_disk: AtomicBool,
+    /// Set once the commit of the message's block is on the disk (a file stream may then let
+    /// it go cold), shared by the messages of the block. `None`: on the disk already, or never
+    /// going there.
+    pub on_disk: Option<Arc<AtomicBool>>,
+}
+
+impl StoredMsg {
+    /// Whether the message's record is on the disk (or it never goes there).
+    fn is_on_disk(&self) -> bool {
+        self.on_disk
+            .as_ref()
+            .is_none_or(|f| f.load(Ordering::Acquire))
+    }
+}
+
+/// One of a file stream's records in the store: a block of messages (see [`persist`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Block {
+    /// Messages written into it.
+    pub written: u32,
+    /// Of those, still stored.
+    pub live: u32,
+}
+
+/// The block the publisher's open store group is still filling.
+struct OpenBlock {
+    op: junction_store::OpRef,
+    first: u64,
+    last: u64,
+    on_disk: Option<Arc<AtomicBool>>,
 }
 
 impl StoredMsg {
@@ -113,8 +141,9 @@ impl Cold {
         }
     }
 
-    /// Reads message `seq` (and what follows it, up to `last`) from the store.
-    fn load(&self, seq: u64, last: u64) -> Option<Arc<StoredMsg>> {
+    /// Reads message `seq` of the block that starts at `first` (and what follows it, up to
+    /// `last`) from the store.
+    fn load(&self, first: u64, seq: u64, last: u64) -> Option<Arc<StoredMsg>> {
         let mut ahead = self.ahead.borrow_mut();
         if let Ok(i) = ahead.binary_search_by_key(&seq, |m| m.seq) {
             return Some(ahead[i].clone());
@@ -122,20 +151,30 @@ impl Cold {
         ahead.clear();
         let end = seq.saturating_add(READ_AHEAD).min(last.saturating_add(1));
         let (from, to) = (
-            persist::msg_key(self.uid, seq),
+            persist::msg_key(self.uid, first),
             persist::msg_key(self.uid, end.max(seq + 1)),
         );
         let mut bytes = 0;
-        let read = self.reader.range(persist::MSGS, &from, &to, &mut |k, v| {
-            let Some(at) = k.get(8..16).and_then(|b| b.try_into().ok()) else {
+        let read = self.reader.range(persist::BLOCKS, &from, &to, &mut |k, v| {
+            let Some(first) = persist::block_first(k) else {
                 return true;
             };
-            if let Some(m) = persist::decode_msg(u64::from_be_bytes(at), v) {
-                m.on_disk.store(true, Ordering::Relaxed);
-                bytes += v.len();
-                ahead.push_back(Arc::new(m));
+            // One copy of the block; its messages share it.
+            let block = Bytes::copy_from_slice(v);
+            let whole = persist::read_block(first, &block, &mut |at, range| {
+                if at < seq {
+                    return true;
+                }
+                if let Some(m) = persist::decode_shared(at, &block.slice(range)) {
+                    bytes += m.stored_size() as usize;
+                    ahead.push_back(Arc::new(m));
+                }
+                bytes < READ_AHEAD_BYTES && (ahead.len() as u64) < READ_AHEAD
+            });
+            if whole.is_err() {
+                tracing::error!(first, "a JetStream block in the store is cut short");
             }
-            bytes < READ_AHEAD_BYTES
+            bytes < READ_AHEAD_BYTES && (ahead.len() as u64) < READ_AHEAD
         });
         if let Err(e) = read {
             tracing::error!(error = %e, seq, "cannot read a JetStream message back from the store");
@@ -217,6 +256,10 @@ pub struct StreamState {
     /// group, so the record commits with what else the publication made durable (an MQTT
     /// QoS 2 id, copies queued for sessions).
     pub group: junction_store::GroupSlot,
+    /// A durable stream's blocks in the store, by first sequence.
+    blocks: BTreeMap<u64, Block>,
+    /// The newest block, while the group that holds it is open and may take more messages.
+    open: Option<OpenBlock>,
 }
 
 /// An account's bytes of one storage type (memory or file) and the limit on them (-1: none).
@@ -280,7 +323,27 @@ impl StreamState {
             hot_bytes: 0,
             cold: None,
             group: None,
+            blocks: BTreeMap::new(),
+            open: None,
         }
+    }
+
+    /// The blocks of a stream read back at start (with [`StreamState::restore`]).
+    pub fn restore_blocks(&mut self, blocks: impl IntoIterator<Item = (u64, Block)>) {
+        self.blocks.extend(blocks);
+    }
+
+    /// How many records the stream has in the store.
+    pub fn block_count(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// The first sequence of the block that holds `seq`.
+    fn block_of(&self, seq: u64) -> Option<u64> {
+        self.blocks
+            .range(..=seq)
+            .next_back()
+            .map(|(first, _)| *first)
     }
 
     /// Lets the stream keep its older messages on the disk only (a file stream).
@@ -309,7 +372,7 @@ impl StreamState {
             let i = (self.hot_from - self.base) as usize;
             if let Some(Some(e)) = self.slots.get_mut(i) {
                 if let Some(m) = &e.hot {
-                    if !m.on_disk.load(Ordering::Acquire) {
+                    if !m.is_on_disk() {
                         return;
                     }
                     self.hot_bytes -= e.size as u64;
@@ -343,7 +406,10 @@ impl StreamState {
         let e = self.entry(seq)?;
         match &e.hot {
             Some(m) => Some(m.clone()),
-            None => self.cold.as_ref()?.load(seq, self.last_seq),
+            None => self
+                .cold
+                .as_ref()?
+                .load(self.block_of(seq)?, seq, self.last_seq),
         }
     }
 
@@ -593,7 +659,7 @@ impl Stream {
         for seq in seqs {
             if st.remove(seq).is_some() {
                 n += 1;
-                self.submit(st, persist::delete_msg_op(self.uid, seq));
+                self.forget_record(st, seq);
             }
         }
         if n > 0 && st.msgs == 0 {
@@ -721,14 +787,14 @@ impl Stream {
         // The subject and headers arrive as slices of the publisher's read buffer: kept as
         // they are, every stored message would keep a whole buffer alive.
         let subject = st.intern(subj);
-        let m = Arc::new(StoredMsg {
+        let mut m = StoredMsg {
             seq,
             subject: subject.clone(),
             headers: hdrs.map(|h| Bytes::copy_from_slice(h)),
             payload,
             ts: now,
-            on_disk: AtomicBool::new(false),
-        });
+            on_disk: None,
+        };
         if st.slots.is_empty() {
             st.base = seq;
         }
@@ -750,7 +816,8 @@ impl Stream {
             }
             return Ok(Stored::New(seq));
         }
-        self.store_record(st, &m);
+        self.store_record(st, &mut m);
+        let m = Arc::new(m);
         st.add(
             seq,
             Entry {
@@ -765,17 +832,76 @@ impl Stream {
         Ok(Stored::New(seq))
     }
 
-    /// Submits a new message's record; a stream whose messages go cold learns when it is on
-    /// the disk.
-    fn store_record(&self, st: &mut StreamState, m: &Arc<StoredMsg>) {
+    /// Submits a new message's record: into the newest block while the publisher's group
+    /// that holds it is still open (the messages of one commit share one record), or as a
+    /// new block. A stream whose messages go cold learns when it is on the disk, through the
+    /// flag set in `m`.
+    fn store_record(&self, st: &mut StreamState, m: &mut StoredMsg) {
         let Some(store) = &self.store else { return };
-        store.submit_in(&mut st.group, persist::insert_msg_op(self.uid, m));
-        if st.has_cold() {
-            let m = m.clone();
+        let st = &mut *st;
+        if let Some(open) = st.open.as_mut().filter(|o| m.seq > o.last) {
+            if let Some(Op::Insert { value, .. }) = store.op_in(&mut st.group, open.op) {
+                if persist::block_has_room(value, m, open.first) {
+                    persist::append_to_block(value, open.first, m);
+                    open.last = m.seq;
+                    m.on_disk = open.on_disk.clone();
+                    if let Some(b) = st.blocks.get_mut(&open.first) {
+                        b.written += 1;
+                        b.live += 1;
+                    }
+                    return;
+                }
+            }
+        }
+        let mut block = Vec::with_capacity(256);
+        persist::append_to_block(&mut block, m.seq, m);
+        let op = store.submit_open_in(&mut st.group, persist::block_op(self.uid, m.seq, block));
+        st.blocks.insert(
+            m.seq,
+            Block {
+                written: 1,
+                live: 1,
+            },
+        );
+        m.on_disk = st.has_cold().then(|| {
+            let flag = Arc::new(AtomicBool::new(false));
+            let set = flag.clone();
             store.then_in(
                 &mut st.group,
-                Box::new(move |_| m.on_disk.store(true, Ordering::Release)),
+                Box::new(move |_| set.store(true, Ordering::Release)),
             );
+            flag
+        });
+        st.open = op.map(|op| OpenBlock {
+            op,
+            first: m.seq,
+            last: m.seq,
+            on_disk: m.on_disk.clone(),
+        });
+    }
+
+    /// Submits what removing stored message `seq` changes in the store: a tombstone, or the
+    /// removal of its block with its last message.
+    fn forget_record(&self, st: &mut StreamState, seq: u64) {
+        if self.store.is_none() {
+            return;
+        }
+        let Some(first) = st.block_of(seq) else {
+            return;
+        };
+        let Some(b) = st.blocks.get_mut(&first) else {
+            return;
+        };
+        b.live = b.live.saturating_sub(1);
+        let (last, tombs) = (b.live == 0, b.written > 1);
+        if last {
+            st.blocks.remove(&first);
+            if st.open.as_ref().is_some_and(|o| o.first == first) {
+                st.open = None;
+            }
+        }
+        for op in persist::remove_ops(self.uid, first, seq, last, tombs) {
+            self.submit(st, op);
         }
     }
 
@@ -848,20 +974,18 @@ impl Stream {
                 b.sub(st.bytes);
             }
             let cold = st.cold.take();
+            let group = st.group.take();
             *st = StreamState::new(config, created, last, last_ts);
             st.cold = cold;
+            st.group = group;
             st.interest = interest;
             st.consumers = consumers;
             st.sourced = sourced;
             st.budget = budget;
             if self.store.is_some() {
-                self.submit(
-                    &mut st,
-                    Op::DeletePrefix {
-                        table: persist::MSGS,
-                        prefix: self.uid.to_be_bytes().to_vec(),
-                    },
-                );
+                for op in persist::purge_ops(self.uid) {
+                    self.submit(&mut st, op);
+                }
                 self.save_meta(&mut st);
             }
             return n;
@@ -900,15 +1024,16 @@ impl Stream {
         if m.seq <= st.last_seq {
             return;
         }
-        let copy = Arc::new(StoredMsg {
+        let mut copy = StoredMsg {
             seq: m.seq,
             subject: st.intern(&m.subject),
             headers: m.headers.clone(),
             payload: m.payload.clone(),
             ts: m.ts,
-            on_disk: AtomicBool::new(false),
-        });
-        self.store_record(&mut st, &copy);
+            on_disk: None,
+        };
+        self.store_record(&mut st, &mut copy);
+        let copy = Arc::new(copy);
         if st.slots.is_empty() {
             st.base = copy.seq;
             st.last_seq = copy.seq - 1;

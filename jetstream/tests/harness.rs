@@ -1,7 +1,7 @@
 //! The API driven through the synchronous harness: the rules a client relies on, without
 //! sockets (the end-to-end suites run the same ground through real clients).
 
-use junction_jetstream::harness::Harness;
+use junction_jetstream::harness::{Harness, Publication};
 use serde_json::Value;
 
 fn json(h: &mut Harness, subject: &str, body: &str) -> Value {
@@ -179,4 +179,179 @@ fn file_streams_keep_only_their_newest_messages_in_memory() {
     assert_eq!(v["purged"], 48); // 58 on f.1 (i % 7 == 1), 10 kept
     let v = json(&mut h, "$JS.API.STREAM.INFO.F", "");
     assert_eq!(v["state"]["messages"], 401 - 1 - 48);
+}
+
+/// A message's sequence from a PubAck, or the error's code.
+fn acked_seqs(out: &[junction_core::Message]) -> Vec<u64> {
+    out.iter()
+        .filter(|m| m.subject.starts_with(b"_INBOX.ack"))
+        .map(|m| {
+            let v: Value = serde_json::from_slice(&m.payload).unwrap();
+            v["seq"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("not stored: {v}"))
+        })
+        .collect()
+}
+
+fn pull_all(h: &mut Harness, stream: &str, consumer: &str) -> Vec<(u64, String)> {
+    let mut got = Vec::new();
+    for _ in 0..50 {
+        let out = h.publish(
+            format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}").as_bytes(),
+            Some(b"_INBOX.pull"),
+            br#"{"batch":100,"no_wait":true}"#,
+        );
+        let batch: Vec<_> = out
+            .iter()
+            .filter(|m| m.subject.starts_with(b"f."))
+            .map(|m| {
+                let reply =
+                    String::from_utf8_lossy(m.reply.as_deref().unwrap_or_default()).to_string();
+                // $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
+                let sseq = reply.split('.').nth(5).unwrap().parse().unwrap();
+                (sseq, String::from_utf8_lossy(&m.payload).to_string())
+            })
+            .collect();
+        if batch.is_empty() {
+            break;
+        }
+        got.extend(batch);
+    }
+    got
+}
+
+#[test]
+fn messages_of_one_batch_share_a_record_and_removals_survive_a_restart() {
+    use junction_jetstream::persist::{BLOCKS, LEGACY_MSGS, TOMBS};
+    // 16 KiB hot: most messages are cold and read back from their blocks.
+    let mut h = Harness::with_store(16 * 1024);
+    json(
+        &mut h,
+        "$JS.API.STREAM.CREATE.F",
+        r#"{"name":"F","subjects":["f.>"],"storage":"file"}"#,
+    );
+    let body = |i: u64| format!("{i:05}-{}", "y".repeat(200));
+    let mut seqs = Vec::new();
+    for b in 0..10u64 {
+        let subjects: Vec<String> = (1..=100)
+            .map(|i| format!("f.{}", (b * 100 + i) % 3))
+            .collect();
+        let bodies: Vec<String> = (1..=100).map(|i| body(b * 100 + i)).collect();
+        let msgs: Vec<Publication<'_>> = subjects
+            .iter()
+            .zip(&bodies)
+            .map(|(s, p)| (s.as_bytes(), Some(&b"_INBOX.ack"[..]), p.as_bytes()))
+            .collect();
+        seqs.extend(acked_seqs(&h.publish_batch(&msgs)));
+    }
+    assert_eq!(seqs, (1..=1000).collect::<Vec<u64>>());
+    // One record per batch of 100.
+    assert_eq!(h.stored_keys(BLOCKS).len(), 10);
+
+    // A message inside a block: a tombstone. Everything below 121: the first block goes
+    // whole (with no tombstone left), the second keeps 121..=200.
+    let v = json(&mut h, "$JS.API.STREAM.MSG.DELETE.F", r#"{"seq":150}"#);
+    assert_eq!(v["success"], true);
+    let v = json(&mut h, "$JS.API.STREAM.MSG.DELETE.F", r#"{"seq":50}"#);
+    assert_eq!(v["success"], true);
+    assert_eq!(h.stored_keys(TOMBS).len(), 2);
+    let v = json(&mut h, "$JS.API.STREAM.PURGE.F", r#"{"seq":121}"#);
+    assert_eq!(v["purged"], 119);
+    assert_eq!(h.stored_keys(BLOCKS).len(), 9);
+    // The first block's tombstone went with it; the second has 101..=120 and 150.
+    assert_eq!(h.stored_keys(TOMBS).len(), 21);
+
+    let mut h = h.restarted();
+    let v = json(&mut h, "$JS.API.STREAM.INFO.F", "");
+    assert_eq!(v["state"]["messages"], 1000 - 120 - 1);
+    assert_eq!(v["state"]["first_seq"], 121);
+    assert_eq!(v["state"]["last_seq"], 1000);
+    let v = json(&mut h, "$JS.API.STREAM.MSG.GET.F", r#"{"seq":150}"#);
+    assert_eq!(
+        v["error"]["err_code"], 10037,
+        "a removed message stays removed"
+    );
+    let v = json(&mut h, "$JS.API.STREAM.MSG.GET.F", r#"{"seq":151}"#);
+    assert_eq!(v["message"]["subject"], format!("f.{}", 151 % 3));
+    let data = v["message"]["data"].as_str().unwrap();
+    use base64::Engine as _;
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .unwrap();
+    assert_eq!(data, body(151).as_bytes());
+
+    // Every message comes back in order, from the blocks, after the restart.
+    json(
+        &mut h,
+        "$JS.API.CONSUMER.CREATE.F.C",
+        r#"{"stream_name":"F","config":{"name":"C","ack_policy":"none"}}"#,
+    );
+    let got = pull_all(&mut h, "F", "C");
+    let want: Vec<(u64, String)> = (121..=1000u64)
+        .filter(|s| *s != 150)
+        .map(|s| (s, body(s)))
+        .collect();
+    assert_eq!(got, want);
+
+    // The rest of the second block: it goes, and its tombstone with it. Publishing goes on
+    // after the last sequence.
+    let v = json(&mut h, "$JS.API.STREAM.PURGE.F", r#"{"seq":201}"#);
+    assert_eq!(v["purged"], 79);
+    assert_eq!(h.stored_keys(BLOCKS).len(), 8);
+    assert!(h.stored_keys(TOMBS).is_empty());
+    let v = json(&mut h, "f.x", "after");
+    assert_eq!(v["seq"], 1001);
+    // A full purge leaves nothing of the stream's messages.
+    json(&mut h, "$JS.API.STREAM.PURGE.F", "");
+    assert!(h.stored_keys(BLOCKS).is_empty());
+    assert!(h.stored_keys(LEGACY_MSGS).is_empty());
+    let mut h = h.restarted();
+    let v = json(&mut h, "$JS.API.STREAM.INFO.F", "");
+    assert_eq!(v["state"]["messages"], 0);
+    assert_eq!(v["state"]["last_seq"], 1001);
+}
+
+#[test]
+fn limits_remove_whole_blocks_and_leave_no_orphans() {
+    use junction_jetstream::persist::{BLOCKS, TOMBS};
+    let mut h = Harness::with_store(8 * 1024);
+    json(
+        &mut h,
+        "$JS.API.STREAM.CREATE.L",
+        r#"{"name":"L","subjects":["f.>"],"storage":"file","max_msgs":150}"#,
+    );
+    for b in 0..6u64 {
+        let bodies: Vec<String> = (1..=100).map(|i| format!("{}", b * 100 + i)).collect();
+        let msgs: Vec<Publication<'_>> = bodies
+            .iter()
+            .map(|p| (&b"f.a"[..], None, p.as_bytes()))
+            .collect();
+        h.publish_batch(&msgs);
+    }
+    // 600 published, the newest 150 kept: 451..=600, in the last two blocks.
+    let v = json(&mut h, "$JS.API.STREAM.INFO.L", "");
+    assert_eq!(v["state"]["messages"], 150);
+    assert_eq!(v["state"]["first_seq"], 451);
+    assert_eq!(h.stored_keys(BLOCKS).len(), 2);
+    assert_eq!(
+        h.stored_keys(TOMBS).len(),
+        50,
+        "401..=450 of the fifth block"
+    );
+    let mut h = h.restarted();
+    json(
+        &mut h,
+        "$JS.API.CONSUMER.CREATE.L.C",
+        r#"{"stream_name":"L","config":{"name":"C","ack_policy":"none"}}"#,
+    );
+    let got: Vec<u64> = pull_all(&mut h, "L", "C")
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(got, (451..=600).collect::<Vec<u64>>());
+    // Deleting the stream leaves nothing behind.
+    json(&mut h, "$JS.API.STREAM.DELETE.L", "");
+    assert!(h.stored_keys(BLOCKS).is_empty());
+    assert!(h.stored_keys(TOMBS).is_empty());
 }

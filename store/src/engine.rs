@@ -130,6 +130,16 @@ impl Reader for MemoryReader {
     }
 }
 
+impl MemoryEngine {
+    /// Another engine over the same tables (a test's view of what "the disk" holds, or the
+    /// engine a restarted store opens).
+    pub fn share(&self) -> MemoryEngine {
+        MemoryEngine {
+            tables: self.tables.clone(),
+        }
+    }
+}
+
 impl Engine for MemoryEngine {
     fn reader(&self) -> Option<Arc<dyn Reader>> {
         Some(Arc::new(MemoryReader(self.tables.clone())))

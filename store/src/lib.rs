@@ -17,4 +17,4 @@ pub mod writer;
 
 pub use embedded::{open, Redb, FILE_NAME};
 pub use engine::{Engine, MemoryEngine, Op, RangeVisit, Reader, StoreError, Table, Visit};
-pub use writer::{GroupSlot, Store, StoreStats, Then, Wake, Wakes, COMMIT_BUCKETS_MICROS};
+pub use writer::{GroupSlot, OpRef, Store, StoreStats, Then, Wake, Wakes, COMMIT_BUCKETS_MICROS};

@@ -157,13 +157,38 @@ struct Pending {
 }
 
 /// Ops and callbacks that commit together, collected while a publication is routed and handed
-/// to the store in one piece by [`Store::close_group_in`].
+/// to the store in one piece when the group is dropped: by [`Store::close_group_in`], or with
+/// the publisher's batch at its end (so a group left open is never lost).
 struct Group {
-    /// The store it belongs to (its shared state's address).
-    store: usize,
+    /// The store it belongs to.
+    shared: Arc<Shared>,
+    /// Unique among the groups of the process, so an [`OpRef`] never reaches into another.
+    id: u64,
     ops: Vec<Op>,
     thens: Vec<Then>,
 }
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if !self.ops.is_empty() || !self.thens.is_empty() {
+            hand(
+                &self.shared,
+                std::mem::take(&mut self.ops),
+                std::mem::take(&mut self.thens),
+            );
+        }
+    }
+}
+
+/// Where an op submitted into an open group sits, to extend it while the group stays open
+/// ([`Store::submit_open_in`], [`Store::op_in`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpRef {
+    group: u64,
+    index: usize,
+}
+
+static NEXT_GROUP: AtomicU64 = AtomicU64::new(1);
 
 /// Where a publisher carries its open group through routing, type-erased so that the
 /// routing core can hold it without knowing the store (`None`: no group is open).
@@ -245,23 +270,14 @@ impl Store {
 
     /// Hands ops and callbacks to the writer, in order, under one lock.
     fn add(&self, ops: impl IntoIterator<Item = Op>, thens: Vec<Then>) {
-        let mut p = self.shared.pending.locked();
-        for op in ops {
-            p.batch.add(op);
-        }
-        p.batch.thens.extend(thens);
-        if p.writer_waiting {
-            p.writer_waiting = false;
-            self.shared.wake.notify_one();
-        }
+        hand(&self.shared, ops, thens);
     }
 
     /// The group in `slot`, if it is one of this store's.
     fn group_in<'s>(&self, slot: &'s mut GroupSlot) -> Option<&'s mut Group> {
-        let id = Arc::as_ptr(&self.shared) as usize;
         slot.as_mut()?
             .downcast_mut::<Group>()
-            .filter(|g| g.store == id)
+            .filter(|g| Arc::ptr_eq(&g.shared, &self.shared))
     }
 
     /// Submits one change. It becomes durable with a later commit.
@@ -280,6 +296,39 @@ impl Store {
             }
             None => self.submit(op),
         }
+    }
+
+    /// Like [`Store::submit_in`], and says where the op sits when it joined a group: while that
+    /// group stays open, [`Store::op_in`] reaches it to extend it (a record that collects a
+    /// stream's messages of one commit). `None`: it was submitted on its own.
+    pub fn submit_open_in(&self, slot: &mut GroupSlot, op: Op) -> Option<OpRef> {
+        match self.group_in(slot) {
+            Some(g) => {
+                self.submitted.fetch_add(1, Ordering::Relaxed);
+                g.ops.push(op);
+                Some(OpRef {
+                    group: g.id,
+                    index: g.ops.len() - 1,
+                })
+            }
+            None => {
+                self.submit(op);
+                None
+            }
+        }
+    }
+
+    /// The op `at` names, while its group is still the one open in `slot` (`None` once that
+    /// group was handed to the writer: the op is no longer anyone's to change). Reaching it
+    /// counts as a submission ([`Store::submitted`]): the caller changes what will commit.
+    pub fn op_in<'s>(&self, slot: &'s mut GroupSlot, at: OpRef) -> Option<&'s mut Op> {
+        let op = self
+            .group_in(slot)
+            .filter(|g| g.id == at.group)?
+            .ops
+            .get_mut(at.index)?;
+        self.submitted.fetch_add(1, Ordering::Relaxed);
+        Some(op)
     }
 
     /// Like [`Store::then`], for what follows the group open in `slot` (if any).
@@ -310,7 +359,8 @@ impl Store {
             return false;
         }
         *slot = Some(Box::new(Group {
-            store: Arc::as_ptr(&self.shared) as usize,
+            shared: self.shared.clone(),
+            id: NEXT_GROUP.fetch_add(1, Ordering::Relaxed),
             ops: Vec::new(),
             thens: Vec::new(),
         }));
@@ -318,15 +368,11 @@ impl Store {
     }
 
     /// Closes this store's group open in `slot` and hands it to the writer in one piece (a
-    /// group of another store, or anything else, stays where it is).
+    /// group of another store, or anything else, stays where it is). Dropping the slot's
+    /// content does the same: a publisher's batch drops its group when it ends.
     pub fn close_group_in(&self, slot: &mut GroupSlot) {
-        if self.group_in(slot).is_none() {
-            return;
-        }
-        if let Some(Ok(g)) = slot.take().map(|g| g.downcast::<Group>()) {
-            if !g.ops.is_empty() || !g.thens.is_empty() {
-                self.add(g.ops, g.thens);
-            }
+        if self.group_in(slot).is_some() {
+            *slot = None;
         }
     }
 
@@ -352,6 +398,19 @@ impl Store {
     /// The store's counters.
     pub fn stats(&self) -> &StoreStats {
         &self.stats
+    }
+}
+
+/// Hands ops and callbacks to the writer of `shared`, in order, under one lock.
+fn hand(shared: &Shared, ops: impl IntoIterator<Item = Op>, thens: Vec<Then>) {
+    let mut p = shared.pending.locked();
+    for op in ops {
+        p.batch.add(op);
+    }
+    p.batch.thens.extend(thens);
+    if p.writer_waiting {
+        p.writer_waiting = false;
+        shared.wake.notify_one();
     }
 }
 
@@ -573,6 +632,37 @@ mod tests {
         b.close();
         assert_eq!(*mine.lock().unwrap(), vec![vec![put(1)]]);
         assert_eq!(*theirs.lock().unwrap(), vec![vec![put(2)]]);
+    }
+
+    #[test]
+    fn an_op_in_an_open_group_can_be_extended_until_the_group_is_handed_over() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let store = Store::start(Box::new(Recorder(log.clone())));
+        let mut slot: GroupSlot = None;
+        // Without a group the op goes on its own, and there is nothing to extend.
+        assert_eq!(store.submit_open_in(&mut slot, put(9)), None);
+        assert!(store.open_group_in(&mut slot));
+        let at = store.submit_open_in(&mut slot, put(1)).unwrap();
+        store.submit_in(&mut slot, put(2));
+        if let Some(Op::Put { value, .. }) = store.op_in(&mut slot, at) {
+            value.push(7);
+        }
+        store.close_group_in(&mut slot);
+        // The next group reuses no reference of the last one.
+        assert!(store.open_group_in(&mut slot));
+        let next = store.submit_open_in(&mut slot, put(3)).unwrap();
+        assert!(store.op_in(&mut slot, at).is_none());
+        assert!(store.op_in(&mut slot, next).is_some());
+        // Dropping the slot hands the group over, as closing it does.
+        slot = None;
+        assert!(slot.is_none());
+        store.close();
+        let all: Vec<Op> = log.lock().unwrap().concat();
+        let mut extended = put(1);
+        if let Op::Put { value, .. } = &mut extended {
+            value.push(7);
+        }
+        assert_eq!(all, vec![put(9), extended, put(2), put(3)]);
     }
 
     #[test]
