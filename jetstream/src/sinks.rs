@@ -150,10 +150,10 @@ impl Sink for CaptureSink {
                     }),
                 );
             }
-            _ => self.shared.push(Input::Send {
-                account: s.account.clone(),
-                msg: ack,
-            }),
+            // Nothing to wait for (a memory stream, or a refusal): the PubAck goes at once, from
+            // the publisher's own task (through the JetStream task it took a thread hop more).
+            // Its own batch: the publisher's is in the middle of routing the publication.
+            _ => publish(&s.account, &ack),
         }
         Delivery::Queued
     }
