@@ -224,6 +224,30 @@ impl Harness {
         self.settle()
     }
 
+    /// Publishes `msgs` into one batch and returns it unfinished: what the batch stores waits
+    /// in its open store group, as a publisher's does while its batch is being routed on
+    /// another thread. [`Harness::finish`] ends it.
+    pub fn publish_unfinished(&mut self, msgs: &[Publication<'_>]) -> FlushBatch {
+        let mut batch = FlushBatch::default();
+        let mut cache = junction_core::MatchCache::new(false);
+        for (subject, reply, payload) in msgs {
+            let msg = Message::new(
+                Bytes::copy_from_slice(subject),
+                reply.map(Bytes::copy_from_slice),
+                Bytes::copy_from_slice(payload),
+                ConnId(u64::MAX),
+            );
+            self.account.publish(&mut cache, &msg, &mut batch);
+        }
+        batch
+    }
+
+    /// Ends a batch from [`Harness::publish_unfinished`]; returns what reached `_INBOX.>`.
+    pub fn finish(&mut self, mut batch: FlushBatch) -> Vec<Message> {
+        batch.wake_all();
+        self.settle()
+    }
+
     /// Runs the timers once (redeliveries due, requests expired, idle consumers).
     pub fn tick(&mut self) -> Vec<Message> {
         self.task.tick();

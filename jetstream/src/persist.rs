@@ -341,12 +341,17 @@ pub fn restore(engine: &dyn Engine) -> Result<Restored, StoreError> {
         }
         Ok(())
     })?;
-    // Removed messages of the blocks that still hold others.
-    let mut tombs: std::collections::HashSet<(u64, u64)> = Default::default();
+    // Removed messages of the blocks that still hold others, by stream and block.
+    let mut tombs: std::collections::HashSet<(u64, u64, u64)> = Default::default();
+    let mut rewrite = Vec::new();
     engine.scan(TOMBS, &mut |k, _| {
-        match (be_u64(k.get(..8)), be_u64(k.get(16..24))) {
-            (Some(uid), Some(seq)) if k.len() == 24 => {
-                tombs.insert((uid, seq));
+        match (
+            be_u64(k.get(..8)),
+            be_u64(k.get(8..16)),
+            be_u64(k.get(16..24)),
+        ) {
+            (Some(uid), Some(first), Some(seq)) if k.len() == 24 => {
+                tombs.insert((uid, first, seq));
             }
             _ => r.skipped += 1,
         }
@@ -359,20 +364,20 @@ pub fn restore(engine: &dyn Engine) -> Result<Restored, StoreError> {
             decode_msg(seq, rec).map(Entry::hot)
         }
     };
-    let mut rewrite = Vec::new();
     engine.scan(BLOCKS, &mut |k, v| {
         let (Some(uid), Some(first)) = (be_u64(k.get(..8)), block_first(k)) else {
             r.skipped += 1;
             return Ok(());
         };
         let Some(s) = r.streams.get_mut(&uid) else {
-            r.skipped += 1;
+            // Of a deleted stream (its removal overtook a publisher's open group).
+            rewrite.extend(remove_ops(uid, first, first, true, true));
             return Ok(());
         };
         let mut block = Block::default();
         let whole = read_block(first, v, &mut |seq, at| {
             block.written += 1;
-            if tombs.contains(&(uid, seq)) {
+            if tombs.remove(&(uid, first, seq)) {
                 return true;
             }
             match read(seq, &v[at]) {
@@ -402,6 +407,13 @@ pub fn restore(engine: &dyn Engine) -> Result<Restored, StoreError> {
         }
         Ok(())
     })?;
+    // Tombstones of blocks that are gone (a removal that overtook a publisher's open group).
+    for (uid, first, seq) in tombs {
+        rewrite.push(Op::Delete {
+            table: TOMBS,
+            key: tomb_key(uid, first, seq),
+        });
+    }
     // Messages as earlier versions stored them: rewritten as blocks of one.
     let mut legacy = false;
     engine.scan(LEGACY_MSGS, &mut |k, v| {
@@ -425,6 +437,7 @@ pub fn restore(engine: &dyn Engine) -> Result<Restored, StoreError> {
             Block {
                 written: 1,
                 live: 1,
+                committed: None,
             },
         ));
         let entry = if cold {

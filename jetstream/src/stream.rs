@@ -59,12 +59,24 @@ impl StoredMsg {
 }
 
 /// One of a file stream's records in the store: a block of messages (see [`persist`]).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone)]
 pub struct Block {
     /// Messages written into it.
     pub written: u32,
     /// Of those, still stored.
     pub live: u32,
+    /// Set once the commit that inserts it is done (`None`: known to be done). Until then its
+    /// insert may still wait in a publisher's open group on another thread, and removing the
+    /// block from the store could reach the writer before it: the block would come back.
+    pub committed: Option<Arc<AtomicBool>>,
+}
+
+impl Block {
+    fn settled(&self) -> bool {
+        self.committed
+            .as_ref()
+            .is_none_or(|f| f.load(Ordering::Acquire))
+    }
 }
 
 /// The block the publisher's open store group is still filling.
@@ -260,6 +272,9 @@ pub struct StreamState {
     blocks: BTreeMap<u64, Block>,
     /// The newest block, while the group that holds it is open and may take more messages.
     open: Option<OpenBlock>,
+    /// Blocks left without messages whose insert was not known to be committed yet: their
+    /// messages got tombstones, and the blocks go once their commit is done.
+    dead: Vec<u64>,
 }
 
 /// An account's bytes of one storage type (memory or file) and the limit on them (-1: none).
@@ -325,17 +340,13 @@ impl StreamState {
             group: None,
             blocks: BTreeMap::new(),
             open: None,
+            dead: Vec::new(),
         }
     }
 
     /// The blocks of a stream read back at start (with [`StreamState::restore`]).
     pub fn restore_blocks(&mut self, blocks: impl IntoIterator<Item = (u64, Block)>) {
         self.blocks.extend(blocks);
-    }
-
-    /// How many records the stream has in the store.
-    pub fn block_count(&self) -> usize {
-        self.blocks.len()
     }
 
     /// The first sequence of the block that holds `seq`.
@@ -646,15 +657,18 @@ impl Stream {
 
     /// Submits the stream's metadata record (after a change of config or when it empties, so a
     /// restart keeps its last sequence).
+    /// It goes to the writer at once, never into a publisher's group: a group stays open
+    /// while its publisher's batch is routed, and a record written meanwhile (a new config,
+    /// the stream's removal) must not be overtaken by an older one.
     pub fn save_meta(&self, st: &mut StreamState) {
-        if self.store.is_some() {
-            let op = persist::stream_meta_op(self, st);
-            self.submit(st, op);
+        if let Some(store) = &self.store {
+            store.submit(persist::stream_meta_op(self, st));
         }
     }
 
     /// Removes `seqs` from the state and from the store.
     pub fn remove_many(&self, st: &mut StreamState, seqs: impl IntoIterator<Item = u64>) -> u64 {
+        self.sweep_dead(st);
         let mut n = 0;
         for seq in seqs {
             if st.remove(seq).is_some() {
@@ -853,25 +867,27 @@ impl Stream {
                 }
             }
         }
+        self.sweep_dead(st);
         let mut block = Vec::with_capacity(256);
         persist::append_to_block(&mut block, m.seq, m);
         let op = store.submit_open_in(&mut st.group, persist::block_op(self.uid, m.seq, block));
+        let flag = Arc::new(AtomicBool::new(false));
+        let set = flag.clone();
+        store.then_in(
+            &mut st.group,
+            Box::new(move |_| set.store(true, Ordering::Release)),
+        );
         st.blocks.insert(
             m.seq,
             Block {
                 written: 1,
                 live: 1,
+                // Submitted on its own, it is in the writer's queue already: what follows it
+                // there comes after it.
+                committed: op.is_some().then(|| flag.clone()),
             },
         );
-        m.on_disk = st.has_cold().then(|| {
-            let flag = Arc::new(AtomicBool::new(false));
-            let set = flag.clone();
-            store.then_in(
-                &mut st.group,
-                Box::new(move |_| set.store(true, Ordering::Release)),
-            );
-            flag
-        });
+        m.on_disk = Some(flag);
         st.open = op.map(|op| OpenBlock {
             op,
             first: m.seq,
@@ -882,10 +898,13 @@ impl Stream {
 
     /// Submits what removing stored message `seq` changes in the store: a tombstone, or the
     /// removal of its block with its last message.
+    ///
+    /// A block is removed only after its insert: when the insert is in the group open here
+    /// (the removal joins the group after it), or once its commit is done. Otherwise the last
+    /// message gets a tombstone like the others, and the block goes later
+    /// ([`Stream::sweep_dead`], or at the next start).
     fn forget_record(&self, st: &mut StreamState, seq: u64) {
-        if self.store.is_none() {
-            return;
-        }
+        let Some(store) = &self.store else { return };
         let Some(first) = st.block_of(seq) else {
             return;
         };
@@ -893,14 +912,53 @@ impl Stream {
             return;
         };
         b.live = b.live.saturating_sub(1);
-        let (last, tombs) = (b.live == 0, b.written > 1);
-        if last {
+        let (last, tombs, settled) = (b.live == 0, b.written > 1, b.settled());
+        let ours = match &st.open {
+            Some(o) if o.first == first => store.op_in(&mut st.group, o.op).is_some(),
+            _ => false,
+        };
+        let remove = last && (ours || settled);
+        if last && !remove {
+            st.dead.push(first);
+        }
+        if remove {
             st.blocks.remove(&first);
             if st.open.as_ref().is_some_and(|o| o.first == first) {
                 st.open = None;
             }
         }
-        for op in persist::remove_ops(self.uid, first, seq, last, tombs) {
+        for op in persist::remove_ops(self.uid, first, seq, remove, tombs || !remove) {
+            self.submit(st, op);
+        }
+    }
+
+    /// Removes the blocks left without messages whose commit is done now (see
+    /// [`Stream::forget_record`]).
+    fn sweep_dead(&self, st: &mut StreamState) {
+        if st.dead.is_empty() {
+            return;
+        }
+        let mut ops = Vec::new();
+        let dead = std::mem::take(&mut st.dead);
+        for first in dead {
+            let Some(b) = st.blocks.get(&first) else {
+                continue;
+            };
+            if b.live > 0 {
+                // Its publisher added to it since: its tombstones keep the removed ones out.
+                continue;
+            }
+            if !b.settled() {
+                st.dead.push(first);
+                continue;
+            }
+            st.blocks.remove(&first);
+            if st.open.as_ref().is_some_and(|o| o.first == first) {
+                st.open = None;
+            }
+            ops.extend(persist::remove_ops(self.uid, first, first, true, true));
+        }
+        for op in ops {
             self.submit(st, op);
         }
     }
@@ -973,6 +1031,19 @@ impl Stream {
             if let Some(b) = &budget {
                 b.sub(st.bytes);
             }
+            // Blocks whose insert may still wait in a publisher's open group: the removal below
+            // could reach the writer first. Their sequences get tombstones after it, and the
+            // blocks go once committed.
+            let firsts: Vec<u64> = st.blocks.keys().copied().collect();
+            let pending: Vec<(u64, Block, u64)> = firsts
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| !st.blocks[*f].settled())
+                .map(|(i, f)| {
+                    let end = firsts.get(i + 1).copied().unwrap_or(last + 1);
+                    (*f, st.blocks[f].clone(), end)
+                })
+                .collect();
             let cold = st.cold.take();
             let group = st.group.take();
             *st = StreamState::new(config, created, last, last_ts);
@@ -982,9 +1053,19 @@ impl Stream {
             st.consumers = consumers;
             st.sourced = sourced;
             st.budget = budget;
-            if self.store.is_some() {
+            if let Some(store) = &self.store {
                 for op in persist::purge_ops(self.uid) {
-                    self.submit(&mut st, op);
+                    store.submit(op);
+                }
+                for (first, mut b, end) in pending {
+                    for seq in first..end {
+                        store.submit(
+                            persist::remove_ops(self.uid, first, seq, false, true).remove(0),
+                        );
+                    }
+                    b.live = 0;
+                    st.blocks.insert(first, b);
+                    st.dead.push(first);
                 }
                 self.save_meta(&mut st);
             }

@@ -355,3 +355,77 @@ fn limits_remove_whole_blocks_and_leave_no_orphans() {
     assert!(h.stored_keys(BLOCKS).is_empty());
     assert!(h.stored_keys(TOMBS).is_empty());
 }
+
+/// What a publisher's batch still being routed holds (its group open, its blocks not yet
+/// handed to the writer) must not come back after a removal that overtook it: a purge, a
+/// message delete, a stream delete.
+#[test]
+fn a_removal_that_overtakes_an_open_batch_does_not_bring_messages_back() {
+    use junction_jetstream::persist::{BLOCKS, TOMBS};
+    let mut h = Harness::with_store(1 << 20);
+    for name in ["P", "D", "X"] {
+        json(
+            &mut h,
+            &format!("$JS.API.STREAM.CREATE.{name}"),
+            &format!(
+                r#"{{"name":"{name}","subjects":["{}.>"],"storage":"file"}}"#,
+                name.to_lowercase()
+            ),
+        );
+    }
+    let bodies: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    let batch_of = |prefix: &'static [u8]| -> Vec<Publication<'_>> {
+        bodies
+            .iter()
+            .map(|b| (prefix, Some(&b"_INBOX.ack"[..]), b.as_bytes()))
+            .collect()
+    };
+
+    // A purge while the batch is open, then the batch ends.
+    let open = h.publish_unfinished(&batch_of(b"p.a"));
+    let v = json(&mut h, "$JS.API.STREAM.PURGE.P", "");
+    assert_eq!(v["purged"], 10);
+    assert_eq!(
+        acked_seqs(&h.finish(open)).len(),
+        10,
+        "PubAcks follow the commit"
+    );
+    // Deletes of every message of the open batch.
+    let open = h.publish_unfinished(&batch_of(b"d.a"));
+    for seq in 1..=10 {
+        let v = json(
+            &mut h,
+            "$JS.API.STREAM.MSG.DELETE.D",
+            &format!(r#"{{"seq":{seq}}}"#),
+        );
+        assert_eq!(v["success"], true);
+    }
+    h.finish(open);
+    // The stream deleted under an open batch.
+    let open = h.publish_unfinished(&batch_of(b"x.a"));
+    let v = json(&mut h, "$JS.API.STREAM.DELETE.X", "");
+    assert_eq!(v["success"], true);
+    h.finish(open);
+
+    // The next publication sweeps what is committed now and was left without messages.
+    let v = json(&mut h, "p.b", "after");
+    assert_eq!(v["seq"], 11);
+    let v = json(&mut h, "d.b", "after");
+    assert_eq!(v["seq"], 11);
+
+    let mut h = h.restarted();
+    for (name, want) in [("P", 1), ("D", 1)] {
+        let v = json(&mut h, &format!("$JS.API.STREAM.INFO.{name}"), "");
+        assert_eq!(v["state"]["messages"], want, "{name}: {v}");
+        assert_eq!(v["state"]["first_seq"], 11, "{name}: {v}");
+    }
+    let v = json(&mut h, "$JS.API.STREAM.INFO.X", "");
+    assert_eq!(
+        v["error"]["err_code"], 10059,
+        "the deleted stream stays deleted"
+    );
+    // One block each for the two messages left; no tombstone, nothing of X.
+    let h = h.restarted();
+    assert_eq!(h.stored_keys(BLOCKS).len(), 2);
+    assert!(h.stored_keys(TOMBS).is_empty());
+}
