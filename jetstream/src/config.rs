@@ -513,6 +513,13 @@ impl ConsumerConfig {
                     "consumer idle heartbeat requires a push based consumer",
                 ));
             }
+            if self.rate_limit_bps > 0 {
+                return Err(ApiError::new(
+                    400,
+                    10086,
+                    "consumer in pull mode can not have rate limit set",
+                ));
+            }
         }
         if self.flow_control && self.idle_heartbeat == 0 {
             return Err(ApiError::new(

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use junction_core::sync::Lock;
 
-use crate::config::{AckPolicy, ConsumerConfig, DeliverPolicy};
+use crate::config::{AckPolicy, ConsumerConfig, DeliverPolicy, ReplayPolicy};
 use crate::headers;
 use crate::persist::ConsumerRecord;
 use crate::stream::{matches_any, StoredMsg, Stream, StreamState};
@@ -82,7 +82,27 @@ pub struct Consumer {
     fc_waiting: Option<String>,
     fc_bytes: u64,
     pub push_bound: bool,
+    /// A message taken to send but held back by the pacing (`replay_policy: original`,
+    /// `rate_limit_bps`), and when it may go.
+    held: Option<(Arc<StoredMsg>, u64)>,
+    pub wake_at: Option<Instant>,
+    /// Original replay: the time of the last message sent, and when it was sent.
+    replayed: Option<(i64, Instant)>,
+    /// The rate limit's bucket: bytes that may go now, as of when.
+    tokens: (f64, Instant),
 }
+
+/// What may be sent next under the consumer's pacing.
+enum Next {
+    Send(Arc<StoredMsg>, u64),
+    /// Held back until `wake_at`.
+    Wait,
+    Empty,
+}
+
+/// A rate limit's burst: the largest message a stream may hold (nats-server's: the stream's
+/// `max_msg_size`, else the largest payload a client may publish).
+const RATE_BURST_DEFAULT: f64 = 1024.0 * 1024.0;
 
 /// What a client's acknowledgement says.
 #[derive(Debug, PartialEq)]
@@ -236,8 +256,72 @@ impl Consumer {
             fc_waiting: None,
             fc_bytes: 0,
             push_bound: false,
+            held: None,
+            wake_at: None,
+            replayed: None,
+            tokens: (f64::MAX, Instant::now()),
             config,
         }
+    }
+
+    /// The next message to send, when the pacing lets it go now (else it is held, and
+    /// `wake_at` says when to try again).
+    fn next_paced(&mut self, st: &StreamState, now: Instant) -> Next {
+        let (m, d) = match self.held.take() {
+            Some(h) => h,
+            None => match self.take_next(st) {
+                Some(n) => n,
+                None => return Next::Empty,
+            },
+        };
+        if let Some(at) = self.paced_until(st, &m, now) {
+            self.held = Some((m, d));
+            self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+            return Next::Wait;
+        }
+        if self.config.replay_policy == ReplayPolicy::Original {
+            self.replayed = Some((m.ts, now));
+        }
+        if self.config.rate_limit_bps > 0 {
+            self.tokens.0 -= m.stored_size() as f64;
+        }
+        Next::Send(m, d)
+    }
+
+    /// When `m` may go, if not now: after the gap before it in the stream (original replay),
+    /// and once the rate limit's bucket holds its size.
+    fn paced_until(&mut self, st: &StreamState, m: &StoredMsg, now: Instant) -> Option<Instant> {
+        let mut at: Option<Instant> = None;
+        if self.config.replay_policy == ReplayPolicy::Original {
+            if let Some((ts, sent)) = self.replayed {
+                let gap = m.ts - ts;
+                // As nats-server: gaps of a millisecond or less are not waited for.
+                if gap > 1_000_000 {
+                    let due = sent + nanos(gap);
+                    if due > now {
+                        at = Some(due);
+                    }
+                }
+            }
+        }
+        if self.config.rate_limit_bps > 0 {
+            let rate = self.config.rate_limit_bps as f64 / 8.0;
+            let burst = if st.config.max_msg_size > 0 {
+                st.config.max_msg_size as f64
+            } else {
+                RATE_BURST_DEFAULT
+            };
+            let (tokens, since) = self.tokens;
+            let filled =
+                (tokens.min(burst) + now.duration_since(since).as_secs_f64() * rate).min(burst);
+            self.tokens = (filled, now);
+            let need = (m.stored_size() as f64).min(burst) - filled;
+            if need > 0.0 {
+                let due = now + Duration::from_secs_f64(need / rate);
+                at = Some(at.map_or(due, |a| a.max(due)));
+            }
+        }
+        at
     }
 
     /// A consumer read back from its record.
@@ -322,7 +406,12 @@ impl Consumer {
     /// Messages not delivered yet that the consumer will deliver.
     pub fn num_pending(&self, st: &StreamState) -> u64 {
         let lps = self.lps.iter().filter(|s| st.entry(**s).is_some()).count() as u64;
-        lps + st.count_from(self.next, &self.filters, self.filters_all)
+        // A first delivery held back by the pacing was taken, not sent.
+        let held = self
+            .held
+            .as_ref()
+            .is_some_and(|(m, d)| *d == 1 && st.entry(m.seq).is_some()) as u64;
+        lps + held + st.count_from(self.next, &self.filters, self.filters_all)
     }
 
     fn ack_subject(&self, deliveries: u64, m: &StoredMsg, cseq: u64, pending: u64) -> Bytes {
@@ -464,7 +553,7 @@ impl Consumer {
         let st = stream.state.locked();
         let now = Instant::now();
         let mut sent = 0usize;
-        while let Some((m, d)) = self.take_next(&st) {
+        while let Next::Send(m, d) = self.next_paced(&st, now) {
             let o = self.deliver(&st, &m, d, to.clone(), now);
             self.fc_bytes += (m.payload.len() + m.subject.len()) as u64;
             out.push(o);
@@ -524,7 +613,7 @@ impl Consumer {
                 return true;
             }
             let reply = req.reply.clone();
-            let Some((m, d)) = self.take_next(&st) else {
+            let Next::Send(m, d) = self.next_paced(&st, now) else {
                 break;
             };
             let size = m.stored_size() as i64;
@@ -573,7 +662,8 @@ impl Consumer {
     }
 
     fn has_deliverable(&self, st: &StreamState) -> bool {
-        !self.redeliver.is_empty()
+        self.held.is_some()
+            || !self.redeliver.is_empty()
             || (self.may_send_more()
                 && (!self.lps.is_empty() || st.next_matching(self.next, &self.filters).is_some()))
     }

@@ -17,6 +17,9 @@ use crate::service::{Counters, Options, Shared, Task};
 use crate::sinks::publish;
 use crate::stream::HOT_BYTES;
 
+/// The server limits of a harness that names none: 1 GiB each.
+const UNLIMITED: (i64, i64) = (1 << 30, 1 << 30);
+
 /// A publication for [`Harness::publish_batch`]: subject, reply subject, payload.
 pub type Publication<'a> = (&'a [u8], Option<&'a [u8]>, &'a [u8]);
 
@@ -62,7 +65,19 @@ impl Default for Harness {
 
 impl Harness {
     pub fn new() -> Harness {
-        Self::build(None, HOT_BYTES, None, Restored::default())
+        Self::build(None, HOT_BYTES, None, Restored::default(), UNLIMITED)
+    }
+
+    /// A harness (without a store) whose server allows `max_memory` bytes in memory streams
+    /// and `max_store` in file streams (`max_memory_store`, `max_file_store`).
+    pub fn with_server_limits(max_memory: i64, max_store: i64) -> Harness {
+        Self::build(
+            None,
+            HOT_BYTES,
+            None,
+            Restored::default(),
+            (max_memory, max_store),
+        )
     }
 
     /// A harness whose file streams are stored (on an in-memory engine) and keep at most
@@ -70,7 +85,13 @@ impl Harness {
     pub fn with_store(hot_bytes: u64) -> Harness {
         let disk = junction_store::MemoryEngine::default();
         let store = junction_store::Store::start(Box::new(disk.share()));
-        Self::build(Some(store), hot_bytes, Some(disk), Restored::default())
+        Self::build(
+            Some(store),
+            hot_bytes,
+            Some(disk),
+            Restored::default(),
+            UNLIMITED,
+        )
     }
 
     /// Stops this harness's store cleanly and starts a new harness on what it left: streams,
@@ -84,7 +105,7 @@ impl Harness {
         drop(self);
         let restored = crate::persist::restore(&disk).expect("the tables read back");
         let store = junction_store::Store::start(Box::new(disk.share()));
-        Self::build(Some(store), hot_bytes, Some(disk), restored)
+        Self::build(Some(store), hot_bytes, Some(disk), restored, UNLIMITED)
     }
 
     /// The keys of `table` on "the disk".
@@ -105,6 +126,7 @@ impl Harness {
         hot_bytes: u64,
         disk: Option<junction_store::MemoryEngine>,
         restored: Restored,
+        limits: (i64, i64),
     ) -> Harness {
         let bus = Arc::new(Bus::new());
         let origin = bus.next_conn_id();
@@ -113,8 +135,8 @@ impl Harness {
             bus: bus.clone(),
             store: store.clone(),
             opts: Options {
-                max_memory: 1 << 30,
-                max_store: 1 << 30,
+                max_memory: limits.0,
+                max_store: limits.1,
                 store_dir: String::new(),
                 domain: None,
                 accounts: None,
@@ -127,6 +149,8 @@ impl Harness {
             counters: Counters::default(),
             origin,
             next_uid: AtomicU64::new(1),
+            server_memory: crate::stream::Budget::new(limits.0),
+            server_storage: crate::stream::Budget::new(limits.1),
         });
         let mut task = Task {
             shared,
@@ -134,6 +158,7 @@ impl Harness {
             touched: Default::default(),
             out: Vec::new(),
             after_commit: Vec::new(),
+            paced: Default::default(),
         };
         task.enable(junction_core::DEFAULT_ACCOUNT);
         task.restore(restored);

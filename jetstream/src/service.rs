@@ -112,6 +112,10 @@ pub struct Shared {
     pub(crate) counters: Counters,
     pub(crate) origin: ConnId,
     pub(crate) next_uid: AtomicU64,
+    /// The server's bytes in memory and file streams, against `max_memory_store` and
+    /// `max_file_store`.
+    pub(crate) server_memory: Arc<Budget>,
+    pub(crate) server_storage: Arc<Budget>,
 }
 
 impl Shared {
@@ -197,6 +201,9 @@ pub(crate) struct Task {
     pub(crate) out: Vec<(Arc<Account>, Out)>,
     /// Replies to send once the store committed what came before them.
     pub(crate) after_commit: Vec<(Arc<Account>, Out)>,
+    /// Streams with a consumer whose pacing (`replay_policy: original`, `rate_limit_bps`)
+    /// holds a message back, and when it may go.
+    pub(crate) paced: HashMap<(String, String), Instant>,
 }
 
 impl JetStream {
@@ -215,12 +222,14 @@ impl JetStream {
             acks: Default::default(),
             bus: bus.clone(),
             store,
-            opts,
             inbox: Mutex::new(VecDeque::new()),
             notify: Notify::new(),
             counters: Counters::default(),
             origin,
             next_uid: AtomicU64::new(next_uid),
+            server_memory: Budget::new(opts.max_memory),
+            server_storage: Budget::new(opts.max_store),
+            opts,
         });
         let mut task = Task {
             shared: shared.clone(),
@@ -228,6 +237,7 @@ impl JetStream {
             touched: Touched::default(),
             out: Vec::new(),
             after_commit: Vec::new(),
+            paced: Default::default(),
         };
         let names: Vec<String> = match &shared.opts.accounts {
             Some(list) => list.clone(),
@@ -344,8 +354,8 @@ impl Task {
                 streams: BTreeMap::new(),
                 subs,
                 limits,
-                memory: Budget::new(limits.max_memory),
-                storage: Budget::new(limits.max_store),
+                memory: Budget::within(limits.max_memory, self.shared.server_memory.clone()),
+                storage: Budget::within(limits.max_store, self.shared.server_storage.clone()),
             },
         );
     }
@@ -745,6 +755,10 @@ impl Task {
                 if more {
                     again.push((acc.clone(), sname.clone()));
                 }
+                if let Some(at) = c.wake_at.take() {
+                    let due = self.paced.entry((acc.clone(), sname.clone())).or_insert(at);
+                    *due = (*due).min(at);
+                }
                 if c.gates_deliveries() && !out.is_empty() {
                     c.urgent = true;
                     self.after_commit
@@ -846,10 +860,30 @@ async fn run(mut task: Task, shutdown: CancellationToken) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let shared = task.shared.clone();
     loop {
+        let paced = task.paced.values().min().copied();
+        let pacing = async move {
+            match paced {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = shared.notify.notified() => {}
             _ = tick.tick() => task.tick(),
+            _ = pacing => {}
+        }
+        // Consumers whose held message may go now try again.
+        let now = Instant::now();
+        let due: Vec<(String, String)> = task
+            .paced
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in due {
+            task.paced.remove(&k);
+            task.touched.insert(k);
         }
         loop {
             let inputs = std::mem::take(&mut *shared.inbox.locked());

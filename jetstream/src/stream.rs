@@ -277,11 +277,14 @@ pub struct StreamState {
     dead: Vec<u64>,
 }
 
-/// An account's bytes of one storage type (memory or file) and the limit on them (-1: none).
+/// An account's (or the server's) bytes of one storage type (memory or file) and the limit on
+/// them (-1: none). An account's budget counts into the server's.
 #[derive(Debug)]
 pub struct Budget {
     pub used: std::sync::atomic::AtomicU64,
     pub limit: i64,
+    /// The server's budget of the same storage type.
+    server: Option<Arc<Budget>>,
 }
 
 impl Budget {
@@ -289,15 +292,39 @@ impl Budget {
         Arc::new(Budget {
             used: Default::default(),
             limit,
+            server: None,
+        })
+    }
+
+    /// An account's budget that counts into `server`'s.
+    pub fn within(limit: i64, server: Arc<Budget>) -> Arc<Budget> {
+        Arc::new(Budget {
+            used: Default::default(),
+            limit,
+            server: Some(server),
         })
     }
 
     fn add(&self, n: u64) {
         self.used.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        if let Some(s) = &self.server {
+            s.add(n);
+        }
     }
 
     fn sub(&self, n: u64) {
         self.used.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+        if let Some(s) = &self.server {
+            s.sub(n);
+        }
+    }
+
+    /// Whether the server already holds more than its limit (nats-server then refuses every
+    /// publication of this storage type, whichever account).
+    fn server_full(&self) -> bool {
+        self.server.as_ref().is_some_and(|s| {
+            s.limit >= 0 && s.used.load(std::sync::atomic::Ordering::Relaxed) > s.limit as u64
+        })
     }
 
     /// Whether `n` more bytes would pass the limit.
@@ -785,6 +812,9 @@ impl Stream {
                     "maximum messages per subject exceeded",
                 ));
             }
+        }
+        if st.budget.as_ref().is_some_and(|b| b.server_full()) {
+            return Err(ApiError::insufficient_resources());
         }
         if st
             .budget

@@ -429,3 +429,64 @@ fn a_removal_that_overtakes_an_open_batch_does_not_bring_messages_back() {
     assert_eq!(h.stored_keys(BLOCKS).len(), 2);
     assert!(h.stored_keys(TOMBS).is_empty());
 }
+
+/// `max_file_store` and `max_memory_store`: streams reserve their `max_bytes` against them
+/// (10047, 10028), and once the server holds more than its limit every publication of that
+/// storage type is refused (10023), as nats-server does.
+#[test]
+fn the_servers_storage_limits_hold_across_streams() {
+    let mut h = Harness::with_server_limits(3_000, 10_000);
+    let create = |h: &mut Harness, name: &str, storage: &str, max_bytes: i64| {
+        json(
+            h,
+            &format!("$JS.API.STREAM.CREATE.{name}"),
+            &format!(
+                r#"{{"name":"{name}","subjects":["{}.>"],"storage":"{storage}","max_bytes":{max_bytes}}}"#,
+                name.to_lowercase()
+            ),
+        )
+    };
+    assert_eq!(
+        create(&mut h, "A", "file", 6_000)["config"]["max_bytes"],
+        6_000
+    );
+    let v = create(&mut h, "B", "file", 6_000);
+    assert_eq!(v["error"]["err_code"], 10047, "{v}");
+    assert_eq!(v["error"]["code"], 500);
+    assert_eq!(
+        v["error"]["description"],
+        "insufficient storage resources available"
+    );
+    assert!(create(&mut h, "B", "file", 3_999)["error"].is_null());
+    // An update does not count the stream's own reservation twice (3,999 + 6,002 > 10,000).
+    assert!(create(&mut h, "A", "file", 6_000)["error"].is_null());
+    let v = json(
+        &mut h,
+        "$JS.API.STREAM.UPDATE.A",
+        r#"{"name":"A","subjects":["a.>"],"storage":"file","max_bytes":6002}"#,
+    );
+    assert_eq!(v["error"]["err_code"], 10047, "{v}");
+    // Memory has its own limit.
+    let v = create(&mut h, "M", "memory", 3_001);
+    assert_eq!(v["error"]["err_code"], 10028, "{v}");
+    assert!(create(&mut h, "M", "memory", -1)["error"].is_null());
+
+    // Publishing: refused once the server holds more than its limit (the publication that
+    // crosses it is stored).
+    let body = "x".repeat(1_000);
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        let v = json(&mut h, "m.x", &body);
+        codes.push(v["error"]["err_code"].as_u64().unwrap_or(0));
+        if !v["error"].is_null() {
+            assert_eq!(v["error"]["code"], 503);
+            assert_eq!(v["error"]["description"], "insufficient resources");
+        }
+    }
+    assert_eq!(codes, vec![0, 0, 0, 10023, 10023]);
+    // File streams are counted apart.
+    assert!(json(&mut h, "a.x", "small")["error"].is_null());
+    // Room again once messages go.
+    json(&mut h, "$JS.API.STREAM.PURGE.M", "");
+    assert!(json(&mut h, "m.x", &body)["error"].is_null());
+}

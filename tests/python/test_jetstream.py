@@ -951,6 +951,71 @@ async def test_push_durable(jsserver):
         assert (m.data, m.metadata.sequence.stream, m.metadata.sequence.consumer) == (b"after", 7, 7)
 
 
+@async_test(timeout=30)
+async def test_push_rate_limit_paces_deliveries(jsserver):
+    """``rate_limit_bps``: a push consumer sends at most that many bits a second after a burst
+    of one message (the stream's ``max_msg_size``); a pull consumer cannot have one (10086)."""
+    async with jsconn(jsserver) as (nc, js):
+        await js.add_stream(name="RL", subjects=["rl.>"], max_msg_size=1_000)
+        # Smaller than the burst with its subject and reply (nats-server waits forever for a
+        # message larger than its burst).
+        body = b"r" * 800
+        for _ in range(25):
+            await js.publish("rl.a", body)
+        # 80,000 bits/s = 10,000 bytes/s: the first message goes at once, the other 24 (about
+        # 20 KB with their subjects) take about 2 s.
+        got = []
+        started = time.monotonic()
+        sub = await js.subscribe(
+            "rl.>",
+            durable="paced",
+            config=api.ConsumerConfig(rate_limit_bps=80_000, ack_policy=api.AckPolicy.NONE),
+        )
+        for _ in range(25):
+            m = await sub.next_msg(timeout=5)
+            got.append(time.monotonic() - started)
+        assert got[0] < 1.0, got
+        assert 1.5 < got[-1] < 6.0, got
+        # Evenly: the second half takes about as long as the first.
+        assert got[12] > 0.6, got
+
+        # Without a limit the same messages come at once.
+        fast = await js.subscribe("rl.>", durable="fast", config=api.ConsumerConfig(ack_policy=api.AckPolicy.NONE))
+        started = time.monotonic()
+        for _ in range(25):
+            await fast.next_msg(timeout=2)
+        assert time.monotonic() - started < 1.0
+
+        err = await api_error(js.add_consumer("RL", durable_name="pulled", rate_limit_bps=1000, ack_policy="explicit"))
+        check_error(err, 400, 10086, "consumer in pull mode can not have rate limit set")
+
+
+@async_test(timeout=30)
+async def test_replay_original_keeps_the_gaps_between_messages(jsserver):
+    async with jsconn(jsserver) as (nc, js):
+        await js.add_stream(name="RP", subjects=["rp.>"])
+        for i in range(4):
+            if i:
+                await asyncio.sleep(0.4)
+            await js.publish("rp.a", f"{i}".encode())
+        for replay, durable in ((api.ReplayPolicy.ORIGINAL, "orig"), (api.ReplayPolicy.INSTANT, "inst")):
+            sub = await js.subscribe(
+                "rp.>",
+                durable=durable,
+                config=api.ConsumerConfig(replay_policy=replay, ack_policy=api.AckPolicy.NONE),
+            )
+            times = []
+            for i in range(4):
+                m = await sub.next_msg(timeout=5)
+                assert m.data == f"{i}".encode()
+                times.append(time.monotonic())
+            gaps = [b - a for a, b in zip(times, times[1:])]
+            if replay == api.ReplayPolicy.ORIGINAL:
+                assert all(0.25 < g < 0.9 for g in gaps), gaps
+            else:
+                assert all(g < 0.2 for g in gaps), gaps
+
+
 @async_test()
 async def test_push_queue_group(jsserver):
     async with jsserver_clients(jsserver) as (js1, js2, js):

@@ -35,15 +35,53 @@ pub(super) fn check_overlap(task: &Task, acc: &str, cfg: &StreamConfig) -> Resul
     Ok(())
 }
 
-/// Refuses what would pass the server's storage limits.
-pub(super) fn check_resources(task: &Task, cfg: &StreamConfig) -> Result<(), ApiError> {
+/// Refuses a stream whose `max_bytes` the account's or the server's limit cannot reserve,
+/// with what the other streams of that storage type reserve (a stream without `max_bytes`
+/// reserves one byte), as nats-server does. `replacing`: the stream being updated, whose own
+/// reservation does not count.
+pub(super) fn check_resources(
+    task: &Task,
+    acc: &str,
+    cfg: &StreamConfig,
+    replacing: Option<&str>,
+) -> Result<(), ApiError> {
+    use crate::config::Storage;
     let o = &task.shared.opts;
-    let limit = match cfg.storage {
-        crate::config::Storage::Memory => o.max_memory,
-        crate::config::Storage::File => o.max_store,
+    let (server_limit, exceeded) = match cfg.storage {
+        Storage::Memory => (
+            o.max_memory,
+            ApiError::new(500, 10028, "insufficient memory resources available"),
+        ),
+        Storage::File => (
+            o.max_store,
+            ApiError::new(500, 10047, "insufficient storage resources available"),
+        ),
     };
-    if limit >= 0 && cfg.max_bytes > limit {
-        return Err(ApiError::insufficient_resources());
+    let add = if cfg.max_bytes < 0 { 1 } else { cfg.max_bytes };
+    let (mut account_reserved, mut server_reserved) = (0i64, 0i64);
+    for (name, a) in &task.accounts {
+        for (sname, e) in &a.streams {
+            if name == acc && replacing == Some(sname.as_str()) {
+                continue;
+            }
+            let st = e.stream.state.locked();
+            if st.config.storage == cfg.storage && st.config.max_bytes > 0 {
+                server_reserved = server_reserved.saturating_add(st.config.max_bytes);
+                if name == acc {
+                    account_reserved = account_reserved.saturating_add(st.config.max_bytes);
+                }
+            }
+        }
+    }
+    let account_limit = task.accounts.get(acc).map_or(-1, |a| match cfg.storage {
+        Storage::Memory => a.memory.limit,
+        Storage::File => a.storage.limit,
+    });
+    if account_limit >= 0 && account_reserved.saturating_add(add) > account_limit {
+        return Err(exceeded);
+    }
+    if server_limit >= 0 && server_reserved.saturating_add(add) > server_limit {
+        return Err(exceeded);
     }
     Ok(())
 }
@@ -63,23 +101,9 @@ pub(super) fn stream_create(task: &mut Task, acc: &str, name: &str, payload: &[u
         return Err(ApiError::stream_name_exists());
     }
     check_overlap(task, acc, &cfg)?;
-    check_resources(task, &cfg)?;
+    check_resources(task, acc, &cfg, None)?;
     if a.limits.max_streams >= 0 && a.streams.len() as i64 >= a.limits.max_streams {
         return Err(ApiError::max_streams());
-    }
-    let budget = match cfg.storage {
-        crate::config::Storage::Memory => &a.memory,
-        crate::config::Storage::File => &a.storage,
-    };
-    if budget.limit >= 0 && cfg.max_bytes > budget.limit {
-        return Err(match cfg.storage {
-            crate::config::Storage::Memory => {
-                ApiError::new(500, 10028, "insufficient memory resources available")
-            }
-            crate::config::Storage::File => {
-                ApiError::new(500, 10047, "insufficient storage resources available")
-            }
-        });
     }
     for src in cfg.mirror.iter().chain(cfg.sources.iter()) {
         if !a.streams.contains_key(&src.name) {
@@ -116,7 +140,7 @@ pub(super) fn stream_create(task: &mut Task, acc: &str, name: &str, payload: &[u
 pub(super) fn stream_update(task: &mut Task, acc: &str, name: &str, payload: &[u8]) -> ApiResult {
     let cfg = stream_config(name, payload)?;
     check_overlap(task, acc, &cfg)?;
-    check_resources(task, &cfg)?;
+    check_resources(task, acc, &cfg, Some(name))?;
     let e = entry(task, acc, name)?;
     let stream = e.stream.clone();
     let subjects_changed = {
