@@ -21,6 +21,7 @@ pub mod subject;
 pub mod sublist;
 pub mod sync;
 pub mod time;
+pub mod transform;
 
 pub use account::{Account, Bus, InterestWatch, DEFAULT_ACCOUNT};
 pub use conns::{ConnSnapshot, ConnView, Registry};

@@ -79,6 +79,16 @@ pub struct RePublish {
     pub headers_only: bool,
 }
 
+/// How a stream renames what it captures before storing it (nats-server 2.10's
+/// `subject_transform`; see `junction_core::transform`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubjectTransform {
+    #[serde(default)]
+    pub src: String,
+    #[serde(default)]
+    pub dest: String,
+}
+
 /// A stream this one copies from (mirror or source), within the same account.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StreamSource {
@@ -141,6 +151,8 @@ pub struct StreamConfig {
     pub no_ack: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub republish: Option<RePublish>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_transform: Option<SubjectTransform>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<StreamSource>,
     #[serde(
@@ -333,9 +345,27 @@ impl StreamConfig {
                 return Err(ApiError::invalid_config("duplicate subjects detected"));
             }
         }
+        if let Some(t) = &self.subject_transform {
+            if !t.src.is_empty() && !junction_core::subject::is_valid_subject(t.src.as_bytes()) {
+                return Err(ApiError::new(
+                    400,
+                    10155,
+                    format!("stream transform source: invalid subject {}", t.src),
+                ));
+            }
+            if let Err(e) = junction_core::transform::Transform::new(&t.src, &t.dest) {
+                return Err(ApiError::new(400, 10156, format!("stream transform: {e}")));
+            }
+        }
         if let Some(r) = &mut self.republish {
             if r.src.is_empty() {
                 r.src = ">".into();
+            }
+            if junction_core::transform::Transform::new(&r.src, &r.dest).is_err() {
+                return Err(ApiError::invalid_config(format!(
+                    "stream configuration for republish with transform from '{}' to '{}' not valid",
+                    r.src, r.dest
+                )));
             }
             if !junction_core::subject::is_valid_subject(r.dest.as_bytes()) {
                 return Err(ApiError::invalid_config(

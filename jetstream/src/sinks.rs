@@ -98,17 +98,23 @@ impl Sink for CaptureSink {
             let result =
                 s.publish_locked(&mut st, &msg.subject, headers.as_ref(), payload, now_ns());
             batch.group = st.group.take();
-            (result, st.config.no_ack, st.config.republish.clone())
+            // Republished under the subject it was stored with, mapped by the republish.
+            let republish = match (&result, st.config.republish.clone()) {
+                (Ok(Stored::New(_)), Some(rp)) => {
+                    let stored = st.stored_subject(&msg.subject);
+                    st.republish_to(&stored).map(|dest| (rp, dest, stored))
+                }
+                _ => None,
+            };
+            (result, st.config.no_ack, republish)
         };
         if matches!(result, Ok(Stored::New(_)))
             && !s.signaled.swap(true, std::sync::atomic::Ordering::AcqRel)
         {
             self.shared.push(Input::Appended(s.clone()));
         }
-        if let (Some(rp), Ok(Stored::New(seq))) = (&republish, &result) {
-            if junction_core::subject::matches(rp.src.as_bytes(), &msg.subject) {
-                self.republish(rp, msg, *seq, headers.as_ref());
-            }
+        if let (Some((rp, dest, stored)), Ok(Stored::New(seq))) = (republish, &result) {
+            self.republish(&rp, dest, &stored, msg, *seq, headers.as_ref());
         }
         let Some(reply) = msg.reply.clone().filter(|_| !no_ack) else {
             return Delivery::Queued;
@@ -162,9 +168,12 @@ impl Sink for CaptureSink {
 }
 
 impl CaptureSink {
+    /// Republishes stored message `seq` (stored under `stored`) to `dest`.
     fn republish(
         &self,
         rp: &crate::config::RePublish,
+        dest: String,
+        stored: &Bytes,
         msg: &Message,
         seq: u64,
         headers: Option<&Bytes>,
@@ -172,13 +181,13 @@ impl CaptureSink {
         let st = self.stream.state.locked();
         let last = st
             .subjects
-            .get(&msg.subject[..])
+            .get(&stored[..])
             .and_then(|q| q.iter().rev().nth(1).copied())
             .unwrap_or(0);
         drop(st);
         let seq_s = seq.to_string();
         let last_s = last.to_string();
-        let subject = std::str::from_utf8(&msg.subject).unwrap_or_default();
+        let subject = std::str::from_utf8(stored).unwrap_or_default();
         let size = msg.payload.len().to_string();
         let mut fields = vec![
             ("Nats-Stream", self.stream.name.as_str()),
@@ -190,7 +199,6 @@ impl CaptureSink {
             fields.push(("Nats-Msg-Size", size.as_str()));
         }
         let hdrs = crate::headers::with(&fields, headers.map(|h| &h[..]));
-        let dest = map_republish(&rp.src, &rp.dest, subject);
         let out = Message {
             subject: Bytes::from(dest),
             reply: None,
@@ -210,52 +218,10 @@ impl CaptureSink {
     }
 }
 
-/// A republish destination with `{{wildcard(n)}}` filled from `subject`'s wildcard tokens (and
-/// a `>` destination taking the subject's remaining tokens).
-fn map_republish(src: &str, dest: &str, subject: &str) -> String {
-    let src_t: Vec<&str> = src.split('.').collect();
-    let subj_t: Vec<&str> = subject.split('.').collect();
-    let mut wild: Vec<String> = Vec::new();
-    for (i, t) in src_t.iter().enumerate() {
-        match *t {
-            "*" => wild.push(subj_t.get(i).copied().unwrap_or_default().to_string()),
-            ">" => wild.push(subj_t.get(i..).map(|r| r.join(".")).unwrap_or_default()),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    for t in dest.split('.') {
-        if let Some(n) = t
-            .strip_prefix("{{wildcard(")
-            .and_then(|r| r.strip_suffix(")}}"))
-            .and_then(|n| n.trim().parse::<usize>().ok())
-        {
-            out.push(wild.get(n.wrapping_sub(1)).cloned().unwrap_or_default());
-        } else if t == ">" {
-            out.push(wild.last().cloned().unwrap_or_else(|| subject.to_string()));
-        } else {
-            out.push(t.to_string());
-        }
-    }
-    out.join(".")
-}
-
 /// Publishes `msg` into `account` (on whatever thread the caller runs: the task, or the store's
 /// writer after a commit).
 pub(crate) fn publish(account: &Account, msg: &Message) {
     let mut batch = FlushBatch::default();
     account.publish(&mut MatchCache::new(false), msg, &mut batch);
     batch.wake_all();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn republish_destinations() {
-        assert_eq!(map_republish(">", "re.>", "a.b"), "re.a.b");
-        assert_eq!(map_republish("a.*.c", "x.{{wildcard(1)}}", "a.B.c"), "x.B");
-        assert_eq!(map_republish("a.>", "copy", "a.b"), "copy");
-    }
 }

@@ -275,6 +275,19 @@ pub struct StreamState {
     /// Blocks left without messages whose insert was not known to be committed yet: their
     /// messages got tombstones, and the blocks go once their commit is done.
     dead: Vec<u64>,
+    /// The config's `subject_transform` and `republish`, made into transforms.
+    transforms: Transforms,
+}
+
+/// A stream's subject transforms, and the config entries they were made from.
+#[derive(Default)]
+struct Transforms {
+    made_from: (
+        Option<crate::config::SubjectTransform>,
+        Option<crate::config::RePublish>,
+    ),
+    input: Option<junction_core::transform::Transform>,
+    republish: Option<junction_core::transform::Transform>,
 }
 
 /// An account's (or the server's) bytes of one storage type (memory or file) and the limit on
@@ -368,7 +381,47 @@ impl StreamState {
             blocks: BTreeMap::new(),
             open: None,
             dead: Vec::new(),
+            transforms: Transforms::default(),
         }
+    }
+
+    /// The transforms of the current config (made again when it changed).
+    fn transforms(&mut self) -> &Transforms {
+        let (t, r) = (&self.config.subject_transform, &self.config.republish);
+        if self.transforms.made_from.0.as_ref() != t.as_ref()
+            || self.transforms.made_from.1.as_ref() != r.as_ref()
+        {
+            let make = |src: &str, dest: &str| {
+                junction_core::transform::Transform::new(src, dest)
+                    .ok()
+                    .flatten()
+            };
+            self.transforms = Transforms {
+                input: t.as_ref().and_then(|t| make(&t.src, &t.dest)),
+                republish: r.as_ref().and_then(|r| make(&r.src, &r.dest)),
+                made_from: (t.clone(), r.clone()),
+            };
+        }
+        &self.transforms
+    }
+
+    /// The subject a publication on `subject` is stored under (its `subject_transform`).
+    pub fn stored_subject(&mut self, subject: &Bytes) -> Bytes {
+        if self.config.subject_transform.is_none() {
+            return subject.clone();
+        }
+        let s = std::str::from_utf8(subject).unwrap_or_default();
+        match self.transforms().input.as_ref().and_then(|t| t.apply(s)) {
+            Some(t) => Bytes::from(t),
+            None => subject.clone(),
+        }
+    }
+
+    /// Where a message stored under `subject` is republished, if it is.
+    pub fn republish_to(&mut self, subject: &[u8]) -> Option<String> {
+        self.config.republish.as_ref()?;
+        let s = std::str::from_utf8(subject).ok()?;
+        self.transforms().republish.as_ref()?.apply(s)
     }
 
     /// The blocks of a stream read back at start (with [`StreamState::restore`]).
@@ -729,6 +782,8 @@ impl Stream {
         payload: Bytes,
         now: i64,
     ) -> PublishResult {
+        let transformed = st.stored_subject(subj);
+        let subj = &transformed;
         let cfg = &st.config;
         if cfg.sealed {
             return Err(ApiError::sealed());

@@ -490,3 +490,74 @@ fn the_servers_storage_limits_hold_across_streams() {
     json(&mut h, "$JS.API.STREAM.PURGE.M", "");
     assert!(json(&mut h, "m.x", &body)["error"].is_null());
 }
+
+/// `subject_transform` renames what a stream captures before it is stored (and `republish`
+/// maps with the same functions); bad transforms are refused with nats-server's codes.
+#[test]
+fn streams_store_under_their_subject_transform() {
+    let mut h = Harness::new();
+    let v = json(
+        &mut h,
+        "$JS.API.STREAM.CREATE.T",
+        r#"{"name":"T","subjects":["in.>"],"storage":"memory",
+            "subject_transform":{"src":"in.*.*","dest":"out.$2.{{wildcard(1)}}"},
+            "republish":{"src":"out.*.*","dest":"_INBOX.rp.{{wildcard(2)}}"}}"#,
+    );
+    assert!(v["error"].is_null(), "{v}");
+    assert_eq!(
+        v["config"]["subject_transform"]["dest"],
+        "out.$2.{{wildcard(1)}}"
+    );
+    let out = h.publish(b"in.a.b", Some(b"_INBOX.api"), b"1");
+    assert_eq!(
+        acked_seqs(&out),
+        Vec::<u64>::new(),
+        "the PubAck goes to _INBOX.api"
+    );
+    let copy = out
+        .iter()
+        .find(|m| m.subject.starts_with(b"_INBOX.rp."))
+        .expect("a republished copy");
+    // Republished from the stored subject, which the headers name.
+    assert_eq!(&copy.subject[..], b"_INBOX.rp.a");
+    let hdr = String::from_utf8_lossy(copy.headers.as_deref().unwrap_or_default()).to_string();
+    assert!(hdr.contains("Nats-Subject: out.b.a"), "{hdr}");
+    // What the source does not match is stored as it came.
+    assert_eq!(json(&mut h, "in.x", "2")["seq"], 2);
+    let v = json(&mut h, "$JS.API.STREAM.MSG.GET.T", r#"{"seq":1}"#);
+    assert_eq!(v["message"]["subject"], "out.b.a");
+    let v = json(&mut h, "$JS.API.STREAM.MSG.GET.T", r#"{"seq":2}"#);
+    assert_eq!(v["message"]["subject"], "in.x");
+    let v = json(
+        &mut h,
+        "$JS.API.STREAM.MSG.GET.T",
+        r#"{"last_by_subj":"out.b.a"}"#,
+    );
+    assert_eq!(v["message"]["seq"], 1);
+
+    let bad = |h: &mut Harness, t: &str| {
+        json(
+            h,
+            "$JS.API.STREAM.CREATE.B",
+            &format!(r#"{{"name":"B","subjects":["b.>"],"subject_transform":{t}}}"#),
+        )["error"]
+            .clone()
+    };
+    let e = bad(&mut h, r#"{"src":"b..x","dest":"c"}"#);
+    assert_eq!(e["err_code"], 10155, "{e}");
+    assert_eq!(
+        e["description"],
+        "stream transform source: invalid subject b..x"
+    );
+    let e = bad(&mut h, r#"{"src":"b.*","dest":"c.{{nope(1)}}"}"#);
+    assert_eq!(e["err_code"], 10156, "{e}");
+    assert_eq!(
+        e["description"],
+        "stream transform: invalid mapping destination: unknown function in {{nope(1)}}"
+    );
+    let e = bad(&mut h, r#"{"src":"b.*","dest":"c.$3"}"#);
+    assert_eq!(
+        e["description"],
+        "stream transform: invalid mapping destination: wildcard index out of range in $3: [3]"
+    );
+}
