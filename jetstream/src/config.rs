@@ -97,8 +97,77 @@ pub struct StreamSource {
     pub opt_start_seq: i64,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub filter_subject: String,
+    /// Copy only what these sources match, renamed (nats-server 2.10).
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "nullable"
+    )]
+    pub subject_transforms: Vec<SubjectTransform>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
+}
+
+impl StreamSource {
+    /// Refuses subject transforms nats-server refuses on a mirror or a source.
+    fn check_transforms(&self, mirror: bool) -> Result<(), ApiError> {
+        let (what, codes) = if mirror {
+            ("mirror", [10150, 10151, 10154, 10152])
+        } else {
+            ("source", [10144, 10145, 10146, 10147])
+        };
+        if !self.filter_subject.is_empty() && !self.subject_transforms.is_empty() {
+            return Err(ApiError::new(
+                400,
+                codes[0],
+                format!("{what} with multiple subject transforms cannot also have a single subject filter"),
+            ));
+        }
+        for t in &self.subject_transforms {
+            if !t.src.is_empty() && !junction_core::subject::is_valid_subject(t.src.as_bytes()) {
+                return Err(ApiError::new(
+                    400,
+                    codes[1],
+                    format!("{what} transform source: invalid subject {}", t.src),
+                ));
+            }
+            if let Err(e) = junction_core::transform::Transform::new(&t.src, &t.dest) {
+                return Err(ApiError::new(
+                    400,
+                    codes[2],
+                    format!("{what} transform: {e}"),
+                ));
+            }
+        }
+        let src = |t: &SubjectTransform| {
+            if t.src.is_empty() {
+                ">".to_string()
+            } else {
+                t.src.clone()
+            }
+        };
+        for (i, a) in self.subject_transforms.iter().enumerate() {
+            for (j, b) in self.subject_transforms.iter().enumerate() {
+                let clash = if mirror {
+                    junction_core::subject::overlaps(&src(a), &src(b))
+                } else {
+                    junction_core::subject::covers(&src(b), &src(a))
+                };
+                if i != j && clash {
+                    return Err(ApiError::new(
+                        400,
+                        codes[3],
+                        if mirror {
+                            "mirror subject filters can not overlap"
+                        } else {
+                            "source filters can not overlap"
+                        },
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A stream's configuration. Fields Junction does not act on are kept as the client sent them
@@ -344,6 +413,12 @@ impl StreamConfig {
             {
                 return Err(ApiError::invalid_config("duplicate subjects detected"));
             }
+        }
+        if let Some(m) = &self.mirror {
+            m.check_transforms(true)?;
+        }
+        for s in &self.sources {
+            s.check_transforms(false)?;
         }
         if let Some(t) = &self.subject_transform {
             if !t.src.is_empty() && !junction_core::subject::is_valid_subject(t.src.as_bytes()) {

@@ -64,10 +64,46 @@ fn copy_from(
         .get(&src.name)
         .copied()
         .unwrap_or_else(|| (src.opt_start_seq.max(1)) as u64);
-    let filters: Vec<String> = if src.filter_subject.is_empty() {
+    // With subject transforms, what their sources match is copied, renamed by the first that
+    // matches; otherwise what the filter matches, as it is.
+    // (source, transform; `None`: copied as it is).
+    let transforms: Vec<(String, Option<junction_core::transform::Transform>)> = src
+        .subject_transforms
+        .iter()
+        .map(|t| {
+            let from = if t.src.is_empty() {
+                ">"
+            } else {
+                t.src.as_str()
+            };
+            let tr = junction_core::transform::Transform::new(from, &t.dest)
+                .ok()
+                .flatten();
+            (from.to_string(), tr)
+        })
+        .collect();
+    let filters: Vec<String> = if !src.subject_transforms.is_empty() {
+        src.subject_transforms
+            .iter()
+            .map(|t| {
+                if t.src.is_empty() {
+                    ">".to_string()
+                } else {
+                    t.src.clone()
+                }
+            })
+            .collect()
+    } else if src.filter_subject.is_empty() {
         Vec::new()
     } else {
         vec![src.filter_subject.clone()]
+    };
+    let rename = |m: &std::sync::Arc<crate::stream::StoredMsg>| -> Option<bytes::Bytes> {
+        let (_, tr) = transforms
+            .iter()
+            .find(|(from, _)| junction_core::subject::matches(from.as_bytes(), &m.subject))?;
+        let s = std::str::from_utf8(&m.subject).ok()?;
+        tr.as_ref()?.apply(s).map(bytes::Bytes::from)
     };
     let (msgs, next) = {
         let st = from.state.locked();
@@ -93,10 +129,22 @@ fn copy_from(
         return false;
     }
     for m in &msgs {
+        let renamed = rename(m);
         if is_mirror {
-            to.mirror_append(m);
+            match renamed {
+                Some(subject) => to.mirror_append(&crate::stream::StoredMsg {
+                    seq: m.seq,
+                    subject,
+                    headers: m.headers.clone(),
+                    payload: m.payload.clone(),
+                    ts: m.ts,
+                    on_disk: None,
+                }),
+                None => to.mirror_append(m),
+            }
         } else {
-            let _ = to.publish(&m.subject, m.headers.as_ref(), m.payload.clone(), m.ts);
+            let subject = renamed.unwrap_or_else(|| m.subject.clone());
+            let _ = to.publish(&subject, m.headers.as_ref(), m.payload.clone(), m.ts);
         }
     }
     let mut st = to.state.locked();

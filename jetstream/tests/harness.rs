@@ -561,3 +561,55 @@ fn streams_store_under_their_subject_transform() {
         "stream transform: invalid mapping destination: wildcard index out of range in $3: [3]"
     );
 }
+
+/// A source's `subject_transforms` pick what is copied and rename it; bad ones are refused.
+#[test]
+fn sources_copy_what_their_transforms_match_renamed() {
+    let mut h = Harness::new();
+    json(
+        &mut h,
+        "$JS.API.STREAM.CREATE.S",
+        r#"{"name":"S","subjects":["s.>"],"storage":"memory"}"#,
+    );
+    let v = json(
+        &mut h,
+        "$JS.API.STREAM.CREATE.AGG",
+        r#"{"name":"AGG","storage":"memory","sources":[{"name":"S",
+            "subject_transforms":[{"src":"s.*","dest":"agg.$1"},{"src":"s.keep.>","dest":""}]}]}"#,
+    );
+    assert!(v["error"].is_null(), "{v}");
+    for s in ["s.a", "s.b.c", "s.keep.x"] {
+        json(&mut h, s, "m");
+    }
+    let v = json(&mut h, "$JS.API.STREAM.INFO.AGG", "");
+    assert_eq!(v["state"]["messages"], 2, "{v}");
+    let v = json(&mut h, "$JS.API.STREAM.MSG.GET.AGG", r#"{"seq":1}"#);
+    assert_eq!(v["message"]["subject"], "agg.a");
+    let v = json(&mut h, "$JS.API.STREAM.MSG.GET.AGG", r#"{"seq":2}"#);
+    assert_eq!(v["message"]["subject"], "s.keep.x", "an empty destination copies as it is");
+
+    let err = |h: &mut Harness, src: &str| {
+        json(
+            h,
+            "$JS.API.STREAM.CREATE.BAD",
+            &format!(r#"{{"name":"BAD","storage":"memory","sources":[{src}]}}"#),
+        )["error"]
+            .clone()
+    };
+    let e = err(
+        &mut h,
+        r#"{"name":"S","filter_subject":"s.a","subject_transforms":[{"src":"s.*","dest":"x.$1"}]}"#,
+    );
+    assert_eq!(e["err_code"], 10144, "{e}");
+    let e = err(&mut h, r#"{"name":"S","subject_transforms":[{"src":"s.*","dest":"x.$2"}]}"#);
+    assert_eq!(e["err_code"], 10146, "{e}");
+    assert_eq!(
+        e["description"],
+        "source transform: invalid mapping destination: wildcard index out of range in $2: [2]"
+    );
+    let e = err(
+        &mut h,
+        r#"{"name":"S","subject_transforms":[{"src":"s.a","dest":""},{"src":"s.*","dest":""}]}"#,
+    );
+    assert_eq!(e["err_code"], 10147, "{e}");
+}
