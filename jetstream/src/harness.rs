@@ -231,22 +231,8 @@ impl Harness {
     /// read batch is (what the batch stores commits together); returns what reached
     /// `_INBOX.>`.
     pub fn publish_batch(&mut self, msgs: &[Publication<'_>]) -> Vec<Message> {
-        let mut batch = FlushBatch::default();
-        let mut cache = junction_core::MatchCache::new(false);
-        for (subject, reply, payload) in msgs {
-            if !junction_core::subject::is_valid_literal_subject(subject) {
-                continue;
-            }
-            let msg = Message::new(
-                Bytes::copy_from_slice(subject),
-                reply.map(Bytes::copy_from_slice),
-                Bytes::copy_from_slice(payload),
-                ConnId(u64::MAX),
-            );
-            self.account.publish(&mut cache, &msg, &mut batch);
-        }
-        batch.wake_all();
-        self.settle()
+        let batch = self.publish_unfinished(msgs);
+        self.finish(batch)
     }
 
     /// Publishes `msgs` into one batch and returns it unfinished: what the batch stores waits
@@ -256,6 +242,9 @@ impl Harness {
         let mut batch = FlushBatch::default();
         let mut cache = junction_core::MatchCache::new(false);
         for (subject, reply, payload) in msgs {
+            if !junction_core::subject::is_valid_literal_subject(subject) {
+                continue;
+            }
             let msg = Message::new(
                 Bytes::copy_from_slice(subject),
                 reply.map(Bytes::copy_from_slice),
