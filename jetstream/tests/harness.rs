@@ -586,7 +586,10 @@ fn sources_copy_what_their_transforms_match_renamed() {
     let v = json(&mut h, "$JS.API.STREAM.MSG.GET.AGG", r#"{"seq":1}"#);
     assert_eq!(v["message"]["subject"], "agg.a");
     let v = json(&mut h, "$JS.API.STREAM.MSG.GET.AGG", r#"{"seq":2}"#);
-    assert_eq!(v["message"]["subject"], "s.keep.x", "an empty destination copies as it is");
+    assert_eq!(
+        v["message"]["subject"], "s.keep.x",
+        "an empty destination copies as it is"
+    );
 
     let err = |h: &mut Harness, src: &str| {
         json(
@@ -601,7 +604,10 @@ fn sources_copy_what_their_transforms_match_renamed() {
         r#"{"name":"S","filter_subject":"s.a","subject_transforms":[{"src":"s.*","dest":"x.$1"}]}"#,
     );
     assert_eq!(e["err_code"], 10144, "{e}");
-    let e = err(&mut h, r#"{"name":"S","subject_transforms":[{"src":"s.*","dest":"x.$2"}]}"#);
+    let e = err(
+        &mut h,
+        r#"{"name":"S","subject_transforms":[{"src":"s.*","dest":"x.$2"}]}"#,
+    );
     assert_eq!(e["err_code"], 10146, "{e}");
     assert_eq!(
         e["description"],
