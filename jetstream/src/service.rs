@@ -99,6 +99,9 @@ pub struct Counters {
     pub streams: AtomicU64,
     pub consumers: AtomicU64,
     pub messages: AtomicU64,
+    /// The `max_bytes` all streams reserve, by storage type.
+    pub reserved_memory: AtomicU64,
+    pub reserved_storage: AtomicU64,
 }
 
 /// What the sinks and the task share.
@@ -298,8 +301,8 @@ impl JetStream {
             "stats": {
                 "memory": get(&c.memory),
                 "storage": get(&c.storage),
-                "reserved_memory": 0,
-                "reserved_storage": 0,
+                "reserved_memory": get(&c.reserved_memory),
+                "reserved_storage": get(&c.reserved_storage),
                 "accounts": 0,
                 "ha_assets": 0,
                 "api": {"total": get(&c.api_total), "errors": get(&c.api_errors)},
@@ -709,12 +712,20 @@ impl Task {
             crate::api::remove_consumer(self, &acc, &s, &c);
         }
         let (mut mem, mut file, mut streams, mut consumers, mut messages) = (0, 0, 0, 0, 0);
+        let (mut reserved_mem, mut reserved_file) = (0u64, 0u64);
         for a in self.accounts.values() {
             for e in a.streams.values() {
                 let st = e.stream.state.locked();
+                let reserved = st.config.max_bytes.max(0) as u64;
                 match st.config.storage {
-                    Storage::Memory => mem += st.bytes,
-                    Storage::File => file += st.bytes,
+                    Storage::Memory => {
+                        mem += st.bytes;
+                        reserved_mem += reserved;
+                    }
+                    Storage::File => {
+                        file += st.bytes;
+                        reserved_file += reserved;
+                    }
                 }
                 messages += st.msgs;
                 streams += 1;
@@ -727,6 +738,8 @@ impl Task {
         c.streams.store(streams, Ordering::Relaxed);
         c.consumers.store(consumers, Ordering::Relaxed);
         c.messages.store(messages, Ordering::Relaxed);
+        c.reserved_memory.store(reserved_mem, Ordering::Relaxed);
+        c.reserved_storage.store(reserved_file, Ordering::Relaxed);
     }
 
     /// Lets the touched streams' consumers send, routes everything queued, and saves what

@@ -466,6 +466,10 @@ fn the_servers_storage_limits_hold_across_streams() {
         r#"{"name":"A","subjects":["a.>"],"storage":"file","max_bytes":6002}"#,
     );
     assert_eq!(v["error"]["err_code"], 10047, "{v}");
+    // The account reports what its streams reserve.
+    let v = json(&mut h, "$JS.API.INFO", "");
+    assert_eq!(v["reserved_storage"], 6_000 + 3_999, "{v}");
+    assert_eq!(v["reserved_memory"], 0);
     // Memory has its own limit.
     let v = create(&mut h, "M", "memory", 3_001);
     assert_eq!(v["error"]["err_code"], 10028, "{v}");

@@ -191,21 +191,39 @@ fn entry<'a>(task: &'a mut Task, acc: &str, name: &str) -> Result<&'a mut Stream
 // Account
 // ---------------------------------------------------------------------------------------------
 
-/// Memory and file bytes, streams and consumers of one account.
-fn usage(task: &Task, acc: &str) -> (u64, u64, usize, usize) {
-    let (mut mem, mut file, mut streams, mut consumers) = (0, 0, 0, 0);
+/// What one account's JetStream holds.
+#[derive(Default)]
+struct Usage {
+    mem: u64,
+    file: u64,
+    streams: usize,
+    consumers: usize,
+    /// The `max_bytes` its streams reserve, by storage type.
+    reserved_mem: u64,
+    reserved_file: u64,
+}
+
+fn usage(task: &Task, acc: &str) -> Usage {
+    let mut u = Usage::default();
     if let Some(a) = task.accounts.get(acc) {
         for e in a.streams.values() {
             let st = e.stream.state.locked();
+            let reserved = st.config.max_bytes.max(0) as u64;
             match st.config.storage {
-                crate::config::Storage::Memory => mem += st.bytes,
-                crate::config::Storage::File => file += st.bytes,
+                crate::config::Storage::Memory => {
+                    u.mem += st.bytes;
+                    u.reserved_mem += reserved;
+                }
+                crate::config::Storage::File => {
+                    u.file += st.bytes;
+                    u.reserved_file += reserved;
+                }
             }
-            streams += 1;
-            consumers += e.consumers.len();
+            u.streams += 1;
+            u.consumers += e.consumers.len();
         }
     }
-    (mem, file, streams, consumers)
+    u
 }
 
 fn account_info(task: &Task, acc: &str) -> ApiResult {
@@ -213,15 +231,15 @@ fn account_info(task: &Task, acc: &str) -> ApiResult {
         return Err(ApiError::not_enabled_for_account());
     };
     let l = a.limits;
-    let (mem, file, streams, consumers) = usage(task, acc);
+    let u = usage(task, acc);
     let o = &task.shared.opts;
     let mut v = json!({
-        "memory": mem,
-        "storage": file,
-        "reserved_memory": 0,
-        "reserved_storage": 0,
-        "streams": streams,
-        "consumers": consumers,
+        "memory": u.mem,
+        "storage": u.file,
+        "reserved_memory": u.reserved_mem,
+        "reserved_storage": u.reserved_file,
+        "streams": u.streams,
+        "consumers": u.consumers,
         "limits": {
             "max_memory": l.max_memory,
             "max_storage": l.max_store,
@@ -260,15 +278,19 @@ pub(crate) fn jsz(task: &Task, detail: bool) -> Value {
     let o = &task.shared.opts;
     let (mut mem, mut file, mut streams, mut consumers, mut messages, mut bytes) =
         (0, 0, 0, 0, 0u64, 0u64);
+    let (mut reserved_mem, mut reserved_file) = (0u64, 0u64);
     let mut details = Vec::new();
     let mut names: Vec<&String> = task.accounts.keys().collect();
     names.sort();
     for acc in names {
-        let (m, f, s, c) = usage(task, acc);
+        let u = usage(task, acc);
+        let (m, f, s, c) = (u.mem, u.file, u.streams, u.consumers);
         mem += m;
         file += f;
         streams += s;
         consumers += c;
+        reserved_mem += u.reserved_mem;
+        reserved_file += u.reserved_file;
         let a = &task.accounts[acc];
         let mut stream_details = Vec::new();
         for e in a.streams.values() {
@@ -296,8 +318,8 @@ pub(crate) fn jsz(task: &Task, detail: bool) -> Value {
                 "id": acc,
                 "memory": m,
                 "storage": f,
-                "reserved_memory": 0,
-                "reserved_storage": 0,
+                "reserved_memory": u.reserved_mem,
+                "reserved_storage": u.reserved_file,
                 "accounts": 1,
                 "streams": s,
                 "consumers": c,
@@ -313,8 +335,8 @@ pub(crate) fn jsz(task: &Task, detail: bool) -> Value {
         },
         "memory": mem,
         "storage": file,
-        "reserved_memory": 0,
-        "reserved_storage": 0,
+        "reserved_memory": reserved_mem,
+        "reserved_storage": reserved_file,
         "accounts": task.accounts.len(),
         "ha_assets": 0,
         "api": {
