@@ -101,7 +101,9 @@ impl Sink for CaptureSink {
             // Republished under the subject it was stored with, mapped by the republish.
             let republish = match (&result, st.config.republish.clone()) {
                 (Ok(Stored::New(_)), Some(rp)) => {
-                    let stored = st.stored_subject(&msg.subject);
+                    let stored = st
+                        .transformed_subject(&msg.subject)
+                        .unwrap_or_else(|| msg.subject.clone());
                     st.republish_to(&stored).map(|dest| (rp, dest, stored))
                 }
                 _ => None,
@@ -158,8 +160,14 @@ impl Sink for CaptureSink {
             }
             // Nothing to wait for (a memory stream, or a refusal): the PubAck goes at once, from
             // the publisher's own task (through the JetStream task it took a thread hop more).
-            // Its own batch: the publisher's is in the middle of routing the publication.
-            _ => publish(&s.account, &ack),
+            // Routed in a batch of its own (the publisher's is in the middle of routing the
+            // publication); its writers wake with the publisher's batch, once for all its acks.
+            _ => {
+                let mut own = FlushBatch::default();
+                s.account
+                    .publish(&mut MatchCache::new(false), &ack, &mut own);
+                batch.absorb_wakes(&mut own);
+            }
         }
         Delivery::Queued
     }

@@ -11,7 +11,6 @@
 //! and the subject index, and its body is read back from the store (with read-ahead, for
 //! consumers catching up) when something needs it. At restart every message starts cold.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,12 +19,19 @@ use bytes::Bytes;
 use junction_core::subject;
 use junction_core::sync::Lock;
 use junction_core::{Account, Subscription};
-use junction_store::{Op, Reader, Store};
+use junction_store::{Op, Store};
 
 use crate::config::{Discard, Retention, Storage, StreamConfig};
 use crate::errors::ApiError;
 use crate::headers;
 use crate::persist;
+
+mod budget;
+mod records;
+
+pub use budget::Budget;
+use records::OpenBlock;
+pub use records::{Block, Cold};
 
 /// How many bytes of its newest messages a file stream keeps in memory; older ones are read
 /// back from the store when needed.
@@ -56,35 +62,6 @@ impl StoredMsg {
             .as_ref()
             .is_none_or(|f| f.load(Ordering::Acquire))
     }
-}
-
-/// One of a file stream's records in the store: a block of messages (see [`persist`]).
-#[derive(Debug, Default, Clone)]
-pub struct Block {
-    /// Messages written into it.
-    pub written: u32,
-    /// Of those, still stored.
-    pub live: u32,
-    /// Set once the commit that inserts it is done (`None`: known to be done). Until then its
-    /// insert may still wait in a publisher's open group on another thread, and removing the
-    /// block from the store could reach the writer before it: the block would come back.
-    pub committed: Option<Arc<AtomicBool>>,
-}
-
-impl Block {
-    fn settled(&self) -> bool {
-        self.committed
-            .as_ref()
-            .is_none_or(|f| f.load(Ordering::Acquire))
-    }
-}
-
-/// The block the publisher's open store group is still filling.
-struct OpenBlock {
-    op: junction_store::OpRef,
-    first: u64,
-    last: u64,
-    on_disk: Option<Arc<AtomicBool>>,
 }
 
 impl StoredMsg {
@@ -130,77 +107,6 @@ impl Entry {
     /// [`StoredMsg::stored_size`].
     pub fn stored_size(&self) -> u64 {
         self.size as u64
-    }
-}
-
-/// How a file stream reads its cold messages back: the store's reader, and the messages of
-/// the last read (a consumer catching up asks for them next).
-pub struct Cold {
-    reader: Arc<dyn Reader>,
-    uid: u64,
-    /// Bytes of the newest messages kept hot.
-    hot_limit: u64,
-    ahead: RefCell<VecDeque<Arc<StoredMsg>>>,
-}
-
-impl Cold {
-    pub fn new(reader: Arc<dyn Reader>, uid: u64, hot_limit: u64) -> Cold {
-        Cold {
-            reader,
-            uid,
-            hot_limit,
-            ahead: RefCell::new(VecDeque::new()),
-        }
-    }
-
-    /// Reads message `seq` of the block that starts at `first` (and what follows it, up to
-    /// `last`) from the store.
-    fn load(&self, first: u64, seq: u64, last: u64) -> Option<Arc<StoredMsg>> {
-        let mut ahead = self.ahead.borrow_mut();
-        if let Ok(i) = ahead.binary_search_by_key(&seq, |m| m.seq) {
-            return Some(ahead[i].clone());
-        }
-        ahead.clear();
-        let end = seq.saturating_add(READ_AHEAD).min(last.saturating_add(1));
-        let (from, to) = (
-            persist::msg_key(self.uid, first),
-            persist::msg_key(self.uid, end.max(seq + 1)),
-        );
-        let mut bytes = 0;
-        let read = self.reader.range(persist::BLOCKS, &from, &to, &mut |k, v| {
-            let Some(first) = persist::block_first(k) else {
-                return true;
-            };
-            // One copy of the block; its messages share it.
-            let block = Bytes::copy_from_slice(v);
-            let whole = persist::read_block(first, &block, &mut |at, range| {
-                if at < seq {
-                    return true;
-                }
-                if let Some(m) = persist::decode_shared(at, &block.slice(range)) {
-                    bytes += m.stored_size() as usize;
-                    ahead.push_back(Arc::new(m));
-                }
-                bytes < READ_AHEAD_BYTES && (ahead.len() as u64) < READ_AHEAD
-            });
-            if whole.is_err() {
-                tracing::error!(first, "a JetStream block in the store is cut short");
-            }
-            bytes < READ_AHEAD_BYTES && (ahead.len() as u64) < READ_AHEAD
-        });
-        if let Err(e) = read {
-            tracing::error!(error = %e, seq, "cannot read a JetStream message back from the store");
-            ahead.clear();
-            return None;
-        }
-        let found = ahead.front().filter(|m| m.seq == seq).cloned();
-        if found.is_none() {
-            tracing::error!(
-                seq,
-                "a JetStream message is missing from the store (its record could not be read)"
-            );
-        }
-        found
     }
 }
 
@@ -290,63 +196,6 @@ struct Transforms {
     republish: Option<junction_core::transform::Transform>,
 }
 
-/// An account's (or the server's) bytes of one storage type (memory or file) and the limit on
-/// them (-1: none). An account's budget counts into the server's.
-#[derive(Debug)]
-pub struct Budget {
-    pub used: std::sync::atomic::AtomicU64,
-    pub limit: i64,
-    /// The server's budget of the same storage type.
-    server: Option<Arc<Budget>>,
-}
-
-impl Budget {
-    pub fn new(limit: i64) -> Arc<Budget> {
-        Arc::new(Budget {
-            used: Default::default(),
-            limit,
-            server: None,
-        })
-    }
-
-    /// An account's budget that counts into `server`'s.
-    pub fn within(limit: i64, server: Arc<Budget>) -> Arc<Budget> {
-        Arc::new(Budget {
-            used: Default::default(),
-            limit,
-            server: Some(server),
-        })
-    }
-
-    fn add(&self, n: u64) {
-        self.used.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        if let Some(s) = &self.server {
-            s.add(n);
-        }
-    }
-
-    fn sub(&self, n: u64) {
-        self.used.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
-        if let Some(s) = &self.server {
-            s.sub(n);
-        }
-    }
-
-    /// Whether the server already holds more than its limit (nats-server then refuses every
-    /// publication of this storage type, whichever account).
-    fn server_full(&self) -> bool {
-        self.server.as_ref().is_some_and(|s| {
-            s.limit >= 0 && s.used.load(std::sync::atomic::Ordering::Relaxed) > s.limit as u64
-        })
-    }
-
-    /// Whether `n` more bytes would pass the limit.
-    fn would_exceed(&self, n: u64) -> bool {
-        self.limit >= 0
-            && self.used.load(std::sync::atomic::Ordering::Relaxed) + n > self.limit as u64
-    }
-}
-
 /// Unix time now, in nanoseconds.
 pub fn now_ns() -> i64 {
     std::time::SystemTime::now()
@@ -405,16 +254,12 @@ impl StreamState {
         &self.transforms
     }
 
-    /// The subject a publication on `subject` is stored under (its `subject_transform`).
-    pub fn stored_subject(&mut self, subject: &Bytes) -> Bytes {
-        if self.config.subject_transform.is_none() {
-            return subject.clone();
-        }
-        let s = std::str::from_utf8(subject).unwrap_or_default();
-        match self.transforms().input.as_ref().and_then(|t| t.apply(s)) {
-            Some(t) => Bytes::from(t),
-            None => subject.clone(),
-        }
+    /// The subject a publication on `subject` is stored under when its `subject_transform`
+    /// renames it (`None`: stored as it came).
+    pub fn transformed_subject(&mut self, subject: &[u8]) -> Option<Bytes> {
+        self.config.subject_transform.as_ref()?;
+        let s = std::str::from_utf8(subject).ok()?;
+        self.transforms().input.as_ref()?.apply(s).map(Bytes::from)
     }
 
     /// Where a message stored under `subject` is republished, if it is.
@@ -422,19 +267,6 @@ impl StreamState {
         self.config.republish.as_ref()?;
         let s = std::str::from_utf8(subject).ok()?;
         self.transforms().republish.as_ref()?.apply(s)
-    }
-
-    /// The blocks of a stream read back at start (with [`StreamState::restore`]).
-    pub fn restore_blocks(&mut self, blocks: impl IntoIterator<Item = (u64, Block)>) {
-        self.blocks.extend(blocks);
-    }
-
-    /// The first sequence of the block that holds `seq`.
-    fn block_of(&self, seq: u64) -> Option<u64> {
-        self.blocks
-            .range(..=seq)
-            .next_back()
-            .map(|(first, _)| *first)
     }
 
     /// Lets the stream keep its older messages on the disk only (a file stream).
@@ -782,8 +614,8 @@ impl Stream {
         payload: Bytes,
         now: i64,
     ) -> PublishResult {
-        let transformed = st.stored_subject(subj);
-        let subj = &transformed;
+        let transformed = st.transformed_subject(subj);
+        let subj = transformed.as_ref().unwrap_or(subj);
         let cfg = &st.config;
         if cfg.sealed {
             return Err(ApiError::sealed());
@@ -931,123 +763,6 @@ impl Stream {
         Ok(Stored::New(seq))
     }
 
-    /// Submits a new message's record: into the newest block while the publisher's group
-    /// that holds it is still open (the messages of one commit share one record), or as a
-    /// new block. A stream whose messages go cold learns when it is on the disk, through the
-    /// flag set in `m`.
-    fn store_record(&self, st: &mut StreamState, m: &mut StoredMsg) {
-        let Some(store) = &self.store else { return };
-        let st = &mut *st;
-        if let Some(open) = st.open.as_mut().filter(|o| m.seq > o.last) {
-            if let Some(Op::Insert { value, .. }) = store.op_in(&mut st.group, open.op) {
-                if persist::block_has_room(value, m, open.first) {
-                    persist::append_to_block(value, open.first, m);
-                    open.last = m.seq;
-                    m.on_disk = open.on_disk.clone();
-                    if let Some(b) = st.blocks.get_mut(&open.first) {
-                        b.written += 1;
-                        b.live += 1;
-                    }
-                    return;
-                }
-            }
-        }
-        self.sweep_dead(st);
-        let mut block = Vec::with_capacity(256);
-        persist::append_to_block(&mut block, m.seq, m);
-        let op = store.submit_open_in(&mut st.group, persist::block_op(self.uid, m.seq, block));
-        let flag = Arc::new(AtomicBool::new(false));
-        let set = flag.clone();
-        store.then_in(
-            &mut st.group,
-            Box::new(move |_| set.store(true, Ordering::Release)),
-        );
-        st.blocks.insert(
-            m.seq,
-            Block {
-                written: 1,
-                live: 1,
-                // Submitted on its own, it is in the writer's queue already: what follows it
-                // there comes after it.
-                committed: op.is_some().then(|| flag.clone()),
-            },
-        );
-        m.on_disk = Some(flag);
-        st.open = op.map(|op| OpenBlock {
-            op,
-            first: m.seq,
-            last: m.seq,
-            on_disk: m.on_disk.clone(),
-        });
-    }
-
-    /// Submits what removing stored message `seq` changes in the store: a tombstone, or the
-    /// removal of its block with its last message.
-    ///
-    /// A block is removed only after its insert: when the insert is in the group open here
-    /// (the removal joins the group after it), or once its commit is done. Otherwise the last
-    /// message gets a tombstone like the others, and the block goes later
-    /// ([`Stream::sweep_dead`], or at the next start).
-    fn forget_record(&self, st: &mut StreamState, seq: u64) {
-        let Some(store) = &self.store else { return };
-        let Some(first) = st.block_of(seq) else {
-            return;
-        };
-        let Some(b) = st.blocks.get_mut(&first) else {
-            return;
-        };
-        b.live = b.live.saturating_sub(1);
-        let (last, tombs, settled) = (b.live == 0, b.written > 1, b.settled());
-        let ours = match &st.open {
-            Some(o) if o.first == first => store.op_in(&mut st.group, o.op).is_some(),
-            _ => false,
-        };
-        let remove = last && (ours || settled);
-        if last && !remove {
-            st.dead.push(first);
-        }
-        if remove {
-            st.blocks.remove(&first);
-            if st.open.as_ref().is_some_and(|o| o.first == first) {
-                st.open = None;
-            }
-        }
-        for op in persist::remove_ops(self.uid, first, seq, remove, tombs || !remove) {
-            self.submit(st, op);
-        }
-    }
-
-    /// Removes the blocks left without messages whose commit is done now (see
-    /// [`Stream::forget_record`]).
-    fn sweep_dead(&self, st: &mut StreamState) {
-        if st.dead.is_empty() {
-            return;
-        }
-        let mut ops = Vec::new();
-        let dead = std::mem::take(&mut st.dead);
-        for first in dead {
-            let Some(b) = st.blocks.get(&first) else {
-                continue;
-            };
-            if b.live > 0 {
-                // Its publisher added to it since: its tombstones keep the removed ones out.
-                continue;
-            }
-            if !b.settled() {
-                st.dead.push(first);
-                continue;
-            }
-            st.blocks.remove(&first);
-            if st.open.as_ref().is_some_and(|o| o.first == first) {
-                st.open = None;
-            }
-            ops.extend(persist::remove_ops(self.uid, first, first, true, true));
-        }
-        for op in ops {
-            self.submit(st, op);
-        }
-    }
-
     /// Applies the per-subject, count and size limits (discard old) and a rollup.
     fn enforce_limits(&self, st: &mut StreamState, subj: &Bytes, seq: u64, rollup: Option<bool>) {
         let mut drop: Vec<u64> = Vec::new();
@@ -1116,19 +831,7 @@ impl Stream {
             if let Some(b) = &budget {
                 b.sub(st.bytes);
             }
-            // Blocks whose insert may still wait in a publisher's open group: the removal below
-            // could reach the writer first. Their sequences get tombstones after it, and the
-            // blocks go once committed.
-            let firsts: Vec<u64> = st.blocks.keys().copied().collect();
-            let pending: Vec<(u64, Block, u64)> = firsts
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| !st.blocks[*f].settled())
-                .map(|(i, f)| {
-                    let end = firsts.get(i + 1).copied().unwrap_or(last + 1);
-                    (*f, st.blocks[f].clone(), end)
-                })
-                .collect();
+            let pending = st.unsettled_blocks();
             let cold = st.cold.take();
             let group = st.group.take();
             *st = StreamState::new(config, created, last, last_ts);
@@ -1142,16 +845,7 @@ impl Stream {
                 for op in persist::purge_ops(self.uid) {
                     store.submit(op);
                 }
-                for (first, mut b, end) in pending {
-                    for seq in first..end {
-                        store.submit(
-                            persist::remove_ops(self.uid, first, seq, false, true).remove(0),
-                        );
-                    }
-                    b.live = 0;
-                    st.blocks.insert(first, b);
-                    st.dead.push(first);
-                }
+                self.keep_unsettled(&mut st, pending);
                 self.save_meta(&mut st);
             }
             return n;
