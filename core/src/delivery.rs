@@ -138,16 +138,6 @@ impl FlushBatch {
         self.touched.push(writer);
     }
 
-    /// Takes over the writers `other` touched and the backlogs it saw, to wake and wait for
-    /// at the end of this batch (a sink that routes a message of its own, a reply, in a batch
-    /// of its own while this one is routing).
-    pub fn absorb_wakes(&mut self, other: &mut FlushBatch) {
-        self.touched.append(&mut other.touched);
-        for s in other.backlogged.drain(..) {
-            self.backlog(&s);
-        }
-    }
-
     /// Whether any writer waits to be woken.
     pub fn has_touched(&self) -> bool {
         !self.touched.is_empty()

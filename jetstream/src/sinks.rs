@@ -159,15 +159,12 @@ impl Sink for CaptureSink {
                 );
             }
             // Nothing to wait for (a memory stream, or a refusal): the PubAck goes at once, from
-            // the publisher's own task (through the JetStream task it took a thread hop more).
-            // Routed in a batch of its own (the publisher's is in the middle of routing the
-            // publication); its writers wake with the publisher's batch, once for all its acks.
-            _ => {
-                let mut own = FlushBatch::default();
-                s.account
-                    .publish(&mut MatchCache::new(false), &ack, &mut own);
-                batch.absorb_wakes(&mut own);
-            }
+            // the publisher's own task (through the JetStream task it took a thread hop more),
+            // in a batch of its own (the publisher's is in the middle of routing the
+            // publication). Its writer is woken at once: deferring the wake to the end of the
+            // publisher's batch measured slower (async publish 691k against 740k msgs/s), as
+            // the client then hears every PubAck of a batch late.
+            _ => publish(&s.account, &ack),
         }
         Delivery::Queued
     }
