@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     // Small epochs, so that generated frames match the one asked for now and then.
     let epoch = u64::from_le_bytes(*epoch) % 4;
     if let Ok(ops) = decode(log, epoch) {
-        let again = decode(&encode(epoch, &ops), epoch).expect("a frame we wrote replays");
+        let again = decode(&encode(epoch, 1, &ops), epoch).expect("a frame we wrote replays");
         assert_eq!(again, ops);
     }
 });

@@ -233,11 +233,11 @@ fn messages_of_one_batch_share_a_record_and_removals_survive_a_restart() {
     );
     let body = |i: u64| format!("{i:05}-{}", "y".repeat(200));
     let mut seqs = Vec::new();
-    for b in 0..10u64 {
-        let subjects: Vec<String> = (1..=100)
-            .map(|i| format!("f.{}", (b * 100 + i) % 3))
+    for b in 0..20u64 {
+        let subjects: Vec<String> = (1..=50)
+            .map(|i| format!("f.{}", (b * 50 + i) % 3))
             .collect();
-        let bodies: Vec<String> = (1..=100).map(|i| body(b * 100 + i)).collect();
+        let bodies: Vec<String> = (1..=50).map(|i| body(b * 50 + i)).collect();
         let msgs: Vec<Publication<'_>> = subjects
             .iter()
             .zip(&bodies)
@@ -246,11 +246,11 @@ fn messages_of_one_batch_share_a_record_and_removals_survive_a_restart() {
         seqs.extend(acked_seqs(&h.publish_batch(&msgs)));
     }
     assert_eq!(seqs, (1..=1000).collect::<Vec<u64>>());
-    // One record per batch of 100.
-    assert_eq!(h.stored_keys(BLOCKS).len(), 10);
+    // One record per batch of 50.
+    assert_eq!(h.stored_keys(BLOCKS).len(), 20);
 
-    // A message inside a block: a tombstone. Everything below 121: the first block goes
-    // whole (with no tombstone left), the second keeps 121..=200.
+    // A message inside a block: a tombstone. Everything below 121: the first two blocks go
+    // whole (with no tombstone left), the third keeps 121..=150.
     let v = json(&mut h, "$JS.API.STREAM.MSG.DELETE.F", r#"{"seq":150}"#);
     assert_eq!(v["success"], true);
     let v = json(&mut h, "$JS.API.STREAM.MSG.DELETE.F", r#"{"seq":50}"#);
@@ -258,8 +258,8 @@ fn messages_of_one_batch_share_a_record_and_removals_survive_a_restart() {
     assert_eq!(h.stored_keys(TOMBS).len(), 2);
     let v = json(&mut h, "$JS.API.STREAM.PURGE.F", r#"{"seq":121}"#);
     assert_eq!(v["purged"], 119);
-    assert_eq!(h.stored_keys(BLOCKS).len(), 9);
-    // The first block's tombstone went with it; the second has 101..=120 and 150.
+    assert_eq!(h.stored_keys(BLOCKS).len(), 18);
+    // The first block's tombstone went with it; the third has 101..=120 and 150.
     assert_eq!(h.stored_keys(TOMBS).len(), 21);
 
     let mut h = h.restarted();
@@ -294,11 +294,11 @@ fn messages_of_one_batch_share_a_record_and_removals_survive_a_restart() {
         .collect();
     assert_eq!(got, want);
 
-    // The rest of the second block: it goes, and its tombstone with it. Publishing goes on
-    // after the last sequence.
+    // The rest of the third block and the fourth: they go, and the tombstones with them.
+    // Publishing goes on after the last sequence.
     let v = json(&mut h, "$JS.API.STREAM.PURGE.F", r#"{"seq":201}"#);
     assert_eq!(v["purged"], 79);
-    assert_eq!(h.stored_keys(BLOCKS).len(), 8);
+    assert_eq!(h.stored_keys(BLOCKS).len(), 16);
     assert!(h.stored_keys(TOMBS).is_empty());
     let v = json(&mut h, "f.x", "after");
     assert_eq!(v["seq"], 1001);
@@ -310,6 +310,38 @@ fn messages_of_one_batch_share_a_record_and_removals_survive_a_restart() {
     let v = json(&mut h, "$JS.API.STREAM.INFO.F", "");
     assert_eq!(v["state"]["messages"], 0);
     assert_eq!(v["state"]["last_seq"], 1001);
+}
+
+#[test]
+fn a_long_batch_of_acknowledged_publications_commits_in_parts() {
+    use junction_jetstream::persist::BLOCKS;
+    let mut h = Harness::with_store(1024 * 1024);
+    json(
+        &mut h,
+        "$JS.API.STREAM.CREATE.P",
+        r#"{"name":"P","subjects":["p"],"storage":"file"}"#,
+    );
+    let bodies: Vec<String> = (1..=200).map(|i| i.to_string()).collect();
+    let msgs: Vec<Publication<'_>> = bodies
+        .iter()
+        .map(|p| (&b"p"[..], Some(&b"_INBOX.ack"[..]), p.as_bytes()))
+        .collect();
+    assert_eq!(
+        acked_seqs(&h.publish_batch(&msgs)),
+        (1..=200).collect::<Vec<u64>>()
+    );
+    // Handed to the store every 64 PubAcks, so that their commits overlap: 64, 64, 64, 8.
+    assert_eq!(h.stored_keys(BLOCKS).len(), 4);
+    // Without replies nothing waits for the commit: one record for the batch.
+    let msgs: Vec<Publication<'_>> = bodies
+        .iter()
+        .map(|p| (&b"p"[..], None, p.as_bytes()))
+        .collect();
+    h.publish_batch(&msgs);
+    assert_eq!(h.stored_keys(BLOCKS).len(), 5);
+    let mut h = h.restarted();
+    let v = json(&mut h, "$JS.API.STREAM.INFO.P", "");
+    assert_eq!(v["state"]["messages"], 400);
 }
 
 #[test]

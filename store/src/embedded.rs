@@ -211,12 +211,15 @@ fn compact_if_wasteful(db: &mut Database, path: &Path, min: u64) -> Result<(), S
 
 impl Redb {
     /// Commits `ops` to redb durably with everything applied before, marks the log's current
-    /// epoch absorbed, and starts the log over.
-    fn checkpoint(&mut self, ops: &[Op]) -> Result<(), StoreError> {
+    /// epoch absorbed, and starts the log over; returns the commit's number. The log's frames
+    /// in flight are made durable first, so that commits stay durable in order.
+    fn checkpoint(&mut self, ops: &[Op]) -> Result<u64, StoreError> {
+        self.wal.wait_all()?;
         let next = new_epoch();
         self.apply(ops, Durability::Immediate, Some(next))?;
+        let n = self.wal.skip();
         self.wal.reset(next);
-        Ok(())
+        Ok(n)
     }
 
     /// Applies `ops` in one redb transaction of `durability`; `next_epoch` records the epoch
@@ -362,15 +365,28 @@ impl Engine for Redb {
     }
 
     fn commit(&mut self, ops: &[Op]) -> Result<(), StoreError> {
+        let n = self.start(ops)?.unwrap_or(0);
+        self.wal.wait_for(n)
+    }
+
+    fn start(&mut self, ops: &[Op]) -> Result<Option<u64>, StoreError> {
         if self.wal.written() >= CHECKPOINT_BYTES {
-            return self.checkpoint(ops);
+            return self.checkpoint(ops).map(Some);
         }
-        self.wal.append(ops)?;
+        let n = self.wal.append(ops)?;
         // redb takes the ops while the log's frame is being synced; readers see them at once,
-        // and the commit returns (acknowledgements go out) once the frame is durable.
-        let applied = self.apply(ops, Durability::None, None);
-        let synced = self.wal.wait();
-        applied.and(synced)
+        // and the commit's acknowledgements go out once the frame (and every one before it)
+        // is durable.
+        self.apply(ops, Durability::None, None)?;
+        Ok(Some(n))
+    }
+
+    fn durable(&self) -> Result<u64, StoreError> {
+        self.wal.durable()
+    }
+
+    fn on_durable(&mut self, f: Arc<dyn Fn() + Send + Sync>) {
+        self.wal.on_durable(f);
     }
 
     fn scan(&self, table: Table, each: &mut Visit<'_>) -> Result<(), StoreError> {

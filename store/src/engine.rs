@@ -80,6 +80,22 @@ pub trait Engine: Send + 'static {
     fn reader(&self) -> Option<Arc<dyn Reader>> {
         None
     }
+    /// Starts committing `ops` after everything started before: they are applied at once
+    /// (readers see them) and become durable later, in order. Returns the commit's number,
+    /// which [`Engine::durable`] reaches once it is durable (`None`: durable already). An
+    /// engine that cannot overlap commits commits here and returns `None`.
+    fn start(&mut self, ops: &[Op]) -> Result<Option<u64>, StoreError> {
+        self.commit(ops).map(|()| None)
+    }
+    /// The number of the last durable commit (every one before it is durable too), or the
+    /// error that stopped commits becoming durable.
+    fn durable(&self) -> Result<u64, StoreError> {
+        Ok(u64::MAX)
+    }
+    /// Has `f` called, from any thread, whenever started commits become durable (or fail).
+    fn on_durable(&mut self, f: Arc<dyn Fn() + Send + Sync>) {
+        let _ = f;
+    }
 }
 
 /// Reads what the engine has committed, from any thread, without waiting for the writer.

@@ -3,8 +3,10 @@
 //! Users never wait on the disk themselves. They [`Store::submit`] operations, and ask for
 //! something to run once everything submitted so far is durable ([`Store::then`]: an MQTT
 //! PUBACK, a queued message released to its client). One writer thread takes everything that
-//! piled up while the previous commit was on the disk and makes it durable in one transaction
-//! (one fsync), so many messages share one commit.
+//! piled up since it last looked and starts making it durable in one transaction (one frame of
+//! the log, one fsync), so many messages share one commit. Commits overlap: while one is being
+//! synced, the writer starts the next (the engine bounds how many are in flight), and the
+//! callbacks of each run once it and every commit before it are durable.
 //!
 //! Operations that must land together (a message queued for several sessions and the packet id
 //! that marks it received) are collected in a [`Group`] and handed over in one piece; the
@@ -12,7 +14,7 @@
 //! in a [`GroupSlot`] (core's `FlushBatch::group`, which does not know the store's types), and
 //! the sinks that store submit into it with [`Store::submit_in`] and [`Store::then_in`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -154,6 +156,8 @@ struct Pending {
     writer_waiting: bool,
     /// The store was dropped: the writer commits what is left and ends.
     closed: bool,
+    /// Commits became durable since the writer last looked.
+    synced: bool,
 }
 
 /// Ops and callbacks that commit together, collected while a publication is routed and handed
@@ -166,6 +170,9 @@ struct Group {
     id: u64,
     ops: Vec<Op>,
     thens: Vec<Then>,
+    /// Opened for throughput only ([`Store::open_cuttable_group_in`]): nothing in it must
+    /// commit with anything else, so it may be handed over early.
+    cuttable: bool,
 }
 
 impl Drop for Group {
@@ -201,7 +208,8 @@ pub struct StoreStats {
     pub commits: AtomicU64,
     /// Operations committed.
     pub ops: AtomicU64,
-    /// Total time spent committing, in microseconds.
+    /// Total time commits took, from the writer starting each to its being durable, in
+    /// microseconds (commits overlap, so this can exceed the time that passed).
     pub commit_micros: AtomicU64,
     /// Operations dropped before reaching the engine (inserted and deleted in one commit, or a
     /// put merged into the insert it updates).
@@ -249,6 +257,7 @@ impl Store {
                 batch: Batch::default(),
                 writer_waiting: false,
                 closed: false,
+                synced: false,
             }),
             wake: Condvar::new(),
         });
@@ -355,6 +364,17 @@ impl Store {
     /// was, and what is submitted joins it). What is submitted into it with
     /// [`Store::submit_in`] commits together once [`Store::close_group_in`] hands it over.
     pub fn open_group_in(&self, slot: &mut GroupSlot) -> bool {
+        self.open(slot, false)
+    }
+
+    /// Like [`Store::open_group_in`], for a group that only makes many small submissions share
+    /// one commit (a NATS publisher's messages to a stream): [`Store::cut_group_in`] may hand
+    /// it over before its owner closes it.
+    pub fn open_cuttable_group_in(&self, slot: &mut GroupSlot) -> bool {
+        self.open(slot, true)
+    }
+
+    fn open(&self, slot: &mut GroupSlot, cuttable: bool) -> bool {
         if slot.is_some() {
             return false;
         }
@@ -363,8 +383,21 @@ impl Store {
             id: NEXT_GROUP.fetch_add(1, Ordering::Relaxed),
             ops: Vec::new(),
             thens: Vec::new(),
+            cuttable,
         }));
         true
+    }
+
+    /// Hands the group open in `slot` to the writer when it is cuttable and holds `callbacks`
+    /// callbacks or more: its commit starts while the owner goes on (the owner's next
+    /// submission opens another group), so that the commits of a long batch overlap.
+    pub fn cut_group_in(&self, slot: &mut GroupSlot, callbacks: usize) {
+        if self
+            .group_in(slot)
+            .is_some_and(|g| g.cuttable && g.thens.len() >= callbacks)
+        {
+            *slot = None;
+        }
     }
 
     /// Closes this store's group open in `slot` and hands it to the writer in one piece (a
@@ -414,16 +447,52 @@ fn hand(shared: &Shared, ops: impl IntoIterator<Item = Op>, thens: Vec<Then>) {
     }
 }
 
-/// The writer thread: takes everything that piled up during the previous commit, commits it,
-/// then runs the callbacks that waited for it.
+/// A commit started and not yet acknowledged: its callbacks run once the engine says it is
+/// durable (and so is every commit before it).
+struct Flight {
+    /// The engine's number for the commit (for callbacks that came without ops: the last
+    /// commit started before them).
+    number: u64,
+    thens: Vec<Then>,
+    stop: Option<mpsc::Sender<()>>,
+    /// When its ops went to the engine (`None`: it had none).
+    started: Option<Instant>,
+}
+
+/// The writer thread: takes everything that piled up since it last looked, starts committing
+/// it (the engine applies it and makes it durable in the background, several commits in
+/// flight), and runs the callbacks of each commit once it is durable, in order.
 fn writer(mut engine: Box<dyn Engine>, shared: Arc<Shared>, stats: Arc<StoreStats>) {
+    {
+        let shared = shared.clone();
+        engine.on_durable(Arc::new(move || {
+            let mut p = shared.pending.locked();
+            p.synced = true;
+            if p.writer_waiting {
+                p.writer_waiting = false;
+                shared.wake.notify_one();
+            }
+        }));
+    }
     let mut batch = Batch::default();
     let mut ops = Vec::new();
+    let mut flights: VecDeque<Flight> = VecDeque::new();
+    // The engine's number of the last commit started.
+    let mut last = 0u64;
+    let mut wakes = Wakes::default();
     loop {
-        {
+        let took = {
             let mut p = shared.pending.locked();
-            while p.batch.is_empty() {
-                if p.closed {
+            loop {
+                if !p.batch.is_empty() {
+                    std::mem::swap(&mut p.batch, &mut batch);
+                    break true;
+                }
+                if p.synced {
+                    p.synced = false;
+                    break false;
+                }
+                if p.closed && flights.is_empty() {
                     return;
                 }
                 p.writer_waiting = true;
@@ -432,49 +501,86 @@ fn writer(mut engine: Box<dyn Engine>, shared: Arc<Shared>, stats: Arc<StoreStat
                     .wait(p)
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
-            std::mem::swap(&mut p.batch, &mut batch);
-        }
-        ops.extend(batch.ops.drain(..).flatten());
-        stats
-            .cancelled
-            .fetch_add(batch.cancelled, Ordering::Relaxed);
-        if !ops.is_empty() {
-            let started = Instant::now();
-            let committed =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.commit(&ops)))
-                    .unwrap_or_else(|_| Err(StoreError::Engine("the engine panicked".into())));
-            if let Err(e) = committed {
-                // What was acknowledged must be durable: never acknowledge past a failed
-                // commit. Stop the process rather than run on with a store that lies.
-                tracing::error!(error = %e, "the durable store failed to commit; stopping");
-                eprintln!("junction: the durable store failed to commit: {e}");
-                std::process::exit(74);
+        };
+        if took {
+            ops.extend(batch.ops.drain(..).flatten());
+            stats
+                .cancelled
+                .fetch_add(batch.cancelled, Ordering::Relaxed);
+            let thens = std::mem::take(&mut batch.thens);
+            let stop = batch.stop.take();
+            batch.clear();
+            if ops.is_empty() {
+                // Callbacks alone wait for what was started before them: they join its flight.
+                match flights.back_mut() {
+                    Some(f) => {
+                        f.thens.extend(thens);
+                        if stop.is_some() {
+                            f.stop = stop;
+                        }
+                    }
+                    None => flights.push_back(Flight {
+                        number: last,
+                        thens,
+                        stop,
+                        started: None,
+                    }),
+                }
+            } else {
+                let started = Instant::now();
+                let number =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.start(&ops)))
+                        .unwrap_or_else(|_| Err(StoreError::Engine("the engine panicked".into())));
+                match number {
+                    Ok(n) => last = n.unwrap_or(last),
+                    Err(e) => failed(&e),
+                }
+                stats.ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
+                ops.clear();
+                flights.push_back(Flight {
+                    number: last,
+                    thens,
+                    stop,
+                    started: Some(started),
+                });
             }
-            stats.commits.fetch_add(1, Ordering::Relaxed);
-            stats.ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
-            let micros = started.elapsed().as_micros() as u64;
-            stats.commit_micros.fetch_add(micros, Ordering::Relaxed);
-            stats.note_commit(micros);
-            ops.clear();
         }
-        let mut wakes = Wakes::default();
-        for f in batch.thens.drain(..) {
-            // A callback is the frontends' code: a bug in one must not stop the writer, which
-            // every acknowledgement after it waits for.
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut wakes))).is_err() {
-                tracing::error!("a store callback panicked");
+        let durable = engine.durable().unwrap_or_else(|e| failed(&e));
+        while flights.front().is_some_and(|f| f.number <= durable) {
+            let f = flights.pop_front().expect("a flight");
+            if let Some(started) = f.started {
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                let micros = started.elapsed().as_micros() as u64;
+                stats.commit_micros.fetch_add(micros, Ordering::Relaxed);
+                stats.note_commit(micros);
             }
-        }
-        wakes.wake_all();
-        batch.clear();
-        if let Some(done) = batch.stop.take() {
-            // The engine's own close (redb absorbing its log) is part of stopping: the process
-            // may exit as soon as `close` returns.
-            drop(engine);
-            let _ = done.send(());
-            return;
+            for then in f.thens {
+                // A callback is the frontends' code: a bug in one must not stop the writer,
+                // which every acknowledgement after it waits for.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| then(&mut wakes)))
+                    .is_err()
+                {
+                    tracing::error!("a store callback panicked");
+                }
+            }
+            wakes.wake_all();
+            if let Some(done) = f.stop {
+                // The engine's own close (redb absorbing its log) is part of stopping: the
+                // process may exit as soon as `close` returns.
+                drop(engine);
+                let _ = done.send(());
+                return;
+            }
         }
     }
+}
+
+/// What was acknowledged must be durable: never acknowledge past a failed commit. Stop the
+/// process rather than run on with a store that lies.
+fn failed(e: &StoreError) -> ! {
+    tracing::error!(error = %e, "the durable store failed to commit; stopping");
+    eprintln!("junction: the durable store failed to commit: {e}");
+    std::process::exit(74);
 }
 
 /// FNV-1a: the writer hashes every key of a commit, and these keys come from the server itself,
