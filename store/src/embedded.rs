@@ -385,7 +385,7 @@ impl Engine for Redb {
         self.wal.durable()
     }
 
-    fn on_durable(&mut self, f: Arc<dyn Fn() + Send + Sync>) {
+    fn on_durable(&mut self, f: Arc<dyn Fn(Option<u64>) + Send + Sync>) {
         self.wal.on_durable(f);
     }
 

@@ -92,8 +92,9 @@ pub trait Engine: Send + 'static {
     fn durable(&self) -> Result<u64, StoreError> {
         Ok(u64::MAX)
     }
-    /// Has `f` called, from any thread, whenever started commits become durable (or fail).
-    fn on_durable(&mut self, f: Arc<dyn Fn() + Send + Sync>) {
+    /// Has `f` called, from any thread, whenever started commits become durable, with the
+    /// number of the last durable one (`None`: commits failed).
+    fn on_durable(&mut self, f: Arc<dyn Fn(Option<u64>) + Send + Sync>) {
         let _ = f;
     }
 }

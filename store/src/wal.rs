@@ -74,8 +74,9 @@ const PUT: u8 = 2;
 const DELETE: u8 = 3;
 const DELETE_PREFIX: u8 = 4;
 
-/// Called by a sync thread after frames became durable (the store's writer waits for it).
-pub type OnDurable = Arc<dyn Fn() + Send + Sync>;
+/// Called by a sync thread after frames became durable, with the last durable frame's number
+/// (`None`: a sync failed, and nothing more becomes durable).
+pub type OnDurable = Arc<dyn Fn(Option<u64>) + Send + Sync>;
 
 /// The log: where the next frame goes, the epoch it carries, and the threads that sync it.
 pub struct Wal {
@@ -155,7 +156,7 @@ impl Syncs {
                 st.written
             };
             let synced = file.sync_data();
-            {
+            let durable = {
                 let mut st = self.state.locked();
                 match synced {
                     Ok(()) => st.durable = st.durable.max(target),
@@ -163,11 +164,12 @@ impl Syncs {
                         st.failed.get_or_insert_with(|| e.to_string());
                     }
                 }
-            }
+                st.failed.is_none().then_some(st.durable)
+            };
             self.done.notify_all();
             let notify = self.on_durable.locked().clone();
             if let Some(f) = notify {
-                f();
+                f(durable);
             }
         }
     }
@@ -268,7 +270,8 @@ impl Wal {
         self.pos
     }
 
-    /// Calls `f` from a sync thread whenever frames become durable (or a sync fails).
+    /// Calls `f` from a sync thread whenever frames become durable (or a sync fails), with the
+    /// last durable frame.
     pub fn on_durable(&self, f: OnDurable) {
         *self.syncs.on_durable.locked() = Some(f);
     }
@@ -757,10 +760,13 @@ mod tests {
     fn frames_in_flight_become_durable_in_order_and_say_so() {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = Wal::open(dir.path(), Some(3)).unwrap();
-        let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let c = calls.clone();
-        wal.on_durable(Arc::new(move || {
-            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let c = seen.clone();
+        wal.on_durable(Arc::new(move |durable| {
+            c.fetch_max(
+                durable.expect("no sync fails"),
+                std::sync::atomic::Ordering::SeqCst,
+            );
         }));
         let mut last = 0;
         for i in 0..50u64 {
@@ -771,7 +777,14 @@ mod tests {
         }
         wal.wait_all().unwrap();
         assert_eq!(wal.durable().unwrap(), last);
-        assert!(calls.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+        // The last sync to finish said so (it may still be telling).
+        for _ in 0..1000 {
+            if seen.load(std::sync::atomic::Ordering::SeqCst) == last {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), last);
         drop(wal);
         let (_, ops) = Wal::open(dir.path(), Some(3)).unwrap();
         assert_eq!(ops.len(), 50 * sample().len());

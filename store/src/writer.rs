@@ -6,7 +6,9 @@
 //! piled up since it last looked and starts making it durable in one transaction (one frame of
 //! the log, one fsync), so many messages share one commit. Commits overlap: while one is being
 //! synced, the writer starts the next (the engine bounds how many are in flight), and the
-//! callbacks of each run once it and every commit before it are durable.
+//! callbacks of each run once it and every commit before it are durable: on the engine's
+//! thread that saw it become durable (without waking the writer, which may be busy with the
+//! next commit), or on the writer.
 //!
 //! Operations that must land together (a message queued for several sessions and the packet id
 //! that marks it received) are collected in a [`Group`] and handed over in one piece; the
@@ -354,8 +356,9 @@ impl Store {
         self.submitted.load(Ordering::Relaxed)
     }
 
-    /// Runs `f` on the writer thread once everything submitted before is durable. `f` must be
-    /// quick (push bytes to a connection, wake it).
+    /// Runs `f` once everything submitted before is durable, on the store's writer thread or
+    /// on the engine's thread that made it durable (callbacks run one at a time, in the order
+    /// they were given). `f` must be quick (push bytes to a connection, wake it).
     pub fn then(&self, f: Then) {
         self.add(None, vec![f]);
     }
@@ -459,27 +462,81 @@ struct Flight {
     started: Option<Instant>,
 }
 
+/// The commits in flight, in order, and what their callbacks wake. Whichever thread learns
+/// that commits are durable runs their callbacks: the writer, or the engine's thread that made
+/// them durable (so an acknowledgement does not wait for the writer to wake, nor for the
+/// commit it is applying meanwhile).
+#[derive(Default)]
+struct Flights {
+    queue: VecDeque<Flight>,
+    wakes: Wakes,
+}
+
+impl Flights {
+    /// Runs the callbacks of the commits up to `durable`, in order, stopping before one that
+    /// stops the store: that one is the writer's (`true`: it is durable and waits there).
+    fn complete(&mut self, durable: u64, stats: &StoreStats) -> bool {
+        while let Some(f) = self.queue.front() {
+            if f.number > durable {
+                return false;
+            }
+            if f.stop.is_some() && f.thens.is_empty() {
+                return true;
+            }
+            let f = self.queue.front_mut().expect("a flight");
+            let thens = std::mem::take(&mut f.thens);
+            if let Some(started) = f.started.take() {
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                let micros = started.elapsed().as_micros() as u64;
+                stats.commit_micros.fetch_add(micros, Ordering::Relaxed);
+                stats.note_commit(micros);
+            }
+            if f.stop.is_none() {
+                self.queue.pop_front();
+            }
+            for then in thens {
+                // A callback is the frontends' code: a bug in one must not stop the writer,
+                // which every acknowledgement after it waits for.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| then(&mut self.wakes)))
+                    .is_err()
+                {
+                    tracing::error!("a store callback panicked");
+                }
+            }
+            self.wakes.wake_all();
+        }
+        false
+    }
+}
+
 /// The writer thread: takes everything that piled up since it last looked, starts committing
 /// it (the engine applies it and makes it durable in the background, several commits in
-/// flight), and runs the callbacks of each commit once it is durable, in order.
+/// flight), and has the callbacks of each commit run once it is durable, in order.
 fn writer(mut engine: Box<dyn Engine>, shared: Arc<Shared>, stats: Arc<StoreStats>) {
+    let flights = Arc::new(Mutex::new(Flights::default()));
     {
-        let shared = shared.clone();
-        engine.on_durable(Arc::new(move || {
+        let (shared, flights, stats) = (shared.clone(), flights.clone(), stats.clone());
+        engine.on_durable(Arc::new(move |durable| {
+            // The callbacks run here; the writer is woken only when it has something to do
+            // (stop the store, or stop the process after a failed sync).
+            let stopping = match durable {
+                Some(n) => flights.locked().complete(n, &stats),
+                None => true,
+            };
             let mut p = shared.pending.locked();
-            p.synced = true;
-            if p.writer_waiting {
-                p.writer_waiting = false;
-                shared.wake.notify_one();
+            if stopping || p.closed {
+                p.synced = true;
+                if p.writer_waiting {
+                    p.writer_waiting = false;
+                    shared.wake.notify_one();
+                }
             }
         }));
     }
     let mut batch = Batch::default();
     let mut ops = Vec::new();
-    let mut flights: VecDeque<Flight> = VecDeque::new();
     // The engine's number of the last commit started.
     let mut last = 0u64;
-    let mut wakes = Wakes::default();
     loop {
         let took = {
             let mut p = shared.pending.locked();
@@ -492,8 +549,17 @@ fn writer(mut engine: Box<dyn Engine>, shared: Arc<Shared>, stats: Arc<StoreStat
                     p.synced = false;
                     break false;
                 }
-                if p.closed && flights.is_empty() {
-                    return;
+                if p.closed {
+                    // Never the flights' lock inside this one: a callback, run under the
+                    // flights' lock, may submit.
+                    drop(p);
+                    if flights.locked().queue.is_empty() {
+                        return;
+                    }
+                    p = shared.pending.locked();
+                    if !p.batch.is_empty() || p.synced {
+                        continue;
+                    }
                 }
                 p.writer_waiting = true;
                 p = shared
@@ -510,24 +576,8 @@ fn writer(mut engine: Box<dyn Engine>, shared: Arc<Shared>, stats: Arc<StoreStat
             let thens = std::mem::take(&mut batch.thens);
             let stop = batch.stop.take();
             batch.clear();
-            if ops.is_empty() {
-                // Callbacks alone wait for what was started before them: they join its flight.
-                match flights.back_mut() {
-                    Some(f) => {
-                        f.thens.extend(thens);
-                        if stop.is_some() {
-                            f.stop = stop;
-                        }
-                    }
-                    None => flights.push_back(Flight {
-                        number: last,
-                        thens,
-                        stop,
-                        started: None,
-                    }),
-                }
-            } else {
-                let started = Instant::now();
+            let started = (!ops.is_empty()).then(Instant::now);
+            if !ops.is_empty() {
                 let number =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.start(&ops)))
                         .unwrap_or_else(|_| Err(StoreError::Engine("the engine panicked".into())));
@@ -537,40 +587,35 @@ fn writer(mut engine: Box<dyn Engine>, shared: Arc<Shared>, stats: Arc<StoreStat
                 }
                 stats.ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
                 ops.clear();
-                flights.push_back(Flight {
+            }
+            let mut f = flights.locked();
+            match f.queue.back_mut() {
+                // Callbacks alone wait for what was started before them: they join its flight
+                // (unless it is done with and only waits to stop the store).
+                Some(b) if started.is_none() && b.stop.is_none() => {
+                    b.thens.extend(thens);
+                    b.stop = stop;
+                }
+                _ => f.queue.push_back(Flight {
                     number: last,
                     thens,
                     stop,
-                    started: Some(started),
-                });
+                    started,
+                }),
             }
         }
         let durable = engine.durable().unwrap_or_else(|e| failed(&e));
-        while flights.front().is_some_and(|f| f.number <= durable) {
-            let f = flights.pop_front().expect("a flight");
-            if let Some(started) = f.started {
-                stats.commits.fetch_add(1, Ordering::Relaxed);
-                let micros = started.elapsed().as_micros() as u64;
-                stats.commit_micros.fetch_add(micros, Ordering::Relaxed);
-                stats.note_commit(micros);
-            }
-            for then in f.thens {
-                // A callback is the frontends' code: a bug in one must not stop the writer,
-                // which every acknowledgement after it waits for.
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| then(&mut wakes)))
-                    .is_err()
-                {
-                    tracing::error!("a store callback panicked");
-                }
-            }
-            wakes.wake_all();
-            if let Some(done) = f.stop {
-                // The engine's own close (redb absorbing its log) is part of stopping: the
-                // process may exit as soon as `close` returns.
-                drop(engine);
+        let mut f = flights.locked();
+        if f.complete(durable, &stats) {
+            let done = f.queue.pop_front().and_then(|f| f.stop);
+            drop(f);
+            // The engine's own close (redb absorbing its log) is part of stopping: the process
+            // may exit as soon as `close` returns.
+            drop(engine);
+            if let Some(done) = done {
                 let _ = done.send(());
-                return;
             }
+            return;
         }
     }
 }
