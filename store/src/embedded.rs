@@ -385,6 +385,10 @@ impl Engine for Redb {
         self.wal.durable()
     }
 
+    fn max_in_flight(&self) -> u64 {
+        crate::wal::DEPTH
+    }
+
     fn on_durable(&mut self, f: Arc<dyn Fn(Option<u64>) + Send + Sync>) {
         self.wal.on_durable(f);
     }

@@ -92,6 +92,10 @@ pub trait Engine: Send + 'static {
     fn durable(&self) -> Result<u64, StoreError> {
         Ok(u64::MAX)
     }
+    /// How many commits [`Engine::start`] may have in flight (started, not yet durable).
+    fn max_in_flight(&self) -> u64 {
+        1
+    }
     /// Has `f` called, from any thread, whenever started commits become durable, with the
     /// number of the last durable one (`None`: commits failed).
     fn on_durable(&mut self, f: Arc<dyn Fn(Option<u64>) + Send + Sync>) {

@@ -160,6 +160,8 @@ struct Pending {
     closed: bool,
     /// Commits became durable since the writer last looked.
     synced: bool,
+    /// The writer waits for a commit in flight to become durable before it starts the next.
+    wants_room: bool,
 }
 
 /// Ops and callbacks that commit together, collected while a publication is routed and handed
@@ -260,6 +262,7 @@ impl Store {
                 writer_waiting: false,
                 closed: false,
                 synced: false,
+                wants_room: false,
             }),
             wake: Condvar::new(),
         });
@@ -524,7 +527,7 @@ fn writer(mut engine: Box<dyn Engine>, shared: Arc<Shared>, stats: Arc<StoreStat
                 None => true,
             };
             let mut p = shared.pending.locked();
-            if stopping || p.closed {
+            if stopping || p.closed || p.wants_room {
                 p.synced = true;
                 if p.writer_waiting {
                     p.writer_waiting = false;
@@ -537,19 +540,29 @@ fn writer(mut engine: Box<dyn Engine>, shared: Arc<Shared>, stats: Arc<StoreStat
     let mut ops = Vec::new();
     // The engine's number of the last commit started.
     let mut last = 0u64;
+    let max_flight = engine.max_in_flight().max(1);
     loop {
         let took = {
             let mut p = shared.pending.locked();
             loop {
                 if !p.batch.is_empty() {
-                    std::mem::swap(&mut p.batch, &mut batch);
-                    break true;
+                    let in_flight = last.saturating_sub(engine.durable().unwrap_or(u64::MAX));
+                    let weight = p.batch.ops.len() + p.batch.thens.len();
+                    if in_flight == 0
+                        || p.batch.stop.is_some()
+                        || (in_flight < max_flight && weight >= OVERLAP_WEIGHT)
+                    {
+                        p.wants_room = false;
+                        std::mem::swap(&mut p.batch, &mut batch);
+                        break true;
+                    }
+                    p.wants_room = true;
                 }
                 if p.synced {
                     p.synced = false;
                     break false;
                 }
-                if p.closed {
+                if p.closed && p.batch.is_empty() {
                     // Never the flights' lock inside this one: a callback, run under the
                     // flights' lock, may submit.
                     drop(p);
@@ -619,6 +632,14 @@ fn writer(mut engine: Box<dyn Engine>, shared: Arc<Shared>, stats: Arc<StoreStat
         }
     }
 }
+
+/// Ops and callbacks a batch needs before it is committed beside commits still in flight;
+/// a smaller one waits for one of them to become durable, and for what arrives meanwhile. Every
+/// commit costs the engine a fixed amount (a transaction, a frame, a sync), and small commits
+/// that overlap buy little: measured (medians of 4 rounds), committing at once whatever came
+/// gave 397k msgs/s of JetStream async publish and 480k of MQTT QoS 1 to a persistent
+/// session, waiting for 32 gave 413k and 506k, and one commit at a time 372k and 391k.
+const OVERLAP_WEIGHT: usize = 32;
 
 /// What was acknowledged must be durable: never acknowledge past a failed commit. Stop the
 /// process rather than run on with a store that lies.
@@ -699,6 +720,106 @@ mod tests {
             key: vec![n],
             value: vec![],
         }
+    }
+
+    /// An engine whose commits become durable when the test says so.
+    #[derive(Clone, Default)]
+    struct Manual {
+        started: Arc<Mutex<Vec<Vec<Op>>>>,
+        durable: Arc<AtomicU64>,
+        tell: Arc<Mutex<Option<Arc<dyn Fn(Option<u64>) + Send + Sync>>>>,
+    }
+
+    impl Manual {
+        fn make_durable(&self, n: u64) {
+            self.durable.store(n, Ordering::SeqCst);
+            let tell = self
+                .tell
+                .lock()
+                .unwrap()
+                .clone()
+                .expect("the writer listens");
+            tell(Some(n));
+        }
+
+        fn commits(&self) -> usize {
+            self.started.lock().unwrap().len()
+        }
+    }
+
+    impl Engine for Manual {
+        fn commit(&mut self, _: &[Op]) -> Result<(), StoreError> {
+            unreachable!("the writer starts commits")
+        }
+
+        fn scan(&self, _: Table, _: &mut Visit<'_>) -> Result<(), StoreError> {
+            Ok(())
+        }
+
+        fn start(&mut self, ops: &[Op]) -> Result<Option<u64>, StoreError> {
+            let mut started = self.started.lock().unwrap();
+            started.push(ops.to_vec());
+            Ok(Some(started.len() as u64))
+        }
+
+        fn durable(&self) -> Result<u64, StoreError> {
+            Ok(self.durable.load(Ordering::SeqCst))
+        }
+
+        fn max_in_flight(&self) -> u64 {
+            4
+        }
+
+        fn on_durable(&mut self, f: Arc<dyn Fn(Option<u64>) + Send + Sync>) {
+            *self.tell.lock().unwrap() = Some(f);
+        }
+    }
+
+    fn eventually(what: &str, f: impl Fn() -> bool) {
+        for _ in 0..2000 {
+            if f() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!("{what} did not happen within 2 s");
+    }
+
+    #[test]
+    fn commits_overlap_when_worth_it_and_acknowledge_in_order() {
+        let engine = Manual::default();
+        let store = Store::start(Box::new(engine.clone()));
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let then = |name: &'static str| -> Then {
+            let ran = ran.clone();
+            Box::new(move |_| ran.lock().unwrap().push(name))
+        };
+        store.submit(put(1));
+        store.then(then("first"));
+        eventually("the first commit", || engine.commits() == 1);
+        // Small: it waits for the first commit rather than start a second one beside it.
+        store.submit(put(2));
+        store.then(then("second"));
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(engine.commits(), 1);
+        // Enough that a commit beside the first is worth it: it takes what waited too.
+        for i in 3..3 + OVERLAP_WEIGHT as u8 {
+            store.submit(put(i));
+        }
+        store.then(then("third"));
+        eventually("a second commit in flight", || engine.commits() == 2);
+        assert_eq!(engine.started.lock().unwrap()[1].len(), 1 + OVERLAP_WEIGHT);
+        assert!(ran.lock().unwrap().is_empty(), "nothing is durable yet");
+        // The second becoming durable first would be a broken engine; durability is a
+        // number: 1 acknowledges the first commit only.
+        engine.make_durable(1);
+        assert_eq!(*ran.lock().unwrap(), ["first"]);
+        engine.make_durable(2);
+        assert_eq!(*ran.lock().unwrap(), ["first", "second", "third"]);
+        // Callbacks alone, after everything is durable, run at once; closing waits for them.
+        store.then(then("fourth"));
+        store.close();
+        assert_eq!(*ran.lock().unwrap(), ["first", "second", "third", "fourth"]);
     }
 
     #[test]
