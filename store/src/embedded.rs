@@ -389,7 +389,7 @@ impl Engine for Redb {
         crate::wal::DEPTH
     }
 
-    fn on_durable(&mut self, f: Arc<dyn Fn(Option<u64>) + Send + Sync>) {
+    fn on_durable(&mut self, f: crate::engine::OnDurable) {
         self.wal.on_durable(f);
     }
 

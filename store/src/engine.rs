@@ -69,6 +69,10 @@ pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
 /// What a range read calls with each key and value; `false` stops the read.
 pub type RangeVisit<'a> = dyn FnMut(&[u8], &[u8]) -> bool + 'a;
 
+/// What an engine calls, from any thread, when commits became durable: with the number of the
+/// last durable one, or `None` once commits failed.
+pub type OnDurable = Arc<dyn Fn(Option<u64>) + Send + Sync>;
+
 /// An embedded (or remote) engine: atomic, durable commits and ordered scans.
 pub trait Engine: Send + 'static {
     /// Applies `ops` in order, atomically, and returns once they are durable.
@@ -98,7 +102,7 @@ pub trait Engine: Send + 'static {
     }
     /// Has `f` called, from any thread, whenever started commits become durable, with the
     /// number of the last durable one (`None`: commits failed).
-    fn on_durable(&mut self, f: Arc<dyn Fn(Option<u64>) + Send + Sync>) {
+    fn on_durable(&mut self, f: OnDurable) {
         let _ = f;
     }
 }

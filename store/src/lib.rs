@@ -16,5 +16,7 @@ pub mod wal;
 pub mod writer;
 
 pub use embedded::{open, Redb, FILE_NAME};
-pub use engine::{Engine, MemoryEngine, Op, RangeVisit, Reader, StoreError, Table, Visit};
+pub use engine::{
+    Engine, MemoryEngine, OnDurable, Op, RangeVisit, Reader, StoreError, Table, Visit,
+};
 pub use writer::{GroupSlot, OpRef, Store, StoreStats, Then, Wake, Wakes, COMMIT_BUCKETS_MICROS};

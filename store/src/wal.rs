@@ -49,7 +49,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
-use crate::engine::{Op, StoreError, Table};
+use crate::engine::{OnDurable, Op, StoreError, Table};
 use crate::sync::Lock;
 
 /// The log's file name inside the data directory.
@@ -73,10 +73,6 @@ const INSERT: u8 = 1;
 const PUT: u8 = 2;
 const DELETE: u8 = 3;
 const DELETE_PREFIX: u8 = 4;
-
-/// Called by a sync thread after frames became durable, with the last durable frame's number
-/// (`None`: a sync failed, and nothing more becomes durable).
-pub type OnDurable = Arc<dyn Fn(Option<u64>) + Send + Sync>;
 
 /// The log: where the next frame goes, the epoch it carries, and the threads that sync it.
 pub struct Wal {

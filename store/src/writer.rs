@@ -727,7 +727,7 @@ mod tests {
     struct Manual {
         started: Arc<Mutex<Vec<Vec<Op>>>>,
         durable: Arc<AtomicU64>,
-        tell: Arc<Mutex<Option<Arc<dyn Fn(Option<u64>) + Send + Sync>>>>,
+        tell: Arc<Mutex<Option<crate::engine::OnDurable>>>,
     }
 
     impl Manual {
@@ -770,7 +770,7 @@ mod tests {
             4
         }
 
-        fn on_durable(&mut self, f: Arc<dyn Fn(Option<u64>) + Send + Sync>) {
+        fn on_durable(&mut self, f: crate::engine::OnDurable) {
             *self.tell.lock().unwrap() = Some(f);
         }
     }
