@@ -4,11 +4,12 @@
 use crate::sync::{Lock, ReadWrite};
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::conns::Registry;
 use crate::delivery::{self, FlushBatch};
+use crate::mapping::{Mapped, Mappings};
 use crate::message::{ConnId, Message};
 use crate::stats::Stats;
 use crate::sublist::{MatchCache, MatchResult, Sublist, Subscription};
@@ -35,6 +36,10 @@ pub struct Account {
     /// A sample of the subjects published to (one publication in [`SAMPLE_EVERY`] per publisher),
     /// for the dashboard's busiest subjects.
     sampled: Mutex<HashMap<bytes::Bytes, u64>>,
+    /// Subject mappings (nats-server's `mappings`), and whether there are any (read on every
+    /// client publication; the lock is taken only when there are).
+    mappings: RwLock<Arc<Mappings>>,
+    has_mappings: AtomicBool,
 }
 
 /// One publication in this many is sampled for [`Account::busiest`].
@@ -51,7 +56,30 @@ impl Account {
             watchers: RwLock::new(Vec::new()),
             connections: AtomicU64::new(0),
             sampled: Mutex::new(HashMap::new()),
+            mappings: RwLock::new(Arc::new(Mappings::default())),
+            has_mappings: AtomicBool::new(false),
         }
+    }
+
+    /// Replaces the account's subject mappings.
+    pub fn set_mappings(&self, m: Mappings) {
+        let any = !m.is_empty();
+        *self.mappings.write_locked() = Arc::new(m);
+        self.has_mappings.store(any, Ordering::Release);
+    }
+
+    /// Where a client's publication on `subject` goes after the account's mappings (the
+    /// frontends call this before checking the publish permission, which then applies to the
+    /// mapped subject, as in nats-server).
+    pub fn map_subject(&self, subject: &[u8]) -> Mapped {
+        if !self.has_mappings.load(Ordering::Acquire) {
+            return Mapped::Same;
+        }
+        let Ok(text) = std::str::from_utf8(subject) else {
+            return Mapped::Same;
+        };
+        let m = self.mappings.read_locked().clone();
+        m.map(text, crate::mapping::pick_percent)
     }
 
     /// Counts a connection in, unless the account already has `limit`; returns whether it was.

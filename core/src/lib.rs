@@ -7,6 +7,7 @@
 //! - [`delivery`]: the [`Sink`] a frontend implements, and fan-out of one message.
 //! - [`account`]: accounts as separate subject spaces, and the [`Bus`] that holds them.
 //! - [`import`]: stream and service imports, the bridges between accounts.
+//! - [`mapping`]: an account's subject mappings (nats-server's `mappings`).
 //! - [`stats`]: server-wide counters.
 //! - [`conns`]: the registry of open and recently closed connections, for monitoring.
 //! - [`sync`]: locks that outlive a panic in another task.
@@ -15,6 +16,7 @@ pub mod account;
 pub mod conns;
 pub mod delivery;
 pub mod import;
+pub mod mapping;
 pub mod message;
 pub mod stats;
 pub mod subject;

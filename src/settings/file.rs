@@ -16,8 +16,6 @@ const LATER_KEYS: &[&str] = &[
     "gateway",
     "trace_verbose",
     "trace_headers",
-    "mappings",
-    "maps",
     "disable_sublist_cache",
     "no_sublist_cache",
     "default_sentinel",

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
+use junction_core::mapping::Mapped;
 use junction_core::subject;
 use junction_core::sync::Lock;
 use junction_core::{
@@ -460,6 +461,12 @@ impl Conn<'_> {
         if !subject::is_valid_literal_subject(&subject) {
             return;
         }
+        // What a leaf connection sends in is mapped like a client's publication.
+        let subject = match self.account.map_subject(&subject) {
+            Mapped::Same => subject,
+            Mapped::To(s) => Bytes::from(s),
+            Mapped::Dropped => return,
+        };
         if let Some(c) = &mut self.checker {
             if !c.may_publish_bytes(&subject) {
                 let s = String::from_utf8_lossy(&subject);

@@ -1,6 +1,7 @@
 //! One NATS client connection: a single task that reads and routes, writes coalesced output and
 //! pings. Publishers on other connections append to this connection's [`Outbound`] and wake it.
 
+use junction_core::mapping::Mapped;
 use junction_core::sync::Lock;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -613,6 +614,16 @@ impl Connection {
             )));
             return;
         }
+        // The account's subject mappings first: the permission applies to where it goes.
+        let subject = match self.account.map_subject(&subject) {
+            Mapped::Same => subject,
+            Mapped::To(s) => Bytes::from(s),
+            Mapped::Dropped => {
+                self.received.msgs += 1;
+                self.ok();
+                return;
+            }
+        };
         if !self.may_publish(&subject) {
             return;
         }

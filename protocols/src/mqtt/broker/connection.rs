@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use junction_auth::{Checker, Exchange};
+use junction_core::mapping::Mapped;
 use junction_core::sync::Lock;
 use junction_core::{
     subject, Account, AckWait, DeliveryFacts, FlushBatch, MatchCache, Message, Sink, Stats,
@@ -260,6 +261,13 @@ impl Connection {
             self.refused_publish(&p, reason::NOT_AUTHORIZED, "topic reserved for the server");
             return Ok(());
         }
+        // The account's subject mappings apply to MQTT publications too, before the permission
+        // check (as nats-server maps them); a dropped share is acknowledged and goes nowhere.
+        let (subject, dropped) = match self.account.map_subject(&subject) {
+            Mapped::Same => (subject, false),
+            Mapped::To(s) => (Bytes::from(s), false),
+            Mapped::Dropped => (subject, true),
+        };
         if let Some(perms) = self.perms.as_mut() {
             if !perms.may_publish_bytes(&subject) {
                 self.refused_publish(&p, reason::NOT_AUTHORIZED, "publish not permitted");
@@ -364,7 +372,7 @@ impl Connection {
         let ack_wait: Option<Arc<dyn AckWait>> =
             (store.is_some() && p.qos == QoS::AtLeastOnce).then(|| self.gate() as Arc<dyn AckWait>);
         let publishing = self.publishing.get_or_insert_with(Box::default);
-        if p.retain {
+        if p.retain && !dropped {
             server.retain(
                 self.account.name(),
                 &msg,
@@ -377,8 +385,10 @@ impl Connection {
         publishing.batch.refused = false;
         publishing.batch.early_copies = 0;
         publishing.batch.ack_wait = ack_wait;
-        self.account
-            .publish(&mut publishing.cache, &msg, &mut publishing.batch);
+        if !dropped {
+            self.account
+                .publish(&mut publishing.cache, &msg, &mut publishing.batch);
+        }
         publishing.batch.ack_wait = None;
         let early = publishing.batch.early_copies;
         // A subscriber's full queue refused it (`queue_full: refuse`): a 5.0 publisher hears
