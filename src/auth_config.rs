@@ -17,6 +17,8 @@ use junction_core::import::{self, Rename};
 use junction_core::mapping::MapDest;
 use junction_core::{Bus, DEFAULT_ACCOUNT};
 
+use crate::mapping_config;
+
 use crate::settings::{at, bool_of, duration_of};
 
 /// The keys this module reads from the top level of the configuration.
@@ -110,83 +112,6 @@ fn str_of<'a>(item: &'a Item, key: &str) -> Result<&'a str> {
 fn map_of<'a>(item: &'a Item, key: &str) -> Result<&'a Map> {
     item.as_map()
         .ok_or_else(|| anyhow!("{}: '{key}' must be a block", at(item)))
-}
-
-/// A `mappings` block: `source: destination`, `source: { destination, weight }` or a list of
-/// those, as nats-server reads it (weights are percentages, `50%` or `50`). Each mapping is
-/// checked here, so a bad one stops the start with its place in the file.
-fn mappings(item: &Item) -> Result<Vec<(String, Vec<MapDest>)>> {
-    fn dest(item: &Item) -> Result<MapDest> {
-        let m = item.as_map().ok_or_else(|| {
-            anyhow!(
-                "{}: expected an entry for the mapping destination",
-                at(item)
-            )
-        })?;
-        let mut subject = None;
-        let mut weight = None;
-        for (k, v) in m.iter() {
-            match k.to_ascii_lowercase().as_str() {
-                "dest" | "destination" => subject = Some(str_of(v, k)?.to_string()),
-                "weight" => {
-                    let n = match &v.value {
-                        Value::String(s) => s.trim_end_matches('%').trim().parse::<i64>().map_err(
-                            |_| anyhow!("{}: invalid weight {s:?} for mapping destination", at(v)),
-                        )?,
-                        Value::Integer(n) => *n,
-                        _ => bail!("{}: unknown entry type for weight", at(v)),
-                    };
-                    if !(0..=100).contains(&n) {
-                        bail!("{}: invalid weight {n} for mapping destination", at(v));
-                    }
-                    weight = Some(n as u8);
-                }
-                "cluster" => bail!(
-                    "{}: cluster-scoped mapping destinations need a cluster (Junction joins one as a leaf node)",
-                    at(v)
-                ),
-                _ => bail!("{}: unknown field {k:?} for mapping destination", at(v)),
-            }
-        }
-        let subject = subject
-            .ok_or_else(|| anyhow!("{}: a mapping destination needs 'destination'", at(item)))?;
-        let weight = weight.ok_or_else(|| {
-            anyhow!(
-                "{}: missing weight for mapping destination {subject:?}",
-                at(item)
-            )
-        })?;
-        Ok(MapDest { subject, weight })
-    }
-    let mut out = Vec::new();
-    let mut check = junction_core::mapping::Mappings::default();
-    for (src, v) in map_of(item, "mappings")?.iter() {
-        let dests = match &v.value {
-            Value::String(d) => vec![MapDest {
-                subject: d.clone(),
-                weight: 100,
-            }],
-            Value::Array(list) => list.iter().map(dest).collect::<Result<_>>()?,
-            Value::Map(_) => vec![dest(v)?],
-            _ => bail!("{}: unknown type for mapping destination", at(v)),
-        };
-        check.add(src, &dests).map_err(|e| {
-            let to: Vec<&str> = dests.iter().map(|d| d.subject.as_str()).collect();
-            anyhow!("{}: error adding mapping for {src:?} to {to:?}: {e}", at(v))
-        })?;
-        out.push((src.to_string(), dests));
-    }
-    Ok(out)
-}
-
-/// The account's mappings, made.
-fn made(list: &[(String, Vec<MapDest>)]) -> junction_core::mapping::Mappings {
-    let mut m = junction_core::mapping::Mappings::default();
-    for (src, dests) in list {
-        // Checked when the file was read.
-        let _ = m.add(src, dests);
-    }
-    m
 }
 
 /// A subject or a list of subjects.
@@ -596,7 +521,7 @@ pub fn load(map: &Map) -> Result<Auth> {
                             "users" => cfg.users.extend(users(v, name, default_perms.as_ref())?),
                             "exports" => acc.exports = exports(v)?,
                             "imports" => acc.imports = imports(v)?,
-                            "mappings" | "maps" => acc.mappings = mappings(v)?,
+                            "mappings" | "maps" => acc.mappings = mapping_config::mappings(v)?,
                             "jetstream" if v.as_map().is_some() => {
                                 acc.jetstream = true;
                                 acc.js_limits = js_limits(v)?;
@@ -622,7 +547,7 @@ pub fn load(map: &Map) -> Result<Auth> {
     }
 
     if let Some(v) = get("mappings").or(get("maps")) {
-        auth.global_mappings = mappings(v)?;
+        auth.global_mappings = mapping_config::mappings(v)?;
     }
 
     if let Some(v) = get("no_auth_user") {
@@ -852,10 +777,11 @@ impl Auth {
             bus.account_or_create(sys);
         }
         for (name, a) in &self.accounts {
-            bus.account_or_create(name).set_mappings(made(&a.mappings));
+            bus.account_or_create(name)
+                .set_mappings(mapping_config::made(&a.mappings));
         }
         bus.account_or_create(DEFAULT_ACCOUNT)
-            .set_mappings(made(&self.global_mappings));
+            .set_mappings(mapping_config::made(&self.global_mappings));
         let mut names: Vec<&String> = self.accounts.keys().collect();
         names.sort();
         for importer in names {

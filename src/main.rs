@@ -2,6 +2,7 @@
 
 mod auth_config;
 mod logging;
+mod mapping_config;
 mod metrics;
 mod net;
 mod process;
