@@ -18,7 +18,6 @@ use junction_core::mapping::MapDest;
 use junction_core::{Bus, DEFAULT_ACCOUNT};
 
 use crate::mapping_config;
-
 use crate::settings::{at, bool_of, duration_of};
 
 /// The keys this module reads from the top level of the configuration.
