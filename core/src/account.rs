@@ -71,10 +71,16 @@ impl Account {
     /// Where a client's publication on `subject` goes after the account's mappings (the
     /// frontends call this before checking the publish permission, which then applies to the
     /// mapped subject, as in nats-server).
+    #[inline]
     pub fn map_subject(&self, subject: &[u8]) -> Mapped {
-        if !self.has_mappings.load(Ordering::Acquire) {
+        if !self.has_mappings.load(Ordering::Relaxed) {
             return Mapped::Same;
         }
+        self.map_subject_slow(subject)
+    }
+
+    #[cold]
+    fn map_subject_slow(&self, subject: &[u8]) -> Mapped {
         let Ok(text) = std::str::from_utf8(subject) else {
             return Mapped::Same;
         };
