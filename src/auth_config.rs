@@ -775,12 +775,17 @@ impl Auth {
         if let Some(sys) = &self.system_account {
             bus.account_or_create(sys);
         }
-        for (name, a) in &self.accounts {
-            bus.account_or_create(name)
-                .set_mappings(mapping_config::made(&a.mappings));
+        // Mappings come only from this file: an account it no longer maps (or names) has none.
+        bus.account_or_create(DEFAULT_ACCOUNT);
+        let none = Vec::new();
+        for acc in bus.accounts() {
+            let list = match self.accounts.get(acc.name()) {
+                Some(a) => &a.mappings,
+                None if acc.name() == DEFAULT_ACCOUNT => &self.global_mappings,
+                None => &none,
+            };
+            acc.set_mappings(mapping_config::made(list));
         }
-        bus.account_or_create(DEFAULT_ACCOUNT)
-            .set_mappings(mapping_config::made(&self.global_mappings));
         let mut names: Vec<&String> = self.accounts.keys().collect();
         names.sort();
         for importer in names {

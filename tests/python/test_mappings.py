@@ -240,3 +240,16 @@ async def test_a_reload_applies_changed_mappings(server_factory):
         await pub.flush()
         await asyncio.sleep(0.2)
         assert got == [("bar", b"1"), ("baz", b"2")]
+        # Mappings removed from the file are gone after the next reload.
+        path.write_text("port: %d\n" % srv.port)
+        before = srv.log_text().count("Reloaded server configuration")
+        srv.proc.send_signal(signal.SIGHUP)
+        for _ in range(100):
+            if srv.log_text().count("Reloaded server configuration") > before:
+                break
+            await asyncio.sleep(0.05)
+        assert srv.log_text().count("Reloaded server configuration") > before, srv.log_text()
+        await pub.publish("foo", b"3")
+        await pub.flush()
+        await asyncio.sleep(0.2)
+        assert got == [("bar", b"1"), ("baz", b"2"), ("foo", b"3")]
