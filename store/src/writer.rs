@@ -162,6 +162,10 @@ struct Pending {
     synced: bool,
     /// The writer waits for a commit in flight to become durable before it starts the next.
     wants_room: bool,
+    /// While the writer waits, the weight (ops and callbacks) the pending batch must reach for
+    /// a submission to wake it: 1 when it waits for anything, [`OVERLAP_WEIGHT`] when only a
+    /// batch that heavy may start beside the commits in flight, never when no more may.
+    wake_at: usize,
 }
 
 /// Ops and callbacks that commit together, collected while a publication is routed and handed
@@ -263,6 +267,7 @@ impl Store {
                 closed: false,
                 synced: false,
                 wants_room: false,
+                wake_at: 1,
             }),
             wake: Condvar::new(),
         });
@@ -447,7 +452,8 @@ fn hand(shared: &Shared, ops: impl IntoIterator<Item = Op>, thens: Vec<Then>) {
         p.batch.add(op);
     }
     p.batch.thens.extend(thens);
-    if p.writer_waiting {
+    // A writer waiting for room is not woken for a batch it would not take yet.
+    if p.writer_waiting && p.batch.ops.len() + p.batch.thens.len() >= p.wake_at {
         p.writer_waiting = false;
         shared.wake.notify_one();
     }
@@ -545,6 +551,7 @@ fn writer(mut engine: Box<dyn Engine>, shared: Arc<Shared>, stats: Arc<StoreStat
         let took = {
             let mut p = shared.pending.locked();
             loop {
+                p.wake_at = 1;
                 if !p.batch.is_empty() {
                     let in_flight = last.saturating_sub(engine.durable().unwrap_or(u64::MAX));
                     let weight = p.batch.ops.len() + p.batch.thens.len();
@@ -557,6 +564,11 @@ fn writer(mut engine: Box<dyn Engine>, shared: Arc<Shared>, stats: Arc<StoreStat
                         break true;
                     }
                     p.wants_room = true;
+                    p.wake_at = if in_flight < max_flight {
+                        OVERLAP_WEIGHT
+                    } else {
+                        usize::MAX
+                    };
                 }
                 if p.synced {
                     p.synced = false;
