@@ -103,7 +103,7 @@ impl Default for Auth {
     }
 }
 
-fn str_of<'a>(item: &'a Item, key: &str) -> Result<&'a str> {
+pub(crate) fn str_of<'a>(item: &'a Item, key: &str) -> Result<&'a str> {
     item.as_str()
         .ok_or_else(|| anyhow!("{}: '{key}' must be a string", at(item)))
 }

@@ -5,12 +5,8 @@ use anyhow::{anyhow, bail, Result};
 use junction_config::{Item, Value};
 use junction_core::mapping::MapDest;
 
+use crate::auth_config::str_of;
 use crate::settings::at;
-
-fn str_of<'a>(item: &'a Item, key: &str) -> Result<&'a str> {
-    item.as_str()
-        .ok_or_else(|| anyhow!("{}: '{key}' must be a string", at(item)))
-}
 
 /// A `mappings` block: `source: destination`, `source: { destination, weight }` or a list of
 /// those, as nats-server reads it (weights are percentages, `50%` or `50`). Each mapping is

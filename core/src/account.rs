@@ -38,7 +38,7 @@ pub struct Account {
     sampled: Mutex<HashMap<bytes::Bytes, u64>>,
     /// Subject mappings (nats-server's `mappings`), and whether there are any (read on every
     /// client publication; the lock is taken only when there are).
-    mappings: RwLock<Arc<Mappings>>,
+    mappings: RwLock<Mappings>,
     has_mappings: AtomicBool,
 }
 
@@ -56,7 +56,7 @@ impl Account {
             watchers: RwLock::new(Vec::new()),
             connections: AtomicU64::new(0),
             sampled: Mutex::new(HashMap::new()),
-            mappings: RwLock::new(Arc::new(Mappings::default())),
+            mappings: RwLock::new(Mappings::default()),
             has_mappings: AtomicBool::new(false),
         }
     }
@@ -64,7 +64,7 @@ impl Account {
     /// Replaces the account's subject mappings.
     pub fn set_mappings(&self, m: Mappings) {
         let any = !m.is_empty();
-        *self.mappings.write_locked() = Arc::new(m);
+        *self.mappings.write_locked() = m;
         self.has_mappings.store(any, Ordering::Release);
     }
 
@@ -84,8 +84,9 @@ impl Account {
         let Ok(text) = std::str::from_utf8(subject) else {
             return Mapped::Same;
         };
-        let m = self.mappings.read_locked().clone();
-        m.map(text, crate::mapping::pick_percent)
+        self.mappings
+            .read_locked()
+            .map(text, crate::mapping::pick_percent)
     }
 
     /// Counts a connection in, unless the account already has `limit`; returns whether it was.

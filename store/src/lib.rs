@@ -7,8 +7,10 @@
 //!   applies, [`Table`], and [`MemoryEngine`] for tests and `--in-memory`.
 //! - [`writer`]: [`Store`], the group-commit writer thread in front of an engine: submit
 //!   operations, run something once they are durable, group what must commit together.
+//! - `batch`: what the writer takes next, with inserts and their deletes paired as they arrive.
 //! - [`embedded`]: the engine over redb, one file in the data directory.
 
+mod batch;
 pub mod embedded;
 pub mod engine;
 mod sync;

@@ -16,14 +16,14 @@
 //! in a [`GroupSlot`] (core's `FlushBatch::group`, which does not know the store's types), and
 //! the sinks that store submit into it with [`Store::submit_in`] and [`Store::then_in`].
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::Hasher;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::engine::{Engine, Op, StoreError, Table};
+use crate::batch::{Batch, Fnv};
+use crate::engine::{Engine, Op, StoreError};
 use crate::sync::Lock;
 
 /// Runs once what was submitted before it is durable; what it must wake goes into [`Wakes`],
@@ -59,93 +59,6 @@ impl Wakes {
     }
 }
 
-/// Everything submitted since the writer last took a batch. Submitters add to it under a
-/// lock, and the pairing of inserts with their deletes happens here, as they arrive, so the
-/// writer's time between commits goes to the engine alone.
-#[derive(Default)]
-struct Batch {
-    /// The ops in order; `None` where an op was cancelled or merged into its insert.
-    ops: Vec<Option<Op>>,
-    /// Callbacks waiting for this batch's commit.
-    thens: Vec<Then>,
-    /// Live inserts of this batch by the hash of their table and key (a collision only costs a
-    /// missed cancellation; the key itself is compared before anything is dropped).
-    inserted: HashMap<u64, usize, std::hash::BuildHasherDefault<Passthrough>>,
-    /// Ops dropped before reaching the engine.
-    cancelled: u64,
-    /// Stop after committing this batch.
-    stop: Option<mpsc::Sender<()>>,
-}
-
-fn key_hash(table: Table, key: &[u8]) -> u64 {
-    let mut h = Fnv::default();
-    h.write(table.name().as_bytes());
-    h.write(&[0xff]);
-    h.write(key);
-    h.finish()
-}
-
-impl Batch {
-    fn is_empty(&self) -> bool {
-        self.ops.is_empty() && self.thens.is_empty() && self.stop.is_none()
-    }
-
-    /// The live insert of `key` in this batch, if any.
-    fn live_insert(&self, h: u64, table: Table, key: &[u8]) -> Option<usize> {
-        let &i = self.inserted.get(&h)?;
-        match &self.ops[i] {
-            Some(Op::Insert {
-                table: t, key: k, ..
-            }) if *t == table && k.as_slice() == key => Some(i),
-            _ => None,
-        }
-    }
-
-    /// Adds one op. An insert deleted within the same batch (a message acknowledged before the
-    /// commit that would have stored it) is dropped with its delete and never reaches the
-    /// engine; a put to a key inserted in this batch replaces the insert's value.
-    fn add(&mut self, op: Op) {
-        match op {
-            Op::Insert { table, ref key, .. } => {
-                let h = key_hash(table, key);
-                self.inserted.insert(h, self.ops.len());
-            }
-            Op::Put { table, key, value } => {
-                let h = key_hash(table, &key);
-                if let Some(i) = self.live_insert(h, table, &key) {
-                    if let Some(Op::Insert { value: v, .. }) = &mut self.ops[i] {
-                        *v = value;
-                    }
-                    self.cancelled += 1;
-                    return;
-                }
-                self.ops.push(Some(Op::Put { table, key, value }));
-                return;
-            }
-            Op::Delete { table, ref key } => {
-                let h = key_hash(table, key);
-                if let Some(i) = self.live_insert(h, table, key) {
-                    self.ops[i] = None;
-                    self.inserted.remove(&h);
-                    self.cancelled += 2;
-                    return;
-                }
-            }
-            // Nothing inserted before a prefix delete may be merged with or cancelled by what
-            // comes after it.
-            Op::DeletePrefix { .. } => self.inserted.clear(),
-        }
-        self.ops.push(Some(op));
-    }
-
-    /// Empties the batch, keeping its allocations.
-    fn clear(&mut self) {
-        self.ops.clear();
-        self.inserted.clear();
-        self.cancelled = 0;
-    }
-}
-
 /// The pending batch and the writer's wake-up, shared by submitters and the writer.
 struct Shared {
     pending: Mutex<Pending>,
@@ -160,11 +73,10 @@ struct Pending {
     closed: bool,
     /// Commits became durable since the writer last looked.
     synced: bool,
-    /// The writer waits for a commit in flight to become durable before it starts the next.
-    wants_room: bool,
     /// While the writer waits, the weight (ops and callbacks) the pending batch must reach for
     /// a submission to wake it: 1 when it waits for anything, [`OVERLAP_WEIGHT`] when only a
-    /// batch that heavy may start beside the commits in flight, never when no more may.
+    /// batch that heavy may start beside the commits in flight, never when no more may (above
+    /// 1, the writer also waits for a commit in flight to become durable).
     wake_at: usize,
 }
 
@@ -266,7 +178,6 @@ impl Store {
                 writer_waiting: false,
                 closed: false,
                 synced: false,
-                wants_room: false,
                 wake_at: 1,
             }),
             wake: Condvar::new(),
@@ -533,7 +444,7 @@ fn writer(mut engine: Box<dyn Engine>, shared: Arc<Shared>, stats: Arc<StoreStat
                 None => true,
             };
             let mut p = shared.pending.locked();
-            if stopping || p.closed || p.wants_room {
+            if stopping || p.closed || p.wake_at > 1 {
                 p.synced = true;
                 if p.writer_waiting {
                     p.writer_waiting = false;
@@ -559,11 +470,9 @@ fn writer(mut engine: Box<dyn Engine>, shared: Arc<Shared>, stats: Arc<StoreStat
                         || p.batch.stop.is_some()
                         || (in_flight < max_flight && weight >= OVERLAP_WEIGHT)
                     {
-                        p.wants_room = false;
                         std::mem::swap(&mut p.batch, &mut batch);
                         break true;
                     }
-                    p.wants_room = true;
                     p.wake_at = if in_flight < max_flight {
                         OVERLAP_WEIGHT
                     } else {
@@ -661,50 +570,10 @@ fn failed(e: &StoreError) -> ! {
     std::process::exit(74);
 }
 
-/// FNV-1a: the writer hashes every key of a commit, and these keys come from the server itself,
-/// so a fast hash beats a DoS-resistant one here.
-#[derive(Default)]
-struct Fnv(u64);
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for b in bytes {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
-/// A hasher for keys that are hashes already.
-#[derive(Default)]
-struct Passthrough(u64);
-
-impl std::hash::Hasher for Passthrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, _: &[u8]) {
-        unreachable!("only u64 keys")
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Table;
 
     use crate::engine::Visit;
 
