@@ -10,6 +10,7 @@
 //! error naming it rather than half-read state.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableError};
@@ -30,6 +31,10 @@ pub struct Redb {
     path: PathBuf,
     /// The log; its epoch is the one redb's last durable commit recorded.
     wal: Wal,
+    /// The last frame applied to redb. A commit counts as durable once its frame is both
+    /// synced and applied, so that a reader woken by its acknowledgement always finds it (a
+    /// frame's sync can end before the writer has applied it).
+    applied: Arc<AtomicU64>,
 }
 
 /// The engine's own table: the epoch of the log's frames written after redb's last durable
@@ -110,6 +115,7 @@ fn open_checked(dir: &Path, compact_min: u64) -> Result<Redb, StoreError> {
         db: Arc::new(db),
         path: path.clone(),
         wal,
+        applied: Arc::new(AtomicU64::new(0)),
     };
     // What the log holds past the last durable commit goes in now, and the log starts over
     // with a new epoch, so no frame of this run can ever be replayed again.
@@ -218,6 +224,7 @@ impl Redb {
         let next = new_epoch();
         self.apply(ops, Durability::Immediate, Some(next))?;
         let n = self.wal.skip();
+        self.applied.store(n, Ordering::Release);
         self.wal.reset(next);
         Ok(n)
     }
@@ -376,13 +383,19 @@ impl Engine for Redb {
         let n = self.wal.append(ops)?;
         // redb takes the ops while the log's frame is being synced; readers see them at once,
         // and the commit's acknowledgements go out once the frame (and every one before it)
-        // is durable.
+        // is durable and applied.
         self.apply(ops, Durability::None, None)?;
+        // Stored before the log's state is read (under its lock) again: a sync thread that
+        // read the old value has published its frame there, and the writer completes it.
+        self.applied.store(n, Ordering::Release);
         Ok(Some(n))
     }
 
     fn durable(&self) -> Result<u64, StoreError> {
-        self.wal.durable()
+        Ok(self
+            .wal
+            .durable()?
+            .min(self.applied.load(Ordering::Acquire)))
     }
 
     fn max_in_flight(&self) -> u64 {
@@ -390,7 +403,10 @@ impl Engine for Redb {
     }
 
     fn on_durable(&mut self, f: crate::engine::OnDurable) {
-        self.wal.on_durable(f);
+        let applied = self.applied.clone();
+        self.wal.on_durable(Arc::new(move |synced| {
+            f(synced.map(|s| s.min(applied.load(Ordering::Acquire))))
+        }));
     }
 
     fn scan(&self, table: Table, each: &mut Visit<'_>) -> Result<(), StoreError> {
