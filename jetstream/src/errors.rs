@@ -23,6 +23,10 @@ impl ApiError {
     pub fn not_enabled_for_account() -> Self {
         Self::new(503, 10039, "jetstream not enabled for account")
     }
+    /// What a cluster's operation (a leader step-down, a peer's removal) gets from one server.
+    pub fn cluster_required() -> Self {
+        Self::new(503, 10010, "JetStream clustering support required")
+    }
     pub fn bad_request() -> Self {
         Self::new(400, 10003, "bad request")
     }

@@ -533,6 +533,30 @@ async def test_invalid_requests_raw(jsserver):
 
 
 @async_test()
+async def test_cluster_operations_answer_that_a_cluster_is_required(jsserver):
+    # What `nats stream cluster step-down` and friends send. One server is no cluster: the
+    # answer is an error in the operation's own response type, for streams that exist or not.
+    async with jsconn(jsserver) as (nc, js):
+        await js.add_stream(name="S", subjects=["s.>"])
+        await js.add_consumer("S", durable_name="C")
+        for subject, kind in [
+            ("$JS.API.STREAM.LEADER.STEPDOWN.S", "stream_leader_stepdown_response"),
+            ("$JS.API.STREAM.LEADER.STEPDOWN.NOPE", "stream_leader_stepdown_response"),
+            ("$JS.API.STREAM.PEER.REMOVE.S", "stream_remove_peer_response"),
+            ("$JS.API.CONSUMER.LEADER.STEPDOWN.S.C", "consumer_leader_stepdown_response"),
+        ]:
+            reply = await nc.request(subject, b'{"peer":"x"}', timeout=5)
+            assert json.loads(reply.data) == {
+                "type": f"io.nats.jetstream.api.v1.{kind}",
+                "error": {"code": 503, "err_code": 10010,
+                          "description": "JetStream clustering support required"},
+            }, f"{subject}: {reply.data!r}"
+        # Nothing changed.
+        assert (await js.stream_info("S")).config.subjects == ["s.>"]
+        assert (await js.consumer_info("S", "C")).name == "C"
+
+
+@async_test()
 async def test_deny_delete_and_deny_purge(jsserver):
     async with jsconn(jsserver) as (nc, js):
         await js.add_stream(name="SAFE", subjects=["safe"], deny_delete=True, deny_purge=True)

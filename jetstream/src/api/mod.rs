@@ -139,6 +139,20 @@ pub(crate) fn handle(
             "consumer_names_response",
             consumer_list(task, &acc, stream, payload, true),
         ),
+        // A cluster's operations: one server has no leader to step down and no peers, as
+        // nats-server answers when it runs without a cluster (for any stream, existing or not).
+        ["STREAM", "LEADER", "STEPDOWN", _] => (
+            "stream_leader_stepdown_response",
+            Err(ApiError::cluster_required()),
+        ),
+        ["STREAM", "PEER", "REMOVE", _] => (
+            "stream_remove_peer_response",
+            Err(ApiError::cluster_required()),
+        ),
+        ["CONSUMER", "LEADER", "STEPDOWN", _, _] => (
+            "consumer_leader_stepdown_response",
+            Err(ApiError::cluster_required()),
+        ),
         ["CONSUMER", "MSG", "NEXT", stream, name] => {
             next_request(task, account, stream, name, reply, payload);
             return;
