@@ -667,7 +667,7 @@ pub fn load(map: &Map) -> Result<Auth> {
     Ok(auth)
 }
 
-/// The exports and imports in an account JWT the operator signed.
+/// The exports, imports and mappings in an account JWT the operator signed.
 fn jwt_account(op: &Operator, key: &str) -> Option<AccountDef> {
     let token = op.resolver.account_jwt(key)?;
     let claims = jwt::decode(
@@ -679,7 +679,16 @@ fn jwt_account(op: &Operator, key: &str) -> Option<AccountDef> {
     if !op.keys.contains(&claims.iss) || claims.sub != key {
         return None;
     }
+    // An account whose JWT fails the library's checks is refused at login (as by
+    // nats-server): nothing to wire.
+    if let Err(e) = claims.check_mappings() {
+        tracing::error!(account = key, error = %e, "the account JWT is not valid");
+        return None;
+    }
     let mut def = AccountDef::default();
+    if let Some(m) = claims.nats.get("mappings") {
+        def.mappings = mapping_config::jwt_mappings(key, m);
+    }
     let arr = |name: &str| {
         claims
             .nats

@@ -8,6 +8,23 @@ use serde_json::Value;
 use crate::nkey::{self, Role};
 use crate::permissions::{Entry, Permissions, Responses, Rules};
 
+/// A subject as the JWT library checks one in a claim.
+fn jwt_subject(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("subject cannot be empty".into());
+    }
+    if s.contains(' ') {
+        return Err(format!("subject {s:?} cannot have spaces"));
+    }
+    if s.starts_with('.') || s.ends_with('.') {
+        return Err(format!("subject {s:?} cannot start or end with a `.`"));
+    }
+    if s.contains("..") {
+        return Err(format!("subject {s:?} cannot contain consecutive `.`"));
+    }
+    Ok(())
+}
+
 /// The claims every NATS JWT has, and its `nats` section as JSON.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Claims {
@@ -45,6 +62,8 @@ pub enum JwtError {
     NotYetValid,
     #[error("expected a {0} JWT")]
     Kind(&'static str),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 #[derive(Deserialize)]
@@ -130,6 +149,65 @@ impl Claims {
         } else {
             Err(JwtError::Kind(kind))
         }
+    }
+
+    /// Checks an account JWT's `mappings` claim as the JWT library does when a server loads
+    /// the account (its errors make the whole account invalid): subjects well formed, no weight
+    /// above 100 (none means 100), and at most 100 in total per source (per cluster for
+    /// cluster-scoped destinations).
+    pub fn check_mappings(&self) -> Result<(), JwtError> {
+        let Some(m) = self.nats.get("mappings") else {
+            return Ok(());
+        };
+        let bad = |e: String| Err(JwtError::Invalid(e));
+        let Some(m) = m.as_object() else {
+            return bad("mappings must be an object".into());
+        };
+        for (src, dests) in m {
+            jwt_subject(src).map_err(JwtError::Invalid)?;
+            let Some(dests) = dests.as_array() else {
+                return bad(format!("mapping {src:?} must be a list"));
+            };
+            let mut total = 0u64;
+            let mut per_cluster: std::collections::HashMap<&str, u64> = Default::default();
+            for d in dests {
+                let subject = d.get("subject").and_then(Value::as_str).unwrap_or("");
+                jwt_subject(subject).map_err(JwtError::Invalid)?;
+                let weight = match d.get("weight") {
+                    None | Some(Value::Null) => 100,
+                    Some(w) => match w.as_u64().filter(|w| *w <= 255) {
+                        Some(0) => 100,
+                        Some(w) => w,
+                        None => return bad(format!("mapping {src:?} has a bad weight")),
+                    },
+                };
+                if weight > 100 {
+                    return bad(format!(
+                        "Mapping {src:?} has a weight {weight} that exceeds 100"
+                    ));
+                }
+                match d
+                    .get("cluster")
+                    .and_then(Value::as_str)
+                    .filter(|c| !c.is_empty())
+                {
+                    Some(c) => {
+                        let t = per_cluster.entry(c).or_default();
+                        *t += weight;
+                        if *t > 100 {
+                            return bad(format!("Mapping {src:?} in cluster {c:?} exceeds 100% among all of it's weighted to mappings"));
+                        }
+                    }
+                    None => total += weight,
+                }
+            }
+            if total > 100 {
+                return bad(format!(
+                    "Mapping {src:?} exceeds 100% among all of it's weighted to mappings"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The signing keys an operator or account JWT lists (plain keys or scoped-key objects).
@@ -255,6 +333,51 @@ mod tests {
     use super::*;
     use crate::nkey::tests::encode;
     use ed25519_dalek::{Signer, SigningKey};
+
+    #[test]
+    fn account_mappings_are_checked_as_the_jwt_library_does() {
+        let check = |m: Value| {
+            let c: Claims = serde_json::from_value(serde_json::json!({
+                "iss": "O", "sub": "A", "nats": {"type": "account", "mappings": m}
+            }))
+            .unwrap();
+            c.check_mappings().map_err(|e| e.to_string())
+        };
+        use serde_json::json;
+        assert!(check(json!({"a.*": [{"subject": "b.$1"}]})).is_ok());
+        assert!(check(
+            json!({"a": [{"subject": "b", "weight": 40}, {"subject": "c", "weight": 60}]})
+        )
+        .is_ok());
+        // No weight (or 0) is 100: two of them are 200.
+        assert!(
+            check(json!({"a": [{"subject": "b"}, {"subject": "c", "weight": 0}]}))
+                .unwrap_err()
+                .contains("exceeds 100%")
+        );
+        assert!(check(json!({"a": [{"subject": "b", "weight": 101}]}))
+            .unwrap_err()
+            .contains("weight 101"));
+        assert!(check(json!({"a": [{"subject": "b", "weight": 256}]})).is_err());
+        // Each cluster has its own 100.
+        assert!(check(json!({"a": [
+            {"subject": "b", "weight": 100, "cluster": "x"},
+            {"subject": "c", "weight": 100, "cluster": "y"},
+            {"subject": "d", "weight": 100}
+        ]}))
+        .is_ok());
+        assert!(check(json!({"a": [
+            {"subject": "b", "weight": 60, "cluster": "x"},
+            {"subject": "c", "weight": 60, "cluster": "x"}
+        ]}))
+        .unwrap_err()
+        .contains("in cluster \"x\""));
+        for bad in ["", "a b", ".a", "a.", "a..b"] {
+            assert!(check(json!({"a": [{"subject": bad}]})).is_err(), "{bad:?}");
+            assert!(check(json!({bad: [{"subject": "b"}]})).is_err(), "{bad:?}");
+        }
+        assert!(check(json!(["a"])).is_err());
+    }
 
     pub(crate) fn sign(claims: &Value, key: &SigningKey) -> String {
         let e = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);

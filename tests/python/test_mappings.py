@@ -11,7 +11,19 @@ mapping stops the server at start with nats-server's wording.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import json
+import os
+import shutil
 import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import nats
+import nats.errors
+import nkeys
 
 import pytest
 
@@ -253,3 +265,102 @@ async def test_a_reload_applies_changed_mappings(server_factory):
         await pub.flush()
         await asyncio.sleep(0.2)
         assert got == [("bar", b"1"), ("baz", b"2"), ("foo", b"3")]
+
+
+# --------------------------------------------------------------------------
+# Mappings in an account JWT (operator mode)
+# --------------------------------------------------------------------------
+
+JWT_DIR = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "jwt"
+
+
+def _b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _sign(claims: dict, seed: str) -> str:
+    """An ed25519-nkey JWT of ``claims`` signed by ``seed`` (its public key as the issuer)."""
+    key = nkeys.from_seed(seed.encode())
+    claims = dict(claims, iss=key.public_key.decode(), jti="")
+    claims["jti"] = base64.b32encode(hashlib.sha256(json.dumps(claims).encode()).digest()).decode().rstrip("=")
+    head = _b64u(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}, separators=(",", ":")).encode())
+    body = _b64u(json.dumps(claims, separators=(",", ":")).encode())
+    return f"{head}.{body}." + _b64u(key.sign(f"{head}.{body}".encode()))
+
+
+def _account_with_mappings(tmp_path, mappings: dict) -> tuple:
+    """A dir-resolver config where account A's JWT (from the fixtures) carries ``mappings``,
+    signed again by the operator, and the creds of a new user of A without limits."""
+    keys = json.loads((JWT_DIR / "keys.json").read_text())
+    acc = keys["accounts"]["A"]
+    token = (JWT_DIR / "A.jwt").read_text().strip()
+    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    claims["iat"] = int(time.time())
+    claims["nats"]["mappings"] = mappings
+    resolver = tmp_path / "dr"
+    shutil.copytree(JWT_DIR / "dir-resolver", resolver, dirs_exist_ok=True)
+    (resolver / f"{acc['public']}.jwt").write_text(_sign(claims, keys["operator"]["seed"]))
+    user = nkeys.from_seed(nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER))
+    user_claims = {"iat": int(time.time()), "name": "mapper", "sub": user.public_key.decode(),
+                   "nats": {"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+                            "type": "user", "version": 2}}
+    creds = tmp_path / "mapper.creds"
+    creds.write_text("-----BEGIN NATS USER JWT-----\n" + _sign(user_claims, acc["seed"])
+                     + "\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n"
+                     + user.seed.decode() + "\n------END USER NKEY SEED------\n")
+    config = (f'operator: "{JWT_DIR / "op.jwt"}"\n'
+              f'system_account: {keys["accounts"]["SYS"]["public"]}\n'
+              f'resolver: {{ type: full, dir: "{resolver}", allow_delete: false, interval: "2m" }}\n')
+    return config, str(creds)
+
+
+@async_test()
+async def test_account_jwt_mappings_route_and_one_the_server_cannot_make_is_left_out(
+        server_factory, tmp_path):
+    config, creds = _account_with_mappings(tmp_path, {
+        "old.name": [{"subject": "new.name"}],  # no weight: 100
+        "orders.*.*": [{"subject": "orders.$2.$1", "weight": 100}],
+        "w": [{"subject": "w.a", "weight": 40}],  # the other 60% keep "w"
+        "bad.*": [{"subject": "x.$2"}],  # one wildcard, not two: left out, the account works
+    })
+    srv = server_factory(config=config)
+    async with Clients(srv) as c:
+        sub = await c.connect(user_credentials=creds)
+        pub = await c.connect(user_credentials=creds)
+        got = await collect(sub, ">")
+        await sync_subs(sub)
+        await pub.publish("old.name", b"1")
+        await pub.publish("orders.o1.eu", b"2")
+        await pub.publish("bad.1", b"3")
+        for _ in range(1000):
+            await pub.publish("w", b"")
+        await pub.flush()
+        await sub.flush()
+        for _ in range(50):
+            if len(got) >= 1003:
+                break
+            await asyncio.sleep(0.1)
+        named = [g for g in got if g[1]]
+        assert named == [("new.name", b"1"), ("orders.eu.o1", b"2"), ("bad.1", b"3")]
+        split = Counter(s for s, d in got if not d)
+        assert set(split) == {"w", "w.a"} and sum(split.values()) == 1000, split
+        # 40% of 1,000: outside 300..500 only with odds below one in a million.
+        assert 300 <= split["w.a"] <= 500, split
+
+
+@pytest.mark.parametrize("mappings", [
+    {"w": [{"subject": "w.a", "weight": 60}, {"subject": "w.b", "weight": 60}]},
+    {"w": [{"subject": "w.a"}, {"subject": "w.b"}]},  # no weight is 100 each
+    pytest.param({"w": [{"subject": "w..a"}]}, marks=pytest.mark.skipif(
+        IS_NATS_SERVER, reason="nats-server 2.9.10's JWT library did not check subjects yet")),
+])
+@async_test()
+async def test_an_account_jwt_with_an_invalid_mapping_is_refused(server_factory, tmp_path,
+                                                                  mappings):
+    # The JWT library's checks fail, so the account cannot be used at all (nats-server logs
+    # "account validation failed" and refuses its users).
+    config, creds = _account_with_mappings(tmp_path, mappings)
+    srv = server_factory(config=config)
+    async with Clients(srv) as c:
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await c.connect(user_credentials=creds)
