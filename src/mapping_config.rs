@@ -114,6 +114,9 @@ pub(crate) fn jwt_mappings(
                 weight,
             });
         }
+        if list.is_empty() {
+            continue;
+        }
         match check.add(src, &list) {
             Ok(()) => out.push((src.clone(), list)),
             Err(e) => {
