@@ -681,14 +681,17 @@ fn jwt_account(op: &Operator, key: &str) -> Option<AccountDef> {
     }
     // An account whose JWT fails the library's checks is refused at login (as by
     // nats-server): nothing to wire.
-    if let Err(e) = claims.check_mappings() {
-        tracing::error!(account = key, error = %e, "the account JWT is not valid");
-        return None;
-    }
-    let mut def = AccountDef::default();
-    if let Some(m) = claims.nats.get("mappings") {
-        def.mappings = mapping_config::jwt_mappings(key, m);
-    }
+    let mappings = match claims.mappings() {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(account = key, error = %e, "the account JWT is not valid");
+            return None;
+        }
+    };
+    let mut def = AccountDef {
+        mappings: mapping_config::jwt_mappings(key, mappings),
+        ..AccountDef::default()
+    };
     let arr = |name: &str| {
         claims
             .nats

@@ -2,6 +2,7 @@
 //! read as nats-server reads them (see `junction_core::mapping`).
 
 use anyhow::{anyhow, bail, Result};
+use junction_auth::jwt::JwtMapDest;
 use junction_config::{Item, Value};
 use junction_core::mapping::MapDest;
 
@@ -79,46 +80,33 @@ pub(crate) fn mappings(item: &Item) -> Result<Vec<(String, Vec<MapDest>)>> {
     Ok(out)
 }
 
-/// The `mappings` claim of an account JWT (`{"src": [{"subject", "weight", "cluster"}]}`, a
-/// weight of 0 or none meaning 100, as the JWT library reads it). As nats-server does, a bad
-/// mapping is logged and left out, and the account works without it; a destination scoped to a
-/// cluster is left out too (Junction joins a cluster only as a leaf node).
+/// The mappings of an account JWT (checked by [`junction_auth::jwt::Claims::mappings`]). As
+/// nats-server does, one the server cannot make is logged and left out, and the account works
+/// without it; a destination scoped to a cluster is left out too (Junction joins a cluster only
+/// as a leaf node).
 pub(crate) fn jwt_mappings(
     account: &str,
-    claim: &serde_json::Value,
+    claim: Vec<(String, Vec<JwtMapDest>)>,
 ) -> Vec<(String, Vec<MapDest>)> {
-    let Some(map) = claim.as_object() else {
-        return Vec::new();
-    };
     let mut out = Vec::new();
     let mut check = junction_core::mapping::Mappings::default();
-    for (src, dests) in map {
-        let mut list = Vec::new();
-        for d in dests.as_array().map(Vec::as_slice).unwrap_or_default() {
-            let Some(subject) = d.get("subject").and_then(serde_json::Value::as_str) else {
-                continue;
-            };
-            if d.get("cluster")
-                .and_then(serde_json::Value::as_str)
-                .is_some_and(|c| !c.is_empty())
-            {
-                tracing::warn!(account, src = %src, dest = subject, "a cluster-scoped mapping destination of an account JWT is left out (no cluster here)");
+    for (src, dests) in claim {
+        let mut list = Vec::with_capacity(dests.len());
+        for d in dests {
+            if d.cluster.is_some() {
+                tracing::warn!(account, src = %src, dest = %d.subject, "a cluster-scoped mapping destination of an account JWT is left out (no cluster here)");
                 continue;
             }
-            let weight = match d.get("weight").and_then(serde_json::Value::as_u64) {
-                None | Some(0) => 100,
-                Some(w) => w.min(255) as u8,
-            };
             list.push(MapDest {
-                subject: subject.to_string(),
-                weight,
+                subject: d.subject,
+                weight: d.weight,
             });
         }
         if list.is_empty() {
             continue;
         }
-        match check.add(src, &list) {
-            Ok(()) => out.push((src.clone(), list)),
+        match check.add(&src, &list) {
+            Ok(()) => out.push((src, list)),
             Err(e) => {
                 tracing::error!(account, src = %src, error = %e, "a mapping of an account JWT is left out")
             }

@@ -25,6 +25,16 @@ fn jwt_subject(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// One destination of a mapping in an account JWT ([`Claims::mappings`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtMapDest {
+    pub subject: String,
+    /// Percent, 1 to 100.
+    pub weight: u8,
+    /// The cluster it is scoped to, if any.
+    pub cluster: Option<String>,
+}
+
 /// The claims every NATS JWT has, and its `nats` section as JSON.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Claims {
@@ -151,23 +161,25 @@ impl Claims {
         }
     }
 
-    /// Checks an account JWT's `mappings` claim as the JWT library does when a server loads
-    /// the account (its errors make the whole account invalid): subjects well formed, no weight
-    /// above 100 (none means 100), and at most 100 in total per source (per cluster for
-    /// cluster-scoped destinations).
-    pub fn check_mappings(&self) -> Result<(), JwtError> {
+    /// An account JWT's `mappings` claim, read and checked as the JWT library does when a
+    /// server loads the account (its errors make the whole account invalid): subjects well
+    /// formed, no weight above 100 (none, or 0, means 100), and at most 100 in total per source
+    /// (per cluster for cluster-scoped destinations).
+    pub fn mappings(&self) -> Result<Vec<(String, Vec<JwtMapDest>)>, JwtError> {
         let Some(m) = self.nats.get("mappings") else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let bad = |e: String| Err(JwtError::Invalid(e));
         let Some(m) = m.as_object() else {
             return bad("mappings must be an object".into());
         };
+        let mut out = Vec::with_capacity(m.len());
         for (src, dests) in m {
             jwt_subject(src).map_err(JwtError::Invalid)?;
             let Some(dests) = dests.as_array() else {
                 return bad(format!("mapping {src:?} must be a list"));
             };
+            let mut list = Vec::with_capacity(dests.len());
             let mut total = 0u64;
             let mut per_cluster: std::collections::HashMap<&str, u64> = Default::default();
             for d in dests {
@@ -186,11 +198,11 @@ impl Claims {
                         "Mapping {src:?} has a weight {weight} that exceeds 100"
                     ));
                 }
-                match d
+                let cluster = d
                     .get("cluster")
                     .and_then(Value::as_str)
-                    .filter(|c| !c.is_empty())
-                {
+                    .filter(|c| !c.is_empty());
+                match cluster {
                     Some(c) => {
                         let t = per_cluster.entry(c).or_default();
                         *t += weight;
@@ -200,14 +212,20 @@ impl Claims {
                     }
                     None => total += weight,
                 }
+                list.push(JwtMapDest {
+                    subject: subject.to_string(),
+                    weight: weight as u8,
+                    cluster: cluster.map(str::to_string),
+                });
             }
             if total > 100 {
                 return bad(format!(
                     "Mapping {src:?} exceeds 100% among all of it's weighted to mappings"
                 ));
             }
+            out.push((src.clone(), list));
         }
-        Ok(())
+        Ok(out)
     }
 
     /// The signing keys an operator or account JWT lists (plain keys or scoped-key objects).
@@ -341,7 +359,7 @@ mod tests {
                 "iss": "O", "sub": "A", "nats": {"type": "account", "mappings": m}
             }))
             .unwrap();
-            c.check_mappings().map_err(|e| e.to_string())
+            c.mappings().map(|_| ()).map_err(|e| e.to_string())
         };
         use serde_json::json;
         assert!(check(json!({"a.*": [{"subject": "b.$1"}]})).is_ok());

@@ -36,6 +36,12 @@ fn key_hash(table: Table, key: &[u8]) -> u64 {
 }
 
 impl Batch {
+    /// Ops and callbacks: how much a commit of this batch would carry (see the writer's
+    /// `OVERLAP_WEIGHT`).
+    pub(crate) fn weight(&self) -> usize {
+        self.ops.len() + self.thens.len()
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.ops.is_empty() && self.thens.is_empty() && self.stop.is_none()
     }

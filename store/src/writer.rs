@@ -364,7 +364,7 @@ fn hand(shared: &Shared, ops: impl IntoIterator<Item = Op>, thens: Vec<Then>) {
     }
     p.batch.thens.extend(thens);
     // A writer waiting for room is not woken for a batch it would not take yet.
-    if p.writer_waiting && p.batch.ops.len() + p.batch.thens.len() >= p.wake_at {
+    if p.writer_waiting && p.batch.weight() >= p.wake_at {
         p.writer_waiting = false;
         shared.wake.notify_one();
     }
@@ -465,7 +465,7 @@ fn writer(mut engine: Box<dyn Engine>, shared: Arc<Shared>, stats: Arc<StoreStat
                 p.wake_at = 1;
                 if !p.batch.is_empty() {
                     let in_flight = last.saturating_sub(engine.durable().unwrap_or(u64::MAX));
-                    let weight = p.batch.ops.len() + p.batch.thens.len();
+                    let weight = p.batch.weight();
                     if in_flight == 0
                         || p.batch.stop.is_some()
                         || (in_flight < max_flight && weight >= OVERLAP_WEIGHT)
