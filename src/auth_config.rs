@@ -84,6 +84,8 @@ pub struct Auth {
     accounts: HashMap<String, AccountDef>,
     /// Accounts whose definitions came from JWTs.
     from_jwt: std::collections::HashSet<String>,
+    /// Operator mode: accounts come from JWTs only.
+    operator: bool,
     /// The top level's `mappings`, for the default account.
     global_mappings: Vec<(String, Vec<MapDest>)>,
 }
@@ -98,6 +100,7 @@ impl Default for Auth {
             system_account: Some("$SYS".into()),
             accounts: HashMap::new(),
             from_jwt: Default::default(),
+            operator: false,
             global_mappings: Vec::new(),
         }
     }
@@ -645,6 +648,7 @@ pub fn load(map: &Map) -> Result<Auth> {
             }
         }
         cfg.operator = Some(operator);
+        auth.operator = true;
     }
 
     if let Some(e) = get("external_jwt") {
@@ -692,6 +696,7 @@ fn jwt_account(op: &Operator, key: &str) -> Option<AccountDef> {
         mappings: mapping_config::jwt_mappings(key, mappings),
         ..AccountDef::default()
     };
+    (def.jetstream, def.js_limits) = jwt_js_limits(claims.jetstream());
     let arr = |name: &str| {
         claims
             .nats
@@ -751,6 +756,32 @@ fn jwt_account(op: &Operator, key: &str) -> Option<AccountDef> {
     Some(def)
 }
 
+/// An account JWT's JetStream limits as nats-server applies them: the storage limits as they
+/// are, the per-stream sizes and `max_ack_pending` as no limit unless positive.
+fn jwt_js_limits(js: jwt::JwtJetStream) -> (bool, junction_jetstream::AccountLimits) {
+    use junction_jetstream::{AccountLimits, Tier};
+    let from = |l: jwt::JwtJsLimits, tier| {
+        let limit = |n: i64| if n > 0 { n } else { -1 };
+        AccountLimits {
+            max_memory: l.mem_storage,
+            max_store: l.disk_storage,
+            max_streams: l.streams,
+            max_consumers: l.consumer,
+            max_ack_pending: limit(l.max_ack_pending),
+            memory_max_stream_bytes: limit(l.mem_max_stream_bytes),
+            storage_max_stream_bytes: limit(l.disk_max_stream_bytes),
+            max_bytes_required: l.max_bytes_required,
+            tier,
+        }
+    };
+    match js {
+        jwt::JwtJetStream::Disabled => (false, AccountLimits::default()),
+        jwt::JwtJetStream::Flat(l) => (true, from(l, Tier::Flat)),
+        jwt::JwtJetStream::Tiered(Some(l)) => (true, from(l, Tier::R1)),
+        jwt::JwtJetStream::Tiered(None) => (true, from(Default::default(), Tier::Missing)),
+    }
+}
+
 impl Auth {
     /// Creates the configured accounts on `bus` and wires their imports to the exports they
     /// name. Returns warnings for imports no export allows.
@@ -766,7 +797,7 @@ impl Auth {
     }
 
     /// The accounts JetStream is enabled in: those that say so, or (when none does) every
-    /// account, as nats-server decides.
+    /// account, as nats-server decides. In operator mode, only those whose JWT allows it.
     pub fn jetstream_accounts(&self) -> Option<Vec<String>> {
         let mut v: Vec<String> = self
             .accounts
@@ -775,7 +806,7 @@ impl Auth {
             .map(|(n, _)| n.clone())
             .collect();
         v.sort();
-        (!v.is_empty()).then_some(v)
+        (self.operator || !v.is_empty()).then_some(v)
     }
 
     pub fn wire(&self, bus: &Bus) -> Result<Vec<String>> {
@@ -943,8 +974,9 @@ impl Authenticator for Swappable {
     }
 }
 
-/// An account's `jetstream { max_mem, max_file, max_streams, max_consumers }` (nats-server's
-/// spellings; `max_memory`/`max_store` too). Sizes may be written `1GB`; -1 is no limit.
+/// An account's `jetstream { max_mem, max_file, max_streams, max_consumers, max_ack_pending,
+/// mem_max_stream_bytes, disk_max_stream_bytes, max_bytes_required }` (with nats-server's other
+/// spellings of each). Sizes may be written `1GB`; -1 is no limit.
 fn js_limits(item: &Item) -> Result<junction_jetstream::AccountLimits> {
     let mut l = junction_jetstream::AccountLimits::default();
     for (k, v) in map_of(item, "jetstream")?.iter() {
@@ -953,10 +985,20 @@ fn js_limits(item: &Item) -> Result<junction_jetstream::AccountLimits> {
                 .ok_or_else(|| anyhow!("{}: 'jetstream.{k}' must be a number or a size", at(v)))
         };
         match k.to_ascii_lowercase().as_str() {
-            "max_mem" | "max_memory" | "max_memory_store" => l.max_memory = n()?,
-            "max_file" | "max_store" | "max_file_store" => l.max_store = n()?,
-            "max_streams" => l.max_streams = n()?,
-            "max_consumers" => l.max_consumers = n()?,
+            "max_mem" | "max_memory" | "mem" | "memory" | "max_memory_store" => l.max_memory = n()?,
+            "max_file" | "max_store" | "max_disk" | "store" | "disk" | "max_file_store" => {
+                l.max_store = n()?
+            }
+            "max_streams" | "streams" => l.max_streams = n()?,
+            "max_consumers" | "consumers" => l.max_consumers = n()?,
+            "max_ack_pending" => l.max_ack_pending = n()?,
+            "mem_max_stream_bytes" | "memory_max_stream_bytes" => l.memory_max_stream_bytes = n()?,
+            "disk_max_stream_bytes" | "store_max_stream_bytes" => l.storage_max_stream_bytes = n()?,
+            "max_bytes_required" | "max_stream_bytes" | "max_bytes" => {
+                l.max_bytes_required = v
+                    .as_bool()
+                    .ok_or_else(|| anyhow!("{}: 'jetstream.{k}' must be true or false", at(v)))?
+            }
             _ => {}
         }
     }

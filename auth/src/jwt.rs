@@ -35,6 +35,50 @@ pub struct JwtMapDest {
     pub cluster: Option<String>,
 }
 
+/// An account JWT's JetStream limits (`limits.mem_storage`, ..., or one tier of
+/// `limits.tiered_limits`), as the JWT library reads them: an absent number is 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JwtJsLimits {
+    pub mem_storage: i64,
+    pub disk_storage: i64,
+    pub streams: i64,
+    pub consumer: i64,
+    pub max_ack_pending: i64,
+    pub mem_max_stream_bytes: i64,
+    pub disk_max_stream_bytes: i64,
+    pub max_bytes_required: bool,
+}
+
+impl JwtJsLimits {
+    fn from_json(v: &Value) -> Self {
+        let n = |k: &str| v.get(k).and_then(Value::as_i64).unwrap_or(0);
+        JwtJsLimits {
+            mem_storage: n("mem_storage"),
+            disk_storage: n("disk_storage"),
+            streams: n("streams"),
+            consumer: n("consumer"),
+            max_ack_pending: n("max_ack_pending"),
+            mem_max_stream_bytes: n("mem_max_stream_bytes"),
+            disk_max_stream_bytes: n("disk_max_stream_bytes"),
+            max_bytes_required: v
+                .get("max_bytes_required")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        }
+    }
+}
+
+/// Whether and how an account JWT gives the account JetStream ([`Claims::jetstream`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwtJetStream {
+    /// No storage in either kind and no tiers: no JetStream.
+    Disabled,
+    /// One set of limits.
+    Flat(JwtJsLimits),
+    /// Tiered limits: the `R1` tier's, if there is one.
+    Tiered(Option<JwtJsLimits>),
+}
+
 /// The claims every NATS JWT has, and its `nats` section as JSON.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Claims {
@@ -285,6 +329,28 @@ impl Claims {
             .and_then(|n| u64::try_from(n).ok())
     }
 
+    /// Account JWT: its JetStream, as nats-server decides it: tiered limits when there are
+    /// any, else the flat ones when they allow memory or file storage (a non-zero
+    /// `mem_storage` or `disk_storage`).
+    pub fn jetstream(&self) -> JwtJetStream {
+        let Some(limits) = self.nats.get("limits") else {
+            return JwtJetStream::Disabled;
+        };
+        if let Some(tiers) = limits
+            .get("tiered_limits")
+            .and_then(Value::as_object)
+            .filter(|t| !t.is_empty())
+        {
+            return JwtJetStream::Tiered(tiers.get("R1").map(JwtJsLimits::from_json));
+        }
+        let flat = JwtJsLimits::from_json(limits);
+        if flat.mem_storage != 0 || flat.disk_storage != 0 {
+            JwtJetStream::Flat(flat)
+        } else {
+            JwtJetStream::Disabled
+        }
+    }
+
     /// Account JWT: `default_permissions`.
     pub fn default_permissions(&self) -> Option<Permissions> {
         permissions_from(self.nats.get("default_permissions")?)
@@ -395,6 +461,49 @@ mod tests {
             assert!(check(json!({bad: [{"subject": "b"}]})).is_err(), "{bad:?}");
         }
         assert!(check(json!(["a"])).is_err());
+    }
+
+    #[test]
+    fn account_jetstream_is_read_as_nats_server_reads_it() {
+        use serde_json::json;
+        let js = |limits: Value| {
+            let c: Claims = serde_json::from_value(json!({
+                "iss": "O", "sub": "A", "nats": {"type": "account", "limits": limits}
+            }))
+            .unwrap();
+            c.jetstream()
+        };
+        // nsc's defaults (no storage of either kind): no JetStream.
+        assert_eq!(js(json!({"subs": -1, "conn": -1})), JwtJetStream::Disabled);
+        assert_eq!(
+            js(json!({"mem_storage": 0, "disk_storage": 0})),
+            JwtJetStream::Disabled
+        );
+        let JwtJetStream::Flat(l) = js(json!({"disk_storage": -1, "streams": 3,
+            "max_bytes_required": true, "disk_max_stream_bytes": 500}))
+        else {
+            panic!("disk storage enables JetStream");
+        };
+        assert_eq!(
+            (l.mem_storage, l.disk_storage, l.streams, l.consumer),
+            (0, -1, 3, 0)
+        );
+        assert!(l.max_bytes_required && l.disk_max_stream_bytes == 500);
+        assert!(matches!(
+            js(json!({"mem_storage": 1024})),
+            JwtJetStream::Flat(_)
+        ));
+        // Tiers win over flat limits; only R1 applies to one server's streams.
+        let t = js(json!({"mem_storage": 5, "tiered_limits": {"R1": {"disk_storage": 9}}}));
+        let JwtJetStream::Tiered(Some(r1)) = t else {
+            panic!("{t:?}");
+        };
+        assert_eq!((r1.mem_storage, r1.disk_storage), (0, 9));
+        assert_eq!(
+            js(json!({"tiered_limits": {"R3": {"disk_storage": 9}}})),
+            JwtJetStream::Tiered(None)
+        );
+        assert_eq!(js(json!({"tiered_limits": {}})), JwtJetStream::Disabled);
     }
 
     pub(crate) fn sign(claims: &Value, key: &SigningKey) -> String {

@@ -21,7 +21,7 @@ impl ApiError {
     }
 
     pub fn not_enabled_for_account() -> Self {
-        Self::new(503, 10039, "jetstream not enabled for account")
+        Self::new(503, 10039, "JetStream not enabled for account")
     }
     /// What a cluster's operation (a leader step-down, a peer's removal) gets from one server.
     pub fn cluster_required() -> Self {

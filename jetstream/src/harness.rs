@@ -159,6 +159,7 @@ impl Harness {
             out: Vec::new(),
             after_commit: Vec::new(),
             paced: Default::default(),
+            refusing: Vec::new(),
         };
         task.enable(junction_core::DEFAULT_ACCOUNT);
         task.restore(restored);

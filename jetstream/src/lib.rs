@@ -33,7 +33,7 @@ pub mod stream;
 pub mod time;
 
 pub use persist::{restore, Restored};
-pub use service::{AccountLimits, JetStream, Options};
+pub use service::{AccountLimits, JetStream, Options, Tier};
 pub use stream::HOT_BYTES;
 
 /// A random token of 22 characters from `[A-Za-z0-9]` (unguessable reply subjects and names).

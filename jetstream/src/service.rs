@@ -42,13 +42,34 @@ pub struct Options {
     pub hot_bytes: u64,
 }
 
-/// One account's JetStream limits (-1: none), as its `jetstream {}` block sets them.
+/// One account's JetStream limits (-1: none), as its `jetstream {}` block or its JWT sets them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AccountLimits {
     pub max_memory: i64,
     pub max_store: i64,
     pub max_streams: i64,
     pub max_consumers: i64,
+    /// The most unacknowledged messages a consumer may allow (its default when it sets none).
+    pub max_ack_pending: i64,
+    /// The largest `max_bytes` a memory (file) stream may have.
+    pub memory_max_stream_bytes: i64,
+    pub storage_max_stream_bytes: i64,
+    /// A stream must set `max_bytes`.
+    pub max_bytes_required: bool,
+    /// Where the limits come from: one set, or the `R1` tier of a JWT's tiered limits.
+    pub tier: Tier,
+}
+
+/// How an account's limits are given (a JWT may give them per replica count, by tier).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tier {
+    /// One set of limits for every stream.
+    #[default]
+    Flat,
+    /// Tiered limits; these are the `R1` tier's (a single server's streams have one replica).
+    R1,
+    /// Tiered limits without an `R1` tier: no stream can be made.
+    Missing,
 }
 
 impl Default for AccountLimits {
@@ -58,6 +79,11 @@ impl Default for AccountLimits {
             max_store: -1,
             max_streams: -1,
             max_consumers: -1,
+            max_ack_pending: -1,
+            memory_max_stream_bytes: -1,
+            storage_max_stream_bytes: -1,
+            max_bytes_required: false,
+            tier: Tier::Flat,
         }
     }
 }
@@ -152,6 +178,9 @@ pub(crate) struct AccountJs {
     /// Bytes of memory and file streams, against the account's limits.
     pub(crate) memory: Arc<Budget>,
     pub(crate) storage: Arc<Budget>,
+    /// API requests answered for this account, and how many of them with an error.
+    pub(crate) api_total: u64,
+    pub(crate) api_errors: u64,
 }
 
 /// The streams (account, name) touched since the last round: a short list, searched without
@@ -207,6 +236,8 @@ pub(crate) struct Task {
     /// Streams with a consumer whose pacing (`replay_policy: original`, `rate_limit_bps`)
     /// holds a message back, and when it may go.
     pub(crate) paced: HashMap<(String, String), Instant>,
+    /// The API subscriptions of the accounts without JetStream, which are told so.
+    pub(crate) refusing: Vec<(Arc<Account>, Vec<Arc<Subscription>>)>,
 }
 
 impl JetStream {
@@ -241,6 +272,7 @@ impl JetStream {
             out: Vec::new(),
             after_commit: Vec::new(),
             paced: Default::default(),
+            refusing: Vec::new(),
         };
         let names: Vec<String> = match &shared.opts.accounts {
             Some(list) => list.clone(),
@@ -257,8 +289,18 @@ impl JetStream {
                 v
             }
         };
-        for name in names {
-            task.enable(&name);
+        for name in &names {
+            if *name == shared.opts.system_account {
+                tracing::warn!(account = %name, "JetStream is not enabled in the system account");
+                continue;
+            }
+            task.enable(name);
+        }
+        for a in bus.accounts() {
+            let name = a.name();
+            if !names.iter().any(|n| n == name) && name != shared.opts.system_account {
+                task.refuse(name);
+            }
         }
         task.restore(restored);
         let handle = tokio::spawn(run(task, shutdown));
@@ -312,15 +354,16 @@ impl JetStream {
 }
 
 impl Task {
-    /// Gives `name` its JetStream: the API, acknowledgement and flow control subscriptions.
-    pub(crate) fn enable(&mut self, name: &str) {
+    /// Subscribes the service subjects in `name`: the API, and (`all`) the acknowledgement and
+    /// flow control subjects.
+    fn subscribe(&self, name: &str, all: bool) -> (Arc<Account>, Vec<Arc<Subscription>>) {
         let account = self.shared.bus.account_or_create(name);
         let mut subs = Vec::new();
-        let mut subjects = vec![
-            ("$JS.API.>".to_string(), Kind::Api),
-            ("$JS.ACK.>".to_string(), Kind::Ack),
-            ("$JS.FC.>".to_string(), Kind::FlowControl),
-        ];
+        let mut subjects = vec![("$JS.API.>".to_string(), Kind::Api)];
+        if all {
+            subjects.push(("$JS.ACK.>".to_string(), Kind::Ack));
+            subjects.push(("$JS.FC.>".to_string(), Kind::FlowControl));
+        }
         // With a domain, clients that name it (`domain` option) use `$JS.<domain>.API`.
         if let Some(d) = &self.shared.opts.domain {
             subjects.push((format!("$JS.{d}.API.>"), Kind::Api));
@@ -343,6 +386,19 @@ impl Task {
                 subs.push(sub);
             }
         }
+        (account, subs)
+    }
+
+    /// Answers the API of `name`, an account without JetStream, with "JetStream not enabled
+    /// for account" (as nats-server does).
+    pub(crate) fn refuse(&mut self, name: &str) {
+        let (account, subs) = self.subscribe(name, false);
+        self.refusing.push((account, subs));
+    }
+
+    /// Gives `name` its JetStream: the API, acknowledgement and flow control subscriptions.
+    pub(crate) fn enable(&mut self, name: &str) {
+        let (account, subs) = self.subscribe(name, true);
         let limits = self
             .shared
             .opts
@@ -359,6 +415,8 @@ impl Task {
                 limits,
                 memory: Budget::within(limits.max_memory, self.shared.server_memory.clone()),
                 storage: Budget::within(limits.max_store, self.shared.server_storage.clone()),
+                api_total: 0,
+                api_errors: 0,
             },
         );
     }
@@ -854,6 +912,11 @@ impl Task {
     }
 
     pub(crate) fn shutdown(&mut self) {
+        for (account, subs) in self.refusing.drain(..) {
+            for sub in subs {
+                account.unsubscribe(&sub);
+            }
+        }
         for a in self.accounts.values_mut() {
             for sub in a.subs.drain(..) {
                 a.account.unsubscribe(&sub);

@@ -294,42 +294,6 @@ async def test_mirrors_and_sources_copy_local_streams(server_factory, tmp_path):
         assert got == [b"o1", b"o3", b"o5", b"o6", b"r1"]
 
 
-LIMITS_CONF = """
-accounts {
-  L { jetstream { max_streams: 1, max_consumers: 1, max_file: 2000 }, users: [ { user: l, password: l } ] }
-}
-jetstream { store_dir: "%s" }
-"""
-
-
-@async_test()
-async def test_account_limits(server_factory, tmp_path):
-    srv = server_factory(config=LIMITS_CONF % (tmp_path / "lim-js"))
-    nc = await nats.connect(f"nats://127.0.0.1:{srv.port}", user="l", password="l")
-    try:
-        js = nc.jetstream()
-        info = await js.account_info()
-        assert (info.limits.max_streams, info.limits.max_consumers, info.limits.max_storage) == (1, 1, 2000)
-        await js.add_stream(name="ONE", subjects=["one"])
-        with pytest.raises(nats.js.errors.BadRequestError) as e:
-            await js.add_stream(name="TWO", subjects=["two"])
-        assert e.value.err_code == 10027
-        await js.add_consumer("ONE", durable_name="c1")
-        with pytest.raises(nats.js.errors.BadRequestError) as e:
-            await js.add_consumer("ONE", durable_name="c2")
-        assert e.value.err_code == 10026
-        # 100-byte payloads are 133 bytes stored: 15 fit in 2000 bytes, the 16th does not.
-        for _ in range(15):
-            await js.publish("one", b"x" * 100)
-        with pytest.raises(nats.js.errors.APIError) as e:
-            await js.publish("one", b"x" * 100)
-        assert e.value.err_code == 10002
-        await js.purge_stream("ONE")
-        await js.publish("one", b"x" * 100)
-    finally:
-        await nc.close()
-
-
 @async_test(timeout=60)
 async def test_large_backlogs_reach_push_and_pull_consumers(server_factory, tmp_path):
     """A backlog of several rounds' worth (4,096 messages a round per consumer) all arrives."""

@@ -11,23 +11,16 @@ mapping stops the server at start with nats-server's wording.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import json
-import os
-import shutil
 import subprocess
-import time
 from collections import Counter
-from pathlib import Path
 
 import nats
 import nats.errors
-import nkeys
 
 import pytest
 
 from conftest import BIN, IS_NATS_SERVER, Clients, RawClient, async_test, sync_subs
+from jwt_helpers import operator_config, user_creds
 
 MAPPINGS = """
 mappings = {
@@ -271,47 +264,11 @@ async def test_a_reload_applies_changed_mappings(server_factory):
 # Mappings in an account JWT (operator mode)
 # --------------------------------------------------------------------------
 
-JWT_DIR = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "jwt"
-
-
-def _b64u(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _sign(claims: dict, seed: str) -> str:
-    """An ed25519-nkey JWT of ``claims`` signed by ``seed`` (its public key as the issuer)."""
-    key = nkeys.from_seed(seed.encode())
-    claims = dict(claims, iss=key.public_key.decode(), jti="")
-    claims["jti"] = base64.b32encode(hashlib.sha256(json.dumps(claims).encode()).digest()).decode().rstrip("=")
-    head = _b64u(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}, separators=(",", ":")).encode())
-    body = _b64u(json.dumps(claims, separators=(",", ":")).encode())
-    return f"{head}.{body}." + _b64u(key.sign(f"{head}.{body}".encode()))
-
-
 def _account_with_mappings(tmp_path, mappings: dict) -> tuple:
     """A dir-resolver config where account A's JWT (from the fixtures) carries ``mappings``,
     signed again by the operator, and the creds of a new user of A without limits."""
-    keys = json.loads((JWT_DIR / "keys.json").read_text())
-    acc = keys["accounts"]["A"]
-    token = (JWT_DIR / "A.jwt").read_text().strip()
-    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
-    claims["iat"] = int(time.time())
-    claims["nats"]["mappings"] = mappings
-    resolver = tmp_path / "dr"
-    shutil.copytree(JWT_DIR / "dir-resolver", resolver, dirs_exist_ok=True)
-    (resolver / f"{acc['public']}.jwt").write_text(_sign(claims, keys["operator"]["seed"]))
-    user = nkeys.from_seed(nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER))
-    user_claims = {"iat": int(time.time()), "name": "mapper", "sub": user.public_key.decode(),
-                   "nats": {"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
-                            "type": "user", "version": 2}}
-    creds = tmp_path / "mapper.creds"
-    creds.write_text("-----BEGIN NATS USER JWT-----\n" + _sign(user_claims, acc["seed"])
-                     + "\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n"
-                     + user.seed.decode() + "\n------END USER NKEY SEED------\n")
-    config = (f'operator: "{JWT_DIR / "op.jwt"}"\n'
-              f'system_account: {keys["accounts"]["SYS"]["public"]}\n'
-              f'resolver: {{ type: full, dir: "{resolver}", allow_delete: false, interval: "2m" }}\n')
-    return config, str(creds)
+    config = operator_config(tmp_path, {"A": lambda c: c["nats"].__setitem__("mappings", mappings)})
+    return config, user_creds(tmp_path, "A", "mapper")
 
 
 @async_test()

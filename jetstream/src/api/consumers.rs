@@ -57,7 +57,22 @@ pub(super) fn consumer_create(
             _ => {}
         }
     }
+    // The account's `max_ack_pending` is a consumer's default when below the usual one, and
+    // its most.
+    let (most, acc_max_consumers) = task.accounts.get(acc).map_or((-1, -1), |a| {
+        (a.limits.max_ack_pending, a.limits.max_consumers)
+    });
+    if cfg.max_ack_pending == 0 && most > 0 {
+        cfg.max_ack_pending = most.min(crate::config::DEFAULT_MAX_ACK_PENDING);
+    }
     cfg.normalize()?;
+    if most > 0 && cfg.max_ack_pending > most {
+        return Err(ApiError::new(
+            400,
+            10121,
+            format!("consumer max ack pending exceeds system limit of {most}"),
+        ));
+    }
     let e = entry(task, acc, stream)?;
     let name = cfg
         .durable_name
@@ -122,10 +137,13 @@ pub(super) fn consumer_create(
                 }
             }
         }
-        if st.config.max_consumers > 0
-            && e.consumers.len() as i64 >= st.config.max_consumers
-            && !e.consumers.contains_key(&name)
-        {
+        // The stream's limit, or the account's when that is smaller: both count the stream's
+        // consumers (as nats-server counts them).
+        let mut max = st.config.max_consumers;
+        if max <= 0 || (acc_max_consumers > 0 && acc_max_consumers < max) {
+            max = acc_max_consumers;
+        }
+        if max > 0 && e.consumers.len() as i64 >= max && !e.consumers.contains_key(&name) {
             return Err(ApiError::max_consumers());
         }
     }
@@ -166,12 +184,6 @@ pub(super) fn consumer_create(
     }
     if req.action == "update" {
         return Err(ApiError::consumer_not_found());
-    }
-    if let Some(a) = task.accounts.get(acc) {
-        let count: usize = a.streams.values().map(|e| e.consumers.len()).sum();
-        if a.limits.max_consumers >= 0 && count as i64 >= a.limits.max_consumers {
-            return Err(ApiError::max_consumers());
-        }
     }
     let c = {
         let st = stream_arc.state.locked();

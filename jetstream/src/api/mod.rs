@@ -2,6 +2,7 @@
 //! and error codes.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,12 +60,11 @@ pub(crate) fn handle(
     else {
         return;
     };
-    task.shared
-        .counters
-        .api_total
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let t: Vec<&str> = rest.split('.').collect();
     let acc = account.name().to_string();
+    // An account without JetStream is told so, as nats-server tells it; the subjects streams
+    // and consumers serve themselves (direct get, pull requests) and unknown ones get no answer.
+    let enabled = task.accounts.contains_key(&acc);
     let (kind, result) = match t.as_slice() {
         ["INFO"] => ("account_info_response", account_info(task, &acc)),
         ["STREAM", "CREATE", name] => (
@@ -100,6 +100,7 @@ pub(crate) fn handle(
             "stream_msg_delete_response",
             msg_delete(task, &acc, name, payload),
         ),
+        ["DIRECT", "GET", ..] | ["CONSUMER", "MSG", "NEXT", ..] if !enabled => return,
         ["DIRECT", "GET", name, subj @ ..] => {
             direct_get(task, account, name, &subj.join("."), reply, payload);
             return;
@@ -157,23 +158,33 @@ pub(crate) fn handle(
             next_request(task, account, stream, name, reply, payload);
             return;
         }
+        _ if !enabled => return,
         _ => (
             "error_response",
             Err(ApiError::new(400, 10003, "bad request")),
         ),
     };
+    let result = if enabled {
+        result
+    } else {
+        Err(ApiError::not_enabled_for_account())
+    };
+    // Counted for the accounts with JetStream only (as nats-server counts them).
+    if let Some(a) = task.accounts.get_mut(&acc) {
+        a.api_total += 1;
+        a.api_errors += u64::from(result.is_err());
+        let counters = &task.shared.counters;
+        counters.api_total.fetch_add(1, Ordering::Relaxed);
+        if result.is_err() {
+            counters.api_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
     let body = match result {
         Ok(mut v) => {
             v["type"] = json!(format!("{PREFIX}{kind}"));
             v
         }
-        Err(e) => {
-            task.shared
-                .counters
-                .api_errors
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            json!({"type": format!("{PREFIX}{kind}"), "error": e})
-        }
+        Err(e) => json!({"type": format!("{PREFIX}{kind}"), "error": e}),
     };
     task.reply(account, &reply, body);
 }
@@ -247,6 +258,16 @@ fn account_info(task: &Task, acc: &str) -> ApiResult {
     let l = a.limits;
     let u = usage(task, acc);
     let o = &task.shared.opts;
+    let limits = json!({
+        "max_memory": l.max_memory,
+        "max_storage": l.max_store,
+        "max_streams": l.max_streams,
+        "max_consumers": l.max_consumers,
+        "max_ack_pending": l.max_ack_pending,
+        "memory_max_stream_bytes": l.memory_max_stream_bytes,
+        "storage_max_stream_bytes": l.storage_max_stream_bytes,
+        "max_bytes_required": l.max_bytes_required,
+    });
     let mut v = json!({
         "memory": u.mem,
         "storage": u.file,
@@ -254,21 +275,29 @@ fn account_info(task: &Task, acc: &str) -> ApiResult {
         "reserved_storage": u.reserved_file,
         "streams": u.streams,
         "consumers": u.consumers,
-        "limits": {
-            "max_memory": l.max_memory,
-            "max_storage": l.max_store,
-            "max_streams": l.max_streams,
-            "max_consumers": l.max_consumers,
-            "max_ack_pending": -1,
-            "memory_max_stream_bytes": -1,
-            "storage_max_stream_bytes": -1,
-            "max_bytes_required": false,
-        },
-        "api": {
-            "total": task.shared.counters.api_total.load(std::sync::atomic::Ordering::Relaxed),
-            "errors": task.shared.counters.api_errors.load(std::sync::atomic::Ordering::Relaxed),
-        },
+        "limits": limits,
+        "api": {"total": a.api_total, "errors": a.api_errors},
     });
+    match l.tier {
+        crate::Tier::Flat => {}
+        // Tiered limits: the totals carry no limits and the tier its own (as nats-server).
+        crate::Tier::R1 | crate::Tier::Missing => {
+            v["limits"] = json!({
+                "max_memory": 0, "max_storage": 0, "max_streams": 0, "max_consumers": 0,
+                "max_ack_pending": 0, "memory_max_stream_bytes": 0,
+                "storage_max_stream_bytes": 0, "max_bytes_required": false,
+            });
+            if l.tier == crate::Tier::R1 {
+                v["tiers"] = json!({"R1": {
+                    "memory": u.mem,
+                    "storage": u.file,
+                    "streams": u.streams,
+                    "consumers": u.consumers,
+                    "limits": limits,
+                }});
+            }
+        }
+    }
     if let Some(d) = &o.domain {
         v["domain"] = json!(d);
     }
@@ -335,6 +364,7 @@ pub(crate) fn jsz(task: &Task, detail: bool) -> Value {
                 "reserved_memory": u.reserved_mem,
                 "reserved_storage": u.reserved_file,
                 "accounts": 1,
+                "api": {"total": a.api_total, "errors": a.api_errors},
                 "streams": s,
                 "consumers": c,
                 "stream_detail": stream_details,

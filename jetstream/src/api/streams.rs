@@ -35,6 +35,54 @@ pub(super) fn check_overlap(task: &Task, acc: &str, cfg: &StreamConfig) -> Resul
     Ok(())
 }
 
+/// Refuses a stream the account's limits forbid: without `max_bytes` where the account
+/// requires it, or with more than the account allows one stream of its storage type.
+pub(super) fn check_stream_bytes(
+    task: &Task,
+    acc: &str,
+    cfg: &StreamConfig,
+) -> Result<(), ApiError> {
+    let Some(a) = task.accounts.get(acc) else {
+        return Ok(());
+    };
+    let l = &a.limits;
+    if l.tier == crate::Tier::Missing {
+        return Ok(());
+    }
+    let most = match cfg.storage {
+        crate::config::Storage::Memory => l.memory_max_stream_bytes,
+        crate::config::Storage::File => l.storage_max_stream_bytes,
+    };
+    if l.max_bytes_required && cfg.max_bytes <= 0 {
+        return Err(ApiError::new(
+            400,
+            10113,
+            "account requires a stream config to have max bytes set",
+        ));
+    }
+    if most > 0 && cfg.max_bytes > most {
+        return Err(ApiError::new(
+            400,
+            10122,
+            "stream max bytes exceeds account limit max stream bytes",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a stream in an account whose tiered limits have none for a single server's
+/// streams (`R1`).
+fn check_tier(task: &Task, acc: &str) -> Result<(), ApiError> {
+    match task.accounts.get(acc) {
+        Some(a) if a.limits.tier == crate::Tier::Missing => Err(ApiError::new(
+            400,
+            10120,
+            "no JetStream default or applicable tiered limit present",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Refuses a stream whose `max_bytes` the account's or the server's limit cannot reserve,
 /// with what the other streams of that storage type reserve (a stream without `max_bytes`
 /// reserves one byte), as nats-server does. `replacing`: the stream being updated, whose own
@@ -88,6 +136,7 @@ pub(super) fn check_resources(
 
 pub(super) fn stream_create(task: &mut Task, acc: &str, name: &str, payload: &[u8]) -> ApiResult {
     let cfg = stream_config(name, payload)?;
+    check_stream_bytes(task, acc, &cfg)?;
     let a = task
         .accounts
         .get(acc)
@@ -100,10 +149,16 @@ pub(super) fn stream_create(task: &mut Task, acc: &str, name: &str, payload: &[u
         }
         return Err(ApiError::stream_name_exists());
     }
+    check_tier(task, acc)?;
     check_overlap(task, acc, &cfg)?;
     check_resources(task, acc, &cfg, None)?;
-    if a.limits.max_streams >= 0 && a.streams.len() as i64 >= a.limits.max_streams {
+    // 0 (as a JWT without the claim says) and -1 are no limit, as in nats-server.
+    if a.limits.max_streams > 0 && a.streams.len() as i64 >= a.limits.max_streams {
         return Err(ApiError::max_streams());
+    }
+    let acc_max = a.limits.max_consumers;
+    if cfg.max_consumers > 0 && acc_max > 0 && cfg.max_consumers > acc_max {
+        return Err(ApiError::max_consumers());
     }
     for src in cfg.mirror.iter().chain(cfg.sources.iter()) {
         if !a.streams.contains_key(&src.name) {
@@ -139,6 +194,7 @@ pub(super) fn stream_create(task: &mut Task, acc: &str, name: &str, payload: &[u
 
 pub(super) fn stream_update(task: &mut Task, acc: &str, name: &str, payload: &[u8]) -> ApiResult {
     let cfg = stream_config(name, payload)?;
+    check_stream_bytes(task, acc, &cfg)?;
     check_overlap(task, acc, &cfg)?;
     check_resources(task, acc, &cfg, Some(name))?;
     let e = entry(task, acc, name)?;
