@@ -75,6 +75,16 @@ struct AccountDef {
     mappings: Vec<(String, Vec<MapDest>)>,
 }
 
+/// `resolver: { type: full, dir, allow_delete, hard_delete }`.
+#[derive(Debug, Clone)]
+pub struct JwtDir {
+    pub dir: PathBuf,
+    /// Accounts may be deleted (`$SYS.REQ.CLAIMS.DELETE`).
+    pub allow_delete: bool,
+    /// A deleted account's file is removed rather than renamed `<key>.jwt.deleted`.
+    pub hard_delete: bool,
+}
+
 /// What the auth configuration amounts to.
 pub struct Auth {
     pub authenticator: Arc<dyn Authenticator>,
@@ -86,6 +96,11 @@ pub struct Auth {
     from_jwt: std::collections::HashSet<String>,
     /// Operator mode: accounts come from JWTs only.
     operator: bool,
+    /// The operator's keys (its own and its signing keys).
+    pub operator_keys: Vec<String>,
+    /// A full resolver's directory, which account JWT updates through the system account
+    /// write to.
+    pub jwt_dir: Option<JwtDir>,
     /// The top level's `mappings`, for the default account.
     global_mappings: Vec<(String, Vec<MapDest>)>,
 }
@@ -101,6 +116,8 @@ impl Default for Auth {
             accounts: HashMap::new(),
             from_jwt: Default::default(),
             operator: false,
+            operator_keys: Vec::new(),
+            jwt_dir: None,
             global_mappings: Vec::new(),
         }
     }
@@ -611,6 +628,20 @@ pub fn load(map: &Map) -> Result<Auth> {
                     let dir = PathBuf::from(str_of(dir, "dir")?);
                     std::fs::create_dir_all(&dir)
                         .with_context(|| format!("creating the resolver directory {}", dir.display()))?;
+                    let flag = |k: &str| -> Result<bool> {
+                        m.get(k).map_or(Ok(false), |v| bool_of(v, k))
+                    };
+                    let full = m
+                        .get("type")
+                        .and_then(Item::as_str)
+                        .is_none_or(|t| t.eq_ignore_ascii_case("full"));
+                    if full {
+                        auth.jwt_dir = Some(JwtDir {
+                            dir: dir.clone(),
+                            allow_delete: flag("allow_delete")?,
+                            hard_delete: flag("hard_delete")?,
+                        });
+                    }
                     Arc::new(DirResolver(dir))
                 }
                 _ => bail!(
@@ -640,6 +671,7 @@ pub fn load(map: &Map) -> Result<Auth> {
                 }
             }
         }
+        auth.operator_keys = keys.clone();
         let operator = Operator { keys, resolver };
         for key in known.iter().chain(&dir_known) {
             if let Some(def) = jwt_account(&operator, key) {

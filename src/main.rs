@@ -1,6 +1,7 @@
 //! The `junction` binary: command line, configuration and wiring only.
 
 mod auth_config;
+mod claims;
 mod logging;
 mod mapping_config;
 mod metrics;
@@ -601,6 +602,20 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
         )?),
         None => None,
     };
+    // Account JWT updates through the system account (`nsc push`), with a full resolver.
+    let (claims_tx, mut claims_rx) = tokio::sync::mpsc::unbounded_channel();
+    if let (Some(dir), Some(sys)) = (auth.jwt_dir.clone(), auth.system_account.clone()) {
+        let ident = claims::ServerIdent {
+            name: server_name.clone(),
+            id: server_id.clone(),
+            host: settings.host.clone(),
+            version: NATS_VERSION.to_string(),
+            jetstream: jetstream.is_some(),
+        };
+        let keys = auth.operator_keys.clone();
+        let task = claims::start(&bus, &sys, dir, keys, ident, claims_tx, shutdown.clone());
+        tasks.push(task);
+    }
     let mut signals = Signals::install()?;
     let mut reloader = Reloader {
         bus: bus.clone(),
@@ -615,6 +630,7 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
         auth: authenticator,
         logger,
         tls: reloadable,
+        jetstream: jetstream.clone(),
     };
     // Restoring the store allocated and freed much on this thread: give it back to the OS.
     // SAFETY: mi_collect only walks mimalloc's own heaps.
@@ -622,7 +638,24 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
     tracing::info!("Server is ready");
 
     loop {
-        match signals.next().await {
+        let asked = tokio::select! {
+            asked = signals.next() => asked,
+            Some(done) = claims_rx.recv() => {
+                // Updates that came together are applied once.
+                let mut waiting = vec![done];
+                while let Ok(more) = claims_rx.try_recv() {
+                    waiting.push(more);
+                }
+                if let Err(e) = reloader.refresh_accounts() {
+                    tracing::error!("Failed to apply the updated accounts: {e:#}");
+                }
+                for done in waiting {
+                    let _ = done.send(());
+                }
+                continue;
+            }
+        };
+        match asked {
             Asked::Stop(why) => {
                 tracing::info!("Trapped \"{why}\" signal");
                 break;

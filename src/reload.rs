@@ -25,6 +25,7 @@ pub(crate) struct Reloader {
     pub(crate) logger: logging::Logger,
     /// TLS listeners whose certificates a reload reads again.
     pub(crate) tls: Vec<(&'static str, junction_protocols::tls::Tls)>,
+    pub(crate) jetstream: Option<Arc<junction_jetstream::JetStream>>,
 }
 
 impl Reloader {
@@ -125,15 +126,7 @@ impl Reloader {
         };
         self.nats.opts.set(opts);
         if rewire {
-            // Imports and exports: the old ones go, the new ones are wired as at startup.
-            let removed = junction_core::import::remove_all(&self.bus);
-            for w in auth.wire(&self.bus)? {
-                tracing::warn!("{w}");
-            }
-            tracing::info!(
-                "Reloaded: accounts (imports and exports; {removed} import subscriptions replaced)"
-            );
-            self.wiring = auth.wiring();
+            self.rewire(&auth)?;
         }
         if let Some(fe) = &self.mqtt {
             let opts = mqtt_options(&new, &auth, fe.tls.as_ref());
@@ -148,17 +141,7 @@ impl Reloader {
             }
             gw.opts.set(new.ws.clone());
         }
-        self.auth.swap(auth.authenticator.clone());
-        tracing::info!("Reloaded: authorization");
-        // Every open connection is checked against the new users and permissions, off the
-        // reactor (a check may be a bcrypt comparison).
-        let (bus, checker) = (self.bus.clone(), self.auth.clone());
-        tokio::task::spawn_blocking(move || {
-            let (checked, closed) = junction_protocols::recheck(&bus, &*checker);
-            tracing::info!(
-                "Reload checked {checked} connections again: closed {closed} no longer authorized as they were"
-            );
-        });
+        self.authorize(&auth);
         for (name, t) in &self.tls {
             match t.reload() {
                 Ok(()) => tracing::info!("Reloaded: tls (reloaded the {name} TLS certificate)"),
@@ -170,6 +153,54 @@ impl Reloader {
         self.settings = new;
         tracing::info!("Reloaded server configuration");
         Ok(())
+    }
+}
+
+impl Reloader {
+    /// Applies the accounts the JWT directory now holds (an account JWT was updated or deleted
+    /// through the system account): imports, exports and mappings, the users' checks, and
+    /// JetStream. The configuration file is not read again.
+    pub(crate) fn refresh_accounts(&mut self) -> Result<()> {
+        let Some(map) = &self.settings.file else {
+            return Ok(());
+        };
+        let auth = auth_config::load(map)?;
+        if auth.wiring() != self.wiring {
+            auth.wire(&Bus::new())?;
+            self.rewire(&auth)?;
+        }
+        self.authorize(&auth);
+        Ok(())
+    }
+
+    /// Imports and exports: the old ones go, the new ones are wired as at startup.
+    fn rewire(&mut self, auth: &auth_config::Auth) -> Result<()> {
+        let removed = junction_core::import::remove_all(&self.bus);
+        for w in auth.wire(&self.bus)? {
+            tracing::warn!("{w}");
+        }
+        tracing::info!(
+            "Reloaded: accounts (imports and exports; {removed} import subscriptions replaced)"
+        );
+        self.wiring = auth.wiring();
+        Ok(())
+    }
+
+    /// New users and permissions, and the accounts' JetStream; every open connection is
+    /// checked against them, off the reactor (a check may be a bcrypt comparison).
+    fn authorize(&self, auth: &auth_config::Auth) {
+        self.auth.swap(auth.authenticator.clone());
+        tracing::info!("Reloaded: authorization");
+        if let Some(js) = &self.jetstream {
+            js.set_accounts(auth.jetstream_accounts(), auth.jetstream_limits());
+        }
+        let (bus, checker) = (self.bus.clone(), self.auth.clone());
+        tokio::task::spawn_blocking(move || {
+            let (checked, closed) = junction_protocols::recheck(&bus, &*checker);
+            tracing::info!(
+                "Reload checked {checked} connections again: closed {closed} no longer authorized as they were"
+            );
+        });
     }
 }
 

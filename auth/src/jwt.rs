@@ -143,6 +143,14 @@ pub fn algorithm(token: &str) -> Option<String> {
 /// Decodes `token` and checks its signature against its issuer, which must be a key of
 /// `issuer_role`; checks `exp` and `nbf` against `now` (unix seconds).
 pub fn decode(token: &str, issuer_role: Role, now: i64) -> Result<Claims, JwtError> {
+    let claims = verified(token, issuer_role)?;
+    claims.check_time(now)?;
+    Ok(claims)
+}
+
+/// The claims of a JWT whose signature is right, whatever its times say ([`decode`] without
+/// [`Claims::check_time`]).
+pub fn verified(token: &str, issuer_role: Role) -> Result<Claims, JwtError> {
     let token = token.trim();
     let mut parts = token.split('.');
     let (Some(h), Some(c), Some(s), None) =
@@ -181,16 +189,21 @@ pub fn decode(token: &str, issuer_role: Role, now: i64) -> Result<Claims, JwtErr
     if !nkey::verify_signature(&claims.iss, issuer_role, signed.as_bytes(), &sig) {
         return Err(JwtError::Signature);
     }
-    if claims.exp.is_some_and(|e| e > 0 && e <= now) {
-        return Err(JwtError::Expired);
-    }
-    if claims.nbf.is_some_and(|n| n > now) {
-        return Err(JwtError::NotYetValid);
-    }
     Ok(claims)
 }
 
 impl Claims {
+    /// Refuses claims that expired, or are not valid yet, at `now`.
+    pub fn check_time(&self, now: i64) -> Result<(), JwtError> {
+        if self.exp.is_some_and(|e| e > 0 && e <= now) {
+            return Err(JwtError::Expired);
+        }
+        if self.nbf.is_some_and(|n| n > now) {
+            return Err(JwtError::NotYetValid);
+        }
+        Ok(())
+    }
+
     /// The `nats.type` claim.
     pub fn kind(&self) -> &str {
         self.nats.get("type").and_then(Value::as_str).unwrap_or("")

@@ -160,8 +160,9 @@ impl Harness {
             after_commit: Vec::new(),
             paced: Default::default(),
             refusing: Vec::new(),
+            disabled: HashMap::new(),
         };
-        task.enable(junction_core::DEFAULT_ACCOUNT);
+        task.enable(junction_core::DEFAULT_ACCOUNT, Default::default());
         task.restore(restored);
         let account = bus.default_account();
         let inbox = Arc::new(Collect(Mutex::new(Vec::new())));

@@ -113,6 +113,8 @@ pub(crate) enum Input {
         msg: Message,
     },
     Monitor(oneshot::Sender<Value>, bool),
+    /// A new set of accounts with JetStream and their limits.
+    Accounts(Option<Vec<String>>, HashMap<String, AccountLimits>),
 }
 
 /// Counters for monitoring; the usage figures are refreshed by the task's timer.
@@ -183,6 +185,14 @@ pub(crate) struct AccountJs {
     pub(crate) api_errors: u64,
 }
 
+impl AccountJs {
+    fn set_limits(&mut self, limits: AccountLimits) {
+        self.limits = limits;
+        self.memory.set_limit(limits.max_memory);
+        self.storage.set_limit(limits.max_store);
+    }
+}
+
 /// The streams (account, name) touched since the last round: a short list, searched without
 /// allocating (acknowledgements touch their stream one by one).
 #[derive(Default)]
@@ -238,6 +248,8 @@ pub(crate) struct Task {
     pub(crate) paced: HashMap<(String, String), Instant>,
     /// The API subscriptions of the accounts without JetStream, which are told so.
     pub(crate) refusing: Vec<(Arc<Account>, Vec<Arc<Subscription>>)>,
+    /// The accounts that lost JetStream while running, with their streams (stopped).
+    pub(crate) disabled: HashMap<String, AccountJs>,
 }
 
 impl JetStream {
@@ -273,35 +285,10 @@ impl JetStream {
             after_commit: Vec::new(),
             paced: Default::default(),
             refusing: Vec::new(),
+            disabled: HashMap::new(),
         };
-        let names: Vec<String> = match &shared.opts.accounts {
-            Some(list) => list.clone(),
-            None => {
-                let mut v: Vec<String> = bus
-                    .accounts()
-                    .iter()
-                    .map(|a| a.name().to_string())
-                    .filter(|n| *n != shared.opts.system_account)
-                    .collect();
-                if v.is_empty() {
-                    v.push(junction_core::DEFAULT_ACCOUNT.to_string());
-                }
-                v
-            }
-        };
-        for name in &names {
-            if *name == shared.opts.system_account {
-                tracing::warn!(account = %name, "JetStream is not enabled in the system account");
-                continue;
-            }
-            task.enable(name);
-        }
-        for a in bus.accounts() {
-            let name = a.name();
-            if !names.iter().any(|n| n == name) && name != shared.opts.system_account {
-                task.refuse(name);
-            }
-        }
+        let (enabled, limits) = (shared.opts.accounts.clone(), shared.opts.limits.clone());
+        task.set_accounts(enabled, limits);
         task.restore(restored);
         let handle = tokio::spawn(run(task, shutdown));
         (Arc::new(JetStream { shared }), handle)
@@ -316,6 +303,18 @@ impl JetStream {
 
     pub fn options(&self) -> &Options {
         &self.shared.opts
+    }
+
+    /// Applies a new set of accounts with JetStream (`None`: every account but the system
+    /// account) and their limits, as an updated account JWT gives them: an account that
+    /// gains JetStream gets it at once, one that loses it keeps its streams (stopped, and back
+    /// if it gains JetStream again), and new limits apply to what comes next.
+    pub fn set_accounts(
+        &self,
+        enabled: Option<Vec<String>>,
+        limits: HashMap<String, AccountLimits>,
+    ) {
+        self.shared.push(Input::Accounts(enabled, limits));
     }
 
     /// Usage and API counters (refreshed every 100 ms).
@@ -396,16 +395,124 @@ impl Task {
         self.refusing.push((account, subs));
     }
 
+    /// The accounts `enabled` names (`None`: every account but the system account; the system
+    /// account never).
+    fn enabled_names(&self, enabled: Option<Vec<String>>) -> Vec<String> {
+        let system = &self.shared.opts.system_account;
+        let mut names = match enabled {
+            Some(list) => list,
+            None => {
+                let mut v: Vec<String> = self
+                    .shared
+                    .bus
+                    .accounts()
+                    .iter()
+                    .map(|a| a.name().to_string())
+                    .collect();
+                v.retain(|n| n != system);
+                if v.is_empty() {
+                    v.push(junction_core::DEFAULT_ACCOUNT.to_string());
+                }
+                v
+            }
+        };
+        if names.contains(system) {
+            tracing::warn!(account = %system, "JetStream is not enabled in the system account");
+            names.retain(|n| n != system);
+        }
+        names
+    }
+
+    /// Enables, updates and disables accounts' JetStream to match `enabled` and `limits`, and
+    /// tells the other accounts (but the system account) that they have none.
+    pub(crate) fn set_accounts(
+        &mut self,
+        enabled: Option<Vec<String>>,
+        limits: HashMap<String, AccountLimits>,
+    ) {
+        let names = self.enabled_names(enabled);
+        let gone: Vec<String> = self
+            .accounts
+            .keys()
+            .filter(|n| !names.contains(n))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.disable(&name);
+        }
+        for name in &names {
+            let l = limits.get(name).copied().unwrap_or_default();
+            if let Some(a) = self.accounts.get_mut(name) {
+                if a.limits != l {
+                    tracing::info!(account = %name, "JetStream limits updated");
+                }
+                a.set_limits(l);
+                continue;
+            }
+            self.stop_refusing(name);
+            match self.disabled.remove(name) {
+                Some(a) => self.reenable(name, a, l),
+                None => self.enable(name, l),
+            }
+        }
+        for a in self.shared.bus.accounts() {
+            let name = a.name();
+            if !self.accounts.contains_key(name)
+                && name != self.shared.opts.system_account
+                && !self.refusing.iter().any(|(r, _)| r.name() == name)
+            {
+                self.refuse(name);
+            }
+        }
+    }
+
+    fn stop_refusing(&mut self, name: &str) {
+        self.refusing.retain(|(account, subs)| {
+            if account.name() != name {
+                return true;
+            }
+            for sub in subs {
+                account.unsubscribe(sub);
+            }
+            false
+        });
+    }
+
+    /// Takes JetStream from `name`: its service subscriptions and its streams' subjects go; the
+    /// streams and consumers are kept, stopped, for when it gains JetStream again.
+    fn disable(&mut self, name: &str) {
+        let Some(mut a) = self.accounts.remove(name) else {
+            return;
+        };
+        for sub in a.subs.drain(..) {
+            a.account.unsubscribe(&sub);
+        }
+        for e in a.streams.values() {
+            for sub in e.stream.subs.locked().drain(..) {
+                sub.close();
+                a.account.unsubscribe(&sub);
+            }
+        }
+        tracing::info!(account = %name, streams = a.streams.len(), "JetStream disabled for the account");
+        self.disabled.insert(name.to_string(), a);
+    }
+
+    /// Gives JetStream back to `name`, with the streams it had when it lost it.
+    fn reenable(&mut self, name: &str, mut a: AccountJs, limits: AccountLimits) {
+        a.subs = self.subscribe(name, true).1;
+        a.set_limits(limits);
+        for (sname, e) in &a.streams {
+            let subjects = e.stream.state.locked().config.subjects.clone();
+            self.subscribe_stream(&e.stream, &subjects);
+            self.touched.insert((name.to_string(), sname.clone()));
+        }
+        tracing::info!(account = %name, streams = a.streams.len(), "JetStream enabled again for the account");
+        self.accounts.insert(name.to_string(), a);
+    }
+
     /// Gives `name` its JetStream: the API, acknowledgement and flow control subscriptions.
-    pub(crate) fn enable(&mut self, name: &str) {
+    pub(crate) fn enable(&mut self, name: &str, limits: AccountLimits) {
         let (account, subs) = self.subscribe(name, true);
-        let limits = self
-            .shared
-            .opts
-            .limits
-            .get(name)
-            .copied()
-            .unwrap_or_default();
         self.accounts.insert(
             name.to_string(),
             AccountJs {
@@ -653,6 +760,7 @@ impl Task {
             Input::Monitor(tx, detail) => {
                 let _ = tx.send(crate::api::jsz(self, detail));
             }
+            Input::Accounts(enabled, limits) => self.set_accounts(enabled, limits),
         }
     }
 

@@ -67,3 +67,9 @@ def user_creds(tmp_path: Path, account: str, name: str = "user") -> str:
                      + "\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n"
                      + user.seed.decode() + "\n------END USER NKEY SEED------\n")
     return str(creds)
+
+
+def creds_key(creds: str) -> str:
+    """The public key of the user of a creds file."""
+    token = Path(creds).read_text().split("\n")[1]
+    return json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))["sub"]

@@ -271,7 +271,7 @@ pub(crate) fn format_uptime(d: Duration) -> String {
 }
 
 /// RFC 3339 UTC time with nanoseconds, as Go's JSON shows a `time.Time`.
-pub(crate) fn rfc3339(t: SystemTime) -> String {
+pub fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let c = junction_core::time::Civil::from_unix(d.as_secs() as i64);
     format!(

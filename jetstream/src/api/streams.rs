@@ -122,8 +122,8 @@ pub(super) fn check_resources(
         }
     }
     let account_limit = task.accounts.get(acc).map_or(-1, |a| match cfg.storage {
-        Storage::Memory => a.memory.limit,
-        Storage::File => a.storage.limit,
+        Storage::Memory => a.memory.limit(),
+        Storage::File => a.storage.limit(),
     });
     if account_limit >= 0 && account_reserved.saturating_add(add) > account_limit {
         return Err(exceeded);

@@ -7,7 +7,8 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub struct Budget {
     pub used: std::sync::atomic::AtomicU64,
-    pub limit: i64,
+    /// An account's limit may change while it runs (a new account JWT).
+    limit: std::sync::atomic::AtomicI64,
     /// The server's budget of the same storage type.
     server: Option<Arc<Budget>>,
 }
@@ -16,7 +17,7 @@ impl Budget {
     pub fn new(limit: i64) -> Arc<Budget> {
         Arc::new(Budget {
             used: Default::default(),
-            limit,
+            limit: limit.into(),
             server: None,
         })
     }
@@ -26,9 +27,18 @@ impl Budget {
     pub fn within(limit: i64, server: Arc<Budget>) -> Arc<Budget> {
         Arc::new(Budget {
             used: Default::default(),
-            limit,
-            server: (server.limit >= 0).then_some(server),
+            limit: limit.into(),
+            server: (server.limit() >= 0).then_some(server),
         })
+    }
+
+    pub fn limit(&self) -> i64 {
+        self.limit.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_limit(&self, limit: i64) {
+        self.limit
+            .store(limit, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(super) fn add(&self, n: u64) {
@@ -49,13 +59,13 @@ impl Budget {
     /// publication of this storage type, whichever account).
     pub(super) fn server_full(&self) -> bool {
         self.server.as_ref().is_some_and(|s| {
-            s.limit >= 0 && s.used.load(std::sync::atomic::Ordering::Relaxed) > s.limit as u64
+            s.limit() >= 0 && s.used.load(std::sync::atomic::Ordering::Relaxed) > s.limit() as u64
         })
     }
 
     /// Whether `n` more bytes would pass the limit.
     pub(super) fn would_exceed(&self, n: u64) -> bool {
-        self.limit >= 0
-            && self.used.load(std::sync::atomic::Ordering::Relaxed) + n > self.limit as u64
+        let limit = self.limit();
+        limit >= 0 && self.used.load(std::sync::atomic::Ordering::Relaxed) + n > limit as u64
     }
 }
