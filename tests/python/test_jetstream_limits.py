@@ -200,3 +200,57 @@ async def test_account_limits_from_the_configuration(server_factory, tmp_path):
 
         # JetStream is enabled in some accounts: N is not one of them.
         await check_not_enabled(await c.connect(user="n", password="n"))
+
+
+# --------------------------------------------------------------------------
+# JetStream's usage through the system account (`nats server report jetstream`)
+# --------------------------------------------------------------------------
+
+SYS_JS_CONF = """
+accounts {
+  SYS: { users: [ { user: admin, password: adminpw } ] }
+  APP: { jetstream: enabled, users: [ { user: app, password: apppw } ] }
+  OTHER: { jetstream: enabled, users: [ { user: other, password: otherpw } ] }
+}
+system_account: SYS
+"""
+
+
+@async_test()
+async def test_jsz_through_the_system_account(server_factory, tmp_path):
+    srv = server_factory(config=SYS_JS_CONF + js_block(tmp_path))
+    async with Clients(srv) as c:
+        admin = await c.connect(user="admin", password="adminpw")
+        js = (await c.connect(user="app", password="apppw")).jetstream()
+        await js.add_stream(name="S", subjects=["s"])
+        await js.publish("s", b"x")
+        await js.add_consumer("S", durable_name="c")
+        await (await c.connect(user="other", password="otherpw")).jetstream().add_stream(
+            name="O", subjects=["o"])
+
+        async def jsz(opts: dict) -> dict:
+            r = json.loads((await admin.request("$SYS.REQ.SERVER.PING.JSZ",
+                                                json.dumps(opts).encode(), timeout=5)).data)
+            assert r["server"]["jetstream"] is True
+            return r["data"]
+
+        d = await jsz({})
+        assert (d["streams"], d["consumers"], d["messages"], d["accounts"]) == (2, 1, 1, 2)
+        assert d["server_id"] and "account_details" not in d
+        d = await jsz({"accounts": True})
+        assert sorted(a["name"] for a in d["account_details"]) == ["APP", "OTHER"]
+        app = next(a for a in d["account_details"] if a["name"] == "APP")
+        assert app["api"]["total"] == 2  # the stream and the consumer created
+        d = await jsz({"account": "APP", "streams": True})
+        [app] = d["account_details"]
+        [s] = app["stream_detail"]
+        assert (s["name"], s["state"]["messages"], s["state"]["consumer_count"]) == ("S", 1, 1)
+
+
+@async_test()
+async def test_jsz_through_the_system_account_without_jetstream(server_factory):
+    srv = server_factory(config=SYS_JS_CONF.replace("jetstream: enabled, ", ""))
+    async with Clients(srv) as c:
+        admin = await c.connect(user="admin", password="adminpw")
+        r = json.loads((await admin.request("$SYS.REQ.SERVER.PING.JSZ", b"", timeout=5)).data)
+        assert r["server"]["jetstream"] is False and r["data"]["disabled"] is True

@@ -1,7 +1,7 @@
 //! The system account as nats-server runs it, so `nats server ...` tooling works: requests on
 //! `$SYS.REQ.SERVER.PING[.<KIND>]` and `$SYS.REQ.SERVER.<id>.<KIND>` (STATSZ, IDZ, VARZ, CONNZ,
-//! SUBSZ, ROUTEZ, GATEWAYZ, LEAFZ, ACCOUNTZ, HEALTHZ) answered with the monitoring endpoints'
-//! JSON, `$SYS.SERVER.<id>.STATSZ` published every 10 s, and `$SYS.ACCOUNT.<acc>.CONNECT` /
+//! SUBSZ, ROUTEZ, GATEWAYZ, LEAFZ, ACCOUNTZ, HEALTHZ, JSZ) answered with the monitoring
+//! endpoints' JSON, `$SYS.SERVER.<id>.STATSZ` published every 10 s, and `$SYS.ACCOUNT.<acc>.CONNECT` /
 //! `.DISCONNECT` advisories. Only users of the system account reach these subjects.
 //!
 //! Requests are taken off the publisher's path through a bounded queue (a full queue drops the
@@ -120,7 +120,25 @@ async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(req) = rx.recv() => {
-                if let Some(answer) = answer(&m, &seq, &req) {
+                let answer = match jsz_request(&m, &req) {
+                    // JetStream answers from its own task.
+                    Some((doc, only)) => {
+                        let mut d = match doc {
+                            Some(f) => f.await,
+                            None => json!({ "disabled": true }),
+                        };
+                        if let (Some(acc), Some(Value::Array(list))) =
+                            (only, d.get_mut("account_details"))
+                        {
+                            list.retain(|a| a["name"] == json!(acc));
+                        }
+                        d["server_id"] = json!(m.info.server_id);
+                        d["now"] = json!(rfc3339(SystemTime::now()));
+                        Some(json!({ "server": server_info(&m, &seq), "data": d }))
+                    }
+                    None => answer(&m, &seq, &req),
+                };
+                if let Some(answer) = answer {
                     publish(&account, origin, req.reply, answer);
                 }
             }
@@ -176,7 +194,7 @@ fn server_info(m: &Monitor, seq: &AtomicU64) -> Value {
         "host": m.info.host,
         "id": m.info.server_id,
         "ver": m.info.version,
-        "jetstream": false,
+        "jetstream": m.info.extra_metrics.0.as_ref().and_then(|e| e.jsz(false)).is_some(),
         "flags": 0,
         "seq": seq.fetch_add(1, Ordering::Relaxed) + 1,
         "time": rfc3339(SystemTime::now()),
@@ -239,6 +257,34 @@ fn options_query(payload: &[u8]) -> Option<String> {
         q.push(format!("{key}={value}"));
     }
     Some(q.join("&"))
+}
+
+type JszFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Value> + Send>>;
+
+/// A `JSZ` request: JetStream's document to come (`None`: JetStream is off), with the detail
+/// the options ask for (`accounts`, `streams`, `consumer`), and the one account they name
+/// (`account`), if any.
+fn jsz_request(m: &Monitor, req: &Request) -> Option<(Option<JszFuture>, Option<String>)> {
+    let subject = std::str::from_utf8(&req.subject).ok()?;
+    let rest = subject.strip_prefix("$SYS.REQ.SERVER.")?;
+    if rest.rsplit('.').next()? != "JSZ" {
+        return None;
+    }
+    let opts = match serde_json::from_slice::<Value>(&req.payload) {
+        Ok(Value::Object(o)) => o,
+        _ => Default::default(),
+    };
+    let only = opts
+        .get("account")
+        .and_then(Value::as_str)
+        .filter(|a| !a.is_empty())
+        .map(str::to_string);
+    let detail = only.is_some()
+        || ["accounts", "streams", "consumer", "consumers"]
+            .iter()
+            .any(|k| opts.get(*k) == Some(&json!(true)));
+    let doc = m.info.extra_metrics.0.as_ref().and_then(|e| e.jsz(detail));
+    Some((doc, only))
 }
 
 fn answer(m: &Monitor, seq: &AtomicU64, req: &Request) -> Option<Value> {
