@@ -646,8 +646,13 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
                 while let Ok(more) = claims_rx.try_recv() {
                     waiting.push(more);
                 }
-                if let Err(e) = reloader.refresh_accounts() {
-                    tracing::error!("Failed to apply the updated accounts: {e:#}");
+                match reloader.refresh_accounts() {
+                    Err(e) => tracing::error!("Failed to apply the updated accounts: {e:#}"),
+                    // Answered once JetStream, too, has the change.
+                    Ok(Some(applied)) => {
+                        let _ = tokio::time::timeout(Duration::from_secs(5), applied).await;
+                    }
+                    Ok(None) => {}
                 }
                 for done in waiting {
                     let _ = done.send(());

@@ -141,7 +141,7 @@ impl Reloader {
             }
             gw.opts.set(new.ws.clone());
         }
-        self.authorize(&auth);
+        let _ = self.authorize(&auth);
         for (name, t) in &self.tls {
             match t.reload() {
                 Ok(()) => tracing::info!("Reloaded: tls (reloaded the {name} TLS certificate)"),
@@ -159,18 +159,18 @@ impl Reloader {
 impl Reloader {
     /// Applies the accounts the JWT directory now holds (an account JWT was updated or deleted
     /// through the system account): imports, exports and mappings, the users' checks, and
-    /// JetStream. The configuration file is not read again.
-    pub(crate) fn refresh_accounts(&mut self) -> Result<()> {
+    /// JetStream. The configuration file is not read again. Returns what hears when
+    /// JetStream has applied the change.
+    pub(crate) fn refresh_accounts(&mut self) -> Result<Option<JetStreamApplied>> {
         let Some(map) = &self.settings.file else {
-            return Ok(());
+            return Ok(None);
         };
         let auth = auth_config::load(map)?;
         if auth.wiring() != self.wiring {
             auth.wire(&Bus::new())?;
             self.rewire(&auth)?;
         }
-        self.authorize(&auth);
-        Ok(())
+        Ok(self.authorize(&auth))
     }
 
     /// Imports and exports: the old ones go, the new ones are wired as at startup.
@@ -188,12 +188,13 @@ impl Reloader {
 
     /// New users and permissions, and the accounts' JetStream; every open connection is
     /// checked against them, off the reactor (a check may be a bcrypt comparison).
-    fn authorize(&self, auth: &auth_config::Auth) {
+    fn authorize(&self, auth: &auth_config::Auth) -> Option<JetStreamApplied> {
         self.auth.swap(auth.authenticator.clone());
         tracing::info!("Reloaded: authorization");
-        if let Some(js) = &self.jetstream {
-            js.set_accounts(auth.jetstream_accounts(), auth.jetstream_limits());
-        }
+        let applied = self
+            .jetstream
+            .as_ref()
+            .map(|js| js.set_accounts(auth.jetstream_accounts(), auth.jetstream_limits()));
         let (bus, checker) = (self.bus.clone(), self.auth.clone());
         tokio::task::spawn_blocking(move || {
             let (checked, closed) = junction_protocols::recheck(&bus, &*checker);
@@ -201,8 +202,12 @@ impl Reloader {
                 "Reload checked {checked} connections again: closed {closed} no longer authorized as they were"
             );
         });
+        applied
     }
 }
+
+/// Hears when JetStream has applied a change of accounts.
+pub(crate) type JetStreamApplied = tokio::sync::oneshot::Receiver<()>;
 
 /// The MQTT frontend's settings.
 pub(crate) fn mqtt_options(

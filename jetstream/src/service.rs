@@ -113,8 +113,12 @@ pub(crate) enum Input {
         msg: Message,
     },
     Monitor(oneshot::Sender<Value>, bool),
-    /// A new set of accounts with JetStream and their limits.
-    Accounts(Option<Vec<String>>, HashMap<String, AccountLimits>),
+    /// A new set of accounts with JetStream and their limits, and who to tell once applied.
+    Accounts(
+        Option<Vec<String>>,
+        HashMap<String, AccountLimits>,
+        oneshot::Sender<()>,
+    ),
 }
 
 /// Counters for monitoring; the usage figures are refreshed by the task's timer.
@@ -308,13 +312,16 @@ impl JetStream {
     /// Applies a new set of accounts with JetStream (`None`: every account but the system
     /// account) and their limits, as an updated account JWT gives them: an account that
     /// gains JetStream gets it at once, one that loses it keeps its streams (stopped, and back
-    /// if it gains JetStream again), and new limits apply to what comes next.
+    /// if it gains JetStream again), and new limits apply to what comes next. The receiver
+    /// hears when the change is in place (the API answers accordingly).
     pub fn set_accounts(
         &self,
         enabled: Option<Vec<String>>,
         limits: HashMap<String, AccountLimits>,
-    ) {
-        self.shared.push(Input::Accounts(enabled, limits));
+    ) -> oneshot::Receiver<()> {
+        let (done, applied) = oneshot::channel();
+        self.shared.push(Input::Accounts(enabled, limits, done));
+        applied
     }
 
     /// Usage and API counters (refreshed every 100 ms).
@@ -538,14 +545,27 @@ impl Task {
             }
             store.close_group_in(&mut group);
         }
+        // The streams of an account without JetStream are loaded stopped, for when it gains
+        // JetStream (an updated account JWT): enabled while they load, then disabled.
+        let mut shelved: Vec<String> = restored
+            .streams
+            .values()
+            .map(|r| r.meta.account.clone())
+            .filter(|a| !self.accounts.contains_key(a))
+            .collect();
+        shelved.sort();
+        shelved.dedup();
+        for name in &shelved {
+            tracing::warn!(
+                account = %name,
+                "stored streams belong to an account without JetStream: kept stopped until it has JetStream"
+            );
+            self.stop_refusing(name);
+            self.enable(name, AccountLimits::default());
+        }
         let mut by_uid: HashMap<u64, (String, String)> = HashMap::new();
         for (uid, persist::RestoredStream { meta, msgs, blocks }) in restored.streams {
             let Some(acc) = self.accounts.get(&meta.account) else {
-                tracing::warn!(
-                    account = %meta.account,
-                    stream = %meta.config.name,
-                    "a stored stream belongs to an account without JetStream: not loaded"
-                );
                 continue;
             };
             let mut st = StreamState::new(
@@ -593,6 +613,12 @@ impl Task {
             let stream = entry.stream.clone();
             self.refresh_interest(acc, sname);
             self.touched.insert((acc.clone(), stream.name.clone()));
+        }
+        for name in shelved {
+            self.disable(&name);
+            if name != self.shared.opts.system_account {
+                self.refuse(&name);
+            }
         }
     }
 
@@ -760,7 +786,10 @@ impl Task {
             Input::Monitor(tx, detail) => {
                 let _ = tx.send(crate::api::jsz(self, detail));
             }
-            Input::Accounts(enabled, limits) => self.set_accounts(enabled, limits),
+            Input::Accounts(enabled, limits, done) => {
+                self.set_accounts(enabled, limits);
+                let _ = done.send(());
+            }
         }
     }
 

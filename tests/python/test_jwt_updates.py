@@ -22,7 +22,7 @@ import nkeys
 import pytest
 from nats.js.errors import APIError
 
-from conftest import IS_NATS_SERVER, Clients, async_test, sync_subs, wait_until
+from conftest import EXPECT_EXIT, IS_NATS_SERVER, Clients, async_test, sync_subs, wait_until
 from jwt_helpers import JWT_DIR, KEYS, account_claims, creds_key, operator_config, sign, user_creds
 
 A = KEYS["accounts"]["A"]["public"]
@@ -201,3 +201,35 @@ async def test_accounts_are_deleted_only_when_allowed(server_factory, tmp_path):
         assert A not in (await system_request(sysc, "$SYS.REQ.CLAIMS.LIST", ""))["data"]
         with pytest.raises(nats.errors.Error, match="Authorization Violation"):
             await c.connect(user_credentials=user_creds(tmp_path, "A", "late"))
+
+
+@async_test(timeout=60)
+async def test_stored_streams_wait_for_their_account_to_have_jetstream(server_factory, tmp_path):
+    """An account that lost JetStream keeps its streams through a restart: they come back
+    when an update gives it JetStream again."""
+    config = operator_config(tmp_path, {"A": lambda c: c["nats"].__setitem__("limits", with_js())},
+                             extra=f'jetstream {{ store_dir: "{tmp_path / "js"}" }}\n')
+    first = server_factory(config=config)
+    async with Clients(first) as c:
+        sysc = await c.connect(user_credentials=str(JWT_DIR / "sys.creds"))
+        js = (await c.connect(user_credentials=user_creds(tmp_path, "A"))).jetstream()
+        await js.add_stream(name="KEEP", subjects=["keep"])
+        for i in range(3):
+            await js.publish("keep", str(i).encode())
+        await js.add_consumer("KEEP", durable_name="reader")
+        assert await system_request(sysc, UPDATE, account_jwt()) == updated(A)
+    assert first.terminate() == EXPECT_EXIT
+
+    second = server_factory(config=config)
+    async with Clients(second) as c:
+        sysc = await c.connect(user_credentials=str(JWT_DIR / "sys.creds"))
+        js = (await c.connect(user_credentials=user_creds(tmp_path, "A"))).jetstream()
+        with pytest.raises(APIError) as e:
+            await js.account_info()
+        assert e.value.err_code == 10039
+        assert await system_request(sysc, UPDATE, account_jwt(limits=with_js())) == updated(A)
+        info = await js.stream_info("KEEP")
+        assert (info.state.messages, info.state.last_seq) == (3, 3)
+        assert (await js.consumer_info("KEEP", "reader")).num_pending == 3
+        await js.publish("keep", b"3")
+        assert (await js.stream_info("KEEP")).state.messages == 4
