@@ -151,6 +151,9 @@ impl Harness {
             next_uid: AtomicU64::new(1),
             server_memory: crate::stream::Budget::new(limits.0),
             server_storage: crate::stream::Budget::new(limits.1),
+            api_pending: Default::default(),
+            acks_pending: Default::default(),
+            dropped: Default::default(),
         });
         let mut task = Task {
             shared,

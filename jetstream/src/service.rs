@@ -151,6 +151,11 @@ pub struct Shared {
     /// `max_file_store`.
     pub(crate) server_memory: Arc<Budget>,
     pub(crate) server_storage: Arc<Budget>,
+    /// API requests, and acknowledgements with flow control answers, in the inbox (bounded:
+    /// see [`crate::sinks::API_QUEUE_LIMIT`]), and how many were dropped past the bounds.
+    pub(crate) api_pending: std::sync::atomic::AtomicUsize,
+    pub(crate) acks_pending: std::sync::atomic::AtomicUsize,
+    pub(crate) dropped: AtomicU64,
 }
 
 impl Shared {
@@ -279,6 +284,9 @@ impl JetStream {
             next_uid: AtomicU64::new(next_uid),
             server_memory: Budget::new(opts.max_memory),
             server_storage: Budget::new(opts.max_store),
+            api_pending: Default::default(),
+            acks_pending: Default::default(),
+            dropped: Default::default(),
             opts,
         });
         let mut task = Task {
@@ -746,6 +754,15 @@ impl Task {
     }
 
     pub(crate) fn handle(&mut self, input: Input) {
+        let pending = match &input {
+            Input::Api { .. } => Some(&self.shared.api_pending),
+            Input::Ack { .. } | Input::FlowControl { .. } => Some(&self.shared.acks_pending),
+            _ => None,
+        };
+        if let Some(p) = pending {
+            // (Saturating: the fuzz harness hands inputs over without the sinks' count.)
+            let _ = p.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
         match input {
             Input::Api {
                 account,
@@ -1068,6 +1085,9 @@ impl Task {
     }
 }
 
+/// The most time the task spends on inputs before it lets other tasks run.
+const ROUND: Duration = Duration::from_millis(2);
+
 async fn run(mut task: Task, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1098,20 +1118,39 @@ async fn run(mut task: Task, shutdown: CancellationToken) {
             task.paced.remove(&k);
             task.touched.insert(k);
         }
+        // Inputs for up to ROUND at a time: a flood of requests (costly ones, such as listing
+        // many streams) must not hold this worker thread from the other tasks.
+        let started = Instant::now();
+        let mut more = false;
         loop {
-            let inputs = std::mem::take(&mut *shared.inbox.locked());
+            let mut inputs = std::mem::take(&mut *shared.inbox.locked());
             if inputs.is_empty() {
                 break;
             }
-            for input in inputs {
+            let mut n = 0u32;
+            while let Some(input) = inputs.pop_front() {
                 task.handle(input);
+                n += 1;
+                if n.is_multiple_of(64) && started.elapsed() >= ROUND {
+                    break;
+                }
             }
             task.flush();
+            if !inputs.is_empty() {
+                // The rest goes back in front of what came meanwhile.
+                let mut inbox = shared.inbox.locked();
+                inputs.append(&mut inbox);
+                *inbox = inputs;
+                more = true;
+                break;
+            }
         }
         task.flush();
-        if !task.touched.is_empty() {
-            // A consumer has more to send: another round, after whatever else is waiting.
+        if more || !task.touched.is_empty() {
+            // More to do (inputs left, or a consumer with more to send): another round, after
+            // whatever else is waiting.
             shared.notify.notify_one();
+            tokio::task::yield_now().await;
         }
     }
     task.flush();

@@ -2,6 +2,7 @@
 //! hand their messages to the task; a stream's capture sink stores what is published on the
 //! publisher's own task and answers with a PubAck (after the commit, for a file stream).
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -45,8 +46,32 @@ pub(crate) struct ServiceSink {
     pub(crate) kind: Kind,
 }
 
+/// API requests waiting for the task; more are dropped (the requester times out), as
+/// nats-server 2.10 drops requests past its API queue limit.
+pub(crate) const API_QUEUE_LIMIT: usize = 10_000;
+/// Acknowledgements and flow control answers waiting for the task; more are dropped (an
+/// unacknowledged message is delivered again after `ack_wait`).
+pub(crate) const ACK_QUEUE_LIMIT: usize = 1_000_000;
+
 impl Sink for ServiceSink {
     fn deliver(&self, _sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
+        let (pending, limit) = match self.kind {
+            Kind::Api => (&self.shared.api_pending, API_QUEUE_LIMIT),
+            Kind::Ack | Kind::FlowControl => (&self.shared.acks_pending, ACK_QUEUE_LIMIT),
+        };
+        if pending.fetch_add(1, Ordering::Relaxed) >= limit {
+            pending.fetch_sub(1, Ordering::Relaxed);
+            let dropped = self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            if dropped.is_power_of_two() {
+                tracing::warn!(
+                    dropped = dropped + 1,
+                    "JetStream API queue limit reached: requests dropped"
+                );
+            }
+            // Taken and dropped: the requester times out (as from nats-server), rather than
+            // hearing that nobody serves the subject.
+            return Delivery::Queued;
+        }
         let account = self.account.clone();
         let subject = msg.subject.clone();
         let payload = batch.kept_payload(&msg.payload);

@@ -637,3 +637,44 @@ def test_mqtt_max_connections(start, version):
     finally:
         for m in held:
             m.close()
+
+
+# ==========================================================================
+# JetStream's API queue is bounded
+# ==========================================================================
+
+
+@junction_only
+@async_test(90)
+async def test_a_flood_of_jetstream_api_requests_is_bounded(server_factory, tmp_path):
+    """Requests past 10,000 waiting are dropped with a warning (as nats-server drops past its
+    API queue limit), instead of queueing without bound; the service answers afterwards."""
+    store = tmp_path / "js"
+    store.mkdir()
+    srv = server_factory(args=["-js", "-sd", str(store)])
+    async with Clients(srv) as c:
+        nc = await c.connect()
+        js = nc.jetstream()
+        # Streams to list: each list request costs the service a while (far longer than
+        # reading it, in a debug build or not).
+        for i in range(5):
+            await js.add_stream(name=f"S{i}", subjects=[f"s.{i}"], storage="memory")
+        for _ in range(40_000):
+            await nc.publish("$JS.API.STREAM.LIST", b"")
+        await nc.flush(timeout=30)
+        await wait_until(lambda: any("JetStream API queue limit reached" in line for line in srv.log),
+                         timeout=20, what="the queue limit warning")
+        # Every request that waited is answered in time, and the service answers again.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                info = await js.account_info()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+        assert info.streams == 5
+        # And the server as a whole: a fresh connection's round trip.
+        await (await c.connect()).flush(timeout=5)
+    assert srv.running()
