@@ -2,6 +2,7 @@
 
 mod auth_config;
 mod claims;
+mod js_limits;
 mod logging;
 mod mapping_config;
 mod metrics;

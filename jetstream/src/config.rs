@@ -572,6 +572,21 @@ impl ConsumerConfig {
         if let Some(&first) = self.backoff.first() {
             self.ack_wait = first;
         }
+        if let Some(f) = self.sample_freq.as_deref().filter(|f| !f.is_empty()) {
+            let n = f.strip_suffix('%').unwrap_or(f);
+            let err = match n.parse::<i64>() {
+                Ok(v) if v >= 0 => None,
+                Ok(_) => Some("a sampling frequency cannot be negative".to_string()),
+                Err(_) => Some(format!("strconv.Atoi: parsing {n:?}: invalid syntax")),
+            };
+            if let Some(e) = err {
+                return Err(ApiError::new(
+                    400,
+                    10095,
+                    format!("failed to parse consumer sampling configuration: {e}"),
+                ));
+            }
+        }
         if self.ack_policy == AckPolicy::None {
             self.max_ack_pending = -1;
         } else if self.max_ack_pending == 0 {

@@ -31,6 +31,35 @@ struct Pending {
     cseq: u64,
     deliveries: u64,
     deadline: Instant,
+    /// When it was last delivered (for the ack metric's `ack_time`).
+    sent: Instant,
+}
+
+/// What a consumer reports as JetStream advisories and metrics (`$JS.EVENT.*`), as
+/// nats-server reports them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A message reached `max_deliver` and will not be delivered again.
+    MaxDeliveries { sseq: u64, deliveries: u64 },
+    /// `+TERM`.
+    Terminated {
+        cseq: u64,
+        sseq: u64,
+        deliveries: u64,
+    },
+    /// `-NAK`.
+    Naked {
+        cseq: u64,
+        sseq: u64,
+        deliveries: u64,
+    },
+    /// A sampled acknowledgement (`sample_freq`), `ack_time` nanoseconds after delivery.
+    Acked {
+        cseq: u64,
+        sseq: u64,
+        deliveries: u64,
+        ack_time: u64,
+    },
 }
 
 /// A pull request waiting for messages.
@@ -90,6 +119,8 @@ pub struct Consumer {
     replayed: Option<(i64, Instant)>,
     /// The rate limit's bucket: bytes that may go now, as of when.
     tokens: (f64, Instant),
+    /// Advisories and metrics to publish (the task takes them).
+    pub events: Vec<Event>,
 }
 
 /// What may be sent next under the consumer's pacing.
@@ -260,6 +291,7 @@ impl Consumer {
             wake_at: None,
             replayed: None,
             tokens: (f64::MAX, Instant::now()),
+            events: Vec::new(),
             config,
         }
     }
@@ -344,6 +376,7 @@ impl Consumer {
                         cseq: 0,
                         deliveries,
                         deadline: now,
+                        sent: now,
                     },
                 );
                 c.redeliver.insert(sseq);
@@ -434,6 +467,10 @@ impl Consumer {
                 (Some(m), Some(p)) => {
                     let d = p.deliveries + 1;
                     if self.config.max_deliver > 0 && d > self.config.max_deliver as u64 {
+                        self.events.push(Event::MaxDeliveries {
+                            sseq,
+                            deliveries: p.deliveries,
+                        });
                         self.pending.remove(&sseq);
                         self.update_floor();
                         continue;
@@ -487,6 +524,7 @@ impl Consumer {
                         cseq,
                         deliveries,
                         deadline,
+                        sent: now,
                     },
                 );
             }
@@ -683,20 +721,40 @@ impl Consumer {
                     }
                 }
                 AckPolicy::Explicit => {
-                    if self.pending.remove(&sseq).is_some() {
+                    if let Some(p) = self.pending.remove(&sseq) {
                         self.redeliver.remove(&sseq);
                         done.push(sseq);
+                        if self.sampled() {
+                            self.events.push(Event::Acked {
+                                cseq: p.cseq,
+                                sseq,
+                                deliveries: p.deliveries,
+                                ack_time: p.sent.elapsed().as_nanos() as u64,
+                            });
+                        }
                     }
                 }
                 AckPolicy::None => {}
             },
             AckKind::Term => {
-                if self.pending.remove(&sseq).is_some() {
+                if let Some(p) = self.pending.remove(&sseq) {
                     self.redeliver.remove(&sseq);
                     done.push(sseq);
+                    self.events.push(Event::Terminated {
+                        cseq: p.cseq,
+                        sseq,
+                        deliveries: p.deliveries,
+                    });
                 }
             }
             AckKind::Nak(delay) => {
+                if let Some(p) = self.pending.get(&sseq) {
+                    self.events.push(Event::Naked {
+                        cseq: p.cseq,
+                        sseq,
+                        deliveries: p.deliveries,
+                    });
+                }
                 if let Some(p) = self.pending.get_mut(&sseq) {
                     match delay {
                         Some(d) => {
@@ -722,6 +780,23 @@ impl Consumer {
         }
         self.dirty = true;
         done
+    }
+
+    /// Whether this acknowledgement is sampled for the ack metric (`sample_freq`: a percentage,
+    /// `"100%"` or `"30"`).
+    fn sampled(&self) -> bool {
+        let Some(f) = self.config.sample_freq.as_deref() else {
+            return false;
+        };
+        let pct: u32 = f.trim().trim_end_matches('%').trim().parse().unwrap_or(0);
+        match pct {
+            0 => false,
+            100.. => true,
+            p => {
+                let mut b = [0u8; 1];
+                getrandom::getrandom(&mut b).is_ok() && u32::from(b[0]) * 100 / 256 < p
+            }
+        }
     }
 
     fn update_floor(&mut self) {

@@ -15,10 +15,14 @@
 //! - [`api`]: the `$JS.API` requests.
 //! - [`persist`]: the records in the store and reading them back.
 //! - [`service`]: the task, its inputs and the routing of what consumers send.
+//! - `accounts`: which accounts have JetStream, and their limits.
+//! - `advisories`: the `$JS.EVENT` advisories and metrics.
 //! - `sinks`: the subscriptions' sinks (service subjects, stream capture, PubAck batches).
 //! - `sources`: mirrors and sources between streams.
 //! - [`harness`]: the task driven synchronously, for the fuzz target and tests.
 
+mod accounts;
+mod advisories;
 pub mod api;
 pub mod config;
 pub mod consumer;
@@ -32,8 +36,9 @@ mod sources;
 pub mod stream;
 pub mod time;
 
+pub use accounts::{AccountLimits, Tier};
 pub use persist::{restore, Restored};
-pub use service::{AccountLimits, JetStream, Options, Tier};
+pub use service::{JetStream, Options};
 pub use stream::HOT_BYTES;
 
 /// A random token of 22 characters from `[A-Za-z0-9]` (unguessable reply subjects and names).

@@ -190,6 +190,7 @@ pub(super) fn consumer_create(
         Consumer::new(name.clone(), stream_arc.clone(), cfg, now_ns(), &st)
     };
     let info = consumer_info(stream, &c);
+    task.consumer_advisory(&stream_arc.account, stream, &name, Action::Create);
     let e = entry(task, acc, stream)?;
     e.consumers.insert(name, c);
     task.refresh_interest(acc, stream);

@@ -13,6 +13,7 @@ use junction_core::{Account, Message};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::advisories::Action;
 use crate::config::{ConsumerConfig, DeliverPolicy, Retention, StreamConfig};
 use crate::consumer::{Consumer, PullRequest};
 use crate::errors::ApiError;

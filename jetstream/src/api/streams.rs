@@ -189,6 +189,7 @@ pub(super) fn stream_create(task: &mut Task, acc: &str, name: &str, payload: &[u
         .streams
         .insert(name.to_string(), e);
     sync_sources(task, acc, name);
+    task.stream_advisory(&account, name, Action::Create);
     Ok(info)
 }
 
@@ -215,6 +216,7 @@ pub(super) fn stream_update(task: &mut Task, acc: &str, name: &str, payload: &[u
     if subjects_changed {
         task.subscribe_stream(&stream, &cfg.subjects);
     }
+    task.stream_advisory(&stream.account, name, Action::Modify);
     let e = entry(task, acc, name)?;
     Ok(stream_info(e, None, false))
 }
@@ -269,6 +271,7 @@ pub(crate) fn remove_consumer(task: &mut Task, acc: &str, stream: &str, name: &s
     for o in out {
         task.reply_status(&account, o);
     }
+    task.consumer_advisory(&account, stream, name, Action::Delete);
     task.refresh_interest(acc, stream);
     release_interest(task, acc, stream);
     true
@@ -313,6 +316,7 @@ pub(super) fn stream_delete(task: &mut Task, acc: &str, name: &str) -> ApiResult
             s.submit(op);
         }
     }
+    task.stream_advisory(&e.stream.account, name, Action::Delete);
     Ok(json!({"success": true}))
 }
 
