@@ -123,27 +123,16 @@ pub(crate) fn start(
     let (tx, rx) = mpsc::channel(QUEUE);
     let sink: Arc<dyn Sink> = Arc::new(Requests(tx));
     let conn = bus.next_conn_id();
-    let mut subs = Vec::new();
-    for subject in [
+    let subjects = [
         "$SYS.REQ.CLAIMS.UPDATE",
         "$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE",
         "$SYS.ACCOUNT.*.CLAIMS.UPDATE",
         "$SYS.REQ.ACCOUNT.*.CLAIMS.LOOKUP",
         "$SYS.REQ.CLAIMS.LIST",
         "$SYS.REQ.CLAIMS.DELETE",
-    ] {
-        let sub = Arc::new(Subscription::new(
-            conn,
-            Bytes::from_static(subject.as_bytes()),
-            None,
-            Bytes::new(),
-            false,
-            sink.clone(),
-        ));
-        if account.subscribe(sub.clone()).is_ok() {
-            subs.push(sub);
-        }
-    }
+    ];
+    let subjects = subjects.map(|s| Bytes::from_static(s.as_bytes()));
+    let subs = account.subscribe_service(conn, subjects, &sink);
     tracing::info!(
         "Managing all jwt in exclusive directory {}",
         dir.dir.display()

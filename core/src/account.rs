@@ -155,6 +155,31 @@ impl Account {
         Ok(())
     }
 
+    /// Subscribes `sink` to each of `subjects` for the server's own service `origin` (no queue
+    /// group, no limit); returns the subscriptions made.
+    pub fn subscribe_service(
+        &self,
+        origin: ConnId,
+        subjects: impl IntoIterator<Item = Bytes>,
+        sink: &Arc<dyn crate::Sink>,
+    ) -> Vec<Arc<Subscription>> {
+        let mut subs = Vec::new();
+        for subject in subjects {
+            let sub = Arc::new(Subscription::new(
+                origin,
+                subject,
+                None,
+                Bytes::new(),
+                false,
+                sink.clone(),
+            ));
+            if self.subscribe(sub.clone()).is_ok() {
+                subs.push(sub);
+            }
+        }
+        subs
+    }
+
     /// Removes a subscription from the account; returns whether it was there.
     pub fn unsubscribe(&self, sub: &Arc<Subscription>) -> bool {
         let removed = self.sublist.remove(sub);

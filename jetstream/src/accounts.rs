@@ -60,6 +60,19 @@ impl Default for AccountLimits {
 }
 
 impl AccountJs {
+    /// Takes the account's service subscriptions and its streams' subjects away.
+    pub(crate) fn stop(&mut self) {
+        for sub in self.subs.drain(..) {
+            self.account.unsubscribe(&sub);
+        }
+        for e in self.streams.values() {
+            for sub in e.stream.subs.locked().drain(..) {
+                sub.close();
+                self.account.unsubscribe(&sub);
+            }
+        }
+    }
+
     pub(crate) fn set_limits(&mut self, limits: AccountLimits) {
         self.limits = limits;
         self.memory.set_limit(limits.max_memory);
@@ -88,17 +101,8 @@ impl Task {
                 account: account.clone(),
                 kind,
             });
-            let sub = Arc::new(Subscription::new(
-                self.shared.origin,
-                Bytes::from(subject),
-                None,
-                Bytes::new(),
-                false,
-                sink,
-            ));
-            if account.subscribe(sub.clone()).is_ok() {
-                subs.push(sub);
-            }
+            let origin = self.shared.origin;
+            subs.extend(account.subscribe_service(origin, [Bytes::from(subject)], &sink));
         }
         (account, subs)
     }
@@ -199,15 +203,7 @@ impl Task {
         let Some(mut a) = self.accounts.remove(name) else {
             return;
         };
-        for sub in a.subs.drain(..) {
-            a.account.unsubscribe(&sub);
-        }
-        for e in a.streams.values() {
-            for sub in e.stream.subs.locked().drain(..) {
-                sub.close();
-                a.account.unsubscribe(&sub);
-            }
-        }
+        a.stop();
         tracing::info!(account = %name, streams = a.streams.len(), "JetStream disabled for the account");
         self.disabled.insert(name.to_string(), a);
     }

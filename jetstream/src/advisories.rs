@@ -93,22 +93,26 @@ pub(crate) fn consumer_events(
                 cseq,
                 sseq,
                 deliveries,
-            } => (
-                "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED",
-                "io.nats.jetstream.advisory.v1.terminated",
-                json!({"stream": stream, "consumer": name, "consumer_seq": cseq,
-                       "stream_seq": sseq, "deliveries": deliveries}),
-            ),
-            Event::Naked {
+            }
+            | Event::Naked {
                 cseq,
                 sseq,
                 deliveries,
-            } => (
-                "$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED",
-                "io.nats.jetstream.advisory.v1.nak",
-                json!({"stream": stream, "consumer": name, "consumer_seq": cseq,
-                       "stream_seq": sseq, "deliveries": deliveries}),
-            ),
+            } => {
+                let (prefix, kind) = match e {
+                    Event::Terminated { .. } => (
+                        "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED",
+                        "io.nats.jetstream.advisory.v1.terminated",
+                    ),
+                    _ => (
+                        "$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED",
+                        "io.nats.jetstream.advisory.v1.nak",
+                    ),
+                };
+                let body = json!({"stream": stream, "consumer": name, "consumer_seq": cseq,
+                                  "stream_seq": sseq, "deliveries": deliveries});
+                (prefix, kind, body)
+            }
             Event::Acked {
                 cseq,
                 sseq,

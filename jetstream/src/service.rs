@@ -449,19 +449,12 @@ impl Task {
             shared: self.shared.clone(),
             stream: stream.clone(),
         });
-        for s in subjects {
-            let sub = Arc::new(Subscription::new(
-                self.shared.origin,
-                Bytes::from(s.clone()),
-                None,
-                Bytes::new(),
-                false,
-                sink.clone(),
-            ));
-            if stream.account.subscribe(sub.clone()).is_ok() {
-                subs.push(sub);
-            }
-        }
+        let subjects = subjects.iter().map(|s| Bytes::from(s.clone()));
+        subs.extend(
+            stream
+                .account
+                .subscribe_service(self.shared.origin, subjects, &sink),
+        );
     }
 
     /// Recomputes which subjects an interest-retention stream keeps.
@@ -848,15 +841,7 @@ impl Task {
             }
         }
         for a in self.accounts.values_mut() {
-            for sub in a.subs.drain(..) {
-                a.account.unsubscribe(&sub);
-            }
-            for e in a.streams.values() {
-                for sub in e.stream.subs.locked().drain(..) {
-                    sub.close();
-                    a.account.unsubscribe(&sub);
-                }
-            }
+            a.stop();
         }
     }
 }

@@ -46,6 +46,16 @@ class Events:
         return self.got
 
 
+async def listening(c: Clients, *subjects: str):
+    """A connection, its JetStream context, and what arrives on ``subjects``."""
+    nc = await c.connect()
+    events = Events()
+    for s in subjects:
+        await nc.subscribe(s, cb=events.cb)
+    await nc.flush()
+    return nc, nc.jetstream(), events
+
+
 def check_event(body: dict, kind: str) -> None:
     assert body["type"] == PREFIX + kind
     assert body["id"] and body["timestamp"].endswith("Z")
@@ -55,11 +65,7 @@ def check_event(body: dict, kind: str) -> None:
 async def test_dead_letters_terminations_and_naks_are_advised(server_factory, tmp_path):
     srv = server_factory(args=js_args(tmp_path))
     async with Clients(srv) as c:
-        nc = await c.connect()
-        js = nc.jetstream()
-        events = Events()
-        await nc.subscribe("$JS.EVENT.ADVISORY.CONSUMER.>", cb=events.cb)
-        await nc.flush()
+        nc, js, events = await listening(c, "$JS.EVENT.ADVISORY.CONSUMER.>")
         await js.add_stream(name="ORDERS", subjects=["orders.>"])
         sub = await js.pull_subscribe("orders.>", durable="worker",
                                       config=api.ConsumerConfig(max_deliver=2, ack_wait=30))
@@ -105,13 +111,8 @@ async def test_dead_letters_terminations_and_naks_are_advised(server_factory, tm
 async def test_stream_and_consumer_actions_are_advised(server_factory, tmp_path):
     srv = server_factory(args=js_args(tmp_path))
     async with Clients(srv) as c:
-        nc = await c.connect()
-        js = nc.jetstream()
-        events = Events()
         # (Not `$JS.EVENT.ADVISORY.>`: Junction does not send the API audit advisories.)
-        await nc.subscribe("$JS.EVENT.ADVISORY.STREAM.>", cb=events.cb)
-        await nc.subscribe("$JS.EVENT.ADVISORY.CONSUMER.>", cb=events.cb)
-        await nc.flush()
+        nc, js, events = await listening(c, "$JS.EVENT.ADVISORY.STREAM.>", "$JS.EVENT.ADVISORY.CONSUMER.>")
         await js.add_stream(name="S", subjects=["s"])
         await js.update_stream(api.StreamConfig(name="S", subjects=["s"], max_msgs=10))
         await js.add_consumer("S", durable_name="d")
@@ -134,11 +135,7 @@ async def test_stream_and_consumer_actions_are_advised(server_factory, tmp_path)
 async def test_sampled_acknowledgements_are_measured(server_factory, tmp_path):
     srv = server_factory(args=js_args(tmp_path))
     async with Clients(srv) as c:
-        nc = await c.connect()
-        js = nc.jetstream()
-        events = Events()
-        await nc.subscribe("$JS.EVENT.METRIC.CONSUMER.ACK.>", cb=events.cb)
-        await nc.flush()
+        nc, js, events = await listening(c, "$JS.EVENT.METRIC.CONSUMER.ACK.>")
         await js.add_stream(name="M", subjects=["m"])
         sampled = await js.pull_subscribe("m", durable="all", config=api.ConsumerConfig(sample_freq="100%"))
         quiet = await js.pull_subscribe("m", durable="none")

@@ -74,24 +74,12 @@ pub(crate) fn start(
     let sink: Arc<dyn Sink> = Arc::new(Requests(tx));
     let id = monitor.info.server_id.clone();
     let conn = monitor.bus.next_conn_id();
-    let mut subs = Vec::new();
-    for subject in [
+    let subjects = [
         "$SYS.REQ.SERVER.PING".to_string(),
         "$SYS.REQ.SERVER.PING.*".to_string(),
         format!("$SYS.REQ.SERVER.{id}.*"),
-    ] {
-        let sub = Arc::new(Subscription::new(
-            conn,
-            Bytes::from(subject),
-            None,
-            Bytes::new(),
-            false,
-            sink.clone(),
-        ));
-        if account.subscribe(sub.clone()).is_ok() {
-            subs.push(sub);
-        }
-    }
+    ];
+    let subs = account.subscribe_service(conn, subjects.map(Bytes::from), &sink);
     Some(tokio::spawn(run(
         monitor, account, conn, rx, subs, shutdown,
     )))
