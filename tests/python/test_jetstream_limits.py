@@ -11,7 +11,9 @@ Every expectation here is nats-server 2.9.10's; the tests pass against it too:
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 
 import nats
 import pytest
@@ -254,3 +256,26 @@ async def test_jsz_through_the_system_account_without_jetstream(server_factory):
         admin = await c.connect(user="admin", password="adminpw")
         r = json.loads((await admin.request("$SYS.REQ.SERVER.PING.JSZ", b"", timeout=5)).data)
         assert r["server"]["jetstream"] is False and r["data"]["disabled"] is True
+
+
+@async_test()
+async def test_a_reload_applies_changed_account_limits(server_factory, tmp_path):
+    srv = server_factory(config=LIMITS_CONF + js_block(tmp_path))
+    path = srv.workdir / f"server-{id(srv)}.conf"
+    async with Clients(srv) as c:
+        js = (await c.connect(user="l", password="l")).jetstream()
+        await js.add_stream(name="ONE", subjects=["one"])
+        await refused(js.add_stream(name="TWO", subjects=["two"]), 400, 10027)
+        text = path.read_text()
+        assert "max_streams: 1," in text
+        path.write_text(text.replace("max_streams: 1,", "max_streams: 2,"))
+        srv.proc.send_signal(signal.SIGHUP)
+        for _ in range(100):
+            if "Reloaded server configuration" in srv.log_text():
+                break
+            await asyncio.sleep(0.05)
+        assert "Reloaded server configuration" in srv.log_text(), srv.log_text()
+        assert (await js.account_info()).limits.max_streams == 2
+        await js.add_stream(name="TWO", subjects=["two"])
+        await refused(js.add_stream(name="THREE", subjects=["three"]), 400, 10027)
+        assert (await js.stream_info("ONE")).config.name == "ONE"
