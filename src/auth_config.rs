@@ -94,9 +94,7 @@ pub struct Auth {
     accounts: HashMap<String, AccountDef>,
     /// Accounts whose definitions came from JWTs.
     from_jwt: std::collections::HashSet<String>,
-    /// Operator mode: accounts come from JWTs only.
-    operator: bool,
-    /// The operator's keys (its own and its signing keys).
+    /// The operator's keys (its own and its signing keys); some only in operator mode.
     pub operator_keys: Vec<String>,
     /// A full resolver's directory, which account JWT updates through the system account
     /// write to.
@@ -115,7 +113,6 @@ impl Default for Auth {
             system_account: Some("$SYS".into()),
             accounts: HashMap::new(),
             from_jwt: Default::default(),
-            operator: false,
             operator_keys: Vec::new(),
             jwt_dir: None,
             global_mappings: Vec::new(),
@@ -680,7 +677,6 @@ pub fn load(map: &Map) -> Result<Auth> {
             }
         }
         cfg.operator = Some(operator);
-        auth.operator = true;
     }
 
     if let Some(e) = get("external_jwt") {
@@ -812,7 +808,7 @@ impl Auth {
             .map(|(n, _)| n.clone())
             .collect();
         v.sort();
-        (self.operator || !v.is_empty()).then_some(v)
+        (!self.operator_keys.is_empty() || !v.is_empty()).then_some(v)
     }
 
     pub fn wire(&self, bus: &Bus) -> Result<Vec<String>> {

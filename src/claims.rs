@@ -22,10 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use junction_auth::jwt;
 use junction_auth::nkey::{self, Role};
-use junction_core::{
-    Account, Bus, ConnId, Delivery, DeliveryFacts, FlushBatch, MatchCache, Message, Sink,
-    Subscription,
-};
+use junction_core::{Account, Bus, ConnId, Delivery, FlushBatch, Message, Sink, Subscription};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -195,7 +192,7 @@ async fn run(
             }
         };
         if let Some(reply) = req.reply {
-            publish(&account, origin, reply, body);
+            account.publish_one(&Message::new(reply, None, body, origin));
         }
     }
     for sub in subs {
@@ -429,18 +426,4 @@ fn humantime_now() -> String {
 
 fn json_bytes(v: &Value) -> Bytes {
     Bytes::from(serde_json::to_vec(v).unwrap_or_default())
-}
-
-fn publish(account: &Account, origin: ConnId, subject: Bytes, payload: Bytes) {
-    let msg = Message {
-        subject,
-        reply: None,
-        headers: None,
-        payload,
-        facts: DeliveryFacts::from_origin(origin),
-        extra: None,
-    };
-    let mut batch = FlushBatch::default();
-    account.publish(&mut MatchCache::new(false), &msg, &mut batch);
-    batch.wake_all();
 }

@@ -208,6 +208,14 @@ impl Account {
         self.watchers.write_locked().retain(|x| !Arc::ptr_eq(x, w));
     }
 
+    /// Routes one message on its own, outside any publisher's read batch (a message the server
+    /// sends itself): the subscribers' writers are woken before this returns.
+    pub fn publish_one(&self, msg: &Message) {
+        let mut batch = FlushBatch::default();
+        self.publish(&mut MatchCache::new(false), msg, &mut batch);
+        batch.wake_all();
+    }
+
     /// Routes one message to every matching subscription; returns how many deliveries were queued.
     /// Subscriptions that reach their limit are removed before this returns.
     pub fn publish(&self, cache: &mut MatchCache, msg: &Message, batch: &mut FlushBatch) -> usize {

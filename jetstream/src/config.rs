@@ -524,6 +524,20 @@ impl ConsumerConfig {
 
     /// Fills in the server's defaults and checks the configuration on its own (the stream-level
     /// checks are the caller's).
+    /// The percentage of acknowledgements `sample_freq` samples (`"100%"` or `"30"`; none: 0),
+    /// or why it cannot be read (in nats-server's words).
+    pub fn sample_percent(&self) -> Result<u32, String> {
+        let Some(f) = self.sample_freq.as_deref().filter(|f| !f.is_empty()) else {
+            return Ok(0);
+        };
+        let n = f.strip_suffix('%').unwrap_or(f);
+        match n.parse::<i64>() {
+            Ok(v) if v >= 0 => Ok(v.min(100) as u32),
+            Ok(_) => Err("a sampling frequency cannot be negative".to_string()),
+            Err(_) => Err(format!("strconv.Atoi: parsing {n:?}: invalid syntax")),
+        }
+    }
+
     pub fn normalize(&mut self) -> Result<(), ApiError> {
         if let Some(d) = &self.durable_name {
             if d.is_empty() {
@@ -572,20 +586,12 @@ impl ConsumerConfig {
         if let Some(&first) = self.backoff.first() {
             self.ack_wait = first;
         }
-        if let Some(f) = self.sample_freq.as_deref().filter(|f| !f.is_empty()) {
-            let n = f.strip_suffix('%').unwrap_or(f);
-            let err = match n.parse::<i64>() {
-                Ok(v) if v >= 0 => None,
-                Ok(_) => Some("a sampling frequency cannot be negative".to_string()),
-                Err(_) => Some(format!("strconv.Atoi: parsing {n:?}: invalid syntax")),
-            };
-            if let Some(e) = err {
-                return Err(ApiError::new(
-                    400,
-                    10095,
-                    format!("failed to parse consumer sampling configuration: {e}"),
-                ));
-            }
+        if let Err(e) = self.sample_percent() {
+            return Err(ApiError::new(
+                400,
+                10095,
+                format!("failed to parse consumer sampling configuration: {e}"),
+            ));
         }
         if self.ack_policy == AckPolicy::None {
             self.max_ack_pending = -1;

@@ -121,6 +121,8 @@ pub struct Consumer {
     tokens: (f64, Instant),
     /// Advisories and metrics to publish (the task takes them).
     pub events: Vec<Event>,
+    /// The percentage of acknowledgements sampled for the ack metric (`sample_freq`).
+    sample_pct: u32,
 }
 
 /// What may be sent next under the consumer's pacing.
@@ -292,6 +294,7 @@ impl Consumer {
             replayed: None,
             tokens: (f64::MAX, Instant::now()),
             events: Vec::new(),
+            sample_pct: config.sample_percent().unwrap_or(0),
             config,
         }
     }
@@ -748,14 +751,12 @@ impl Consumer {
                 }
             }
             AckKind::Nak(delay) => {
-                if let Some(p) = self.pending.get(&sseq) {
+                if let Some(p) = self.pending.get_mut(&sseq) {
                     self.events.push(Event::Naked {
                         cseq: p.cseq,
                         sseq,
                         deliveries: p.deliveries,
                     });
-                }
-                if let Some(p) = self.pending.get_mut(&sseq) {
                     match delay {
                         Some(d) => {
                             p.deadline = Instant::now() + *d;
@@ -782,14 +783,9 @@ impl Consumer {
         done
     }
 
-    /// Whether this acknowledgement is sampled for the ack metric (`sample_freq`: a percentage,
-    /// `"100%"` or `"30"`).
+    /// Whether this acknowledgement is sampled for the ack metric.
     fn sampled(&self) -> bool {
-        let Some(f) = self.config.sample_freq.as_deref() else {
-            return false;
-        };
-        let pct: u32 = f.trim().trim_end_matches('%').trim().parse().unwrap_or(0);
-        match pct {
+        match self.sample_pct {
             0 => false,
             100.. => true,
             p => {
@@ -884,6 +880,7 @@ impl Consumer {
 
     /// Applies an update of the configuration (the fields nats-server lets change).
     pub fn update(&mut self, config: ConsumerConfig) {
+        self.sample_pct = config.sample_percent().unwrap_or(0);
         self.config = config;
         self.dirty = true;
     }

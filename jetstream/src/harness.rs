@@ -3,7 +3,7 @@
 //! default; [`Harness::with_store`] puts file streams on an in-memory engine behind the real
 //! group-commit writer, so their messages go cold and are read back.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
@@ -14,7 +14,6 @@ use tokio::sync::Notify;
 
 use crate::persist::Restored;
 use crate::service::{Counters, Options, Shared, Task};
-use crate::sinks::publish;
 use crate::stream::HOT_BYTES;
 
 /// The server limits of a harness that names none: 1 GiB each.
@@ -144,15 +143,13 @@ impl Harness {
                 limits: HashMap::new(),
                 hot_bytes,
             },
-            inbox: Mutex::new(VecDeque::new()),
+            inbox: Default::default(),
             notify: Notify::new(),
             counters: Counters::default(),
             origin,
             next_uid: AtomicU64::new(1),
             server_memory: crate::stream::Budget::new(limits.0),
             server_storage: crate::stream::Budget::new(limits.1),
-            api_pending: Default::default(),
-            acks_pending: Default::default(),
             dropped: Default::default(),
         });
         let mut task = Task {
@@ -228,7 +225,7 @@ impl Harness {
             Bytes::copy_from_slice(payload),
             ConnId(u64::MAX),
         );
-        publish(&self.account, &msg);
+        self.account.publish_one(&msg);
         self.settle()
     }
 
@@ -277,7 +274,7 @@ impl Harness {
         // Bounded: each round handles what the previous one queued.
         for _ in 0..64 {
             self.wait_for_store();
-            let inputs = std::mem::take(&mut *self.task.shared.inbox.locked());
+            let inputs = self.task.shared.take_inbox();
             if inputs.is_empty() && self.task.touched.is_empty() {
                 break;
             }

@@ -97,7 +97,7 @@ pub struct Shared {
     pub(crate) bus: Arc<Bus>,
     pub(crate) store: Option<Arc<Store>>,
     pub(crate) opts: Options,
-    pub(crate) inbox: Mutex<VecDeque<Input>>,
+    pub(crate) inbox: Mutex<Inbox>,
     pub(crate) notify: Notify,
     pub(crate) counters: Counters,
     pub(crate) origin: ConnId,
@@ -106,17 +106,79 @@ pub struct Shared {
     /// `max_file_store`.
     pub(crate) server_memory: Arc<Budget>,
     pub(crate) server_storage: Arc<Budget>,
-    /// API requests, and acknowledgements with flow control answers, in the inbox (bounded:
-    /// see [`crate::sinks::API_QUEUE_LIMIT`]), and how many were dropped past the bounds.
-    pub(crate) api_pending: std::sync::atomic::AtomicUsize,
-    pub(crate) acks_pending: std::sync::atomic::AtomicUsize,
+    /// Inputs dropped past the inbox's bounds.
     pub(crate) dropped: AtomicU64,
+}
+
+/// API requests waiting for the task; more are dropped (the requester times out), as
+/// nats-server 2.10 drops requests past its API queue limit.
+const API_QUEUE_LIMIT: usize = 10_000;
+/// Acknowledgements and flow control answers waiting for the task; more are dropped (an
+/// unacknowledged message is delivered again after `ack_wait`).
+const ACK_QUEUE_LIMIT: usize = 1_000_000;
+
+/// What waits for the task, and how many of those are API requests and acknowledgements (what
+/// clients send, bounded).
+#[derive(Default)]
+pub(crate) struct Inbox {
+    queue: VecDeque<Input>,
+    api: usize,
+    acks: usize,
+}
+
+impl Inbox {
+    /// The count and the bound of `input`'s kind, for those that have one.
+    fn bound(&mut self, input: &Input) -> Option<(&mut usize, usize)> {
+        match input {
+            Input::Api { .. } => Some((&mut self.api, API_QUEUE_LIMIT)),
+            Input::Ack { .. } | Input::FlowControl { .. } => {
+                Some((&mut self.acks, ACK_QUEUE_LIMIT))
+            }
+            _ => None,
+        }
+    }
 }
 
 impl Shared {
     pub(crate) fn push(&self, input: Input) {
-        self.inbox.locked().push_back(input);
+        {
+            let mut inbox = self.inbox.locked();
+            if let Some((count, limit)) = inbox.bound(&input) {
+                if *count >= limit {
+                    drop(inbox);
+                    let dropped = self.dropped.fetch_add(1, Ordering::Relaxed);
+                    if dropped.is_power_of_two() {
+                        tracing::warn!(
+                            dropped = dropped + 1,
+                            "JetStream API queue limit reached: requests dropped"
+                        );
+                    }
+                    return;
+                }
+                *count += 1;
+            }
+            inbox.queue.push_back(input);
+        }
         self.notify.notify_one();
+    }
+
+    /// Everything waiting, for the task to handle.
+    pub(crate) fn take_inbox(&self) -> VecDeque<Input> {
+        let mut inbox = self.inbox.locked();
+        (inbox.api, inbox.acks) = (0, 0);
+        std::mem::take(&mut inbox.queue)
+    }
+
+    /// Puts inputs the task did not get to back in front of what came meanwhile.
+    pub(crate) fn put_back(&self, mut rest: VecDeque<Input>) {
+        let mut inbox = self.inbox.locked();
+        for input in &rest {
+            if let Some((count, _)) = inbox.bound(input) {
+                *count += 1;
+            }
+        }
+        rest.append(&mut inbox.queue);
+        inbox.queue = rest;
     }
 
     pub(crate) fn new_uid(&self) -> u64 {
@@ -224,15 +286,13 @@ impl JetStream {
             acks: Default::default(),
             bus: bus.clone(),
             store,
-            inbox: Mutex::new(VecDeque::new()),
+            inbox: Default::default(),
             notify: Notify::new(),
             counters: Counters::default(),
             origin,
             next_uid: AtomicU64::new(next_uid),
             server_memory: Budget::new(opts.max_memory),
             server_storage: Budget::new(opts.max_store),
-            api_pending: Default::default(),
-            acks_pending: Default::default(),
             dropped: Default::default(),
             opts,
         });
@@ -519,15 +579,6 @@ impl Task {
     }
 
     pub(crate) fn handle(&mut self, input: Input) {
-        let pending = match &input {
-            Input::Api { .. } => Some(&self.shared.api_pending),
-            Input::Ack { .. } | Input::FlowControl { .. } => Some(&self.shared.acks_pending),
-            _ => None,
-        };
-        if let Some(p) = pending {
-            // (Saturating: the fuzz harness hands inputs over without the sinks' count.)
-            let _ = p.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-        }
         match input {
             Input::Api {
                 account,
@@ -884,7 +935,7 @@ async fn run(mut task: Task, shutdown: CancellationToken) {
         let started = Instant::now();
         let mut more = false;
         loop {
-            let mut inputs = std::mem::take(&mut *shared.inbox.locked());
+            let mut inputs = shared.take_inbox();
             if inputs.is_empty() {
                 break;
             }
@@ -898,10 +949,7 @@ async fn run(mut task: Task, shutdown: CancellationToken) {
             }
             task.flush();
             if !inputs.is_empty() {
-                // The rest goes back in front of what came meanwhile.
-                let mut inbox = shared.inbox.locked();
-                inputs.append(&mut inbox);
-                *inbox = inputs;
+                shared.put_back(inputs);
                 more = true;
                 break;
             }

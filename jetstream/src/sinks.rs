@@ -2,7 +2,6 @@
 //! hand their messages to the task; a stream's capture sink stores what is published on the
 //! publisher's own task and answers with a PubAck (after the commit, for a file stream).
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -46,32 +45,8 @@ pub(crate) struct ServiceSink {
     pub(crate) kind: Kind,
 }
 
-/// API requests waiting for the task; more are dropped (the requester times out), as
-/// nats-server 2.10 drops requests past its API queue limit.
-pub(crate) const API_QUEUE_LIMIT: usize = 10_000;
-/// Acknowledgements and flow control answers waiting for the task; more are dropped (an
-/// unacknowledged message is delivered again after `ack_wait`).
-pub(crate) const ACK_QUEUE_LIMIT: usize = 1_000_000;
-
 impl Sink for ServiceSink {
     fn deliver(&self, _sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
-        let (pending, limit) = match self.kind {
-            Kind::Api => (&self.shared.api_pending, API_QUEUE_LIMIT),
-            Kind::Ack | Kind::FlowControl => (&self.shared.acks_pending, ACK_QUEUE_LIMIT),
-        };
-        if pending.fetch_add(1, Ordering::Relaxed) >= limit {
-            pending.fetch_sub(1, Ordering::Relaxed);
-            let dropped = self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-            if dropped.is_power_of_two() {
-                tracing::warn!(
-                    dropped = dropped + 1,
-                    "JetStream API queue limit reached: requests dropped"
-                );
-            }
-            // Taken and dropped: the requester times out (as from nats-server), rather than
-            // hearing that nobody serves the subject.
-            return Delivery::Queued;
-        }
         let account = self.account.clone();
         let subject = msg.subject.clone();
         let payload = batch.kept_payload(&msg.payload);
@@ -90,6 +65,8 @@ impl Sink for ServiceSink {
             },
             Kind::FlowControl => Input::FlowControl { account, subject },
         };
+        // Queued even past the inbox's bounds (then dropped): the requester times out, as from
+        // nats-server, rather than hearing that nobody serves the subject.
         self.shared.push(input);
         Delivery::Queued
     }
@@ -191,7 +168,7 @@ impl Sink for CaptureSink {
             // publication). Its writer is woken at once: deferring the wake to the end of the
             // publisher's batch measured slower (async publish 691k against 740k msgs/s), as
             // the client then hears every PubAck of a batch late.
-            _ => publish(&s.account, &ack),
+            _ => s.account.publish_one(&ack),
         }
         Delivery::Queued
     }
@@ -255,12 +232,4 @@ impl CaptureSink {
             msg: out,
         });
     }
-}
-
-/// Publishes `msg` into `account` (on whatever thread the caller runs: the task, or the store's
-/// writer after a commit).
-pub(crate) fn publish(account: &Account, msg: &Message) {
-    let mut batch = FlushBatch::default();
-    account.publish(&mut MatchCache::new(false), msg, &mut batch);
-    batch.wake_all();
 }

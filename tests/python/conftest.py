@@ -151,6 +151,18 @@ class Server:
             self.proc.kill()
             self.proc.wait(5)
 
+    async def reload(self, timeout: float = 5.0) -> None:
+        """SIGHUP, then wait until the server logs that it reloaded its configuration (nats-server
+        and Junction log the same line)."""
+        line = "Reloaded server configuration"
+        before = self.log_text().count(line)
+        self.proc.send_signal(signal.SIGHUP)
+        for _ in range(int(timeout / 0.05)):
+            if self.log_text().count(line) > before:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no reload within {timeout}s; log:\n{self.log_text()}")
+
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 

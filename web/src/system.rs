@@ -13,10 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use junction_core::{
-    Account, ConnSnapshot, Delivery, DeliveryFacts, FlushBatch, MatchCache, Message, Sink,
-    Subscription,
-};
+use junction_core::{Account, ConnSnapshot, Delivery, FlushBatch, Message, Sink, Subscription};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -162,17 +159,8 @@ fn send(account: &Account, origin: junction_core::ConnId, subject: String, body:
 }
 
 fn publish(account: &Account, origin: junction_core::ConnId, subject: Bytes, body: Value) {
-    let msg = Message {
-        subject,
-        reply: None,
-        headers: None,
-        payload: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
-        facts: DeliveryFacts::from_origin(origin),
-        extra: None,
-    };
-    let mut batch = FlushBatch::default();
-    account.publish(&mut MatchCache::new(false), &msg, &mut batch);
-    batch.wake_all();
+    let payload = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+    account.publish_one(&Message::new(subject, None, payload, origin));
 }
 
 /// The `server` part of every answer and event.

@@ -59,7 +59,8 @@ impl Budget {
     /// publication of this storage type, whichever account).
     pub(super) fn server_full(&self) -> bool {
         self.server.as_ref().is_some_and(|s| {
-            s.limit() >= 0 && s.used.load(std::sync::atomic::Ordering::Relaxed) > s.limit() as u64
+            let limit = s.limit();
+            limit >= 0 && s.used.load(std::sync::atomic::Ordering::Relaxed) > limit as u64
         })
     }
 
