@@ -161,6 +161,7 @@ impl Harness {
             paced: Default::default(),
             refusing: Vec::new(),
             disabled: HashMap::new(),
+            watch_dirty: true,
         };
         task.enable(junction_core::DEFAULT_ACCOUNT, Default::default());
         task.restore(restored);

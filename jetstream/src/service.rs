@@ -3,7 +3,7 @@
 //! send.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -268,6 +268,9 @@ pub(crate) struct Task {
     pub(crate) refusing: Vec<(Arc<Account>, Vec<Arc<Subscription>>)>,
     /// The accounts that lost JetStream while running, with their streams (stopped).
     pub(crate) disabled: HashMap<String, AccountJs>,
+    /// Streams or consumers may have come or gone: [`Stream::watched`] is set again before the
+    /// next round's consumers look.
+    pub(crate) watch_dirty: bool,
 }
 
 impl JetStream {
@@ -305,6 +308,7 @@ impl JetStream {
             paced: Default::default(),
             refusing: Vec::new(),
             disabled: HashMap::new(),
+            watch_dirty: true,
         };
         let (enabled, limits) = (shared.opts.accounts.clone(), shared.opts.limits.clone());
         task.set_accounts(enabled, limits);
@@ -492,6 +496,7 @@ impl Task {
             state: Mutex::new(st),
             store: self.shared.store.clone().filter(|_| durable),
             signaled: Default::default(),
+            watched: AtomicBool::new(true),
             subs: Mutex::new(Vec::new()),
         });
         self.subscribe_stream(&stream, &subjects);
@@ -585,7 +590,10 @@ impl Task {
                 subject,
                 reply,
                 payload,
-            } => crate::api::handle(self, &account, &subject, reply, &payload),
+            } => {
+                self.watch_dirty = true;
+                crate::api::handle(self, &account, &subject, reply, &payload)
+            }
             Input::Ack {
                 account,
                 subject,
@@ -620,6 +628,7 @@ impl Task {
                 let _ = tx.send(crate::api::jsz(self, detail));
             }
             Input::Accounts(enabled, limits, done) => {
+                self.watch_dirty = true;
                 self.set_accounts(enabled, limits);
                 let _ = done.send(());
             }
@@ -739,6 +748,7 @@ impl Task {
             }
         }
         for (acc, s, c) in gone {
+            self.watch_dirty = true;
             crate::api::remove_consumer(self, &acc, &s, &c);
         }
         let (mut mem, mut file, mut streams, mut consumers, mut messages) = (0, 0, 0, 0, 0);
@@ -772,9 +782,30 @@ impl Task {
         c.reserved_storage.store(reserved_file, Ordering::Relaxed);
     }
 
+    /// Sets [`Stream::watched`] for every stream: whether it has a consumer or is copied by
+    /// another stream of its account. Set before the consumers look at the stream (in the same
+    /// round), so a message stored before a stream becomes watched is seen by that look.
+    fn set_watched(&mut self) {
+        for a in self.accounts.values() {
+            let mut copied = std::collections::HashSet::new();
+            for e in a.streams.values() {
+                let st = e.stream.state.locked();
+                copied.extend(st.config.mirror.iter().map(|m| m.name.clone()));
+                copied.extend(st.config.sources.iter().map(|s| s.name.clone()));
+            }
+            for (name, e) in &a.streams {
+                let watched = !e.consumers.is_empty() || copied.contains(name);
+                e.stream.watched.store(watched, Ordering::Release);
+            }
+        }
+    }
+
     /// Lets the touched streams' consumers send, routes everything queued, and saves what
     /// changed.
     pub(crate) fn flush(&mut self) {
+        if std::mem::take(&mut self.watch_dirty) {
+            self.set_watched();
+        }
         self.copy_sources();
         let touched: Vec<(String, String)> = self.touched.drain().collect();
         let mut again = Vec::new();

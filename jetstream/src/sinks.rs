@@ -114,6 +114,7 @@ impl Sink for CaptureSink {
             (result, st.config.no_ack, republish)
         };
         if matches!(result, Ok(Stored::New(_)))
+            && s.watched.load(std::sync::atomic::Ordering::Acquire)
             && !s.signaled.swap(true, std::sync::atomic::Ordering::AcqRel)
         {
             self.shared.push(Input::Appended(s.clone()));

@@ -123,6 +123,9 @@ pub struct Stream {
     pub store: Option<Arc<Store>>,
     /// Set when messages arrived that the JetStream task has not looked at yet.
     pub signaled: AtomicBool,
+    /// The JetStream task wants to hear of new messages: the stream has a consumer, or another
+    /// stream mirrors or sources it. Without either, a publication wakes nobody.
+    pub watched: AtomicBool,
     /// The subscriptions that capture the stream's subjects.
     pub subs: Mutex<Vec<Arc<Subscription>>>,
 }
