@@ -36,8 +36,53 @@ impl Civil {
     }
 }
 
+/// A duration the way Go prints one (`1.5ms`, `250µs`, `2.000001s`, `1m30s`).
+pub fn go_duration(d: std::time::Duration) -> String {
+    let ns = d.as_nanos();
+    let trim = |x: f64, unit: &str| {
+        let s = format!("{x:.9}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        format!("{s}{unit}")
+    };
+    if ns == 0 {
+        "0s".into()
+    } else if ns < 1_000 {
+        format!("{ns}ns")
+    } else if ns < 1_000_000 {
+        trim(ns as f64 / 1e3, "µs")
+    } else if ns < 1_000_000_000 {
+        trim(ns as f64 / 1e6, "ms")
+    } else if ns < 60_000_000_000 {
+        trim(ns as f64 / 1e9, "s")
+    } else {
+        let secs = d.as_secs();
+        let rest = std::time::Duration::new(secs % 60, d.subsec_nanos());
+        let (h, m) = (secs / 3600, (secs / 60) % 60);
+        let s = trim(rest.as_secs_f64(), "s");
+        if h > 0 {
+            format!("{h}h{m}m{s}")
+        } else {
+            format!("{m}m{s}")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration(std::time::Duration::from_nanos(0)), "0s");
+        assert_eq!(go_duration(std::time::Duration::from_nanos(750)), "750ns");
+        assert_eq!(go_duration(std::time::Duration::from_nanos(1_500)), "1.5µs");
+        assert_eq!(
+            go_duration(std::time::Duration::from_micros(1_250)),
+            "1.25ms"
+        );
+        assert_eq!(go_duration(std::time::Duration::from_millis(2_000)), "2s");
+        assert_eq!(go_duration(std::time::Duration::from_secs(90)), "1m30s");
+        assert_eq!(go_duration(std::time::Duration::from_secs(3_661)), "1h1m1s");
+    }
+
     use super::*;
 
     #[test]

@@ -33,14 +33,18 @@ fn is_false(b: &bool) -> bool {
 fn is_zero(n: &i64) -> bool {
     *n == 0
 }
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
 
-/// A list that a client may send as `null` (Go's nil slice, async-nats' empty `Vec`).
-fn nullable<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+/// A setting that a client may send as `null` for its default (a list as Go's nil slice or
+/// async-nats' empty `Vec`, async-nats' unset `consumer_limits`).
+fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
+    T: Deserialize<'de> + Default,
 {
-    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -67,6 +71,29 @@ pub enum Storage {
     #[default]
     File,
     Memory,
+}
+
+/// How a stream asks for its messages to be kept on the disk (nats-server 2.10's
+/// `compression`). Junction accepts both and stores messages as they came: the setting is
+/// kept and reported, and changes nothing a client can see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    None,
+    S2,
+}
+
+/// The defaults and the most a stream allows its consumers (nats-server 2.10's
+/// `consumer_limits`): a consumer that does not set these gets them, and one that asks for
+/// more is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ConsumerLimits {
+    /// Nanoseconds.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub inactive_threshold: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_ack_pending: i64,
 }
 
 /// Where a stream republishes what it stores.
@@ -230,6 +257,14 @@ pub struct StreamConfig {
         deserialize_with = "nullable"
     )]
     pub sources: Vec<StreamSource>,
+    #[serde(default)]
+    pub compression: Compression,
+    /// The sequence of a new stream's first message.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub first_seq: u64,
+    /// async-nats sends `null` when it sets none.
+    #[serde(default, deserialize_with = "nullable")]
+    pub consumer_limits: ConsumerLimits,
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }
@@ -397,6 +432,13 @@ impl StreamConfig {
         }
         if self.subjects.is_empty() && self.mirror.is_none() && self.sources.is_empty() {
             self.subjects.push(self.name.clone());
+        }
+        if self.mirror.is_some() && self.first_seq > 0 {
+            return Err(ApiError::new(
+                400,
+                10143,
+                "stream mirrors can not have first sequence configured",
+            ));
         }
         if self.mirror.is_some() && !self.subjects.is_empty() {
             return Err(ApiError::invalid_config(

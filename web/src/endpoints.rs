@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
@@ -15,37 +15,7 @@ use junction_core::{ConnSnapshot, Subscription};
 use serde_json::{json, Value};
 
 use crate::{format_uptime, param, rfc3339, Monitor};
-
-/// A duration the way Go prints one (`1.5ms`, `250µs`, `2.000001s`, `1m30s`).
-pub(crate) fn go_duration(d: Duration) -> String {
-    let ns = d.as_nanos();
-    let trim = |x: f64, unit: &str| {
-        let s = format!("{x:.9}");
-        let s = s.trim_end_matches('0').trim_end_matches('.');
-        format!("{s}{unit}")
-    };
-    if ns == 0 {
-        "0s".into()
-    } else if ns < 1_000 {
-        format!("{ns}ns")
-    } else if ns < 1_000_000 {
-        trim(ns as f64 / 1e3, "µs")
-    } else if ns < 1_000_000_000 {
-        trim(ns as f64 / 1e6, "ms")
-    } else if ns < 60_000_000_000 {
-        trim(ns as f64 / 1e9, "s")
-    } else {
-        let secs = d.as_secs();
-        let rest = Duration::new(secs % 60, d.subsec_nanos());
-        let (h, m) = (secs / 3600, (secs / 60) % 60);
-        let s = trim(rest.as_secs_f64(), "s");
-        if h > 0 {
-            format!("{h}h{m}m{s}")
-        } else {
-            format!("{m}m{s}")
-        }
-    }
-}
+pub(crate) use junction_core::time::go_duration;
 
 /// Every subscription of every account, by connection.
 fn subscriptions_by_conn(m: &Monitor) -> HashMap<u64, Vec<(String, Arc<Subscription>)>> {
@@ -533,15 +503,4 @@ pub(crate) async fn jsz(State(m): State<Arc<Monitor>>, RawQuery(query): RawQuery
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(go_duration(Duration::from_nanos(0)), "0s");
-        assert_eq!(go_duration(Duration::from_nanos(750)), "750ns");
-        assert_eq!(go_duration(Duration::from_nanos(1_500)), "1.5µs");
-        assert_eq!(go_duration(Duration::from_micros(1_250)), "1.25ms");
-        assert_eq!(go_duration(Duration::from_millis(2_000)), "2s");
-        assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
-        assert_eq!(go_duration(Duration::from_secs(3_661)), "1h1m1s");
-    }
 }

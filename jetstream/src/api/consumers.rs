@@ -57,8 +57,20 @@ pub(super) fn consumer_create(
             _ => {}
         }
     }
-    // The account's `max_ack_pending` is a consumer's default when below the usual one, and
-    // its most.
+    // The stream's `consumer_limits` are a consumer's defaults and its most; the account's
+    // `max_ack_pending` is its default when below the usual one, and its most.
+    let limits = task
+        .accounts
+        .get(acc)
+        .and_then(|a| a.streams.get(stream))
+        .map(|e| e.stream.state.locked().config.consumer_limits)
+        .unwrap_or_default();
+    if cfg.max_ack_pending == 0 {
+        cfg.max_ack_pending = limits.max_ack_pending;
+    }
+    if cfg.inactive_threshold == 0 {
+        cfg.inactive_threshold = limits.inactive_threshold;
+    }
     let (most, acc_max_consumers) = task.accounts.get(acc).map_or((-1, -1), |a| {
         (a.limits.max_ack_pending, a.limits.max_consumers)
     });
@@ -66,11 +78,22 @@ pub(super) fn consumer_create(
         cfg.max_ack_pending = most.min(crate::config::DEFAULT_MAX_ACK_PENDING);
     }
     cfg.normalize()?;
-    if most > 0 && cfg.max_ack_pending > most {
+    for most in [most, limits.max_ack_pending] {
+        if most > 0 && cfg.max_ack_pending > most {
+            return Err(ApiError::new(
+                400,
+                10121,
+                format!("consumer max ack pending exceeds system limit of {most}"),
+            ));
+        }
+    }
+    let most = limits.inactive_threshold;
+    if most > 0 && cfg.inactive_threshold > most {
+        let most = junction_core::time::go_duration(std::time::Duration::from_nanos(most as u64));
         return Err(ApiError::new(
             400,
-            10121,
-            format!("consumer max ack pending exceeds system limit of {most}"),
+            10153,
+            format!("consumer inactive threshold exceeds system limit of {most}"),
         ));
     }
     let e = entry(task, acc, stream)?;

@@ -171,7 +171,8 @@ pub(super) fn stream_create(task: &mut Task, acc: &str, name: &str, payload: &[u
     let account = a.account.clone();
     let uid = task.shared.new_uid();
     let now = now_ns();
-    let st = StreamState::new(cfg.clone(), now, 0, 0);
+    // A stream set to start at `first_seq` begins as if emptied after the sequence before it.
+    let st = StreamState::new(cfg.clone(), now, cfg.first_seq.saturating_sub(1), 0);
     let stream = task.make_stream(&account, uid, st);
     {
         let mut st = stream.state.locked();
@@ -205,6 +206,7 @@ pub(super) fn stream_update(task: &mut Task, acc: &str, name: &str, payload: &[u
         st.config.check_update(&cfg)?;
         st.config.subjects != cfg.subjects
     };
+    check_consumer_limits(e, &cfg)?;
     {
         let mut st = stream.state.locked();
         st.config = cfg.clone();
@@ -219,6 +221,35 @@ pub(super) fn stream_update(task: &mut Task, acc: &str, name: &str, payload: &[u
     task.stream_advisory(&stream.account, name, Action::Modify);
     let e = entry(task, acc, name)?;
     Ok(stream_info(e, None, false))
+}
+
+/// Refuses new consumer limits that consumers of the stream already exceed (as nats-server
+/// does; a limit of 0, no limit, is never exceeded).
+fn check_consumer_limits(e: &StreamEntry, cfg: &StreamConfig) -> Result<(), ApiError> {
+    let old = e.stream.state.locked().config.consumer_limits;
+    let new = cfg.consumer_limits;
+    let changed = (new.inactive_threshold > 0 && new.inactive_threshold != old.inactive_threshold)
+        || (new.max_ack_pending > 0 && new.max_ack_pending != old.max_ack_pending);
+    if !changed {
+        return Ok(());
+    }
+    let over: Vec<&str> = e
+        .consumers
+        .iter()
+        .filter(|(_, c)| {
+            (new.inactive_threshold > 0 && c.config.inactive_threshold > new.inactive_threshold)
+                || (new.max_ack_pending > 0 && c.config.max_ack_pending > new.max_ack_pending)
+        })
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if over.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        500,
+        10069,
+        format!("change to limits violates consumers: {}", over.join(", ")),
+    ))
 }
 
 /// Applies the count, size and per-subject limits after an update.
