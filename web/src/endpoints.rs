@@ -499,8 +499,3 @@ pub(crate) async fn jsz(State(m): State<Arc<Monitor>>, RawQuery(query): RawQuery
     v["now"] = json!(crate::rfc3339(std::time::SystemTime::now()));
     Json(v)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-}
