@@ -224,20 +224,26 @@ impl Account {
             self.sample(&msg.subject);
         }
         let result = cache.lookup(&self.sublist, &msg.subject);
-        self.deliver_matched(result, msg, batch)
+        self.deliver_matched(result, msg, None, batch)
     }
 
     /// Delivers to a match result; subscriptions that reach their limit are removed.
+    /// `addressed`: the subject the message was routed by, when it is not its own (the sinks
+    /// see it in [`FlushBatch::addressed`] meanwhile; a publication nested in the delivery sees
+    /// its own again).
     fn deliver_matched(
         &self,
         result: &MatchResult,
         msg: &Message,
+        addressed: Option<&Bytes>,
         batch: &mut FlushBatch,
     ) -> usize {
         if result.is_empty() {
             return 0;
         }
+        let outer = std::mem::replace(&mut batch.addressed, addressed.cloned());
         let n = delivery::deliver(result, msg, batch);
+        batch.addressed = outer;
         if batch.has_expired() {
             for sub in batch.take_expired() {
                 if self.sublist.remove(&sub) {
@@ -262,7 +268,9 @@ impl Account {
         batch: &mut FlushBatch,
     ) -> usize {
         let result = cache.lookup(&self.sublist, to);
-        self.deliver_matched(result, msg, batch)
+        // Routed by its own subject, it is an ordinary publication to the sinks.
+        let addressed = (*to != msg.subject).then_some(to);
+        self.deliver_matched(result, msg, addressed, batch)
     }
 
     /// Whether anyone subscribes to `subject`.

@@ -87,6 +87,11 @@ pub struct FlushBatch {
     /// hands it to the store: a publisher that opened none has it closed by
     /// [`FlushBatch::wake_all`] (a stream's capture sink opens one for a whole read batch).
     pub group: Option<Box<dyn std::any::Any + Send>>,
+    /// While a message routed by one subject and shown with another (a JetStream delivery:
+    /// see `Account::deliver_to`) is handed to sinks: the subject it was routed by. A sink
+    /// that carries it on (an import) routes by this, as nats-server routes JetStream
+    /// deliveries through imports.
+    pub addressed: Option<Bytes>,
 }
 
 /// A payload copy and the slice it was copied from (address and length: while the message

@@ -87,21 +87,28 @@ const MAX_DEPTH: u8 = 8;
 
 /// Publishes `msg` into `target`, guarding against cycles of imports. How deep the publication
 /// already is travels in the publisher's batch, passed along explicitly.
+/// `to`: route by this subject, showing the message with its own (a JetStream delivery; see
+/// [`FlushBatch::addressed`]).
 fn forward(
     target: &Account,
     cache: &Mutex<MatchCache>,
     msg: &Message,
+    to: Option<&Bytes>,
     batch: &mut FlushBatch,
 ) -> Delivery {
     if batch.import_depth >= MAX_DEPTH {
         return Delivery::Dropped;
     }
     batch.import_depth += 1;
+    let route = |cache: &mut MatchCache, batch: &mut FlushBatch| match to {
+        Some(to) => target.deliver_to(cache, to, msg, batch),
+        None => target.publish(cache, msg, batch),
+    };
     // A cycle of imports comes back to a sink whose cache this thread holds: it routes with
     // a cache of its own rather than wait for itself.
     let n = match cache.try_lock() {
-        Ok(mut cache) => target.publish(&mut cache, msg, batch),
-        Err(_) => target.publish(&mut MatchCache::default(), msg, batch),
+        Ok(mut cache) => route(&mut cache, batch),
+        Err(_) => route(&mut MatchCache::default(), batch),
     };
     batch.import_depth -= 1;
     if n > 0 {
@@ -123,9 +130,15 @@ struct StreamSink {
 
 impl Sink for StreamSink {
     fn deliver(&self, _sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
+        // A JetStream delivery (to a consumer's deliver subject) goes on to the importer's
+        // deliver subject, shown with the stored subject.
+        if let Some(to) = batch.addressed.clone() {
+            let to = self.rename.apply(&to);
+            return forward(&self.target, &self.cache, msg, Some(&to), batch);
+        }
         let mut m = msg.clone();
         m.subject = self.rename.apply(&msg.subject);
-        forward(&self.target, &self.cache, &m, batch)
+        forward(&self.target, &self.cache, &m, None, batch)
     }
 
     fn flush(&self) {}
@@ -339,7 +352,7 @@ impl Sink for ServiceSink {
                 .insert(mapped.clone(), reply.clone(), n);
             m.reply = Some(mapped);
         }
-        forward(&self.exporter, &self.cache, &m, batch)
+        forward(&self.exporter, &self.cache, &m, None, batch)
     }
 
     fn flush(&self) {}
@@ -355,14 +368,18 @@ struct ResponseSink {
 
 impl Sink for ResponseSink {
     fn deliver(&self, _sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
+        // A JetStream delivery to a pull request's reply subject is routed by that subject
+        // and keeps its own subject and acknowledgement reply, as nats-server passes them.
+        let addressed = batch.addressed.clone();
+        let key = addressed.as_ref().unwrap_or(&msg.subject);
         let reply = {
             let mut pending = self.pending.locked();
             match self.responses {
-                Responses::Singleton => pending.remove(&msg.subject).map(|p| p.reply),
-                Responses::Stream => match pending.open.get(&msg.subject) {
+                Responses::Singleton => pending.remove(key).map(|p| p.reply),
+                Responses::Stream => match pending.open.get(key) {
                     Some(p) if p.at.elapsed() < RESPONSE_TTL => Some(p.reply.clone()),
                     Some(_) => {
-                        pending.remove(&msg.subject);
+                        pending.remove(key);
                         None
                     }
                     None => None,
@@ -372,10 +389,13 @@ impl Sink for ResponseSink {
         let Some(reply) = reply else {
             return Delivery::Dropped;
         };
+        if addressed.is_some() {
+            return forward(&self.importer, &self.cache, msg, Some(&reply), batch);
+        }
         let mut m = msg.clone();
         m.subject = reply;
         m.reply = None;
-        forward(&self.importer, &self.cache, &m, batch)
+        forward(&self.importer, &self.cache, &m, None, batch)
     }
 
     fn flush(&self) {}

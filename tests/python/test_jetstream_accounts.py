@@ -1,0 +1,108 @@
+"""One account's JetStream used from another through exports and imports, as nats-server's
+documentation sets it up: the API imported under a prefix, acknowledgements and flow control
+imported as they are, a push consumer's deliver subject exported as a stream.
+
+Runs against Junction and against nats-server 2.9.10 alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+from nats.js import api
+
+from conftest import Clients, async_test
+
+
+def config(tmp_path) -> str:
+    return f"""
+jetstream {{ store_dir: "{tmp_path / 'js'}" }}
+accounts {{
+  A: {{
+    jetstream: enabled
+    users: [{{user: a, password: a}}]
+    exports: [
+      {{service: "$JS.API.>", response_type: stream}}
+      {{service: "$JS.ACK.>"}}
+      {{service: "$JS.FC.>"}}
+      {{stream: "push.B.>"}}
+    ]
+  }}
+  B: {{
+    users: [{{user: b, password: b}}]
+    imports: [
+      {{service: {{account: A, subject: "$JS.API.>"}}, to: "JS.A.API.>"}}
+      {{service: {{account: A, subject: "$JS.ACK.>"}}}}
+      {{service: {{account: A, subject: "$JS.FC.>"}}}}
+      {{stream: {{account: A, subject: "push.B.>"}}}}
+    ]
+  }}
+}}
+"""
+
+
+@async_test(timeout=60)
+async def test_another_account_pulls_pushes_and_acknowledges_through_imports(server_factory, tmp_path):
+    conf = tmp_path / "server.conf"
+    conf.write_text(config(tmp_path))
+    srv = server_factory(args=["-c", str(conf)])
+    async with Clients(srv) as c:
+        a = await c.connect(user="a", password="a")
+        ja = a.jetstream()
+        await ja.add_stream(name="S", subjects=["s.>"], allow_direct=True)
+        for i in range(3):
+            await ja.publish(f"s.{i}", f"m{i}".encode())
+        b = await c.connect(user="b", password="b")
+        jb = b.jetstream(prefix="JS.A.API")
+
+        # The API answers under the prefix.
+        assert (await jb.stream_info("S")).state.messages == 3
+        m = await jb.get_last_msg("S", "s.1")
+        assert (m.seq, m.data) == (2, b"m1")
+
+        # A pull consumer: the messages come to B's inbox with their own subjects and
+        # acknowledgement replies, and B's acknowledgements reach the consumer.
+        sub = await jb.pull_subscribe("s.>", "puller", stream="S")
+        msgs = await sub.fetch(3, timeout=5)
+        assert [(x.subject, x.data) for x in msgs] == [("s.0", b"m0"), ("s.1", b"m1"), ("s.2", b"m2")]
+        assert [x.metadata.sequence.stream for x in msgs] == [1, 2, 3]
+        for x in msgs:
+            await x.ack_sync()
+        info = await jb.consumer_info("S", "puller")
+        assert (info.ack_floor.stream_seq, info.num_ack_pending, info.num_pending) == (3, 0, 0)
+        # Nothing left: the request expires with its status, not a hang.
+        try:
+            await sub.fetch(1, timeout=1)
+            raise AssertionError("a fourth message")
+        except nats.errors.TimeoutError:
+            pass
+
+        # A push consumer delivering to a subject A exports and B imports.
+        got: asyncio.Queue = asyncio.Queue()
+
+        async def on(msg):
+            await got.put(msg)
+
+        await b.subscribe("push.B.in", cb=on)
+        await b.flush()
+        await ja.add_consumer("S", durable_name="pusher", deliver_subject="push.B.in",
+                              ack_policy=api.AckPolicy.EXPLICIT)
+        pushed = [await asyncio.wait_for(got.get(), 5) for _ in range(3)]
+        assert [(x.subject, x.data) for x in pushed] == [("s.0", b"m0"), ("s.1", b"m1"), ("s.2", b"m2")]
+        assert all(x.reply.startswith("$JS.ACK.S.pusher.") for x in pushed), [x.reply for x in pushed]
+        for x in pushed:
+            await x.ack()
+        await b.flush()
+        for _ in range(50):
+            info = await ja.consumer_info("S", "pusher")
+            if info.ack_floor.stream_seq == 3:
+                break
+            await asyncio.sleep(0.1)
+        assert (info.ack_floor.stream_seq, info.num_ack_pending) == (3, 0)
+
+        # A key-value bucket read from B.
+        kv = await ja.create_key_value(bucket="cfg")
+        await kv.put("k", b"v1")
+        kvb = await jb.key_value("cfg")
+        assert (await kvb.get("k")).value == b"v1"
