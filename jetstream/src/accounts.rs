@@ -10,7 +10,7 @@ use junction_core::sync::Lock;
 use junction_core::{Account, Sink, Subscription};
 
 use crate::service::{AccountJs, Task};
-use crate::sinks::{Kind, ServiceSink};
+use crate::sinks::{ConsumerSubs, Kind, ServiceSink};
 use crate::stream::Budget;
 
 /// One account's JetStream limits (-1: none), as its `jetstream {}` block or its JWT sets them.
@@ -65,10 +65,13 @@ impl AccountJs {
         for sub in self.subs.drain(..) {
             self.account.unsubscribe(&sub);
         }
-        for e in self.streams.values() {
+        for e in self.streams.values_mut() {
             for sub in e.stream.subs.locked().drain(..) {
                 sub.close();
                 self.account.unsubscribe(&sub);
+            }
+            for c in e.consumers.values_mut() {
+                c.subs = None;
             }
         }
     }
@@ -81,25 +84,21 @@ impl AccountJs {
 }
 
 impl Task {
-    /// Subscribes the service subjects in `name`: the API, and (`all`) the acknowledgement and
-    /// flow control subjects.
-    fn subscribe(&self, name: &str, all: bool) -> (Arc<Account>, Vec<Arc<Subscription>>) {
+    /// Subscribes the API subjects in `name` (each consumer subscribes its own
+    /// acknowledgement and flow control subjects: [`ConsumerSubs`]).
+    fn subscribe(&self, name: &str) -> (Arc<Account>, Vec<Arc<Subscription>>) {
         let account = self.shared.bus.account_or_create(name);
         let mut subs = Vec::new();
-        let mut subjects = vec![("$JS.API.>".to_string(), Kind::Api)];
-        if all {
-            subjects.push(("$JS.ACK.>".to_string(), Kind::Ack));
-            subjects.push(("$JS.FC.>".to_string(), Kind::FlowControl));
-        }
+        let mut subjects = vec!["$JS.API.>".to_string()];
         // With a domain, clients that name it (`domain` option) use `$JS.<domain>.API`.
         if let Some(d) = &self.shared.opts.domain {
-            subjects.push((format!("$JS.{d}.API.>"), Kind::Api));
+            subjects.push(format!("$JS.{d}.API.>"));
         }
-        for (subject, kind) in subjects {
+        for subject in subjects {
             let sink: Arc<dyn Sink> = Arc::new(ServiceSink {
                 shared: self.shared.clone(),
                 account: account.clone(),
-                kind,
+                kind: Kind::Api,
             });
             let origin = self.shared.origin;
             subs.extend(account.subscribe_service(origin, [Bytes::from(subject)], &sink));
@@ -110,7 +109,7 @@ impl Task {
     /// Answers the API of `name`, an account without JetStream, with "JetStream not enabled
     /// for account" (as nats-server does).
     pub(crate) fn refuse(&mut self, name: &str) {
-        let (account, subs) = self.subscribe(name, false);
+        let (account, subs) = self.subscribe(name);
         self.refusing.push((account, subs));
     }
 
@@ -210,11 +209,14 @@ impl Task {
 
     /// Gives JetStream back to `name`, with the streams it had when it lost it.
     fn reenable(&mut self, name: &str, mut a: AccountJs, limits: AccountLimits) {
-        a.subs = self.subscribe(name, true).1;
+        a.subs = self.subscribe(name).1;
         a.set_limits(limits);
-        for (sname, e) in &a.streams {
+        for (sname, e) in &mut a.streams {
             let subjects = e.stream.state.locked().config.subjects.clone();
             self.subscribe_stream(&e.stream, &subjects);
+            for (cname, c) in &mut e.consumers {
+                c.subs = Some(ConsumerSubs::new(&self.shared, &a.account, sname, cname));
+            }
             self.touched.insert((name.to_string(), sname.clone()));
         }
         tracing::info!(account = %name, streams = a.streams.len(), "JetStream enabled again for the account");
@@ -223,7 +225,7 @@ impl Task {
 
     /// Gives `name` its JetStream: the API, acknowledgement and flow control subscriptions.
     pub(crate) fn enable(&mut self, name: &str, limits: AccountLimits) {
-        let (account, subs) = self.subscribe(name, true);
+        let (account, subs) = self.subscribe(name);
         self.accounts.insert(
             name.to_string(),
             AccountJs {

@@ -77,6 +77,9 @@ pub struct PullRequest {
 
 pub struct Consumer {
     pub name: String,
+    /// Its acknowledgement and flow control subscriptions (`None` while its account has no
+    /// JetStream).
+    pub(crate) subs: Option<crate::sinks::ConsumerSubs>,
     pub stream: Arc<Stream>,
     pub config: ConsumerConfig,
     pub created: i64,
@@ -267,6 +270,7 @@ impl Consumer {
         let start = next.max(1);
         Consumer {
             name,
+            subs: None,
             stream,
             filters,
             filters_all,

@@ -21,7 +21,7 @@ use crate::accounts::AccountLimits;
 use crate::config::{Retention, Storage};
 use crate::consumer::{AckKind, AckSubject, Consumer, Out};
 use crate::persist::{self, Restored};
-use crate::sinks::{AckBatch, CaptureSink};
+use crate::sinks::{AckBatch, CaptureSink, ConsumerSubs};
 use crate::stream::{now_ns, Budget, Cold, Stream, StreamState};
 
 /// How JetStream is configured (`jetstream {}` and `-js`).
@@ -450,7 +450,13 @@ impl Task {
             else {
                 continue;
             };
-            if let Some(c) = Consumer::restore(name.clone(), entry.stream.clone(), rec) {
+            if let Some(mut c) = Consumer::restore(name.clone(), entry.stream.clone(), rec) {
+                c.subs = Some(ConsumerSubs::new(
+                    &self.shared,
+                    &entry.stream.account,
+                    sname,
+                    &name,
+                ));
                 entry.stream.state.locked().consumers += 1;
                 entry.consumers.insert(name, c);
             }

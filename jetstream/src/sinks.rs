@@ -39,6 +39,50 @@ pub(crate) enum Kind {
     FlowControl,
 }
 
+/// A consumer's acknowledgement and flow control subscriptions, as nats-server subscribes
+/// them (`$JS.ACK.<stream>.<consumer>.*.*.*.*.*`, `$JS.FC.<stream>.<consumer>.*`): interest in
+/// this consumer's acknowledgements alone, which a leaf node link passes on, so that a client
+/// across the link acknowledges here. They unsubscribe when dropped (with the consumer, or
+/// when its account loses JetStream).
+pub(crate) struct ConsumerSubs {
+    account: Arc<Account>,
+    subs: Vec<Arc<Subscription>>,
+}
+
+impl ConsumerSubs {
+    pub(crate) fn new(
+        shared: &Arc<Shared>,
+        account: &Arc<Account>,
+        stream: &str,
+        consumer: &str,
+    ) -> ConsumerSubs {
+        let mut subs = Vec::new();
+        for (subject, kind) in [
+            (format!("$JS.ACK.{stream}.{consumer}.*.*.*.*.*"), Kind::Ack),
+            (format!("$JS.FC.{stream}.{consumer}.*"), Kind::FlowControl),
+        ] {
+            let sink: Arc<dyn Sink> = Arc::new(ServiceSink {
+                shared: shared.clone(),
+                account: account.clone(),
+                kind,
+            });
+            subs.extend(account.subscribe_service(shared.origin, [Bytes::from(subject)], &sink));
+        }
+        ConsumerSubs {
+            account: account.clone(),
+            subs,
+        }
+    }
+}
+
+impl Drop for ConsumerSubs {
+    fn drop(&mut self) {
+        for sub in self.subs.drain(..) {
+            self.account.unsubscribe(&sub);
+        }
+    }
+}
+
 pub(crate) struct ServiceSink {
     pub(crate) shared: Arc<Shared>,
     pub(crate) account: Arc<Account>,

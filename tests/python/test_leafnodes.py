@@ -20,6 +20,7 @@ import uuid
 
 import nats
 import pytest
+from nats.js import api
 
 from conftest import async_test, wait_until
 from mqtt_helpers import V5, Broker, Mqtt, _MQTT_LISTEN_RE, free_port
@@ -567,6 +568,30 @@ leafnodes {{ listen: "127.0.0.1:{lport}" }}
         # Publishing from the edge into the hub's stream, with its PubAck back.
         ack = await leaf_nc.jetstream(domain="hub").publish("onhub.x", b"1")
         assert ack.stream == "ONHUB" and ack.domain == "hub"
+        await hub_nc.jetstream(domain="edge").publish("onedge.y", b"2")
+        # Consuming across the link, both ways: the messages reach the requester's inbox with
+        # their own subjects and acknowledgement replies (nats-server carries the subject in
+        # the reply, `$JS.ACK...@subject`), and the acknowledgements come back.
+        for nc, domain, stream, subject, data in ((leaf_nc, "hub", "ONHUB", "onhub.x", b"1"),
+                                                  (hub_nc, "edge", "ONEDGE", "onedge.y", b"2")):
+            js = nc.jetstream(domain=domain)
+            sub = await js.pull_subscribe(subject, "across", stream=stream)
+            [m] = await sub.fetch(1, timeout=5)
+            assert (m.subject, m.data, m.metadata.sequence.stream) == (subject, data, 1)
+            assert m.reply.startswith(f"$JS.ACK.{domain}.") or m.reply.startswith(f"$JS.ACK.{stream}."), m.reply
+            assert "@" not in m.reply, m.reply
+            await m.ack_sync()
+            info = await js.consumer_info(stream, "across")
+            assert (info.ack_floor.stream_seq, info.num_ack_pending) == (1, 0), (domain, info)
+            # A push consumer whose deliver subject is across the link.
+            inbox = nc.new_inbox()
+            psub = await nc.subscribe(inbox)
+            await nc.flush()
+            await js.add_consumer(stream, durable_name="pushed", deliver_subject=inbox,
+                                  ack_policy=api.AckPolicy.EXPLICIT)
+            p = await psub.next_msg(5)
+            assert (p.subject, p.data) == (subject, data), (domain, p.subject)
+            await p.ack()
     finally:
         await hub_nc.close()
         await leaf_nc.close()

@@ -2,6 +2,7 @@
 //! the pull requests (`CONSUMER.MSG.NEXT`).
 
 use super::*;
+use crate::sinks::ConsumerSubs;
 
 #[derive(Deserialize)]
 struct CreateConsumerRequest {
@@ -208,10 +209,16 @@ pub(super) fn consumer_create(
     if req.action == "update" {
         return Err(ApiError::consumer_not_found());
     }
-    let c = {
+    let mut c = {
         let st = stream_arc.state.locked();
         Consumer::new(name.clone(), stream_arc.clone(), cfg, now_ns(), &st)
     };
+    c.subs = Some(ConsumerSubs::new(
+        &task.shared,
+        &stream_arc.account,
+        stream,
+        &name,
+    ));
     let info = consumer_info(stream, &c);
     task.consumer_advisory(&stream_arc.account, stream, &name, Action::Create);
     let e = entry(task, acc, stream)?;

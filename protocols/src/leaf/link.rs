@@ -30,10 +30,10 @@ fn exported_interest(sub: &Subscription, link_conn: ConnId) -> bool {
     if sub.conn == link_conn {
         return false;
     }
-    // JetStream's own API and acknowledgement subjects stay on this server (the hub has its
-    // own JetStream); a domain's `$JS.<domain>.API` is exported, so the hub's clients reach it.
-    let s = &sub.subject[..];
-    !(s.starts_with(b"$JS.API.") || s.starts_with(b"$JS.ACK.") || s.starts_with(b"$JS.FC."))
+    // JetStream's own API stays on this server (the hub has its own JetStream); a domain's
+    // `$JS.<domain>.API` is exported, so the hub's clients reach it, and so is each consumer's
+    // acknowledgement and flow control subject, so that they can acknowledge what they get.
+    !sub.subject.starts_with(b"$JS.API.")
 }
 
 /// Keeps the hub told of the local interest of the link's account.
@@ -115,20 +115,30 @@ struct LinkSink {
 
 impl Sink for LinkSink {
     fn deliver(&self, sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
+        // A JetStream delivery goes by the subject it was routed by, and carries its own
+        // subject after its acknowledgement reply, as nats-server sends one over a link.
+        let (subject, reply) = match (&batch.addressed, &msg.reply) {
+            (Some(to), Some(r)) => (
+                to,
+                Some(Bytes::from([&r[..], b"@", &msg.subject[..]].concat())),
+            ),
+            (Some(to), None) => (to, None),
+            (None, r) => (&msg.subject, r.clone()),
+        };
         if !self.deny_exports.is_empty() {
-            let s = String::from_utf8_lossy(&msg.subject);
+            let s = String::from_utf8_lossy(subject);
             if self.deny_exports.iter().any(|d| subject::covers(d, &s)) {
                 return Delivery::Dropped;
             }
         }
         if let Some(p) = &self.link.perms {
-            if p.delivery_denied(&String::from_utf8_lossy(&msg.subject)) {
+            if p.delivery_denied(&String::from_utf8_lossy(subject)) {
                 return Delivery::Dropped;
             }
         }
         let m = OutMsg {
-            subject: &msg.subject,
-            reply: msg.reply.as_deref(),
+            subject,
+            reply: reply.as_deref(),
             queues: &batch.link_queues,
             headers: if self.headers {
                 msg.header_block().map(|h| &h[..])
@@ -492,10 +502,29 @@ impl Conn<'_> {
                 return;
             }
         }
-        let mut msg = Message::new(subject, reply, payload, self.conn);
+        // A JetStream delivery from the far side: routed by `subject`, shown with the subject
+        // its acknowledgement reply carries.
+        let (shown, reply) = match reply.as_deref().and_then(split_js_ack) {
+            Some((ack, shown)) => {
+                let r = reply.as_ref().expect("split from a reply");
+                (Some(r.slice_ref(shown)), Some(r.slice_ref(ack)))
+            }
+            None => (None, reply),
+        };
+        let mut msg = Message::new(
+            shown.clone().unwrap_or_else(|| subject.clone()),
+            reply,
+            payload,
+            self.conn,
+        );
         msg.headers = headers;
         batch.routed_queues = Some(queues);
-        self.account.publish(&mut self.cache, &msg, batch);
+        match shown {
+            Some(_) => self
+                .account
+                .deliver_to(&mut self.cache, &subject, &msg, batch),
+            None => self.account.publish(&mut self.cache, &msg, batch),
+        };
         batch.routed_queues = None;
     }
 
@@ -601,5 +630,50 @@ impl Conn<'_> {
             .deny_exports
             .iter()
             .any(|d| subject::covers(d, &s))
+    }
+}
+
+/// Splits `$JS.ACK.<...>@<subject>` (a JetStream delivery's reply with the subject it shows,
+/// as nats-server sends one over a link) into the reply and the subject. The `@` that counts
+/// comes after the reply's eighth dot: stream and consumer names may hold `@` themselves.
+fn split_js_ack(reply: &[u8]) -> Option<(&[u8], &[u8])> {
+    if !reply.starts_with(b"$JS.ACK.") {
+        return None;
+    }
+    let mut dots = 0;
+    for (i, &c) in reply.iter().enumerate() {
+        match c {
+            b'.' => dots += 1,
+            b'@' if dots >= 8 && i + 1 < reply.len() => {
+                return Some((&reply[..i], &reply[i + 1..]))
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_js_ack;
+
+    #[test]
+    fn js_ack_replies_give_up_the_subject_they_carry() {
+        let r = b"$JS.ACK.S.C.1.2.3.1700000000.0@orders.eu";
+        assert_eq!(
+            split_js_ack(r),
+            Some((&b"$JS.ACK.S.C.1.2.3.1700000000.0"[..], &b"orders.eu"[..]))
+        );
+        // An `@` in a stream or consumer name is not the separator.
+        let r = b"$JS.ACK.a@b.c@d.1.2.3.17.0@x";
+        assert_eq!(
+            split_js_ack(r),
+            Some((&b"$JS.ACK.a@b.c@d.1.2.3.17.0"[..], &b"x"[..]))
+        );
+        // Nothing after the `@`, no `@`, or not an acknowledgement reply: left as it is.
+        assert_eq!(split_js_ack(b"$JS.ACK.S.C.1.2.3.17.0@"), None);
+        assert_eq!(split_js_ack(b"$JS.ACK.S.C.1.2.3.17.0"), None);
+        assert_eq!(split_js_ack(b"_INBOX.a.b.c.d.e.f.g.h@x"), None);
+        assert_eq!(split_js_ack(b"$JS.ACK.S@x"), None);
     }
 }
