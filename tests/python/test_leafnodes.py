@@ -597,6 +597,49 @@ leafnodes {{ listen: "127.0.0.1:{lport}" }}
         await leaf_nc.close()
 
 
+@async_test(60)
+async def test_the_hub_sources_a_stream_of_the_edge(nats_servers, server_factory, tmp_path):
+    """The usual edge set-up: devices publish into a stream on the edge (Junction), and a
+    stream in the cluster (nats-server) sources it through the edge's domain, with the push
+    consumer, flow control and heartbeats that nats-server's sourcing uses across the link."""
+    lport = free_port()
+    hub = nats_servers("hub", f"""
+jetstream {{ domain: hub, store_dir: "{tmp_path / 'hub-js'}" }}
+leafnodes {{ listen: "127.0.0.1:{lport}" }}
+""")
+    hub.leaf_port = lport
+    leaf = server_factory(config=leaf_config(hub, extra="jetstream { domain: edge }"),
+                          args=["--in-memory"])
+    wait_linked(leaf)
+    hub_nc = await nats.connect(hub.url)
+    leaf_nc = await nats.connect(leaf.url)
+    try:
+        async def domain_of():
+            return (await hub_nc.jetstream(domain="edge").account_info()).domain
+        await wait_until_async(domain_of, "edge")
+        jl = leaf_nc.jetstream()
+        await jl.add_stream(name="READINGS", subjects=["readings.>"])
+        for i in range(5):
+            await jl.publish(f"readings.t{i}", f"r{i}".encode())
+        body = json.dumps({"name": "ALL", "sources": [{"name": "READINGS", "external": {"api": "$JS.edge.API"}}]})
+        resp = json.loads((await hub_nc.request("$JS.API.STREAM.CREATE.ALL", body.encode(), timeout=5)).data)
+        assert "error" not in resp, resp
+        jh = hub_nc.jetstream()
+
+        async def count():
+            return (await jh.stream_info("ALL")).state.messages
+        await wait_until_async(count, 5)
+        # What the edge stores later follows, in order, with its subjects.
+        for i in range(5, 8):
+            await jl.publish(f"readings.t{i}", f"r{i}".encode())
+        await wait_until_async(count, 8)
+        got = [await jh.get_msg("ALL", seq) for seq in range(1, 9)]
+        assert [(m.subject, m.data) for m in got] == [(f"readings.t{i}", f"r{i}".encode()) for i in range(8)]
+    finally:
+        await hub_nc.close()
+        await leaf_nc.close()
+
+
 async def wait_until_async(make, expected, timeout: float = 10.0):
     deadline = time.monotonic() + timeout
     while True:
