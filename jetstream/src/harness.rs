@@ -162,6 +162,8 @@ impl Harness {
             refusing: Vec::new(),
             disabled: HashMap::new(),
             watch_dirty: true,
+            externals: HashMap::new(),
+            sourced_dirty: Default::default(),
         };
         task.enable(junction_core::DEFAULT_ACCOUNT, Default::default());
         task.restore(restored);

@@ -27,6 +27,7 @@ pub mod api;
 pub mod config;
 pub mod consumer;
 pub mod errors;
+mod external;
 pub mod harness;
 pub mod headers;
 pub mod persist;

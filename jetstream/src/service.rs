@@ -67,6 +67,16 @@ pub(crate) enum Input {
         account: Arc<Account>,
         msg: Message,
     },
+    /// What an external mirror's or source's origin sent: routed by `subject`, shown with
+    /// `shown`.
+    External {
+        key: Arc<crate::external::Key>,
+        subject: Bytes,
+        shown: Bytes,
+        reply: Option<Bytes>,
+        headers: Option<Bytes>,
+        payload: Bytes,
+    },
     Monitor(oneshot::Sender<Value>, bool),
     /// A new set of accounts with JetStream and their limits, and who to tell once applied.
     Accounts(
@@ -131,7 +141,7 @@ impl Inbox {
     fn bound(&mut self, input: &Input) -> Option<(&mut usize, usize)> {
         match input {
             Input::Api { .. } => Some((&mut self.api, API_QUEUE_LIMIT)),
-            Input::Ack { .. } | Input::FlowControl { .. } => {
+            Input::Ack { .. } | Input::FlowControl { .. } | Input::External { .. } => {
                 Some((&mut self.acks, ACK_QUEUE_LIMIT))
             }
             _ => None,
@@ -271,6 +281,10 @@ pub(crate) struct Task {
     /// Streams or consumers may have come or gone: [`Stream::watched`] is set again before the
     /// next round's consumers look.
     pub(crate) watch_dirty: bool,
+    /// The external mirrors and sources ([`crate::external`]).
+    pub(crate) externals: HashMap<crate::external::Key, crate::external::External>,
+    /// Streams whose external copies moved this round (their positions are saved once).
+    pub(crate) sourced_dirty: std::collections::HashSet<(String, String)>,
 }
 
 impl JetStream {
@@ -309,6 +323,8 @@ impl JetStream {
             refusing: Vec::new(),
             disabled: HashMap::new(),
             watch_dirty: true,
+            externals: HashMap::new(),
+            sourced_dirty: Default::default(),
         };
         let (enabled, limits) = (shared.opts.accounts.clone(), shared.opts.limits.clone());
         task.set_accounts(enabled, limits);
@@ -418,6 +434,8 @@ impl Task {
                 meta.last_seq,
                 meta.last_ts,
             );
+            // Where each source's copying had got to: a restart goes on from there.
+            st.sourced = meta.sourced.clone();
             for (seq, m) in msgs {
                 st.restore(seq, m);
             }
@@ -630,6 +648,14 @@ impl Task {
                     .insert((stream.account.name().to_string(), stream.name.clone()));
             }
             Input::Send { account, msg } => self.send_msg(&account, msg),
+            Input::External {
+                key,
+                subject,
+                shown,
+                reply,
+                headers,
+                payload,
+            } => self.external_input(&key, subject, shown, reply, headers, payload),
             Input::Monitor(tx, detail) => {
                 let _ = tx.send(crate::api::jsz(self, detail));
             }
@@ -757,6 +783,7 @@ impl Task {
             self.watch_dirty = true;
             crate::api::remove_consumer(self, &acc, &s, &c);
         }
+        self.tick_externals(now);
         let (mut mem, mut file, mut streams, mut consumers, mut messages) = (0, 0, 0, 0, 0);
         let (mut reserved_mem, mut reserved_file) = (0u64, 0u64);
         for a in self.accounts.values() {
@@ -811,6 +838,7 @@ impl Task {
     pub(crate) fn flush(&mut self) {
         if std::mem::take(&mut self.watch_dirty) {
             self.set_watched();
+            self.set_externals();
         }
         self.copy_sources();
         let touched: Vec<(String, String)> = self.touched.drain().collect();
@@ -854,6 +882,7 @@ impl Task {
         // Consumers that stopped at their round's limit go on in the next round.
         self.touched.extend(again);
         self.save_positions(false);
+        self.save_sourced();
         let mut batch = FlushBatch::default();
         // Outputs run in a row to one inbox (a pull request's batch): the cache keeps its match.
         let mut cache = MatchCache::new(true);

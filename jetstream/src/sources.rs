@@ -26,6 +26,10 @@ impl Task {
                         .chain(sources.into_iter().map(|s| (s, false)))
                         .collect();
                     for (src, is_mirror) in list {
+                        // Another JetStream's stream is copied by `crate::external`.
+                        if crate::external::api_of(&src).is_some() {
+                            continue;
+                        }
                         if !self.touched.contains(&(acc.clone(), src.name.clone())) {
                             continue;
                         }

@@ -8,6 +8,7 @@ Runs against Junction and against nats-server 2.9.10 alike.
 from __future__ import annotations
 
 import asyncio
+import json
 
 import nats
 from nats.js import api
@@ -27,15 +28,18 @@ accounts {{
       {{service: "$JS.ACK.>"}}
       {{service: "$JS.FC.>"}}
       {{stream: "push.B.>"}}
+      {{stream: "deliver.B.>"}}
     ]
   }}
   B: {{
+    jetstream: enabled
     users: [{{user: b, password: b}}]
     imports: [
       {{service: {{account: A, subject: "$JS.API.>"}}, to: "JS.A.API.>"}}
       {{service: {{account: A, subject: "$JS.ACK.>"}}}}
       {{service: {{account: A, subject: "$JS.FC.>"}}}}
       {{stream: {{account: A, subject: "push.B.>"}}}}
+      {{stream: {{account: A, subject: "deliver.B.>"}}}}
     ]
   }}
 }}
@@ -106,3 +110,43 @@ async def test_another_account_pulls_pushes_and_acknowledges_through_imports(ser
         await kv.put("k", b"v1")
         kvb = await jb.key_value("cfg")
         assert (await kvb.get("k")).value == b"v1"
+
+
+@async_test(timeout=60)
+async def test_a_stream_sources_another_accounts_stream_through_imports(server_factory, tmp_path):
+    conf = tmp_path / "server.conf"
+    conf.write_text(config(tmp_path))
+    srv = server_factory(args=["-c", str(conf)])
+    async with Clients(srv) as c:
+        a = await c.connect(user="a", password="a")
+        ja = a.jetstream()
+        await ja.add_stream(name="ORDERS", subjects=["orders.>"])
+        for i in range(4):
+            await ja.publish(f"orders.{i % 2}", f"o{i}".encode())
+        b = await c.connect(user="b", password="b")
+        jb = b.jetstream()
+        external = {"api": "JS.A.API", "deliver": "deliver.B"}
+        for body in ({"name": "COPY", "mirror": {"name": "ORDERS", "external": external}},
+                     {"name": "ODD", "subjects": ["mine.>"],
+                      "sources": [{"name": "ORDERS", "filter_subject": "orders.1", "external": external}]}):
+            resp = json.loads((await b.request(f"$JS.API.STREAM.CREATE.{body['name']}",
+                                               json.dumps(body).encode(), timeout=5)).data)
+            assert "error" not in resp, resp
+
+        async def counts():
+            return ((await jb.stream_info("COPY")).state.messages, (await jb.stream_info("ODD")).state.messages)
+
+        async def reach(expected):
+            for _ in range(100):
+                got = await counts()
+                if got == expected:
+                    return
+                await asyncio.sleep(0.1)
+            raise AssertionError(f"{got} != {expected}")
+
+        await reach((4, 2))
+        await ja.publish("orders.1", b"o4")
+        await reach((5, 3))
+        m = await jb.get_msg("COPY", 5)
+        assert (m.subject, m.data) == ("orders.1", b"o4")
+        assert [(await jb.get_msg("ODD", s)).data for s in (1, 2, 3)] == [b"o1", b"o3", b"o4"]

@@ -292,6 +292,18 @@ async def test_mirrors_and_sources_copy_local_streams(server_factory, tmp_path):
         sub = await js.pull_subscribe("", durable="all", stream="EU")
         got = sorted(m.data for m in await sub.fetch(5, timeout=3))
         assert got == [b"o1", b"o3", b"o5", b"o6", b"r1"]
+    srv.terminate()
+
+    # After a restart the sources go on from where they were: nothing is copied twice.
+    srv = server_factory(args=args)
+    async with Clients(srv) as c:
+        nc = await c.connect()
+        js = nc.jetstream()
+        await js.publish("orders.eu", b"o7")
+        await wait_until(lambda: messages("EU", 6), what="the new message copied")
+        await asyncio.sleep(0.5)
+        assert (await js.stream_info("EU")).state.messages == 6
+        assert (await js.stream_info("BACKUP")).state.messages == 7
 
 
 @async_test(timeout=60)

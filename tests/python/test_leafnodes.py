@@ -640,15 +640,82 @@ leafnodes {{ listen: "127.0.0.1:{lport}" }}
         await leaf_nc.close()
 
 
+@async_test(90)
+async def test_the_edge_mirrors_and_sources_streams_of_the_hub(nats_servers, server_factory, tmp_path):
+    """The other direction: a Junction stream mirrors (or sources, filtered) a cluster stream
+    through the cluster's domain (`external: {api: "$JS.hub.API"}`), keeps up with what the
+    cluster stores later, and after a restart of the edge goes on from where it was."""
+    lport = free_port()
+    hub = nats_servers("hub", f"""
+jetstream {{ domain: hub, store_dir: "{tmp_path / 'hub-js'}" }}
+leafnodes {{ listen: "127.0.0.1:{lport}" }}
+""")
+    hub.leaf_port = lport
+    config = leaf_config(hub, extra=f'jetstream {{ domain: edge, store_dir: "{tmp_path / "edge-js"}" }}')
+    leaf = server_factory(config=config)
+    wait_linked(leaf)
+    hub_nc = await nats.connect(hub.url)
+    leaf_nc = await nats.connect(leaf.url)
+    external = {"api": "$JS.hub.API"}
+    try:
+        jh = hub_nc.jetstream()
+        await jh.add_stream(name="CFG", subjects=["cfg.>"])
+        for i in range(5):
+            await jh.publish(f"cfg.k{i % 2}", f"v{i}".encode())
+        jl = leaf_nc.jetstream()
+
+        async def create(body):
+            resp = json.loads((await leaf_nc.request(f"$JS.API.STREAM.CREATE.{body['name']}",
+                                                     json.dumps(body).encode(), timeout=5)).data)
+            assert "error" not in resp, resp
+
+        await create({"name": "MIRROR", "mirror": {"name": "CFG", "external": external}})
+        await create({"name": "K1", "subjects": ["local.>"],
+                      "sources": [{"name": "CFG", "filter_subject": "cfg.k1", "external": external}]})
+
+        async def counts():
+            return ((await jl.stream_info("MIRROR")).state.messages, (await jl.stream_info("K1")).state.messages)
+        await wait_until_async(counts, (5, 2))
+        for i in range(5, 8):
+            await jh.publish(f"cfg.k{i % 2}", f"v{i}".encode())
+        await wait_until_async(counts, (8, 4))
+        # A mirror keeps the cluster's sequences and subjects.
+        m = await jl.get_msg("MIRROR", 8)
+        assert (m.subject, m.data) == ("cfg.k1", b"v7")
+        assert [(await jl.get_msg("K1", s)).data for s in (1, 2, 3, 4)] == [b"v1", b"v3", b"v5", b"v7"]
+    finally:
+        await leaf_nc.close()
+    leaf.terminate()
+
+    # What the cluster stores while the edge is down arrives once it is back, once.
+    for i in range(8, 10):
+        await jh.publish(f"cfg.k{i % 2}", f"v{i}".encode())
+    leaf = server_factory(config=config)
+    wait_linked(leaf)
+    leaf_nc = await nats.connect(leaf.url)
+    try:
+        jl = leaf_nc.jetstream()
+        await wait_until_async(counts, (10, 5), timeout=20)
+        assert (await jl.get_msg("MIRROR", 10)).data == b"v9"
+        assert (await jl.get_msg("K1", 5)).data == b"v9"
+        await asyncio.sleep(1)
+        assert await counts() == (10, 5)
+    finally:
+        await hub_nc.close()
+        await leaf_nc.close()
+
+
 async def wait_until_async(make, expected, timeout: float = 10.0):
     deadline = time.monotonic() + timeout
+    last = None
     while True:
         try:
-            if await make() == expected:
+            last = await make()
+            if last == expected:
                 return
-        except Exception:
-            pass
-        assert time.monotonic() < deadline, f"never got {expected!r}"
+        except Exception as e:
+            last = e
+        assert time.monotonic() < deadline, f"never got {expected!r}, last {last!r}"
         await asyncio.sleep(0.1)
 
 

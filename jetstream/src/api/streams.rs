@@ -161,7 +161,7 @@ pub(super) fn stream_create(task: &mut Task, acc: &str, name: &str, payload: &[u
         return Err(ApiError::max_consumers());
     }
     for src in cfg.mirror.iter().chain(cfg.sources.iter()) {
-        if !a.streams.contains_key(&src.name) {
+        if !a.streams.contains_key(&src.name) && crate::external::api_of(src).is_none() {
             return Err(ApiError::invalid_config(format!(
                 "stream source {} does not exist",
                 src.name

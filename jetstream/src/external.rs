@@ -1,0 +1,490 @@
+//! Mirrors and sources whose origin is another JetStream (`external: {api: "$JS.hub.API"}`):
+//! the cluster's across a leaf node link, or another account's through its imported API.
+//!
+//! As nats-server copies from one, the stream keeps a push consumer on the origin: no
+//! acknowledgements, flow control, heartbeats, starting after what it has copied. Each attempt
+//! uses fresh subjects for its deliveries and its create response, so a consumer left over from
+//! an earlier attempt delivers to nobody (and the origin removes it). A gap in the consumer's
+//! sequence, a heartbeat naming another sequence, silence, or a failed create starts a new
+//! consumer after the last message copied.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use junction_core::sync::Lock;
+use junction_core::{Account, Delivery, FlushBatch, Message, Sink, Subscription};
+use serde_json::{json, Value};
+
+use crate::config::StreamSource;
+use crate::consumer::Out;
+use crate::service::{Input, Shared, Task};
+use crate::stream::StoredMsg;
+
+/// The origin's heartbeat interval asked for.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// Without a message or heartbeat for this long, the consumer is made again.
+const SILENCE: Duration = Duration::from_secs(10);
+/// How long a create request may go unanswered, and the wait before the next attempt.
+const RETRY: Duration = Duration::from_secs(5);
+
+/// Which copy: (account, stream, source name).
+pub(crate) type Key = (String, String, String);
+
+enum State {
+    /// Waiting to (re)create the consumer at this time.
+    Idle(Instant),
+    /// A create request is out.
+    Creating(Instant),
+    /// The consumer delivers; the last consumer sequence seen, and when something came.
+    Active { cseq: u64, seen: Instant },
+}
+
+/// One external mirror or source of a stream.
+pub(crate) struct External {
+    account: Arc<Account>,
+    source: StreamSource,
+    is_mirror: bool,
+    /// `<api>.` with the origin's API prefix.
+    api: String,
+    /// This attempt's subjects: where messages come, and the create's response.
+    deliver: Bytes,
+    inbox: Bytes,
+    subs: Vec<Arc<Subscription>>,
+    /// The origin's consumer of this attempt, once created.
+    consumer: Option<String>,
+    state: State,
+}
+
+impl Drop for External {
+    fn drop(&mut self) {
+        for sub in self.subs.drain(..) {
+            self.account.unsubscribe(&sub);
+        }
+    }
+}
+
+/// What the origin sends to an external copy's subjects.
+pub(crate) struct ExternalSink {
+    shared: Arc<Shared>,
+    key: Arc<Key>,
+}
+
+impl Sink for ExternalSink {
+    fn deliver(&self, _sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
+        let subject = batch
+            .addressed
+            .clone()
+            .unwrap_or_else(|| msg.subject.clone());
+        self.shared.push(Input::External {
+            key: self.key.clone(),
+            subject,
+            shown: msg.subject.clone(),
+            reply: msg.reply.clone(),
+            headers: msg.header_block().cloned(),
+            payload: batch.kept_payload(&msg.payload),
+        });
+        Delivery::Queued
+    }
+
+    fn flush(&self) {}
+}
+
+/// The API prefix of a source that names one (`external.api`), with its trailing dot.
+pub(crate) fn api_of(src: &StreamSource) -> Option<String> {
+    let api = src.other.get("external")?.get("api")?.as_str()?;
+    let api = api.trim_end_matches('.');
+    (!api.is_empty()).then(|| format!("{api}."))
+}
+
+/// `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>` (or the long form
+/// with domain and account hash first): (sseq, cseq, ts, pending).
+fn ack_parts(reply: &[u8]) -> Option<(u64, u64, i64, u64)> {
+    let rest = std::str::from_utf8(reply).ok()?.strip_prefix("$JS.ACK.")?;
+    let t: Vec<&str> = rest.split('.').collect();
+    let off = match t.len() {
+        7 => 0,
+        9.. => 2,
+        _ => return None,
+    };
+    Some((
+        t[off + 3].parse().ok()?,
+        t[off + 4].parse().ok()?,
+        t[off + 5].parse().ok()?,
+        t[off + 6].parse().ok()?,
+    ))
+}
+
+impl Task {
+    /// Makes the external copies match the streams' configurations: a new one for each
+    /// external mirror or source of an enabled account's stream, none for what is gone.
+    pub(crate) fn set_externals(&mut self) {
+        let mut wanted: Vec<(Key, Arc<Account>, StreamSource, bool, String)> = Vec::new();
+        for (acc, a) in &self.accounts {
+            for (sname, e) in &a.streams {
+                let st = e.stream.state.locked();
+                let list = st
+                    .config
+                    .mirror
+                    .iter()
+                    .map(|m| (m, true))
+                    .chain(st.config.sources.iter().map(|s| (s, false)));
+                for (src, is_mirror) in list {
+                    if let Some(api) = api_of(src) {
+                        let key = (acc.clone(), sname.clone(), src.name.clone());
+                        wanted.push((key, a.account.clone(), src.clone(), is_mirror, api));
+                    }
+                }
+            }
+        }
+        let keep: HashSet<&Key> = wanted.iter().map(|w| &w.0).collect();
+        let gone: Vec<Key> = self
+            .externals
+            .keys()
+            .filter(|k| !keep.contains(k))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(x) = self.externals.remove(&key) {
+                self.retire(&x, &key);
+            }
+        }
+        for (key, account, source, is_mirror, api) in wanted {
+            if let Some(x) = self.externals.get(&key) {
+                if x.source == source && x.api == api {
+                    continue;
+                }
+                let x = self.externals.remove(&key).expect("present");
+                self.retire(&x, &key);
+            }
+            let x = External {
+                account,
+                source,
+                is_mirror,
+                api,
+                deliver: Bytes::new(),
+                inbox: Bytes::new(),
+                subs: Vec::new(),
+                consumer: None,
+                state: State::Idle(Instant::now()),
+            };
+            self.externals.insert(key.clone(), x);
+            self.attempt(&key);
+        }
+    }
+
+    /// Asks the origin to remove this copy's consumer (no answer awaited).
+    fn retire(&mut self, x: &External, key: &Key) {
+        if let Some(c) = &x.consumer {
+            let subject = Bytes::from(format!("{}CONSUMER.DELETE.{}.{c}", x.api, key.2));
+            self.out.push((
+                x.account.clone(),
+                Out {
+                    to: subject.clone(),
+                    subject,
+                    reply: None,
+                    headers: None,
+                    payload: Bytes::new(),
+                },
+            ));
+        }
+    }
+
+    /// Starts a new attempt: fresh subjects, and a create request for a consumer that starts
+    /// after what the stream has copied from this source.
+    fn attempt(&mut self, key: &Key) {
+        let Some(stream) = self
+            .accounts
+            .get(&key.0)
+            .and_then(|a| a.streams.get(&key.1))
+            .map(|e| e.stream.clone())
+        else {
+            return;
+        };
+        let Some(x) = self.externals.get_mut(key) else {
+            return;
+        };
+        let old = x.consumer.take();
+        for sub in x.subs.drain(..) {
+            x.account.unsubscribe(&sub);
+        }
+        let next = {
+            let st = stream.state.locked();
+            match st.sourced.get(&key.2) {
+                Some(n) => *n,
+                None if x.is_mirror => st.last_seq + 1,
+                None => x.source.opt_start_seq.max(1) as u64,
+            }
+        };
+        let token = crate::random_token();
+        // Another account's origin delivers under the prefix that account exports
+        // (`external.deliver`); across a leaf node link, any subject crosses.
+        let prefix = x
+            .source
+            .other
+            .get("external")
+            .and_then(|e| e.get("deliver"))
+            .and_then(Value::as_str)
+            .map(|d| d.trim_end_matches('.'))
+            .filter(|d| !d.is_empty())
+            .unwrap_or("$JS.S");
+        x.deliver = Bytes::from(format!("{prefix}.{token}"));
+        x.inbox = Bytes::from(format!("_INBOX.{token}"));
+        let sink: Arc<dyn Sink> = Arc::new(ExternalSink {
+            shared: self.shared.clone(),
+            key: Arc::new(key.clone()),
+        });
+        let origin = self.shared.origin;
+        x.subs = x
+            .account
+            .subscribe_service(origin, [x.deliver.clone(), x.inbox.clone()], &sink);
+        let mut config = json!({
+            "deliver_subject": String::from_utf8_lossy(&x.deliver),
+            "deliver_policy": "by_start_sequence",
+            "opt_start_seq": next,
+            "ack_policy": "none",
+            "max_deliver": 1,
+            "flow_control": true,
+            "idle_heartbeat": HEARTBEAT.as_nanos() as i64,
+            "num_replicas": 1,
+            "mem_storage": true,
+        });
+        let filters: Vec<String> = if x.source.subject_transforms.is_empty() {
+            (!x.source.filter_subject.is_empty())
+                .then(|| x.source.filter_subject.clone())
+                .into_iter()
+                .collect()
+        } else {
+            x.source
+                .subject_transforms
+                .iter()
+                .map(|t| {
+                    if t.src.is_empty() {
+                        ">".into()
+                    } else {
+                        t.src.clone()
+                    }
+                })
+                .filter(|f| f != ">")
+                .collect()
+        };
+        match filters.len() {
+            0 => {}
+            1 => config["filter_subject"] = json!(filters[0]),
+            _ => config["filter_subjects"] = json!(filters),
+        }
+        let body = json!({"stream_name": key.2, "config": config}).to_string();
+        let subject = Bytes::from(format!("{}CONSUMER.CREATE.{}", x.api, key.2));
+        x.state = State::Creating(Instant::now());
+        let account = x.account.clone();
+        let inbox = x.inbox.clone();
+        let retired = old.map(|c| (x.api.clone(), c));
+        self.out.push((
+            account.clone(),
+            Out {
+                to: subject.clone(),
+                subject,
+                reply: Some(inbox),
+                headers: None,
+                payload: Bytes::from(body),
+            },
+        ));
+        if let Some((api, c)) = retired {
+            let subject = Bytes::from(format!("{api}CONSUMER.DELETE.{}.{c}", key.2));
+            self.out.push((
+                account,
+                Out {
+                    to: subject.clone(),
+                    subject,
+                    reply: None,
+                    headers: None,
+                    payload: Bytes::new(),
+                },
+            ));
+        }
+    }
+
+    /// Retries what failed or went silent.
+    pub(crate) fn tick_externals(&mut self, now: Instant) {
+        let due: Vec<Key> = self
+            .externals
+            .iter()
+            .filter(|(_, x)| match x.state {
+                State::Idle(at) => now >= at,
+                State::Creating(since) => now.duration_since(since) >= RETRY,
+                State::Active { seen, .. } => now.duration_since(seen) >= SILENCE,
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.attempt(&key);
+        }
+    }
+
+    /// What came to an external copy's subjects.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn external_input(
+        &mut self,
+        key: &Key,
+        subject: Bytes,
+        shown: Bytes,
+        reply: Option<Bytes>,
+        headers: Option<Bytes>,
+        payload: Bytes,
+    ) {
+        let Some(x) = self.externals.get_mut(key) else {
+            return;
+        };
+        let now = Instant::now();
+        if subject == x.inbox {
+            if !matches!(x.state, State::Creating(_)) {
+                return;
+            }
+            let v: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
+            match v.get("name").and_then(Value::as_str) {
+                Some(name) if v.get("error").is_none() => {
+                    x.consumer = Some(name.to_string());
+                    x.state = State::Active { cseq: 0, seen: now };
+                }
+                _ => {
+                    let why = v
+                        .get("error")
+                        .map_or_else(|| v.to_string(), Value::to_string);
+                    tracing::warn!(
+                        account = %key.0, stream = %key.1, source = %key.2, error = %why,
+                        "JetStream: the origin of an external source refused its consumer; retrying"
+                    );
+                    x.state = State::Idle(now + RETRY);
+                }
+            }
+            return;
+        }
+        if subject != x.deliver {
+            return;
+        }
+        let State::Active { cseq, .. } = x.state else {
+            return;
+        };
+        let status = headers
+            .as_deref()
+            .filter(|h| h.starts_with(b"NATS/1.0 100"))
+            .map(|h| h.to_vec());
+        if let Some(h) = status {
+            x.state = State::Active { cseq, seen: now };
+            let mut answers: Vec<Bytes> = Vec::new();
+            // A flow control request is answered at once: what came before it is stored.
+            answers.extend(reply);
+            if let Some(stalled) = crate::headers::get(&h, "Nats-Consumer-Stalled") {
+                answers.push(Bytes::from(stalled.trim().to_string()));
+            }
+            let last = crate::headers::get(&h, "Nats-Last-Consumer")
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            let account = x.account.clone();
+            for to in answers {
+                self.out.push((
+                    account.clone(),
+                    Out {
+                        to: to.clone(),
+                        subject: to,
+                        reply: None,
+                        headers: None,
+                        payload: Bytes::new(),
+                    },
+                ));
+            }
+            if last.is_some_and(|l| l != cseq) {
+                self.attempt(key);
+            }
+            return;
+        }
+        let Some((sseq, c, ts, _pending)) = reply.as_deref().and_then(ack_parts) else {
+            return;
+        };
+        if c != cseq + 1 {
+            // Something was lost on the way: start again after what was stored.
+            self.attempt(key);
+            return;
+        }
+        x.state = State::Active { cseq: c, seen: now };
+        let Some(stream) = self
+            .accounts
+            .get(&key.0)
+            .and_then(|a| a.streams.get(&key.1))
+            .map(|e| e.stream.clone())
+        else {
+            return;
+        };
+        let renamed = x
+            .source
+            .subject_transforms
+            .iter()
+            .find(|t| {
+                let from = if t.src.is_empty() {
+                    ">"
+                } else {
+                    t.src.as_str()
+                };
+                junction_core::subject::matches(from.as_bytes(), &shown)
+            })
+            .and_then(|t| {
+                let from = if t.src.is_empty() {
+                    ">"
+                } else {
+                    t.src.as_str()
+                };
+                let tr = junction_core::transform::Transform::new(from, &t.dest).ok()??;
+                tr.apply(std::str::from_utf8(&shown).ok()?).map(Bytes::from)
+            })
+            .unwrap_or(shown);
+        if x.is_mirror {
+            stream.mirror_append(&StoredMsg {
+                seq: sseq,
+                subject: renamed,
+                headers,
+                payload,
+                ts,
+                on_disk: None,
+            });
+        } else {
+            let _ = stream.publish(&renamed, headers.as_ref(), payload, ts);
+        }
+        stream
+            .state
+            .locked()
+            .sourced
+            .insert(key.2.clone(), sseq + 1);
+        self.sourced_dirty.insert((key.0.clone(), key.1.clone()));
+        self.touched.insert((key.0.clone(), key.1.clone()));
+    }
+
+    /// Saves the positions external copies reached this round (once per stream).
+    pub(crate) fn save_sourced(&mut self) {
+        for (acc, sname) in std::mem::take(&mut self.sourced_dirty) {
+            if let Some(e) = self.accounts.get(&acc).and_then(|a| a.streams.get(&sname)) {
+                let mut st = e.stream.state.locked();
+                e.stream.save_meta(&mut st);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acknowledgement_replies_give_their_sequences() {
+        assert_eq!(
+            ack_parts(b"$JS.ACK.S.C.1.42.7.1700000000000000000.3"),
+            Some((42, 7, 1_700_000_000_000_000_000, 3))
+        );
+        assert_eq!(
+            ack_parts(b"$JS.ACK.hub.HASH.S.C.1.42.7.17.3.tok"),
+            Some((42, 7, 17, 3))
+        );
+        assert_eq!(ack_parts(b"$JS.ACK.S.C.1.x.7.17.3"), None);
+        assert_eq!(ack_parts(b"$JS.ACK.S.C.1.2"), None);
+        assert_eq!(ack_parts(b"_INBOX.a"), None);
+    }
+}
