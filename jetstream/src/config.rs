@@ -433,6 +433,11 @@ impl StreamConfig {
         if self.subjects.is_empty() && self.mirror.is_none() && self.sources.is_empty() {
             self.subjects.push(self.name.clone());
         }
+        if self.first_seq > i64::MAX as u64 {
+            return Err(ApiError::invalid_config(
+                "stream first sequence must be at most 9223372036854775807",
+            ));
+        }
         if self.mirror.is_some() && self.first_seq > 0 {
             return Err(ApiError::new(
                 400,

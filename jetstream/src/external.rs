@@ -401,6 +401,10 @@ impl Task {
         let Some((sseq, c, ts, _pending)) = reply.as_deref().and_then(ack_parts) else {
             return;
         };
+        // Sequences past i64's range are not a stream's (every count here stays below them).
+        if sseq == 0 || sseq > i64::MAX as u64 {
+            return;
+        }
         if c != cseq + 1 {
             // Something was lost on the way: start again after what was stored.
             self.attempt(key);

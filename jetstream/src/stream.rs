@@ -110,6 +110,9 @@ impl Entry {
     }
 }
 
+/// The widest gap a mirror keeps between two of its messages (see [`Stream::mirror_append`]).
+pub const MAX_MIRROR_GAP: u64 = 1 << 20;
+
 /// A stream and what it holds. Shared by the publishers' sinks (which append) and the JetStream
 /// task (which reads for consumers, trims by age and answers the API).
 pub struct Stream {
@@ -883,10 +886,24 @@ impl Stream {
     /// Stores a mirrored message under its source's sequence (a mirror keeps the source's
     /// numbering; what the source no longer had becomes gaps).
     pub fn mirror_append(&self, m: &StoredMsg) {
-        let mut st = self.state.locked();
-        if m.seq <= st.last_seq {
-            return;
+        let far = {
+            let st = self.state.locked();
+            if m.seq <= st.last_seq {
+                return;
+            }
+            !st.slots.is_empty() && m.seq - st.last_seq > MAX_MIRROR_GAP
+        };
+        if far {
+            // A gap is kept a slot per sequence: one this wide (the origin was purged past
+            // what the mirror holds) starts the mirror again at the new sequence instead.
+            tracing::warn!(
+                stream = %self.name,
+                seq = m.seq,
+                "JetStream: the mirror's origin skipped over {MAX_MIRROR_GAP} sequences; the mirror starts again there"
+            );
+            self.purge(None, None, None);
         }
+        let mut st = self.state.locked();
         let mut copy = StoredMsg {
             seq: m.seq,
             subject: st.intern(&m.subject),

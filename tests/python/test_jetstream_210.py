@@ -62,6 +62,9 @@ async def test_first_seq_starts_a_stream_there_and_survives_a_restart(server_fac
         # A mirror copies its origin's sequences: it cannot start elsewhere.
         body = await api_request(nc, "$JS.API.STREAM.CREATE.M", {"name": "M", "mirror": {"name": "FS"}, "first_seq": 5})
         assert error_of(body) == (400, 10143, "stream mirrors can not have first sequence configured")
+        # Past i64's range (what clients' sequence numbers hold) is refused.
+        body = await api_request(nc, "$JS.API.STREAM.CREATE.HUGE", {"name": "HUGE", "subjects": ["huge"], "first_seq": 2**63})
+        assert error_of(body)[:2] == (500, 10052), body
         # A stream that exists with the same settings is not a clash.
         again = await js.add_stream(name="FS", subjects=["fs.>"], first_seq=100)
         assert again.state.last_seq == 100

@@ -700,6 +700,18 @@ leafnodes {{ listen: "127.0.0.1:{lport}" }}
         assert (await jl.get_msg("K1", 5)).data == b"v9"
         await asyncio.sleep(1)
         assert await counts() == (10, 5)
+        # The cluster's stream purged far past the end (nats-server then numbers on from
+        # there): the mirror follows without keeping millions of empty slots.
+        purge = json.dumps({"seq": 50_000_000}).encode()
+        resp = json.loads((await hub_nc.request("$JS.API.STREAM.PURGE.CFG", purge, timeout=5)).data)
+        assert resp.get("success"), resp
+        assert (await jh.publish("cfg.k0", b"far")).seq == 50_000_000
+
+        async def mirror_last():
+            st = (await jl.stream_info("MIRROR")).state
+            return (st.last_seq, st.messages)
+        await wait_until_async(mirror_last, (50_000_000, 1), timeout=20)
+        assert (await jl.get_msg("MIRROR", 50_000_000)).data == b"far"
     finally:
         await hub_nc.close()
         await leaf_nc.close()
