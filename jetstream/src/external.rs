@@ -55,6 +55,25 @@ pub(crate) struct External {
     /// The origin's consumer of this attempt, once created.
     consumer: Option<String>,
     state: State,
+    /// Messages the origin had not sent yet, as its last delivery said.
+    lag: u64,
+    /// Why the origin refused the last create, until one succeeds.
+    error: Option<Value>,
+}
+
+impl External {
+    /// `lag`, `active` (nanoseconds since the origin was last heard from; -1: not yet) and
+    /// `error` for the stream's info.
+    pub(crate) fn report(&self, v: &mut Value) {
+        v["lag"] = json!(self.lag);
+        v["active"] = match self.state {
+            State::Active { seen, .. } => json!(seen.elapsed().as_nanos() as i64),
+            _ => json!(-1),
+        };
+        if let Some(e) = &self.error {
+            v["error"] = e.clone();
+        }
+    }
 }
 
 impl Drop for External {
@@ -168,6 +187,8 @@ impl Task {
                 subs: Vec::new(),
                 consumer: None,
                 state: State::Idle(Instant::now()),
+                lag: 0,
+                error: None,
             };
             self.externals.insert(key.clone(), x);
             self.attempt(&key);
@@ -346,8 +367,10 @@ impl Task {
                 Some(name) if v.get("error").is_none() => {
                     x.consumer = Some(name.to_string());
                     x.state = State::Active { cseq: 0, seen: now };
+                    x.error = None;
                 }
                 _ => {
+                    x.error = v.get("error").cloned();
                     let why = v
                         .get("error")
                         .map_or_else(|| v.to_string(), Value::to_string);
@@ -398,7 +421,7 @@ impl Task {
             }
             return;
         }
-        let Some((sseq, c, ts, _pending)) = reply.as_deref().and_then(ack_parts) else {
+        let Some((sseq, c, ts, pending)) = reply.as_deref().and_then(ack_parts) else {
             return;
         };
         // Sequences past i64's range are not a stream's (every count here stays below them).
@@ -411,6 +434,7 @@ impl Task {
             return;
         }
         x.state = State::Active { cseq: c, seen: now };
+        x.lag = pending;
         let Some(stream) = self
             .accounts
             .get(&key.0)

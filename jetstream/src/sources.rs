@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use junction_core::sync::Lock;
 
-use crate::service::Task;
+use serde_json::{json, Value};
+
+use crate::config::StreamSource;
+use crate::service::{StreamEntry, Task};
 use crate::stream::Stream;
 
 impl Task {
@@ -49,6 +52,83 @@ impl Task {
             if !grew {
                 break;
             }
+        }
+    }
+}
+
+impl Task {
+    /// The stream's `mirror` and `sources` in its info, as nats-server reports them: each
+    /// origin, how many of its messages are not copied yet (`lag`), and nanoseconds since it
+    /// was last heard from (`active`: 0 for a stream of this account, -1 before an external
+    /// origin answered).
+    pub(crate) fn source_info(&self, acc: &str, e: &StreamEntry, info: &mut Value) {
+        let (mirror, sources, sourced, last) = {
+            let st = e.stream.state.locked();
+            (
+                st.config.mirror.clone(),
+                st.config.sources.clone(),
+                st.sourced.clone(),
+                st.last_seq,
+            )
+        };
+        let one = |src: &StreamSource, is_mirror: bool| -> Value {
+            let mut v = json!({"name": src.name, "lag": 0, "active": 0});
+            if !src.filter_subject.is_empty() {
+                v["filter_subject"] = json!(src.filter_subject);
+            }
+            if !src.subject_transforms.is_empty() {
+                v["subject_transforms"] = json!(src.subject_transforms);
+            }
+            if let Some(x) = src.other.get("external") {
+                v["external"] = x.clone();
+                let key = (acc.to_string(), e.stream.name.clone(), src.name.clone());
+                match self.externals.get(&key) {
+                    Some(x) => x.report(&mut v),
+                    None => v["active"] = json!(-1),
+                }
+                return v;
+            }
+            let Some(origin) = self
+                .accounts
+                .get(acc)
+                .and_then(|a| a.streams.get(&src.name))
+            else {
+                return v;
+            };
+            let from = sourced.get(&src.name).copied().unwrap_or(if is_mirror {
+                last + 1
+            } else {
+                src.opt_start_seq.max(1) as u64
+            });
+            let filters: Vec<String> = if src.subject_transforms.is_empty() {
+                (!src.filter_subject.is_empty())
+                    .then(|| src.filter_subject.clone())
+                    .into_iter()
+                    .collect()
+            } else {
+                src.subject_transforms
+                    .iter()
+                    .map(|t| {
+                        if t.src.is_empty() {
+                            ">".into()
+                        } else {
+                            t.src.clone()
+                        }
+                    })
+                    .collect()
+            };
+            v["lag"] = json!(origin
+                .stream
+                .state
+                .locked()
+                .count_from(from, &filters, false));
+            v
+        };
+        if let Some(m) = &mirror {
+            info["mirror"] = one(m, true);
+        }
+        if !sources.is_empty() {
+            info["sources"] = Value::Array(sources.iter().map(|s| one(s, false)).collect());
         }
     }
 }

@@ -150,3 +150,20 @@ async def test_a_stream_sources_another_accounts_stream_through_imports(server_f
         m = await jb.get_msg("COPY", 5)
         assert (m.subject, m.data) == ("orders.1", b"o4")
         assert [(await jb.get_msg("ODD", s)).data for s in (1, 2, 3)] == [b"o1", b"o3", b"o4"]
+        # The stream's info tells where it copies from and how far behind it is.
+        info = await jb.stream_info("COPY")
+        assert (info.mirror.name, info.mirror.lag, info.mirror.error) == ("ORDERS", 0, None)
+        assert 0 <= info.mirror.active < 10 * 10**9, info.mirror
+        [src] = (await jb.stream_info("ODD")).sources
+        assert (src.name, src.lag, src.error) == ("ORDERS", 0, None)
+        # An origin that refuses: the info says why, and the stream keeps asking.
+        body = {"name": "NONE", "mirror": {"name": "MISSING", "external": external}}
+        resp = json.loads((await b.request("$JS.API.STREAM.CREATE.NONE", json.dumps(body).encode(), timeout=5)).data)
+        assert "error" not in resp, resp
+        for _ in range(100):
+            info = await jb.stream_info("NONE")
+            if info.mirror.error:
+                break
+            await asyncio.sleep(0.1)
+        assert info.mirror.error["err_code"] == 10059, info.mirror
+        assert info.mirror.active == -1 or info.mirror.active > 0, info.mirror

@@ -292,6 +292,10 @@ async def test_mirrors_and_sources_copy_local_streams(server_factory, tmp_path):
         sub = await js.pull_subscribe("", durable="all", stream="EU")
         got = sorted(m.data for m in await sub.fetch(5, timeout=3))
         assert got == [b"o1", b"o3", b"o5", b"o6", b"r1"]
+        info = await js.stream_info("BACKUP")
+        assert (info.mirror.name, info.mirror.lag) == ("ORDERS", 0)
+        eu = await js.stream_info("EU")
+        assert sorted((s.name, s.lag) for s in eu.sources) == [("ORDERS", 0), ("RETURNS", 0)]
     srv.terminate()
 
     # After a restart the sources go on from where they were: nothing is copied twice.

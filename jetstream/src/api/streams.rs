@@ -190,6 +190,11 @@ pub(super) fn stream_create(task: &mut Task, acc: &str, name: &str, payload: &[u
         .streams
         .insert(name.to_string(), e);
     sync_sources(task, acc, name);
+    let e = task.accounts[acc]
+        .streams
+        .get(name)
+        .expect("inserted above");
+    task.source_info(acc, e, &mut info);
     task.stream_advisory(&account, name, Action::Create);
     Ok(info)
 }
@@ -220,7 +225,10 @@ pub(super) fn stream_update(task: &mut Task, acc: &str, name: &str, payload: &[u
     }
     task.stream_advisory(&stream.account, name, Action::Modify);
     let e = entry(task, acc, name)?;
-    Ok(stream_info(e, None, false))
+    let mut info = stream_info(e, None, false);
+    let e = task.accounts[acc].streams.get(name).expect("found above");
+    task.source_info(acc, e, &mut info);
+    Ok(info)
 }
 
 /// Refuses new consumer limits that consumers of the stream already exceed (as nats-server
@@ -362,11 +370,10 @@ struct InfoRequest {
 pub(super) fn stream_info_req(task: &mut Task, acc: &str, name: &str, payload: &[u8]) -> ApiResult {
     let req: InfoRequest = parse_opt(payload)?;
     let e = entry(task, acc, name)?;
-    Ok(stream_info(
-        e,
-        req.subjects_filter.as_deref(),
-        req.deleted_details,
-    ))
+    let mut info = stream_info(e, req.subjects_filter.as_deref(), req.deleted_details);
+    let e = task.accounts[acc].streams.get(name).expect("found above");
+    task.source_info(acc, e, &mut info);
+    Ok(info)
 }
 
 pub(super) fn stream_state(
@@ -443,7 +450,9 @@ pub(super) fn stream_list(task: &mut Task, acc: &str, payload: &[u8], names: boo
             if names {
                 json!(e.stream.name)
             } else {
-                stream_info(e, None, false)
+                let mut info = stream_info(e, None, false);
+                task.source_info(acc, e, &mut info);
+                info
             }
         })
         .collect();
