@@ -136,6 +136,30 @@ pub struct StreamSource {
 }
 
 impl StreamSource {
+    /// Refuses an `external` whose API or deliver prefix is not a subject (they become the
+    /// subjects of requests and deliveries).
+    fn check_external(&self) -> Result<(), ApiError> {
+        let Some(ext) = self.other.get("external") else {
+            return Ok(());
+        };
+        for field in ["api", "deliver"] {
+            match ext.get(field) {
+                None | Some(Value::Null) => {}
+                Some(Value::String(p))
+                    if p.is_empty()
+                        || junction_core::subject::is_valid_literal_subject(
+                            p.trim_end_matches('.').as_bytes(),
+                        ) => {}
+                Some(_) => {
+                    return Err(ApiError::invalid_config(format!(
+                        "stream external {field} prefix is not a valid subject"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses subject transforms nats-server refuses on a mirror or a source.
     fn check_transforms(&self, mirror: bool) -> Result<(), ApiError> {
         let (what, codes) = if mirror {
@@ -462,9 +486,25 @@ impl StreamConfig {
             }
         }
         if let Some(m) = &self.mirror {
+            if !valid_name(&m.name) {
+                return Err(ApiError::new(400, 10142, "mirrored stream name is invalid"));
+            }
+            m.check_external()?;
             m.check_transforms(true)?;
         }
+        let mut inames = std::collections::HashSet::new();
         for s in &self.sources {
+            if !valid_name(&s.name) {
+                return Err(ApiError::new(400, 10141, "sourced stream name is invalid"));
+            }
+            if !inames.insert(crate::external::iname(s)) {
+                return Err(ApiError::new(
+                    400,
+                    10140,
+                    "duplicate source configuration detected",
+                ));
+            }
+            s.check_external()?;
             s.check_transforms(false)?;
         }
         if let Some(t) = &self.subject_transform {

@@ -22,15 +22,51 @@ use crate::consumer::Out;
 use crate::service::{Input, Shared, Task};
 use crate::stream::StoredMsg;
 
-/// The origin's heartbeat interval asked for.
-const HEARTBEAT: Duration = Duration::from_secs(2);
-/// Without a message or heartbeat for this long, the consumer is made again.
+/// The origin's heartbeat interval asked for (nats-server's sourcing asks for the same).
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Without a message or heartbeat for this long, the consumer is made again; the origin
+/// removes a consumer inactive this long.
 const SILENCE: Duration = Duration::from_secs(10);
 /// How long a create request may go unanswered, and the wait before the next attempt.
 const RETRY: Duration = Duration::from_secs(5);
 
-/// Which copy: (account, stream, source name).
+/// Which copy: (account, stream, the source's index name: [`iname`]).
 pub(crate) type Key = (String, String, String);
+
+/// A source's index name, as nats-server composes one: its name, its origin's API, and what
+/// it takes (filter, or transforms' sources and destinations). Two sources of one stream may
+/// share a name (the same stream in two domains), never an index name; an external copy's
+/// position is kept under it.
+pub(crate) fn iname(src: &StreamSource) -> String {
+    let mut name = src.name.clone();
+    if let Some(api) = api_of(src) {
+        name.push(':');
+        name.push_str(api.trim_end_matches('.'));
+    }
+    let or_all = |s: &str| {
+        if s.is_empty() {
+            ">".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let (from, to) = if src.subject_transforms.is_empty() {
+        (or_all(&src.filter_subject), ">".to_string())
+    } else {
+        let f: Vec<String> = src
+            .subject_transforms
+            .iter()
+            .map(|t| or_all(&t.src))
+            .collect();
+        let d: Vec<String> = src
+            .subject_transforms
+            .iter()
+            .map(|t| or_all(&t.dest))
+            .collect();
+        (f.join("\u{c}"), d.join("\u{c}"))
+    };
+    format!("{name} {from} {to}")
+}
 
 enum State {
     /// Waiting to (re)create the consumer at this time.
@@ -44,6 +80,8 @@ enum State {
 /// One external mirror or source of a stream.
 pub(crate) struct External {
     account: Arc<Account>,
+    /// The copying stream's uid (a stream deleted and made again is another).
+    uid: u64,
     source: StreamSource,
     is_mirror: bool,
     /// `<api>.` with the origin's API prefix.
@@ -139,7 +177,7 @@ impl Task {
     /// Makes the external copies match the streams' configurations: a new one for each
     /// external mirror or source of an enabled account's stream, none for what is gone.
     pub(crate) fn set_externals(&mut self) {
-        let mut wanted: Vec<(Key, Arc<Account>, StreamSource, bool, String)> = Vec::new();
+        let mut wanted: Vec<(Key, Arc<Account>, StreamSource, bool, String, u64)> = Vec::new();
         for (acc, a) in &self.accounts {
             for (sname, e) in &a.streams {
                 let st = e.stream.state.locked();
@@ -151,8 +189,9 @@ impl Task {
                     .chain(st.config.sources.iter().map(|s| (s, false)));
                 for (src, is_mirror) in list {
                     if let Some(api) = api_of(src) {
-                        let key = (acc.clone(), sname.clone(), src.name.clone());
-                        wanted.push((key, a.account.clone(), src.clone(), is_mirror, api));
+                        let key = (acc.clone(), sname.clone(), iname(src));
+                        let uid = e.stream.uid;
+                        wanted.push((key, a.account.clone(), src.clone(), is_mirror, api, uid));
                     }
                 }
             }
@@ -169,9 +208,9 @@ impl Task {
                 self.retire(&x, &key);
             }
         }
-        for (key, account, source, is_mirror, api) in wanted {
+        for (key, account, source, is_mirror, api, uid) in wanted {
             if let Some(x) = self.externals.get(&key) {
-                if x.source == source && x.api == api {
+                if x.source == source && x.api == api && x.uid == uid {
                     continue;
                 }
                 let x = self.externals.remove(&key).expect("present");
@@ -179,6 +218,7 @@ impl Task {
             }
             let x = External {
                 account,
+                uid,
                 source,
                 is_mirror,
                 api,
@@ -197,8 +237,9 @@ impl Task {
 
     /// Asks the origin to remove this copy's consumer (no answer awaited).
     fn retire(&mut self, x: &External, key: &Key) {
+        let _ = key;
         if let Some(c) = &x.consumer {
-            let subject = Bytes::from(format!("{}CONSUMER.DELETE.{}.{c}", x.api, key.2));
+            let subject = Bytes::from(format!("{}CONSUMER.DELETE.{}.{c}", x.api, x.source.name));
             self.out.push((
                 x.account.clone(),
                 Out {
@@ -249,7 +290,7 @@ impl Task {
             .and_then(Value::as_str)
             .map(|d| d.trim_end_matches('.'))
             .filter(|d| !d.is_empty())
-            .unwrap_or("$JS.S");
+            .unwrap_or(if x.is_mirror { "$JS.M" } else { "$JS.S" });
         x.deliver = Bytes::from(format!("{prefix}.{token}"));
         x.inbox = Bytes::from(format!("_INBOX.{token}"));
         let sink: Arc<dyn Sink> = Arc::new(ExternalSink {
@@ -260,14 +301,19 @@ impl Task {
         x.subs = x
             .account
             .subscribe_service(origin, [x.deliver.clone(), x.inbox.clone()], &sink);
+        // As nats-server asks for its own: `direct` (allowed without acknowledgements on a
+        // work queue stream, and not counted against `max_consumers`).
         let mut config = json!({
             "deliver_subject": String::from_utf8_lossy(&x.deliver),
             "deliver_policy": "by_start_sequence",
             "opt_start_seq": next,
             "ack_policy": "none",
+            "ack_wait": 22 * 3600 * 1_000_000_000i64,
             "max_deliver": 1,
             "flow_control": true,
             "idle_heartbeat": HEARTBEAT.as_nanos() as i64,
+            "inactive_threshold": SILENCE.as_nanos() as i64,
+            "direct": true,
             "num_replicas": 1,
             "mem_storage": true,
         });
@@ -295,12 +341,12 @@ impl Task {
             1 => config["filter_subject"] = json!(filters[0]),
             _ => config["filter_subjects"] = json!(filters),
         }
-        let body = json!({"stream_name": key.2, "config": config}).to_string();
-        let subject = Bytes::from(format!("{}CONSUMER.CREATE.{}", x.api, key.2));
+        let body = json!({"stream_name": x.source.name, "config": config}).to_string();
+        let subject = Bytes::from(format!("{}CONSUMER.CREATE.{}", x.api, x.source.name));
         x.state = State::Creating(Instant::now());
         let account = x.account.clone();
         let inbox = x.inbox.clone();
-        let retired = old.map(|c| (x.api.clone(), c));
+        let retired = old.map(|c| (x.api.clone(), x.source.name.clone(), c));
         self.out.push((
             account.clone(),
             Out {
@@ -311,8 +357,8 @@ impl Task {
                 payload: Bytes::from(body),
             },
         ));
-        if let Some((api, c)) = retired {
-            let subject = Bytes::from(format!("{api}CONSUMER.DELETE.{}.{c}", key.2));
+        if let Some((api, name, c)) = retired {
+            let subject = Bytes::from(format!("{api}CONSUMER.DELETE.{name}.{c}"));
             self.out.push((
                 account,
                 Out {
@@ -359,12 +405,17 @@ impl Task {
         };
         let now = Instant::now();
         if subject == x.inbox {
+            let v: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
+            if let State::Active { .. } = x.state {
+                // Deliveries came first (and named the consumer).
+                return;
+            }
             if !matches!(x.state, State::Creating(_)) {
                 return;
             }
-            let v: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
             match v.get("name").and_then(Value::as_str) {
-                Some(name) if v.get("error").is_none() => {
+                // The name goes into subjects (its removal): only a valid one is kept.
+                Some(name) if v.get("error").is_none() && crate::config::valid_name(name) => {
                     x.consumer = Some(name.to_string());
                     x.state = State::Active { cseq: 0, seen: now };
                     x.error = None;
@@ -386,8 +437,25 @@ impl Task {
         if subject != x.deliver {
             return;
         }
-        let State::Active { cseq, .. } = x.state else {
-            return;
+        // Deliveries may come before the create's answer: they start the copy as well.
+        let cseq = match x.state {
+            State::Active { cseq, .. } => cseq,
+            State::Creating(_) => {
+                let name = reply
+                    .as_deref()
+                    .and_then(|r| std::str::from_utf8(r).ok())
+                    .and_then(crate::consumer::AckSubject::parse)
+                    .map(|a| a.consumer.to_string())
+                    .filter(|n| crate::config::valid_name(n));
+                let Some(name) = name else {
+                    return;
+                };
+                x.consumer = Some(name);
+                x.error = None;
+                x.state = State::Active { cseq: 0, seen: now };
+                0
+            }
+            State::Idle(_) => return,
         };
         let status = headers
             .as_deref()
@@ -397,10 +465,15 @@ impl Task {
             x.state = State::Active { cseq, seen: now };
             let mut answers: Vec<Bytes> = Vec::new();
             // A flow control request is answered at once: what came before it is stored.
+            // Only flow control subjects are answered: a delivery subject can be published
+            // to by others, and an answer must not become a request of theirs.
             answers.extend(reply);
             if let Some(stalled) = crate::headers::get(&h, "Nats-Consumer-Stalled") {
                 answers.push(Bytes::from(stalled.trim().to_string()));
             }
+            answers.retain(|a| {
+                a.starts_with(b"$JS.FC.") && junction_core::subject::is_valid_literal_subject(a)
+            });
             let last = crate::headers::get(&h, "Nats-Last-Consumer")
                 .and_then(|v| v.trim().parse::<u64>().ok());
             let account = x.account.clone();
@@ -416,7 +489,7 @@ impl Task {
                     },
                 ));
             }
-            if last.is_some_and(|l| l != cseq) {
+            if last.is_some_and(|l| l > 0 && l != cseq) {
                 self.attempt(key);
             }
             return;
@@ -428,7 +501,7 @@ impl Task {
         if sseq == 0 || sseq > i64::MAX as u64 {
             return;
         }
-        if c != cseq + 1 {
+        if cseq.checked_add(1) != Some(c) {
             // Something was lost on the way: start again after what was stored.
             self.attempt(key);
             return;
@@ -500,6 +573,28 @@ impl Task {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn index_names_tell_sources_of_one_name_apart() {
+        let src = |v: serde_json::Value| -> StreamSource { serde_json::from_value(v).unwrap() };
+        let a = iname(&src(
+            json!({"name": "S", "external": {"api": "$JS.e1.API"}}),
+        ));
+        let b = iname(&src(
+            json!({"name": "S", "external": {"api": "$JS.e2.API."}}),
+        ));
+        let c = iname(&src(
+            json!({"name": "S", "external": {"api": "$JS.e1.API"}, "filter_subject": "x.>"}),
+        ));
+        let local = iname(&src(json!({"name": "S"})));
+        assert_eq!(a, "S:$JS.e1.API > >");
+        assert_eq!(b, "S:$JS.e2.API > >");
+        assert_eq!(c, "S:$JS.e1.API x.> >");
+        assert_eq!(local, "S > >");
+        let t = iname(&src(json!({"name": "S", "subject_transforms": [
+            {"src": "a.*", "dest": "b.$1"}, {"src": "", "dest": ""}]})));
+        assert_eq!(t, "S a.*\u{c}> b.$1\u{c}>");
+    }
 
     #[test]
     fn acknowledgement_replies_give_their_sequences() {

@@ -126,6 +126,10 @@ const API_QUEUE_LIMIT: usize = 10_000;
 /// Acknowledgements and flow control answers waiting for the task; more are dropped (an
 /// unacknowledged message is delivered again after `ack_wait`).
 const ACK_QUEUE_LIMIT: usize = 1_000_000;
+/// Bytes of external mirrors' and sources' deliveries waiting for the task; more are dropped
+/// (the gap in the origin's consumer sequence then starts a new consumer after what was
+/// stored). The origin's flow control keeps far less than this in flight.
+const EXTERNAL_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 
 /// What waits for the task, and how many of those are API requests and acknowledgements (what
 /// clients send, bounded).
@@ -134,15 +138,23 @@ pub(crate) struct Inbox {
     queue: VecDeque<Input>,
     api: usize,
     acks: usize,
+    external_bytes: usize,
 }
 
 impl Inbox {
-    /// The count and the bound of `input`'s kind, for those that have one.
-    fn bound(&mut self, input: &Input) -> Option<(&mut usize, usize)> {
+    /// The counter, the bound and the amount of `input`'s kind, for those that have one
+    /// (a count, or bytes for an external copy's deliveries).
+    fn bound(&mut self, input: &Input) -> Option<(&mut usize, usize, usize)> {
         match input {
-            Input::Api { .. } => Some((&mut self.api, API_QUEUE_LIMIT)),
-            Input::Ack { .. } | Input::FlowControl { .. } | Input::External { .. } => {
-                Some((&mut self.acks, ACK_QUEUE_LIMIT))
+            Input::Api { .. } => Some((&mut self.api, API_QUEUE_LIMIT, 1)),
+            Input::Ack { .. } | Input::FlowControl { .. } => {
+                Some((&mut self.acks, ACK_QUEUE_LIMIT, 1))
+            }
+            Input::External {
+                payload, headers, ..
+            } => {
+                let size = payload.len() + headers.as_ref().map_or(0, Bytes::len) + 64;
+                Some((&mut self.external_bytes, EXTERNAL_QUEUE_BYTES, size))
             }
             _ => None,
         }
@@ -153,8 +165,8 @@ impl Shared {
     pub(crate) fn push(&self, input: Input) {
         {
             let mut inbox = self.inbox.locked();
-            if let Some((count, limit)) = inbox.bound(&input) {
-                if *count >= limit {
+            if let Some((count, limit, amount)) = inbox.bound(&input) {
+                if *count + amount > limit {
                     drop(inbox);
                     let dropped = self.dropped.fetch_add(1, Ordering::Relaxed);
                     if dropped.is_power_of_two() {
@@ -165,7 +177,7 @@ impl Shared {
                     }
                     return;
                 }
-                *count += 1;
+                *count += amount;
             }
             inbox.queue.push_back(input);
         }
@@ -175,7 +187,7 @@ impl Shared {
     /// Everything waiting, for the task to handle.
     pub(crate) fn take_inbox(&self) -> VecDeque<Input> {
         let mut inbox = self.inbox.locked();
-        (inbox.api, inbox.acks) = (0, 0);
+        (inbox.api, inbox.acks, inbox.external_bytes) = (0, 0, 0);
         std::mem::take(&mut inbox.queue)
     }
 
@@ -183,8 +195,8 @@ impl Shared {
     pub(crate) fn put_back(&self, mut rest: VecDeque<Input>) {
         let mut inbox = self.inbox.locked();
         for input in &rest {
-            if let Some((count, _)) = inbox.bound(input) {
-                *count += 1;
+            if let Some((count, _, amount)) = inbox.bound(input) {
+                *count += amount;
             }
         }
         rest.append(&mut inbox.queue);
@@ -615,7 +627,8 @@ impl Task {
                 reply,
                 payload,
             } => {
-                self.watch_dirty = true;
+                // Streams or consumers may come or go (not for reads and pull requests).
+                self.watch_dirty |= crate::api::may_add_or_remove(&subject);
                 crate::api::handle(self, &account, &subject, reply, &payload)
             }
             Input::Ack {

@@ -81,7 +81,11 @@ impl Task {
             }
             if let Some(x) = src.other.get("external") {
                 v["external"] = x.clone();
-                let key = (acc.to_string(), e.stream.name.clone(), src.name.clone());
+                let key = (
+                    acc.to_string(),
+                    e.stream.name.clone(),
+                    crate::external::iname(src),
+                );
                 match self.externals.get(&key) {
                     Some(x) => x.report(&mut v),
                     None => v["active"] = json!(-1),

@@ -891,11 +891,18 @@ impl Stream {
             if m.seq <= st.last_seq {
                 return;
             }
-            !st.slots.is_empty() && m.seq - st.last_seq > MAX_MIRROR_GAP
+            // A filtered mirror skips what it does not take: its gaps are expected.
+            let whole = st
+                .config
+                .mirror
+                .as_ref()
+                .is_none_or(|m| m.filter_subject.is_empty() && m.subject_transforms.is_empty());
+            whole && !st.slots.is_empty() && m.seq - st.last_seq > MAX_MIRROR_GAP
         };
         if far {
-            // A gap is kept a slot per sequence: one this wide (the origin was purged past
-            // what the mirror holds) starts the mirror again at the new sequence instead.
+            // A gap is kept a slot per sequence: one this wide in a whole mirror (the origin
+            // was purged past what the mirror holds: nothing between is there any more)
+            // starts the mirror again at the new sequence instead.
             tracing::warn!(
                 stream = %self.name,
                 seq = m.seq,

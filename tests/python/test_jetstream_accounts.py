@@ -13,7 +13,7 @@ import json
 import nats
 from nats.js import api
 
-from conftest import Clients, async_test
+from conftest import IS_NATS_SERVER, Clients, RawClient, async_test
 
 
 def config(tmp_path) -> str:
@@ -167,3 +167,29 @@ async def test_a_stream_sources_another_accounts_stream_through_imports(server_f
             await asyncio.sleep(0.1)
         assert info.mirror.error["err_code"] == 10059, info.mirror
         assert info.mirror.active == -1 or info.mirror.active > 0, info.mirror
+
+        # A client of the origin's account sees the deliver subjects. Whatever it sends there
+        # as a flow control request is no request of B's: B's streams stay.
+        spy = await a.subscribe("deliver.B.>")
+        await ja.publish("orders.1", b"o5")
+        seen = await spy.next_msg(5)
+        raw = await RawClient.connect(srv, connect={"user": "a", "pass": "a"})
+        hdr = b"NATS/1.0 100 FlowControl Request\r\nNats-Consumer-Stalled: $JS.API.STREAM.PURGE.ODD\r\n\r\n"
+        for reply in (b"$JS.API.STREAM.DELETE.ODD", b"$JS.API.STREAM.DELETE.COPY"):
+            await raw.send(b"HPUB %s %s %d %d\r\n%s\r\n" % (seen.subject.encode(), reply, len(hdr), len(hdr), hdr))
+        await raw.ping()
+        await reach((6, 4))
+        assert sorted(await jb.streams_info(), key=lambda i: i.config.name)[0].config.name == "COPY"
+        assert (await jb.stream_info("ODD")).state.messages == 4
+
+        # Source and mirror settings are checked as nats-server 2.10 checks them (2.9 has
+        # none of these checks).
+        bad = [] if IS_NATS_SERVER else [
+            ({"name": "X", "sources": [{"name": "ORDERS", "external": external},
+                                        {"name": "ORDERS", "external": external}]}, 10140),
+            ({"name": "X", "sources": [{"name": "a.b"}]}, 10141),
+            ({"name": "X", "mirror": {"name": "a b"}}, 10142),
+        ]
+        for body, code in bad:
+            resp = json.loads((await b.request("$JS.API.STREAM.CREATE.X", json.dumps(body).encode(), timeout=5)).data)
+            assert resp.get("error", {}).get("err_code") == code, (body, resp)

@@ -38,6 +38,26 @@ use consumers::*;
 pub(crate) use streams::remove_consumer;
 use streams::*;
 
+/// Whether an API request may create, change or remove a stream or a consumer (what the
+/// task's view of who reads each stream depends on); reads and pull requests do not.
+pub(crate) fn may_add_or_remove(subject: &[u8]) -> bool {
+    let s = String::from_utf8_lossy(subject);
+    let Some((_, op)) = s.split_once(".API.") else {
+        return false;
+    };
+    [
+        "STREAM.CREATE.",
+        "STREAM.UPDATE.",
+        "STREAM.DELETE.",
+        "STREAM.RESTORE.",
+        "CONSUMER.CREATE.",
+        "CONSUMER.DURABLE.CREATE.",
+        "CONSUMER.DELETE.",
+    ]
+    .iter()
+    .any(|p| op.starts_with(p))
+}
+
 /// Answers one request.
 pub(crate) fn handle(
     task: &mut Task,
