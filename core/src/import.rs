@@ -341,6 +341,8 @@ impl Sink for ServiceSink {
         m.subject = self.rename.apply(&msg.subject);
         m.headers = Some(with_request_info(msg.header_block(), &self.importer));
         m.extra = None;
+        // In the exporter the request comes from the import, not from a connection there.
+        m.facts.origin = INTERNAL;
         if let Some(reply) = &msg.reply {
             // An unguessable per-request token: a keyed hash of a counter, so the tokens seen
             // so far tell nothing of the next.

@@ -91,6 +91,14 @@ pub(crate) struct ServiceSink {
 
 impl Sink for ServiceSink {
     fn deliver(&self, _sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
+        // What JetStream publishes itself (a push consumer's deliveries, a republished copy,
+        // an answer) is never a request to it, whatever subject a client pointed it at, unless
+        // it came through a service import (as an external source's requests to another
+        // account do; an import forwards a request as its own): nats-server ignores API
+        // requests without a requester alike.
+        if matches!(self.kind, Kind::Api) && msg.facts.origin == self.shared.origin {
+            return Delivery::Dropped;
+        }
         let account = self.account.clone();
         let subject = msg.subject.clone();
         let payload = batch.kept_payload(&msg.payload);

@@ -31,6 +31,7 @@ import urllib.request
 import uuid
 
 import pytest
+from nats.js import api
 
 from conftest import BIN, Clients, RawClient, Server, async_test, serve, sync_subs, wait_until
 from durable_helpers import Durable
@@ -678,3 +679,39 @@ async def test_a_flood_of_jetstream_api_requests_is_bounded(server_factory, tmp_
         # And the server as a whole: a fresh connection's round trip.
         await (await c.connect()).flush(timeout=5)
     assert srv.running()
+
+
+@junction_only
+@async_test(30)
+async def test_jetstream_never_takes_its_own_deliveries_for_api_requests(server_factory, tmp_path):
+    """A consumer's deliver subject and a stream's republish destination are a client's choice.
+    Pointed at the JetStream API, what JetStream sends there is not a request: it would run
+    with JetStream's own rights, past the client's permissions (here: delete and purge a
+    stream the client may not touch). Junction only: nats-server 2.9.10 fails this test (the
+    republished copy purges the stream)."""
+    conf = tmp_path / "server.conf"
+    conf.write_text(f"""
+jetstream {{ store_dir: "{tmp_path / 'js'}" }}
+accounts {{ A: {{ jetstream: enabled, users: [
+  {{ user: admin, password: admin }}
+  {{ user: limited, password: limited, permissions: {{
+      publish: {{ allow: ["src.>", "$JS.API.INFO", "$JS.API.STREAM.CREATE.SRC", "$JS.API.CONSUMER.>"] }}
+      subscribe: {{ allow: ["_INBOX.>"] }} }} }}
+] }} }}
+""")
+    srv = server_factory(args=["-c", str(conf)])
+    async with Clients(srv) as c:
+        admin = await c.connect(user="admin", password="admin")
+        await admin.jetstream().add_stream(name="VICTIM", subjects=["victim"])
+        await admin.jetstream().publish("victim", b"kept")
+        nc = await c.connect(user="limited", password="limited")
+        js = nc.jetstream()
+        await js.add_stream(name="SRC", subjects=["src.>"],
+                            republish=api.RePublish(src="src.x", dest="$JS.API.STREAM.PURGE.VICTIM"))
+        await js.add_consumer("SRC", durable_name="d", deliver_subject="$JS.API.STREAM.DELETE.VICTIM",
+                              ack_policy=api.AckPolicy.NONE)
+        for _ in range(3):
+            await js.publish("src.x", b"{}")
+        await asyncio.sleep(1)
+        info = await admin.jetstream().stream_info("VICTIM")
+        assert info.state.messages == 1
