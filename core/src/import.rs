@@ -337,13 +337,22 @@ fn base62(mut n: u64) -> String {
 
 impl Sink for ServiceSink {
     fn deliver(&self, _sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
+        // A JetStream delivery is routed on by the subject it was addressed to, keeping its
+        // own subject, and its acknowledgement reply as it is (as nats-server passes one).
+        let addressed = batch.addressed.clone();
+        let to = self
+            .rename
+            .apply(addressed.as_ref().unwrap_or(&msg.subject));
         let mut m = msg.clone();
-        m.subject = self.rename.apply(&msg.subject);
+        if addressed.is_none() {
+            m.subject = to.clone();
+        }
         m.headers = Some(with_request_info(msg.header_block(), &self.importer));
         m.extra = None;
         // In the exporter the request comes from the import, not from a connection there.
         m.facts.origin = INTERNAL;
-        if let Some(reply) = &msg.reply {
+        let js_ack = |r: &Bytes| addressed.is_some() && r.starts_with(b"$JS.ACK.");
+        if let Some(reply) = msg.reply.as_ref().filter(|r| !js_ack(r)) {
             // An unguessable per-request token: a keyed hash of a counter, so the tokens seen
             // so far tell nothing of the next.
             let n = self.next.fetch_add(1, Ordering::Relaxed);
@@ -354,7 +363,13 @@ impl Sink for ServiceSink {
                 .insert(mapped.clone(), reply.clone(), n);
             m.reply = Some(mapped);
         }
-        forward(&self.exporter, &self.cache, &m, None, batch)
+        forward(
+            &self.exporter,
+            &self.cache,
+            &m,
+            addressed.map(|_| &to),
+            batch,
+        )
     }
 
     fn flush(&self) {}

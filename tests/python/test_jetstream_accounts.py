@@ -11,6 +11,7 @@ import asyncio
 import json
 
 import nats
+import pytest
 from nats.js import api
 
 from conftest import IS_NATS_SERVER, Clients, RawClient, async_test
@@ -29,6 +30,7 @@ accounts {{
       {{service: "$JS.FC.>"}}
       {{stream: "push.B.>"}}
       {{stream: "deliver.B.>"}}
+      {{service: "svc.>"}}
     ]
   }}
   B: {{
@@ -40,6 +42,7 @@ accounts {{
       {{service: {{account: A, subject: "$JS.FC.>"}}}}
       {{stream: {{account: A, subject: "push.B.>"}}}}
       {{stream: {{account: A, subject: "deliver.B.>"}}}}
+      {{service: {{account: A, subject: "svc.>"}}}}
     ]
   }}
 }}
@@ -193,3 +196,29 @@ async def test_a_stream_sources_another_accounts_stream_through_imports(server_f
         for body, code in bad:
             resp = json.loads((await b.request("$JS.API.STREAM.CREATE.X", json.dumps(body).encode(), timeout=5)).data)
             assert resp.get("error", {}).get("err_code") == code, (body, resp)
+
+
+@pytest.mark.skipif(IS_NATS_SERVER, reason="nats-server 2.9.10 does not deliver here at all")
+@async_test(timeout=60)
+async def test_a_push_consumer_delivers_to_an_imported_service(server_factory, tmp_path):
+    """B's push consumer delivers to a subject B imports as a service from A: A's service gets
+    the messages with their own subjects and acknowledgement replies, as nats-server routes a
+    JetStream delivery through a service import. (nats-server 2.9.10 does not deliver at all:
+    its push consumer does not count a service import as interest.)"""
+    conf = tmp_path / "server.conf"
+    conf.write_text(config(tmp_path))
+    srv = server_factory(args=["-c", str(conf)])
+    async with Clients(srv) as c:
+        a = await c.connect(user="a", password="a")
+        b = await c.connect(user="b", password="b")
+        sub = await a.subscribe("svc.>")
+        await a.flush()
+        jb = b.jetstream()
+        await jb.add_stream(name="WORK", subjects=["work.>"])
+        await jb.add_consumer("WORK", durable_name="to_a", deliver_subject="svc.work",
+                              ack_policy=api.AckPolicy.NONE)
+        for i in range(3):
+            await jb.publish(f"work.{i}", f"w{i}".encode())
+        got = [await sub.next_msg(5) for _ in range(3)]
+        assert [(m.subject, m.data) for m in got] == [("work.0", b"w0"), ("work.1", b"w1"), ("work.2", b"w2")]
+        assert all(m.reply.startswith("$JS.ACK.WORK.to_a.") for m in got), [m.reply for m in got]
