@@ -136,6 +136,34 @@ pub struct StreamSource {
 }
 
 impl StreamSource {
+    /// What it takes from its origin: its transforms' sources (`>` for an empty one), or its
+    /// filter (none: everything).
+    pub fn filters(&self) -> Vec<String> {
+        if self.subject_transforms.is_empty() {
+            return (!self.filter_subject.is_empty())
+                .then(|| self.filter_subject.clone())
+                .into_iter()
+                .collect();
+        }
+        self.subject_transforms
+            .iter()
+            .map(|t| if t.src.is_empty() { ">" } else { &t.src }.to_string())
+            .collect()
+    }
+
+    /// What `subject` becomes in the copy: renamed by the first transform whose source
+    /// matches it (`None`: kept as it is).
+    pub fn rename(&self, subject: &[u8]) -> Option<bytes::Bytes> {
+        let t = self.subject_transforms.iter().find(|t| {
+            let from = if t.src.is_empty() { ">" } else { &t.src };
+            junction_core::subject::matches(from.as_bytes(), subject)
+        })?;
+        let from = if t.src.is_empty() { ">" } else { &t.src };
+        let tr = junction_core::transform::Transform::new(from, &t.dest).ok()??;
+        tr.apply(std::str::from_utf8(subject).ok()?)
+            .map(bytes::Bytes::from)
+    }
+
     /// Refuses an `external` whose API or deliver prefix is not a subject (they become the
     /// subjects of requests and deliveries).
     fn check_external(&self) -> Result<(), ApiError> {

@@ -239,29 +239,29 @@ impl Task {
     fn retire(&mut self, x: &External, key: &Key) {
         let _ = key;
         if let Some(c) = &x.consumer {
-            let subject = Bytes::from(format!("{}CONSUMER.DELETE.{}.{c}", x.api, x.source.name));
-            self.out.push((
-                x.account.clone(),
-                Out {
-                    to: subject.clone(),
-                    subject,
-                    reply: None,
-                    headers: None,
-                    payload: Bytes::new(),
-                },
-            ));
+            self.delete_consumer(&x.account, &x.api, &x.source.name, c);
         }
+    }
+
+    /// Asks the origin behind `api` to remove consumer `consumer` of stream `stream`.
+    fn delete_consumer(&mut self, account: &Arc<Account>, api: &str, stream: &str, consumer: &str) {
+        let subject = Bytes::from(format!("{api}CONSUMER.DELETE.{stream}.{consumer}"));
+        self.out.push((
+            account.clone(),
+            Out {
+                to: subject.clone(),
+                subject,
+                reply: None,
+                headers: None,
+                payload: Bytes::new(),
+            },
+        ));
     }
 
     /// Starts a new attempt: fresh subjects, and a create request for a consumer that starts
     /// after what the stream has copied from this source.
     fn attempt(&mut self, key: &Key) {
-        let Some(stream) = self
-            .accounts
-            .get(&key.0)
-            .and_then(|a| a.streams.get(&key.1))
-            .map(|e| e.stream.clone())
-        else {
+        let Some(stream) = self.stream(&key.0, &key.1) else {
             return;
         };
         let Some(x) = self.externals.get_mut(key) else {
@@ -317,25 +317,13 @@ impl Task {
             "num_replicas": 1,
             "mem_storage": true,
         });
-        let filters: Vec<String> = if x.source.subject_transforms.is_empty() {
-            (!x.source.filter_subject.is_empty())
-                .then(|| x.source.filter_subject.clone())
-                .into_iter()
-                .collect()
-        } else {
-            x.source
-                .subject_transforms
-                .iter()
-                .map(|t| {
-                    if t.src.is_empty() {
-                        ">".into()
-                    } else {
-                        t.src.clone()
-                    }
-                })
-                .filter(|f| f != ">")
-                .collect()
-        };
+        // Everything (`>`) needs no filter.
+        let filters: Vec<String> = x
+            .source
+            .filters()
+            .into_iter()
+            .filter(|f| f != ">")
+            .collect();
         match filters.len() {
             0 => {}
             1 => config["filter_subject"] = json!(filters[0]),
@@ -358,17 +346,7 @@ impl Task {
             },
         ));
         if let Some((api, name, c)) = retired {
-            let subject = Bytes::from(format!("{api}CONSUMER.DELETE.{name}.{c}"));
-            self.out.push((
-                account,
-                Out {
-                    to: subject.clone(),
-                    subject,
-                    reply: None,
-                    headers: None,
-                    payload: Bytes::new(),
-                },
-            ));
+            self.delete_consumer(&account, &api, &name, &c);
         }
     }
 
@@ -400,6 +378,7 @@ impl Task {
         headers: Option<Bytes>,
         payload: Bytes,
     ) {
+        let stream = self.stream(&key.0, &key.1);
         let Some(x) = self.externals.get_mut(key) else {
             return;
         };
@@ -508,36 +487,10 @@ impl Task {
         }
         x.state = State::Active { cseq: c, seen: now };
         x.lag = pending;
-        let Some(stream) = self
-            .accounts
-            .get(&key.0)
-            .and_then(|a| a.streams.get(&key.1))
-            .map(|e| e.stream.clone())
-        else {
+        let Some(stream) = stream else {
             return;
         };
-        let renamed = x
-            .source
-            .subject_transforms
-            .iter()
-            .find(|t| {
-                let from = if t.src.is_empty() {
-                    ">"
-                } else {
-                    t.src.as_str()
-                };
-                junction_core::subject::matches(from.as_bytes(), &shown)
-            })
-            .and_then(|t| {
-                let from = if t.src.is_empty() {
-                    ">"
-                } else {
-                    t.src.as_str()
-                };
-                let tr = junction_core::transform::Transform::new(from, &t.dest).ok()??;
-                tr.apply(std::str::from_utf8(&shown).ok()?).map(Bytes::from)
-            })
-            .unwrap_or(shown);
+        let renamed = x.source.rename(&shown).unwrap_or(shown);
         if x.is_mirror {
             stream.mirror_append(&StoredMsg {
                 seq: sseq,

@@ -30,6 +30,7 @@ pub mod errors;
 mod external;
 pub mod harness;
 pub mod headers;
+mod inbox;
 pub mod persist;
 pub mod service;
 mod sinks;

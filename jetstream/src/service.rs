@@ -2,7 +2,7 @@
 //! messages), the per-account state it owns, its timers, and the routing of what consumers
 //! send.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -107,7 +107,7 @@ pub struct Shared {
     pub(crate) bus: Arc<Bus>,
     pub(crate) store: Option<Arc<Store>>,
     pub(crate) opts: Options,
-    pub(crate) inbox: Mutex<Inbox>,
+    pub(crate) inbox: Mutex<crate::inbox::Inbox>,
     pub(crate) notify: Notify,
     pub(crate) counters: Counters,
     pub(crate) origin: ConnId,
@@ -120,89 +120,7 @@ pub struct Shared {
     pub(crate) dropped: AtomicU64,
 }
 
-/// API requests waiting for the task; more are dropped (the requester times out), as
-/// nats-server 2.10 drops requests past its API queue limit.
-const API_QUEUE_LIMIT: usize = 10_000;
-/// Acknowledgements and flow control answers waiting for the task; more are dropped (an
-/// unacknowledged message is delivered again after `ack_wait`).
-const ACK_QUEUE_LIMIT: usize = 1_000_000;
-/// Bytes of external mirrors' and sources' deliveries waiting for the task; more are dropped
-/// (the gap in the origin's consumer sequence then starts a new consumer after what was
-/// stored). The origin's flow control keeps far less than this in flight.
-const EXTERNAL_QUEUE_BYTES: usize = 64 * 1024 * 1024;
-
-/// What waits for the task, and how many of those are API requests and acknowledgements (what
-/// clients send, bounded).
-#[derive(Default)]
-pub(crate) struct Inbox {
-    queue: VecDeque<Input>,
-    api: usize,
-    acks: usize,
-    external_bytes: usize,
-}
-
-impl Inbox {
-    /// The counter, the bound and the amount of `input`'s kind, for those that have one
-    /// (a count, or bytes for an external copy's deliveries).
-    fn bound(&mut self, input: &Input) -> Option<(&mut usize, usize, usize)> {
-        match input {
-            Input::Api { .. } => Some((&mut self.api, API_QUEUE_LIMIT, 1)),
-            Input::Ack { .. } | Input::FlowControl { .. } => {
-                Some((&mut self.acks, ACK_QUEUE_LIMIT, 1))
-            }
-            Input::External {
-                payload, headers, ..
-            } => {
-                let size = payload.len() + headers.as_ref().map_or(0, Bytes::len) + 64;
-                Some((&mut self.external_bytes, EXTERNAL_QUEUE_BYTES, size))
-            }
-            _ => None,
-        }
-    }
-}
-
 impl Shared {
-    pub(crate) fn push(&self, input: Input) {
-        {
-            let mut inbox = self.inbox.locked();
-            if let Some((count, limit, amount)) = inbox.bound(&input) {
-                if *count + amount > limit {
-                    drop(inbox);
-                    let dropped = self.dropped.fetch_add(1, Ordering::Relaxed);
-                    if dropped.is_power_of_two() {
-                        tracing::warn!(
-                            dropped = dropped + 1,
-                            "JetStream API queue limit reached: requests dropped"
-                        );
-                    }
-                    return;
-                }
-                *count += amount;
-            }
-            inbox.queue.push_back(input);
-        }
-        self.notify.notify_one();
-    }
-
-    /// Everything waiting, for the task to handle.
-    pub(crate) fn take_inbox(&self) -> VecDeque<Input> {
-        let mut inbox = self.inbox.locked();
-        (inbox.api, inbox.acks, inbox.external_bytes) = (0, 0, 0);
-        std::mem::take(&mut inbox.queue)
-    }
-
-    /// Puts inputs the task did not get to back in front of what came meanwhile.
-    pub(crate) fn put_back(&self, mut rest: VecDeque<Input>) {
-        let mut inbox = self.inbox.locked();
-        for input in &rest {
-            if let Some((count, _, amount)) = inbox.bound(input) {
-                *count += amount;
-            }
-        }
-        rest.append(&mut inbox.queue);
-        inbox.queue = rest;
-    }
-
     pub(crate) fn new_uid(&self) -> u64 {
         self.next_uid.fetch_add(1, Ordering::Relaxed)
     }
@@ -826,6 +744,12 @@ impl Task {
         c.messages.store(messages, Ordering::Relaxed);
         c.reserved_memory.store(reserved_mem, Ordering::Relaxed);
         c.reserved_storage.store(reserved_file, Ordering::Relaxed);
+    }
+
+    /// Stream `name` of account `acc`, when it has one.
+    pub(crate) fn stream(&self, acc: &str, name: &str) -> Option<Arc<Stream>> {
+        let e = self.accounts.get(acc)?.streams.get(name)?;
+        Some(e.stream.clone())
     }
 
     /// Sets [`Stream::watched`] for every stream: whether it has a consumer or is copied by

@@ -104,23 +104,7 @@ impl Task {
             } else {
                 src.opt_start_seq.max(1) as u64
             });
-            let filters: Vec<String> = if src.subject_transforms.is_empty() {
-                (!src.filter_subject.is_empty())
-                    .then(|| src.filter_subject.clone())
-                    .into_iter()
-                    .collect()
-            } else {
-                src.subject_transforms
-                    .iter()
-                    .map(|t| {
-                        if t.src.is_empty() {
-                            ">".into()
-                        } else {
-                            t.src.clone()
-                        }
-                    })
-                    .collect()
-            };
+            let filters = src.filters();
             v["lag"] = json!(origin
                 .stream
                 .state
@@ -154,45 +138,7 @@ fn copy_from(
         .unwrap_or_else(|| (src.opt_start_seq.max(1)) as u64);
     // With subject transforms, what their sources match is copied, renamed by the first that
     // matches; otherwise what the filter matches, as it is.
-    // (source, transform; `None`: copied as it is).
-    let transforms: Vec<(String, Option<junction_core::transform::Transform>)> = src
-        .subject_transforms
-        .iter()
-        .map(|t| {
-            let from = if t.src.is_empty() {
-                ">"
-            } else {
-                t.src.as_str()
-            };
-            let tr = junction_core::transform::Transform::new(from, &t.dest)
-                .ok()
-                .flatten();
-            (from.to_string(), tr)
-        })
-        .collect();
-    let filters: Vec<String> = if !src.subject_transforms.is_empty() {
-        src.subject_transforms
-            .iter()
-            .map(|t| {
-                if t.src.is_empty() {
-                    ">".to_string()
-                } else {
-                    t.src.clone()
-                }
-            })
-            .collect()
-    } else if src.filter_subject.is_empty() {
-        Vec::new()
-    } else {
-        vec![src.filter_subject.clone()]
-    };
-    let rename = |m: &std::sync::Arc<crate::stream::StoredMsg>| -> Option<bytes::Bytes> {
-        let (_, tr) = transforms
-            .iter()
-            .find(|(from, _)| junction_core::subject::matches(from.as_bytes(), &m.subject))?;
-        let s = std::str::from_utf8(&m.subject).ok()?;
-        tr.as_ref()?.apply(s).map(bytes::Bytes::from)
-    };
+    let filters = src.filters();
     let (msgs, next) = {
         let st = from.state.locked();
         let mut msgs = Vec::new();
@@ -217,7 +163,7 @@ fn copy_from(
         return false;
     }
     for m in &msgs {
-        let renamed = rename(m);
+        let renamed = src.rename(&m.subject);
         if is_mirror {
             match renamed {
                 Some(subject) => to.mirror_append(&crate::stream::StoredMsg {

@@ -49,11 +49,15 @@ accounts {{
 """
 
 
-@async_test(timeout=60)
-async def test_another_account_pulls_pushes_and_acknowledges_through_imports(server_factory, tmp_path):
+def serve_accounts(server_factory, tmp_path):
     conf = tmp_path / "server.conf"
     conf.write_text(config(tmp_path))
-    srv = server_factory(args=["-c", str(conf)])
+    return server_factory(args=["-c", str(conf)])
+
+
+@async_test(timeout=60)
+async def test_another_account_pulls_pushes_and_acknowledges_through_imports(server_factory, tmp_path):
+    srv = serve_accounts(server_factory, tmp_path)
     async with Clients(srv) as c:
         a = await c.connect(user="a", password="a")
         ja = a.jetstream()
@@ -117,9 +121,7 @@ async def test_another_account_pulls_pushes_and_acknowledges_through_imports(ser
 
 @async_test(timeout=60)
 async def test_a_stream_sources_another_accounts_stream_through_imports(server_factory, tmp_path):
-    conf = tmp_path / "server.conf"
-    conf.write_text(config(tmp_path))
-    srv = server_factory(args=["-c", str(conf)])
+    srv = serve_accounts(server_factory, tmp_path)
     async with Clients(srv) as c:
         a = await c.connect(user="a", password="a")
         ja = a.jetstream()
@@ -205,9 +207,7 @@ async def test_a_push_consumer_delivers_to_an_imported_service(server_factory, t
     the messages with their own subjects and acknowledgement replies, as nats-server routes a
     JetStream delivery through a service import. (nats-server 2.9.10 does not deliver at all:
     its push consumer does not count a service import as interest.)"""
-    conf = tmp_path / "server.conf"
-    conf.write_text(config(tmp_path))
-    srv = server_factory(args=["-c", str(conf)])
+    srv = serve_accounts(server_factory, tmp_path)
     async with Clients(srv) as c:
         a = await c.connect(user="a", password="a")
         b = await c.connect(user="b", password="b")

@@ -536,14 +536,20 @@ leafnodes {{ remotes: [ {{ url: "nats://127.0.0.1:{lport}", account: EDGE,
             await nc.close()
 
 
-@async_test(60)
-async def test_jetstream_domains_both_ways(nats_servers, server_factory, tmp_path):
+def jetstream_hub(nats_servers, tmp_path):
+    """A nats-server with JetStream in domain `hub`, taking leaf nodes."""
     lport = free_port()
     hub = nats_servers("hub", f"""
 jetstream {{ domain: hub, store_dir: "{tmp_path / 'hub-js'}" }}
 leafnodes {{ listen: "127.0.0.1:{lport}" }}
 """)
     hub.leaf_port = lport
+    return hub
+
+
+@async_test(60)
+async def test_jetstream_domains_both_ways(nats_servers, server_factory, tmp_path):
+    hub = jetstream_hub(nats_servers, tmp_path)
     leaf = server_factory(config=leaf_config(hub, extra="jetstream { domain: edge }"),
                           args=["--in-memory"])
     wait_linked(leaf)
@@ -602,12 +608,7 @@ async def test_the_hub_sources_a_stream_of_the_edge(nats_servers, server_factory
     """The usual edge set-up: devices publish into a stream on the edge (Junction), and a
     stream in the cluster (nats-server) sources it through the edge's domain, with the push
     consumer, flow control and heartbeats that nats-server's sourcing uses across the link."""
-    lport = free_port()
-    hub = nats_servers("hub", f"""
-jetstream {{ domain: hub, store_dir: "{tmp_path / 'hub-js'}" }}
-leafnodes {{ listen: "127.0.0.1:{lport}" }}
-""")
-    hub.leaf_port = lport
+    hub = jetstream_hub(nats_servers, tmp_path)
     leaf = server_factory(config=leaf_config(hub, extra="jetstream { domain: edge }"),
                           args=["--in-memory"])
     wait_linked(leaf)
@@ -645,12 +646,7 @@ async def test_the_edge_mirrors_and_sources_streams_of_the_hub(nats_servers, ser
     """The other direction: a Junction stream mirrors (or sources, filtered) a cluster stream
     through the cluster's domain (`external: {api: "$JS.hub.API"}`), keeps up with what the
     cluster stores later, and after a restart of the edge goes on from where it was."""
-    lport = free_port()
-    hub = nats_servers("hub", f"""
-jetstream {{ domain: hub, store_dir: "{tmp_path / 'hub-js'}" }}
-leafnodes {{ listen: "127.0.0.1:{lport}" }}
-""")
-    hub.leaf_port = lport
+    hub = jetstream_hub(nats_servers, tmp_path)
     config = leaf_config(hub, extra=f'jetstream {{ domain: edge, store_dir: "{tmp_path / "edge-js"}" }}')
     leaf = server_factory(config=config)
     wait_linked(leaf)
