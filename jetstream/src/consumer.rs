@@ -126,6 +126,9 @@ pub struct Consumer {
     pub events: Vec<Event>,
     /// The percentage of acknowledgements sampled for the ack metric (`sample_freq`).
     sample_pct: u32,
+    /// The sampling's random state (xorshift, seeded once: no system call per
+    /// acknowledgement).
+    sample_rng: u64,
 }
 
 /// What may be sent next under the consumer's pacing.
@@ -299,6 +302,11 @@ impl Consumer {
             tokens: (f64::MAX, Instant::now()),
             events: Vec::new(),
             sample_pct: config.sample_percent().unwrap_or(0),
+            sample_rng: {
+                let mut b = [0u8; 8];
+                let _ = getrandom::getrandom(&mut b);
+                u64::from_le_bytes(b) | 1
+            },
             config,
         }
     }
@@ -788,13 +796,16 @@ impl Consumer {
     }
 
     /// Whether this acknowledgement is sampled for the ack metric.
-    fn sampled(&self) -> bool {
+    fn sampled(&mut self) -> bool {
         match self.sample_pct {
             0 => false,
             100.. => true,
             p => {
-                let mut b = [0u8; 1];
-                getrandom::getrandom(&mut b).is_ok() && u32::from(b[0]) * 100 / 256 < p
+                let x = &mut self.sample_rng;
+                *x ^= *x << 13;
+                *x ^= *x >> 7;
+                *x ^= *x << 17;
+                (*x % 100) < u64::from(p)
             }
         }
     }

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use crate::config::StreamSource;
 use crate::consumer::Out;
 use crate::service::{Input, Shared, Task};
-use crate::stream::StoredMsg;
+use crate::stream::{StoredMsg, Stream};
 
 /// The origin's heartbeat interval asked for (nats-server's sourcing asks for the same).
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -80,8 +80,8 @@ enum State {
 /// One external mirror or source of a stream.
 pub(crate) struct External {
     account: Arc<Account>,
-    /// The copying stream's uid (a stream deleted and made again is another).
-    uid: u64,
+    /// The copying stream (one deleted and made again is another, with another copy).
+    stream: Arc<Stream>,
     source: StreamSource,
     is_mirror: bool,
     /// `<api>.` with the origin's API prefix.
@@ -97,6 +97,10 @@ pub(crate) struct External {
     lag: u64,
     /// Why the origin refused the last create, until one succeeds.
     error: Option<Value>,
+    /// The origin's sequence after the last message copied, once one was; saved with the
+    /// stream at the end of the round (`saved`: already).
+    next: Option<u64>,
+    saved: bool,
 }
 
 impl External {
@@ -177,7 +181,7 @@ impl Task {
     /// Makes the external copies match the streams' configurations: a new one for each
     /// external mirror or source of an enabled account's stream, none for what is gone.
     pub(crate) fn set_externals(&mut self) {
-        let mut wanted: Vec<(Key, Arc<Account>, StreamSource, bool, String, u64)> = Vec::new();
+        let mut wanted: Vec<(Key, External)> = Vec::new();
         for (acc, a) in &self.accounts {
             for (sname, e) in &a.streams {
                 let st = e.stream.state.locked();
@@ -190,8 +194,23 @@ impl Task {
                 for (src, is_mirror) in list {
                     if let Some(api) = api_of(src) {
                         let key = (acc.clone(), sname.clone(), iname(src));
-                        let uid = e.stream.uid;
-                        wanted.push((key, a.account.clone(), src.clone(), is_mirror, api, uid));
+                        let x = External {
+                            account: a.account.clone(),
+                            stream: e.stream.clone(),
+                            source: src.clone(),
+                            is_mirror,
+                            api,
+                            deliver: Bytes::new(),
+                            inbox: Bytes::new(),
+                            subs: Vec::new(),
+                            consumer: None,
+                            state: State::Idle(Instant::now()),
+                            lag: 0,
+                            error: None,
+                            next: None,
+                            saved: true,
+                        };
+                        wanted.push((key, x));
                     }
                 }
             }
@@ -205,39 +224,25 @@ impl Task {
             .collect();
         for key in gone {
             if let Some(x) = self.externals.remove(&key) {
-                self.retire(&x, &key);
+                self.retire(&x);
             }
         }
-        for (key, account, source, is_mirror, api, uid) in wanted {
-            if let Some(x) = self.externals.get(&key) {
-                if x.source == source && x.api == api && x.uid == uid {
+        for (key, x) in wanted {
+            if let Some(old) = self.externals.get(&key) {
+                if old.source == x.source && old.api == x.api && Arc::ptr_eq(&old.stream, &x.stream)
+                {
                     continue;
                 }
-                let x = self.externals.remove(&key).expect("present");
-                self.retire(&x, &key);
+                let old = self.externals.remove(&key).expect("present");
+                self.retire(&old);
             }
-            let x = External {
-                account,
-                uid,
-                source,
-                is_mirror,
-                api,
-                deliver: Bytes::new(),
-                inbox: Bytes::new(),
-                subs: Vec::new(),
-                consumer: None,
-                state: State::Idle(Instant::now()),
-                lag: 0,
-                error: None,
-            };
             self.externals.insert(key.clone(), x);
             self.attempt(&key);
         }
     }
 
     /// Asks the origin to remove this copy's consumer (no answer awaited).
-    fn retire(&mut self, x: &External, key: &Key) {
-        let _ = key;
+    fn retire(&mut self, x: &External) {
         if let Some(c) = &x.consumer {
             self.delete_consumer(&x.account, &x.api, &x.source.name, c);
         }
@@ -261,9 +266,6 @@ impl Task {
     /// Starts a new attempt: fresh subjects, and a create request for a consumer that starts
     /// after what the stream has copied from this source.
     fn attempt(&mut self, key: &Key) {
-        let Some(stream) = self.stream(&key.0, &key.1) else {
-            return;
-        };
         let Some(x) = self.externals.get_mut(key) else {
             return;
         };
@@ -271,14 +273,14 @@ impl Task {
         for sub in x.subs.drain(..) {
             x.account.unsubscribe(&sub);
         }
-        let next = {
-            let st = stream.state.locked();
+        let next = x.next.unwrap_or_else(|| {
+            let st = x.stream.state.locked();
             match st.sourced.get(&key.2) {
                 Some(n) => *n,
                 None if x.is_mirror => st.last_seq + 1,
                 None => x.source.opt_start_seq.max(1) as u64,
             }
-        };
+        });
         let token = crate::random_token();
         // Another account's origin delivers under the prefix that account exports
         // (`external.deliver`); across a leaf node link, any subject crosses.
@@ -378,7 +380,6 @@ impl Task {
         headers: Option<Bytes>,
         payload: Bytes,
     ) {
-        let stream = self.stream(&key.0, &key.1);
         let Some(x) = self.externals.get_mut(key) else {
             return;
         };
@@ -487,12 +488,11 @@ impl Task {
         }
         x.state = State::Active { cseq: c, seen: now };
         x.lag = pending;
-        let Some(stream) = stream else {
-            return;
-        };
+        x.next = Some(sseq + 1);
+        x.saved = false;
         let renamed = x.source.rename(&shown).unwrap_or(shown);
         if x.is_mirror {
-            stream.mirror_append(&StoredMsg {
+            x.stream.mirror_append(&StoredMsg {
                 seq: sseq,
                 subject: renamed,
                 headers,
@@ -501,24 +501,21 @@ impl Task {
                 on_disk: None,
             });
         } else {
-            let _ = stream.publish(&renamed, headers.as_ref(), payload, ts);
+            let _ = x.stream.publish(&renamed, headers.as_ref(), payload, ts);
         }
-        stream
-            .state
-            .locked()
-            .sourced
-            .insert(key.2.clone(), sseq + 1);
-        self.sourced_dirty.insert((key.0.clone(), key.1.clone()));
-        self.touched.insert((key.0.clone(), key.1.clone()));
+        self.touched.touch(&key.0, &key.1);
     }
 
-    /// Saves the positions external copies reached this round (once per stream).
+    /// Saves the positions external copies reached this round, with their streams.
     pub(crate) fn save_sourced(&mut self) {
-        for (acc, sname) in std::mem::take(&mut self.sourced_dirty) {
-            if let Some(e) = self.accounts.get(&acc).and_then(|a| a.streams.get(&sname)) {
-                let mut st = e.stream.state.locked();
-                e.stream.save_meta(&mut st);
-            }
+        for (key, x) in &mut self.externals {
+            let (Some(next), false) = (x.next, x.saved) else {
+                continue;
+            };
+            x.saved = true;
+            let mut st = x.stream.state.locked();
+            st.sourced.insert(key.2.clone(), next);
+            x.stream.save_meta(&mut st);
         }
     }
 }

@@ -163,7 +163,6 @@ impl Harness {
             disabled: HashMap::new(),
             watch_dirty: true,
             externals: HashMap::new(),
-            sourced_dirty: Default::default(),
         };
         task.enable(junction_core::DEFAULT_ACCOUNT, Default::default());
         task.restore(restored);

@@ -213,8 +213,6 @@ pub(crate) struct Task {
     pub(crate) watch_dirty: bool,
     /// The external mirrors and sources ([`crate::external`]).
     pub(crate) externals: HashMap<crate::external::Key, crate::external::External>,
-    /// Streams whose external copies moved this round (their positions are saved once).
-    pub(crate) sourced_dirty: std::collections::HashSet<(String, String)>,
 }
 
 impl JetStream {
@@ -254,7 +252,6 @@ impl JetStream {
             disabled: HashMap::new(),
             watch_dirty: true,
             externals: HashMap::new(),
-            sourced_dirty: Default::default(),
         };
         let (enabled, limits) = (shared.opts.accounts.clone(), shared.opts.limits.clone());
         task.set_accounts(enabled, limits);
@@ -744,12 +741,6 @@ impl Task {
         c.messages.store(messages, Ordering::Relaxed);
         c.reserved_memory.store(reserved_mem, Ordering::Relaxed);
         c.reserved_storage.store(reserved_file, Ordering::Relaxed);
-    }
-
-    /// Stream `name` of account `acc`, when it has one.
-    pub(crate) fn stream(&self, acc: &str, name: &str) -> Option<Arc<Stream>> {
-        let e = self.accounts.get(acc)?.streams.get(name)?;
-        Some(e.stream.clone())
     }
 
     /// Sets [`Stream::watched`] for every stream: whether it has a consumer or is copied by

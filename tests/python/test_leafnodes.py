@@ -547,12 +547,18 @@ leafnodes {{ listen: "127.0.0.1:{lport}" }}
     return hub
 
 
-@async_test(60)
-async def test_jetstream_domains_both_ways(nats_servers, server_factory, tmp_path):
-    hub = jetstream_hub(nats_servers, tmp_path)
+def jetstream_edge(server_factory, hub):
+    """A Junction with JetStream in domain `edge` (in memory), linked to `hub` as its leaf."""
     leaf = server_factory(config=leaf_config(hub, extra="jetstream { domain: edge }"),
                           args=["--in-memory"])
     wait_linked(leaf)
+    return leaf
+
+
+@async_test(60)
+async def test_jetstream_domains_both_ways(nats_servers, server_factory, tmp_path):
+    hub = jetstream_hub(nats_servers, tmp_path)
+    leaf = jetstream_edge(server_factory, hub)
     hub_nc = await nats.connect(hub.url)
     leaf_nc = await nats.connect(leaf.url)
     try:
@@ -609,9 +615,7 @@ async def test_the_hub_sources_a_stream_of_the_edge(nats_servers, server_factory
     stream in the cluster (nats-server) sources it through the edge's domain, with the push
     consumer, flow control and heartbeats that nats-server's sourcing uses across the link."""
     hub = jetstream_hub(nats_servers, tmp_path)
-    leaf = server_factory(config=leaf_config(hub, extra="jetstream { domain: edge }"),
-                          args=["--in-memory"])
-    wait_linked(leaf)
+    leaf = jetstream_edge(server_factory, hub)
     hub_nc = await nats.connect(hub.url)
     leaf_nc = await nats.connect(leaf.url)
     try:

@@ -41,18 +41,18 @@ use streams::*;
 /// Whether an API request may create, change or remove a stream or a consumer (what the
 /// task's view of who reads each stream depends on); reads and pull requests do not.
 pub(crate) fn may_add_or_remove(subject: &[u8]) -> bool {
-    let s = String::from_utf8_lossy(subject);
-    let Some((_, op)) = s.split_once(".API.") else {
+    let Some(at) = subject.windows(5).position(|w| w == b".API.") else {
         return false;
     };
+    let op = &subject[at + 5..];
     [
-        "STREAM.CREATE.",
-        "STREAM.UPDATE.",
-        "STREAM.DELETE.",
-        "STREAM.RESTORE.",
-        "CONSUMER.CREATE.",
-        "CONSUMER.DURABLE.CREATE.",
-        "CONSUMER.DELETE.",
+        &b"STREAM.CREATE."[..],
+        b"STREAM.UPDATE.",
+        b"STREAM.DELETE.",
+        b"STREAM.RESTORE.",
+        b"CONSUMER.CREATE.",
+        b"CONSUMER.DURABLE.CREATE.",
+        b"CONSUMER.DELETE.",
     ]
     .iter()
     .any(|p| op.starts_with(p))

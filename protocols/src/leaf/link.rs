@@ -117,13 +117,14 @@ impl Sink for LinkSink {
     fn deliver(&self, sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
         // A JetStream delivery goes by the subject it was routed by, and carries its own
         // subject after its acknowledgement reply, as nats-server sends one over a link.
-        let (subject, reply) = match (&batch.addressed, &msg.reply) {
-            (Some(to), Some(r)) => (
-                to,
-                Some(Bytes::from([&r[..], b"@", &msg.subject[..]].concat())),
-            ),
+        let carried: Vec<u8>;
+        let (subject, reply) = match (&batch.addressed, msg.reply.as_deref()) {
+            (Some(to), Some(r)) => {
+                carried = [r, b"@", &msg.subject[..]].concat();
+                (to, Some(&carried[..]))
+            }
             (Some(to), None) => (to, None),
-            (None, r) => (&msg.subject, r.clone()),
+            (None, r) => (&msg.subject, r),
         };
         if !self.deny_exports.is_empty() {
             let s = String::from_utf8_lossy(subject);
@@ -138,7 +139,7 @@ impl Sink for LinkSink {
         }
         let m = OutMsg {
             subject,
-            reply: reply.as_deref(),
+            reply,
             queues: &batch.link_queues,
             headers: if self.headers {
                 msg.header_block().map(|h| &h[..])
@@ -504,27 +505,24 @@ impl Conn<'_> {
         }
         // A JetStream delivery from the far side: routed by `subject`, shown with the subject
         // its acknowledgement reply carries.
-        let (shown, reply) = match reply.as_deref().and_then(split_js_ack) {
-            Some((ack, shown)) => {
-                let r = reply.as_ref().expect("split from a reply");
-                (Some(r.slice_ref(shown)), Some(r.slice_ref(ack)))
-            }
-            None => (None, reply),
-        };
-        let mut msg = Message::new(
-            shown.clone().unwrap_or_else(|| subject.clone()),
-            reply,
-            payload,
-            self.conn,
-        );
-        msg.headers = headers;
+        let split = reply.as_ref().and_then(|r| {
+            let (ack, shown) = split_js_ack(r)?;
+            Some((r.slice_ref(shown), r.slice_ref(ack)))
+        });
         batch.routed_queues = Some(queues);
-        match shown {
-            Some(_) => self
-                .account
-                .deliver_to(&mut self.cache, &subject, &msg, batch),
-            None => self.account.publish(&mut self.cache, &msg, batch),
-        };
+        match split {
+            Some((shown, ack)) => {
+                let mut msg = Message::new(shown, Some(ack), payload, self.conn);
+                msg.headers = headers;
+                self.account
+                    .deliver_to(&mut self.cache, &subject, &msg, batch);
+            }
+            None => {
+                let mut msg = Message::new(subject, reply, payload, self.conn);
+                msg.headers = headers;
+                self.account.publish(&mut self.cache, &msg, batch);
+            }
+        }
         batch.routed_queues = None;
     }
 
