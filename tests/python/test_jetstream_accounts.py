@@ -66,6 +66,16 @@ async def test_another_account_pulls_pushes_and_acknowledges_through_imports(ser
             await ja.publish(f"s.{i}", f"m{i}".encode())
         b = await c.connect(user="b", password="b")
         jb = b.jetstream(prefix="JS.A.API")
+        # Subscribed before the pull requests below: a fetch that times out can leave nats-py
+        # matching a late PONG to its next flush, which then returns before the server has
+        # seen the subscription.
+        got: asyncio.Queue = asyncio.Queue()
+
+        async def on(msg):
+            await got.put(msg)
+
+        await b.subscribe("push.B.in", cb=on)
+        await b.flush()
 
         # The API answers under the prefix.
         assert (await jb.stream_info("S")).state.messages == 3
@@ -89,14 +99,8 @@ async def test_another_account_pulls_pushes_and_acknowledges_through_imports(ser
         except nats.errors.TimeoutError:
             pass
 
-        # A push consumer delivering to a subject A exports and B imports.
-        got: asyncio.Queue = asyncio.Queue()
-
-        async def on(msg):
-            await got.put(msg)
-
-        await b.subscribe("push.B.in", cb=on)
-        await b.flush()
+        # A push consumer delivering to a subject A exports and B imports (B subscribed at
+        # the start).
         await ja.add_consumer("S", durable_name="pusher", deliver_subject="push.B.in",
                               ack_policy=api.AckPolicy.EXPLICIT)
         pushed = [await asyncio.wait_for(got.get(), 5) for _ in range(3)]
