@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use crate::config::StreamSource;
 use crate::consumer::Out;
 use crate::service::{Input, Shared, Task};
+use crate::sources::{set_position, SourceTag};
 use crate::stream::{StoredMsg, Stream};
 
 /// The origin's heartbeat interval asked for (nats-server's sourcing asks for the same).
@@ -43,6 +44,13 @@ pub(crate) fn iname(src: &StreamSource) -> String {
         name.push(':');
         name.push_str(api.trim_end_matches('.'));
     }
+    format!("{name} {}", index_rest(src))
+}
+
+/// The filter and destination parts of nats-server's index name of `src`: its transforms'
+/// sources and destinations (each joined with form feeds), or its filter and `>` (`>` for
+/// what is empty).
+pub(crate) fn index_rest(src: &StreamSource) -> String {
     let or_all = |s: &str| {
         if s.is_empty() {
             ">".to_string()
@@ -65,7 +73,7 @@ pub(crate) fn iname(src: &StreamSource) -> String {
             .collect();
         (f.join("\u{c}"), d.join("\u{c}"))
     };
-    format!("{name} {from} {to}")
+    format!("{from} {to}")
 }
 
 enum State {
@@ -101,6 +109,8 @@ pub(crate) struct External {
     /// stream at the end of the round (`saved`: already).
     next: Option<u64>,
     saved: bool,
+    /// A source's `Nats-Stream-Source` header (a mirror's copies carry none).
+    tag: Option<SourceTag>,
 }
 
 impl External {
@@ -209,6 +219,7 @@ impl Task {
                             error: None,
                             next: None,
                             saved: true,
+                            tag: (!is_mirror).then(|| SourceTag::of(src)),
                         };
                         wanted.push((key, x));
                     }
@@ -500,8 +511,14 @@ impl Task {
                 ts,
                 on_disk: None,
             });
-        } else {
-            let _ = x.stream.publish(&renamed, headers.as_ref(), payload, ts);
+        } else if let Some(tag) = &x.tag {
+            // The copy and its position change together (see `sources::copy_from`).
+            let headers = tag.header(sseq, headers.as_deref());
+            let mut st = x.stream.state.locked();
+            let _ = x
+                .stream
+                .publish_locked(&mut st, &renamed, Some(&headers), payload, ts);
+            set_position(&mut st, &key.2, sseq + 1);
         }
         self.touched.touch(&key.0, &key.1);
     }

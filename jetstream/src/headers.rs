@@ -9,6 +9,7 @@ pub const EXPECTED_LAST_SEQ: &str = "Nats-Expected-Last-Sequence";
 pub const EXPECTED_LAST_SUBJ_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
 pub const EXPECTED_LAST_MSG_ID: &str = "Nats-Expected-Last-Msg-Id";
 pub const ROLLUP: &str = "Nats-Rollup";
+pub const STREAM_SOURCE: &str = "Nats-Stream-Source";
 
 /// The first value of header `name` in `block` (names compare case-insensitively, as MIME
 /// headers do; nats-server writes and clients send the canonical spelling).
@@ -62,6 +63,38 @@ pub fn with(fields: &[(&str, &str)], existing: Option<&[u8]>) -> Bytes {
     b.freeze()
 }
 
+/// `existing`'s block (its first line, and its headers but those `dropped` names) with
+/// `name: value` added last.
+pub fn replaced(
+    existing: Option<&[u8]>,
+    dropped: impl Fn(&[u8]) -> bool,
+    name: &str,
+    value: &str,
+) -> Bytes {
+    let existing = existing.unwrap_or_default();
+    let mut b = BytesMut::with_capacity(existing.len() + name.len() + value.len() + 16);
+    let mut lines = existing
+        .split(|&c| c == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    match lines.next().filter(|l| l.starts_with(b"NATS/1.0")) {
+        Some(first) => b.put_slice(first),
+        None => b.put_slice(b"NATS/1.0"),
+    }
+    b.put_slice(b"\r\n");
+    for line in lines.take_while(|l| !l.is_empty()) {
+        let key = line.split(|&c| c == b':').next().unwrap_or_default();
+        if !dropped(key.trim_ascii()) {
+            b.put_slice(line);
+            b.put_slice(b"\r\n");
+        }
+    }
+    b.put_slice(name.as_bytes());
+    b.put_slice(b": ");
+    b.put_slice(value.as_bytes());
+    b.put_slice(b"\r\n\r\n");
+    b.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +115,33 @@ mod tests {
             b"NATS/1.0\r\nA: 1\r\nNats-Msg-Id: abc\r\nX: y \r\n\r\n"
         );
         assert_eq!(&with(&[("A", "1")], None)[..], b"NATS/1.0\r\nA: 1\r\n\r\n");
+    }
+
+    #[test]
+    fn replaces_headers_by_name() {
+        let block = b"NATS/1.0\r\nNats-Msg-Id: abc\r\nNats-Expected-Stream: A\r\nX: y\r\n\r\n";
+        let drop_expected = |k: &[u8]| k.starts_with(b"Nats-Expected-");
+        assert_eq!(
+            &replaced(Some(block), drop_expected, STREAM_SOURCE, "A 1 > >")[..],
+            b"NATS/1.0\r\nNats-Msg-Id: abc\r\nX: y\r\nNats-Stream-Source: A 1 > >\r\n\r\n"
+        );
+        assert_eq!(
+            &replaced(None, drop_expected, "K", "v")[..],
+            b"NATS/1.0\r\nK: v\r\n\r\n"
+        );
+        // Whatever the block holds, the result is one block that ends where it should.
+        for junk in [
+            &b""[..],
+            b"garbage",
+            b"NATS/1.0\r\n",
+            b"NATS/1.0\r\nno colon\r\n",
+        ] {
+            let r = replaced(Some(junk), |_| false, "K", "v");
+            assert!(
+                r.starts_with(b"NATS/1.0") && r.ends_with(b"K: v\r\n\r\n"),
+                "{r:?}"
+            );
+            assert_eq!(get(&r, "K"), Some("v"));
+        }
     }
 }

@@ -3,13 +3,15 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use junction_core::sync::Lock;
 
 use serde_json::{json, Value};
 
 use crate::config::StreamSource;
+use crate::headers;
 use crate::service::{StreamEntry, Task};
-use crate::stream::Stream;
+use crate::stream::{Stream, StreamState};
 
 impl Task {
     /// Mirrors and sourcing streams copy what their sources gained (within the account), for
@@ -162,27 +164,195 @@ fn copy_from(
     if next == start {
         return false;
     }
+    let tag = (!is_mirror).then(|| SourceTag::of(src));
     for m in &msgs {
         let renamed = src.rename(&m.subject);
-        if is_mirror {
-            match renamed {
-                Some(subject) => to.mirror_append(&crate::stream::StoredMsg {
-                    seq: m.seq,
-                    subject,
-                    headers: m.headers.clone(),
-                    payload: m.payload.clone(),
-                    ts: m.ts,
-                    on_disk: None,
-                }),
-                None => to.mirror_append(m),
+        match (&tag, renamed) {
+            (Some(tag), renamed) => {
+                // The copy and the position past it change together: whenever the stream's
+                // metadata is saved, the positions saved with it cover every copy it counts.
+                let subject = renamed.unwrap_or_else(|| m.subject.clone());
+                let headers = tag.header(m.seq, m.headers.as_deref());
+                let mut st = to.state.locked();
+                let _ =
+                    to.publish_locked(&mut st, &subject, Some(&headers), m.payload.clone(), m.ts);
+                set_position(&mut st, &src.name, m.seq + 1);
             }
-        } else {
-            let subject = renamed.unwrap_or_else(|| m.subject.clone());
-            let _ = to.publish(&subject, m.headers.as_ref(), m.payload.clone(), m.ts);
+            (None, Some(subject)) => to.mirror_append(&crate::stream::StoredMsg {
+                seq: m.seq,
+                subject,
+                headers: m.headers.clone(),
+                payload: m.payload.clone(),
+                ts: m.ts,
+                on_disk: None,
+            }),
+            (None, None) => to.mirror_append(m),
         }
     }
     let mut st = to.state.locked();
     st.sourced.insert(src.name.clone(), next);
     to.save_meta(&mut st);
     !msgs.is_empty()
+}
+
+/// What nats-server 2.10 writes in the `Nats-Stream-Source` header of every message a stream
+/// copies from one of its sources (a mirror's copies carry none): `<origin> <sequence>
+/// <filter> <destination>`. The origin is the stream's name, with `:<hash of the API prefix>`
+/// for another JetStream's; filter and destination are those of the source's index name.
+/// The header tells a reader where a message came from, and tells the copying stream after a
+/// restart how far each source had been copied.
+pub(crate) struct SourceTag {
+    origin: String,
+    rest: String,
+}
+
+impl SourceTag {
+    pub(crate) fn of(src: &StreamSource) -> SourceTag {
+        let mut origin = src.name.clone();
+        let api = src.other.get("external").and_then(|e| e.get("api"));
+        if let Some(api) = api.and_then(Value::as_str).filter(|a| !a.is_empty()) {
+            origin.push(':');
+            origin.push_str(&name_hash(api));
+        }
+        SourceTag {
+            origin,
+            rest: crate::external::index_rest(src),
+        }
+    }
+
+    /// The copy of origin message `seq`'s headers: without `Nats-Stream-Source` (in a chain
+    /// of sources, only the last one is named) and `Nats-Expected-*` (the origin's checks,
+    /// made when it stored the message), and with this source's header.
+    pub(crate) fn header(&self, seq: u64, existing: Option<&[u8]>) -> Bytes {
+        let dropped = |k: &[u8]| {
+            k.eq_ignore_ascii_case(headers::STREAM_SOURCE.as_bytes())
+                || k.get(..EXPECTED.len())
+                    .is_some_and(|p| p.eq_ignore_ascii_case(EXPECTED.as_bytes()))
+        };
+        let value = format!("{} {seq} {}", self.origin, self.rest);
+        headers::replaced(existing, dropped, headers::STREAM_SOURCE, &value)
+    }
+
+    /// The origin sequence a `Nats-Stream-Source` value names, when it names this source.
+    pub(crate) fn seq_in(&self, value: &str) -> Option<u64> {
+        let (origin, rest) = value.split_once(' ')?;
+        let (seq, rest) = rest.split_once(' ')?;
+        (origin == self.origin && rest == self.rest)
+            .then(|| seq.parse().ok())
+            .flatten()
+    }
+}
+
+const EXPECTED: &str = "Nats-Expected-";
+
+/// Sets the copying stream's position for the source kept under `key`.
+pub(crate) fn set_position(st: &mut StreamState, key: &str, next: u64) {
+    match st.sourced.get_mut(key) {
+        Some(n) => *n = next,
+        None => {
+            st.sourced.insert(key.to_string(), next);
+        }
+    }
+}
+
+/// nats-server's 8-character hash of a name (of an external source's API prefix, in the
+/// header): SHA-256, each of the first 8 bytes mapped to one of 62 letters and digits.
+fn name_hash(name: &str) -> String {
+    use sha2::Digest;
+    const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    sha2::Sha256::digest(name.as_bytes())[..8]
+        .iter()
+        .map(|b| DIGITS[(*b % 62) as usize] as char)
+        .collect()
+}
+
+/// After a restart: each source's saved position (saved with the stream's metadata, which
+/// held `saved_last` as the stream's last sequence) moved past the copies stored after that
+/// save, as their headers tell. A crash between storing copies and saving the position then
+/// copies nothing twice.
+pub(crate) fn recover_positions(st: &mut StreamState, saved_last: u64) {
+    if st.config.sources.is_empty() || saved_last >= st.last_seq {
+        return;
+    }
+    let tags: Vec<(String, SourceTag)> = st
+        .config
+        .sources
+        .iter()
+        .map(|src| {
+            let key = match crate::external::api_of(src) {
+                Some(_) => crate::external::iname(src),
+                None => src.name.clone(),
+            };
+            (key, SourceTag::of(src))
+        })
+        .collect();
+    for seq in saved_last + 1..=st.last_seq {
+        let Some(m) = st.load(seq) else {
+            continue;
+        };
+        let Some(value) = m
+            .headers
+            .as_deref()
+            .and_then(|h| headers::get(h, headers::STREAM_SOURCE))
+        else {
+            continue;
+        };
+        for (key, tag) in &tags {
+            if let Some(from) = tag.seq_in(value) {
+                let next = st.sourced.entry(key.clone()).or_insert(0);
+                *next = (*next).max(from.saturating_add(1));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(v: Value) -> StreamSource {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn the_source_header_is_nats_servers() {
+        let tag = SourceTag::of(&src(json!({"name": "ORDERS"})));
+        let h = tag.header(
+            7,
+            Some(b"NATS/1.0\r\nNats-Msg-Id: 1\r\nNats-Expected-Stream: ORDERS\r\nNats-Stream-Source: X 1 > >\r\n\r\n"),
+        );
+        assert_eq!(
+            &h[..],
+            b"NATS/1.0\r\nNats-Msg-Id: 1\r\nNats-Stream-Source: ORDERS 7 > >\r\n\r\n"
+        );
+        assert_eq!(tag.seq_in("ORDERS 7 > >"), Some(7));
+        assert_eq!(tag.seq_in("ORDERS 7 orders.eu >"), None);
+        assert_eq!(tag.seq_in("OTHER 7 > >"), None);
+        assert_eq!(tag.seq_in("ORDERS x > >"), None);
+        let filtered = SourceTag::of(&src(json!({"name": "O", "filter_subject": "o.eu"})));
+        assert_eq!(get_value(&filtered.header(2, None)), "O 2 o.eu >");
+        let moved = SourceTag::of(&src(json!({"name": "O", "subject_transforms": [
+            {"src": "a.*", "dest": "b.{{wildcard(1)}}"}, {"src": "c", "dest": ""}]})));
+        assert_eq!(
+            get_value(&moved.header(3, None)),
+            "O 3 a.*\u{c}c b.{{wildcard(1)}}\u{c}>"
+        );
+        // Another JetStream's stream: its name and the hash of the API prefix, as nats-server
+        // computes it (sha256, 62 digits).
+        let far = SourceTag::of(&src(
+            json!({"name": "O", "external": {"api": "$JS.hub.API"}}),
+        ));
+        let v = get_value(&far.header(4, None));
+        let (origin, rest) = v.split_once(' ').unwrap();
+        assert_eq!(rest, "4 > >");
+        assert_eq!(origin, format!("O:{}", name_hash("$JS.hub.API")));
+        assert_eq!(origin.len(), "O:".len() + 8);
+        assert!(origin[2..].chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+
+    fn get_value(block: &[u8]) -> String {
+        headers::get(block, headers::STREAM_SOURCE)
+            .unwrap()
+            .to_string()
+    }
 }

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 
 import pytest
 from nats.js import api
 from nats.js.errors import APIError
 
-from conftest import IS_NATS_SERVER, Clients, async_test
+from conftest import IS_NATS_SERVER, Clients, async_test, wait_until
 
 pytestmark = pytest.mark.skipif(IS_NATS_SERVER, reason="nats-server 2.10 settings; the reference is 2.9.10")
 
@@ -156,3 +157,80 @@ async def test_consumer_limits_default_and_bound_the_consumers(server_factory, t
                 break
             await asyncio.sleep(0.1)
         assert names["consumers"] == [], names
+
+
+def kill(srv):
+    """SIGKILL, and tell the fixture the server is gone on purpose."""
+    srv.proc.send_signal(signal.SIGKILL)
+    srv.proc.wait(10)
+    srv.returncode = srv.proc.returncode
+
+
+@async_test(timeout=120)
+async def test_sourced_copies_name_their_origin_and_survive_sigkill_once(server_factory, tmp_path):
+    """nats-server 2.10's sources: every copy carries ``Nats-Stream-Source: <origin> <seq>
+    <filter> <destination>``, and loses the origin's ``Nats-Expected-*`` headers (they were
+    checks of the origin's; 2.9.10 dropped such messages from the copy). The header also tells
+    the copying stream after a crash how far it had got: SIGKILLs while it copies leave every
+    origin message in the copy exactly once."""
+    args = js_args(tmp_path)
+    srv = server_factory(args=args)
+    async with Clients(srv) as c:
+        nc = await c.connect()
+        js = nc.jetstream()
+        await js.add_stream(name="ORIGIN", subjects=["o.>"])
+        await js.add_stream(name="ALL", subjects=["mine"], sources=[api.StreamSource(name="ORIGIN")])
+        await js.add_stream(name="EU", sources=[api.StreamSource(name="ORIGIN", filter_subject="o.eu")])
+        await js.publish("o.eu", b"checked", stream="ORIGIN",
+                         headers={"Nats-Expected-Last-Sequence": "0", "Nats-Msg-Id": "m1"})
+        await js.publish("o.us", b"plain")
+        await js.publish("mine", b"own")
+
+        async def count(name, n):
+            return (await js.stream_info(name)).state.messages >= n or None
+
+        await wait_until(lambda: count("ALL", 3), what="copied")
+        await wait_until(lambda: count("EU", 1), what="copied")
+        first = await js.get_msg("ALL", 1)
+        assert first.data == b"checked"
+        assert first.headers["Nats-Stream-Source"] == "ORIGIN 1 > >"
+        assert first.headers["Nats-Msg-Id"] == "m1"
+        assert not any(k.startswith("Nats-Expected-") for k in first.headers), first.headers
+        eu = await js.get_msg("EU", 1)
+        assert (eu.data, eu.headers["Nats-Stream-Source"]) == (b"checked", "ORIGIN 1 o.eu >")
+        # A message of the stream's own subjects carries none.
+        own = [await js.get_msg("ALL", s) for s in (1, 2, 3)]
+        assert [m.data for m in own if not (m.headers or {}).get("Nats-Stream-Source")] == [b"own"]
+    srv.terminate()
+
+    # SIGKILL the server while ALL copies, at a few moments.
+    sent = 2  # what ORIGIN holds
+    for delay in (0, 0.001, 0.002, 0.004, 0.008):
+        srv = server_factory(args=args)
+        async with Clients(srv) as c:
+            nc = await c.connect()
+            js = nc.jetstream()
+            for _ in range(2000):
+                await js.publish_async("o.us", b"x")
+                sent += 1
+            await js.publish_async_completed()
+            await asyncio.sleep(delay)
+            kill(srv)
+    srv = server_factory(args=args)
+    async with Clients(srv) as c:
+        nc = await c.connect()
+        js = nc.jetstream()
+        origin = (await js.stream_info("ORIGIN")).state
+        # Every acknowledged publication survived; ALL has each exactly once, and its own.
+        assert origin.messages == sent
+        await wait_until(lambda: count("ALL", sent + 1), what="everything copied")
+        await asyncio.sleep(0.5)
+        info = (await js.stream_info("ALL")).state
+        seen = []
+        for seq in range(1, info.last_seq + 1):
+            m = await js.get_msg("ALL", seq)
+            source = (m.headers or {}).get("Nats-Stream-Source")
+            if source:
+                seen.append(int(source.split(" ")[1]))
+        assert sorted(seen) == list(range(1, sent + 1)), f"{len(seen)} copies of {sent}"
+        assert info.messages == sent + 1

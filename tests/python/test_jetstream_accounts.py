@@ -8,6 +8,7 @@ Runs against Junction and against nats-server 2.9.10 alike.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 
 import nats
@@ -15,6 +16,12 @@ import pytest
 from nats.js import api
 
 from conftest import IS_NATS_SERVER, Clients, RawClient, async_test
+
+
+def name_hash(name: str) -> str:
+    """nats-server's 8-character hash of a name (``getHash``)."""
+    digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    return "".join(digits[b % 62] for b in hashlib.sha256(name.encode()).digest()[:8])
 
 
 def config(tmp_path) -> str:
@@ -159,6 +166,14 @@ async def test_a_stream_sources_another_accounts_stream_through_imports(server_f
         m = await jb.get_msg("COPY", 5)
         assert (m.subject, m.data) == ("orders.1", b"o4")
         assert [(await jb.get_msg("ODD", s)).data for s in (1, 2, 3)] == [b"o1", b"o3", b"o4"]
+        # Each copy says where it came from: the origin, with nats-server's hash of the API
+        # prefix, and its sequence there (nats-server 2.10 adds the filter and destination).
+        origin = "ORDERS:" + name_hash("JS.A.API")
+        for seq, from_seq in ((1, 2), (3, 5)):
+            source = (await jb.get_msg("ODD", seq)).headers["Nats-Stream-Source"]
+            assert source.split(" ")[:2] == [origin, str(from_seq)], source
+            if not IS_NATS_SERVER:
+                assert source == f"{origin} {from_seq} orders.1 >"
         # The stream's info tells where it copies from and how far behind it is.
         info = await jb.stream_info("COPY")
         assert (info.mirror.name, info.mirror.lag, info.mirror.error) == ("ORDERS", 0, None)
