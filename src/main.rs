@@ -438,6 +438,7 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
             limits: auth.jetstream_limits(),
             system_account: auth.system_account.clone().unwrap_or_default(),
             hot_bytes: junction_jetstream::HOT_BYTES,
+            server_name: server_name.clone(),
         };
         tracing::info!("Starting JetStream");
         tracing::info!("    Max Memory:      {}", js.max_memory);

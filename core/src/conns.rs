@@ -136,6 +136,12 @@ impl Registry {
         closed.push_back(snap);
     }
 
+    /// A snapshot of open connection `cid`.
+    pub fn snapshot(&self, cid: ConnId) -> Option<ConnSnapshot> {
+        let view = self.open.locked().get(&cid).cloned()?;
+        Some(view.snapshot())
+    }
+
     /// The open connections (for sweeps and shutdown; the lock is not held while you use them).
     pub fn open_views(&self) -> Vec<Arc<dyn ConnView>> {
         self.open.locked().values().cloned().collect()

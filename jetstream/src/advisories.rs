@@ -1,8 +1,8 @@
 //! JetStream's advisories and metrics, published in the account as nats-server publishes them
 //! (`$JS.EVENT.ADVISORY.*`, `$JS.EVENT.METRIC.*`): streams and consumers created, updated and
 //! deleted; a message that reached `max_deliver` (what dead-letter handling listens to), one
-//! terminated (`+TERM`) or refused (`-NAK`); sampled acknowledgements (`sample_freq`). Each is
-//! built only when someone in the account listens to its subject.
+//! terminated (`+TERM`) or refused (`-NAK`); sampled acknowledgements (`sample_freq`); the audit
+//! of each API request. Each is built only when someone in the account listens to its subject.
 
 use std::sync::Arc;
 
@@ -133,6 +133,45 @@ pub(crate) fn consumer_events(
 }
 
 impl Task {
+    /// nats-server's audit of an API request and its response (`$JS.EVENT.ADVISORY.API`).
+    pub(crate) fn api_audit(
+        &mut self,
+        account: &Arc<Account>,
+        subject: &str,
+        request: &[u8],
+        response: &[u8],
+        origin: junction_core::ConnId,
+    ) {
+        const TO: &str = "$JS.EVENT.ADVISORY.API";
+        if !account.has_interest(TO.as_bytes()) {
+            return;
+        }
+        // What nats-server tells of the requester without the account's opt-in to share more:
+        // its account, round trip and server (nothing for a request an import forwarded).
+        let server = &self.shared.opts.server_name;
+        let client = self.shared.bus.conns().snapshot(origin).map(|c| {
+            let mut v = json!({"acc": c.account, "server": server});
+            if let Some(rtt) = c.rtt.filter(|r| !r.is_zero()) {
+                v["rtt"] = json!(rtt.as_nanos() as u64);
+            }
+            v
+        });
+        let mut body = json!({
+            "server": server,
+            "client": client,
+            "subject": subject,
+            "response": String::from_utf8_lossy(response),
+        });
+        if !request.is_empty() {
+            body["request"] = json!(String::from_utf8_lossy(request));
+        }
+        let kind = "io.nats.jetstream.advisory.v1.api_audit";
+        let domain = self.shared.opts.domain.as_deref();
+        if let Some(o) = event(account, domain, TO.to_string(), kind, body) {
+            self.out.push((account.clone(), o));
+        }
+    }
+
     /// A stream of `account` was created, updated or deleted.
     pub(crate) fn stream_advisory(&mut self, account: &Arc<Account>, stream: &str, a: Action) {
         let subject = format!("{ADVISORY}.STREAM.{}.{stream}", a.subject_word());

@@ -142,6 +142,7 @@ impl Harness {
                 system_account: String::new(),
                 limits: HashMap::new(),
                 hot_bytes,
+                server_name: "harness".into(),
             },
             inbox: Default::default(),
             notify: Notify::new(),

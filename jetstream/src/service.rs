@@ -41,6 +41,8 @@ pub struct Options {
     pub limits: HashMap<String, AccountLimits>,
     /// Bytes of its newest messages a file stream keeps in memory ([`crate::stream::HOT_BYTES`]).
     pub hot_bytes: u64,
+    /// This server's name (the `server` of the API audit advisory).
+    pub server_name: String,
 }
 
 /// What the task is fed.
@@ -50,6 +52,8 @@ pub(crate) enum Input {
         subject: Bytes,
         reply: Option<Bytes>,
         payload: Bytes,
+        /// The connection that sent it.
+        origin: junction_core::ConnId,
     },
     Ack {
         account: Arc<Account>,
@@ -489,21 +493,6 @@ impl Task {
         }
     }
 
-    /// Queues a reply to `reply` in `account`.
-    pub(crate) fn reply(&mut self, account: &Arc<Account>, reply: &Option<Bytes>, body: Value) {
-        if let Some(r) = reply {
-            self.send_msg(
-                account,
-                Message::new(
-                    r.clone(),
-                    None,
-                    Bytes::from(body.to_string()),
-                    self.shared.origin,
-                ),
-            );
-        }
-    }
-
     pub(crate) fn reply_status(&mut self, account: &Arc<Account>, o: Out) {
         self.out.push((account.clone(), o));
     }
@@ -542,10 +531,11 @@ impl Task {
                 subject,
                 reply,
                 payload,
+                origin,
             } => {
                 // Streams or consumers may come or go (not for reads and pull requests).
                 self.watch_dirty |= crate::api::may_add_or_remove(&subject);
-                crate::api::handle(self, &account, &subject, reply, &payload)
+                crate::api::handle(self, &account, &subject, reply, &payload, origin)
             }
             Input::Ack {
                 account,

@@ -108,6 +108,7 @@ impl Sink for ServiceSink {
                 subject,
                 reply: msg.reply.clone(),
                 payload,
+                origin: msg.facts.origin,
             },
             Kind::Ack => Input::Ack {
                 account,

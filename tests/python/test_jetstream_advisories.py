@@ -111,7 +111,6 @@ async def test_dead_letters_terminations_and_naks_are_advised(server_factory, tm
 async def test_stream_and_consumer_actions_are_advised(server_factory, tmp_path):
     srv = server_factory(args=js_args(tmp_path))
     async with Clients(srv) as c:
-        # (Not `$JS.EVENT.ADVISORY.>`: Junction does not send the API audit advisories.)
         nc, js, events = await listening(c, "$JS.EVENT.ADVISORY.STREAM.>", "$JS.EVENT.ADVISORY.CONSUMER.>")
         await js.add_stream(name="S", subjects=["s"])
         await js.update_stream(api.StreamConfig(name="S", subjects=["s"], max_msgs=10))
@@ -158,3 +157,43 @@ async def test_sampled_acknowledgements_are_measured(server_factory, tmp_path):
         assert (e.value.code, e.value.err_code) == (400, 10095)
         assert e.value.description == ('failed to parse consumer sampling configuration: '
                                        'strconv.Atoi: parsing "often": invalid syntax')
+
+
+@async_test(timeout=60)
+async def test_api_requests_are_audited_with_their_client(server_factory, tmp_path):
+    srv = server_factory(args=js_args(tmp_path))
+    async with Clients(srv) as c:
+        _, _, events = await listening(c, "$JS.EVENT.ADVISORY.API")
+        nc = await c.connect()
+        js = nc.jetstream()
+        await js.add_stream(name="S", subjects=["s"])
+        with pytest.raises(APIError):
+            await js.stream_info("MISSING")
+        await js.publish("s", b"x")
+        sub = await js.pull_subscribe("s", durable="d")
+        await sub.fetch(1, timeout=2)
+        got = await events.wait(4)
+        await asyncio.sleep(0.3)
+        audits = [body for _, body in events.got]
+        # One per API request: stream create, the failed info, consumer create (and the
+        # info nats-py asks first). Pull requests and publications are not audited.
+        subjects = [a["subject"] for a in audits]
+        assert subjects[:2] == ["$JS.API.STREAM.CREATE.S", "$JS.API.STREAM.INFO.MISSING"], subjects
+        assert "$JS.API.CONSUMER.DURABLE.CREATE.S.d" in subjects or \
+            "$JS.API.CONSUMER.CREATE.S.d" in subjects or "$JS.API.CONSUMER.CREATE.S.d.s" in subjects, subjects
+        assert not [s for s in subjects if ".MSG.NEXT." in s], subjects
+        create, missing = audits[0], audits[1]
+        for a in audits:
+            check_event(a, "advisory.v1.api_audit")
+            assert a["server"]
+        # The request as sent and the response as answered.
+        assert json.loads(create["request"])["name"] == "S"
+        assert json.loads(create["response"])["config"]["name"] == "S"
+        assert json.loads(missing["response"])["error"]["err_code"] == 10059
+        # Who asked: what nats-server tells without the account's opt-in to share more (its
+        # account, round trip and server; not its name, host or user).
+        client = create["client"]
+        assert client["acc"] == "$G"
+        assert client["server"] == create["server"]
+        assert set(client) <= {"acc", "rtt", "server"}, client
+        assert len(got) >= 4

@@ -65,6 +65,7 @@ pub(crate) fn handle(
     subject: &[u8],
     reply: Option<Bytes>,
     payload: &[u8],
+    origin: junction_core::ConnId,
 ) {
     let Ok(subject) = std::str::from_utf8(subject) else {
         return;
@@ -207,7 +208,12 @@ pub(crate) fn handle(
         }
         Err(e) => json!({"type": format!("{PREFIX}{kind}"), "error": e}),
     };
-    task.reply(account, &reply, body);
+    let body = Bytes::from(body.to_string());
+    task.api_audit(account, subject, payload, &body, origin);
+    if let Some(r) = reply {
+        let origin = task.shared.origin;
+        task.send_msg(account, Message::new(r, None, body, origin));
+    }
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<T, ApiError> {
