@@ -418,6 +418,17 @@ impl StreamState {
         self.slots.push_back(Some(e));
     }
 
+    /// Sequence `seq`, the next one, is used by no message: a gap after the stored messages,
+    /// or where the stream starts when it holds none.
+    fn skip(&mut self, seq: u64) {
+        if self.slots.is_empty() {
+            self.base = seq + 1;
+        } else {
+            self.slots.push_back(None);
+            self.holes.insert(seq);
+        }
+    }
+
     /// Removes one message; returns its slot when it was there.
     pub fn remove(&mut self, seq: u64) -> Option<Entry> {
         let i = seq.checked_sub(self.base)? as usize;
@@ -746,8 +757,9 @@ impl Stream {
         }
         let interest_kept = st.config.retention != Retention::Interest || st.has_interest(subj);
         if !interest_kept {
-            // Nobody is interested: the sequence is used and nothing is kept.
-            st.base = seq + 1;
+            // Nobody is interested: the sequence is used and nothing is kept (a gap, when
+            // messages before it are).
+            st.skip(seq);
             if st.msgs == 0 {
                 self.save_meta(st);
             }

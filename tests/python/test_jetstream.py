@@ -644,6 +644,26 @@ async def test_interest_retention(jsserver):
         assert (st.first_seq, st.last_seq, st.consumer_count) == (7, 6, 1)
 
 
+@async_test()
+async def test_interest_retention_skips_what_nobody_wants_between_kept_messages(jsserver):
+    """A message no consumer is interested in, arriving while others are kept, leaves a gap:
+    the kept ones before and after it are all delivered, and go once acknowledged."""
+    async with jsconn(jsserver) as (nc, js):
+        await js.add_stream(name="INTF", subjects=["intf.>"], retention="interest")
+        sub = await js.pull_subscribe("intf.a", durable="a", stream="INTF")
+        await js.publish("intf.a", b"a1")
+        await js.publish("intf.b", b"nobody")
+        await js.publish("intf.a", b"a2")
+        st = await state(js, "INTF")
+        assert (st.messages, st.first_seq, st.last_seq) == (2, 1, 3)
+        msgs = await sub.fetch(2, timeout=2)
+        assert [(m.data, m.metadata.sequence.stream) for m in msgs] == [(b"a1", 1), (b"a2", 3)]
+        for m in msgs:
+            await m.ack_sync()
+        st = await wait_until(lambda: _messages_are(js, "INTF", 0), timeout=3, what="acknowledged removed")
+        assert (st.first_seq, st.last_seq) == (4, 3)
+
+
 async def _messages_are(js, stream, n):
     st = await state(js, stream)
     return st if st.messages == n else None
