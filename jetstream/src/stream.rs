@@ -11,7 +11,7 @@
 //! and the subject index, and its body is read back from the store (with read-ahead, for
 //! consumers catching up) when something needs it. At restart every message starts cold.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -28,10 +28,13 @@ use crate::persist;
 
 mod budget;
 mod records;
+mod slots;
 
 pub use budget::Budget;
 use records::OpenBlock;
 pub use records::{Block, Cold};
+pub use slots::SeqSet;
+use slots::Slots;
 
 /// How many bytes of its newest messages a file stream keeps in memory; older ones are read
 /// back from the store when needed.
@@ -147,8 +150,8 @@ pub struct StreamState {
     pub config: StreamConfig,
     /// Unix nanoseconds.
     pub created: i64,
-    /// Messages by `seq - base`; `None` where one was removed (an interior gap).
-    slots: VecDeque<Option<Entry>>,
+    /// Messages by `seq - base`, with gaps where one was removed.
+    slots: Slots,
     /// The sequence of `slots[0]`; `last_seq + 1` when empty.
     base: u64,
     pub last_seq: u64,
@@ -156,7 +159,7 @@ pub struct StreamState {
     pub msgs: u64,
     pub bytes: u64,
     /// Gaps between the first and the last message.
-    holes: BTreeSet<u64>,
+    holes: SeqSet,
     /// Sequences of the stored messages by subject, oldest first.
     pub subjects: HashMap<Bytes, VecDeque<u64>>,
     dedup: HashMap<String, u64>,
@@ -214,13 +217,13 @@ impl StreamState {
         StreamState {
             config,
             created,
-            slots: VecDeque::new(),
+            slots: Slots::default(),
             base: last_seq + 1,
             last_seq,
             last_ts,
             msgs: 0,
             bytes: 0,
-            holes: BTreeSet::new(),
+            holes: SeqSet::default(),
             subjects: HashMap::new(),
             dedup: HashMap::new(),
             dedup_order: VecDeque::new(),
@@ -299,7 +302,7 @@ impl StreamState {
         self.hot_from = self.hot_from.max(self.base);
         while self.hot_bytes > limit && self.hot_from <= self.last_seq {
             let i = (self.hot_from - self.base) as usize;
-            if let Some(Some(e)) = self.slots.get_mut(i) {
+            if let Some(e) = self.slots.get_mut(i) {
                 if let Some(m) = &e.hot {
                     if !m.is_on_disk() {
                         return;
@@ -318,16 +321,13 @@ impl StreamState {
     }
 
     pub fn first_ts(&self) -> i64 {
-        self.slots
-            .front()
-            .and_then(|s| s.as_ref())
-            .map_or(0, |m| m.ts)
+        self.slots.get(0).map_or(0, |m| m.ts)
     }
 
     /// The slot of message `seq`, when it is stored.
     pub fn entry(&self, seq: u64) -> Option<&Entry> {
-        let i = seq.checked_sub(self.base)?;
-        self.slots.get(i as usize)?.as_ref()
+        let i = usize::try_from(seq.checked_sub(self.base)?).ok()?;
+        self.slots.get(i)
     }
 
     /// Message `seq`, read back from the store when it is cold.
@@ -354,13 +354,12 @@ impl StreamState {
     fn entries(&self) -> impl Iterator<Item = (u64, &Entry)> + '_ {
         let base = self.base;
         self.slots
-            .iter()
-            .enumerate()
-            .filter_map(move |(i, e)| Some((base + i as u64, e.as_ref()?)))
+            .live_from(0)
+            .map(move |(i, e)| (base + i as u64, e))
     }
 
     /// The deleted sequences between the first and the last.
-    pub fn holes(&self) -> &BTreeSet<u64> {
+    pub fn holes(&self) -> &SeqSet {
         &self.holes
     }
 
@@ -385,9 +384,10 @@ impl StreamState {
         if self.slots.is_empty() {
             self.base = seq;
         }
-        while self.base + (self.slots.len() as u64) < seq {
-            self.holes.insert(self.base + self.slots.len() as u64);
-            self.slots.push_back(None);
+        let end = self.base + self.slots.len() as u64;
+        if end < seq {
+            self.holes.insert_range(end, seq - 1);
+            self.slots.push_gaps((seq - end) as usize);
         }
         self.last_seq = self.last_seq.max(seq);
         self.last_ts = self.last_ts.max(e.ts);
@@ -415,7 +415,7 @@ impl StreamState {
             .entry(e.subject.clone())
             .or_default()
             .push_back(seq);
-        self.slots.push_back(Some(e));
+        self.slots.push(Some(e));
     }
 
     /// Sequence `seq`, the next one, is used by no message: a gap after the stored messages,
@@ -424,15 +424,15 @@ impl StreamState {
         if self.slots.is_empty() {
             self.base = seq + 1;
         } else {
-            self.slots.push_back(None);
+            self.slots.push(None);
             self.holes.insert(seq);
         }
     }
 
     /// Removes one message; returns its slot when it was there.
     pub fn remove(&mut self, seq: u64) -> Option<Entry> {
-        let i = seq.checked_sub(self.base)? as usize;
-        let m = self.slots.get_mut(i)?.take()?;
+        let i = usize::try_from(seq.checked_sub(self.base)?).ok()?;
+        let m = self.slots.take(i)?;
         self.msgs -= 1;
         self.bytes -= m.stored_size();
         if m.hot.is_some() {
@@ -452,12 +452,9 @@ impl StreamState {
             }
         }
         if i == 0 {
-            while let Some(None) = self.slots.front() {
-                self.slots.pop_front();
-                self.holes.remove(&self.base);
-                self.base += 1;
-            }
-            // Popping the first gap above consumed the removed slot itself.
+            // The gaps now at the front go, the removed slot first.
+            self.base += self.slots.drop_front_gaps() as u64;
+            self.holes.remove_below(self.base);
         } else {
             self.holes.insert(seq);
         }
@@ -478,12 +475,11 @@ impl StreamState {
                 return q.get(i).copied();
             }
         }
-        let start = (from - self.base) as usize;
+        let start = usize::try_from(from - self.base).unwrap_or(usize::MAX);
         self.slots
-            .range(start.min(self.slots.len())..)
-            .enumerate()
-            .find(|(_, e)| e.as_ref().is_some_and(|m| matches_any(filters, &m.subject)))
-            .map(|(i, _)| from + i as u64)
+            .live_from(start)
+            .find(|(_, e)| matches_any(filters, &e.subject))
+            .map(|(i, _)| self.base + i as u64)
     }
 
     /// How many stored messages at or after `from` match `filters`; `all` says the filters
@@ -494,7 +490,7 @@ impl StreamState {
             return 0;
         }
         if all || filters.is_empty() {
-            return (self.last_seq - from + 1) - self.holes.range(from..).count() as u64;
+            return (self.last_seq - from + 1) - self.holes.count_from(from);
         }
         let mut n = 0;
         for (subj, q) in &self.subjects {
