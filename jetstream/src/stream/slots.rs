@@ -262,7 +262,7 @@ mod tests {
             x ^= x >> 17;
             x ^= x << 5;
             match x % 7 {
-                0 | 1 | 2 => {
+                0..=2 => {
                     let v = (step % 250) as u8;
                     s.push(Some(e(v)));
                     d.push_back(Some(v));
