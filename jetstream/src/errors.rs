@@ -156,7 +156,11 @@ impl ApiError {
         )
     }
     pub fn deny_delete() -> Self {
-        Self::new(500, 10057, "message delete not permitted")
+        Self::delete_failed("message delete not permitted")
+    }
+    /// A message delete the store failed (10057, with the store's error).
+    pub fn delete_failed(why: &str) -> Self {
+        Self::new(500, 10057, why)
     }
     pub fn deny_purge() -> Self {
         Self::new(500, 10110, "stream purge not permitted")

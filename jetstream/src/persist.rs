@@ -167,9 +167,8 @@ pub fn decode_entry(v: &[u8]) -> Option<Entry> {
     let sl = u16::from_be_bytes(v.get(8..10)?.try_into().ok()?) as usize;
     let subject = v.get(10..10 + sl)?;
     let hl = u32::from_be_bytes(v.get(10 + sl..14 + sl)?.try_into().ok()?) as usize;
-    v.get(14 + sl + hl..)?;
-    // The record is 14 bytes of lengths and time around subject, headers and payload.
-    let size = (v.len() - 14 + 30) as u64;
+    let payload = v.get(14 + sl + hl..)?.len();
+    let size = crate::stream::record_size(crate::config::Storage::File, sl, hl, payload);
     Some(Entry::cold(Bytes::copy_from_slice(subject), ts, size))
 }
 

@@ -68,11 +68,30 @@ impl StoredMsg {
 }
 
 impl StoredMsg {
-    /// The size nats-server accounts a stored message at (its file store's record size).
+    /// The size nats-server accounts a stored message at in a file stream (its file store's
+    /// record size).
     pub fn stored_size(&self) -> u64 {
-        (self.subject.len() + self.headers.as_ref().map_or(0, Bytes::len) + self.payload.len() + 30)
-            as u64
+        self.size_in(Storage::File)
     }
+
+    /// The size nats-server accounts the message at in a stream of `storage`.
+    pub fn size_in(&self, storage: Storage) -> u64 {
+        let headers = self.headers.as_ref().map_or(0, Bytes::len);
+        record_size(storage, self.subject.len(), headers, self.payload.len())
+    }
+}
+
+/// What nats-server counts a message as in its `bytes` and limits: its file store's record
+/// (length, sequence, time, subject length, subject, headers with their length when there
+/// are any, payload, checksum), or its memory store's (subject, headers, payload, sequence and
+/// time).
+pub fn record_size(storage: Storage, subject: usize, headers: usize, payload: usize) -> u64 {
+    let size = subject + headers + payload;
+    (match storage {
+        Storage::File if headers > 0 => size + 34,
+        Storage::File => size + 30,
+        Storage::Memory => size + 16,
+    }) as u64
 }
 
 /// A stored message's slot: what the limits, the subject index and the consumers' filters
@@ -633,7 +652,6 @@ impl Stream {
         if cfg.sealed {
             return Err(ApiError::sealed());
         }
-        let size = subj.len() + hdrs.map_or(0, Bytes::len) + payload.len();
         if cfg.max_msg_size >= 0
             && (hdrs.map_or(0, Bytes::len) + payload.len()) as i64 > cfg.max_msg_size
         {
@@ -695,7 +713,12 @@ impl Stream {
             }
         };
         let cfg = &st.config;
-        let stored_size = (size + 30) as u64;
+        let stored_size = record_size(
+            cfg.storage,
+            subj.len(),
+            hdrs.map_or(0, Bytes::len),
+            payload.len(),
+        );
         if cfg.discard == Discard::New && rollup.is_none() {
             if cfg.max_msgs > 0 && st.msgs >= cfg.max_msgs as u64 {
                 return Err(ApiError::store_failed("maximum messages exceeded"));
@@ -834,40 +857,28 @@ impl Stream {
     pub fn purge(&self, filter: Option<&str>, seq: Option<u64>, keep: Option<u64>) -> u64 {
         let mut st = self.state.locked();
         let filters: Vec<String> = filter.map(|f| vec![f.to_string()]).unwrap_or_default();
-        if filter.is_none() && seq.is_none() && keep.is_none() {
-            let n = st.msgs;
-            let last = st.last_seq;
-            let (config, created, last_ts) = (st.config.clone(), st.created, st.last_ts);
-            let interest = std::mem::take(&mut st.interest);
-            let consumers = st.consumers;
-            let sourced = std::mem::take(&mut st.sourced);
-            let budget = st.budget.take();
-            if let Some(b) = &budget {
-                b.sub(st.bytes);
-            }
-            let pending = st.unsettled_blocks();
-            let cold = st.cold.take();
-            let group = st.group.take();
-            *st = StreamState::new(config, created, last, last_ts);
-            st.cold = cold;
-            st.group = group;
-            st.interest = interest;
-            st.consumers = consumers;
-            st.sourced = sourced;
-            st.budget = budget;
-            if let Some(store) = &self.store {
-                for op in persist::purge_ops(self.uid) {
-                    store.submit(op);
+        if filter.is_none() {
+            // Without a filter, nats-server compacts: everything below a sequence goes (with
+            // `keep`, below the last `keep` sequences), and a sequence past the end starts the
+            // stream over there (the next message gets it).
+            let below = match (seq, keep) {
+                (None, None) => {
+                    let last = st.last_seq;
+                    return self.purge_all(&mut st, last);
                 }
-                self.keep_unsettled(&mut st, pending);
-                self.save_meta(&mut st);
+                (Some(s), _) => s,
+                (None, Some(k)) if k >= st.msgs => return 0,
+                (None, Some(k)) => st.last_seq + 1 - k,
+            };
+            if below > st.last_seq {
+                return self.purge_all(&mut st, below - 1);
             }
-            return n;
+            let chosen: Vec<u64> = st.seqs().take_while(|&s| s < below).collect();
+            return self.remove_many(&mut st, chosen);
         }
         let mut chosen: Vec<u64> = Vec::new();
         if let Some(k) = keep {
-            // Keep the newest `k` of each matching subject... nats-server keeps the newest `k`
-            // matching messages overall.
+            // The newest `k` matching messages stay.
             let matching: Vec<u64> = st
                 .seqs()
                 .filter(|&s| {
@@ -889,6 +900,38 @@ impl Stream {
             chosen.retain(|&s| s < limit);
         }
         self.remove_many(&mut st, chosen)
+    }
+
+    /// Removes every message; the stream goes on after `last` (its last sequence, or a later
+    /// one a compaction past the end names). Returns how many went.
+    fn purge_all(&self, st: &mut StreamState, last: u64) -> u64 {
+        let n = st.msgs;
+        let (config, created, last_ts) = (st.config.clone(), st.created, st.last_ts);
+        let interest = std::mem::take(&mut st.interest);
+        let consumers = st.consumers;
+        let sourced = std::mem::take(&mut st.sourced);
+        let budget = st.budget.take();
+        if let Some(b) = &budget {
+            b.sub(st.bytes);
+        }
+        let pending = st.unsettled_blocks();
+        let cold = st.cold.take();
+        let group = st.group.take();
+        *st = StreamState::new(config, created, last, last_ts);
+        st.cold = cold;
+        st.group = group;
+        st.interest = interest;
+        st.consumers = consumers;
+        st.sourced = sourced;
+        st.budget = budget;
+        if let Some(store) = &self.store {
+            for op in persist::purge_ops(self.uid) {
+                store.submit(op);
+            }
+            self.keep_unsettled(st, pending);
+            self.save_meta(st);
+        }
+        n
     }
 
     /// Stores a mirrored message under its source's sequence (a mirror keeps the source's
@@ -936,7 +979,7 @@ impl Stream {
         let entry = Entry {
             subject: copy.subject.clone(),
             ts: copy.ts,
-            size: copy.stored_size() as u32,
+            size: copy.size_in(st.config.storage) as u32,
             hot: Some(copy),
         };
         st.restore(m.seq, entry);

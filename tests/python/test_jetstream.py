@@ -342,6 +342,24 @@ async def test_max_msgs_per_subject(jsserver):
 
 
 @async_test()
+async def test_stored_bytes_are_counted_as_nats_server_counts_them(jsserver):
+    """A stream's ``bytes`` (what ``max_bytes`` and account limits hold) is nats-server's
+    record size: in a file stream 30 bytes around subject and payload, 4 more with headers; in
+    a memory stream 16."""
+    async with jsconn(jsserver) as (nc, js):
+        header_block = len(b"NATS/1.0\r\nX: y\r\n\r\n")
+        for storage, overhead, with_headers in (("file", 30, 34), ("memory", 16, 16)):
+            name = f"SZ{storage}"
+            await js.add_stream(name=name, subjects=[f"sz.{storage}"], storage=storage)
+            subject = f"sz.{storage}"
+            await js.publish(subject, b"x" * 10)
+            plain = overhead + len(subject) + 10
+            assert (await state(js, name)).bytes == plain
+            await js.publish(subject, b"x" * 10, headers={"X": "y"})
+            assert (await state(js, name)).bytes == plain + with_headers + len(subject) + header_block + 10
+
+
+@async_test()
 async def test_max_bytes(jsserver):
     # Sizes chosen so that nats-server's accounting and any reasonable per-message overhead
     # (< 50 bytes) agree: three 300-byte payloads fit into 1000 bytes, a fourth does not.

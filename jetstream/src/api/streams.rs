@@ -560,6 +560,16 @@ pub(super) fn msg_delete(task: &mut Task, acc: &str, name: &str, payload: &[u8])
         return Err(ApiError::deny_delete());
     }
     if stream.remove_many(&mut st, [req.seq]) == 0 {
+        // nats-server's file store fails a sequence it holds no block for (500, with the
+        // store's error); its memory store and a gap inside the stream say "not found".
+        if st.config.storage == crate::config::Storage::File {
+            if req.seq > st.last_seq {
+                return Err(ApiError::delete_failed("stream store EOF"));
+            }
+            if req.seq < st.first_seq() {
+                return Err(ApiError::delete_failed("no message found"));
+            }
+        }
         return Err(ApiError::sequence_not_found(req.seq));
     }
     Ok(json!({"success": true}))
