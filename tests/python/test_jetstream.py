@@ -254,6 +254,20 @@ async def test_purge_whole_by_subject_and_keep(jsserver):
         st = await state(js, "P", subjects_filter=">")
         assert st.subjects == {"p.x": 3, "p.y": 1}
         assert (await js.get_last_msg("P", "p.y")).seq == 24
+        # keep without a subject counts back from the last sequence, gaps included: the last
+        # 3 sequences (22 and 23 are gaps) hold one message.
+        assert await js.purge_stream("P", keep=3) is True
+        st = await state(js, "P")
+        assert (st.messages, st.last_seq) == (1, 24)
+        # (nats-server's file store reports the compaction point, 22, as the first sequence,
+        # although 22 and 23 are gaps; Junction reports the first message's.)
+        assert st.first_seq in (22, 24)
+        # A sequence past the end: the stream starts over there, and the next message gets it.
+        reply = await nc.request("$JS.API.STREAM.PURGE.P", b'{"seq":100}', timeout=5)
+        assert json.loads(reply.data)["purged"] == 1
+        st = await state(js, "P")
+        assert (st.messages, st.first_seq, st.last_seq) == (0, 100, 99)
+        assert (await js.publish("p.x", b"later")).seq == 100
 
 
 @async_test()
@@ -288,6 +302,10 @@ async def test_get_msg_last_msg_and_delete_msg(jsserver):
         # 400 "sequence N not found"; at the edges it answers 500/10057 "no message found" or
         # (past the last sequence) "stream store EOF".
         check_error(err, 400, 10043, "sequence 2 not found")
+        for seq, description in ((99, "stream store EOF"), (0, "no message found")):
+            reply = await nc.request("$JS.API.STREAM.MSG.DELETE.G", json.dumps({"seq": seq}).encode(), timeout=5)
+            error = json.loads(reply.data)["error"]
+            assert (error["code"], error["err_code"], error["description"]) == (500, 10057, description)
         assert await js.delete_msg("G", 1) is True
         st = await state(js, "G")
         assert (st.messages, st.first_seq, st.last_seq) == (1, 3, 3)
