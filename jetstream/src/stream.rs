@@ -857,10 +857,12 @@ impl Stream {
     pub fn purge(&self, filter: Option<&str>, seq: Option<u64>, keep: Option<u64>) -> u64 {
         let mut st = self.state.locked();
         let filters: Vec<String> = filter.map(|f| vec![f.to_string()]).unwrap_or_default();
-        if filter.is_none() {
-            // Without a filter, nats-server compacts: everything below a sequence goes (with
-            // `keep`, below the last `keep` sequences), and a sequence past the end starts the
-            // stream over there (the next message gets it).
+        // Without a filter, nats-server 2.10 compacts: everything below a sequence goes, and
+        // a sequence past the end starts the stream over there (the next message gets it).
+        // Its memory store takes `keep` as the last sequences (gaps count), its file store as
+        // the newest messages (below).
+        let compact_keep = st.config.storage == Storage::Memory;
+        if filter.is_none() && (seq.is_some() || keep.is_none() || compact_keep) {
             let below = match (seq, keep) {
                 (None, None) => {
                     let last = st.last_seq;
