@@ -146,6 +146,12 @@ class Server:
             self._reader.join(2)
         return self.returncode
 
+    def crash(self) -> None:
+        """SIGKILL on purpose (the fixture then expects the exit it sees)."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.returncode = self.proc.returncode
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 
 import pytest
 from nats.js import api
@@ -159,13 +158,6 @@ async def test_consumer_limits_default_and_bound_the_consumers(server_factory, t
         assert names["consumers"] == [], names
 
 
-def kill(srv):
-    """SIGKILL, and tell the fixture the server is gone on purpose."""
-    srv.proc.send_signal(signal.SIGKILL)
-    srv.proc.wait(10)
-    srv.returncode = srv.proc.returncode
-
-
 @async_test(timeout=120)
 async def test_sourced_copies_name_their_origin_and_survive_sigkill_once(server_factory, tmp_path):
     """nats-server 2.10's sources: every copy carries ``Nats-Stream-Source: <origin> <seq>
@@ -215,7 +207,7 @@ async def test_sourced_copies_name_their_origin_and_survive_sigkill_once(server_
                 sent += 1
             await js.publish_async_completed()
             await asyncio.sleep(delay)
-            kill(srv)
+            srv.crash()
     srv = server_factory(args=args)
     async with Clients(srv) as c:
         nc = await c.connect()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import signal
 
 import nats
 import nats.errors
@@ -44,13 +43,6 @@ def broker_of(srv) -> Broker:
     return Broker(kind="junction", port=port, nats_port=srv.port, http_port=srv.http_port, process=srv)
 
 
-def crash(srv) -> None:
-    """SIGKILL, and tell the fixture the server is gone on purpose."""
-    srv.proc.send_signal(signal.SIGKILL)
-    srv.proc.wait(10)
-    srv.returncode = srv.proc.returncode
-
-
 @async_test(timeout=60)
 async def test_mqtt_publishes_are_stored_and_survive_a_crash(server_factory, tmp_path):
     args = js_args(tmp_path, mqtt=True)
@@ -79,7 +71,7 @@ async def test_mqtt_publishes_are_stored_and_survive_a_crash(server_factory, tmp
         dev.client.disconnect()
         dev.client.loop_stop()
     # Every PUBACK the device got promised a commit: the kill loses none of them.
-    crash(srv)
+    srv.crash()
     srv2 = server_factory(args=args)
     async with Clients(srv2) as c:
         nc = await c.connect()
@@ -130,7 +122,7 @@ async def test_sigkill_mid_publish_loses_nothing_acknowledged(server_factory, tm
                     pending.add(asyncio.ensure_future(one(i)))
                     i += 1
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            crash(srv)
+            srv.crash()
             await asyncio.gather(*pending, return_exceptions=True)
         assert len(acked) > 100, f"round {round_}: only {len(acked)} publications acknowledged"
         check = server_factory(args=args)
@@ -161,7 +153,7 @@ async def test_sigkill_mid_consume_keeps_positions_and_max_deliver(server_factor
         for m in msgs[:5]:
             await m.ack_sync()
         # 6..10 delivered once and never acknowledged.
-    crash(srv)
+    srv.crash()
 
     srv2 = server_factory(args=args)
     async with Clients(srv2) as c:
