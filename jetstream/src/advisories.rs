@@ -149,13 +149,21 @@ impl Task {
         // What nats-server tells of the requester without the account's opt-in to share more:
         // its account, round trip and server (nothing for a request an import forwarded).
         let server = &self.shared.opts.server_name;
-        let client = self.shared.bus.conns().snapshot(origin).map(|c| {
-            let mut v = json!({"acc": c.account, "server": server});
-            if let Some(rtt) = c.rtt.filter(|r| !r.is_zero()) {
-                v["rtt"] = json!(rtt.as_nanos() as u64);
-            }
-            v
-        });
+        // (Only a client of this account: one of another account could be reached through a
+        // stream import of the API subjects.)
+        let client = self
+            .shared
+            .bus
+            .conns()
+            .snapshot(origin)
+            .filter(|c| c.account == account.name())
+            .map(|c| {
+                let mut v = json!({"acc": c.account, "server": server});
+                if let Some(rtt) = c.rtt.filter(|r| !r.is_zero()) {
+                    v["rtt"] = json!(rtt.as_nanos() as u64);
+                }
+                v
+            });
         let mut body = json!({
             "server": server,
             "client": client,

@@ -515,10 +515,10 @@ impl Task {
             // The copy and its position change together (see `sources::copy_from`).
             let headers = tag.header(sseq, headers.as_deref());
             let mut st = x.stream.state.locked();
+            set_position(&mut st, &key.2, sseq + 1);
             let _ = x
                 .stream
                 .publish_locked(&mut st, &renamed, Some(&headers), payload, ts);
-            set_position(&mut st, &key.2, sseq + 1);
         }
         self.touched.touch(&key.0, &key.1);
     }

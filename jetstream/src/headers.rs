@@ -13,18 +13,21 @@ pub const STREAM_SOURCE: &str = "Nats-Stream-Source";
 
 /// The first value of header `name` in `block` (names compare case-insensitively, as MIME
 /// headers do; nats-server writes and clients send the canonical spelling).
+/// Other headers may hold any bytes; the value asked for must be UTF-8.
 pub fn get<'a>(block: &'a [u8], name: &str) -> Option<&'a str> {
-    let text = std::str::from_utf8(block).ok()?;
-    let mut lines = text.split("\r\n");
+    let mut lines = block
+        .split(|&c| c == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     lines.next()?; // NATS/1.0 line
-    for line in lines {
-        if line.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            if k.trim().eq_ignore_ascii_case(name) {
-                return Some(v.trim());
-            }
+    for line in lines.take_while(|l| !l.is_empty()) {
+        let Some(colon) = line.iter().position(|&c| c == b':') else {
+            continue;
+        };
+        if line[..colon]
+            .trim_ascii()
+            .eq_ignore_ascii_case(name.as_bytes())
+        {
+            return std::str::from_utf8(line[colon + 1..].trim_ascii()).ok();
         }
     }
     None

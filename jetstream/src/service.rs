@@ -370,6 +370,7 @@ impl Task {
             for (seq, m) in msgs {
                 st.restore(seq, m);
             }
+            st.pad_to_last();
             st.restore_blocks(blocks);
             let name = meta.config.name.clone();
             let stream = self.make_stream(&acc.account.clone(), uid, st);

@@ -101,11 +101,14 @@ impl Task {
             else {
                 return v;
             };
-            let from = sourced.get(&src.name).copied().unwrap_or(if is_mirror {
-                last + 1
-            } else {
-                src.opt_start_seq.max(1) as u64
-            });
+            let from = sourced
+                .get(&position_key(&sources, src, is_mirror))
+                .copied()
+                .unwrap_or(if is_mirror {
+                    last + 1
+                } else {
+                    src.opt_start_seq.max(1) as u64
+                });
             let filters = src.filters();
             v["lag"] = json!(origin
                 .stream
@@ -131,13 +134,15 @@ fn copy_from(
     src: &crate::config::StreamSource,
     is_mirror: bool,
 ) -> bool {
-    let start = to
-        .state
-        .locked()
-        .sourced
-        .get(&src.name)
-        .copied()
-        .unwrap_or_else(|| (src.opt_start_seq.max(1)) as u64);
+    let (key, start) = {
+        let st = to.state.locked();
+        let key = position_key(&st.config.sources, src, is_mirror);
+        let start = st.sourced.get(&key).copied();
+        (
+            key,
+            start.unwrap_or_else(|| (src.opt_start_seq.max(1)) as u64),
+        )
+    };
     // With subject transforms, what their sources match is copied, renamed by the first that
     // matches; otherwise what the filter matches, as it is.
     let filters = src.filters();
@@ -169,14 +174,15 @@ fn copy_from(
         let renamed = src.rename(&m.subject);
         match (&tag, renamed) {
             (Some(tag), renamed) => {
-                // The copy and the position past it change together: whenever the stream's
-                // metadata is saved, the positions saved with it cover every copy it counts.
+                // The copy and the position past it change together (the position first: the
+                // publication may save the stream's metadata), so that whenever the metadata
+                // is saved, the positions saved with it cover every copy it counts.
                 let subject = renamed.unwrap_or_else(|| m.subject.clone());
                 let headers = tag.header(m.seq, m.headers.as_deref());
                 let mut st = to.state.locked();
+                set_position(&mut st, &key, m.seq + 1);
                 let _ =
                     to.publish_locked(&mut st, &subject, Some(&headers), m.payload.clone(), m.ts);
-                set_position(&mut st, &src.name, m.seq + 1);
             }
             (None, Some(subject)) => to.mirror_append(&crate::stream::StoredMsg {
                 seq: m.seq,
@@ -190,7 +196,7 @@ fn copy_from(
         }
     }
     let mut st = to.state.locked();
-    st.sourced.insert(src.name.clone(), next);
+    set_position(&mut st, &key, next);
     to.save_meta(&mut st);
     !msgs.is_empty()
 }
@@ -266,43 +272,63 @@ fn name_hash(name: &str) -> String {
         .collect()
 }
 
+/// Where a copying stream keeps its position for `src` in [`StreamState::sourced`]: another
+/// JetStream's source under its index name; a local one under its stream's name, or under its
+/// index name when the stream takes that stream more than once (with other filters).
+pub(crate) fn position_key(
+    sources: &[StreamSource],
+    src: &StreamSource,
+    is_mirror: bool,
+) -> String {
+    let local = |s: &StreamSource| crate::external::api_of(s).is_none();
+    let repeated = || {
+        sources
+            .iter()
+            .filter(|s| s.name == src.name && local(s))
+            .count()
+            > 1
+    };
+    if !local(src) || (!is_mirror && repeated()) {
+        crate::external::iname(src)
+    } else {
+        src.name.clone()
+    }
+}
+
+/// The most messages [`recover_positions`] reads back, newest first.
+const RECOVER_SCAN: u64 = 100_000;
+
 /// After a restart: each source's saved position (saved with the stream's metadata, which
 /// held `saved_last` as the stream's last sequence) moved past the copies stored after that
-/// save, as their headers tell. A crash between storing copies and saving the position then
-/// copies nothing twice.
+/// save, as the newest of their headers tells. A crash between storing copies and saving the
+/// position then copies nothing twice. The copies of a round come right before the crash, so
+/// the last [`RECOVER_SCAN`] messages are read at most.
 pub(crate) fn recover_positions(st: &mut StreamState, saved_last: u64) {
     if st.config.sources.is_empty() || saved_last >= st.last_seq {
         return;
     }
-    let tags: Vec<(String, SourceTag)> = st
-        .config
-        .sources
+    let sources = &st.config.sources;
+    let mut tags: Vec<(String, SourceTag)> = sources
         .iter()
-        .map(|src| {
-            let key = match crate::external::api_of(src) {
-                Some(_) => crate::external::iname(src),
-                None => src.name.clone(),
-            };
-            (key, SourceTag::of(src))
-        })
+        .map(|src| (position_key(sources, src, false), SourceTag::of(src)))
         .collect();
-    for seq in saved_last + 1..=st.last_seq {
-        let Some(m) = st.load(seq) else {
-            continue;
-        };
-        let Some(value) = m
-            .headers
-            .as_deref()
-            .and_then(|h| headers::get(h, headers::STREAM_SOURCE))
-        else {
-            continue;
-        };
-        for (key, tag) in &tags {
-            if let Some(from) = tag.seq_in(value) {
-                let next = st.sourced.entry(key.clone()).or_insert(0);
-                *next = (*next).max(from.saturating_add(1));
+    let lowest = (saved_last + 1).max(st.last_seq.saturating_sub(RECOVER_SCAN - 1));
+    let mut seq = st.last_seq;
+    while seq >= lowest && !tags.is_empty() {
+        if let Some(value) = st.load(seq).and_then(|m| {
+            let h = m.headers.as_deref()?;
+            headers::get(h, headers::STREAM_SOURCE).map(str::to_string)
+        }) {
+            // The newest copy of each source says how far it got; older ones (or a client's
+            // message that only looks like one) say nothing more.
+            if let Some(i) = tags.iter().position(|(_, t)| t.seq_in(&value).is_some()) {
+                let (key, tag) = tags.swap_remove(i);
+                let from = tag.seq_in(&value).unwrap_or_default().min(i64::MAX as u64);
+                let next = st.sourced.entry(key).or_insert(0);
+                *next = (*next).max(from + 1);
             }
         }
+        seq -= 1;
     }
 }
 

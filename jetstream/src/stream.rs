@@ -135,6 +135,10 @@ impl Entry {
 /// The widest gap a mirror keeps between two of its messages (see [`Stream::mirror_append`]).
 pub const MAX_MIRROR_GAP: u64 = 1 << 20;
 
+/// The widest gap a filtered mirror keeps between two of its messages (64M sequences: 8 MB of
+/// chunk pointers).
+pub const MAX_FILTERED_MIRROR_GAP: u64 = 1 << 26;
+
 /// A stream and what it holds. Shared by the publishers' sinks (which append) and the JetStream
 /// task (which reads for consumers, trims by age and answers the API).
 pub struct Stream {
@@ -437,6 +441,21 @@ impl StreamState {
         self.slots.push(Some(e));
     }
 
+    /// After a restart's messages are back: the sequences after the last of them up to the
+    /// last one the stream handed out (as its metadata says) are gaps, so that the next
+    /// message's sequence and its place agree.
+    pub fn pad_to_last(&mut self) {
+        if self.slots.is_empty() {
+            self.base = self.last_seq + 1;
+            return;
+        }
+        let end = self.base + self.slots.len() as u64;
+        if end <= self.last_seq {
+            self.holes.insert_range(end, self.last_seq);
+            self.slots.push_gaps((self.last_seq + 1 - end) as usize);
+        }
+    }
+
     /// Sequence `seq`, the next one, is used by no message: a gap after the stored messages,
     /// or where the stream starts when it holds none.
     fn skip(&mut self, seq: u64) {
@@ -614,13 +633,17 @@ impl Stream {
     pub fn remove_many(&self, st: &mut StreamState, seqs: impl IntoIterator<Item = u64>) -> u64 {
         self.sweep_dead(st);
         let mut n = 0;
+        let mut last = false;
         for seq in seqs {
             if st.remove(seq).is_some() {
                 n += 1;
+                last |= seq == st.last_seq;
                 self.forget_record(st, seq);
             }
         }
-        if n > 0 && st.msgs == 0 {
+        // The metadata keeps the last sequence when no stored message says it any more: a
+        // restart must not hand it out again.
+        if n > 0 && (st.msgs == 0 || last) {
             self.save_meta(st);
         }
         n
@@ -779,9 +802,8 @@ impl Stream {
             // Nobody is interested: the sequence is used and nothing is kept (a gap, when
             // messages before it are).
             st.skip(seq);
-            if st.msgs == 0 {
-                self.save_meta(st);
-            }
+            // No stored message says this sequence was used (see `remove_many`).
+            self.save_meta(st);
             return Ok(Stored::New(seq));
         }
         self.store_record(st, &mut m);
@@ -919,9 +941,16 @@ impl Stream {
         let pending = st.unsettled_blocks();
         let cold = st.cold.take();
         let group = st.group.take();
+        // The duplicate window outlives a purge, as in nats-server.
+        let dedup = std::mem::take(&mut st.dedup);
+        let dedup_order = std::mem::take(&mut st.dedup_order);
+        let last_msg_id = st.last_msg_id.take();
         *st = StreamState::new(config, created, last, last_ts);
         st.cold = cold;
         st.group = group;
+        st.dedup = dedup;
+        st.dedup_order = dedup_order;
+        st.last_msg_id = last_msg_id;
         st.interest = interest;
         st.consumers = consumers;
         st.sourced = sourced;
@@ -944,22 +973,27 @@ impl Stream {
             if m.seq <= st.last_seq {
                 return;
             }
-            // A filtered mirror skips what it does not take: its gaps are expected.
+            // A filtered mirror skips what it does not take: its gaps are expected, and cost
+            // 8 bytes per 64 sequences; a whole mirror's mean the origin lost messages.
             let whole = st
                 .config
                 .mirror
                 .as_ref()
                 .is_none_or(|m| m.filter_subject.is_empty() && m.subject_transforms.is_empty());
-            whole && !st.slots.is_empty() && m.seq - st.last_seq > MAX_MIRROR_GAP
+            let widest = if whole {
+                MAX_MIRROR_GAP
+            } else {
+                MAX_FILTERED_MIRROR_GAP
+            };
+            (!st.slots.is_empty() && m.seq - st.last_seq > widest).then_some(widest)
         };
-        if far {
-            // A gap is kept a slot per sequence: one this wide in a whole mirror (the origin
-            // was purged past what the mirror holds: nothing between is there any more)
-            // starts the mirror again at the new sequence instead.
+        if let Some(widest) = far {
+            // A gap this wide (the origin was purged or compacted far past what the mirror
+            // holds) starts the mirror again at the new sequence instead.
             tracing::warn!(
                 stream = %self.name,
                 seq = m.seq,
-                "JetStream: the mirror's origin skipped over {MAX_MIRROR_GAP} sequences; the mirror starts again there"
+                "JetStream: the mirror's origin skipped over {widest} sequences; the mirror starts again there"
             );
             self.purge(None, None, None);
         }

@@ -1453,6 +1453,39 @@ async def test_jetstream_from_config_file(server_factory, tmp_path):
 
 
 @async_test(timeout=60)
+async def test_sequences_removed_at_the_end_are_not_handed_out_again_after_a_restart(server_factory, tmp_path):
+    """The last sequences of a stream may be held by no message (deleted, or on an interest
+    stream never kept): after a restart the next message still gets the next sequence, and is
+    found there."""
+    args = js_args(tmp_path, "tail")
+    first = server_factory(args=args)
+    async with jsconn(first) as (nc, js):
+        await js.add_stream(name="TAIL", subjects=["tail"])
+        for i in range(1, 4):
+            await js.publish("tail", f"t{i}".encode())
+        assert await js.delete_msg("TAIL", 3) is True
+        await js.add_stream(name="INTR", subjects=["intr.>"], retention="interest")
+        sub = await js.pull_subscribe("intr.a", durable="a", stream="INTR")
+        await js.publish("intr.a", b"kept")
+        await js.publish("intr.b", b"nobody wants this")
+        # Touch the configuration: its metadata is written again.
+        await js.update_stream(api.StreamConfig(name="TAIL", subjects=["tail"], max_msgs=100))
+    first.terminate()
+
+    second = server_factory(args=args)
+    async with jsconn(second) as (nc, js):
+        assert (await js.publish("tail", b"t4")).seq == 4
+        assert (await js.get_msg("TAIL", 4)).data == b"t4"
+        assert [(await js.get_msg("TAIL", s)).data for s in (1, 2)] == [b"t1", b"t2"]
+        st = await state(js, "TAIL")
+        assert (st.messages, st.first_seq, st.last_seq) == (3, 1, 4)
+        assert (await js.publish("intr.a", b"after")).seq == 3
+        sub = await js.pull_subscribe("intr.a", durable="a", stream="INTR")
+        msgs = await sub.fetch(2, timeout=3)
+        assert [(m.data, m.metadata.sequence.stream) for m in msgs] == [(b"kept", 1), (b"after", 3)]
+
+
+@async_test(timeout=60)
 async def test_durability_after_sigkill(server_factory, tmp_path):
     args = js_args(tmp_path, "durable-store")
     first = server_factory(args=args)

@@ -226,3 +226,68 @@ async def test_sourced_copies_name_their_origin_and_survive_sigkill_once(server_
                 seen.append(int(source.split(" ")[1]))
         assert sorted(seen) == list(range(1, sent + 1)), f"{len(seen)} copies of {sent}"
         assert info.messages == sent + 1
+
+
+@async_test(timeout=60)
+async def test_one_stream_sourced_twice_with_different_filters(server_factory, tmp_path):
+    """nats-server 2.10 lets a stream take one stream twice with different filters: each keeps
+    its own position (also across a restart), and the header names the filter."""
+    args = js_args(tmp_path)
+    srv = server_factory(args=args)
+    async with Clients(srv) as c:
+        nc = await c.connect()
+        js = nc.jetstream()
+        await js.add_stream(name="ORIG", subjects=["or.>"])
+        await js.add_stream(name="TWICE", sources=[
+            api.StreamSource(name="ORIG", filter_subject="or.a"),
+            api.StreamSource(name="ORIG", filter_subject="or.b")])
+        for subject in ("or.a", "or.b", "or.c", "or.a"):
+            await js.publish(subject, b"x")
+
+        async def count(n):
+            return (await js.stream_info("TWICE")).state.messages >= n or None
+
+        await wait_until(lambda: count(3), what="both filters copied")
+        seen = sorted([(await js.get_msg("TWICE", s)).headers["Nats-Stream-Source"] for s in (1, 2, 3)])
+        assert seen == ["ORIG 1 or.a >", "ORIG 2 or.b >", "ORIG 4 or.a >"]
+    srv.terminate()
+    srv = server_factory(args=args)
+    async with Clients(srv) as c:
+        nc = await c.connect()
+        js = nc.jetstream()
+        await js.publish("or.b", b"y")
+        await wait_until(lambda: count(4), what="the new one copied")
+        await asyncio.sleep(0.5)
+        assert (await js.stream_info("TWICE")).state.messages == 4
+        assert (await js.get_msg("TWICE", 4)).headers["Nats-Stream-Source"] == "ORIG 5 or.b >"
+
+
+@async_test(timeout=60)
+async def test_far_gaps_stay_cheap_and_bounded(server_factory, tmp_path):
+    """A filtered mirror keeps the origin's sequences, gaps included: a gap of half a million
+    sequences costs little, and `deleted_details` lists at most 100,000 of them (all counted).
+    A purge sequence past i64's range is refused (Junction keeps sequences within it, as it
+    keeps `first_seq`)."""
+    srv = server_factory(args=js_args(tmp_path))
+    async with Clients(srv) as c:
+        nc = await c.connect()
+        js = nc.jetstream()
+        await js.add_stream(name="FAR", subjects=["far.>"])
+        await js.add_stream(name="FARM", mirror=api.StreamSource(name="FAR", filter_subject="far.a"))
+        await js.publish("far.a", b"1")
+
+        async def mirrored(n):
+            return (await js.stream_info("FARM")).state.messages == n or None
+
+        await wait_until(lambda: mirrored(1), what="mirrored")
+        resp = await api_request(nc, "$JS.API.STREAM.PURGE.FAR", {"seq": 500_000})
+        assert resp["success"] is True
+        assert (await js.publish("far.a", b"2")).seq == 500_000
+        await wait_until(lambda: mirrored(2), what="mirrored across the gap")
+        info = await api_request(nc, "$JS.API.STREAM.INFO.FARM", {"deleted_details": True})
+        state = info["state"]
+        assert (state["first_seq"], state["last_seq"], state["num_deleted"]) == (1, 500_000, 499_998)
+        assert len(state["deleted"]) == 100_000 and state["deleted"][:2] == [2, 3]
+        resp = await api_request(nc, "$JS.API.STREAM.PURGE.FAR", {"seq": 2**63})
+        assert error_of(resp) == (400, 10003, "bad request")
+        assert (await js.publish("far.a", b"3")).seq == 500_001

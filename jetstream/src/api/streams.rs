@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// The most deleted sequences a stream info request lists (`deleted_details`).
+const DELETED_DETAILS: usize = 100_000;
+
 pub(super) fn stream_config(name: &str, payload: &[u8]) -> Result<StreamConfig, ApiError> {
     let mut cfg: StreamConfig = parse(payload)?;
     if cfg.name.is_empty() {
@@ -396,7 +399,9 @@ pub(super) fn stream_state(
     if !st.holes().is_empty() {
         state["num_deleted"] = json!(st.holes().len());
         if deleted {
-            state["deleted"] = json!(st.holes().iter().collect::<Vec<_>>());
+            // The first DELETED_DETAILS of them (`num_deleted` counts all): the stream keeps its
+            // gaps as ranges, and one request must not make a list of millions from them.
+            state["deleted"] = json!(st.holes().iter().take(DELETED_DETAILS).collect::<Vec<_>>());
         }
     }
     if let Some(f) = filter.filter(|f| !f.is_empty()) {
@@ -486,7 +491,9 @@ pub(super) fn stream_purge(task: &mut Task, acc: &str, name: &str, payload: &[u8
             return Err(ApiError::deny_purge());
         }
     }
-    if req.seq.is_some() && req.keep.is_some() {
+    // Sequences stay within i64's range (as `first_seq` does): a compaction past the end
+    // moves the stream's next sequence there.
+    if (req.seq.is_some() && req.keep.is_some()) || req.seq.is_some_and(|s| s > i64::MAX as u64) {
         return Err(ApiError::bad_request());
     }
     let filter = req.filter.as_deref().filter(|f| !f.is_empty() && *f != ">");

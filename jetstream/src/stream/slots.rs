@@ -42,6 +42,9 @@ pub(crate) struct Slots {
     /// Where position 0 is in the first chunk.
     start: usize,
     len: usize,
+    /// The last chunk freed, for the next one needed (a queue that drains to empty would
+    /// otherwise allocate one for every message).
+    spare: Option<Box<Chunk>>,
 }
 
 impl Slots {
@@ -83,7 +86,9 @@ impl Slots {
         }
         self.len += 1;
         if let Some(e) = e {
-            let chunk = self.chunks[c].get_or_insert_with(Chunk::new);
+            let spare = &mut self.spare;
+            let chunk =
+                self.chunks[c].get_or_insert_with(|| spare.take().unwrap_or_else(Chunk::new));
             chunk.slots[s] = Some(e);
             chunk.live += 1;
         }
@@ -108,7 +113,8 @@ impl Slots {
         let e = chunk.slots[s].take()?;
         chunk.live -= 1;
         if chunk.live == 0 {
-            self.chunks[c] = None;
+            // Every slot of it is empty again: kept for the next chunk needed.
+            self.spare = self.chunks[c].take();
         }
         Some(e)
     }
