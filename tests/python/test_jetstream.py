@@ -468,6 +468,11 @@ async def test_dedup_msg_id(jsserver):
         assert (b.stream, b.seq, b.duplicate) == ("DD", 1, True)
         assert (c.seq, c.duplicate) == (2, None)
         assert (await state(js, "DD")).messages == 2
+        # A purge empties the stream, not the duplicate window.
+        assert await js.purge_stream("DD") is True
+        e = await js.publish("dd", b"x", headers={"Nats-Msg-Id": "id-2"})
+        assert (e.seq, e.duplicate) == (2, True)
+        assert (await state(js, "DD")).messages == 0
         # Outside the window the same id is a new message. (nats-server forgets ids from a
         # timer, not when it checks a publish; so wait well past the 1 s window.)
         await asyncio.sleep(1.6)
