@@ -270,7 +270,13 @@ impl Consumer {
                 st.last_seq + 1
             }
         };
-        let start = next.max(1);
+        // As nats-server does, the start lies within the stream: from its first sequence to
+        // the one after its last (a start sequence past the end waits there, not further).
+        let start = if st.last_seq == 0 && st.msgs == 0 {
+            1
+        } else {
+            next.clamp(st.first_seq(), st.last_seq + 1)
+        };
         Consumer {
             name,
             subs: None,
@@ -808,6 +814,29 @@ impl Consumer {
                 (*x % 100) < u64::from(p)
             }
         }
+    }
+
+    /// The stream was purged (of what this consumer takes) and now starts at `first`, as
+    /// nats-server's consumer takes a purge: nothing below it is delivered or waits for an
+    /// acknowledgement any more, and the floor moves up to it.
+    pub fn purged(&mut self, first: u64) {
+        self.next = self.next.max(first);
+        if self.ack_floor.1 < first {
+            self.ack_floor.1 = first - 1;
+            let gone: Vec<u64> = self.pending.range(..first).map(|(s, _)| *s).collect();
+            for s in gone {
+                if let Some(p) = self.pending.remove(&s) {
+                    self.ack_floor.0 = self.ack_floor.0.max(p.cseq);
+                }
+                self.redeliver.remove(&s);
+            }
+            self.lps.retain(|&s| s >= first);
+        }
+        if self.pending.is_empty() {
+            self.delivered.1 = self.delivered.1.max(self.next - 1);
+            self.ack_floor = self.delivered;
+        }
+        self.dirty = true;
     }
 
     fn update_floor(&mut self) {

@@ -286,6 +286,37 @@ async def test_purge_whole_by_subject_and_keep(jsserver):
 
 
 @async_test()
+async def test_consumers_move_past_a_purge_and_start_within_the_stream(jsserver):
+    async with jsconn(jsserver) as (nc, js):
+        await js.add_stream(name="CP", subjects=["cp.*"])
+        for i in range(1, 5):
+            await js.publish("cp.a", f"a{i}".encode())
+        sub = await js.pull_subscribe("cp.a", durable="w", stream="CP",
+                                      config=api.ConsumerConfig(max_ack_pending=2, ack_wait=30))
+        msgs = await sub.fetch(2, timeout=2)
+        assert [m.metadata.sequence.stream for m in msgs] == [1, 2]
+        # Purged while waiting for acknowledgements: they wait no more, and the consumer goes
+        # on with what comes next (it would be stuck at max_ack_pending otherwise).
+        assert await js.purge_stream("CP") is True
+        ci = await js.consumer_info("CP", "w")
+        assert (ci.num_ack_pending, ci.num_pending) == (0, 0)
+        assert (ci.ack_floor.stream_seq, ci.delivered.stream_seq) == (4, 4)
+        assert (ci.ack_floor.consumer_seq, ci.delivered.consumer_seq) == (2, 2)
+        await js.publish("cp.a", b"a5")
+        [m] = await sub.fetch(1, timeout=2)
+        assert (m.data, m.metadata.sequence.stream, m.metadata.sequence.consumer) == (b"a5", 5, 3)
+        # A start sequence past the end starts after the last message, not further on.
+        late = await js.pull_subscribe("cp.*", durable="late", stream="CP",
+                                       config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                                                                 opt_start_seq=50))
+        ci = await js.consumer_info("CP", "late")
+        assert (ci.delivered.stream_seq, ci.num_pending) == (5, 0)
+        await js.publish("cp.b", b"b6")
+        [m] = await late.fetch(1, timeout=2)
+        assert (m.data, m.metadata.sequence.stream) == (b"b6", 6)
+
+
+@async_test()
 async def test_get_msg_last_msg_and_delete_msg(jsserver):
     async with jsconn(jsserver) as (nc, js):
         await js.add_stream(name="G", subjects=["g.*"])

@@ -505,6 +505,18 @@ pub(super) fn stream_purge(task: &mut Task, acc: &str, name: &str, payload: &[u8
             None,
         ),
     );
+    // The consumers that take what was purged move past it, as nats-server's do.
+    let first = e.stream.state.locked().first_seq();
+    for c in e.consumers.values_mut() {
+        let takes = |f: &str| {
+            filter.is_none_or(|p| {
+                junction_core::subject::covers(f, p) || junction_core::subject::covers(p, f)
+            })
+        };
+        if c.filters().is_empty() || c.filters().iter().any(|f| takes(f)) {
+            c.purged(first);
+        }
+    }
     Ok(json!({"success": true, "purged": purged}))
 }
 
