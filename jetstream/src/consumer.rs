@@ -287,7 +287,9 @@ impl Consumer {
             next: start,
             lps,
             delivered: (0, start - 1),
-            ack_floor: (0, start - 1),
+            // Nothing acknowledged yet: nats-server says 0 (its stored state's floor) until
+            // the first acknowledgement, wherever the consumer starts.
+            ack_floor: (0, 0),
             pending: BTreeMap::new(),
             next_deadline: None,
             redeliver: BTreeSet::new(),
@@ -819,7 +821,21 @@ impl Consumer {
     /// The stream was purged (of what this consumer takes) and now starts at `first`, as
     /// nats-server's consumer takes a purge: nothing below it is delivered or waits for an
     /// acknowledgement any more, and the floor moves up to it.
-    pub fn purged(&mut self, first: u64) {
+    pub fn purged(&mut self, first: u64, st: Option<&StreamState>) {
+        // A consumer that takes more than was purged (`st`) keeps its place, and only stops
+        // waiting for the acknowledgements of messages that went.
+        if let Some(st) = st {
+            let gone: Vec<u64> = self
+                .pending
+                .keys()
+                .copied()
+                .filter(|&s| st.entry(s).is_none())
+                .collect();
+            for s in gone {
+                self.pending.remove(&s);
+                self.redeliver.remove(&s);
+            }
+        }
         self.next = self.next.max(first);
         if self.ack_floor.1 < first {
             self.ack_floor.1 = first - 1;

@@ -305,6 +305,9 @@ async def test_consumers_move_past_a_purge_and_start_within_the_stream(jsserver)
         await js.publish("cp.a", b"a5")
         [m] = await sub.fetch(1, timeout=2)
         assert (m.data, m.metadata.sequence.stream, m.metadata.sequence.consumer) == (b"a5", 5, 3)
+        # Nothing acknowledged yet: the floor says 0, wherever the consumer starts.
+        fresh = await js.add_consumer("CP", durable_name="fresh", deliver_policy=api.DeliverPolicy.NEW)
+        assert (fresh.delivered.stream_seq, fresh.ack_floor.stream_seq) == (5, 0)
         # A start sequence past the end starts after the last message, not further on.
         late = await js.pull_subscribe("cp.*", durable="late", stream="CP",
                                        config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,

@@ -291,3 +291,33 @@ async def test_far_gaps_stay_cheap_and_bounded(server_factory, tmp_path):
         resp = await api_request(nc, "$JS.API.STREAM.PURGE.FAR", {"seq": 2**63})
         assert error_of(resp) == (400, 10003, "bad request")
         assert (await js.publish("far.a", b"3")).seq == 500_001
+
+
+@async_test(timeout=60)
+async def test_a_filtered_purge_moves_the_consumers_it_covers(server_factory, tmp_path):
+    """nats-server 2.10: after a purge with a filter, a consumer that takes nothing but what
+    the filter covers moves to the first message left there; one that takes more keeps its
+    place and stops waiting for acknowledgements of what went (2.9.10 moved every consumer to
+    the end of the stream)."""
+    srv = server_factory(args=js_args(tmp_path))
+    async with Clients(srv) as c:
+        nc = await c.connect()
+        js = nc.jetstream()
+        await js.add_stream(name="FP", subjects=["fp.*"])
+        for subject in ("fp.a", "fp.b", "fp.a", "fp.b", "fp.a"):
+            await js.publish(subject, b"x")
+        only_a = await js.pull_subscribe("fp.a", durable="only_a", stream="FP")
+        every = await js.pull_subscribe("fp.*", durable="every", stream="FP")
+        got = await every.fetch(2, timeout=2)
+        assert [m.metadata.sequence.stream for m in got] == [1, 2]
+        resp = await api_request(nc, "$JS.API.STREAM.PURGE.FP", {"filter": "fp.a", "keep": 1})
+        assert resp["purged"] == 2
+        a = await js.consumer_info("FP", "only_a")
+        assert (a.delivered.stream_seq, a.ack_floor.stream_seq, a.num_pending) == (4, 4, 1)
+        [m] = await only_a.fetch(1, timeout=2)
+        assert m.metadata.sequence.stream == 5
+        # "every" waited for 1 (gone now) and 2 (still there).
+        e = await js.consumer_info("FP", "every")
+        assert (e.num_ack_pending, e.delivered.stream_seq, e.num_pending) == (1, 2, 2)
+        rest = await every.fetch(2, timeout=2)
+        assert [m.metadata.sequence.stream for m in rest] == [4, 5]
