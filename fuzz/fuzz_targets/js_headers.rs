@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
         k.eq_ignore_ascii_case(STREAM_SOURCE.as_bytes())
             || k.get(..14).is_some_and(|p| p.eq_ignore_ascii_case(b"Nats-Expected-"))
     };
-    let out = replaced(Some(data), dropped, STREAM_SOURCE, "S 1 > >");
+    let out = replaced(Some(data), dropped, STREAM_SOURCE, format_args!("S 1 > >"));
     assert!(out.starts_with(b"NATS/1.0"));
     assert!(out.ends_with(b"\r\n\r\n"));
     // The block ends at its first blank line: nothing of the input follows it.

@@ -15,11 +15,7 @@ pub const STREAM_SOURCE: &str = "Nats-Stream-Source";
 /// headers do; nats-server writes and clients send the canonical spelling).
 /// Other headers may hold any bytes; the value asked for must be UTF-8.
 pub fn get<'a>(block: &'a [u8], name: &str) -> Option<&'a str> {
-    let mut lines = block
-        .split(|&c| c == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-    lines.next()?; // NATS/1.0 line
-    for line in lines.take_while(|l| !l.is_empty()) {
+    for line in fields(block) {
         let Some(colon) = line.iter().position(|&c| c == b':') else {
             continue;
         };
@@ -66,25 +62,39 @@ pub fn with(fields: &[(&str, &str)], existing: Option<&[u8]>) -> Bytes {
     b.freeze()
 }
 
+/// The lines of a header block without their line ends: the first (`NATS/1.0...`), then its
+/// headers up to the blank line that ends it.
+fn lines(block: &[u8]) -> impl Iterator<Item = &[u8]> {
+    block
+        .split(|&c| c == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+}
+
+/// The header lines of a block (after its first line, up to the blank line).
+fn fields(block: &[u8]) -> impl Iterator<Item = &[u8]> {
+    lines(block).skip(1).take_while(|l| !l.is_empty())
+}
+
 /// `existing`'s block (its first line, and its headers but those `dropped` names) with
-/// `name: value` added last.
+/// `name: value` added last, written straight into the new block.
 pub fn replaced(
     existing: Option<&[u8]>,
     dropped: impl Fn(&[u8]) -> bool,
     name: &str,
-    value: &str,
+    value: std::fmt::Arguments<'_>,
 ) -> Bytes {
+    use std::fmt::Write as _;
     let existing = existing.unwrap_or_default();
-    let mut b = BytesMut::with_capacity(existing.len() + name.len() + value.len() + 16);
-    let mut lines = existing
-        .split(|&c| c == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-    match lines.next().filter(|l| l.starts_with(b"NATS/1.0")) {
+    let mut b = BytesMut::with_capacity(existing.len() + name.len() + 64);
+    match lines(existing)
+        .next()
+        .filter(|l| l.starts_with(b"NATS/1.0"))
+    {
         Some(first) => b.put_slice(first),
         None => b.put_slice(b"NATS/1.0"),
     }
     b.put_slice(b"\r\n");
-    for line in lines.take_while(|l| !l.is_empty()) {
+    for line in fields(existing) {
         let key = line.split(|&c| c == b':').next().unwrap_or_default();
         if !dropped(key.trim_ascii()) {
             b.put_slice(line);
@@ -93,7 +103,7 @@ pub fn replaced(
     }
     b.put_slice(name.as_bytes());
     b.put_slice(b": ");
-    b.put_slice(value.as_bytes());
+    let _ = b.write_fmt(value);
     b.put_slice(b"\r\n\r\n");
     b.freeze()
 }
@@ -125,11 +135,16 @@ mod tests {
         let block = b"NATS/1.0\r\nNats-Msg-Id: abc\r\nNats-Expected-Stream: A\r\nX: y\r\n\r\n";
         let drop_expected = |k: &[u8]| k.starts_with(b"Nats-Expected-");
         assert_eq!(
-            &replaced(Some(block), drop_expected, STREAM_SOURCE, "A 1 > >")[..],
+            &replaced(
+                Some(block),
+                drop_expected,
+                STREAM_SOURCE,
+                format_args!("A 1 > >")
+            )[..],
             b"NATS/1.0\r\nNats-Msg-Id: abc\r\nX: y\r\nNats-Stream-Source: A 1 > >\r\n\r\n"
         );
         assert_eq!(
-            &replaced(None, drop_expected, "K", "v")[..],
+            &replaced(None, drop_expected, "K", format_args!("v"))[..],
             b"NATS/1.0\r\nK: v\r\n\r\n"
         );
         // Whatever the block holds, the result is one block that ends where it should.
@@ -139,7 +154,7 @@ mod tests {
             b"NATS/1.0\r\n",
             b"NATS/1.0\r\nno colon\r\n",
         ] {
-            let r = replaced(Some(junk), |_| false, "K", "v");
+            let r = replaced(Some(junk), |_| false, "K", format_args!("v"));
             assert!(
                 r.starts_with(b"NATS/1.0") && r.ends_with(b"K: v\r\n\r\n"),
                 "{r:?}"

@@ -235,8 +235,8 @@ impl SourceTag {
                 || k.get(..EXPECTED.len())
                     .is_some_and(|p| p.eq_ignore_ascii_case(EXPECTED.as_bytes()))
         };
-        let value = format!("{} {seq} {}", self.origin, self.rest);
-        headers::replaced(existing, dropped, headers::STREAM_SOURCE, &value)
+        let value = format_args!("{} {seq} {}", self.origin, self.rest);
+        headers::replaced(existing, dropped, headers::STREAM_SOURCE, value)
     }
 
     /// The origin sequence a `Nats-Stream-Source` value names, when it names this source.
@@ -321,9 +321,13 @@ pub(crate) fn recover_positions(st: &mut StreamState, saved_last: u64) {
         }) {
             // The newest copy of each source says how far it got; older ones (or a client's
             // message that only looks like one) say nothing more.
-            if let Some(i) = tags.iter().position(|(_, t)| t.seq_in(&value).is_some()) {
-                let (key, tag) = tags.swap_remove(i);
-                let from = tag.seq_in(&value).unwrap_or_default().min(i64::MAX as u64);
+            let named = tags
+                .iter()
+                .enumerate()
+                .find_map(|(i, (_, t))| Some((i, t.seq_in(&value)?)));
+            if let Some((i, from)) = named {
+                let (key, _) = tags.swap_remove(i);
+                let from = from.min(i64::MAX as u64);
                 let next = st.sourced.entry(key).or_insert(0);
                 *next = (*next).max(from + 1);
             }
