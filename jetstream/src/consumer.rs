@@ -150,6 +150,39 @@ fn nanos(d: i64) -> Duration {
     Duration::from_nanos(d.max(0) as u64)
 }
 
+/// Tells a stream's consumers of a purge (`filter`: of that subject alone), as nats-server
+/// 2.10's take one: the consumers that take what was purged move past it: all of them after a
+/// purge without a filter; after a filtered one, those that take nothing but what the filter
+/// covers move to its first message left (or past the end), and those that take more only drop
+/// what went.
+pub(crate) fn take_purge<'a>(
+    consumers: impl Iterator<Item = &'a mut Consumer>,
+    st: &StreamState,
+    filter: Option<&str>,
+) {
+    let first = st.first_seq();
+    for c in consumers {
+        let Some(p) = filter else {
+            c.purged(first, None);
+            continue;
+        };
+        let covered = !c.filters().is_empty()
+            && c.filters()
+                .iter()
+                .all(|f| junction_core::subject::covers(p, f));
+        if covered {
+            let left = st.next_matching(first, &[p.to_string()]);
+            c.purged(left.unwrap_or(st.last_seq + 1), None);
+        } else if c.filters().is_empty()
+            || c.filters().iter().any(|f| {
+                junction_core::subject::covers(f, p) || junction_core::subject::covers(p, f)
+            })
+        {
+            c.purged(first, Some(st));
+        }
+    }
+}
+
 impl Consumer {
     /// A new consumer at the start its deliver policy names.
     pub fn new(

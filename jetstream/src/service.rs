@@ -771,6 +771,16 @@ impl Task {
             let Some(e) = a.streams.get_mut(&sname) else {
                 continue;
             };
+            // Rollups and a mirror starting over removed messages since the consumers last
+            // sent: they take those removals as purges before they send again.
+            let purges = e.stream.state.locked().take_purges();
+            if !purges.is_empty() {
+                let st = e.stream.state.locked();
+                for p in &purges {
+                    let filter = p.as_deref().map(String::from_utf8_lossy);
+                    crate::consumer::take_purge(e.consumers.values_mut(), &st, filter.as_deref());
+                }
+            }
             for c in e.consumers.values_mut() {
                 let mut out = Vec::new();
                 let more = match c.config.deliver_subject.clone() {

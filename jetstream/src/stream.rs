@@ -216,7 +216,15 @@ pub struct StreamState {
     dead: Vec<u64>,
     /// The config's `subject_transform` and `republish`, made into transforms.
     transforms: Transforms,
+    /// Removals the consumers have not been told of yet, told as nats-server tells them of a
+    /// purge: a rollup (`Some(subject)` for one subject's) or a mirror starting over (`None`).
+    /// The task takes them before its consumers send again ([`StreamState::take_purges`]).
+    purges: Vec<Option<Bytes>>,
 }
+
+/// Untold purges kept apart at most; past it they fold into one of the whole stream, which
+/// tells every consumer no more than that nothing below the first message is left.
+const MAX_PURGES: usize = 1024;
 
 /// A stream's subject transforms, and the config entries they were made from.
 #[derive(Default)]
@@ -264,7 +272,23 @@ impl StreamState {
             open: None,
             dead: Vec::new(),
             transforms: Transforms::default(),
+            purges: Vec::new(),
         }
+    }
+
+    /// Records a removal for the consumers (see `purges`).
+    fn told_purge(&mut self, subject: Option<Bytes>) {
+        if self.purges.len() >= MAX_PURGES {
+            self.purges.clear();
+            self.purges.push(None);
+        } else if self.purges.last() != Some(&subject) {
+            self.purges.push(subject);
+        }
+    }
+
+    /// The removals the consumers have not been told of yet, oldest first.
+    pub fn take_purges(&mut self) -> Vec<Option<Bytes>> {
+        std::mem::take(&mut self.purges)
     }
 
     /// The transforms of the current config (made again when it changed).
@@ -826,12 +850,18 @@ impl Stream {
     /// Applies the per-subject, count and size limits (discard old) and a rollup.
     fn enforce_limits(&self, st: &mut StreamState, subj: &Bytes, seq: u64, rollup: Option<bool>) {
         let mut drop: Vec<u64> = Vec::new();
+        // A rollup is a purge that keeps the new message, and its consumers take it as one
+        // (nats-server purges with `keep: 1`, of the subject for `sub`).
         match rollup {
-            Some(true) => drop.extend(st.seqs().filter(|&s| s != seq)),
+            Some(true) => {
+                drop.extend(st.seqs().filter(|&s| s != seq));
+                st.told_purge(None);
+            }
             Some(false) => {
                 if let Some(q) = st.subjects.get(&subj[..]) {
                     drop.extend(q.iter().copied().filter(|&s| s != seq));
                 }
+                st.told_purge(Some(subj.clone()));
             }
             None => {}
         }
@@ -909,6 +939,9 @@ impl Stream {
             self.purge(None, None, None);
         }
         let mut st = self.state.locked();
+        if far.is_some() {
+            st.told_purge(None);
+        }
         let mut copy = StoredMsg {
             seq: m.seq,
             subject: st.intern(&m.subject),
@@ -937,5 +970,30 @@ impl Stream {
 
     pub fn storage(&self) -> Storage {
         self.state.locked().config.storage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn untold_purges_stay_bounded_and_fold_into_one_of_everything() {
+        let cfg: StreamConfig = serde_json::from_str(r#"{"name":"S"}"#).expect("config");
+        let mut st = StreamState::new(cfg, 0, 0, 0);
+        st.told_purge(Some(Bytes::from_static(b"a")));
+        st.told_purge(Some(Bytes::from_static(b"a")));
+        st.told_purge(None);
+        assert_eq!(st.take_purges(), vec![Some(Bytes::from_static(b"a")), None]);
+        for i in 0..MAX_PURGES + 5 {
+            st.told_purge(Some(Bytes::from(format!("k.{i}"))));
+        }
+        let told = st.take_purges();
+        assert!(
+            told.len() <= MAX_PURGES && told.contains(&None),
+            "{}",
+            told.len()
+        );
+        assert!(st.take_purges().is_empty());
     }
 }

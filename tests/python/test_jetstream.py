@@ -320,6 +320,53 @@ async def test_consumers_move_past_a_purge_and_start_within_the_stream(jsserver)
 
 
 @async_test()
+async def test_a_rollup_moves_the_consumers_as_a_purge_does(jsserver):
+    """A rollup is a purge that keeps the new message (nats-server purges with ``keep: 1``):
+    the consumers that took what it removed stop waiting for their acknowledgements at once,
+    instead of staying stuck at ``max_ack_pending`` until ``ack_wait`` runs out."""
+    async with jsconn(jsserver) as (nc, js):
+        await js.add_stream(name="RU", subjects=["ru.*"], allow_rollup_hdrs=True)
+        for subject in ("ru.a", "ru.b", "ru.a", "ru.b"):
+            await js.publish(subject, subject.encode())
+        held = api.ConsumerConfig(max_ack_pending=1, ack_wait=30)
+        only_a = await js.pull_subscribe("ru.a", durable="only_a", stream="RU", config=held)
+        only_b = await js.pull_subscribe("ru.b", durable="only_b", stream="RU", config=held)
+        [a1] = await only_a.fetch(1, timeout=2)
+        [b1] = await only_b.fetch(1, timeout=2)
+        assert (a1.metadata.sequence.stream, b1.metadata.sequence.stream) == (1, 2)
+
+        # One subject rolled up: only the consumer of that subject is told.
+        ack = await js.publish("ru.a", b"a-all", headers={"Nats-Rollup": "sub"})
+        assert ack.seq == 5
+        a = await js.consumer_info("RU", "only_a")
+        assert (a.num_ack_pending, a.num_pending, a.ack_floor.stream_seq) == (0, 1, 4)
+        [m] = await only_a.fetch(1, timeout=2)
+        assert (m.data, m.metadata.sequence.stream) == (b"a-all", 5)
+        b = await js.consumer_info("RU", "only_b")
+        assert (b.num_ack_pending, b.num_pending, b.ack_floor.stream_seq) == (1, 1, 0)
+
+        # The whole stream rolled up: every consumer is told.
+        await js.add_consumer("RU", durable_name="every", max_ack_pending=1, ack_wait=30)
+        every = await js.pull_subscribe_bind(durable="every", stream="RU")
+        [m] = await every.fetch(1, timeout=2)
+        assert m.metadata.sequence.stream == 2
+        ack = await js.publish("ru.b", b"b-all", headers={"Nats-Rollup": "all"})
+        assert ack.seq == 6
+        assert (await state(js, "RU")).messages == 1
+        e = await js.consumer_info("RU", "every")
+        assert (e.num_ack_pending, e.num_pending, e.ack_floor.stream_seq) == (0, 1, 5)
+        [m] = await every.fetch(1, timeout=2)
+        assert (m.data, m.metadata.sequence.stream) == (b"b-all", 6)
+        if not IS_NATS_SERVER:
+            # nats-server 2.10; 2.9.10 tells no filtered consumer of a rollup of everything,
+            # so "only_b" stays stuck there until ack_wait.
+            b = await js.consumer_info("RU", "only_b")
+            assert (b.num_ack_pending, b.num_pending, b.ack_floor.stream_seq) == (0, 1, 5)
+            [m] = await only_b.fetch(1, timeout=2)
+            assert (m.data, m.metadata.sequence.stream) == (b"b-all", 6)
+
+
+@async_test()
 async def test_get_msg_last_msg_and_delete_msg(jsserver):
     async with jsconn(jsserver) as (nc, js):
         await js.add_stream(name="G", subjects=["g.*"])

@@ -294,6 +294,41 @@ async def test_far_gaps_stay_cheap_and_bounded(server_factory, tmp_path):
 
 
 @async_test(timeout=60)
+async def test_a_mirror_starting_over_moves_its_consumers(server_factory, tmp_path):
+    """Junction's own bound: a whole mirror whose origin skips more than 2^20 sequences starts
+    over at the new one instead of keeping the gap. Its consumers take that as a purge: they
+    stop waiting for acknowledgements of what went, instead of staying stuck at
+    ``max_ack_pending`` until ``ack_wait``."""
+    srv = server_factory(args=js_args(tmp_path))
+    async with Clients(srv) as c:
+        nc = await c.connect()
+        js = nc.jetstream()
+        await js.add_stream(name="MO", subjects=["mo.>"])
+        await js.add_stream(name="MM", mirror=api.StreamSource(name="MO"))
+        for i in range(3):
+            await js.publish("mo.a", f"{i}".encode())
+
+        async def mirrored(first, n):
+            st = (await js.stream_info("MM")).state
+            return (st.first_seq, st.messages) == (first, n) or None
+
+        await wait_until(lambda: mirrored(1, 3), what="mirrored")
+        await js.add_consumer("MM", durable_name="w", max_ack_pending=1, ack_wait=30)
+        sub = await js.pull_subscribe_bind(durable="w", stream="MM")
+        [m] = await sub.fetch(1, timeout=2)
+        assert m.metadata.sequence.stream == 1
+        far = 2**20 + 10
+        resp = await api_request(nc, "$JS.API.STREAM.PURGE.MO", {"seq": far})
+        assert resp["success"] is True
+        assert (await js.publish("mo.a", b"far")).seq == far
+        await wait_until(lambda: mirrored(far, 1), what="the mirror started over")
+        ci = await js.consumer_info("MM", "w")
+        assert (ci.num_ack_pending, ci.num_pending, ci.ack_floor.stream_seq) == (0, 1, far - 1)
+        [m] = await sub.fetch(1, timeout=2)
+        assert (m.data, m.metadata.sequence.stream) == (b"far", far)
+
+
+@async_test(timeout=60)
 async def test_a_filtered_purge_moves_the_consumers_it_covers(server_factory, tmp_path):
     """nats-server 2.10: after a purge with a filter, a consumer that takes nothing but what
     the filter covers moves to the first message left there; one that takes more keeps its

@@ -505,32 +505,8 @@ pub(super) fn stream_purge(task: &mut Task, acc: &str, name: &str, payload: &[u8
             None,
         ),
     );
-    // The consumers that take what was purged move past it, as nats-server 2.10's do: all of
-    // them after a purge without a filter; after a filtered one, those that take nothing but
-    // what the filter covers move to its first message left (or past the end), and those that
-    // take more only drop what went.
     let st = e.stream.state.locked();
-    let first = st.first_seq();
-    for c in e.consumers.values_mut() {
-        let Some(p) = filter else {
-            c.purged(first, None);
-            continue;
-        };
-        let covered = !c.filters().is_empty()
-            && c.filters()
-                .iter()
-                .all(|f| junction_core::subject::covers(p, f));
-        if covered {
-            let left = st.next_matching(first, &[p.to_string()]);
-            c.purged(left.unwrap_or(st.last_seq + 1), None);
-        } else if c.filters().is_empty()
-            || c.filters().iter().any(|f| {
-                junction_core::subject::covers(f, p) || junction_core::subject::covers(p, f)
-            })
-        {
-            c.purged(first, Some(&st));
-        }
-    }
+    crate::consumer::take_purge(e.consumers.values_mut(), &st, filter);
     drop(st);
     Ok(json!({"success": true, "purged": purged}))
 }
