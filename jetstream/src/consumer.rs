@@ -662,14 +662,21 @@ impl Consumer {
                 self.waiting.pop_front();
             }
         }
-        // Requests that asked not to wait end here.
+        // Requests that asked not to wait end here, at the end of what there is to send, as
+        // nats-server ends them: 408 with what they still asked for once they got something;
+        // 404 when they got nothing and set no expiry (nats-server keeps those until the
+        // requester goes away); the others wait for a message or their expiry. At
+        // max_ack_pending none ends: they wait for room, as in nats-server.
         let has_more = self.has_deliverable(&st);
+        let stalled = !self.may_send_more();
         let mut keep = VecDeque::new();
         for r in self.waiting.drain(..) {
-            // At the end of the stream a no-wait request ends with 404, unless it has an
-            // expiry and got nothing yet: then it waits for a message or its expiry (408), as
-            // nats-server does.
-            if r.no_wait && !has_more && (r.expires.is_none() || r.sent > 0) {
+            if !r.no_wait || has_more || stalled {
+                keep.push_back(r);
+            } else if r.sent > 0 {
+                let pending = pending_headers_of(r.batch - r.sent, r.max_bytes);
+                out.push(status(r.reply, 408, "Request Timeout", &pending));
+            } else if r.expires.is_none() {
                 out.push(status(r.reply, 404, "No Messages", &[]));
             } else {
                 keep.push_back(r);
@@ -677,6 +684,27 @@ impl Consumer {
         }
         self.waiting = keep;
         false
+    }
+
+    /// How nats-server answers a pull request that asks not to wait, before it waits: 404 when
+    /// there is nothing to send and it set no expiry; 408 when what there is would not reach
+    /// it past the requests already waiting (`None`: it waits like any other).
+    pub fn refuses_no_wait(&self, req: &PullRequest) -> Option<(u16, &'static str)> {
+        if !req.no_wait {
+            return None;
+        }
+        let left = {
+            let st = self.stream.state.locked();
+            self.num_pending(&st) + self.redeliver.len() as u64
+        };
+        let asked: i64 = self.waiting.iter().map(|r| r.batch - r.sent).sum();
+        if left == 0 && req.expires.is_none() {
+            Some((404, "No Messages"))
+        } else if left > 0 && (left as i64) < asked {
+            Some((408, "Requests Pending"))
+        } else {
+            None
+        }
     }
 
     fn has_deliverable(&self, st: &StreamState) -> bool {

@@ -51,12 +51,26 @@ fn streams_consumers_and_acks() {
         msgs.iter().map(|m| &m.payload[..]).collect::<Vec<_>>(),
         vec![&b"m3"[..], b"m4"]
     );
-    // The request ends with 404 once the stream is exhausted.
+    // The request ends once the stream is exhausted, with 408 and what it still asked for
+    // (nats-server's end of a no-wait request that got something).
     let status = out
         .iter()
         .find(|m| &m.subject[..] == b"_INBOX.pull")
         .expect("a status");
-    assert!(status
+    let headers = String::from_utf8_lossy(status.headers.as_ref().unwrap()).into_owned();
+    assert!(
+        headers.starts_with("NATS/1.0 408 Request Timeout\r\n")
+            && headers.contains("Nats-Pending-Messages: 3\r\n"),
+        "{headers}"
+    );
+    // With nothing left, a no-wait request is refused at once.
+    let out = h.publish(
+        b"$JS.API.CONSUMER.MSG.NEXT.S.C",
+        Some(b"_INBOX.pull"),
+        br#"{"batch":5,"no_wait":true}"#,
+    );
+    assert_eq!(out.len(), 1);
+    assert!(out[0]
         .headers
         .as_ref()
         .unwrap()

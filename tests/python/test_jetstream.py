@@ -1001,6 +1001,60 @@ async def test_fetch_on_empty_times_out_and_pull_status_headers(jsserver):
 
 
 @async_test()
+async def test_no_wait_pull_requests_end_as_nats_server_ends_them(jsserver):
+    """A pull request with ``no_wait`` ends with 408 and what it still asked for once it got
+    something and the stream has nothing more; with nothing to send it is refused at once (404);
+    when what is left would not reach it past the requests already waiting, 408 "Requests
+    Pending"; at ``max_ack_pending`` it waits for room, like any other request."""
+    async with jsconn(jsserver) as (nc, js):
+        await js.add_stream(name="NW", subjects=["nw"])
+        for _ in range(3):
+            await js.publish("nw", b"x")
+        await js.add_consumer("NW", durable_name="c", ack_policy="explicit", max_ack_pending=4)
+        inbox = nc.new_inbox()
+        raw = await nc.subscribe(inbox + ".>")
+        acks = []
+
+        async def pull(label: str, body: dict, wait: float = 0.3) -> list:
+            await nc.publish("$JS.API.CONSUMER.MSG.NEXT.NW.c", json.dumps(body).encode(),
+                             reply=f"{inbox}.{label}")
+            got = []
+            with contextlib.suppress(nats.errors.TimeoutError):
+                while True:
+                    m = await raw.next_msg(timeout=wait)
+                    assert m.subject in ("nw", f"{inbox}.{label}"), m.subject
+                    if m.subject == "nw":
+                        acks.append(m.reply)
+                    got.append(hdrs(m) if m.subject != "nw" else m.data)
+            return got
+
+        # Two of the three, then the end of the stream: 408 with the 3 it did not get.
+        assert await pull("two", {"batch": 2, "no_wait": True}) == [b"x", b"x"]
+        got = await pull("five", {"batch": 5, "no_wait": True})
+        assert got == [b"x", {"Status": "408", "Description": "Request Timeout",
+                              "Nats-Pending-Messages": "4", "Nats-Pending-Bytes": "0"}]
+        # Nothing left and no expiry: refused at once.
+        assert await pull("none", {"batch": 5, "no_wait": True}) == [{"Status": "404", "Description": "No Messages"}]
+        # Two new messages: the request gets one, reaches max_ack_pending (4) and waits.
+        await js.publish("nw", b"y")
+        await js.publish("nw", b"z")
+        assert await pull("held", {"batch": 5, "no_wait": True}) == [b"y"]
+        # One message left, four asked for already: refused.
+        assert await pull("more", {"batch": 1, "no_wait": True}) == [{"Status": "408", "Description": "Requests Pending"}]
+        # Room again: the waiting request gets what is left, then ends.
+        for reply in acks[:2]:
+            await nc.publish(reply, b"+ACK")
+        got = []
+        with contextlib.suppress(nats.errors.TimeoutError):
+            while len(got) < 2:
+                m = await raw.next_msg(timeout=2)
+                got.append((m.subject.rsplit(".", 1)[-1], hdrs(m) if m.subject != "nw" else m.data))
+        assert got == [("nw", b"z"),
+                       ("held", {"Status": "408", "Description": "Request Timeout",
+                                 "Nats-Pending-Messages": "3", "Nats-Pending-Bytes": "0"})]
+
+
+@async_test()
 async def test_ack_policy_all(jsserver):
     async with jsconn(jsserver) as (nc, js):
         await js.add_stream(name="AA", subjects=["aa"])

@@ -404,6 +404,11 @@ pub(super) fn next_request(
         task.send_msg(account, m);
         return;
     }
+    if let Some((code, text)) = c.refuses_no_wait(&req) {
+        let m = status(code, text);
+        task.send_msg(account, m);
+        return;
+    }
     if c.config.max_waiting > 0 && c.waiting.len() as i64 >= c.config.max_waiting {
         let m = status(409, "Exceeded MaxWaiting");
         task.send_msg(account, m);
