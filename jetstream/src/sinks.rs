@@ -91,6 +91,12 @@ pub(crate) struct ServiceSink {
 
 impl Sink for ServiceSink {
     fn deliver(&self, _sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
+        // Direct gets are the streams' own subscriptions' to answer (DirectSink). One for a
+        // stream that does not allow them, or no stream, goes unanswered: the requester times
+        // out, as from nats-server (whose API import takes it, and no stream answers).
+        if matches!(self.kind, Kind::Api) && self.shared.is_direct_get(&msg.subject) {
+            return Delivery::Queued;
+        }
         // What JetStream publishes itself (a push consumer's deliveries, a republished copy,
         // an answer) is never a request to it, whatever subject a client pointed it at, unless
         // it came through a service import (as an external source's requests to another
@@ -223,6 +229,40 @@ impl Sink for CaptureSink {
             // publisher's batch measured slower (async publish 691k against 740k msgs/s), as
             // the client then hears every PubAck of a batch late.
             _ => s.account.publish_one(&ack),
+        }
+        Delivery::Queued
+    }
+
+    fn flush(&self) {}
+}
+
+/// A stream's direct gets (`$JS.API.DIRECT.GET.<stream>` and `...<stream>.<subject>`), answered
+/// on the requester's task as nats-server answers them from the stream's own subscription: a
+/// get is a read of the stream, and going through the JetStream task cost a hop between
+/// threads each way.
+pub(crate) struct DirectSink {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) stream: Arc<Stream>,
+    /// The subject's length up to the stream's name (`$JS.API.DIRECT.GET.` or the domain's).
+    pub(crate) prefix: usize,
+}
+
+impl Sink for DirectSink {
+    fn deliver(&self, _sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
+        let Some(reply) = &msg.reply else {
+            return Delivery::Queued;
+        };
+        // What follows `<prefix><stream>`: nothing, or `.` and the subject asked for.
+        let tail = msg
+            .subject
+            .get(self.prefix + self.stream.name.len()..)
+            .unwrap_or_default();
+        let subject = std::str::from_utf8(tail.strip_prefix(b".").unwrap_or(tail)).unwrap_or("");
+        let payload = batch.kept_payload(&msg.payload);
+        if let Some(answer) =
+            crate::api::direct_reply(&self.stream, subject, reply, &payload, self.shared.origin)
+        {
+            self.stream.account.publish_one(&answer);
         }
         Delivery::Queued
     }

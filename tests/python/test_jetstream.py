@@ -367,6 +367,37 @@ async def test_a_rollup_moves_the_consumers_as_a_purge_does(jsserver):
 
 
 @async_test()
+async def test_direct_gets(jsserver):
+    """``$JS.API.DIRECT.GET``: by sequence, next and last by subject, and the subject-in-token
+    form, answered with the message and headers saying where it came from; 404 for what is not
+    there; no answer at all for a stream that does not allow direct gets, or no stream (as
+    from nats-server: the requester times out)."""
+    async with jsconn(jsserver) as (nc, js):
+        await js.add_stream(name="DG", subjects=["dg.*"], allow_direct=True)
+        await js.add_stream(name="NODG", subjects=["nodg"])
+        await js.publish("dg.a", b"a1", headers={"X-Trace": "t1"})
+        await js.publish("dg.b", b"b1")
+        await js.publish("dg.a", b"a2")
+        await js.publish("nodg", b"n")
+        m = await js.get_msg("DG", seq=1, direct=True)
+        assert (m.subject, m.seq, m.data, m.headers["X-Trace"]) == ("dg.a", 1, b"a1", "t1")
+        assert m.headers["Nats-Stream"] == "DG" and m.time is not None
+        m = await js.get_msg("DG", subject="dg.a", direct=True)
+        assert (m.seq, m.data) == (3, b"a2")
+        m = await js.get_msg("DG", seq=2, subject="dg.a", next=True, direct=True)
+        assert (m.seq, m.data) == (3, b"a2")
+        m = await js.get_msg("DG", subject="dg.*", direct=True)
+        assert m.seq == 3
+        with pytest.raises(nats.js.errors.NotFoundError):
+            await js.get_msg("DG", seq=9, direct=True)
+        with pytest.raises(nats.js.errors.NotFoundError):
+            await js.get_msg("DG", subject="dg.none", direct=True)
+        for stream in ("NODG", "NOSUCH"):
+            with pytest.raises(nats.errors.TimeoutError):
+                await nc.request(f"$JS.API.DIRECT.GET.{stream}", b'{"seq":1}', timeout=0.5)
+
+
+@async_test()
 async def test_get_msg_last_msg_and_delete_msg(jsserver):
     async with jsconn(jsserver) as (nc, js):
         await js.add_stream(name="G", subjects=["g.*"])

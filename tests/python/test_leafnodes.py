@@ -581,6 +581,15 @@ async def test_jetstream_domains_both_ways(nats_servers, server_factory, tmp_pat
         ack = await leaf_nc.jetstream(domain="hub").publish("onhub.x", b"1")
         assert ack.stream == "ONHUB" and ack.domain == "hub"
         await hub_nc.jetstream(domain="edge").publish("onedge.y", b"2")
+        # A direct get of the edge's stream from the hub, through its domain
+        # (`$JS.edge.API.DIRECT.GET.<stream>`).
+        je = hub_nc.jetstream(domain="edge")
+        await je.add_stream(name="EDGED", subjects=["edged.>"], allow_direct=True)
+        await leaf_nc.jetstream().publish("edged.a", b"direct")
+        m = await je.get_msg("EDGED", seq=1, direct=True)
+        assert (m.subject, m.data, m.headers["Nats-Stream"]) == ("edged.a", b"direct", "EDGED")
+        m = await je.get_msg("EDGED", subject="edged.a", direct=True)
+        assert m.seq == 1
         # Consuming across the link, both ways: the messages reach the requester's inbox with
         # their own subjects and acknowledgement replies (nats-server carries the subject in
         # the reply, `$JS.ACK...@subject`), and the acknowledgements come back.

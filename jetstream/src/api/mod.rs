@@ -20,7 +20,7 @@ use crate::errors::ApiError;
 use crate::headers;
 use crate::persist;
 use crate::service::{StreamEntry, Task};
-use crate::stream::{now_ns, StreamState};
+use crate::stream::{now_ns, Stream, StreamState};
 use crate::time::rfc3339;
 
 const PREFIX: &str = "io.nats.jetstream.api.v1.";
@@ -35,6 +35,7 @@ mod streams;
 
 pub(crate) use consumers::pull_request;
 use consumers::*;
+pub(crate) use streams::direct_reply;
 pub(crate) use streams::remove_consumer;
 use streams::*;
 
@@ -122,11 +123,9 @@ pub(crate) fn handle(
             "stream_msg_delete_response",
             msg_delete(task, &acc, name, payload),
         ),
-        ["DIRECT", "GET", ..] | ["CONSUMER", "MSG", "NEXT", ..] if !enabled => return,
-        ["DIRECT", "GET", name, subj @ ..] => {
-            direct_get(task, account, name, &subj.join("."), reply, payload);
-            return;
-        }
+        // Direct gets are the streams' own ([`crate::sinks::DirectSink`]).
+        ["DIRECT", "GET", ..] => return,
+        ["CONSUMER", "MSG", "NEXT", ..] if !enabled => return,
         ["CONSUMER", "CREATE", stream] => (
             "consumer_create_response",
             consumer_create(task, &acc, stream, None, None, payload),

@@ -586,25 +586,20 @@ pub(super) fn msg_delete(task: &mut Task, acc: &str, name: &str, payload: &[u8])
 }
 
 /// `$JS.API.DIRECT.GET.<stream>[.<subject>]`: the message itself, with headers saying where it
-/// came from, or a 404 status.
-pub(super) fn direct_get(
-    task: &mut Task,
-    account: &Arc<Account>,
-    name: &str,
+/// came from, or a 404 status. Served by the stream's own subscription on the requester's task
+/// ([`crate::sinks::DirectSink`]); `None` when the stream does not allow direct gets (nats-server
+/// does not answer then).
+pub(crate) fn direct_reply(
+    stream: &Stream,
     subject: &str,
-    reply: Option<Bytes>,
+    reply: &Bytes,
     payload: &[u8],
-) {
-    let Some(reply) = reply else { return };
-    let acc = account.name().to_string();
+    origin: junction_core::ConnId,
+) -> Option<Message> {
     let req = if subject.is_empty() {
         match parse::<MsgGetRequest>(payload) {
             Ok(r) => r,
-            Err(e) => {
-                let msg = status_msg(&reply, 408, &e.description);
-                task.send_msg(account, msg);
-                return;
-            }
+            Err(e) => return Some(status_msg(reply, 408, &e.description)),
         }
     } else {
         MsgGetRequest {
@@ -613,38 +608,33 @@ pub(super) fn direct_get(
             next_by_subj: None,
         }
     };
-    let found = match entry(task, &acc, name) {
-        Ok(e) => {
-            let st = e.stream.state.locked();
-            if st.config.allow_direct {
-                find(&st, &req)
-            } else {
-                None
-            }
+    let found = {
+        let st = stream.state.locked();
+        if !st.config.allow_direct {
+            return None;
         }
-        Err(_) => None,
+        find(&st, &req)
     };
-    let msg = match found {
-        None => status_msg(&reply, 404, "Message Not Found"),
+    Some(match found {
+        None => status_msg(reply, 404, "Message Not Found"),
         Some(m) => {
             let seq = m.seq.to_string();
             let ts = rfc3339(m.ts);
             let subj = String::from_utf8_lossy(&m.subject).to_string();
             let h = headers::with(
                 &[
-                    ("Nats-Stream", name),
+                    ("Nats-Stream", &stream.name),
                     ("Nats-Subject", &subj),
                     ("Nats-Sequence", &seq),
                     ("Nats-Time-Stamp", &ts),
                 ],
                 m.headers.as_deref(),
             );
-            let mut msg = Message::new(reply.clone(), None, m.payload.clone(), task.shared.origin);
+            let mut msg = Message::new(reply.clone(), None, m.payload.clone(), origin);
             msg.headers = Some(h);
             msg
         }
-    };
-    task.send_msg(account, msg);
+    })
 }
 
 pub(super) fn status_msg(reply: &Bytes, code: u16, text: &str) -> Message {
