@@ -20,6 +20,8 @@ pub const DEFAULT_MAX_ACK_PENDING: i64 = 1000;
 pub const DEFAULT_INACTIVE_THRESHOLD: i64 = 5 * SECOND;
 /// Longest stream and consumer name.
 pub const MAX_NAME_LEN: usize = 255;
+/// The longest description of a stream or consumer.
+pub const MAX_DESCRIPTION_LEN: usize = 4 * 1024;
 
 fn minus_one() -> i64 {
     -1
@@ -207,15 +209,17 @@ impl StreamSource {
                 return Err(ApiError::new(
                     400,
                     codes[1],
-                    format!("{what} transform source: invalid subject {}", t.src),
+                    format!("{what} subject filter is invalid"),
                 ));
             }
             if let Err(e) = junction_core::transform::Transform::new(&t.src, &t.dest) {
-                return Err(ApiError::new(
-                    400,
-                    codes[2],
-                    format!("{what} transform: {e}"),
-                ));
+                // nats-server 2.10's words for a source's; a mirror's (10154) is 2.11's.
+                let why = if mirror {
+                    format!("mirror transform: {e}")
+                } else {
+                    "source transform destination is invalid".to_string()
+                };
+                return Err(ApiError::new(400, codes[2], why));
             }
         }
         let src = |t: &SubjectTransform| {
@@ -279,7 +283,7 @@ pub struct StreamConfig {
     pub storage: Storage,
     #[serde(default = "one")]
     pub num_replicas: i64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub duplicate_window: i64,
     #[serde(default)]
     pub sealed: bool,
@@ -342,9 +346,9 @@ pub struct ConsumerConfig {
     pub opt_start_time: Option<String>,
     #[serde(default)]
     pub ack_policy: AckPolicy,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub ack_wait: i64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub max_deliver: i64,
     #[serde(
         default,
@@ -366,9 +370,9 @@ pub struct ConsumerConfig {
     pub rate_limit_bps: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_freq: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub max_waiting: i64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub max_ack_pending: i64,
     #[serde(default, skip_serializing_if = "is_false")]
     pub flow_control: bool,
@@ -436,27 +440,44 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 impl StreamConfig {
-    /// Fills in what the server decides when the client left it out, and checks the rest.
+    /// Fills in what the server decides when the client left it out, and checks the rest, in
+    /// nats-server 2.10's order (`checkStreamCfg`: the first check that fails decides the
+    /// error a client sees).
     pub fn normalize(&mut self) -> Result<(), ApiError> {
-        if self.name.is_empty() {
-            return Err(ApiError::stream_name_required());
+        use junction_core::subject;
+        fn invalid(why: impl std::fmt::Display) -> ApiError {
+            ApiError::invalid_config(why)
+        }
+        if self.name.len() > MAX_NAME_LEN {
+            return Err(invalid(format!(
+                "stream name is too long, maximum allowed is {MAX_NAME_LEN}"
+            )));
         }
         if !valid_name(&self.name) {
             return Err(ApiError::invalid_stream_name());
         }
+        if self.description.as_ref().map_or(0, String::len) > MAX_DESCRIPTION_LEN {
+            return Err(invalid(format!(
+                "stream description is too long, maximum allowed is {MAX_DESCRIPTION_LEN}"
+            )));
+        }
         if self.num_replicas == 0 {
             self.num_replicas = 1;
         }
-        if self.num_replicas > 1 {
-            return Err(ApiError::replicas_not_supported());
+        if self.num_replicas > 5 {
+            return Err(invalid("maximum replicas is 5"));
         }
-        if self.num_replicas < 0 || self.num_replicas > 5 {
-            return Err(ApiError::invalid_config("replicas > 5 not supported"));
+        if self.num_replicas < 0 {
+            return Err(ApiError::new(
+                400,
+                10133,
+                "replicas count cannot be negative",
+            ));
         }
         for n in [
             &mut self.max_msgs,
-            &mut self.max_bytes,
             &mut self.max_msgs_per_subject,
+            &mut self.max_bytes,
             &mut self.max_msg_size,
             &mut self.max_consumers,
         ] {
@@ -464,61 +485,74 @@ impl StreamConfig {
                 *n = -1;
             }
         }
-        if self.max_age < 0 {
-            return Err(ApiError::invalid_config("max age needs to be >= 0"));
+        // A mirror keeps no duplicate window of its own.
+        if self.duplicate_window == 0 && self.mirror.is_none() {
+            self.duplicate_window = if self.max_age != 0 && self.max_age < DEFAULT_DUPLICATE_WINDOW
+            {
+                self.max_age
+            } else {
+                DEFAULT_DUPLICATE_WINDOW
+            };
+        }
+        if self.max_age > 0 && self.max_age < SECOND / 10 {
+            return Err(invalid("max age needs to be >= 100ms"));
         }
         if self.duplicate_window < 0 {
-            return Err(ApiError::invalid_config(
-                "duplicates window can not be negative",
-            ));
+            return Err(invalid("duplicates window can not be negative"));
         }
-        if self.duplicate_window == 0 {
-            self.duplicate_window = DEFAULT_DUPLICATE_WINDOW;
-            if self.max_age != 0 && self.max_age < DEFAULT_DUPLICATE_WINDOW {
-                self.duplicate_window = self.max_age;
+        if self.max_age != 0 && self.duplicate_window > self.max_age {
+            return Err(invalid("duplicates window can not be larger then max age"));
+        }
+        if self.duplicate_window > 0 && self.duplicate_window < SECOND / 10 {
+            return Err(invalid("duplicates window needs to be >= 100ms"));
+        }
+        if self.deny_purge && self.allow_rollup_hdrs {
+            return Err(invalid("roll-ups require the purge permission"));
+        }
+        if self.discard_new_per_subject {
+            if self.discard != Discard::New {
+                return Err(invalid(
+                    "discard new per subject requires discard new policy to be set",
+                ));
             }
-        } else if self.max_age != 0 && self.duplicate_window > self.max_age {
-            return Err(ApiError::invalid_config(
-                "duplicates window can not be larger then max age",
-            ));
-        }
-        if self.subjects.is_empty() && self.mirror.is_none() && self.sources.is_empty() {
-            self.subjects.push(self.name.clone());
+            if self.max_msgs_per_subject <= 0 {
+                return Err(invalid(
+                    "discard new per subject requires max msgs per subject > 0",
+                ));
+            }
         }
         if self.first_seq > i64::MAX as u64 {
-            return Err(ApiError::invalid_config(
+            return Err(invalid(
                 "stream first sequence must be at most 9223372036854775807",
             ));
         }
-        if self.mirror.is_some() && self.first_seq > 0 {
-            return Err(ApiError::new(
-                400,
-                10143,
-                "stream mirrors can not have first sequence configured",
-            ));
-        }
-        if self.mirror.is_some() && !self.subjects.is_empty() {
-            return Err(ApiError::invalid_config(
-                "stream mirrors can not contain subjects",
-            ));
-        }
-        for (i, s) in self.subjects.iter().enumerate() {
-            if !junction_core::subject::is_valid_subject(s.as_bytes()) {
-                return Err(ApiError::invalid_config("invalid subject"));
-            }
-            if self.subjects[..i]
-                .iter()
-                .any(|o| junction_core::subject::overlaps(o, s))
-            {
-                return Err(ApiError::invalid_config("duplicate subjects detected"));
-            }
-        }
         if let Some(m) = &self.mirror {
+            if self.first_seq > 0 {
+                return Err(ApiError::new(
+                    400,
+                    10143,
+                    "stream mirrors can not have first sequence configured",
+                ));
+            }
+            if !self.subjects.is_empty() {
+                return Err(ApiError::new(
+                    400,
+                    10034,
+                    "stream mirrors can not contain subjects",
+                ));
+            }
+            if !self.sources.is_empty() {
+                return Err(ApiError::new(
+                    400,
+                    10031,
+                    "stream mirrors can not also contain other sources",
+                ));
+            }
+            m.check_transforms(true)?;
             if !valid_name(&m.name) {
                 return Err(ApiError::new(400, 10142, "mirrored stream name is invalid"));
             }
             m.check_external()?;
-            m.check_transforms(true)?;
         }
         let mut inames = std::collections::HashSet::new();
         for s in &self.sources {
@@ -532,11 +566,53 @@ impl StreamConfig {
                     "duplicate source configuration detected",
                 ));
             }
-            s.check_external()?;
             s.check_transforms(false)?;
+            s.check_external()?;
+        }
+        if self.subjects.is_empty() {
+            if self.mirror.is_none() && self.sources.is_empty() {
+                self.subjects.push(self.name.clone());
+            }
+        } else {
+            for (i, s) in self.subjects.iter().enumerate() {
+                if !subject::is_valid_subject(s.as_bytes()) {
+                    return Err(invalid("invalid subject"));
+                }
+                if self.subjects[..i].contains(s) {
+                    return Err(invalid("duplicate subjects detected"));
+                }
+                if !self.no_ack {
+                    if s == ">" {
+                        return Err(invalid("capturing all subjects requires no-ack to be true"));
+                    }
+                    let api = ["$JS.>", "$JSC.>", "$NRG.>"]
+                        .iter()
+                        .any(|ns| subject::overlaps(s, ns))
+                        && !subject::covers("$JS.EVENT.>", s);
+                    if api {
+                        return Err(invalid(
+                            "subjects that overlap with jetstream api require no-ack to be true",
+                        ));
+                    }
+                    if subject::overlaps(s, "$SYS.>") && !subject::covers("$SYS.ACCOUNT.>", s) {
+                        return Err(invalid(
+                            "subjects that overlap with system api require no-ack to be true",
+                        ));
+                    }
+                }
+            }
+            for s in &self.subjects {
+                if let Some(t) = self
+                    .subjects
+                    .iter()
+                    .find(|t| *t != s && subject::overlaps(s, t))
+                {
+                    return Err(invalid(format!("subject {s:?} overlaps with {t:?}")));
+                }
+            }
         }
         if let Some(t) = &self.subject_transform {
-            if !t.src.is_empty() && !junction_core::subject::is_valid_subject(t.src.as_bytes()) {
+            if !t.src.is_empty() && !subject::is_valid_subject(t.src.as_bytes()) {
                 return Err(ApiError::new(
                     400,
                     10155,
@@ -551,68 +627,62 @@ impl StreamConfig {
             if r.src.is_empty() {
                 r.src = ">".into();
             }
-            if junction_core::transform::Transform::new(&r.src, &r.dest).is_err() {
-                return Err(ApiError::invalid_config(format!(
+            if self.subjects.iter().any(|s| subject::overlaps(&r.dest, s)) {
+                return Err(invalid(
+                    "stream configuration for republish destination forms a cycle",
+                ));
+            }
+            if junction_core::transform::Transform::new(&r.src, &r.dest).is_err()
+                || !subject::is_valid_subject(r.dest.as_bytes())
+            {
+                return Err(invalid(format!(
                     "stream configuration for republish with transform from '{}' to '{}' not valid",
                     r.src, r.dest
                 )));
             }
-            if !junction_core::subject::is_valid_subject(r.dest.as_bytes()) {
-                return Err(ApiError::invalid_config(
-                    "stream republish destination subject is invalid",
-                ));
-            }
-            if self
-                .subjects
-                .iter()
-                .any(|s| junction_core::subject::overlaps(s, &r.dest))
-            {
-                return Err(ApiError::invalid_config(
-                    "stream republish destination forms a cycle",
-                ));
-            }
-        }
-        if self.discard_new_per_subject
-            && (self.discard != Discard::New || self.max_msgs_per_subject <= 0)
-        {
-            return Err(ApiError::invalid_config(
-                "discard new per subject requires discard new policy to be set",
-            ));
         }
         Ok(())
     }
 
-    /// Why `next` may not replace `self` (nats-server's update rules), if it may not.
-    pub fn check_update(&self, next: &StreamConfig) -> Result<(), ApiError> {
-        if self.storage != next.storage {
-            return Err(ApiError::invalid_config(
-                "stream configuration update can not change storage type",
-            ));
+    /// Why `next` may not replace `self` (nats-server 2.10's update rules), if it may not;
+    /// what sealing a stream implies is set in `next`.
+    pub fn check_update(&self, next: &mut StreamConfig) -> Result<(), ApiError> {
+        let no = |why: &str| Err(ApiError::invalid_config(why));
+        if self.max_consumers != next.max_consumers {
+            return no("stream configuration update can not change MaxConsumers");
         }
-        if self.retention != next.retention {
-            return Err(ApiError::invalid_config(
-                "stream configuration update can not change retention policy",
-            ));
+        if self.storage != next.storage {
+            return no("stream configuration update can not change storage type");
+        }
+        if self.retention != next.retention
+            && (self.retention == Retention::WorkQueue || next.retention == Retention::WorkQueue)
+        {
+            return no(
+                "stream configuration update can not change retention policy to/from workqueue",
+            );
         }
         if self.sealed && !next.sealed {
-            return Err(ApiError::invalid_config(
-                "stream configuration update can not unseal a sealed stream",
-            ));
+            return no("stream configuration update can not unseal a sealed stream");
         }
         if self.deny_delete && !next.deny_delete {
-            return Err(ApiError::invalid_config(
-                "stream configuration update can not cancel deny message deletes",
-            ));
+            return no("stream configuration update can not cancel deny message deletes");
         }
         if self.deny_purge && !next.deny_purge {
-            return Err(ApiError::invalid_config(
-                "stream configuration update can not cancel deny purge",
-            ));
+            return no("stream configuration update can not cancel deny purge");
         }
         if self.mirror != next.mirror {
-            return Err(ApiError::invalid_config(
+            return Err(ApiError::new(
+                400,
+                10055,
                 "stream mirror configuration can not be updated",
             ));
+        }
+        if next.sealed {
+            next.max_age = 0;
+            next.discard = Discard::New;
+            next.deny_delete = true;
+            next.deny_purge = true;
+            next.allow_rollup_hdrs = false;
         }
         Ok(())
     }
@@ -637,8 +707,6 @@ impl ConsumerConfig {
             .is_some_and(|s| !s.is_empty())
     }
 
-    /// Fills in the server's defaults and checks the configuration on its own (the stream-level
-    /// checks are the caller's).
     /// The percentage of acknowledgements `sample_freq` samples (`"100%"` or `"30"`; none: 0),
     /// or why it cannot be read (in nats-server's words).
     pub fn sample_percent(&self) -> Result<u32, String> {
@@ -648,182 +716,24 @@ impl ConsumerConfig {
         let n = f.strip_suffix('%').unwrap_or(f);
         match n.parse::<i64>() {
             Ok(v) if v >= 0 => Ok(v.min(100) as u32),
-            Ok(_) => Err("a sampling frequency cannot be negative".to_string()),
+            // nats-server formats the error it does not have.
+            Ok(_) => Err("<nil>".to_string()),
             Err(_) => Err(format!("strconv.Atoi: parsing {n:?}: invalid syntax")),
         }
     }
 
-    pub fn normalize(&mut self) -> Result<(), ApiError> {
-        if let Some(d) = &self.durable_name {
-            if d.is_empty() {
-                self.durable_name = None;
-            } else if d.contains(['.', '*', '>']) {
-                return Err(ApiError::bad_durable_name());
+    /// Empty names, subjects and filters are the same as none.
+    pub fn tidy(&mut self) {
+        for o in [
+            &mut self.durable_name,
+            &mut self.name,
+            &mut self.deliver_subject,
+            &mut self.deliver_group,
+            &mut self.filter_subject,
+        ] {
+            if o.as_deref() == Some("") {
+                *o = None;
             }
         }
-        if let Some(n) = &self.name {
-            if n.is_empty() {
-                self.name = None;
-            } else if !valid_name(n) {
-                return Err(ApiError::invalid_consumer_name());
-            }
-        }
-        if let (Some(d), Some(n)) = (&self.durable_name, &self.name) {
-            if d != n {
-                return Err(ApiError::new(
-                    400,
-                    10132,
-                    "Consumer Durable and Name have to be equal if both are provided",
-                ));
-            }
-        }
-        if self.ack_wait == 0 {
-            self.ack_wait = DEFAULT_ACK_WAIT;
-        }
-        if self.ack_wait < 0 {
-            return Err(ApiError::invalid_config(
-                "consumer ack wait needs to be positive",
-            ));
-        }
-        if self.max_deliver == 0 {
-            self.max_deliver = -1;
-        }
-        if self.max_deliver > 0
-            && !self.backoff.is_empty()
-            && self.backoff.len() as i64 > self.max_deliver
-        {
-            return Err(ApiError::new(
-                400,
-                10116,
-                "max deliver is required to be > length of backoff values",
-            ));
-        }
-        if let Some(&first) = self.backoff.first() {
-            self.ack_wait = first;
-        }
-        if let Err(e) = self.sample_percent() {
-            return Err(ApiError::new(
-                400,
-                10095,
-                format!("failed to parse consumer sampling configuration: {e}"),
-            ));
-        }
-        if self.ack_policy == AckPolicy::None {
-            self.max_ack_pending = -1;
-        } else if self.max_ack_pending == 0 {
-            self.max_ack_pending = DEFAULT_MAX_ACK_PENDING;
-        }
-        if self.is_push() {
-            if self.max_waiting != 0 {
-                return Err(ApiError::new(
-                    400,
-                    10089,
-                    "consumer in push mode can not set max waiting",
-                ));
-            }
-            if self.max_batch != 0 {
-                return Err(ApiError::new(
-                    400,
-                    10090,
-                    "consumer in push mode can not set max batch",
-                ));
-            }
-            let ds = self.deliver_subject.as_deref().unwrap_or_default();
-            if !junction_core::subject::is_valid_literal_subject(ds.as_bytes()) {
-                return Err(ApiError::new(
-                    400,
-                    10112,
-                    "invalid push consumer deliver subject",
-                ));
-            }
-        } else {
-            if self.max_waiting == 0 {
-                self.max_waiting = DEFAULT_MAX_WAITING;
-            }
-            if self.flow_control {
-                return Err(ApiError::new(
-                    400,
-                    10089,
-                    "consumer flow control requires a push based consumer",
-                ));
-            }
-            if self.idle_heartbeat != 0 {
-                return Err(ApiError::new(
-                    400,
-                    10088,
-                    "consumer idle heartbeat requires a push based consumer",
-                ));
-            }
-            if self.rate_limit_bps > 0 {
-                return Err(ApiError::new(
-                    400,
-                    10086,
-                    "consumer in pull mode can not have rate limit set",
-                ));
-            }
-        }
-        if self.flow_control && self.idle_heartbeat == 0 {
-            return Err(ApiError::new(
-                400,
-                10108,
-                "consumer with flow control also needs heartbeats",
-            ));
-        }
-        if self.ack_policy == AckPolicy::None && self.max_ack_pending > 0 {
-            self.max_ack_pending = -1;
-        }
-        for f in self.filters() {
-            if !junction_core::subject::is_valid_subject(f.as_bytes()) {
-                return Err(ApiError::new(
-                    400,
-                    10093,
-                    "consumer filter subject is not a valid subset of the interest subjects",
-                ));
-            }
-        }
-        match self.deliver_policy {
-            DeliverPolicy::ByStartSequence => {
-                if self.opt_start_seq.unwrap_or(0) == 0 {
-                    return Err(ApiError::new(
-                        400,
-                        10094,
-                        "consumer delivery policy is deliver by start sequence, but optional start sequence is not set",
-                    ));
-                }
-            }
-            DeliverPolicy::ByStartTime => {
-                if self.opt_start_time.is_none() {
-                    return Err(ApiError::new(
-                        400,
-                        10094,
-                        "consumer delivery policy is deliver by start time, but optional start time is not set",
-                    ));
-                }
-            }
-            _ => {
-                if self.opt_start_seq.is_some_and(|s| s > 0) || self.opt_start_time.is_some() {
-                    let policy = serde_json::to_value(self.deliver_policy)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default();
-                    let what = if self.opt_start_seq.is_some_and(|s| s > 0) {
-                        "start sequence"
-                    } else {
-                        "start time"
-                    };
-                    return Err(ApiError::new(
-                        400,
-                        10094,
-                        format!(
-                            "consumer delivery policy is {policy}, but optional {what} is also set"
-                        ),
-                    ));
-                }
-            }
-        }
-        if self.num_replicas > 1 {
-            return Err(ApiError::replicas_not_supported());
-        }
-        Ok(())
     }
 }

@@ -17,6 +17,7 @@ use crate::persist::ConsumerRecord;
 use crate::stream::{matches_any, StoredMsg, Stream, StreamState};
 
 mod ack;
+mod checks;
 pub use ack::{AckKind, AckSubject};
 
 /// One message (or status) for the task to route: to `to`, shown with `subject`.
@@ -924,6 +925,18 @@ impl Consumer {
     }
 
     /// Applies an update of the configuration (the fields nats-server lets change).
+    /// The configuration as nats-server reports it: an ephemeral without an inactive threshold
+    /// shows the one it gets (Junction keeps it unset, so that such ephemerals are not
+    /// stored).
+    pub fn shown_config(&self) -> std::borrow::Cow<'_, ConsumerConfig> {
+        if self.is_durable() || self.config.inactive_threshold > 0 {
+            return std::borrow::Cow::Borrowed(&self.config);
+        }
+        let mut c = self.config.clone();
+        c.inactive_threshold = crate::config::DEFAULT_INACTIVE_THRESHOLD;
+        std::borrow::Cow::Owned(c)
+    }
+
     pub fn update(&mut self, config: ConsumerConfig) {
         self.sample_pct = config.sample_percent().unwrap_or(0);
         self.config = config;

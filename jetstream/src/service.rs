@@ -105,9 +105,6 @@ pub struct Counters {
     pub reserved_storage: AtomicU64,
 }
 
-/// Where direct gets go (before the stream's name).
-const DIRECT_GET: &str = "$JS.API.DIRECT.GET.";
-
 /// What the sinks and the task share.
 pub struct Shared {
     pub(crate) acks: Arc<AckBatch>,
@@ -130,26 +127,6 @@ pub struct Shared {
 impl Shared {
     pub(crate) fn new_uid(&self) -> u64 {
         self.next_uid.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// The prefixes of direct gets: `$JS.API.DIRECT.GET.`, and the domain's when there is one.
-    pub(crate) fn direct_prefixes(&self) -> Vec<String> {
-        let mut p = vec![DIRECT_GET.to_string()];
-        if let Some(d) = &self.opts.domain {
-            p.push(format!("$JS.{d}.API.DIRECT.GET."));
-        }
-        p
-    }
-
-    /// Whether `subject` is a direct get (of any stream).
-    pub(crate) fn is_direct_get(&self, subject: &[u8]) -> bool {
-        subject.starts_with(DIRECT_GET.as_bytes())
-            || self.opts.domain.as_ref().is_some_and(|d| {
-                subject
-                    .strip_prefix(b"$JS.")
-                    .and_then(|r| r.strip_prefix(d.as_bytes()))
-                    .is_some_and(|r| r.starts_with(b".API.DIRECT.GET."))
-            })
     }
 }
 
@@ -500,7 +477,7 @@ impl Task {
                 .account
                 .subscribe_service(self.shared.origin, subjects, &sink),
         );
-        for prefix in self.shared.direct_prefixes() {
+        for prefix in crate::sinks::direct_prefixes(&self.shared) {
             let sink: Arc<dyn Sink> = Arc::new(crate::sinks::DirectSink {
                 shared: self.shared.clone(),
                 stream: stream.clone(),

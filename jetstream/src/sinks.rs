@@ -94,7 +94,7 @@ impl Sink for ServiceSink {
         // Direct gets are the streams' own subscriptions' to answer (DirectSink). One for a
         // stream that does not allow them, or no stream, goes unanswered: the requester times
         // out, as from nats-server (whose API import takes it, and no stream answers).
-        if matches!(self.kind, Kind::Api) && self.shared.is_direct_get(&msg.subject) {
+        if matches!(self.kind, Kind::Api) && is_direct_get(&self.shared, &msg.subject) {
             return Delivery::Queued;
         }
         // What JetStream publishes itself (a push consumer's deliveries, a republished copy,
@@ -234,6 +234,29 @@ impl Sink for CaptureSink {
     }
 
     fn flush(&self) {}
+}
+
+/// Where direct gets go (before the stream's name).
+const DIRECT_GET: &str = "$JS.API.DIRECT.GET.";
+
+/// The prefixes of direct gets: `$JS.API.DIRECT.GET.`, and the domain's when there is one.
+pub(crate) fn direct_prefixes(shared: &Shared) -> Vec<String> {
+    let mut p = vec![DIRECT_GET.to_string()];
+    if let Some(d) = &shared.opts.domain {
+        p.push(format!("$JS.{d}.API.DIRECT.GET."));
+    }
+    p
+}
+
+/// Whether `subject` is a direct get (of any stream).
+fn is_direct_get(shared: &Shared, subject: &[u8]) -> bool {
+    subject.starts_with(DIRECT_GET.as_bytes())
+        || shared.opts.domain.as_ref().is_some_and(|d| {
+            subject
+                .strip_prefix(b"$JS.")
+                .and_then(|r| r.strip_prefix(d.as_bytes()))
+                .is_some_and(|r| r.starts_with(b".API.DIRECT.GET."))
+        })
 }
 
 /// A stream's direct gets (`$JS.API.DIRECT.GET.<stream>` and `...<stream>.<subject>`), answered

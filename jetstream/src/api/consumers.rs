@@ -8,207 +8,208 @@ use crate::sinks::ConsumerSubs;
 struct CreateConsumerRequest {
     #[serde(default)]
     stream_name: String,
-    config: Option<ConsumerConfig>,
+    /// Left out: all defaults (a legacy ephemeral), as nats-server reads it.
+    #[serde(default = "no_config")]
+    config: ConsumerConfig,
     #[serde(default)]
-    action: String,
+    action: CreateAction,
 }
 
+fn no_config() -> ConsumerConfig {
+    serde_json::from_str("{}").expect("an empty consumer config")
+}
+
+/// What a create request asks for; anything else is invalid JSON, as nats-server reads it.
+#[derive(Deserialize, Default, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum CreateAction {
+    #[default]
+    #[serde(rename = "")]
+    CreateOrUpdate,
+    Create,
+    Update,
+}
+
+/// Which create subject a request came on, as nats-server tells them apart.
+pub(super) enum Create<'a> {
+    /// `CONSUMER.CREATE.<stream>`: an ephemeral whose name the server draws.
+    Ephemeral,
+    /// `CONSUMER.DURABLE.CREATE.<stream>.<name>`.
+    Durable(&'a str),
+    /// `CONSUMER.CREATE.<stream>.<name>[.<filter>]`.
+    Named(&'a str, String),
+}
+
+/// Creates or updates a consumer, with nats-server 2.10's checks in its order: the request
+/// against its subject, the stream, the configuration's defaults and rules, then an existing
+/// consumer's update rules or the stream's rules for a new one.
 pub(super) fn consumer_create(
     task: &mut Task,
     acc: &str,
     stream: &str,
-    subject_name: Option<&str>,
-    subject_filter: Option<String>,
+    kind: Create<'_>,
     payload: &[u8],
 ) -> ApiResult {
     let req: CreateConsumerRequest = parse(payload)?;
-    let mut cfg = req.config.ok_or_else(ApiError::consumer_config_required)?;
-    if !req.stream_name.is_empty() && req.stream_name != stream {
+    let mut cfg = req.config;
+    cfg.tidy();
+    if req.stream_name != stream {
         return Err(ApiError::stream_mismatch());
     }
-    if cfg.filter_subject.is_some() && !cfg.filter_subjects.is_empty() {
-        return Err(ApiError::new(
+    let mismatch = || {
+        ApiError::new(
             400,
-            10136,
-            "consumer cannot have both FilterSubject and FilterSubjects specified",
-        ));
-    }
-    if let Some(f) = subject_filter.as_deref().filter(|f| !f.is_empty()) {
-        if cfg.filter_subject.as_deref() != Some(f) {
-            return Err(ApiError::consumer_create_name_mismatch());
+            10017,
+            "consumer name in subject does not match durable name in request",
+        )
+    };
+    match &kind {
+        Create::Durable(n) | Create::Named(n, _) if n.contains(['/', '\\']) => {
+            return Err(ApiError::invalid_consumer_name());
         }
-    }
-    if let Some(n) = subject_name {
-        match (&cfg.durable_name, &cfg.name) {
-            (Some(d), _) if d != n => {
+        Create::Durable(n) => match cfg.durable_name.as_deref() {
+            None => {
                 return Err(ApiError::new(
                     400,
-                    10017,
-                    "consumer name in subject does not match durable name in request",
+                    10018,
+                    "consumer expected to be durable but a durable name was not set",
                 ))
             }
-            (_, Some(x)) if x != n => {
-                return Err(ApiError::new(
-                    400,
-                    10017,
-                    "consumer name in subject does not match durable name in request",
-                ))
+            Some(d) if d != *n => return Err(mismatch()),
+            Some(_) => {}
+        },
+        Create::Named(n, _) => {
+            if cfg.durable_name.as_deref().is_some_and(|d| d != *n) {
+                return Err(mismatch());
             }
-            (None, None) => cfg.name = Some(n.to_string()),
-            _ => {}
+            cfg.name = Some(n.to_string());
         }
-    }
-    // The stream's `consumer_limits` are a consumer's defaults and its most; the account's
-    // `max_ack_pending` is its default when below the usual one, and its most.
-    let limits = task
-        .accounts
-        .get(acc)
-        .and_then(|a| a.streams.get(stream))
-        .map(|e| e.stream.state.locked().config.consumer_limits)
-        .unwrap_or_default();
-    if cfg.max_ack_pending == 0 {
-        cfg.max_ack_pending = limits.max_ack_pending;
-    }
-    if cfg.inactive_threshold == 0 {
-        cfg.inactive_threshold = limits.inactive_threshold;
-    }
-    let (most, acc_max_consumers) = task.accounts.get(acc).map_or((-1, -1), |a| {
-        (a.limits.max_ack_pending, a.limits.max_consumers)
-    });
-    if cfg.max_ack_pending == 0 && most > 0 {
-        cfg.max_ack_pending = most.min(crate::config::DEFAULT_MAX_ACK_PENDING);
-    }
-    cfg.normalize()?;
-    for most in [most, limits.max_ack_pending] {
-        if most > 0 && cfg.max_ack_pending > most {
+        Create::Ephemeral if cfg.durable_name.is_some() => {
             return Err(ApiError::new(
                 400,
-                10121,
-                format!("consumer max ack pending exceeds system limit of {most}"),
+                10020,
+                "consumer expected to be ephemeral but a durable name was set in request",
             ));
         }
+        Create::Ephemeral => {}
     }
-    let most = limits.inactive_threshold;
-    if most > 0 && cfg.inactive_threshold > most {
-        let most = junction_core::time::go_duration(std::time::Duration::from_nanos(most as u64));
-        return Err(ApiError::new(
-            400,
-            10153,
-            format!("consumer inactive threshold exceeds system limit of {most}"),
-        ));
-    }
-    let e = entry(task, acc, stream)?;
-    let name = cfg
-        .durable_name
-        .clone()
-        .or_else(|| cfg.name.clone())
-        .unwrap_or_else(|| crate::random_token()[..8].to_string());
-    let stream_arc = e.stream.clone();
-    {
-        let st = stream_arc.state.locked();
-        let filters = cfg.filters();
-        if !filters.is_empty()
-            && !filters.iter().all(|f| {
-                st.config
-                    .subjects
-                    .iter()
-                    .any(|s| junction_core::subject::overlaps(s, f))
-            })
-            && st.config.mirror.is_none()
-            && st.config.sources.is_empty()
-        {
-            return Err(ApiError::filter_not_subset());
-        }
-        if let Some(ds) = &cfg.deliver_subject {
-            if st
-                .config
-                .subjects
-                .iter()
-                .any(|s| junction_core::subject::overlaps(s, ds))
-            {
+    if let Create::Named(_, filter) = &kind {
+        if !filter.is_empty() {
+            if !cfg.filter_subjects.is_empty() {
                 return Err(ApiError::new(
                     400,
-                    10081,
-                    "consumer deliver subject forms a cycle",
+                    10137,
+                    "consumer with multiple subject filters cannot use subject based API",
                 ));
             }
-        }
-        if st.config.retention == Retention::WorkQueue {
-            if cfg.ack_policy != crate::config::AckPolicy::Explicit {
-                return Err(ApiError::wq_requires_explicit_ack());
-            }
-            if cfg.deliver_policy != DeliverPolicy::All {
-                return Err(ApiError::wq_not_deliver_all());
-            }
-            let others = e.consumers.iter().filter(|(n, _)| **n != name);
-            for (_, other) in others {
-                let of = other.filters();
-                if filters.is_empty() {
-                    return Err(ApiError::new(
-                        400,
-                        10099,
-                        "multiple non-filtered consumers not allowed on workqueue stream",
-                    ));
-                }
-                if of.is_empty()
-                    || of.iter().any(|a| {
-                        filters
-                            .iter()
-                            .any(|b| junction_core::subject::overlaps(a, b))
-                    })
-                {
-                    return Err(ApiError::wq_not_unique());
-                }
+            if cfg.filter_subject.as_deref() != Some(filter.as_str()) {
+                return Err(ApiError::consumer_create_name_mismatch());
             }
         }
-        // The stream's limit, or the account's when that is smaller: both count the stream's
-        // consumers (as nats-server counts them).
-        let mut max = st.config.max_consumers;
-        if max <= 0 || (acc_max_consumers > 0 && acc_max_consumers < max) {
-            max = acc_max_consumers;
-        }
-        if max > 0 && e.consumers.len() as i64 >= max && !e.consumers.contains_key(&name) {
-            return Err(ApiError::max_consumers());
+    }
+    if cfg.num_replicas > 1 {
+        return Err(ApiError::replicas_not_supported());
+    }
+    let (acc_most, acc_max_consumers) = {
+        let a = task
+            .accounts
+            .get(acc)
+            .ok_or_else(ApiError::not_enabled_for_account)?;
+        (a.limits.max_ack_pending, a.limits.max_consumers)
+    };
+    let e = entry(task, acc, stream)?;
+    let scfg = e.stream.state.locked().config.clone();
+    check_tier(task, acc)?;
+    cfg.set_defaults(&scfg.consumer_limits, acc_most);
+    cfg.check(&scfg, acc_most)?;
+    let filters = cfg.filters();
+    let e = entry(task, acc, stream)?;
+    let wq = scfg.retention == Retention::WorkQueue;
+    // Another consumer of a work-queue stream that takes what this one would.
+    let shared_partition = |e: &StreamEntry, name: &str| {
+        e.consumers.iter().any(|(n, other)| {
+            let of = other.filters();
+            n != name
+                && (of.is_empty()
+                    || filters
+                        .iter()
+                        .any(|f| of.iter().any(|o| junction_core::subject::overlaps(f, o))))
+        }) && !filters.is_empty()
+    };
+    let name = cfg.durable_name.clone().or_else(|| cfg.name.clone());
+    if let Some(name) = &name {
+        if let Some(existing) = e.consumers.get(name) {
+            if req.action == CreateAction::Create && *existing.shown_config() != cfg {
+                return Err(ApiError::consumer_exists());
+            }
+            if wq && shared_partition(e, name) {
+                return Err(ApiError::wq_not_unique());
+            }
+            let bound = existing
+                .config
+                .deliver_subject
+                .as_ref()
+                .is_some_and(|ds| existing.stream.account.has_interest(ds.as_bytes()));
+            existing.config.check_update(&cfg, bound)?;
+            let existing = e.consumers.get_mut(name).expect("it exists");
+            existing.update(cfg);
+            let info = consumer_info(stream, existing);
+            task.refresh_interest(acc, stream);
+            task.touched.insert((acc.to_string(), stream.to_string()));
+            return Ok(info);
         }
     }
-    if let Some(existing) = e.consumers.get_mut(&name) {
-        if existing.config == cfg {
-            // The same configuration again: nothing changes.
-            return Ok(consumer_info(stream, existing));
-        }
-        if req.action == "create" {
-            return Err(ApiError::consumer_exists());
-        }
-        let old = &existing.config;
-        if old.deliver_policy != cfg.deliver_policy
-            || old.opt_start_seq != cfg.opt_start_seq
-            || old.opt_start_time != cfg.opt_start_time
-        {
-            return Err(ApiError::new(
-                500,
-                10012,
-                "deliver policy can not be updated",
-            ));
-        }
-        if old.ack_policy != cfg.ack_policy {
-            return Err(ApiError::new(500, 10012, "ack policy can not be updated"));
-        }
-        if old.is_push() != cfg.is_push() {
-            return Err(ApiError::new(
-                500,
-                10012,
-                "can not update push consumer to pull based",
-            ));
-        }
-        existing.update(cfg);
-        let info = consumer_info(stream, existing);
-        task.refresh_interest(acc, stream);
-        task.touched.insert((acc.to_string(), stream.to_string()));
-        return Ok(info);
+    if req.action == CreateAction::Update {
+        return Err(ApiError::new(400, 10149, "consumer does not exist"));
     }
-    if req.action == "update" {
-        return Err(ApiError::consumer_not_found());
+    // The stream's limit, or the account's when that is smaller: both count the stream's
+    // consumers (as nats-server counts them).
+    let mut max = scfg.max_consumers;
+    if max <= 0 || (acc_max_consumers > 0 && acc_max_consumers < max) {
+        max = acc_max_consumers;
     }
+    if max > 0 && e.consumers.len() as i64 >= max {
+        return Err(ApiError::max_consumers());
+    }
+    if wq {
+        if cfg.ack_policy != crate::config::AckPolicy::Explicit {
+            return Err(ApiError::wq_requires_explicit_ack());
+        }
+        if !e.consumers.is_empty() {
+            if filters.is_empty() {
+                return Err(ApiError::new(
+                    400,
+                    10099,
+                    "multiple non-filtered consumers not allowed on workqueue stream",
+                ));
+            }
+            if shared_partition(e, name.as_deref().unwrap_or_default()) {
+                return Err(ApiError::wq_not_unique());
+            }
+        }
+        if cfg.deliver_policy != DeliverPolicy::All {
+            return Err(ApiError::wq_not_deliver_all());
+        }
+    }
+    let name = match (&cfg.durable_name, name) {
+        (Some(d), _) => {
+            ConsumerConfig::check_name(d, true)?;
+            d.clone()
+        }
+        (None, Some(n)) => {
+            ConsumerConfig::check_name(&n, false)?;
+            n
+        }
+        (None, None) => loop {
+            // A legacy ephemeral: the server draws its name, and its config says it.
+            let n = crate::random_token()[..8].to_string();
+            if !e.consumers.contains_key(&n) {
+                cfg.name = Some(n.clone());
+                break n;
+            }
+        },
+    };
+    let stream_arc = e.stream.clone();
     let mut c = {
         let st = stream_arc.state.locked();
         Consumer::new(name.clone(), stream_arc.clone(), cfg, now_ns(), &st)
@@ -243,7 +244,7 @@ pub(super) fn consumer_info(stream: &str, c: &Consumer) -> Value {
         "stream_name": stream,
         "name": c.name,
         "created": rfc3339(c.created),
-        "config": c.config,
+        "config": c.shown_config(),
         "delivered": seq_info(d.0, d.1, Some(c.last_active)),
         "ack_floor": seq_info(f.0, f.1, None),
         "num_ack_pending": c.num_ack_pending(),

@@ -128,7 +128,7 @@ pub(crate) fn handle(
         ["CONSUMER", "MSG", "NEXT", ..] if !enabled => return,
         ["CONSUMER", "CREATE", stream] => (
             "consumer_create_response",
-            consumer_create(task, &acc, stream, None, None, payload),
+            consumer_create(task, &acc, stream, Create::Ephemeral, payload),
         ),
         ["CONSUMER", "CREATE", stream, name, filter @ ..] => (
             "consumer_create_response",
@@ -136,14 +136,21 @@ pub(crate) fn handle(
                 task,
                 &acc,
                 stream,
-                Some(name),
-                Some(filter.join(".")),
+                Create::Named(name, filter.join(".")),
                 payload,
             ),
         ),
         ["CONSUMER", "DURABLE", "CREATE", stream, name] => (
             "consumer_create_response",
-            consumer_create(task, &acc, stream, Some(name), None, payload),
+            consumer_create(task, &acc, stream, Create::Durable(name), payload),
+        ),
+        ["CONSUMER", "DURABLE", "CREATE", ..] => (
+            "consumer_create_response",
+            Err(ApiError::new(
+                400,
+                10016,
+                "consumer expected to be durable but no durable name set in subject",
+            )),
         ),
         ["CONSUMER", "INFO", stream, name] => (
             "consumer_info_response",

@@ -6,15 +6,22 @@ use super::*;
 /// The most deleted sequences a stream info request lists (`deleted_details`).
 const DELETED_DETAILS: usize = 100_000;
 
+/// A stream's configuration from a create or update request: the name must be the subject's.
 pub(super) fn stream_config(name: &str, payload: &[u8]) -> Result<StreamConfig, ApiError> {
-    let mut cfg: StreamConfig = parse(payload)?;
-    if cfg.name.is_empty() {
-        cfg.name = name.to_string();
-    }
+    let cfg: StreamConfig = parse(payload)?;
     if cfg.name != name {
         return Err(ApiError::stream_mismatch());
     }
+    Ok(cfg)
+}
+
+/// The checks of a configuration on its own (nats-server's `checkStreamCfg`), then the one
+/// a single server adds: no replicas.
+fn checked(mut cfg: StreamConfig) -> Result<StreamConfig, ApiError> {
     cfg.normalize()?;
+    if cfg.num_replicas > 1 {
+        return Err(ApiError::replicas_not_supported());
+    }
     Ok(cfg)
 }
 
@@ -75,7 +82,7 @@ pub(super) fn check_stream_bytes(
 
 /// Refuses a stream in an account whose tiered limits have none for a single server's
 /// streams (`R1`).
-fn check_tier(task: &Task, acc: &str) -> Result<(), ApiError> {
+pub(super) fn check_tier(task: &Task, acc: &str) -> Result<(), ApiError> {
     match task.accounts.get(acc) {
         Some(a) if a.limits.tier == crate::Tier::Missing => Err(ApiError::new(
             400,
@@ -137,38 +144,75 @@ pub(super) fn check_resources(
     Ok(())
 }
 
+/// Creates a stream, with nats-server 2.10's checks in its order: the request, the account's
+/// limits, the configuration, then an existing stream of that name and the other streams'
+/// subjects.
 pub(super) fn stream_create(task: &mut Task, acc: &str, name: &str, payload: &[u8]) -> ApiResult {
     let cfg = stream_config(name, payload)?;
-    check_stream_bytes(task, acc, &cfg)?;
+    if name.contains(['/', '\\']) {
+        return Err(ApiError::new(
+            400,
+            10128,
+            "Stream name can not contain path separators",
+        ));
+    }
+    if cfg.sealed {
+        return Err(ApiError::invalid_config(
+            "stream configuration for create can not be sealed",
+        ));
+    }
+    if cfg.mirror_direct && cfg.mirror.is_none() {
+        return Err(ApiError::invalid_config(
+            "stream has no mirror but does have mirror direct",
+        ));
+    }
+    check_tier(task, acc)?;
     let a = task
         .accounts
         .get(acc)
         .ok_or_else(ApiError::not_enabled_for_account)?;
-    if let Some(e) = a.streams.get(name) {
-        let st = e.stream.state.locked();
-        if st.config == cfg {
-            drop(st);
-            return Ok(stream_info(e, None, false));
-        }
-        return Err(ApiError::stream_name_exists());
-    }
-    check_tier(task, acc)?;
-    check_overlap(task, acc, &cfg)?;
-    check_resources(task, acc, &cfg, None)?;
     // 0 (as a JWT without the claim says) and -1 are no limit, as in nats-server.
-    if a.limits.max_streams > 0 && a.streams.len() as i64 >= a.limits.max_streams {
+    let others = a.streams.len() - usize::from(a.streams.contains_key(name));
+    if a.limits.max_streams > 0 && others as i64 >= a.limits.max_streams {
         return Err(ApiError::max_streams());
     }
     let acc_max = a.limits.max_consumers;
     if cfg.max_consumers > 0 && acc_max > 0 && cfg.max_consumers > acc_max {
         return Err(ApiError::max_consumers());
     }
-    for src in cfg.mirror.iter().chain(cfg.sources.iter()) {
-        if !a.streams.contains_key(&src.name) && crate::external::api_of(src).is_none() {
-            return Err(ApiError::invalid_config(format!(
-                "stream source {} does not exist",
-                src.name
-            )));
+    // nats-server reserves the bytes before it checks the configuration, for the storage the
+    // request names: one that names none has not got one yet, and passes (the checks after
+    // it then speak first).
+    let named_storage = serde_json::from_slice::<Value>(payload)
+        .ok()
+        .is_some_and(|v| v.get("storage").is_some());
+    if named_storage && !a.streams.contains_key(name) {
+        check_resources(task, acc, &cfg, None)?;
+    }
+    let mut cfg = checked(cfg)?;
+    check_stream_bytes(task, acc, &cfg)?;
+    if !task.accounts[acc].streams.contains_key(name) {
+        check_resources(task, acc, &cfg, None)?;
+    }
+    let a = &task.accounts[acc];
+    if let Some(e) = a.streams.get(name) {
+        let st = e.stream.state.locked();
+        if st.config == cfg {
+            drop(st);
+            // An idempotent create says it created, as nats-server's single server does.
+            let mut info = stream_info(e, None, false);
+            info["did_create"] = json!(true);
+            return Ok(info);
+        }
+        return Err(ApiError::stream_name_exists());
+    }
+    check_overlap(task, acc, &cfg)?;
+    // A mirror serves direct gets when its origin here does.
+    if let Some(m) = &cfg.mirror {
+        if crate::external::api_of(m).is_none() {
+            if let Some(o) = a.streams.get(&m.name) {
+                cfg.mirror_direct = o.stream.state.locked().config.allow_direct;
+            }
         }
     }
     let account = a.account.clone();
@@ -202,19 +246,27 @@ pub(super) fn stream_create(task: &mut Task, acc: &str, name: &str, payload: &[u
     Ok(info)
 }
 
+/// Updates a stream, with nats-server 2.10's checks in its order: the configuration, the
+/// name, the stream, what an update may change, the limits, the consumers, the subjects.
 pub(super) fn stream_update(task: &mut Task, acc: &str, name: &str, payload: &[u8]) -> ApiResult {
-    let cfg = stream_config(name, payload)?;
-    check_stream_bytes(task, acc, &cfg)?;
-    check_overlap(task, acc, &cfg)?;
-    check_resources(task, acc, &cfg, Some(name))?;
+    let cfg: StreamConfig = parse(payload)?;
+    let mut cfg = checked(cfg)?;
+    if cfg.name != name {
+        return Err(ApiError::stream_mismatch());
+    }
     let e = entry(task, acc, name)?;
     let stream = e.stream.clone();
     let subjects_changed = {
         let st = stream.state.locked();
-        st.config.check_update(&cfg)?;
+        st.config.check_update(&mut cfg)?;
         st.config.subjects != cfg.subjects
     };
+    check_tier(task, acc)?;
+    check_stream_bytes(task, acc, &cfg)?;
+    check_resources(task, acc, &cfg, Some(name))?;
+    let e = entry(task, acc, name)?;
     check_consumer_limits(e, &cfg)?;
+    check_overlap(task, acc, &cfg)?;
     {
         let mut st = stream.state.locked();
         st.config = cfg.clone();
