@@ -67,8 +67,14 @@ pub enum Event {
 }
 
 /// A pull request waiting for messages.
+/// How long a pull request is served without interest in its reply (see
+/// [`Consumer::drop_unheard`]; nats-server waits as long across gateways and leaf nodes).
+const INTEREST_GRACE: Duration = Duration::from_millis(250);
+
 pub struct PullRequest {
     pub reply: Bytes,
+    /// When it arrived.
+    pub received: Instant,
     pub batch: i64,
     pub max_bytes: i64,
     pub expires: Option<Instant>,
@@ -620,12 +626,13 @@ impl Consumer {
     /// Serves the waiting pull requests, at most [`PUMP_LIMIT`] messages; returns whether it
     /// stopped at the limit.
     pub fn pump_pull(&mut self, out: &mut Vec<Out>) -> bool {
+        let now = Instant::now();
+        self.drop_unheard(now);
         if self.waiting.is_empty() {
             return false;
         }
         let stream = self.stream.clone();
         let st = stream.state.locked();
-        let now = Instant::now();
         let mut sent = 0usize;
         while let Some(req) = self.waiting.front() {
             if sent >= PUMP_LIMIT {
@@ -706,6 +713,18 @@ impl Consumer {
         } else {
             None
         }
+    }
+
+    /// Drops the waiting requests nobody would hear any more (their requester went away), as
+    /// nats-server does before it sends to one: what it would have got goes to the next. A
+    /// request younger than [`INTEREST_GRACE`] is kept all the same: interest across a leaf
+    /// node link may still be on its way. Called without the stream's lock (the account's
+    /// subscriptions are read here).
+    fn drop_unheard(&mut self, now: Instant) {
+        let account = &self.stream.account;
+        self.waiting.retain(|r| {
+            now.duration_since(r.received) < INTEREST_GRACE || account.has_interest(&r.reply)
+        });
     }
 
     fn has_deliverable(&self, st: &StreamState) -> bool {
@@ -875,6 +894,7 @@ impl Consumer {
             }
             self.next_deadline = next;
         }
+        self.drop_unheard(now);
         let mut keep = VecDeque::new();
         for mut r in self.waiting.drain(..) {
             if r.expires.is_some_and(|e| e <= now) {

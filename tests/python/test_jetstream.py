@@ -398,6 +398,30 @@ async def test_direct_gets(jsserver):
 
 
 @async_test()
+async def test_stream_info_pages_its_subjects(jsserver):
+    """``subjects_filter`` lists the matching subjects and their counts, with nats-server's
+    paging fields (``total``, ``offset``, ``limit``: at most 100,000 subjects a page, sorted
+    when paged); none match, no list."""
+    async with jsconn(jsserver) as (nc, js):
+        await js.add_stream(name="SUBJ", subjects=["subj.>"])
+        for subject in ("subj.e", "subj.c", "subj.a", "subj.d", "subj.b", "subj.a"):
+            await js.publish(subject, b"x")
+
+        async def info(**req):
+            return json.loads((await nc.request("$JS.API.STREAM.INFO.SUBJ", json.dumps(req).encode(), timeout=2)).data)
+        v = await info(subjects_filter=">")
+        assert v["state"]["subjects"] == {"subj.a": 2, "subj.b": 1, "subj.c": 1, "subj.d": 1, "subj.e": 1}
+        assert (v["total"], v["offset"], v["limit"]) == (5, 0, 100000)
+        v = await info(subjects_filter="subj.*", offset=3)
+        assert v["state"]["subjects"] == {"subj.d": 1, "subj.e": 1}
+        assert (v["total"], v["offset"], v["limit"]) == (5, 3, 100000)
+        v = await info(subjects_filter="other.>")
+        assert "subjects" not in v["state"] and (v["total"], v["offset"], v["limit"]) == (0, 0, 0)
+        v = await info()
+        assert "subjects" not in v["state"] and (v["total"], v["offset"], v["limit"]) == (0, 0, 0)
+
+
+@async_test()
 async def test_get_msg_last_msg_and_delete_msg(jsserver):
     async with jsconn(jsserver) as (nc, js):
         await js.add_stream(name="G", subjects=["g.*"])
@@ -1087,6 +1111,30 @@ async def test_no_wait_pull_requests_end_as_nats_server_ends_them(jsserver):
         assert got == [("nw", b"z"),
                        ("held", {"Status": "408", "Description": "Request Timeout",
                                  "Nats-Pending-Messages": "3", "Nats-Pending-Bytes": "0"})]
+
+
+@async_test()
+async def test_a_pull_request_whose_requester_left_gets_nothing(jsserver):
+    """A waiting pull request whose requester went away (no interest in its reply any more)
+    is dropped before a message would go to it, as nats-server drops it: the message goes to
+    the next requester at once instead of waiting out its ack_wait."""
+    async with Clients(jsserver) as c:
+        gone = await c.connect()
+        nc = await c.connect()
+        js = nc.jetstream(timeout=5)
+        await js.add_stream(name="GONE", subjects=["gone"])
+        await js.add_consumer("GONE", durable_name="w", ack_policy="explicit", ack_wait=30)
+        inbox = gone.new_inbox()
+        await gone.subscribe(inbox)
+        await gone.publish("$JS.API.CONSUMER.MSG.NEXT.GONE.w", b'{"batch":1,"expires":20000000000}', reply=inbox)
+        await gone.flush()
+        await wait_until(lambda: ci_matches(js, "GONE", "w", num_waiting=1), timeout=3, what="the request waits")
+        await gone.close()
+        await asyncio.sleep(0.5)
+        await js.publish("gone", b"for the living")
+        sub = await js.pull_subscribe_bind(durable="w", stream="GONE")
+        [m] = await sub.fetch(1, timeout=2)
+        assert (m.data, m.metadata.num_delivered) == (b"for the living", 1)
 
 
 @async_test()

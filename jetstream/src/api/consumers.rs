@@ -352,6 +352,7 @@ pub(crate) fn pull_request(
         heartbeat: (req.idle_heartbeat > 0)
             .then(|| Duration::from_nanos(req.idle_heartbeat as u64)),
         last_sent: now,
+        received: now,
         sent: 0,
     })
 }

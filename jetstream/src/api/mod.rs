@@ -383,7 +383,7 @@ pub(crate) fn jsz(task: &Task, detail: bool) -> Value {
                     "name": e.stream.name,
                     "created": rfc3339(st.created),
                     "config": st.config,
-                    "state": stream_state(e, &st, None, false),
+                    "state": stream_state(e, &st, false),
                     "consumer_detail": consumer_details,
                 }));
             }

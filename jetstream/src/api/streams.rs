@@ -200,7 +200,7 @@ pub(super) fn stream_create(task: &mut Task, acc: &str, name: &str, payload: &[u
         if st.config == cfg {
             drop(st);
             // An idempotent create says it created, as nats-server's single server does.
-            let mut info = stream_info(e, None, false);
+            let mut info = stream_info(e, false);
             info["did_create"] = json!(true);
             return Ok(info);
         }
@@ -229,7 +229,7 @@ pub(super) fn stream_create(task: &mut Task, acc: &str, name: &str, payload: &[u
         stream,
         consumers: BTreeMap::new(),
     };
-    let mut info = stream_info(&e, None, false);
+    let mut info = stream_info(&e, false);
     info["did_create"] = json!(true);
     task.accounts
         .get_mut(acc)
@@ -280,7 +280,7 @@ pub(super) fn stream_update(task: &mut Task, acc: &str, name: &str, payload: &[u
     }
     task.stream_advisory(&stream.account, name, Action::Modify);
     let e = entry(task, acc, name)?;
-    let mut info = stream_info(e, None, false);
+    let mut info = stream_info(e, false);
     let e = task.accounts[acc].streams.get(name).expect("found above");
     task.source_info(acc, e, &mut info);
     Ok(info)
@@ -420,23 +420,53 @@ struct InfoRequest {
     subjects_filter: Option<String>,
     #[serde(default)]
     deleted_details: bool,
+    #[serde(default)]
+    offset: usize,
 }
+
+/// The most subjects one stream info lists (`subjects_filter`), as nats-server pages them.
+const SUBJECT_DETAILS: usize = 100_000;
 
 pub(super) fn stream_info_req(task: &mut Task, acc: &str, name: &str, payload: &[u8]) -> ApiResult {
     let req: InfoRequest = parse_opt(payload)?;
     let e = entry(task, acc, name)?;
-    let mut info = stream_info(e, req.subjects_filter.as_deref(), req.deleted_details);
+    let mut info = stream_info(e, req.deleted_details);
+    // The subjects and their counts, a page of at most SUBJECT_DETAILS (sorted when there is
+    // more than one page), with the paging fields every info answer has (0 without subjects).
+    let (mut total, mut offset, mut limit) = (0, 0, 0);
+    if let Some(f) = req.subjects_filter.as_deref().filter(|f| !f.is_empty()) {
+        let st = e.stream.state.locked();
+        let mut subjects: Vec<(&Bytes, usize)> = st
+            .subjects
+            .iter()
+            .filter(|(s, _)| junction_core::subject::matches(f.as_bytes(), s))
+            .map(|(s, q)| (s, q.len()))
+            .collect();
+        if !subjects.is_empty() {
+            (total, offset, limit) = (subjects.len(), req.offset, SUBJECT_DETAILS);
+            if offset > 0 || total > SUBJECT_DETAILS {
+                subjects.sort_unstable();
+                let from = offset.min(total);
+                subjects = subjects[from..(from + SUBJECT_DETAILS).min(total)].to_vec();
+            }
+            let page: serde_json::Map<String, Value> = subjects
+                .into_iter()
+                .map(|(s, n)| (String::from_utf8_lossy(s).into_owned(), json!(n)))
+                .collect();
+            if !page.is_empty() {
+                info["state"]["subjects"] = Value::Object(page);
+            }
+        }
+    }
+    info["total"] = json!(total);
+    info["offset"] = json!(offset);
+    info["limit"] = json!(limit);
     let e = task.accounts[acc].streams.get(name).expect("found above");
     task.source_info(acc, e, &mut info);
     Ok(info)
 }
 
-pub(super) fn stream_state(
-    e: &StreamEntry,
-    st: &StreamState,
-    filter: Option<&str>,
-    deleted: bool,
-) -> Value {
+pub(super) fn stream_state(e: &StreamEntry, st: &StreamState, deleted: bool) -> Value {
     let mut state = json!({
         "messages": st.msgs,
         "bytes": st.bytes,
@@ -456,24 +486,15 @@ pub(super) fn stream_state(
             state["deleted"] = json!(st.holes().iter().take(DELETED_DETAILS).collect::<Vec<_>>());
         }
     }
-    if let Some(f) = filter.filter(|f| !f.is_empty()) {
-        let subjects: serde_json::Map<String, Value> = st
-            .subjects
-            .iter()
-            .filter(|(s, _)| junction_core::subject::matches(f.as_bytes(), s))
-            .map(|(s, q)| (String::from_utf8_lossy(s).to_string(), json!(q.len())))
-            .collect();
-        state["subjects"] = Value::Object(subjects);
-    }
     state
 }
 
-pub(super) fn stream_info(e: &StreamEntry, filter: Option<&str>, deleted: bool) -> Value {
+pub(super) fn stream_info(e: &StreamEntry, deleted: bool) -> Value {
     let st = e.stream.state.locked();
     json!({
         "config": st.config,
         "created": rfc3339(st.created),
-        "state": stream_state(e, &st, filter, deleted),
+        "state": stream_state(e, &st, deleted),
         "ts": rfc3339(now_ns()),
     })
 }
@@ -507,7 +528,7 @@ pub(super) fn stream_list(task: &mut Task, acc: &str, payload: &[u8], names: boo
             if names {
                 json!(e.stream.name)
             } else {
-                let mut info = stream_info(e, None, false);
+                let mut info = stream_info(e, false);
                 task.source_info(acc, e, &mut info);
                 info
             }
