@@ -395,6 +395,18 @@ async def test_direct_gets(jsserver):
         for stream in ("NODG", "NOSUCH"):
             with pytest.raises(nats.errors.TimeoutError):
                 await nc.request(f"$JS.API.DIRECT.GET.{stream}", b'{"seq":1}', timeout=0.5)
+        # Requests it cannot serve, answered with nats-server's statuses.
+        for subject, body, status in (("DG", b"", "Empty Request"), ("DG", b"{}", "Empty Request"),
+                                      ("DG", b"not json", "Malformed Request"),
+                                      ("DG", b'{"seq":1,"last_by_subj":"dg.a"}', "Bad Request"),
+                                      ("DG", b'{"last_by_subj":"dg.a","next_by_subj":"dg.a"}', "Bad Request"),
+                                      ("DG.dg.a", b'{"seq":1}', "Bad Request")):
+            r = await nc.request(f"$JS.API.DIRECT.GET.{subject}", body, timeout=2)
+            assert (r.data, hdrs(r)) == (b"", {"Status": "408", "Description": status}), (subject, body)
+        # The API's message get refuses the same as a bad request.
+        for body in (b"", b"{}", b'{"seq":1,"last_by_subj":"dg.a"}'):
+            r = json.loads((await nc.request("$JS.API.STREAM.MSG.GET.DG", body, timeout=2)).data)
+            assert r["error"] == {"code": 400, "err_code": 10003, "description": "bad request"}, (body, r)
 
 
 @async_test()

@@ -594,6 +594,23 @@ struct MsgGetRequest {
     next_by_subj: Option<String>,
 }
 
+impl MsgGetRequest {
+    /// What nats-server refuses in a get request: nothing asked (`Some(true)`, "empty"), or a
+    /// sequence with a last subject, or a last and a next subject (`Some(false)`, "bad").
+    fn refused(&self) -> Option<bool> {
+        let seq = self.seq.unwrap_or(0) > 0;
+        let last = self.last_by_subj.as_deref().is_some_and(|s| !s.is_empty());
+        let next = self.next_by_subj.as_deref().is_some_and(|s| !s.is_empty());
+        if !seq && !last && !next {
+            Some(true)
+        } else if last && (seq || next) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+}
+
 /// The message a get request names.
 fn find(st: &StreamState, req: &MsgGetRequest) -> Option<Arc<crate::stream::StoredMsg>> {
     if let Some(subj) = req.last_by_subj.as_deref().filter(|s| !s.is_empty()) {
@@ -607,7 +624,13 @@ fn find(st: &StreamState, req: &MsgGetRequest) -> Option<Arc<crate::stream::Stor
 }
 
 pub(super) fn msg_get(task: &mut Task, acc: &str, name: &str, payload: &[u8]) -> ApiResult {
+    if payload.trim_ascii().is_empty() {
+        return Err(ApiError::bad_request());
+    }
     let req: MsgGetRequest = parse(payload)?;
+    if req.refused().is_some() {
+        return Err(ApiError::bad_request());
+    }
     let e = entry(task, acc, name)?;
     let st = e.stream.state.locked();
     let m = find(&st, &req).ok_or_else(ApiError::no_message_found)?;
@@ -669,11 +692,25 @@ pub(crate) fn direct_reply(
     payload: &[u8],
     origin: junction_core::ConnId,
 ) -> Option<Message> {
+    if !stream.state.locked().config.allow_direct {
+        return None;
+    }
+    // nats-server's answers to requests it cannot serve.
     let req = if subject.is_empty() {
-        match parse::<MsgGetRequest>(payload) {
-            Ok(r) => r,
-            Err(e) => return Some(status_msg(reply, 408, &e.description)),
+        if payload.is_empty() {
+            return Some(status_msg(reply, 408, "Empty Request"));
         }
+        let Ok(r) = serde_json::from_slice::<MsgGetRequest>(payload) else {
+            return Some(status_msg(reply, 408, "Malformed Request"));
+        };
+        match r.refused() {
+            Some(true) => return Some(status_msg(reply, 408, "Empty Request")),
+            Some(false) => return Some(status_msg(reply, 408, "Bad Request")),
+            None => r,
+        }
+    } else if !payload.is_empty() {
+        // The subject-in-token form takes no payload.
+        return Some(status_msg(reply, 408, "Bad Request"));
     } else {
         MsgGetRequest {
             seq: None,
