@@ -644,6 +644,15 @@ impl StreamConfig {
         Ok(())
     }
 
+    /// A configuration stored by an earlier Junction, which gave a mirror the default duplicate
+    /// window: nats-server gives it none, and a create of the same configuration must find it
+    /// the same.
+    pub fn upgrade_defaults(&mut self) {
+        if self.mirror.is_some() && self.duplicate_window == DEFAULT_DUPLICATE_WINDOW {
+            self.duplicate_window = 0;
+        }
+    }
+
     /// Why `next` may not replace `self` (nats-server 2.10's update rules), if it may not;
     /// what sealing a stream implies is set in `next`.
     pub fn check_update(&self, next: &mut StreamConfig) -> Result<(), ApiError> {

@@ -66,11 +66,16 @@ pub enum Event {
     },
 }
 
-/// A pull request waiting for messages.
 /// How long a pull request is served without interest in its reply (see
-/// [`Consumer::drop_unheard`]; nats-server waits as long across gateways and leaf nodes).
+/// [`Consumer::drop_unheard`]; nats-server waits as long across gateways and leaf nodes, and
+/// not at all on a server without either: Junction always waits).
 const INTEREST_GRACE: Duration = Duration::from_millis(250);
 
+/// How often all waiting requests are checked for interest (the front one is checked before
+/// each delivery round).
+const INTEREST_SWEEP: Duration = Duration::from_secs(1);
+
+/// A pull request waiting for messages.
 pub struct PullRequest {
     pub reply: Bytes,
     /// When it arrived.
@@ -124,6 +129,8 @@ pub struct Consumer {
     fc_waiting: Option<String>,
     fc_bytes: u64,
     pub push_bound: bool,
+    /// When all waiting requests were last checked for interest.
+    swept_at: Instant,
     /// A message taken to send but held back by the pacing (`replay_policy: original`,
     /// `rate_limit_bps`), and when it may go.
     held: Option<(Arc<StoredMsg>, u64)>,
@@ -155,6 +162,16 @@ const RATE_BURST_DEFAULT: f64 = 1024.0 * 1024.0;
 
 fn nanos(d: i64) -> Duration {
     Duration::from_nanos(d.max(0) as u64)
+}
+
+/// Whether `filters` cover every subject of the stream (none: everything).
+fn filters_all(filters: &[String], st: &StreamState) -> bool {
+    filters.is_empty()
+        || st
+            .config
+            .subjects
+            .iter()
+            .all(|s| filters.iter().any(|f| junction_core::subject::covers(f, s)))
 }
 
 /// Tells a stream's consumers of a purge (`filter`: of that subject alone), as nats-server
@@ -200,12 +217,7 @@ impl Consumer {
         st: &StreamState,
     ) -> Self {
         let filters = config.filters();
-        let filters_all = filters.is_empty()
-            || st
-                .config
-                .subjects
-                .iter()
-                .all(|s| filters.iter().any(|f| junction_core::subject::covers(f, s)));
+        let filters_all = filters_all(&filters, st);
         let mut lps = VecDeque::new();
         let next = match config.deliver_policy {
             DeliverPolicy::All => st.first_seq(),
@@ -268,6 +280,7 @@ impl Consumer {
             fc_waiting: None,
             fc_bytes: 0,
             push_bound: false,
+            swept_at: Instant::now(),
             held: None,
             wake_at: None,
             replayed: None,
@@ -345,7 +358,8 @@ impl Consumer {
 
     /// A consumer read back from its record.
     pub fn restore(name: String, stream: Arc<Stream>, rec: ConsumerRecord) -> Option<Self> {
-        let config = rec.config?;
+        let mut config = rec.config?;
+        config.upgrade_defaults();
         let st = stream.state.locked();
         let mut c = Consumer::new(name, stream.clone(), config, rec.created, &st);
         c.next = rec.next.max(1);
@@ -627,7 +641,7 @@ impl Consumer {
     /// stopped at the limit.
     pub fn pump_pull(&mut self, out: &mut Vec<Out>) -> bool {
         let now = Instant::now();
-        self.drop_unheard(now);
+        self.drop_unheard(now, false);
         if self.waiting.is_empty() {
             return false;
         }
@@ -672,9 +686,10 @@ impl Consumer {
         }
         // Requests that asked not to wait end here, at the end of what there is to send, as
         // nats-server ends them: 408 with what they still asked for once they got something;
-        // 404 when they got nothing and set no expiry (nats-server keeps those until the
-        // requester goes away); the others wait for a message or their expiry. At
-        // max_ack_pending none ends: they wait for room, as in nats-server.
+        // the others wait for a message or their expiry. At max_ack_pending none ends: they
+        // wait for room, as in nats-server. One that got nothing and set no expiry ends with
+        // 404 here, where nats-server would keep it until its requester goes away (it can
+        // only happen when what there was to send went elsewhere meanwhile).
         let has_more = self.has_deliverable(&st);
         let stalled = !self.may_send_more();
         let mut keep = VecDeque::new();
@@ -705,7 +720,10 @@ impl Consumer {
             let st = self.stream.state.locked();
             self.num_pending(&st) + self.redeliver.len() as u64
         };
-        let asked: i64 = self.waiting.iter().map(|r| r.batch - r.sent).sum();
+        let asked = self
+            .waiting
+            .iter()
+            .fold(0i64, |n, r| n.saturating_add(r.batch - r.sent));
         if left == 0 && req.expires.is_none() {
             Some((404, "No Messages"))
         } else if left > 0 && (left as i64) < asked {
@@ -720,11 +738,19 @@ impl Consumer {
     /// request younger than [`INTEREST_GRACE`] is kept all the same: interest across a leaf
     /// node link may still be on its way. Called without the stream's lock (the account's
     /// subscriptions are read here).
-    fn drop_unheard(&mut self, now: Instant) {
+    fn drop_unheard(&mut self, now: Instant, all: bool) {
         let account = &self.stream.account;
-        self.waiting.retain(|r| {
+        let heard = |r: &PullRequest| {
             now.duration_since(r.received) < INTEREST_GRACE || account.has_interest(&r.reply)
-        });
+        };
+        if all {
+            self.waiting.retain(heard);
+            self.swept_at = now;
+        } else {
+            while self.waiting.front().is_some_and(|r| !heard(r)) {
+                self.waiting.pop_front();
+            }
+        }
     }
 
     fn has_deliverable(&self, st: &StreamState) -> bool {
@@ -894,7 +920,9 @@ impl Consumer {
             }
             self.next_deadline = next;
         }
-        self.drop_unheard(now);
+        if now.duration_since(self.swept_at) >= INTEREST_SWEEP {
+            self.drop_unheard(now, true);
+        }
         let mut keep = VecDeque::new();
         for mut r in self.waiting.drain(..) {
             if r.expires.is_some_and(|e| e <= now) {
@@ -944,7 +972,6 @@ impl Consumer {
         }
     }
 
-    /// Applies an update of the configuration (the fields nats-server lets change).
     /// The configuration as nats-server reports it: an ephemeral without an inactive threshold
     /// shows the one it gets (Junction keeps it unset, so that such ephemerals are not
     /// stored).
@@ -957,8 +984,12 @@ impl Consumer {
         std::borrow::Cow::Owned(c)
     }
 
-    pub fn update(&mut self, config: ConsumerConfig) {
+    /// Applies an update of the configuration (the fields nats-server lets change, the
+    /// filters among them).
+    pub fn update(&mut self, config: ConsumerConfig, st: &StreamState) {
         self.sample_pct = config.sample_percent().unwrap_or(0);
+        self.filters = config.filters();
+        self.filters_all = filters_all(&self.filters, st);
         self.config = config;
         self.dirty = true;
     }

@@ -49,9 +49,6 @@ impl ApiError {
     pub fn subject_overlap() -> Self {
         Self::new(400, 10065, "subjects overlap with an existing stream")
     }
-    pub fn stream_name_required() -> Self {
-        Self::new(400, 10052, "stream name is required")
-    }
     pub fn invalid_stream_name() -> Self {
         Self::new(
             500,
@@ -141,13 +138,6 @@ impl ApiError {
     pub fn existing_active() -> Self {
         Self::new(400, 10105, "consumer already exists and is still active")
     }
-    pub fn filter_not_subset() -> Self {
-        Self::new(
-            400,
-            10093,
-            "consumer filter subject is not a valid subset of the interest subjects",
-        )
-    }
     pub fn consumer_create_name_mismatch() -> Self {
         Self::new(
             400,
@@ -164,8 +154,5 @@ impl ApiError {
     }
     pub fn deny_purge() -> Self {
         Self::new(500, 10110, "stream purge not permitted")
-    }
-    pub fn consumer_config_required() -> Self {
-        Self::new(400, 10078, "consumer config required")
     }
 }

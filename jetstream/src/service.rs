@@ -359,12 +359,9 @@ impl Task {
             let Some(acc) = self.accounts.get(&meta.account) else {
                 continue;
             };
-            let mut st = StreamState::new(
-                meta.config.clone(),
-                meta.created,
-                meta.last_seq,
-                meta.last_ts,
-            );
+            let mut config = meta.config.clone();
+            config.upgrade_defaults();
+            let mut st = StreamState::new(config, meta.created, meta.last_seq, meta.last_ts);
             // Where each source's copying had got to: a restart goes on from there.
             st.sourced = meta.sourced.clone();
             for (seq, m) in msgs {

@@ -271,7 +271,7 @@ pub(crate) struct DirectSink {
 }
 
 impl Sink for DirectSink {
-    fn deliver(&self, _sub: &Subscription, msg: &Message, batch: &mut FlushBatch) -> Delivery {
+    fn deliver(&self, _sub: &Subscription, msg: &Message, _batch: &mut FlushBatch) -> Delivery {
         let Some(reply) = &msg.reply else {
             return Delivery::Queued;
         };
@@ -281,10 +281,13 @@ impl Sink for DirectSink {
             .get(self.prefix + self.stream.name.len()..)
             .unwrap_or_default();
         let subject = std::str::from_utf8(tail.strip_prefix(b".").unwrap_or(tail)).unwrap_or("");
-        let payload = batch.kept_payload(&msg.payload);
-        if let Some(answer) =
-            crate::api::direct_reply(&self.stream, subject, reply, &payload, self.shared.origin)
-        {
+        if let Some(answer) = crate::api::direct_reply(
+            &self.stream,
+            subject,
+            reply,
+            &msg.payload,
+            self.shared.origin,
+        ) {
             self.stream.account.publish_one(&answer);
         }
         Delivery::Queued

@@ -1123,6 +1123,25 @@ async def test_no_wait_pull_requests_end_as_nats_server_ends_them(jsserver):
         assert got == [("nw", b"z"),
                        ("held", {"Status": "408", "Description": "Request Timeout",
                                  "Nats-Pending-Messages": "3", "Nats-Pending-Bytes": "0"})]
+        if not IS_NATS_SERVER:
+            # Batches as large as a client may ask for: what the waiting requests still ask for
+            # adds up without overflowing (nats-server's int wraps, and it queues the request).
+            await js.add_consumer("NW", durable_name="big", ack_policy="explicit", max_ack_pending=1)
+            for label in ("big1", "big2"):
+                await nc.publish("$JS.API.CONSUMER.MSG.NEXT.NW.big",
+                                 json.dumps({"batch": 2**63 - 1, "expires": 5_000_000_000}).encode(),
+                                 reply=f"{inbox}.{label}")
+            await nc.flush()
+            await asyncio.sleep(0.3)
+            while True:  # what the first request got
+                try:
+                    await raw.next_msg(timeout=0.2)
+                except nats.errors.TimeoutError:
+                    break
+            await nc.publish("$JS.API.CONSUMER.MSG.NEXT.NW.big", b'{"batch":1,"no_wait":true}',
+                             reply=f"{inbox}.bigger")
+            st = await raw.next_msg(timeout=2)
+            assert (st.subject, hdrs(st)) == (f"{inbox}.bigger", {"Status": "408", "Description": "Requests Pending"})
 
 
 @async_test()

@@ -258,6 +258,38 @@ async def test_consumer_updates_and_actions(server_factory, tmp_path):
 
 
 @async_test(timeout=60)
+async def test_mirrors_filters_and_direct_consumers(server_factory, tmp_path):
+    srv = server_factory(args=js_args(tmp_path))
+    async with Clients(srv) as c:
+        nc = await c.connect()
+        js = nc.jetstream()
+        # A mirror takes mirror_direct from its origin, so creating it again is the same.
+        await ask(nc, "$JS.API.STREAM.CREATE.O", {"name": "O", "subjects": ["o.>"], "allow_direct": True})
+        body = {"name": "OM", "mirror": {"name": "O"}}
+        first = await ask(nc, "$JS.API.STREAM.CREATE.OM", body)
+        answered(first, {"mirror_direct": True})
+        answered(await ask(nc, "$JS.API.STREAM.CREATE.OM", body), {"mirror_direct": True})
+        # A consumer's filter changed by an update takes effect.
+        await ask(nc, "$JS.API.CONSUMER.DURABLE.CREATE.O.f", {"stream_name": "O", "config": {
+            "durable_name": "f", "ack_policy": "explicit", "filter_subject": "o.a"}})
+        answered(await ask(nc, "$JS.API.CONSUMER.DURABLE.CREATE.O.f", {"stream_name": "O", "config": {
+            "durable_name": "f", "ack_policy": "explicit", "filter_subject": "o.b"}}), {"filter_subject": "o.b"})
+        await js.publish("o.a", b"a")
+        await js.publish("o.b", b"b")
+        sub = await js.pull_subscribe_bind(durable="f", stream="O")
+        [m] = await sub.fetch(1, timeout=2)
+        assert (m.subject, m.data) == ("o.b", b"b")
+        # A direct consumer (what another server's mirror or source asks for) of a work-queue
+        # stream is not held to the stream's rules for its consumers.
+        await ask(nc, "$JS.API.STREAM.CREATE.WQ", {"name": "WQ", "subjects": ["wq"], "retention": "workqueue"})
+        await ask(nc, "$JS.API.CONSUMER.DURABLE.CREATE.WQ.w", {"stream_name": "WQ", "config": {
+            "durable_name": "w", "ack_policy": "explicit"}})
+        resp = await ask(nc, "$JS.API.CONSUMER.CREATE.WQ", {"stream_name": "WQ", "config": {
+            "direct": True, "deliver_subject": "wq.copy", "ack_policy": "none"}})
+        assert "error" not in resp, resp
+
+
+@async_test(timeout=60)
 async def test_a_stream_may_source_one_made_later(server_factory, tmp_path):
     """nats-server 2.10 takes a source or mirror that does not exist yet, and copies once it
     does (2.9.10 too)."""

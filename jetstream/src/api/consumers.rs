@@ -139,8 +139,12 @@ pub(super) fn consumer_create(
     let name = cfg.durable_name.clone().or_else(|| cfg.name.clone());
     if let Some(name) = &name {
         if let Some(existing) = e.consumers.get(name) {
-            if req.action == CreateAction::Create && *existing.shown_config() != cfg {
+            if req.action == CreateAction::Create && !existing.shown_config().same_as_asked(&cfg) {
                 return Err(ApiError::consumer_exists());
+            }
+            if existing.config.same_as_asked(&cfg) {
+                // The same configuration again: nothing changes.
+                return Ok(consumer_info(stream, existing));
             }
             if wq && shared_partition(e, name) {
                 return Err(ApiError::wq_not_unique());
@@ -152,7 +156,8 @@ pub(super) fn consumer_create(
                 .is_some_and(|ds| existing.stream.account.has_interest(ds.as_bytes()));
             existing.config.check_update(&cfg, bound)?;
             let existing = e.consumers.get_mut(name).expect("it exists");
-            existing.update(cfg);
+            let stream_arc = existing.stream.clone();
+            existing.update(cfg, &stream_arc.state.locked());
             let info = consumer_info(stream, existing);
             task.refresh_interest(acc, stream);
             task.touched.insert((acc.to_string(), stream.to_string()));
@@ -164,14 +169,18 @@ pub(super) fn consumer_create(
     }
     // The stream's limit, or the account's when that is smaller: both count the stream's
     // consumers (as nats-server counts them).
+    // Direct consumers (another server's mirror or source of this stream) are not counted,
+    // and a work-queue stream's rules do not apply to them, as in nats-server.
+    let direct = |c: &ConsumerConfig| c.other.get("direct").and_then(Value::as_bool) == Some(true);
     let mut max = scfg.max_consumers;
     if max <= 0 || (acc_max_consumers > 0 && acc_max_consumers < max) {
         max = acc_max_consumers;
     }
-    if max > 0 && e.consumers.len() as i64 >= max {
+    let public = e.consumers.values().filter(|c| !direct(&c.config)).count();
+    if max > 0 && public as i64 >= max {
         return Err(ApiError::max_consumers());
     }
-    if wq {
+    if wq && !direct(&cfg) {
         if cfg.ack_policy != crate::config::AckPolicy::Explicit {
             return Err(ApiError::wq_requires_explicit_ack());
         }

@@ -6,6 +6,18 @@ use super::*;
 /// The most deleted sequences a stream info request lists (`deleted_details`).
 const DELETED_DETAILS: usize = 100_000;
 
+/// A mirror serves direct gets when its origin here does (nats-server takes the origin's
+/// `allow_direct` as the mirror's `mirror_direct`, on create and update alike).
+fn inherit_mirror_direct(task: &Task, acc: &str, cfg: &mut StreamConfig) {
+    let Some(m) = &cfg.mirror else { return };
+    if crate::external::api_of(m).is_some() {
+        return;
+    }
+    if let Some(o) = task.accounts.get(acc).and_then(|a| a.streams.get(&m.name)) {
+        cfg.mirror_direct = o.stream.state.locked().config.allow_direct;
+    }
+}
+
 /// A stream's configuration from a create or update request: the name must be the subject's.
 pub(super) fn stream_config(name: &str, payload: &[u8]) -> Result<StreamConfig, ApiError> {
     let cfg: StreamConfig = parse(payload)?;
@@ -190,6 +202,7 @@ pub(super) fn stream_create(task: &mut Task, acc: &str, name: &str, payload: &[u
         check_resources(task, acc, &cfg, None)?;
     }
     let mut cfg = checked(cfg)?;
+    inherit_mirror_direct(task, acc, &mut cfg);
     check_stream_bytes(task, acc, &cfg)?;
     if !task.accounts[acc].streams.contains_key(name) {
         check_resources(task, acc, &cfg, None)?;
@@ -207,14 +220,6 @@ pub(super) fn stream_create(task: &mut Task, acc: &str, name: &str, payload: &[u
         return Err(ApiError::stream_name_exists());
     }
     check_overlap(task, acc, &cfg)?;
-    // A mirror serves direct gets when its origin here does.
-    if let Some(m) = &cfg.mirror {
-        if crate::external::api_of(m).is_none() {
-            if let Some(o) = a.streams.get(&m.name) {
-                cfg.mirror_direct = o.stream.state.locked().config.allow_direct;
-            }
-        }
-    }
     let account = a.account.clone();
     let uid = task.shared.new_uid();
     let now = now_ns();
@@ -251,6 +256,7 @@ pub(super) fn stream_create(task: &mut Task, acc: &str, name: &str, payload: &[u
 pub(super) fn stream_update(task: &mut Task, acc: &str, name: &str, payload: &[u8]) -> ApiResult {
     let cfg: StreamConfig = parse(payload)?;
     let mut cfg = checked(cfg)?;
+    inherit_mirror_direct(task, acc, &mut cfg);
     if cfg.name != name {
         return Err(ApiError::stream_mismatch());
     }
@@ -718,13 +724,7 @@ pub(crate) fn direct_reply(
             next_by_subj: None,
         }
     };
-    let found = {
-        let st = stream.state.locked();
-        if !st.config.allow_direct {
-            return None;
-        }
-        find(&st, &req)
-    };
+    let found = find(&stream.state.locked(), &req);
     Some(match found {
         None => status_msg(reply, 404, "Message Not Found"),
         Some(m) => {

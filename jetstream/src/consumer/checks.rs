@@ -45,6 +45,33 @@ impl ConsumerConfig {
         }
     }
 
+    /// A configuration stored by an earlier Junction, which gave an ack-none consumer an ack
+    /// wait and an unlimited `max_ack_pending` (-1): nats-server gives it neither, and a
+    /// create of the same configuration must find it the same.
+    pub fn upgrade_defaults(&mut self) {
+        if self.ack_policy == AckPolicy::None {
+            if self.max_ack_pending == -1 {
+                self.max_ack_pending = 0;
+            }
+            if self.ack_wait == DEFAULT_ACK_WAIT && self.backoff.is_empty() {
+                self.ack_wait = 0;
+            }
+        }
+    }
+
+    /// Whether a create with `asked` asks for this configuration (`action: create` refuses
+    /// anything else): a durable's name is its durable name, however it was made.
+    pub fn same_as_asked(&self, asked: &ConsumerConfig) -> bool {
+        let named = |c: &ConsumerConfig| {
+            let mut c = c.clone();
+            if c.name.is_none() {
+                c.name.clone_from(&c.durable_name);
+            }
+            c
+        };
+        self == asked || named(self) == named(asked)
+    }
+
     /// Checks the configuration against its stream's (`stream`) and the account's most
     /// unacknowledged messages per consumer (`acc_max_ack_pending`), in nats-server's order.
     pub fn check(&self, stream: &StreamConfig, acc_max_ack_pending: i64) -> Result<(), ApiError> {
@@ -55,7 +82,10 @@ impl ConsumerConfig {
                 "replicas count cannot be negative",
             ));
         }
-        if self.max_deliver != -1 && self.backoff.len() as i64 > self.max_deliver {
+        if !self.backoff.is_empty()
+            && self.max_deliver != -1
+            && self.backoff.len() as i64 > self.max_deliver
+        {
             return Err(ApiError::new(
                 400,
                 10116,
@@ -371,7 +401,10 @@ impl ConsumerConfig {
         if self.max_waiting != next.max_waiting {
             return no("max waiting can not be updated");
         }
-        if next.max_deliver != -1 && next.backoff.len() as i64 > next.max_deliver {
+        if !next.backoff.is_empty()
+            && next.max_deliver != -1
+            && next.backoff.len() as i64 > next.max_deliver
+        {
             return Err(ApiError::new(
                 400,
                 10116,
@@ -379,5 +412,53 @@ impl ConsumerConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: &str) -> ConsumerConfig {
+        serde_json::from_str(json).expect("a consumer config")
+    }
+
+    #[test]
+    fn stored_ack_none_defaults_of_earlier_versions_are_upgraded() {
+        let mut old = config(
+            r#"{"durable_name":"d","ack_policy":"none","ack_wait":30000000000,"max_ack_pending":-1,
+                "max_deliver":-1,"max_waiting":512}"#,
+        );
+        old.upgrade_defaults();
+        let mut asked = config(r#"{"durable_name":"d","ack_policy":"none"}"#);
+        asked.set_defaults(&ConsumerLimits::default(), -1);
+        assert!(old.same_as_asked(&asked), "{old:?} / {asked:?}");
+        // An explicit consumer keeps what it had.
+        let mut kept =
+            config(r#"{"ack_policy":"explicit","ack_wait":30000000000,"max_ack_pending":-1}"#);
+        kept.upgrade_defaults();
+        assert_eq!(
+            (kept.ack_wait, kept.max_ack_pending),
+            (DEFAULT_ACK_WAIT, -1)
+        );
+    }
+
+    #[test]
+    fn a_durable_is_the_same_whichever_subject_made_it() {
+        let stored = config(r#"{"durable_name":"d","ack_policy":"explicit"}"#);
+        let asked = config(r#"{"durable_name":"d","name":"d","ack_policy":"explicit"}"#);
+        assert!(stored.same_as_asked(&asked));
+        let other = config(r#"{"durable_name":"d","name":"d","ack_policy":"all"}"#);
+        assert!(!stored.same_as_asked(&other));
+    }
+
+    #[test]
+    fn backoff_is_checked_only_when_there_is_one() {
+        let stream: StreamConfig = serde_json::from_str(r#"{"name":"S"}"#).expect("stream");
+        let mut c = config(r#"{"durable_name":"d","max_deliver":-5}"#);
+        c.set_defaults(&ConsumerLimits::default(), -1);
+        assert_eq!(c.check(&stream, -1), Ok(()));
+        let c = config(r#"{"durable_name":"d","max_deliver":2,"backoff":[1,2,3]}"#);
+        assert_eq!(c.check(&stream, -1).map_err(|e| e.err_code), Err(10116));
     }
 }
