@@ -49,6 +49,16 @@ def answered(resp: dict, want):
             assert resp["config"].get(k) == v, (k, resp["config"])
 
 
+async def check_cases(nc, cases) -> None:
+    """Sends each case's request and checks its answer, naming the case that failed."""
+    for (subject, body), want in cases:
+        resp = await ask(nc, subject, body)
+        try:
+            answered(resp, want)
+        except AssertionError as e:
+            raise AssertionError(f"{subject} {json.dumps(body)[:120]}: {e}") from None
+
+
 def which(v210, v29="same"):
     """What 2.10 answers, or 2.9.10's own answer when testing against it."""
     return v210 if not IS_NATS_SERVER or v29 == "same" else v29
@@ -102,12 +112,7 @@ async def test_stream_configurations_are_checked_in_nats_servers_order(server_fa
     srv = server_factory(args=js_args(tmp_path))
     async with Clients(srv) as c:
         nc = await c.connect()
-        for (subject, body), want in STREAM_CASES:
-            resp = await ask(nc, subject, body)
-            try:
-                answered(resp, want)
-            except AssertionError as e:
-                raise AssertionError(f"{subject} {json.dumps(body)[:120]}: {e}") from None
+        await check_cases(nc, STREAM_CASES)
 
 
 @async_test(timeout=60)
@@ -199,12 +204,7 @@ async def test_consumer_configurations_are_checked_in_nats_servers_order(server_
         nc = await c.connect()
         await ask(nc, "$JS.API.STREAM.CREATE.C", {"name": "C", "subjects": ["c.>"]})
         await ask(nc, "$JS.API.STREAM.CREATE.W", {"name": "W", "subjects": ["w"], "retention": "workqueue"})
-        for (subject, body), want in CONSUMER_CASES:
-            resp = await ask(nc, subject, body)
-            try:
-                answered(resp, want)
-            except AssertionError as e:
-                raise AssertionError(f"{subject} {json.dumps(body)[:120]}: {e}") from None
+        await check_cases(nc, CONSUMER_CASES)
 
 
 @async_test(timeout=60)
