@@ -709,6 +709,11 @@ impl ConsumerConfig {
         f
     }
 
+    /// A direct consumer: what another server's mirror or source asks for (`direct: true`).
+    pub fn is_direct(&self) -> bool {
+        self.other.get("direct").and_then(Value::as_bool) == Some(true)
+    }
+
     /// Whether messages go to a deliver subject (push) rather than to pull requests.
     pub fn is_push(&self) -> bool {
         self.deliver_subject

@@ -786,10 +786,9 @@ impl Task {
             };
             // Rollups and a mirror starting over removed messages since the consumers last
             // sent: they take those removals as purges before they send again.
-            let purges = e.stream.state.locked().take_purges();
-            if !purges.is_empty() {
-                let st = e.stream.state.locked();
-                for p in &purges {
+            {
+                let mut st = e.stream.state.locked();
+                for p in st.take_purges() {
                     let filter = p.as_deref().map(String::from_utf8_lossy);
                     crate::consumer::take_purge(e.consumers.values_mut(), &st, filter.as_deref());
                 }

@@ -276,8 +276,12 @@ impl StreamState {
         }
     }
 
-    /// Records a removal for the consumers (see `purges`).
+    /// Records a removal for the consumers (see `purges`); a stream without consumers keeps
+    /// nothing.
     fn told_purge(&mut self, subject: Option<Bytes>) {
+        if self.consumers == 0 {
+            return;
+        }
         if self.purges.len() >= MAX_PURGES {
             self.purges.clear();
             self.purges.push(None);
@@ -981,6 +985,9 @@ mod tests {
     fn untold_purges_stay_bounded_and_fold_into_one_of_everything() {
         let cfg: StreamConfig = serde_json::from_str(r#"{"name":"S"}"#).expect("config");
         let mut st = StreamState::new(cfg, 0, 0, 0);
+        st.told_purge(None);
+        assert!(st.take_purges().is_empty(), "no consumers, nothing to tell");
+        st.consumers = 1;
         st.told_purge(Some(Bytes::from_static(b"a")));
         st.told_purge(Some(Bytes::from_static(b"a")));
         st.told_purge(None);

@@ -127,14 +127,15 @@ pub(super) fn consumer_create(
     let wq = scfg.retention == Retention::WorkQueue;
     // Another consumer of a work-queue stream that takes what this one would.
     let shared_partition = |e: &StreamEntry, name: &str| {
-        e.consumers.iter().any(|(n, other)| {
-            let of = other.filters();
-            n != name
-                && (of.is_empty()
-                    || filters
-                        .iter()
-                        .any(|f| of.iter().any(|o| junction_core::subject::overlaps(f, o))))
-        }) && !filters.is_empty()
+        !filters.is_empty()
+            && e.consumers.iter().any(|(n, other)| {
+                let of = other.filters();
+                n != name
+                    && (of.is_empty()
+                        || filters
+                            .iter()
+                            .any(|f| of.iter().any(|o| junction_core::subject::overlaps(f, o))))
+            })
     };
     let name = cfg.durable_name.clone().or_else(|| cfg.name.clone());
     if let Some(name) = &name {
@@ -171,16 +172,19 @@ pub(super) fn consumer_create(
     // consumers (as nats-server counts them).
     // Direct consumers (another server's mirror or source of this stream) are not counted,
     // and a work-queue stream's rules do not apply to them, as in nats-server.
-    let direct = |c: &ConsumerConfig| c.other.get("direct").and_then(Value::as_bool) == Some(true);
     let mut max = scfg.max_consumers;
     if max <= 0 || (acc_max_consumers > 0 && acc_max_consumers < max) {
         max = acc_max_consumers;
     }
-    let public = e.consumers.values().filter(|c| !direct(&c.config)).count();
+    let public = e
+        .consumers
+        .values()
+        .filter(|c| !c.config.is_direct())
+        .count();
     if max > 0 && public as i64 >= max {
         return Err(ApiError::max_consumers());
     }
-    if wq && !direct(&cfg) {
+    if wq && !cfg.is_direct() {
         if cfg.ack_policy != crate::config::AckPolicy::Explicit {
             return Err(ApiError::wq_requires_explicit_ack());
         }

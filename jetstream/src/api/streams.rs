@@ -198,13 +198,16 @@ pub(super) fn stream_create(task: &mut Task, acc: &str, name: &str, payload: &[u
     let named_storage = serde_json::from_slice::<Value>(payload)
         .ok()
         .is_some_and(|v| v.get("storage").is_some());
-    if named_storage && !a.streams.contains_key(name) {
+    let new = !a.streams.contains_key(name);
+    if named_storage && new {
         check_resources(task, acc, &cfg, None)?;
     }
     let mut cfg = checked(cfg)?;
     inherit_mirror_direct(task, acc, &mut cfg);
     check_stream_bytes(task, acc, &cfg)?;
-    if !task.accounts[acc].streams.contains_key(name) {
+    // Checked again with the defaults filled in, as nats-server checks again once it adds the
+    // stream (an explicit `max_bytes: 0` reserves nothing above and one byte here).
+    if new {
         check_resources(task, acc, &cfg, None)?;
     }
     let a = &task.accounts[acc];
@@ -452,8 +455,8 @@ pub(super) fn stream_info_req(task: &mut Task, acc: &str, name: &str, payload: &
             (total, offset, limit) = (subjects.len(), req.offset, SUBJECT_DETAILS);
             if offset > 0 || total > SUBJECT_DETAILS {
                 subjects.sort_unstable();
-                let from = offset.min(total);
-                subjects = subjects[from..(from + SUBJECT_DETAILS).min(total)].to_vec();
+                subjects.drain(..offset.min(total));
+                subjects.truncate(SUBJECT_DETAILS);
             }
             let page: serde_json::Map<String, Value> = subjects
                 .into_iter()
