@@ -164,6 +164,7 @@ impl Harness {
             disabled: HashMap::new(),
             watch_dirty: true,
             externals: HashMap::new(),
+            backups: Default::default(),
         };
         task.enable(junction_core::DEFAULT_ACCOUNT, Default::default());
         task.restore(restored);

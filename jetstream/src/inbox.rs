@@ -1,13 +1,19 @@
 //! What waits for the JetStream task: the inputs the sinks push, with bounds on what clients
 //! can make pile up (API requests, acknowledgements, external copies' deliveries).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use junction_core::sync::Lock;
+use junction_core::{Account, Message};
+use serde_json::Value;
+use tokio::sync::oneshot;
 
-use crate::service::{Input, Shared};
+use crate::accounts::AccountLimits;
+use crate::service::Shared;
+use crate::stream::Stream;
 
 /// API requests waiting for the task; more are dropped (the requester times out), as
 /// nats-server 2.10 drops requests past its API queue limit.
@@ -39,6 +45,13 @@ impl Inbox {
             Input::Ack { .. } | Input::FlowControl { .. } => {
                 Some((&mut self.acks, ACK_QUEUE_LIMIT, 1))
             }
+            // A client sends a restore's chunks one request at a time; one that does not wait
+            // for the answers is held to the bound of external deliveries.
+            Input::Backup { payload, .. } => Some((
+                &mut self.external_bytes,
+                EXTERNAL_QUEUE_BYTES,
+                payload.len() + 64,
+            )),
             Input::External {
                 payload, headers, ..
             } => {
@@ -91,4 +104,56 @@ impl Shared {
         rest.append(&mut inbox.queue);
         inbox.queue = rest;
     }
+}
+
+/// What the task is fed.
+pub(crate) enum Input {
+    Api {
+        account: Arc<Account>,
+        subject: Bytes,
+        reply: Option<Bytes>,
+        payload: Bytes,
+        /// The connection that sent it.
+        origin: junction_core::ConnId,
+    },
+    Ack {
+        account: Arc<Account>,
+        subject: Bytes,
+        reply: Option<Bytes>,
+        payload: Bytes,
+    },
+    FlowControl {
+        account: Arc<Account>,
+        subject: Bytes,
+    },
+    Appended(Arc<Stream>),
+    /// A message the task publishes (a PubAck of a memory stream, a republished copy).
+    Send {
+        account: Arc<Account>,
+        msg: Message,
+    },
+    /// What an external mirror's or source's origin sent: routed by `subject`, shown with
+    /// `shown`.
+    External {
+        key: Arc<crate::external::Key>,
+        subject: Bytes,
+        shown: Bytes,
+        reply: Option<Bytes>,
+        headers: Option<Bytes>,
+        payload: Bytes,
+    },
+    Monitor(oneshot::Sender<Value>, bool),
+    /// A snapshot's chunk answer or a restore's chunk.
+    Backup {
+        account: Arc<Account>,
+        subject: Bytes,
+        reply: Option<Bytes>,
+        payload: Bytes,
+    },
+    /// A new set of accounts with JetStream and their limits, and who to tell once applied.
+    Accounts(
+        Option<Vec<String>>,
+        HashMap<String, AccountLimits>,
+        oneshot::Sender<()>,
+    ),
 }

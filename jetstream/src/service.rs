@@ -17,6 +17,8 @@ use serde_json::{json, Value};
 use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use crate::inbox::Input;
+
 use crate::accounts::AccountLimits;
 use crate::config::{Retention, Storage};
 use crate::consumer::{AckKind, AckSubject, Consumer, Out};
@@ -43,51 +45,6 @@ pub struct Options {
     pub hot_bytes: u64,
     /// This server's name (the `server` of the API audit advisory).
     pub server_name: String,
-}
-
-/// What the task is fed.
-pub(crate) enum Input {
-    Api {
-        account: Arc<Account>,
-        subject: Bytes,
-        reply: Option<Bytes>,
-        payload: Bytes,
-        /// The connection that sent it.
-        origin: junction_core::ConnId,
-    },
-    Ack {
-        account: Arc<Account>,
-        subject: Bytes,
-        reply: Option<Bytes>,
-        payload: Bytes,
-    },
-    FlowControl {
-        account: Arc<Account>,
-        subject: Bytes,
-    },
-    Appended(Arc<Stream>),
-    /// A message the task publishes (a PubAck of a memory stream, a republished copy).
-    Send {
-        account: Arc<Account>,
-        msg: Message,
-    },
-    /// What an external mirror's or source's origin sent: routed by `subject`, shown with
-    /// `shown`.
-    External {
-        key: Arc<crate::external::Key>,
-        subject: Bytes,
-        shown: Bytes,
-        reply: Option<Bytes>,
-        headers: Option<Bytes>,
-        payload: Bytes,
-    },
-    Monitor(oneshot::Sender<Value>, bool),
-    /// A new set of accounts with JetStream and their limits, and who to tell once applied.
-    Accounts(
-        Option<Vec<String>>,
-        HashMap<String, AccountLimits>,
-        oneshot::Sender<()>,
-    ),
 }
 
 /// Counters for monitoring; the usage figures are refreshed by the task's timer.
@@ -217,6 +174,8 @@ pub(crate) struct Task {
     pub(crate) watch_dirty: bool,
     /// The external mirrors and sources ([`crate::external`]).
     pub(crate) externals: HashMap<crate::external::Key, crate::external::External>,
+    /// Snapshots being sent, restores being received.
+    pub(crate) backups: crate::api::backup::Backups,
 }
 
 impl JetStream {
@@ -256,6 +215,7 @@ impl JetStream {
             disabled: HashMap::new(),
             watch_dirty: true,
             externals: HashMap::new(),
+            backups: Default::default(),
         };
         let (enabled, limits) = (shared.opts.accounts.clone(), shared.opts.limits.clone());
         task.set_accounts(enabled, limits);
@@ -427,9 +387,20 @@ impl Task {
         uid: u64,
         st: StreamState,
     ) -> Arc<Stream> {
-        let durable = st.config.storage == Storage::File;
         let subjects = st.config.subjects.clone();
-        let mut st = st;
+        let stream = self.build_stream(account, uid, st);
+        self.subscribe_stream(&stream, &subjects);
+        stream
+    }
+
+    /// A stream in `account`, without its subscriptions yet (a restore's, filled first).
+    pub(crate) fn build_stream(
+        &self,
+        account: &Arc<Account>,
+        uid: u64,
+        mut st: StreamState,
+    ) -> Arc<Stream> {
+        let durable = st.config.storage == Storage::File;
         if let Some(reader) = self.shared.store.as_ref().and_then(|s| s.reader()) {
             if durable {
                 st.read_cold_from(Cold::new(reader.clone(), uid, self.shared.opts.hot_bytes));
@@ -453,7 +424,6 @@ impl Task {
             watched: AtomicBool::new(true),
             subs: Mutex::new(Vec::new()),
         });
-        self.subscribe_stream(&stream, &subjects);
         stream
     }
 
@@ -589,6 +559,12 @@ impl Task {
                 headers,
                 payload,
             } => self.external_input(&key, subject, shown, reply, headers, payload),
+            Input::Backup {
+                account,
+                subject,
+                reply,
+                payload,
+            } => crate::api::backup::input(self, &account, &subject, reply, payload),
             Input::Monitor(tx, detail) => {
                 let _ = tx.send(crate::api::jsz(self, detail));
             }
@@ -717,6 +693,7 @@ impl Task {
             crate::api::remove_consumer(self, &acc, &s, &c);
         }
         self.tick_externals(now);
+        crate::api::backup::pump(self);
         let (mut mem, mut file, mut streams, mut consumers, mut messages) = (0, 0, 0, 0, 0);
         let (mut reserved_mem, mut reserved_file) = (0u64, 0u64);
         for a in self.accounts.values() {
@@ -962,6 +939,7 @@ async fn run(mut task: Task, shutdown: CancellationToken) {
                 break;
             }
         }
+        crate::api::backup::pump(&mut task);
         task.flush();
         if more || !task.touched.is_empty() {
             // More to do (inputs left, or a consumer with more to send): another round, after

@@ -37,6 +37,8 @@ pub(crate) enum Kind {
     Api,
     Ack,
     FlowControl,
+    /// A snapshot's chunk answers and a restore's chunks ([`crate::api::backup`]).
+    Backup,
 }
 
 /// A consumer's acknowledgement and flow control subscriptions, as nats-server subscribes
@@ -123,6 +125,12 @@ impl Sink for ServiceSink {
                 payload,
             },
             Kind::FlowControl => Input::FlowControl { account, subject },
+            Kind::Backup => Input::Backup {
+                account,
+                subject,
+                reply: msg.reply.clone(),
+                payload,
+            },
         };
         // Queued even past the inbox's bounds (then dropped): the requester times out, as from
         // nats-server, rather than hearing that nobody serves the subject.

@@ -30,6 +30,7 @@ const NAMES_LIMIT: usize = 1024;
 
 type ApiResult = Result<Value, ApiError>;
 
+pub mod backup;
 mod consumers;
 mod streams;
 
@@ -118,6 +119,14 @@ pub(crate) fn handle(
         ["STREAM", "MSG", "GET", name] => (
             "stream_msg_get_response",
             msg_get(task, &acc, name, payload),
+        ),
+        ["STREAM", "SNAPSHOT", name] => (
+            "stream_snapshot_response",
+            backup::snapshot_request(task, account, name, payload),
+        ),
+        ["STREAM", "RESTORE", name] => (
+            "stream_restore_response",
+            backup::restore_request(task, account, name, payload),
         ),
         ["STREAM", "MSG", "DELETE", name] => (
             "stream_msg_delete_response",

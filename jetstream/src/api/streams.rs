@@ -29,7 +29,7 @@ pub(super) fn stream_config(name: &str, payload: &[u8]) -> Result<StreamConfig, 
 
 /// The checks of a configuration on its own (nats-server's `checkStreamCfg`), then the one
 /// a single server adds: no replicas.
-fn checked(mut cfg: StreamConfig) -> Result<StreamConfig, ApiError> {
+pub(super) fn checked(mut cfg: StreamConfig) -> Result<StreamConfig, ApiError> {
     cfg.normalize()?;
     if cfg.num_replicas > 1 {
         return Err(ApiError::replicas_not_supported());

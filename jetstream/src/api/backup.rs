@@ -1,0 +1,607 @@
+//! Stream snapshots and restores (`$JS.API.STREAM.SNAPSHOT.<stream>`,
+//! `$JS.API.STREAM.RESTORE.<stream>`), with nats-server's exchange, so that the `nats` CLI's
+//! `stream backup` and `stream restore` drive them:
+//!
+//! - A snapshot request names a `deliver_subject`. The answer carries the stream's config and
+//!   state; then chunks of the snapshot go to the deliver subject, each with a reply subject
+//!   `$JS.SNAPSHOT.ACK.<stream>.<id>.<chunk size>.<chunk number>` the client answers to let
+//!   more go (at most `window_size`, by default 8 MiB, unanswered). An empty message with
+//!   status 204 ends it; 408 `No Flow Response` (2 s without an answer while the window is
+//!   full) or `No Interest` (nobody listens on the deliver subject) ends it early.
+//! - A restore request carries the config (and the snapshot's state); the answer names a
+//!   `deliver_subject` `$JS.SNAPSHOT.RESTORE.<stream>.<id>` to send the chunks to, each as a
+//!   request answered with an empty message. An empty chunk ends the upload; its answer is a
+//!   stream create response (the restored stream's info, or 500 10062 `restore failed: ...`).
+//!   A restore that hears nothing for 5 s is dropped.
+//!
+//! What the chunks hold is [`format`]'s. The upload is staged in a file beside the store and
+//! read twice: once to check all of it, then to build the stream, so that a damaged snapshot
+//! leaves nothing behind. The stream takes its subscriptions only once its messages are in.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use junction_core::Subscription;
+
+use super::*;
+use crate::sinks::{Kind, ServiceSink};
+
+pub mod format;
+
+use format::{Record, Writer};
+
+/// Unanswered snapshot bytes, unless the request asks for another window.
+const WINDOW: usize = 8 * 1024 * 1024;
+/// Snapshot chunks, unless the request asks for another size; at most [`MAX_CHUNK`].
+const CHUNK: usize = 128 * 1024;
+const MAX_CHUNK: usize = 1024 * 1024;
+/// How long a full window waits for an answer, and a snapshot for its listener.
+const FLOW_WAIT: Duration = Duration::from_secs(2);
+/// How long a restore waits for its next chunk.
+const RESTORE_IDLE: Duration = Duration::from_secs(5);
+/// Snapshot bytes made per snapshot per round of the task (more: another round).
+const ROUND_BYTES: usize = 1024 * 1024;
+
+const ACK_PREFIX: &str = "$JS.SNAPSHOT.ACK.";
+const RESTORE_PREFIX: &str = "$JS.SNAPSHOT.RESTORE.";
+
+/// The snapshots being sent and the restores being received.
+#[derive(Default)]
+pub(crate) struct Backups {
+    snapshots: Vec<Snapshot>,
+    restores: HashMap<String, Restore>,
+}
+
+struct Snapshot {
+    account: Arc<Account>,
+    stream: Arc<Stream>,
+    deliver: Bytes,
+    /// `$JS.SNAPSHOT.ACK.<stream>.<id>`, before the chunk's size and number.
+    ack: String,
+    subs: Vec<Arc<Subscription>>,
+    chunk: usize,
+    window: usize,
+    /// Bytes sent and not answered.
+    out: usize,
+    sent: u64,
+    /// The next stream sequence to write, and the last one the snapshot holds.
+    next: u64,
+    last: u64,
+    w: Writer,
+    ended: bool,
+    started: Instant,
+    /// When an answer last came (or the window last had room).
+    heard: Instant,
+    listened: bool,
+}
+
+struct Restore {
+    account: Arc<Account>,
+    config: StreamConfig,
+    subs: Vec<Arc<Subscription>>,
+    path: std::path::PathBuf,
+    file: std::fs::File,
+    bytes: u64,
+    heard: Instant,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        for s in self.subs.drain(..) {
+            self.account.unsubscribe(&s);
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        for s in self.subs.drain(..) {
+            self.account.unsubscribe(&s);
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct SnapshotRequest {
+    #[serde(default)]
+    deliver_subject: String,
+    #[serde(default)]
+    no_consumers: bool,
+    #[serde(default)]
+    chunk_size: i64,
+    #[serde(default)]
+    window_size: i64,
+}
+
+#[derive(Deserialize)]
+struct RestoreRequest {
+    config: Value,
+}
+
+fn subscribe(task: &Task, account: &Arc<Account>, subject: String) -> Vec<Arc<Subscription>> {
+    let sink: Arc<dyn junction_core::Sink> = Arc::new(ServiceSink {
+        shared: task.shared.clone(),
+        account: account.clone(),
+        kind: Kind::Backup,
+    });
+    account.subscribe_service(task.shared.origin, [Bytes::from(subject)], &sink)
+}
+
+/// `$JS.API.STREAM.SNAPSHOT.<name>`: answers with the stream's config and state, then sends the
+/// snapshot as the task's rounds go.
+pub(super) fn snapshot_request(
+    task: &mut Task,
+    account: &Arc<Account>,
+    name: &str,
+    payload: &[u8],
+) -> ApiResult {
+    if payload.trim_ascii().is_empty() {
+        return Err(ApiError::bad_request());
+    }
+    let acc = account.name();
+    let e = entry(task, acc, name)?;
+    let req: SnapshotRequest = parse(payload)?;
+    let deliver = req.deliver_subject;
+    if !junction_core::subject::is_valid_subject(deliver.as_bytes()) {
+        return Err(ApiError::new(400, 10015, "deliver subject not valid"));
+    }
+    let stream = e.stream.clone();
+    let mut w = Writer::default();
+    let (answer, next, last) = {
+        let st = stream.state.locked();
+        w.meta(&json!({
+            "config": st.config,
+            "created": st.created,
+            "first_seq": st.first_seq(),
+            "last_seq": st.last_seq,
+        }));
+        let answer = json!({"config": st.config, "state": stream_state(e, &st, false)});
+        (answer, st.first_seq(), st.last_seq)
+    };
+    if !req.no_consumers {
+        for (cname, c) in &e.consumers {
+            if c.is_durable() {
+                w.consumer(cname, &c.record());
+            }
+        }
+    }
+    let id = crate::random_token();
+    let ack = format!("{ACK_PREFIX}{name}.{id}");
+    let subs = subscribe(task, account, format!("{ack}.>"));
+    let chunk = match req.chunk_size {
+        n if n <= 0 => CHUNK,
+        n => (n as usize).min(MAX_CHUNK),
+    };
+    let window = match req.window_size {
+        n if n <= 0 => WINDOW,
+        n => (n as usize).max(chunk),
+    };
+    let now = Instant::now();
+    task.backups.snapshots.push(Snapshot {
+        account: account.clone(),
+        stream,
+        deliver: Bytes::from(deliver),
+        ack,
+        subs,
+        chunk,
+        window,
+        out: 0,
+        sent: 0,
+        next,
+        last,
+        w,
+        ended: false,
+        started: now,
+        heard: now,
+        listened: false,
+    });
+    // The first chunks go after the answer, in the next round.
+    task.shared.notify.notify_one();
+    Ok(answer)
+}
+
+/// `$JS.API.STREAM.RESTORE.<name>`: checks the config as a create would and names the subject
+/// the snapshot's chunks go to.
+pub(super) fn restore_request(
+    task: &mut Task,
+    account: &Arc<Account>,
+    name: &str,
+    payload: &[u8],
+) -> ApiResult {
+    if payload.trim_ascii().is_empty() {
+        return Err(ApiError::bad_request());
+    }
+    let acc = account.name();
+    let req: RestoreRequest = parse(payload)?;
+    let mut config = req.config;
+    if config
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .is_empty()
+    {
+        config["name"] = json!(name);
+    }
+    let cfg: StreamConfig = serde_json::from_value(config).map_err(ApiError::invalid_json)?;
+    let cfg = checked(cfg)?;
+    check_tier(task, acc)?;
+    check_stream_bytes(task, acc, &cfg)?;
+    check_resources(task, acc, &cfg, None)?;
+    if task
+        .accounts
+        .get(acc)
+        .is_some_and(|a| a.streams.contains_key(&cfg.name))
+        || task
+            .backups
+            .restores
+            .values()
+            .any(|r| r.config.name == cfg.name)
+    {
+        return Err(ApiError::new(
+            400,
+            10130,
+            "stream name already in use, cannot restore",
+        ));
+    }
+    let id = crate::random_token();
+    let dir = match task.shared.opts.store_dir.as_str() {
+        "" => std::env::temp_dir(),
+        d => std::path::PathBuf::from(d),
+    };
+    let path = dir.join(format!("restore-{id}.partial"));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| {
+            tracing::warn!(path = %path.display(), error = %e, "JetStream: no room to stage a restore");
+            ApiError::new(500, 10033, "JetStream unable to open temp storage for restore")
+        })?;
+    let deliver = format!("{RESTORE_PREFIX}{}.{id}", cfg.name);
+    let subs = subscribe(task, account, deliver.clone());
+    tracing::info!(account = %acc, stream = %cfg.name, "JetStream: starting a restore");
+    task.backups.restores.insert(
+        deliver.clone(),
+        Restore {
+            account: account.clone(),
+            config: cfg,
+            subs,
+            path,
+            file,
+            bytes: 0,
+            heard: Instant::now(),
+        },
+    );
+    Ok(json!({"deliver_subject": deliver}))
+}
+
+/// A message on a snapshot's answer subject or a restore's chunk subject.
+pub(crate) fn input(
+    task: &mut Task,
+    account: &Arc<Account>,
+    subject: &[u8],
+    reply: Option<Bytes>,
+    payload: Bytes,
+) {
+    let Ok(subject) = std::str::from_utf8(subject) else {
+        return;
+    };
+    if subject.starts_with(ACK_PREFIX) {
+        // `<ack>.<size>.<number>`: the chunk's bytes are answered.
+        let mut t = subject.rsplitn(3, '.');
+        let (_, size, ack) = (t.next(), t.next(), t.next());
+        let size: usize = size.and_then(|s| s.parse().ok()).unwrap_or(0);
+        if let Some(s) = task
+            .backups
+            .snapshots
+            .iter_mut()
+            .find(|s| Some(s.ack.as_str()) == ack && Arc::ptr_eq(&s.account, account))
+        {
+            s.out = s.out.saturating_sub(size);
+            s.heard = Instant::now();
+        }
+        pump(task);
+        return;
+    }
+    let Some(r) = task.backups.restores.get_mut(subject) else {
+        return;
+    };
+    if !Arc::ptr_eq(&r.account, account) {
+        return;
+    }
+    let Some(reply) = reply else {
+        tracing::warn!(stream = %r.config.name, "JetStream: a restore chunk came without a reply subject; the restore is dropped");
+        task.backups.restores.remove(subject);
+        return;
+    };
+    r.heard = Instant::now();
+    if payload.is_empty() {
+        let r = task.backups.restores.remove(subject).expect("found above");
+        let result = finish_restore(task, &r);
+        let body = match result {
+            Ok(mut v) => {
+                v["type"] = json!(format!("{PREFIX}stream_create_response"));
+                v
+            }
+            Err(e) => json!({"type": format!("{PREFIX}stream_create_response"), "error": e}),
+        };
+        let origin = task.shared.origin;
+        task.send_msg(
+            account,
+            Message::new(reply, None, Bytes::from(body.to_string()), origin),
+        );
+        return;
+    }
+    r.bytes += payload.len() as u64;
+    let budget = match r.config.storage {
+        crate::config::Storage::File => {
+            task.accounts.get(account.name()).map(|a| a.storage.clone())
+        }
+        crate::config::Storage::Memory => {
+            task.accounts.get(account.name()).map(|a| a.memory.clone())
+        }
+    };
+    let over = budget.is_some_and(|b| {
+        b.limit() >= 0 && b.used.load(Ordering::Relaxed) + r.bytes > b.limit() as u64
+    });
+    let failed = if over {
+        Some(ApiError::new(
+            500,
+            10062,
+            "restore failed: insufficient resources",
+        ))
+    } else if let Err(e) = r.file.write_all(&payload) {
+        tracing::warn!(stream = %r.config.name, error = %e, "JetStream: staging a restore failed");
+        Some(ApiError::new(500, 10062, format!("restore failed: {e}")))
+    } else {
+        None
+    };
+    let origin = task.shared.origin;
+    let body = match failed {
+        Some(e) => {
+            task.backups.restores.remove(subject);
+            Bytes::from(
+                json!({"type": format!("{PREFIX}stream_create_response"), "error": e}).to_string(),
+            )
+        }
+        None => Bytes::new(),
+    };
+    task.send_msg(account, Message::new(reply, None, body, origin));
+}
+
+/// What a staged snapshot said about its stream.
+#[derive(Default)]
+struct Meta {
+    created: i64,
+    first: u64,
+    last: u64,
+    msgs: u64,
+}
+
+/// Checks the whole staged snapshot, then builds the stream from it.
+fn finish_restore(task: &mut Task, r: &Restore) -> ApiResult {
+    use std::io::{Seek, SeekFrom};
+    let failed = |e: String| ApiError::new(500, 10062, format!("restore failed: {e}"));
+    let read = |file: &std::fs::File, each: &mut dyn FnMut(Record) -> Result<(), String>| {
+        let mut f = file;
+        f.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+        format::read(std::io::BufReader::new(f), each)
+    };
+    // The first reading checks all of it: the meta first, sequences rising within its range.
+    let mut meta: Option<Meta> = None;
+    let mut prev = 0u64;
+    read(&r.file, &mut |rec| {
+        match rec {
+            Record::Meta(v) if meta.is_none() => {
+                let m = Meta {
+                    created: v["created"].as_i64().unwrap_or_else(now_ns),
+                    first: v["first_seq"].as_u64().unwrap_or(1),
+                    last: v["last_seq"].as_u64().unwrap_or(0),
+                    msgs: 0,
+                };
+                prev = m.first.saturating_sub(1);
+                meta = Some(m);
+            }
+            Record::Msg(m) => {
+                let Some(meta) = meta.as_mut().filter(|x| m.seq > prev && m.seq <= x.last) else {
+                    return Err(format!("message {} is out of order", m.seq));
+                };
+                prev = m.seq;
+                meta.msgs += 1;
+            }
+            Record::Consumer(name, rec) if meta.is_some() => {
+                if ConsumerConfig::check_name(&name, true).is_err() || rec.config.is_none() {
+                    return Err(format!("consumer {name:?} is not valid"));
+                }
+            }
+            _ => return Err("the snapshot's records are out of order".into()),
+        }
+        Ok(())
+    })
+    .map_err(failed)?;
+    let meta = meta.ok_or_else(|| failed("the snapshot is empty".into()))?;
+    let acc = r.account.name().to_string();
+    let name = r.config.name.clone();
+    if task
+        .accounts
+        .get(&acc)
+        .is_some_and(|a| a.streams.contains_key(&name))
+    {
+        return Err(ApiError::new(
+            400,
+            10130,
+            "stream name already in use, cannot restore",
+        ));
+    }
+    check_overlap(task, &acc, &r.config)?;
+    let account = task
+        .accounts
+        .get(&acc)
+        .ok_or_else(ApiError::not_enabled_for_account)?
+        .account
+        .clone();
+    let uid = task.shared.new_uid();
+    let st = StreamState::new(
+        r.config.clone(),
+        meta.created,
+        meta.first.saturating_sub(1),
+        0,
+    );
+    let stream = task.build_stream(&account, uid, st);
+    let mut consumers = Vec::new();
+    read(&r.file, &mut |rec| {
+        match rec {
+            Record::Msg(m) => stream.restore_append(&m),
+            Record::Consumer(name, rec) => consumers.push((name, *rec)),
+            Record::Meta(_) => {}
+        }
+        Ok(())
+    })
+    .map_err(failed)?;
+    {
+        let mut st = stream.state.locked();
+        if st.last_seq < meta.last {
+            st.last_seq = meta.last;
+            st.pad_to_last();
+        }
+        crate::sources::recover_positions(&mut st, meta.last);
+        stream.save_meta(&mut st);
+    }
+    task.subscribe_stream(&stream, &r.config.subjects);
+    let mut entry = StreamEntry {
+        stream: stream.clone(),
+        consumers: BTreeMap::new(),
+    };
+    for (cname, rec) in consumers {
+        if let Some(s) = stream.durable() {
+            s.submit(persist::consumer_op(uid, &cname, &rec));
+        }
+        if let Some(mut c) = Consumer::restore(cname.clone(), stream.clone(), rec) {
+            c.subs = Some(crate::sinks::ConsumerSubs::new(
+                &task.shared,
+                &account,
+                &name,
+                &cname,
+            ));
+            stream.state.locked().consumers += 1;
+            entry.consumers.insert(cname, c);
+        }
+    }
+    let mut info = stream_info(&entry, false);
+    task.accounts
+        .get_mut(&acc)
+        .expect("account checked above")
+        .streams
+        .insert(name.clone(), entry);
+    task.watch_dirty = true;
+    task.refresh_interest(&acc, &name);
+    task.touched.insert((acc.clone(), name.clone()));
+    sync_sources(task, &acc, &name);
+    if let Some(e) = task.accounts[&acc].streams.get(&name) {
+        task.source_info(&acc, e, &mut info);
+    }
+    task.stream_advisory(&account, &name, Action::Create);
+    tracing::info!(account = %acc, stream = %name, messages = meta.msgs, bytes = r.bytes, "JetStream: restored a stream");
+    Ok(info)
+}
+
+/// Sends what the snapshots' windows have room for, ends those that are done or stalled, and
+/// drops the restores nobody feeds.
+pub(crate) fn pump(task: &mut Task) {
+    if task.backups.snapshots.is_empty() && task.backups.restores.is_empty() {
+        return;
+    }
+    let now = Instant::now();
+    task.backups.restores.retain(|_, r| {
+        let live = now.duration_since(r.heard) < RESTORE_IDLE;
+        if !live {
+            tracing::warn!(stream = %r.config.name, "JetStream: a restore heard nothing for 5 s and is dropped");
+        }
+        live
+    });
+    let mut more = false;
+    let mut sends = Vec::new();
+    let origin = task.shared.origin;
+    task.backups.snapshots.retain_mut(|s| {
+        let (more_here, end) = s.step(now, origin, &mut sends);
+        more |= more_here;
+        if let Some(status) = end {
+            let mut eof = Message::new(s.deliver.clone(), None, Bytes::new(), origin);
+            eof.headers = Some(Bytes::from(format!("NATS/1.0 {status}\r\n\r\n")));
+            sends.push((s.account.clone(), eof));
+            return false;
+        }
+        true
+    });
+    for (account, msg) in sends {
+        task.send_msg(&account, msg);
+    }
+    if more {
+        task.shared.notify.notify_one();
+    }
+}
+
+impl Snapshot {
+    /// Sends what the window has room for (up to [`ROUND_BYTES`]); returns whether there is
+    /// more to send now, and the status that ends the snapshot, if it ends.
+    fn step(
+        &mut self,
+        now: Instant,
+        origin: junction_core::ConnId,
+        sends: &mut Vec<(Arc<Account>, Message)>,
+    ) -> (bool, Option<&'static str>) {
+        let listening = self.account.has_interest(&self.deliver);
+        if !listening {
+            if self.listened || now.duration_since(self.started) >= FLOW_WAIT {
+                return (false, Some("408 No Interest"));
+            }
+            return (false, None);
+        }
+        self.listened = true;
+        let mut made = 0;
+        while self.out < self.window && made < ROUND_BYTES {
+            if self.w.ready() < self.chunk && !self.ended {
+                self.fill();
+            }
+            if self.w.ready() == 0 {
+                return (false, self.ended.then_some("204"));
+            }
+            let data = self.w.take(self.chunk);
+            self.sent += 1;
+            let reply = format!("{}.{}.{}", self.ack, data.len(), self.sent);
+            self.out += data.len();
+            made += data.len();
+            self.heard = now;
+            let chunk = Message::new(
+                self.deliver.clone(),
+                Some(Bytes::from(reply)),
+                Bytes::from(data),
+                origin,
+            );
+            sends.push((self.account.clone(), chunk));
+        }
+        if self.out >= self.window && now.duration_since(self.heard) >= FLOW_WAIT {
+            return (false, Some("408 No Flow Response"));
+        }
+        (self.out < self.window, None)
+    }
+
+    /// Writes messages until a chunk's worth is ready or the snapshot's last one is written.
+    fn fill(&mut self) {
+        let st = self.stream.state.locked();
+        while self.w.ready() < self.chunk {
+            let next = st.next_matching(self.next, &[]).filter(|&s| s <= self.last);
+            let Some(seq) = next else {
+                self.w.end();
+                self.ended = true;
+                return;
+            };
+            self.next = seq + 1;
+            if let Some(m) = st.load(seq) {
+                self.w.msg(&m);
+            }
+        }
+    }
+}
