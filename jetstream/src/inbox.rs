@@ -143,6 +143,8 @@ pub(crate) enum Input {
         payload: Bytes,
     },
     Monitor(oneshot::Sender<Value>, bool),
+    /// A restore's stream, built beside the task.
+    Restored(Box<crate::api::backup::Rebuilt>),
     /// A snapshot's chunk answer or a restore's chunk.
     Backup {
         account: Arc<Account>,

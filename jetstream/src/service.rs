@@ -189,6 +189,7 @@ impl JetStream {
         shutdown: CancellationToken,
     ) -> (Arc<JetStream>, tokio::task::JoinHandle<()>) {
         let origin = bus.next_conn_id();
+        crate::api::backup::clear_staging(&opts.store_dir);
         let next_uid = restored.streams.keys().max().map_or(1, |u| u + 1);
         let shared = Arc::new(Shared {
             acks: Default::default(),
@@ -565,6 +566,7 @@ impl Task {
                 reply,
                 payload,
             } => crate::api::backup::input(self, &account, &subject, reply, payload),
+            Input::Restored(done) => crate::api::backup::restored(self, *done),
             Input::Monitor(tx, detail) => {
                 let _ = tx.send(crate::api::jsz(self, detail));
             }

@@ -42,6 +42,8 @@ const RESTORE_IDLE: Duration = Duration::from_secs(5);
 /// Snapshot bytes made per snapshot per round of the task (more: another round).
 const ROUND_BYTES: usize = 1024 * 1024;
 
+/// How the restores' staged uploads are named (then an id and `.partial`).
+const STAGED: &str = "junction-restore-";
 const ACK_PREFIX: &str = "$JS.SNAPSHOT.ACK.";
 const RESTORE_PREFIX: &str = "$JS.SNAPSHOT.RESTORE.";
 
@@ -126,6 +128,32 @@ fn subscribe(task: &Task, account: &Arc<Account>, subject: String) -> Vec<Arc<Su
         kind: Kind::Backup,
     });
     account.subscribe_service(task.shared.origin, [Bytes::from(subject)], &sink)
+}
+
+/// Removes the restores' staged uploads a stop left behind (a restore does not outlive its
+/// server: its client must start it again).
+pub(crate) fn clear_staging(dir: &str) {
+    if dir.is_empty() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(staging_dir(dir)) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(STAGED) && name.ends_with(".partial") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Where restores stage their uploads: the store's directory, or the system's temporary one.
+fn staging_dir(store_dir: &str) -> std::path::PathBuf {
+    match store_dir {
+        "" => std::env::temp_dir(),
+        d => std::path::PathBuf::from(d),
+    }
 }
 
 /// `$JS.API.STREAM.SNAPSHOT.<name>`: answers with the stream's config and state, then sends the
@@ -245,11 +273,8 @@ pub(super) fn restore_request(
         ));
     }
     let id = crate::random_token();
-    let dir = match task.shared.opts.store_dir.as_str() {
-        "" => std::env::temp_dir(),
-        d => std::path::PathBuf::from(d),
-    };
-    let path = dir.join(format!("restore-{id}.partial"));
+    let dir = staging_dir(&task.shared.opts.store_dir);
+    let path = dir.join(format!("{STAGED}{id}.partial"));
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -319,19 +344,7 @@ pub(crate) fn input(
     r.heard = Instant::now();
     if payload.is_empty() {
         let r = task.backups.restores.remove(subject).expect("found above");
-        let result = finish_restore(task, &r);
-        let body = match result {
-            Ok(mut v) => {
-                v["type"] = json!(format!("{PREFIX}stream_create_response"));
-                v
-            }
-            Err(e) => json!({"type": format!("{PREFIX}stream_create_response"), "error": e}),
-        };
-        let origin = task.shared.origin;
-        task.send_msg(
-            account,
-            Message::new(reply, None, Bytes::from(body.to_string()), origin),
-        );
+        finish_restore(task, r, reply);
         return;
     }
     r.bytes += payload.len() as u64;
@@ -380,28 +393,83 @@ struct Meta {
     msgs: u64,
 }
 
-/// Checks the whole staged snapshot, then builds the stream from it.
-fn finish_restore(task: &mut Task, r: &Restore) -> ApiResult {
+/// A restore whose stream was built beside the task, back for the task to serve it.
+pub(crate) struct Rebuilt {
+    restore: Restore,
+    reply: Bytes,
+    stream: Arc<Stream>,
+    result: Result<(Meta, Vec<(String, persist::ConsumerRecord)>), String>,
+}
+
+fn create_response(result: ApiResult) -> Bytes {
+    let kind = format!("{PREFIX}stream_create_response");
+    let body = match result {
+        Ok(mut v) => {
+            v["type"] = json!(kind);
+            v
+        }
+        Err(e) => json!({"type": kind, "error": e}),
+    };
+    Bytes::from(body.to_string())
+}
+
+/// Builds the stream of an uploaded snapshot on a thread of its own (reading and storing a
+/// large stream takes long, and the task serves every stream meanwhile); the stream is the
+/// task's once [`restored`] takes it back.
+fn finish_restore(task: &mut Task, restore: Restore, reply: Bytes) {
+    let uid = task.shared.new_uid();
+    let st = StreamState::new(restore.config.clone(), now_ns(), 0, 0);
+    let stream = task.build_stream(&restore.account, uid, st);
+    let shared = task.shared.clone();
+    let account = restore.account.clone();
+    let answer_to = reply.clone();
+    let spawned = std::thread::Builder::new()
+        .name("junction-restore".into())
+        .spawn(move || {
+            let result = rebuild(&restore.file, &stream);
+            let done = Rebuilt {
+                restore,
+                reply,
+                stream,
+                result,
+            };
+            shared.push(crate::service::Input::Restored(Box::new(done)));
+        });
+    if let Err(e) = spawned {
+        // The restore went with the closure: its staged file is gone, its stream never held
+        // anything.
+        tracing::warn!(error = %e, "JetStream: no thread for a restore");
+        let failed = ApiError::new(500, 10062, format!("restore failed: {e}"));
+        let origin = task.shared.origin;
+        let body = create_response(Err(failed));
+        task.send_msg(&account, Message::new(answer_to, None, body, origin));
+    }
+}
+
+/// Reads the staged snapshot twice: once to check all of it (the meta first, sequences rising
+/// within its range, valid consumers), then to store its messages in `stream`.
+fn rebuild(
+    file: &std::fs::File,
+    stream: &Stream,
+) -> Result<(Meta, Vec<(String, persist::ConsumerRecord)>), String> {
     use std::io::{Seek, SeekFrom};
-    let failed = |e: String| ApiError::new(500, 10062, format!("restore failed: {e}"));
-    let read = |file: &std::fs::File, each: &mut dyn FnMut(Record) -> Result<(), String>| {
+    let read = |each: &mut dyn FnMut(Record) -> Result<(), String>| {
         let mut f = file;
         f.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
         format::read(std::io::BufReader::new(f), each)
     };
-    // The first reading checks all of it: the meta first, sequences rising within its range.
     let mut meta: Option<Meta> = None;
     let mut prev = 0u64;
-    read(&r.file, &mut |rec| {
+    read(&mut |rec| {
         match rec {
             Record::Meta(v) if meta.is_none() => {
                 let m = Meta {
                     created: v["created"].as_i64().unwrap_or_else(now_ns),
-                    first: v["first_seq"].as_u64().unwrap_or(1),
+                    first: v["first_seq"].as_u64().unwrap_or(1).max(1),
                     last: v["last_seq"].as_u64().unwrap_or(0),
                     msgs: 0,
                 };
-                prev = m.first.saturating_sub(1);
+                prev = m.first - 1;
                 meta = Some(m);
             }
             Record::Msg(m) => {
@@ -419,16 +487,75 @@ fn finish_restore(task: &mut Task, r: &Restore) -> ApiResult {
             _ => return Err("the snapshot's records are out of order".into()),
         }
         Ok(())
-    })
-    .map_err(failed)?;
-    let meta = meta.ok_or_else(|| failed("the snapshot is empty".into()))?;
+    })?;
+    let meta = meta.ok_or("the snapshot is empty")?;
+    {
+        let mut st = stream.state.locked();
+        st.created = meta.created;
+        st.last_seq = meta.first - 1;
+        st.pad_to_last();
+    }
+    let mut consumers = Vec::new();
+    read(&mut |rec| {
+        match rec {
+            Record::Msg(m) => stream.restore_append(&m),
+            Record::Consumer(name, rec) => consumers.push((name, *rec)),
+            Record::Meta(_) => {}
+        }
+        Ok(())
+    })?;
+    let mut st = stream.state.locked();
+    if st.last_seq < meta.last {
+        st.last_seq = meta.last;
+        st.pad_to_last();
+    }
+    crate::sources::recover_positions(&mut st, meta.last);
+    stream.save_meta(&mut st);
+    Ok((meta, consumers))
+}
+
+/// Takes a rebuilt stream into the task and answers the restore's last chunk.
+pub(crate) fn restored(task: &mut Task, done: Rebuilt) {
+    let Rebuilt {
+        restore,
+        reply,
+        stream,
+        result,
+    } = done;
+    let account = restore.account.clone();
+    let answer = serve_restored(task, &restore, &stream, result);
+    if answer.is_err() {
+        // Nothing of it stays: its records go, and so do its bytes from the account's count.
+        if let Some(s) = stream.durable() {
+            for op in persist::delete_stream_ops(stream.uid) {
+                s.submit(op);
+            }
+        }
+        stream.state.locked().release_budget();
+    }
+    let origin = task.shared.origin;
+    task.send_msg(
+        &account,
+        Message::new(reply, None, create_response(answer), origin),
+    );
+}
+
+fn serve_restored(
+    task: &mut Task,
+    r: &Restore,
+    stream: &Arc<Stream>,
+    result: Result<(Meta, Vec<(String, persist::ConsumerRecord)>), String>,
+) -> ApiResult {
+    let (meta, consumers) =
+        result.map_err(|e| ApiError::new(500, 10062, format!("restore failed: {e}")))?;
     let acc = r.account.name().to_string();
     let name = r.config.name.clone();
-    if task
+    let a = task
         .accounts
         .get(&acc)
-        .is_some_and(|a| a.streams.contains_key(&name))
-    {
+        .ok_or_else(ApiError::not_enabled_for_account)?;
+    // Made while this one was uploaded or built.
+    if a.streams.contains_key(&name) {
         return Err(ApiError::new(
             400,
             10130,
@@ -436,47 +563,15 @@ fn finish_restore(task: &mut Task, r: &Restore) -> ApiResult {
         ));
     }
     check_overlap(task, &acc, &r.config)?;
-    let account = task
-        .accounts
-        .get(&acc)
-        .ok_or_else(ApiError::not_enabled_for_account)?
-        .account
-        .clone();
-    let uid = task.shared.new_uid();
-    let st = StreamState::new(
-        r.config.clone(),
-        meta.created,
-        meta.first.saturating_sub(1),
-        0,
-    );
-    let stream = task.build_stream(&account, uid, st);
-    let mut consumers = Vec::new();
-    read(&r.file, &mut |rec| {
-        match rec {
-            Record::Msg(m) => stream.restore_append(&m),
-            Record::Consumer(name, rec) => consumers.push((name, *rec)),
-            Record::Meta(_) => {}
-        }
-        Ok(())
-    })
-    .map_err(failed)?;
-    {
-        let mut st = stream.state.locked();
-        if st.last_seq < meta.last {
-            st.last_seq = meta.last;
-            st.pad_to_last();
-        }
-        crate::sources::recover_positions(&mut st, meta.last);
-        stream.save_meta(&mut st);
-    }
-    task.subscribe_stream(&stream, &r.config.subjects);
+    let account = a.account.clone();
+    task.subscribe_stream(stream, &r.config.subjects);
     let mut entry = StreamEntry {
         stream: stream.clone(),
         consumers: BTreeMap::new(),
     };
     for (cname, rec) in consumers {
         if let Some(s) = stream.durable() {
-            s.submit(persist::consumer_op(uid, &cname, &rec));
+            s.submit(persist::consumer_op(stream.uid, &cname, &rec));
         }
         if let Some(mut c) = Consumer::restore(cname.clone(), stream.clone(), rec) {
             c.subs = Some(crate::sinks::ConsumerSubs::new(

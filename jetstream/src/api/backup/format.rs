@@ -156,8 +156,15 @@ pub fn read(
                 "a record of {len} bytes is longer than any stream holds"
             ));
         }
-        let mut body = vec![0u8; len];
-        r.exact(&mut body)?;
+        // Read as it comes (a length alone allocates nothing).
+        let mut body = Vec::new();
+        let got = (&mut r.inner)
+            .take(len as u64)
+            .read_to_end(&mut body)
+            .map_err(|e| r.damaged(e))?;
+        if got < len {
+            return Err(r.damaged(std::io::ErrorKind::UnexpectedEof.into()));
+        }
         match head[0] {
             META => each(Record::Meta(json_of(&body)?))?,
             MSG => {
