@@ -332,7 +332,11 @@ impl Task {
             st.restore_blocks(blocks);
             let name = meta.config.name.clone();
             let stream = self.make_stream(&acc.account.clone(), uid, st);
-            crate::sources::recover_positions(&mut stream.state.locked(), meta.last_seq);
+            {
+                let mut st = stream.state.locked();
+                crate::sources::recover_positions(&mut st, meta.last_seq);
+                st.rebuild_dedup(now_ns());
+            }
             by_uid.insert(uid, (meta.account.clone(), name.clone()));
             // Mirrors and sourcing streams catch up with what their sources gained.
             self.touched.insert((meta.account.clone(), name.clone()));

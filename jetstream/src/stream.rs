@@ -607,6 +607,30 @@ impl StreamState {
         self.entries().map(|(seq, _)| seq)
     }
 
+    /// Reads the duplicate window's message ids, and the last message's, back from the stored
+    /// messages (after a restart or a restore, as nats-server rebuilds them), so that a
+    /// publication repeated within the window is still a duplicate.
+    pub fn rebuild_dedup(&mut self, now: i64) {
+        let window = self.config.duplicate_window;
+        let from = self.seq_at_time(now.saturating_sub(window.max(0)));
+        let seqs: Vec<u64> = self.seqs().skip_while(|&s| s < from).collect();
+        for seq in seqs {
+            let Some(m) = self.load(seq) else { continue };
+            let id = m
+                .headers
+                .as_ref()
+                .and_then(|h| headers::get(h, headers::MSG_ID));
+            let id = id.filter(|id| !id.is_empty()).map(str::to_string);
+            if let (Some(id), true) = (&id, window > 0) {
+                self.dedup.insert(id.clone(), seq);
+                self.dedup_order.push_back((m.ts, id.clone()));
+            }
+            if seq == self.last_seq {
+                self.last_msg_id = id;
+            }
+        }
+    }
+
     fn prune_dedup(&mut self, now: i64) {
         let window = self.config.duplicate_window;
         while let Some((ts, _)) = self.dedup_order.front() {

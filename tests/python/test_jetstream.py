@@ -1747,6 +1747,36 @@ async def test_sequences_removed_at_the_end_are_not_handed_out_again_after_a_res
 
 
 @async_test(timeout=60)
+async def test_the_duplicate_window_survives_a_sigkill(server_factory, tmp_path):
+    """A publication repeated within the duplicate window after a crash is still a duplicate,
+    and the last message id still answers Nats-Expected-Last-Msg-Id: the ids are read back
+    from the stored messages, as nats-server reads them."""
+    args = js_args(tmp_path, "dedup")
+    first = server_factory(args=args)
+    async with jsconn(first) as (nc, js):
+        await js.add_stream(name="DD", subjects=["dd.*"], duplicate_window=60.0)
+        for i in range(1, 6):
+            await js.publish(f"dd.{i}", f"v{i}".encode(), headers={"Nats-Msg-Id": f"id-{i}"})
+        await js.publish("dd.x", b"no id")
+        await js.publish("dd.6", b"v6", headers={"Nats-Msg-Id": "id-6"})
+        if IS_NATS_SERVER:
+            await asyncio.sleep(0.5)  # 2.9.10 syncs on a timer
+    first.kill()
+    first.terminate()
+
+    second = server_factory(args=args)
+    async with jsconn(second) as (nc, js):
+        again = await js.publish("dd.3", b"again", headers={"Nats-Msg-Id": "id-3"})
+        assert (again.seq, again.duplicate) == (3, True)
+        last = await js.publish("dd.7", b"v7", headers={"Nats-Msg-Id": "id-7",
+                                                        "Nats-Expected-Last-Msg-Id": "id-6"})
+        assert (last.seq, last.duplicate) == (8, None)
+        with pytest.raises(nats.js.errors.BadRequestError) as e:
+            await js.publish("dd.8", b"v8", headers={"Nats-Expected-Last-Msg-Id": "id-6"})
+        assert e.value.err_code == 10070
+
+
+@async_test(timeout=60)
 async def test_durability_after_sigkill(server_factory, tmp_path):
     args = js_args(tmp_path, "durable-store")
     first = server_factory(args=args)

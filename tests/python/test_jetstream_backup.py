@@ -160,6 +160,8 @@ async def test_backups_without_consumers_and_of_an_empty_stream(server_factory, 
         nc = await c.connect()
         js = nc.jetstream()
         await js.add_stream(name="E", subjects=["e"])
+        await js.add_stream(name="I", subjects=["i"])
+        await js.publish("i", b"1", headers={"Nats-Msg-Id": "one"})
         for _ in range(5):
             await js.publish("e", b"x")
         await js.purge_stream("E")
@@ -172,6 +174,12 @@ async def test_backups_without_consumers_and_of_an_empty_stream(server_factory, 
         assert (st["messages"], st["first_seq"], st["last_seq"]) == (0, 6, 5), st
         assert st["consumer_count"] == 0
         assert (await js.publish("e", b"y")).seq == 6
+        # A restored stream knows the message ids of its duplicate window.
+        meta, data, _, _ = await backup(nc, "I")
+        await js.delete_stream("I")
+        assert "error" not in await restore(nc, "I", meta, data)
+        again = await js.publish("i", b"1", headers={"Nats-Msg-Id": "one"})
+        assert (again.seq, again.duplicate) == (1, True)
 
 
 @async_test(timeout=60)

@@ -42,6 +42,8 @@ const RESTORE_IDLE: Duration = Duration::from_secs(5);
 /// Snapshot bytes made per snapshot per round of the task (more: another round).
 const ROUND_BYTES: usize = 1024 * 1024;
 
+/// Restores staged at once (each holds a file open); more are refused.
+const MAX_RESTORES: usize = 64;
 /// How the restores' staged uploads are named (then an id and `.partial`).
 const STAGED: &str = "junction-restore-";
 const ACK_PREFIX: &str = "$JS.SNAPSHOT.ACK.";
@@ -252,6 +254,13 @@ pub(super) fn restore_request(
         config["name"] = json!(name);
     }
     let cfg: StreamConfig = serde_json::from_value(config).map_err(ApiError::invalid_json)?;
+    if cfg.name.contains(['/', '\\']) {
+        return Err(ApiError::new(
+            400,
+            10128,
+            "Stream name can not contain path separators",
+        ));
+    }
     let cfg = checked(cfg)?;
     check_tier(task, acc)?;
     check_stream_bytes(task, acc, &cfg)?;
@@ -272,6 +281,14 @@ pub(super) fn restore_request(
             "stream name already in use, cannot restore",
         ));
     }
+    if task.backups.restores.len() >= MAX_RESTORES {
+        tracing::warn!("JetStream: {MAX_RESTORES} restores are staged already; another is refused");
+        return Err(ApiError::new(
+            500,
+            10072,
+            "JetStream unable to open temp storage for restore",
+        ));
+    }
     let id = crate::random_token();
     let dir = staging_dir(&task.shared.opts.store_dir);
     let path = dir.join(format!("{STAGED}{id}.partial"));
@@ -282,7 +299,7 @@ pub(super) fn restore_request(
         .open(&path)
         .map_err(|e| {
             tracing::warn!(path = %path.display(), error = %e, "JetStream: no room to stage a restore");
-            ApiError::new(500, 10033, "JetStream unable to open temp storage for restore")
+            ApiError::new(500, 10072, "JetStream unable to open temp storage for restore")
         })?;
     let deliver = format!("{RESTORE_PREFIX}{}.{id}", cfg.name);
     let subs = subscribe(task, account, deliver.clone());
@@ -356,9 +373,15 @@ pub(crate) fn input(
             task.accounts.get(account.name()).map(|a| a.memory.clone())
         }
     };
-    let over = budget.is_some_and(|b| {
-        b.limit() >= 0 && b.used.load(Ordering::Relaxed) + r.bytes > b.limit() as u64
-    });
+    // The upload may not pass what the account, or the server, may still hold.
+    let server = match r.config.storage {
+        crate::config::Storage::File => &task.shared.server_storage,
+        crate::config::Storage::Memory => &task.shared.server_memory,
+    };
+    let over = budget
+        .iter()
+        .chain([server])
+        .any(|b| b.limit() >= 0 && b.used.load(Ordering::Relaxed) + r.bytes > b.limit() as u64);
     let failed = if over {
         Some(ApiError::new(
             500,
@@ -510,6 +533,7 @@ fn rebuild(
         st.pad_to_last();
     }
     crate::sources::recover_positions(&mut st, meta.last);
+    st.rebuild_dedup(now_ns());
     stream.save_meta(&mut st);
     Ok((meta, consumers))
 }
