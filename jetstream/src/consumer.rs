@@ -445,7 +445,7 @@ impl Consumer {
             self.redeliver.remove(&sseq);
             match (st.load(sseq), self.pending.get(&sseq)) {
                 (Some(m), Some(p)) => {
-                    let d = p.deliveries + 1;
+                    let d = p.deliveries.saturating_add(1);
                     if self.config.max_deliver > 0 && d > self.config.max_deliver as u64 {
                         self.events.push(Event::MaxDeliveries {
                             sseq,

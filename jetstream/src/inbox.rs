@@ -26,6 +26,10 @@ const ACK_QUEUE_LIMIT: usize = 1_000_000;
 /// stored). The origin's flow control keeps far less than this in flight.
 const EXTERNAL_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 
+/// Bytes of restore chunks and snapshot answers waiting for the task; more are dropped (the
+/// client's request times out).
+const BACKUP_QUEUE_BYTES: usize = 64 * 1024 * 1024;
+
 /// What waits for the task, and how many of those are API requests and acknowledgements (what
 /// clients send, bounded).
 #[derive(Default)]
@@ -34,6 +38,7 @@ pub(crate) struct Inbox {
     api: usize,
     acks: usize,
     external_bytes: usize,
+    backup_bytes: usize,
 }
 
 impl Inbox {
@@ -46,10 +51,10 @@ impl Inbox {
                 Some((&mut self.acks, ACK_QUEUE_LIMIT, 1))
             }
             // A client sends a restore's chunks one request at a time; one that does not wait
-            // for the answers is held to the bound of external deliveries.
+            // for the answers (or floods a snapshot's answer subject) meets this bound.
             Input::Backup { payload, .. } => Some((
-                &mut self.external_bytes,
-                EXTERNAL_QUEUE_BYTES,
+                &mut self.backup_bytes,
+                BACKUP_QUEUE_BYTES,
                 payload.len() + 64,
             )),
             Input::External {
@@ -89,7 +94,12 @@ impl Shared {
     /// Everything waiting, for the task to handle.
     pub(crate) fn take_inbox(&self) -> VecDeque<Input> {
         let mut inbox = self.inbox.locked();
-        (inbox.api, inbox.acks, inbox.external_bytes) = (0, 0, 0);
+        (
+            inbox.api,
+            inbox.acks,
+            inbox.external_bytes,
+            inbox.backup_bytes,
+        ) = (0, 0, 0, 0);
         std::mem::take(&mut inbox.queue)
     }
 

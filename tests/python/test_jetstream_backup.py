@@ -283,3 +283,112 @@ async def test_a_restore_nobody_feeds_is_dropped(server_factory, tmp_path):
         # And the name is free again.
         again = await ask(nc, "$JS.API.STREAM.RESTORE.Z", {"config": {"name": "Z", "subjects": ["z"]}})
         assert "error" not in again, again
+
+
+# ---- Junction's snapshot data, written here to try what a crafted upload can do ----
+
+def _crc32c_table() -> list:
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC32C = _crc32c_table()
+
+
+def _masked_crc32c(data: bytes) -> int:
+    c = 0xFFFFFFFF
+    for b in data:
+        c = _CRC32C[(c ^ b) & 0xFF] ^ (c >> 8)
+    c ^= 0xFFFFFFFF
+    return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def snappy_framed(raw: bytes) -> bytes:
+    """``raw`` in the Snappy framing format, as uncompressed chunks."""
+    out = bytearray(b"\xff\x06\x00\x00sNaPpY")
+    for i in range(0, len(raw), 65536):
+        piece = raw[i:i + 65536]
+        out += bytes([1]) + (len(piece) + 4).to_bytes(3, "little")
+        out += _masked_crc32c(piece).to_bytes(4, "little") + piece
+    return bytes(out)
+
+
+def snapshot_data(meta: dict, msgs=(), consumers=()) -> bytes:
+    """A Junction snapshot: ``msgs`` as (seq, subject, headers or None, payload)."""
+    def record(kind: int, body: bytes) -> bytes:
+        return bytes([kind]) + len(body).to_bytes(4, "little") + body
+
+    raw = bytearray(b"JUNCTION STREAM SNAPSHOT 1\n")
+    raw += record(1, json.dumps(meta).encode())
+    for seq, subject, headers, payload in msgs:
+        hdr = b"" if headers is None else headers
+        body = seq.to_bytes(8, "little") + (1000).to_bytes(8, "little")
+        body += len(subject).to_bytes(4, "little") + subject
+        body += (0 if headers is None else len(hdr) + 1).to_bytes(4, "little") + hdr + payload
+        raw += record(2, body)
+    for name, rec in consumers:
+        raw += record(3, json.dumps({"name": name, "record": rec}).encode())
+    raw += record(4, len(msgs).to_bytes(8, "little"))
+    return snappy_framed(bytes(raw))
+
+
+@async_test(timeout=60)
+async def test_crafted_snapshots_are_refused_whole(server_factory, tmp_path):
+    if IS_NATS_SERVER:
+        import pytest
+        pytest.skip("Junction's snapshot data")
+    srv = server_factory(args=js_args(tmp_path))
+    async with Clients(srv) as c:
+        nc = await c.connect()
+        js = nc.jetstream()
+        cfg = {"name": "X", "subjects": ["x.>"], "storage": "file"}
+        ok_msg = (1, b"x.1", None, b"fine")
+        consumer = {"config": {"durable_name": "C", "ack_policy": "explicit", "deliver_policy": "all",
+                               "ack_wait": 30 * 10**9, "max_deliver": -1, "replay_policy": "instant"},
+                    "created": 1, "delivered": [1, 1], "ack_floor": [0, 0], "next": 2,
+                    "pending": [[1, 1]]}
+        cases = [
+            ("a span of 2^40 sequences (gaps cost memory)",
+             snapshot_data({"first_seq": 1, "last_seq": 2**40}, [ok_msg, (2**40, b"x.2", None, b"far")])),
+            ("a last sequence at the end of u64",
+             snapshot_data({"first_seq": 2**64 - 1, "last_seq": 2**64 - 1})),
+            ("a subject that would inject protocol",
+             snapshot_data({"first_seq": 1, "last_seq": 1}, [(1, b"x.a 1 4\r\nPING", None, b"evil")])),
+            ("a wildcard subject", snapshot_data({"first_seq": 1, "last_seq": 1}, [(1, b"x.*", None, b"")])),
+            ("a header block that is none",
+             snapshot_data({"first_seq": 1, "last_seq": 1}, [(1, b"x.1", b"garbage", b"")])),
+            ("messages out of order",
+             snapshot_data({"first_seq": 1, "last_seq": 5}, [(3, b"x.1", None, b""), (2, b"x.1", None, b"")])),
+            ("a message past the last sequence",
+             snapshot_data({"first_seq": 1, "last_seq": 1}, [(2, b"x.1", None, b"")])),
+            ("a consumer delivering into the stream (a loop)",
+             snapshot_data({"first_seq": 1, "last_seq": 1}, [ok_msg],
+                           [("P", {**consumer, "config": {**consumer["config"], "durable_name": "P",
+                                                          "deliver_subject": "x.loop"}})])),
+            ("a consumer past the stream's end",
+             snapshot_data({"first_seq": 1, "last_seq": 1}, [ok_msg],
+                           [("C", {**consumer, "delivered": [9, 9]})])),
+            ("a consumer with 2^64-1 deliveries pending",
+             snapshot_data({"first_seq": 1, "last_seq": 1}, [ok_msg],
+                           [("C", {**consumer, "pending": [[1, 2**64 - 1]]})])),
+            ("the same consumer twice",
+             snapshot_data({"first_seq": 1, "last_seq": 1}, [ok_msg], [("C", consumer), ("C", consumer)])),
+        ]
+        for what, data in cases:
+            done = await restore(nc, "X", {"config": cfg, "state": {}}, data)
+            assert done.get("error", {}).get("err_code") == 10062, (what, done)
+            info = await ask(nc, "$JS.API.STREAM.INFO.X", b"")
+            assert info["error"]["err_code"] == 10059, (what, info)
+
+        # The same consumer, once and sound, restores: what was pending comes again.
+        good = snapshot_data({"first_seq": 1, "last_seq": 1}, [ok_msg], [("C", consumer)])
+        done = await restore(nc, "X", {"config": cfg, "state": {}}, good)
+        assert "error" not in done and done["state"]["consumer_count"] == 1, done
+        psub = await js.pull_subscribe("x.>", durable="C")
+        m = (await psub.fetch(1, timeout=5))[0]
+        assert (m.data, m.metadata.num_delivered) == (b"fine", 2)

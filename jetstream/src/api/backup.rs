@@ -42,8 +42,10 @@ const RESTORE_IDLE: Duration = Duration::from_secs(5);
 /// Snapshot bytes made per snapshot per round of the task (more: another round).
 const ROUND_BYTES: usize = 1024 * 1024;
 
-/// Restores staged at once (each holds a file open); more are refused.
+/// Restores staged at once (each holds a file open), in all and by one account; more are
+/// refused.
 const MAX_RESTORES: usize = 64;
+const MAX_ACCOUNT_RESTORES: usize = 8;
 /// How the restores' staged uploads are named (then an id and `.partial`).
 const STAGED: &str = "junction-restore-";
 const ACK_PREFIX: &str = "$JS.SNAPSHOT.ACK.";
@@ -73,6 +75,8 @@ struct Snapshot {
     last: u64,
     w: Writer,
     ended: bool,
+    /// A message could not be read: the snapshot ends with an error.
+    failed: bool,
     started: Instant,
     /// When an answer last came (or the window last had room).
     heard: Instant,
@@ -185,6 +189,7 @@ pub(super) fn snapshot_request(
             "created": st.created,
             "first_seq": st.first_seq(),
             "last_seq": st.last_seq,
+            "last_ts": st.last_ts,
         }));
         let answer = json!({"config": st.config, "state": stream_state(e, &st, false)});
         (answer, st.first_seq(), st.last_seq)
@@ -222,6 +227,7 @@ pub(super) fn snapshot_request(
         last,
         w,
         ended: false,
+        failed: false,
         started: now,
         heard: now,
         listened: false,
@@ -281,7 +287,13 @@ pub(super) fn restore_request(
             "stream name already in use, cannot restore",
         ));
     }
-    if task.backups.restores.len() >= MAX_RESTORES {
+    let staged_here = task
+        .backups
+        .restores
+        .values()
+        .filter(|r| Arc::ptr_eq(&r.account, account))
+        .count();
+    if task.backups.restores.len() >= MAX_RESTORES || staged_here >= MAX_ACCOUNT_RESTORES {
         tracing::warn!("JetStream: {MAX_RESTORES} restores are staged already; another is refused");
         return Err(ApiError::new(
             500,
@@ -347,9 +359,11 @@ pub(crate) fn input(
         pump(task);
         return;
     }
-    let Some(r) = task.backups.restores.get_mut(subject) else {
-        return;
+    let budgets = match task.backups.restores.get(subject) {
+        Some(r) => restore_budgets(task, r),
+        None => return,
     };
+    let r = task.backups.restores.get_mut(subject).expect("found above");
     if !Arc::ptr_eq(&r.account, account) {
         return;
     }
@@ -365,23 +379,10 @@ pub(crate) fn input(
         return;
     }
     r.bytes += payload.len() as u64;
-    let budget = match r.config.storage {
-        crate::config::Storage::File => {
-            task.accounts.get(account.name()).map(|a| a.storage.clone())
-        }
-        crate::config::Storage::Memory => {
-            task.accounts.get(account.name()).map(|a| a.memory.clone())
-        }
-    };
     // The upload may not pass what the account, or the server, may still hold.
-    let server = match r.config.storage {
-        crate::config::Storage::File => &task.shared.server_storage,
-        crate::config::Storage::Memory => &task.shared.server_memory,
-    };
-    let over = budget
-        .iter()
-        .chain([server])
-        .any(|b| b.limit() >= 0 && b.used.load(Ordering::Relaxed) + r.bytes > b.limit() as u64);
+    let over = budgets.iter().any(|b| {
+        b.limit() >= 0 && b.used.load(Ordering::Relaxed).saturating_add(r.bytes) > b.limit() as u64
+    });
     let failed = if over {
         Some(ApiError::new(
             500,
@@ -407,12 +408,25 @@ pub(crate) fn input(
     task.send_msg(account, Message::new(reply, None, body, origin));
 }
 
+/// What a restore's stream may take from: the account's bytes of its storage type, and the
+/// server's.
+fn restore_budgets(task: &Task, r: &Restore) -> Vec<Arc<crate::stream::Budget>> {
+    use crate::config::Storage;
+    let a = task.accounts.get(r.account.name());
+    let (account, server) = match r.config.storage {
+        Storage::File => (a.map(|a| a.storage.clone()), &task.shared.server_storage),
+        Storage::Memory => (a.map(|a| a.memory.clone()), &task.shared.server_memory),
+    };
+    account.into_iter().chain([server.clone()]).collect()
+}
+
 /// What a staged snapshot said about its stream.
 #[derive(Default)]
 struct Meta {
     created: i64,
     first: u64,
     last: u64,
+    last_ts: i64,
     msgs: u64,
 }
 
@@ -446,10 +460,14 @@ fn finish_restore(task: &mut Task, restore: Restore, reply: Bytes) {
     let shared = task.shared.clone();
     let account = restore.account.clone();
     let answer_to = reply.clone();
+    let budgets = restore_budgets(task, &restore);
     let spawned = std::thread::Builder::new()
         .name("junction-restore".into())
         .spawn(move || {
-            let result = rebuild(&restore.file, &stream);
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                rebuild(&restore.file, &stream, &budgets)
+            }))
+            .unwrap_or_else(|_| Err("the restore thread failed".into()));
             let done = Rebuilt {
                 restore,
                 reply,
@@ -469,11 +487,34 @@ fn finish_restore(task: &mut Task, restore: Restore, reply: Bytes) {
     }
 }
 
+/// The widest span of sequences a restore takes: its gaps cost the stream 8 bytes per 64
+/// sequences (512 MiB at this span), as they cost the stream it was taken from.
+const MAX_SPAN: u64 = 1 << 32;
+
+/// Whether a consumer's record fits a stream whose sequences end at `last`.
+fn record_fits(rec: &persist::ConsumerRecord, last: u64) -> bool {
+    let (dc, ds) = rec.delivered;
+    let (ac, as_) = rec.ack_floor;
+    ds <= last
+        && as_ <= ds
+        && ac <= dc
+        && dc <= i64::MAX as u64
+        && rec.next <= last.saturating_add(1)
+        && rec.lps.iter().all(|&s| s <= last)
+        && rec
+            .pending
+            .iter()
+            .all(|&(s, n)| s <= last && n <= u32::MAX as u64)
+}
+
 /// Reads the staged snapshot twice: once to check all of it (the meta first, sequences rising
-/// within its range, valid consumers), then to store its messages in `stream`.
+/// within its range, subjects and headers a client could publish, consumers that fit, the
+/// bytes within what the account and server may still hold), then to store its messages in
+/// `stream`. The stream's metadata is written by the task once it takes the stream.
 fn rebuild(
     file: &std::fs::File,
     stream: &Stream,
+    budgets: &[Arc<crate::stream::Budget>],
 ) -> Result<(Meta, Vec<(String, persist::ConsumerRecord)>), String> {
     use std::io::{Seek, SeekFrom};
     let read = |each: &mut dyn FnMut(Record) -> Result<(), String>| {
@@ -481,8 +522,11 @@ fn rebuild(
         f.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
         format::read(std::io::BufReader::new(f), each)
     };
+    let storage = stream.storage();
     let mut meta: Option<Meta> = None;
     let mut prev = 0u64;
+    let mut bytes = 0u64;
+    let mut names = std::collections::HashSet::new();
     read(&mut |rec| {
         match rec {
             Record::Meta(v) if meta.is_none() => {
@@ -490,8 +534,15 @@ fn rebuild(
                     created: v["created"].as_i64().unwrap_or_else(now_ns),
                     first: v["first_seq"].as_u64().unwrap_or(1).max(1),
                     last: v["last_seq"].as_u64().unwrap_or(0),
+                    last_ts: v["last_ts"].as_i64().unwrap_or(0).max(0),
                     msgs: 0,
                 };
+                if m.last >= i64::MAX as u64 || m.first > m.last.saturating_add(1) {
+                    return Err("the snapshot's first and last sequences are not valid".into());
+                }
+                if m.last - (m.first - 1) > MAX_SPAN {
+                    return Err(format!("the snapshot spans more than {MAX_SPAN} sequences"));
+                }
                 prev = m.first - 1;
                 meta = Some(m);
             }
@@ -499,11 +550,25 @@ fn rebuild(
                 let Some(meta) = meta.as_mut().filter(|x| m.seq > prev && m.seq <= x.last) else {
                     return Err(format!("message {} is out of order", m.seq));
                 };
+                let subject_ok = junction_core::subject::is_valid_literal_subject(&m.subject);
+                let headers_ok = m
+                    .headers
+                    .as_ref()
+                    .is_none_or(|h| h.starts_with(b"NATS/1.0") && h.ends_with(b"\r\n\r\n"));
+                if !subject_ok || !headers_ok || m.ts < 0 {
+                    return Err(format!("message {} is not valid", m.seq));
+                }
+                bytes += m.size_in(storage);
                 prev = m.seq;
                 meta.msgs += 1;
             }
             Record::Consumer(name, rec) if meta.is_some() => {
-                if ConsumerConfig::check_name(&name, true).is_err() || rec.config.is_none() {
+                let last = meta.as_ref().map_or(0, |m| m.last);
+                if ConsumerConfig::check_name(&name, true).is_err()
+                    || rec.config.is_none()
+                    || !record_fits(&rec, last)
+                    || !names.insert(name.clone())
+                {
                     return Err(format!("consumer {name:?} is not valid"));
                 }
             }
@@ -512,6 +577,12 @@ fn rebuild(
         Ok(())
     })?;
     let meta = meta.ok_or("the snapshot is empty")?;
+    // Checked on what it holds, not on the compressed upload alone.
+    if budgets.iter().any(|b| {
+        b.limit() >= 0 && b.used.load(Ordering::Relaxed).saturating_add(bytes) > b.limit() as u64
+    }) {
+        return Err("insufficient resources".into());
+    }
     {
         let mut st = stream.state.locked();
         st.created = meta.created;
@@ -532,9 +603,11 @@ fn rebuild(
         st.last_seq = meta.last;
         st.pad_to_last();
     }
-    crate::sources::recover_positions(&mut st, meta.last);
+    st.last_ts = st.last_ts.max(meta.last_ts);
+    // Where each source had got to, from the copies' headers (the snapshot's own record of
+    // it was the origin server's).
+    crate::sources::recover_positions(&mut st, 0);
     st.rebuild_dedup(now_ns());
-    stream.save_meta(&mut st);
     Ok((meta, consumers))
 }
 
@@ -586,8 +659,39 @@ fn serve_restored(
             "stream name already in use, cannot restore",
         ));
     }
-    check_overlap(task, &acc, &r.config)?;
+    // The account's and server's limits, again: other streams may have come meanwhile.
+    if a.limits.max_streams > 0 && a.streams.len() as i64 >= a.limits.max_streams {
+        return Err(ApiError::max_streams());
+    }
+    let (acc_most, acc_max_consumers) = (a.limits.max_ack_pending, a.limits.max_consumers);
     let account = a.account.clone();
+    check_resources(task, &acc, &r.config, None)?;
+    check_overlap(task, &acc, &r.config)?;
+    // Its consumers as a create would take them (a deliver subject the stream captures, say,
+    // would loop), within the stream's and the account's consumer limits.
+    let mut most = r.config.max_consumers;
+    if most <= 0 || (acc_max_consumers > 0 && acc_max_consumers < most) {
+        most = acc_max_consumers;
+    }
+    if most > 0 && consumers.len() as i64 > most {
+        return Err(ApiError::new(
+            500,
+            10062,
+            "restore failed: more consumers than the stream may have",
+        ));
+    }
+    for (cname, rec) in &consumers {
+        if let Some(cfg) = &rec.config {
+            cfg.check(&r.config, acc_most).map_err(|e| {
+                ApiError::new(
+                    500,
+                    10062,
+                    format!("restore failed: consumer {cname}: {}", e.description),
+                )
+            })?;
+        }
+    }
+    stream.save_meta(&mut stream.state.locked());
     task.subscribe_stream(stream, &r.config.subjects);
     let mut entry = StreamEntry {
         stream: stream.clone(),
@@ -679,10 +783,16 @@ impl Snapshot {
             return (false, None);
         }
         self.listened = true;
+        if self.failed {
+            return (false, Some("500 Snapshot Failed"));
+        }
         let mut made = 0;
         while self.out < self.window && made < ROUND_BYTES {
             if self.w.ready() < self.chunk && !self.ended {
                 self.fill();
+                if self.failed {
+                    return (false, Some("500 Snapshot Failed"));
+                }
             }
             if self.w.ready() == 0 {
                 return (false, self.ended.then_some("204"));
@@ -718,8 +828,13 @@ impl Snapshot {
                 return;
             };
             self.next = seq + 1;
-            if let Some(m) = st.load(seq) {
-                self.w.msg(&m);
+            match st.load(seq) {
+                Some(m) => self.w.msg(&m),
+                // A message the store could not read back: the snapshot would lack it.
+                None => {
+                    self.failed = true;
+                    return;
+                }
             }
         }
     }

@@ -46,6 +46,10 @@ const S2_STREAM: &[u8] = b"\xff\x06\x00\x00S2sTwO";
 /// a time.
 pub struct Writer {
     enc: FrameEncoder<Vec<u8>>,
+    /// How much of the compressed output was taken already (dropped from the front only
+    /// once it is most of it: a large message is taken a chunk at a time without moving the
+    /// rest each time).
+    taken: usize,
     msgs: u64,
 }
 
@@ -53,6 +57,7 @@ impl Default for Writer {
     fn default() -> Self {
         let mut w = Writer {
             enc: FrameEncoder::new(Vec::new()),
+            taken: 0,
             msgs: 0,
         };
         w.put(MAGIC);
@@ -110,14 +115,23 @@ impl Writer {
 
     /// Compressed bytes ready to send.
     pub fn ready(&self) -> usize {
-        self.enc.get_ref().len()
+        self.enc.get_ref().len() - self.taken
     }
 
     /// Up to `max` of the compressed bytes ready.
     pub fn take(&mut self, max: usize) -> Vec<u8> {
         let out = self.enc.get_mut();
-        let n = max.min(out.len());
-        out.drain(..n).collect()
+        let end = self.taken + max.min(out.len() - self.taken);
+        let chunk = out[self.taken..end].to_vec();
+        self.taken = end;
+        if self.taken == out.len() {
+            out.clear();
+            self.taken = 0;
+        } else if self.taken > out.len() / 2 {
+            out.drain(..self.taken);
+            self.taken = 0;
+        }
+        chunk
     }
 }
 
