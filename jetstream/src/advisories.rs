@@ -146,24 +146,8 @@ impl Task {
         if !account.has_interest(TO.as_bytes()) {
             return;
         }
-        // What nats-server tells of the requester without the account's opt-in to share more:
-        // its account, round trip and server (nothing for a request an import forwarded).
         let server = &self.shared.opts.server_name;
-        // (Only a client of this account: one of another account could be reached through a
-        // stream import of the API subjects.)
-        let client = self
-            .shared
-            .bus
-            .conns()
-            .snapshot(origin)
-            .filter(|c| c.account == account.name())
-            .map(|c| {
-                let mut v = json!({"acc": c.account, "server": server});
-                if let Some(rtt) = c.rtt.filter(|r| !r.is_zero()) {
-                    v["rtt"] = json!(rtt.as_nanos() as u64);
-                }
-                v
-            });
+        let client = self.client_info(account, origin);
         let mut body = json!({
             "server": server,
             "client": client,
@@ -176,6 +160,51 @@ impl Task {
         let kind = "io.nats.jetstream.advisory.v1.api_audit";
         let domain = self.shared.opts.domain.as_deref();
         if let Some(o) = event(account, domain, TO.to_string(), kind, body) {
+            self.out.push((account.clone(), o));
+        }
+    }
+
+    /// What nats-server tells of a requester without the account's opt-in to share more: its
+    /// account, round trip and server (`None` for a request an import forwarded). Only a
+    /// client of this account: one of another account could be reached through a stream
+    /// import of the API subjects.
+    pub(crate) fn client_info(
+        &self,
+        account: &Account,
+        origin: junction_core::ConnId,
+    ) -> Option<Value> {
+        let server = &self.shared.opts.server_name;
+        self.shared
+            .bus
+            .conns()
+            .snapshot(origin)
+            .filter(|c| c.account == account.name())
+            .map(|c| {
+                let mut v = json!({"acc": c.account, "server": server});
+                if let Some(rtt) = c.rtt.filter(|r| !r.is_zero()) {
+                    v["rtt"] = json!(rtt.as_nanos() as u64);
+                }
+                v
+            })
+    }
+
+    /// A snapshot or restore of `stream` began or ended (`what`: `SNAPSHOT_CREATE`,
+    /// `SNAPSHOT_COMPLETE`, `RESTORE_CREATE`, `RESTORE_COMPLETE`); `body` says more.
+    pub(crate) fn backup_advisory(
+        &mut self,
+        account: &Arc<Account>,
+        what: &str,
+        stream: &str,
+        mut body: Value,
+    ) {
+        let subject = format!("{ADVISORY}.STREAM.{what}.{stream}");
+        let kind = format!(
+            "io.nats.jetstream.advisory.v1.{}",
+            what.to_ascii_lowercase()
+        );
+        body["stream"] = json!(stream);
+        let domain = self.shared.opts.domain.as_deref();
+        if let Some(o) = event(account, domain, subject, &kind, body) {
             self.out.push((account.clone(), o));
         }
     }

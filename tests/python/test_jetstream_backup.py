@@ -159,6 +159,12 @@ async def test_backups_without_consumers_and_of_an_empty_stream(server_factory, 
     async with Clients(srv) as c:
         nc = await c.connect()
         js = nc.jetstream()
+        events = []
+
+        async def told(m):
+            events.append((m.subject, json.loads(m.data)))
+
+        adv = await nc.subscribe("$JS.EVENT.ADVISORY.STREAM.>", cb=told)
         await js.add_stream(name="E", subjects=["e"])
         await js.add_stream(name="I", subjects=["i"])
         await js.publish("i", b"1", headers={"Nats-Msg-Id": "one"})
@@ -174,6 +180,19 @@ async def test_backups_without_consumers_and_of_an_empty_stream(server_factory, 
         assert (st["messages"], st["first_seq"], st["last_seq"]) == (0, 6, 5), st
         assert st["consumer_count"] == 0
         assert (await js.publish("e", b"y")).seq == 6
+        # Each step is told as nats-server tells it.
+        await asyncio.sleep(0.2)
+        told = [(subject, e["type"]) for subject, e in events if "SNAPSHOT" in subject or "RESTORE" in subject]
+        kinds = "io.nats.jetstream.advisory.v1."
+        assert told == [
+            ("$JS.EVENT.ADVISORY.STREAM.SNAPSHOT_CREATE.E", kinds + "snapshot_create"),
+            ("$JS.EVENT.ADVISORY.STREAM.SNAPSHOT_COMPLETE.E", kinds + "snapshot_complete"),
+            ("$JS.EVENT.ADVISORY.STREAM.RESTORE_CREATE.E", kinds + "restore_create"),
+            ("$JS.EVENT.ADVISORY.STREAM.RESTORE_COMPLETE.E", kinds + "restore_complete"),
+        ], told
+        complete = next(e for subject, e in events if "RESTORE_COMPLETE" in subject)
+        assert complete["stream"] == "E" and complete["bytes"] == len(data) and complete["client"]["acc"]
+        await adv.unsubscribe()
         # A restored stream knows the message ids of its duplicate window.
         meta, data, _, _ = await backup(nc, "I")
         await js.delete_stream("I")

@@ -78,6 +78,9 @@ struct Snapshot {
     /// A message could not be read: the snapshot ends with an error.
     failed: bool,
     started: Instant,
+    /// For the advisories: when it started (RFC 3339) and who asked.
+    start: String,
+    client: Option<Value>,
     /// When an answer last came (or the window last had room).
     heard: Instant,
     listened: bool,
@@ -85,6 +88,9 @@ struct Snapshot {
 
 struct Restore {
     account: Arc<Account>,
+    /// For the advisories: when it started (RFC 3339) and who asked.
+    start: String,
+    client: Option<Value>,
     config: StreamConfig,
     subs: Vec<Arc<Subscription>>,
     path: std::path::PathBuf,
@@ -169,6 +175,7 @@ pub(super) fn snapshot_request(
     account: &Arc<Account>,
     name: &str,
     payload: &[u8],
+    origin: junction_core::ConnId,
 ) -> ApiResult {
     if payload.trim_ascii().is_empty() {
         return Err(ApiError::bad_request());
@@ -213,6 +220,10 @@ pub(super) fn snapshot_request(
         n => (n as usize).max(chunk),
     };
     let now = Instant::now();
+    let client = task.client_info(account, origin);
+    let start = rfc3339(now_ns());
+    let created = json!({"state": answer["state"], "client": client});
+    task.backup_advisory(account, "SNAPSHOT_CREATE", name, created);
     task.backups.snapshots.push(Snapshot {
         account: account.clone(),
         stream,
@@ -229,6 +240,8 @@ pub(super) fn snapshot_request(
         ended: false,
         failed: false,
         started: now,
+        start,
+        client,
         heard: now,
         listened: false,
     });
@@ -244,6 +257,7 @@ pub(super) fn restore_request(
     account: &Arc<Account>,
     name: &str,
     payload: &[u8],
+    origin: junction_core::ConnId,
 ) -> ApiResult {
     if payload.trim_ascii().is_empty() {
         return Err(ApiError::bad_request());
@@ -316,10 +330,15 @@ pub(super) fn restore_request(
     let deliver = format!("{RESTORE_PREFIX}{}.{id}", cfg.name);
     let subs = subscribe(task, account, deliver.clone());
     tracing::info!(account = %acc, stream = %cfg.name, "JetStream: starting a restore");
+    let client = task.client_info(account, origin);
+    let created = json!({"client": client});
+    task.backup_advisory(account, "RESTORE_CREATE", &cfg.name, created);
     task.backups.restores.insert(
         deliver.clone(),
         Restore {
             account: account.clone(),
+            start: rfc3339(now_ns()),
+            client,
             config: cfg,
             subs,
             path,
@@ -630,6 +649,13 @@ pub(crate) fn restored(task: &mut Task, done: Rebuilt) {
         }
         stream.state.locked().release_budget();
     }
+    let body = json!({
+        "start": restore.start,
+        "end": rfc3339(now_ns()),
+        "bytes": restore.bytes,
+        "client": restore.client,
+    });
+    task.backup_advisory(&account, "RESTORE_COMPLETE", &restore.config.name, body);
     let origin = task.shared.origin;
     task.send_msg(
         &account,
@@ -746,6 +772,7 @@ pub(crate) fn pump(task: &mut Task) {
     });
     let mut more = false;
     let mut sends = Vec::new();
+    let mut ended = Vec::new();
     let origin = task.shared.origin;
     task.backups.snapshots.retain_mut(|s| {
         let (more_here, end) = s.step(now, origin, &mut sends);
@@ -754,12 +781,17 @@ pub(crate) fn pump(task: &mut Task) {
             let mut eof = Message::new(s.deliver.clone(), None, Bytes::new(), origin);
             eof.headers = Some(Bytes::from(format!("NATS/1.0 {status}\r\n\r\n")));
             sends.push((s.account.clone(), eof));
+            let body = json!({"start": s.start, "end": rfc3339(now_ns()), "client": s.client});
+            ended.push((s.account.clone(), s.stream.name.clone(), body));
             return false;
         }
         true
     });
     for (account, msg) in sends {
         task.send_msg(&account, msg);
+    }
+    for (account, stream, body) in ended {
+        task.backup_advisory(&account, "SNAPSHOT_COMPLETE", &stream, body);
     }
     if more {
         task.shared.notify.notify_one();

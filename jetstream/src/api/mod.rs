@@ -122,11 +122,11 @@ pub(crate) fn handle(
         ),
         ["STREAM", "SNAPSHOT", name] => (
             "stream_snapshot_response",
-            backup::snapshot_request(task, account, name, payload),
+            backup::snapshot_request(task, account, name, payload, origin),
         ),
         ["STREAM", "RESTORE", name] => (
             "stream_restore_response",
-            backup::restore_request(task, account, name, payload),
+            backup::restore_request(task, account, name, payload, origin),
         ),
         ["STREAM", "MSG", "DELETE", name] => (
             "stream_msg_delete_response",
