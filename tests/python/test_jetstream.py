@@ -759,6 +759,17 @@ async def test_cluster_operations_answer_that_a_cluster_is_required(jsserver):
                 "error": {"code": 503, "err_code": 10010,
                           "description": "JetStream clustering support required"},
             }, f"{subject}: {reply.data!r}"
+        # The system's own directives are not an account's to ask: no answer, as from
+        # nats-server (its account API ignores them), and nothing purged or moved. (Without
+        # accounts configured, nats-server 2.9.10 lets the global account purge itself, every
+        # stream gone: Junction does not follow it there.)
+        directives = ["$JS.API.META.LEADER.STEPDOWN", "$JS.API.SERVER.REMOVE",
+                      "$JS.API.ACCOUNT.STREAM.MOVE.$G.S", "$JS.API.ACCOUNT.STREAM.CANCEL_MOVE.$G.S"]
+        if not IS_NATS_SERVER:
+            directives.append("$JS.API.ACCOUNT.PURGE.$G")
+        for subject in directives:
+            with pytest.raises(nats.errors.TimeoutError):
+                await nc.request(subject, b'{"peer":"x"}', timeout=0.5)
         # Nothing changed.
         assert (await js.stream_info("S")).config.subjects == ["s.>"]
         assert (await js.consumer_info("S", "C")).name == "C"

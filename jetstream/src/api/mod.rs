@@ -135,6 +135,12 @@ pub(crate) fn handle(
         // Direct gets are the streams' own ([`crate::sinks::DirectSink`]).
         ["DIRECT", "GET", ..] => return,
         ["CONSUMER", "MSG", "NEXT", ..] if !enabled => return,
+        // The system's own directives (meta leader step-down, server removal, account purge
+        // and stream moves) are not an account's to ask: nats-server's account API ignores
+        // them, and so the requester hears nothing.
+        ["META", "LEADER", "STEPDOWN"] | ["SERVER", "REMOVE"] | ["ACCOUNT", ..] if enabled => {
+            return
+        }
         ["CONSUMER", "CREATE", stream] => (
             "consumer_create_response",
             consumer_create(task, &acc, stream, Create::Ephemeral, payload),
