@@ -23,19 +23,9 @@ import os
 import nats
 
 from conftest import IS_NATS_SERVER, Clients, async_test
+from test_jetstream_config import ask, js_args
 
 CHUNK = 64 * 1024
-
-
-def js_args(tmp_path) -> list:
-    store = tmp_path / "js"
-    store.mkdir(exist_ok=True)
-    return ["-js", "-sd", str(store)]
-
-
-async def ask(nc, subject: str, body) -> dict:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return json.loads((await nc.request(subject, data, timeout=5)).data)
 
 
 async def backup(nc, stream: str, answer: bool = True, **req) -> tuple[dict, bytes, str | None, int]:
