@@ -169,7 +169,12 @@ pub fn decode_entry(v: &[u8]) -> Option<Entry> {
     let hl = u32::from_be_bytes(v.get(10 + sl..14 + sl)?.try_into().ok()?) as usize;
     let payload = v.get(14 + sl + hl..)?.len();
     let size = crate::stream::record_size(crate::config::Storage::File, sl, hl, payload);
-    Some(Entry::cold(Bytes::copy_from_slice(subject), ts, size))
+    Some(Entry::cold(
+        Bytes::copy_from_slice(subject),
+        ts,
+        size,
+        hl > 0,
+    ))
 }
 
 /// A new block holding `block` (messages from `first` on).
@@ -440,7 +445,12 @@ pub fn restore(engine: &dyn Engine) -> Result<Restored, StoreError> {
             },
         ));
         let entry = if cold {
-            Entry::cold(m.subject.clone(), m.ts, m.stored_size())
+            Entry::cold(
+                m.subject.clone(),
+                m.ts,
+                m.stored_size(),
+                m.headers.is_some(),
+            )
         } else {
             Entry::hot(m)
         };

@@ -104,6 +104,9 @@ pub struct Entry {
     /// Unix nanoseconds.
     pub ts: i64,
     size: u32,
+    /// The message has a header block (which only a read of it can say more of: a restart
+    /// reads back only these for the duplicate window's ids).
+    headers: bool,
     hot: Option<Arc<StoredMsg>>,
 }
 
@@ -114,16 +117,18 @@ impl Entry {
             subject: m.subject.clone(),
             ts: m.ts,
             size: m.stored_size() as u32,
+            headers: m.headers.is_some(),
             hot: Some(Arc::new(m)),
         }
     }
 
     /// A message only on the disk.
-    pub fn cold(subject: Bytes, ts: i64, size: u64) -> Entry {
+    pub fn cold(subject: Bytes, ts: i64, size: u64, headers: bool) -> Entry {
         Entry {
             subject,
             ts,
             size: size as u32,
+            headers,
             hot: None,
         }
     }
@@ -613,7 +618,13 @@ impl StreamState {
     pub fn rebuild_dedup(&mut self, now: i64) {
         let window = self.config.duplicate_window;
         let from = self.seq_at_time(now.saturating_sub(window.max(0)));
-        let seqs: Vec<u64> = self.seqs().skip_while(|&s| s < from).collect();
+        // Only a message with headers can have an id (the others are not read back).
+        let seqs: Vec<u64> = self
+            .entries()
+            .skip_while(|&(s, _)| s < from)
+            .filter(|(s, e)| e.headers || *s == self.last_seq)
+            .map(|(s, _)| s)
+            .collect();
         for seq in seqs {
             let Some(m) = self.load(seq) else { continue };
             let id = m
@@ -868,6 +879,7 @@ impl Stream {
                 subject,
                 ts: now,
                 size: stored_size as u32,
+                headers: m.headers.is_some(),
                 hot: Some(m),
             },
         );

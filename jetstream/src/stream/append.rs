@@ -75,6 +75,7 @@ impl Stream {
             subject: copy.subject.clone(),
             ts: copy.ts,
             size: copy.size_in(st.config.storage) as u32,
+            headers: copy.headers.is_some(),
             hot: Some(copy),
         };
         st.restore(m.seq, entry);

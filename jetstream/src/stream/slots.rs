@@ -250,7 +250,7 @@ mod tests {
     use bytes::Bytes;
 
     fn e(n: u8) -> Entry {
-        Entry::cold(Bytes::from(vec![n]), i64::from(n), 1)
+        Entry::cold(Bytes::from(vec![n]), i64::from(n), 1, false)
     }
 
     fn live(s: &Slots) -> Vec<(usize, u8)> {
