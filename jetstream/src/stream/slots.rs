@@ -258,6 +258,13 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_stays_56_bytes() {
+        // What each stored message costs in memory (the README's "about 70 bytes" with the
+        // slot's pointer and the subject index); the header flag sits in the padding.
+        assert_eq!(std::mem::size_of::<Entry>(), 56);
+    }
+
+    #[test]
     fn slots_behave_as_a_deque_of_options() {
         // Against a plain deque, through pushes, gaps, takes and front drops across chunks.
         let mut s = Slots::default();
