@@ -489,7 +489,7 @@ impl Consumer {
         self.delivered.0 = cseq;
         self.delivered.1 = self.delivered.1.max(m.seq);
         if deliveries > 1 {
-            self.num_redelivered += 1;
+            self.num_redelivered = self.num_redelivered.saturating_add(1);
         }
         match self.config.ack_policy {
             AckPolicy::None => {

@@ -226,6 +226,9 @@ pub struct StreamState {
     /// purge: a rollup (`Some(subject)` for one subject's) or a mirror starting over (`None`).
     /// The task takes them before its consumers send again ([`StreamState::take_purges`]).
     purges: Vec<Option<Bytes>>,
+    /// A restore is filling the stream on a thread of its own: no metadata is written until
+    /// the task takes it (a stop meanwhile leaves no stream behind).
+    pub building: bool,
 }
 
 /// Untold purges kept apart at most; past it they fold into one of the whole stream, which
@@ -279,6 +282,7 @@ impl StreamState {
             dead: Vec::new(),
             transforms: Transforms::default(),
             purges: Vec::new(),
+            building: false,
         }
     }
 
@@ -689,6 +693,9 @@ impl Stream {
     /// while its publisher's batch is routed, and a record written meanwhile (a new config,
     /// the stream's removal) must not be overtaken by an older one.
     pub fn save_meta(&self, st: &mut StreamState) {
+        if st.building {
+            return;
+        }
         if let Some(store) = &self.store {
             store.submit(persist::stream_meta_op(self, st));
         }

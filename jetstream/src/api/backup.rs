@@ -56,6 +56,25 @@ const RESTORE_PREFIX: &str = "$JS.SNAPSHOT.RESTORE.";
 pub(crate) struct Backups {
     snapshots: Vec<Snapshot>,
     restores: HashMap<String, Restore>,
+    /// The restores being built beside the task: account and stream names.
+    building: Vec<(String, String)>,
+}
+
+impl Backups {
+    /// Restores of `account` staged or being built, and whether one of them is of `stream`.
+    fn of(&self, account: &str, stream: &str) -> (usize, bool) {
+        let staged = self
+            .restores
+            .values()
+            .map(|r| (r.account.name(), r.config.name.as_str()));
+        let building = self.building.iter().map(|(a, s)| (a.as_str(), s.as_str()));
+        let mine: Vec<&str> = staged
+            .chain(building)
+            .filter(|(a, _)| *a == account)
+            .map(|(_, s)| s)
+            .collect();
+        (mine.len(), mine.contains(&stream))
+    }
 }
 
 struct Snapshot {
@@ -285,15 +304,12 @@ pub(super) fn restore_request(
     check_tier(task, acc)?;
     check_stream_bytes(task, acc, &cfg)?;
     check_resources(task, acc, &cfg, None)?;
+    let (here, restoring) = task.backups.of(acc, &cfg.name);
     if task
         .accounts
         .get(acc)
         .is_some_and(|a| a.streams.contains_key(&cfg.name))
-        || task
-            .backups
-            .restores
-            .values()
-            .any(|r| r.config.name == cfg.name)
+        || restoring
     {
         return Err(ApiError::new(
             400,
@@ -301,14 +317,12 @@ pub(super) fn restore_request(
             "stream name already in use, cannot restore",
         ));
     }
-    let staged_here = task
-        .backups
-        .restores
-        .values()
-        .filter(|r| Arc::ptr_eq(&r.account, account))
-        .count();
-    if task.backups.restores.len() >= MAX_RESTORES || staged_here >= MAX_ACCOUNT_RESTORES {
-        tracing::warn!("JetStream: {MAX_RESTORES} restores are staged already; another is refused");
+    let all = task.backups.restores.len() + task.backups.building.len();
+    if all >= MAX_RESTORES || here >= MAX_ACCOUNT_RESTORES {
+        tracing::warn!(
+            account = %acc,
+            "JetStream: {all} restores are under way ({here} of this account); another is refused"
+        );
         return Err(ApiError::new(
             500,
             10072,
@@ -370,7 +384,7 @@ pub(crate) fn input(
             .backups
             .snapshots
             .iter_mut()
-            .find(|s| Some(s.ack.as_str()) == ack && Arc::ptr_eq(&s.account, account))
+            .find(|s| Some(s.ack.as_str()) == ack && s.account.name() == account.name())
         {
             s.out = s.out.saturating_sub(size);
             s.heard = Instant::now();
@@ -383,12 +397,14 @@ pub(crate) fn input(
         None => return,
     };
     let r = task.backups.restores.get_mut(subject).expect("found above");
-    if !Arc::ptr_eq(&r.account, account) {
+    if r.account.name() != account.name() {
         return;
     }
     let Some(reply) = reply else {
         tracing::warn!(stream = %r.config.name, "JetStream: a restore chunk came without a reply subject; the restore is dropped");
-        task.backups.restores.remove(subject);
+        if let Some(r) = task.backups.restores.remove(subject) {
+            restore_complete(task, &r);
+        }
         return;
     };
     r.heard = Instant::now();
@@ -417,7 +433,9 @@ pub(crate) fn input(
     let origin = task.shared.origin;
     let body = match failed {
         Some(e) => {
-            task.backups.restores.remove(subject);
+            if let Some(r) = task.backups.restores.remove(subject) {
+                restore_complete(task, &r);
+            }
             Bytes::from(
                 json!({"type": format!("{PREFIX}stream_create_response"), "error": e}).to_string(),
             )
@@ -425,6 +443,18 @@ pub(crate) fn input(
         None => Bytes::new(),
     };
     task.send_msg(account, Message::new(reply, None, body, origin));
+}
+
+/// Tells that a restore ended (built, or failed: as nats-server, not when it is dropped for
+/// hearing nothing).
+fn restore_complete(task: &mut Task, r: &Restore) {
+    let body = json!({
+        "start": r.start,
+        "end": rfc3339(now_ns()),
+        "bytes": r.bytes,
+        "client": r.client,
+    });
+    task.backup_advisory(&r.account, "RESTORE_COMPLETE", &r.config.name, body);
 }
 
 /// What a restore's stream may take from: the account's bytes of its storage type, and the
@@ -474,8 +504,14 @@ fn create_response(result: ApiResult) -> Bytes {
 /// task's once [`restored`] takes it back.
 fn finish_restore(task: &mut Task, restore: Restore, reply: Bytes) {
     let uid = task.shared.new_uid();
-    let st = StreamState::new(restore.config.clone(), now_ns(), 0, 0);
+    let mut st = StreamState::new(restore.config.clone(), now_ns(), 0, 0);
+    st.building = true;
     let stream = task.build_stream(&restore.account, uid, st);
+    let names = (
+        restore.account.name().to_string(),
+        restore.config.name.clone(),
+    );
+    task.backups.building.push(names.clone());
     let shared = task.shared.clone();
     let account = restore.account.clone();
     let answer_to = reply.clone();
@@ -499,6 +535,7 @@ fn finish_restore(task: &mut Task, restore: Restore, reply: Bytes) {
         // The restore went with the closure: its staged file is gone, its stream never held
         // anything.
         tracing::warn!(error = %e, "JetStream: no thread for a restore");
+        task.backups.building.retain(|b| *b != names);
         let failed = ApiError::new(500, 10062, format!("restore failed: {e}"));
         let origin = task.shared.origin;
         let body = create_response(Err(failed));
@@ -507,14 +544,21 @@ fn finish_restore(task: &mut Task, restore: Restore, reply: Bytes) {
 }
 
 /// The widest span of sequences a restore takes: its gaps cost the stream 8 bytes per 64
-/// sequences (512 MiB at this span), as they cost the stream it was taken from.
-const MAX_SPAN: u64 = 1 << 32;
+/// sequences (128 MiB at this span), as they cost the stream it was taken from. They are
+/// counted with the bytes that must fit the account's and server's limits.
+const MAX_SPAN: u64 = 1 << 30;
 
 /// Whether a consumer's record fits a stream whose sequences end at `last`.
-fn record_fits(rec: &persist::ConsumerRecord, last: u64) -> bool {
+fn record_fits(name: &str, rec: &persist::ConsumerRecord, last: u64) -> bool {
+    let named = rec
+        .config
+        .as_ref()
+        .is_some_and(|c| c.durable_name.as_deref().or(c.name.as_deref()) == Some(name));
     let (dc, ds) = rec.delivered;
     let (ac, as_) = rec.ack_floor;
-    ds <= last
+    named
+        && rec.redelivered <= u32::MAX as u64
+        && ds <= last
         && as_ <= ds
         && ac <= dc
         && dc <= i64::MAX as u64
@@ -569,7 +613,9 @@ fn rebuild(
                 let Some(meta) = meta.as_mut().filter(|x| m.seq > prev && m.seq <= x.last) else {
                     return Err(format!("message {} is out of order", m.seq));
                 };
-                let subject_ok = junction_core::subject::is_valid_literal_subject(&m.subject);
+                // (The store keeps a subject's length in 16 bits.)
+                let subject_ok = m.subject.len() <= u16::MAX as usize
+                    && junction_core::subject::is_valid_literal_subject(&m.subject);
                 let headers_ok = m
                     .headers
                     .as_ref()
@@ -585,7 +631,7 @@ fn rebuild(
                 let last = meta.as_ref().map_or(0, |m| m.last);
                 if ConsumerConfig::check_name(&name, true).is_err()
                     || rec.config.is_none()
-                    || !record_fits(&rec, last)
+                    || !record_fits(&name, &rec, last)
                     || !names.insert(name.clone())
                 {
                     return Err(format!("consumer {name:?} is not valid"));
@@ -596,6 +642,7 @@ fn rebuild(
         Ok(())
     })?;
     let meta = meta.ok_or("the snapshot is empty")?;
+    bytes += (meta.last - (meta.first - 1)) / 64 * 8;
     // Checked on what it holds, not on the compressed upload alone.
     if budgets.iter().any(|b| {
         b.limit() >= 0 && b.used.load(Ordering::Relaxed).saturating_add(bytes) > b.limit() as u64
@@ -639,6 +686,8 @@ pub(crate) fn restored(task: &mut Task, done: Rebuilt) {
         result,
     } = done;
     let account = restore.account.clone();
+    let names = (account.name().to_string(), restore.config.name.clone());
+    task.backups.building.retain(|b| *b != names);
     let answer = serve_restored(task, &restore, &stream, result);
     if answer.is_err() {
         // Nothing of it stays: its records go, and so do its bytes from the account's count.
@@ -649,13 +698,7 @@ pub(crate) fn restored(task: &mut Task, done: Rebuilt) {
         }
         stream.state.locked().release_budget();
     }
-    let body = json!({
-        "start": restore.start,
-        "end": rfc3339(now_ns()),
-        "bytes": restore.bytes,
-        "client": restore.client,
-    });
-    task.backup_advisory(&account, "RESTORE_COMPLETE", &restore.config.name, body);
+    restore_complete(task, &restore);
     let origin = task.shared.origin;
     task.send_msg(
         &account,
@@ -692,6 +735,17 @@ fn serve_restored(
     let (acc_most, acc_max_consumers) = (a.limits.max_ack_pending, a.limits.max_consumers);
     let account = a.account.clone();
     check_resources(task, &acc, &r.config, None)?;
+    // What it holds is counted already: other restores built meanwhile may have taken room.
+    if restore_budgets(task, r)
+        .iter()
+        .any(|b| b.limit() >= 0 && b.used.load(Ordering::Relaxed) > b.limit() as u64)
+    {
+        return Err(ApiError::new(
+            500,
+            10062,
+            "restore failed: insufficient resources",
+        ));
+    }
     check_overlap(task, &acc, &r.config)?;
     // Its consumers as a create would take them (a deliver subject the stream captures, say,
     // would loop), within the stream's and the account's consumer limits.
@@ -717,7 +771,11 @@ fn serve_restored(
             })?;
         }
     }
-    stream.save_meta(&mut stream.state.locked());
+    {
+        let mut st = stream.state.locked();
+        st.building = false;
+        stream.save_meta(&mut st);
+    }
     task.subscribe_stream(stream, &r.config.subjects);
     let mut entry = StreamEntry {
         stream: stream.clone(),
