@@ -159,6 +159,7 @@ impl Harness {
             touched: Default::default(),
             out: Vec::new(),
             after_commit: Vec::new(),
+            held: Default::default(),
             paced: Default::default(),
             refusing: Vec::new(),
             disabled: HashMap::new(),

@@ -162,6 +162,8 @@ pub(crate) struct Task {
     pub(crate) out: Vec<(Arc<Account>, Out)>,
     /// Replies to send once the store committed what came before them.
     pub(crate) after_commit: Vec<(Arc<Account>, Out)>,
+    /// Sends of `after_commit` handed to the store and not made yet.
+    pub(crate) held: Arc<std::sync::atomic::AtomicUsize>,
     /// Streams with a consumer whose pacing (`replay_policy: original`, `rate_limit_bps`)
     /// holds a message back, and when it may go.
     pub(crate) paced: HashMap<(String, String), Instant>,
@@ -211,6 +213,7 @@ impl JetStream {
             touched: Touched::default(),
             out: Vec::new(),
             after_commit: Vec::new(),
+            held: Default::default(),
             paced: Default::default(),
             refusing: Vec::new(),
             disabled: HashMap::new(),
@@ -808,6 +811,14 @@ impl Task {
         self.touched.extend(again);
         self.save_positions(false);
         self.save_sourced();
+        // While deliveries held for a commit are on their way, nothing may overtake them: an
+        // answer saying they were delivered (a consumer info with nothing pending) must not
+        // reach the client before they do (nats-py's KV watcher then saw no keys).
+        if self.held.load(Ordering::Acquire) > 0 && self.shared.store.is_some() {
+            let mut later = std::mem::take(&mut self.out);
+            later.append(&mut self.after_commit);
+            self.after_commit = later;
+        }
         let mut batch = FlushBatch::default();
         // Outputs run in a row to one inbox (a pull request's batch): the cache keeps its match.
         let mut cache = MatchCache::new(true);
@@ -826,6 +837,8 @@ impl Task {
         if !self.after_commit.is_empty() {
             let held = std::mem::take(&mut self.after_commit);
             let origin = self.shared.origin;
+            let in_flight = self.held.clone();
+            in_flight.fetch_add(1, Ordering::AcqRel);
             let send = move || {
                 let mut batch = FlushBatch::default();
                 let mut cache = MatchCache::new(true);
@@ -841,6 +854,7 @@ impl Task {
                     account.deliver_to(&mut cache, &o.to, &msg, &mut batch);
                 }
                 batch.wake_all();
+                in_flight.fetch_sub(1, Ordering::AcqRel);
             };
             match &self.shared.store {
                 Some(s) => s.then(Box::new(move |_| send())),

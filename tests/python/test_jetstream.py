@@ -1757,6 +1757,36 @@ async def test_sequences_removed_at_the_end_are_not_handed_out_again_after_a_res
         assert [(m.data, m.metadata.sequence.stream) for m in msgs] == [(b"kept", 1), (b"after", 3)]
 
 
+@async_test(timeout=90)
+async def test_a_consumer_info_never_overtakes_deliveries(server_factory, tmp_path):
+    """A consumer whose deliveries wait for the commit that counts them (max_deliver on a
+    stream on disk, as nats-py's KV watchers create them) is not reported as having delivered
+    what the client has not received yet: nats-py's `kv.keys()` reads `num_pending` and its
+    own count of deliveries from one consumer info, and saw no keys when the answer overtook
+    them."""
+    srv = server_factory(args=js_args(tmp_path, "overtake"))
+    async with jsconn(srv) as (nc, js):
+        await js.add_stream(name="OT", subjects=["ot.>"])
+        for r in range(40):
+            for k in ("a", "b", "c"):
+                await js.publish(f"ot.{r}.{k}", b"v")
+            inbox = nc.new_inbox()
+            sub = await nc.subscribe(inbox)
+            cfg = {"deliver_subject": inbox, "max_deliver": 1, "ack_policy": "none",
+                   "deliver_policy": "last_per_subject", "filter_subject": f"ot.{r}.>",
+                   "inactive_threshold": 300 * 10**9, "flow_control": True,
+                   "idle_heartbeat": 5 * 10**9}
+            created = json.loads((await nc.request("$JS.API.CONSUMER.CREATE.OT",
+                                                   json.dumps({"stream_name": "OT", "config": cfg}).encode(),
+                                                   timeout=5)).data)
+            name = created["name"]
+            info = json.loads((await nc.request(f"$JS.API.CONSUMER.INFO.OT.{name}", b"", timeout=5)).data)
+            seen = sub.delivered
+            assert info["delivered"]["consumer_seq"] <= seen, (r, info["delivered"], info["num_pending"], seen)
+            await sub.unsubscribe()
+            await nc.request(f"$JS.API.CONSUMER.DELETE.OT.{name}", b"", timeout=5)
+
+
 @async_test(timeout=60)
 async def test_the_duplicate_window_survives_a_sigkill(server_factory, tmp_path):
     """A publication repeated within the duplicate window after a crash is still a duplicate,
