@@ -98,6 +98,24 @@ pub(crate) struct StreamEntry {
     pub(crate) consumers: BTreeMap<String, Consumer>,
 }
 
+impl StreamEntry {
+    /// Takes a consumer back from its record (at start, or from a restored snapshot), with its
+    /// acknowledgement subscriptions.
+    pub(crate) fn adopt_consumer(
+        &mut self,
+        shared: &Arc<Shared>,
+        name: String,
+        rec: persist::ConsumerRecord,
+    ) {
+        if let Some(mut c) = Consumer::restore(name.clone(), self.stream.clone(), rec) {
+            let s = &self.stream;
+            c.subs = Some(ConsumerSubs::new(shared, &s.account, &s.name, &name));
+            s.state.locked().consumers += 1;
+            self.consumers.insert(name, c);
+        }
+    }
+}
+
 /// One account's JetStream.
 pub(crate) struct AccountJs {
     pub(crate) account: Arc<Account>,
@@ -366,16 +384,7 @@ impl Task {
             else {
                 continue;
             };
-            if let Some(mut c) = Consumer::restore(name.clone(), entry.stream.clone(), rec) {
-                c.subs = Some(ConsumerSubs::new(
-                    &self.shared,
-                    &entry.stream.account,
-                    sname,
-                    &name,
-                ));
-                entry.stream.state.locked().consumers += 1;
-                entry.consumers.insert(name, c);
-            }
+            entry.adopt_consumer(&self.shared, name, rec);
             let stream = entry.stream.clone();
             self.refresh_interest(acc, sname);
             self.touched.insert((acc.clone(), stream.name.clone()));
@@ -454,7 +463,7 @@ impl Task {
         );
         for prefix in crate::sinks::direct_prefixes(&self.shared) {
             let sink: Arc<dyn Sink> = Arc::new(crate::sinks::DirectSink {
-                shared: self.shared.clone(),
+                origin: self.shared.origin,
                 stream: stream.clone(),
                 prefix: prefix.len(),
             });
@@ -781,11 +790,9 @@ impl Task {
             }
             for c in e.consumers.values_mut() {
                 let mut out = Vec::new();
-                let more = match c.config.deliver_subject.clone() {
-                    Some(ds) => {
-                        let active = account.has_interest(ds.as_bytes());
-                        c.pump_push(active, &mut out)
-                    }
+                let listened = c.config.deliver_subject.as_deref();
+                let more = match listened.map(|ds| account.has_interest(ds.as_bytes())) {
+                    Some(active) => c.pump_push(active, &mut out),
                     None => c.pump_pull(&mut out),
                 };
                 if more {

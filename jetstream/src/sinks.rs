@@ -272,7 +272,8 @@ fn is_direct_get(shared: &Shared, subject: &[u8]) -> bool {
 /// get is a read of the stream, and going through the JetStream task cost a hop between
 /// threads each way.
 pub(crate) struct DirectSink {
-    pub(crate) shared: Arc<Shared>,
+    /// JetStream's connection id, which its answers carry.
+    pub(crate) origin: junction_core::ConnId,
     pub(crate) stream: Arc<Stream>,
     /// The subject's length up to the stream's name (`$JS.API.DIRECT.GET.` or the domain's).
     pub(crate) prefix: usize,
@@ -289,13 +290,9 @@ impl Sink for DirectSink {
             .get(self.prefix + self.stream.name.len()..)
             .unwrap_or_default();
         let subject = std::str::from_utf8(tail.strip_prefix(b".").unwrap_or(tail)).unwrap_or("");
-        if let Some(answer) = crate::api::direct_reply(
-            &self.stream,
-            subject,
-            reply,
-            &msg.payload,
-            self.shared.origin,
-        ) {
+        if let Some(answer) =
+            crate::api::direct_reply(&self.stream, subject, reply, &msg.payload, self.origin)
+        {
             self.stream.account.publish_one(&answer);
         }
         Delivery::Queued

@@ -39,6 +39,8 @@ const MAX_CHUNK: usize = 1024 * 1024;
 const FLOW_WAIT: Duration = Duration::from_secs(2);
 /// How long a restore waits for its next chunk.
 const RESTORE_IDLE: Duration = Duration::from_secs(5);
+/// The Snappy framing's block: the encoder gives out nothing before it holds this much.
+const BLOCK: usize = 64 * 1024;
 /// Snapshot bytes made per snapshot per round of the task (more: another round).
 const ROUND_BYTES: usize = 1024 * 1024;
 
@@ -196,9 +198,7 @@ pub(super) fn snapshot_request(
     payload: &[u8],
     origin: junction_core::ConnId,
 ) -> ApiResult {
-    if payload.trim_ascii().is_empty() {
-        return Err(ApiError::bad_request());
-    }
+    required(payload)?;
     let acc = account.name();
     let e = entry(task, acc, name)?;
     let req: SnapshotRequest = parse(payload)?;
@@ -278,9 +278,7 @@ pub(super) fn restore_request(
     payload: &[u8],
     origin: junction_core::ConnId,
 ) -> ApiResult {
-    if payload.trim_ascii().is_empty() {
-        return Err(ApiError::bad_request());
-    }
+    required(payload)?;
     let acc = account.name();
     let req: RestoreRequest = parse(payload)?;
     let mut config = req.config;
@@ -293,13 +291,7 @@ pub(super) fn restore_request(
         config["name"] = json!(name);
     }
     let cfg: StreamConfig = serde_json::from_value(config).map_err(ApiError::invalid_json)?;
-    if cfg.name.contains(['/', '\\']) {
-        return Err(ApiError::new(
-            400,
-            10128,
-            "Stream name can not contain path separators",
-        ));
-    }
+    check_path(&cfg.name)?;
     let cfg = checked(cfg)?;
     check_tier(task, acc)?;
     check_stream_bytes(task, acc, &cfg)?;
@@ -436,9 +428,7 @@ pub(crate) fn input(
             if let Some(r) = task.backups.restores.remove(subject) {
                 restore_complete(task, &r);
             }
-            Bytes::from(
-                json!({"type": format!("{PREFIX}stream_create_response"), "error": e}).to_string(),
-            )
+            create_response(Err(e))
         }
         None => Bytes::new(),
     };
@@ -488,15 +478,7 @@ pub(crate) struct Rebuilt {
 }
 
 fn create_response(result: ApiResult) -> Bytes {
-    let kind = format!("{PREFIX}stream_create_response");
-    let body = match result {
-        Ok(mut v) => {
-            v["type"] = json!(kind);
-            v
-        }
-        Err(e) => json!({"type": kind, "error": e}),
-    };
-    Bytes::from(body.to_string())
+    response_body("stream_create_response", result)
 }
 
 /// Builds the stream of an uploaded snapshot on a thread of its own (reading and storing a
@@ -785,16 +767,7 @@ fn serve_restored(
         if let Some(s) = stream.durable() {
             s.submit(persist::consumer_op(stream.uid, &cname, &rec));
         }
-        if let Some(mut c) = Consumer::restore(cname.clone(), stream.clone(), rec) {
-            c.subs = Some(crate::sinks::ConsumerSubs::new(
-                &task.shared,
-                &account,
-                &name,
-                &cname,
-            ));
-            stream.state.locked().consumers += 1;
-            entry.consumers.insert(cname, c);
-        }
+        entry.adopt_consumer(&task.shared, cname, rec);
     }
     let mut info = stream_info(&entry, false);
     task.accounts
@@ -909,23 +882,47 @@ impl Snapshot {
 
     /// Writes messages until a chunk's worth is ready or the snapshot's last one is written.
     fn fill(&mut self) {
-        let st = self.stream.state.locked();
-        while self.w.ready() < self.chunk {
-            let next = st.next_matching(self.next, &[]).filter(|&s| s <= self.last);
-            let Some(seq) = next else {
-                self.w.end();
-                self.ended = true;
-                return;
-            };
-            self.next = seq + 1;
-            match st.load(seq) {
-                Some(m) => self.w.msg(&m),
-                // A message the store could not read back: the snapshot would lack it.
-                None => {
-                    self.failed = true;
-                    return;
+        while self.w.ready() < self.chunk && !self.ended && !self.failed {
+            self.fill_some();
+        }
+    }
+
+    /// Writes the next messages: a compressed block's worth at least (the encoder gives out
+    /// nothing before), or a chunk's. They are taken under the stream's lock and compressed
+    /// after it, so that publishers do not wait for the compression.
+    fn fill_some(&mut self) {
+        let want = self.chunk.max(BLOCK);
+        let mut taken = Vec::new();
+        let mut bytes = 0;
+        let mut last = false;
+        {
+            let st = self.stream.state.locked();
+            while bytes < want {
+                let next = st.next_matching(self.next, &[]).filter(|&s| s <= self.last);
+                let Some(seq) = next else {
+                    last = true;
+                    break;
+                };
+                self.next = seq + 1;
+                match st.load(seq) {
+                    Some(m) => {
+                        bytes += m.stored_size() as usize;
+                        taken.push(m);
+                    }
+                    // A message the store could not read back: the snapshot would lack it.
+                    None => {
+                        self.failed = true;
+                        return;
+                    }
                 }
             }
+        }
+        for m in &taken {
+            self.w.msg(m);
+        }
+        if last {
+            self.w.end();
+            self.ended = true;
         }
     }
 }

@@ -222,6 +222,17 @@ pub(crate) fn handle(
             counters.api_errors.fetch_add(1, Ordering::Relaxed);
         }
     }
+    let body = response_body(kind, result);
+    task.api_audit(account, subject, payload, &body, origin);
+    if let Some(r) = reply {
+        let origin = task.shared.origin;
+        task.send_msg(account, Message::new(r, None, body, origin));
+    }
+}
+
+/// An answer of type `kind` (`stream_create_response`, ...): the result with its `type`, or the
+/// error.
+fn response_body(kind: &str, result: ApiResult) -> Bytes {
     let body = match result {
         Ok(mut v) => {
             v["type"] = json!(format!("{PREFIX}{kind}"));
@@ -229,12 +240,15 @@ pub(crate) fn handle(
         }
         Err(e) => json!({"type": format!("{PREFIX}{kind}"), "error": e}),
     };
-    let body = Bytes::from(body.to_string());
-    task.api_audit(account, subject, payload, &body, origin);
-    if let Some(r) = reply {
-        let origin = task.shared.origin;
-        task.send_msg(account, Message::new(r, None, body, origin));
+    Bytes::from(body.to_string())
+}
+
+/// Refuses a request without a body (where nats-server requires one).
+fn required(payload: &[u8]) -> Result<(), ApiError> {
+    if payload.trim_ascii().is_empty() {
+        return Err(ApiError::bad_request());
     }
+    Ok(())
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<T, ApiError> {

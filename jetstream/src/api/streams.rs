@@ -156,11 +156,8 @@ pub(super) fn check_resources(
     Ok(())
 }
 
-/// Creates a stream, with nats-server 2.10's checks in its order: the request, the account's
-/// limits, the configuration, then an existing stream of that name and the other streams'
-/// subjects.
-pub(super) fn stream_create(task: &mut Task, acc: &str, name: &str, payload: &[u8]) -> ApiResult {
-    let cfg = stream_config(name, payload)?;
+/// Refuses a stream name with a path separator (nats-server names a directory after it).
+pub(super) fn check_path(name: &str) -> Result<(), ApiError> {
     if name.contains(['/', '\\']) {
         return Err(ApiError::new(
             400,
@@ -168,6 +165,15 @@ pub(super) fn stream_create(task: &mut Task, acc: &str, name: &str, payload: &[u
             "Stream name can not contain path separators",
         ));
     }
+    Ok(())
+}
+
+/// Creates a stream, with nats-server 2.10's checks in its order: the request, the account's
+/// limits, the configuration, then an existing stream of that name and the other streams'
+/// subjects.
+pub(super) fn stream_create(task: &mut Task, acc: &str, name: &str, payload: &[u8]) -> ApiResult {
+    let cfg = stream_config(name, payload)?;
+    check_path(name)?;
     if cfg.sealed {
         return Err(ApiError::invalid_config(
             "stream configuration for create can not be sealed",
@@ -701,42 +707,47 @@ pub(crate) fn direct_reply(
     payload: &[u8],
     origin: junction_core::ConnId,
 ) -> Option<Message> {
-    if !stream.state.locked().config.allow_direct {
-        return None;
-    }
-    // nats-server's answers to requests it cannot serve.
-    let req = if subject.is_empty() {
-        if payload.is_empty() {
-            return Some(status_msg(reply, 408, "Empty Request"));
-        }
-        let Ok(r) = serde_json::from_slice::<MsgGetRequest>(payload) else {
-            return Some(status_msg(reply, 408, "Malformed Request"));
-        };
-        match r.refused() {
-            Some(true) => return Some(status_msg(reply, 408, "Empty Request")),
-            Some(false) => return Some(status_msg(reply, 408, "Bad Request")),
-            None => r,
+    // nats-server's answers to requests it cannot serve (made before the lock is taken, and
+    // given only by a stream that serves direct gets).
+    let asked = if subject.is_empty() {
+        match serde_json::from_slice::<MsgGetRequest>(payload) {
+            _ if payload.is_empty() => Err("Empty Request"),
+            Err(_) => Err("Malformed Request"),
+            Ok(r) => match r.refused() {
+                Some(true) => Err("Empty Request"),
+                Some(false) => Err("Bad Request"),
+                None => Ok(r),
+            },
         }
     } else if !payload.is_empty() {
         // The subject-in-token form takes no payload.
-        return Some(status_msg(reply, 408, "Bad Request"));
+        Err("Bad Request")
     } else {
-        MsgGetRequest {
+        Ok(MsgGetRequest {
             seq: None,
             last_by_subj: Some(subject.to_string()),
             next_by_subj: None,
+        })
+    };
+    let found = {
+        let st = stream.state.locked();
+        if !st.config.allow_direct {
+            return None;
+        }
+        match asked {
+            Ok(req) => find(&st, &req),
+            Err(why) => return Some(status_msg(reply, 408, why)),
         }
     };
-    let found = find(&stream.state.locked(), &req);
     Some(match found {
         None => status_msg(reply, 404, "Message Not Found"),
         Some(m) => {
             let seq = m.seq.to_string();
             let ts = rfc3339(m.ts);
-            let subj = String::from_utf8_lossy(&m.subject).to_string();
+            let subj = String::from_utf8_lossy(&m.subject);
             let h = headers::with(
                 &[
-                    ("Nats-Stream", &stream.name),
+                    ("Nats-Stream", stream.name.as_str()),
                     ("Nats-Subject", &subj),
                     ("Nats-Sequence", &seq),
                     ("Nats-Time-Stamp", &ts),

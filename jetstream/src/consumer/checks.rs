@@ -362,9 +362,6 @@ impl ConsumerConfig {
     /// `bound`: the old deliver subject still has interest.
     pub fn check_update(&self, next: &ConsumerConfig, bound: bool) -> Result<(), ApiError> {
         let no = |why: &str| Err(ApiError::new(500, 10012, why));
-        if self == next {
-            return Ok(());
-        }
         if self.deliver_policy != next.deliver_policy {
             return no("deliver policy can not be updated");
         }

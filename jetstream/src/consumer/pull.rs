@@ -1,7 +1,6 @@
 //! Pull requests: what waits for messages, how the waiting requests are served, and how
 //! nats-server answers the ones it will not keep (`no_wait`, a requester that went away).
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -87,22 +86,26 @@ impl Consumer {
         // wait for room, as in nats-server. One that got nothing and set no expiry ends with
         // 404 here, where nats-server would keep it until its requester goes away (it can
         // only happen when what there was to send went elsewhere meanwhile).
-        let has_more = self.has_deliverable(&st);
-        let stalled = !self.may_send_more();
-        let mut keep = VecDeque::new();
-        for r in self.waiting.drain(..) {
-            if !r.no_wait || has_more || stalled {
-                keep.push_back(r);
-            } else if r.sent > 0 {
-                let pending = pending_headers_of(r.batch - r.sent, r.max_bytes);
-                out.push(status(r.reply, 408, "Request Timeout", &pending));
-            } else if r.expires.is_none() {
-                out.push(status(r.reply, 404, "No Messages", &[]));
-            } else {
-                keep.push_back(r);
-            }
+        // (Only when one asked not to wait: looking for more costs a scan.)
+        if self.waiting.iter().any(|r| r.no_wait)
+            && self.may_send_more()
+            && !self.has_deliverable(&st)
+        {
+            self.waiting.retain(|r| {
+                if !r.no_wait {
+                    true
+                } else if r.sent > 0 {
+                    let pending = pending_headers_of(r.batch - r.sent, r.max_bytes);
+                    out.push(status(r.reply.clone(), 408, "Request Timeout", &pending));
+                    false
+                } else if r.expires.is_none() {
+                    out.push(status(r.reply.clone(), 404, "No Messages", &[]));
+                    false
+                } else {
+                    true
+                }
+            });
         }
-        self.waiting = keep;
         false
     }
 
