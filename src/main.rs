@@ -169,7 +169,10 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
     // The store first: a locked or damaged one stops startup before anything listens.
     let mqtt_on = settings.mqtt_port.is_some() || settings.ws_port.is_some();
     let engine = if (mqtt_on || settings.jetstream.is_some()) && !settings.in_memory {
-        Some(junction_store::open(&data_dir(&settings))?)
+        Some(junction_store::open_synced(
+            &data_dir(&settings),
+            settings.store_sync,
+        )?)
     } else {
         None
     };
@@ -439,11 +442,20 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
             system_account: auth.system_account.clone().unwrap_or_default(),
             hot_bytes: junction_jetstream::HOT_BYTES,
             server_name: server_name.clone(),
+            sync_interval: match settings.store_sync {
+                junction_store::SyncPolicy::Every(d) if !settings.in_memory => Some(d),
+                _ => None,
+            },
         };
         tracing::info!("Starting JetStream");
         tracing::info!("    Max Memory:      {}", js.max_memory);
         tracing::info!("    Max Storage:     {}", js.max_store);
         tracing::info!("    Store Directory: \"{}\"", opts.store_dir);
+        if let Some(d) = opts.sync_interval {
+            tracing::info!(
+                "    Sync Interval:   {d:?} (acknowledged once written, synced at this interval)"
+            );
+        }
         if let Some(d) = &js.domain {
             tracing::info!("    Domain:          {d}");
         }

@@ -143,6 +143,7 @@ impl Harness {
                 limits: HashMap::new(),
                 hot_bytes,
                 server_name: "harness".into(),
+                sync_interval: None,
             },
             inbox: Default::default(),
             notify: Notify::new(),

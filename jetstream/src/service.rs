@@ -45,6 +45,9 @@ pub struct Options {
     pub hot_bytes: u64,
     /// This server's name (the `server` of the API audit advisory).
     pub server_name: String,
+    /// `sync_interval`: the store acknowledges a write before it is synced, and syncs at this
+    /// interval (`None`: every write is synced before its acknowledgement).
+    pub sync_interval: Option<Duration>,
 }
 
 /// Counters for monitoring; the usage figures are refreshed by the task's timer.
@@ -286,9 +289,11 @@ impl JetStream {
             "max_memory": o.max_memory,
             "max_storage": o.max_store,
             "store_dir": o.store_dir,
-            "sync_interval": 0,
-            "sync_always": true,
         });
+        match o.sync_interval {
+            Some(d) => config["sync_interval"] = json!(d.as_nanos() as u64),
+            None => config["sync_always"] = json!(true),
+        }
         if let Some(d) = &o.domain {
             config["domain"] = json!(d);
         }

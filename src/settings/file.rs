@@ -124,6 +124,24 @@ pub(crate) fn duration_of(item: &Item, key: &str) -> Result<Duration> {
         .map_err(|e| anyhow!("{}: '{key}': {e}", at(item)))
 }
 
+/// `sync_interval: always` (every commit synced before it is acknowledged, Junction's default)
+/// or a duration (acknowledged once written, synced at least that often, as nats-server does;
+/// 0 is nats-server's default of 2 minutes).
+fn sync_policy_of(item: &Item, key: &str) -> Result<junction_store::SyncPolicy> {
+    if item
+        .as_str()
+        .is_some_and(|s| s.eq_ignore_ascii_case("always"))
+    {
+        return Ok(junction_store::SyncPolicy::Always);
+    }
+    let d = duration_of(item, key)?;
+    Ok(junction_store::SyncPolicy::Every(if d.is_zero() {
+        Duration::from_secs(120)
+    } else {
+        d
+    }))
+}
+
 /// A duration that must not be zero (a period, a deadline).
 fn positive_duration_of(item: &Item, key: &str) -> Result<Duration> {
     let d = duration_of(item, key)?;
@@ -305,7 +323,7 @@ impl Settings {
 
     /// Applies the `mqtt { ... }` block.
     /// `jetstream: enabled | disabled | true | false` or `jetstream { store_dir, max_memory_store,
-    /// max_file_store, domain }`.
+    /// max_file_store, domain, sync_interval }`.
     fn apply_jetstream(&mut self, item: &Item, warnings: &mut Vec<String>) -> Result<()> {
         let mut js = self.jetstream.clone().unwrap_or_default();
         let enabled = match &item.value {
@@ -339,15 +357,24 @@ impl Settings {
                         )
                     }
                     "enabled" | "enable" => on = bool_of(v, k)?,
-                    "sync_interval" | "sync" => warnings.push(format!(
-                        "{}: 'jetstream.{k}' is ignored: Junction syncs every acknowledged write before acknowledging it",
+                    "sync_interval" | "sync" => self.store_sync = sync_policy_of(v, k)?,
+                    "max_buffered_msgs"
+                    | "max_buffered_size"
+                    | "unique_tag"
+                    | "strict"
+                    | "max_outstanding_catchup"
+                    | "cipher"
+                    | "key"
+                    | "prev_key"
+                    | "extension_hint"
+                    | "compress_ok"
+                    | "request_queue_limit"
+                    | "tpm"
+                    | "limits"
+                    | "max_ha_assets" => warnings.push(format!(
+                        "{}: 'jetstream.{k}' is not supported and is ignored",
                         at(v)
                     )),
-                    "max_buffered_msgs" | "max_buffered_size" | "unique_tag" | "strict"
-                    | "max_outstanding_catchup" | "cipher" | "key" | "prev_key" | "extension_hint"
-                    | "compress_ok" | "request_queue_limit" | "tpm" | "limits" | "max_ha_assets" => {
-                        warnings.push(format!("{}: 'jetstream.{k}' is not supported and is ignored", at(v)))
-                    }
                     _ => bail!("{}: unknown field \"{k}\"", at(v)),
                 }
             }

@@ -74,6 +74,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// No durable store.
     pub in_memory: bool,
+    /// `jetstream { sync_interval }`: when the store's log is synced (every commit by default).
+    pub store_sync: junction_store::SyncPolicy,
     /// The top-level `tls { ... }` block: TLS on the NATS listener.
     pub tls: Option<junction_protocols::tls::Files>,
     /// The `mqtt { tls { ... } }` block.
@@ -154,6 +156,7 @@ impl Default for Settings {
             ws: junction_protocols::ws::Options::default(),
             data_dir: PathBuf::from("junction-data"),
             in_memory: false,
+            store_sync: junction_store::SyncPolicy::Always,
             tls: None,
             mqtt_tls: None,
             file: None,
@@ -331,6 +334,7 @@ impl Settings {
             ws_tls => "websocket.tls",
             data_dir => "store_dir",
             in_memory => "in-memory",
+            store_sync => "jetstream.sync_interval",
             tls => "tls",
             mqtt_tls => "mqtt.tls",
             jetstream => "jetstream",

@@ -215,8 +215,37 @@ fn jetstream_blocks() {
     assert_eq!((js.max_memory, js.max_store), (1 << 30, 10 << 30));
     assert_eq!(js.domain.as_deref(), Some("edge"));
     assert_eq!(s.data_dir, std::path::PathBuf::from("/tmp/js-x"));
-    assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(warnings[0].contains("sync_interval"));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    // Unquoted, `2m` is the number 2,000,000, which nats-server takes as seconds.
+    assert_eq!(
+        s.store_sync,
+        junction_store::SyncPolicy::Every(std::time::Duration::from_secs(2_000_000))
+    );
+    for (text, want) in [
+        ("sync_interval: always", junction_store::SyncPolicy::Always),
+        ("sync: ALWAYS", junction_store::SyncPolicy::Always),
+        (
+            "sync: \"100ms\"",
+            junction_store::SyncPolicy::Every(std::time::Duration::from_millis(100)),
+        ),
+        (
+            "sync_interval: 0",
+            junction_store::SyncPolicy::Every(std::time::Duration::from_secs(120)),
+        ),
+    ] {
+        let mut s = Settings::default();
+        let map = junction_config::parse_str(&format!("jetstream {{ {text} }}\n")).unwrap();
+        assert!(s.apply_file(&map).unwrap().is_empty(), "{text}");
+        assert_eq!(s.store_sync, want, "{text}");
+    }
+    let mut s = Settings::default();
+    let map = junction_config::parse_str("jetstream { sync_interval: sometimes }\n").unwrap();
+    let err = s.apply_file(&map).unwrap_err().to_string();
+    assert!(err.contains("sync_interval"), "{err}");
+    assert_eq!(
+        Settings::default().store_sync,
+        junction_store::SyncPolicy::Always
+    );
     for off in ["jetstream: disabled\n", "jetstream { enabled: false }\n"] {
         let mut s = Settings::default();
         s.apply_file(&junction_config::parse_str(off).unwrap())

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 
 use crate::engine::{Engine, Op, RangeVisit, Reader, StoreError, Table, Visit};
-use crate::wal::{Wal, CHECKPOINT_BYTES};
+use crate::wal::{SyncPolicy, Wal, CHECKPOINT_BYTES};
 
 /// The file name inside the data directory.
 pub const FILE_NAME: &str = "junction.redb";
@@ -41,6 +41,9 @@ pub struct Redb {
 /// commit (a random number, so that nothing a client sends can pass for a frame of the log).
 const WAL_META: Table = Table::new("junction_wal");
 const EPOCH_KEY: &[u8] = b"epoch";
+/// Present when the epoch's frames are written with a relaxed [`SyncPolicy`]: a crash of the
+/// machine may leave any of them unwritten, so the replay stops at the first torn one.
+const RELAXED_KEY: &[u8] = b"relaxed";
 
 /// Reads committed state beside the writer (redb's read transactions are snapshots).
 struct RedbReader {
@@ -79,14 +82,19 @@ impl Reader for RedbReader {
     }
 }
 
-/// Opens (or creates) the store in `dir`.
+/// Opens (or creates) the store in `dir`; every commit is synced before it is done.
 pub fn open(dir: &Path) -> Result<Redb, StoreError> {
-    open_with(dir, COMPACT_MIN_BYTES)
+    open_synced(dir, SyncPolicy::Always)
 }
 
-fn open_with(dir: &Path, compact_min: u64) -> Result<Redb, StoreError> {
+/// Opens (or creates) the store in `dir`, syncing its log as `policy` says.
+pub fn open_synced(dir: &Path, policy: SyncPolicy) -> Result<Redb, StoreError> {
+    open_with(dir, COMPACT_MIN_BYTES, policy)
+}
+
+fn open_with(dir: &Path, compact_min: u64, policy: SyncPolicy) -> Result<Redb, StoreError> {
     // A damaged page can panic inside redb: that is a damaged store, reported with its file.
-    std::panic::catch_unwind(|| open_checked(dir, compact_min)).unwrap_or_else(|_| {
+    std::panic::catch_unwind(|| open_checked(dir, compact_min, policy)).unwrap_or_else(|_| {
         Err(StoreError::Engine(format!(
             "cannot open the store {}: the file is damaged (a page could not be read)",
             dir.join(FILE_NAME).display()
@@ -94,7 +102,7 @@ fn open_with(dir: &Path, compact_min: u64) -> Result<Redb, StoreError> {
     })
 }
 
-fn open_checked(dir: &Path, compact_min: u64) -> Result<Redb, StoreError> {
+fn open_checked(dir: &Path, compact_min: u64, policy: SyncPolicy) -> Result<Redb, StoreError> {
     std::fs::create_dir_all(dir).map_err(|e| {
         StoreError::Engine(format!(
             "cannot create the data directory {}: {e}",
@@ -109,8 +117,8 @@ fn open_checked(dir: &Path, compact_min: u64) -> Result<Redb, StoreError> {
         .set_cache_size(CACHE_BYTES)
         .create(&path)
         .map_err(|e| fail(&e))?;
-    let epoch = read_epoch(&db).map_err(|e| fail(&e))?;
-    let (wal, replay) = Wal::open(dir, epoch)?;
+    let (epoch, relaxed) = read_epoch(&db).map_err(|e| fail(&e))?;
+    let (wal, replay) = Wal::open_with(dir, epoch, relaxed, policy)?;
     let mut engine = Redb {
         db: Arc::new(db),
         path: path.clone(),
@@ -132,22 +140,24 @@ fn open_checked(dir: &Path, compact_min: u64) -> Result<Redb, StoreError> {
     Ok(engine)
 }
 
-/// The epoch of the log's frames after redb's last durable commit (`None`: a new store).
-fn read_epoch(db: &Database) -> Result<Option<u64>, String> {
+/// The epoch of the log's frames after redb's last durable commit (`None`: a new store), and
+/// whether they were written with a relaxed [`SyncPolicy`].
+fn read_epoch(db: &Database) -> Result<(Option<u64>, bool), String> {
     let tx = db.begin_read().map_err(|e| e.to_string())?;
     let t = match tx.open_table(definition(WAL_META)) {
         Ok(t) => t,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(TableError::TableDoesNotExist(_)) => return Ok((None, false)),
         Err(e) => return Err(e.to_string()),
     };
+    let relaxed = t.get(RELAXED_KEY).map_err(|e| e.to_string())?.is_some();
     let Some(v) = t.get(EPOCH_KEY).map_err(|e| e.to_string())? else {
-        return Ok(None);
+        return Ok((None, relaxed));
     };
     let bytes: [u8; 8] = v
         .value()
         .try_into()
         .map_err(|_| "the log epoch is not 8 bytes".to_string())?;
-    Ok(Some(u64::from_be_bytes(bytes)))
+    Ok((Some(u64::from_be_bytes(bytes)), relaxed))
 }
 
 /// A fresh epoch for the log: unpredictable (std's hasher keys come from the OS's random
@@ -304,6 +314,13 @@ impl Redb {
                 .map_err(|e| self.err("writing to", e))?;
             t.insert(EPOCH_KEY, epoch.to_be_bytes().as_slice())
                 .map_err(|e| self.err("writing to", e))?;
+            if self.wal.policy().relaxed() {
+                t.insert(RELAXED_KEY, [1u8].as_slice())
+                    .map_err(|e| self.err("writing to", e))?;
+            } else {
+                t.remove(RELAXED_KEY)
+                    .map_err(|e| self.err("writing to", e))?;
+            }
         }
         tx.commit().map_err(|e| self.err("committing to", e))
     }
@@ -576,7 +593,7 @@ mod tests {
         e.commit(&[put(MESSAGES, b"last", b"")]).unwrap();
         assert_eq!(e.wal.written(), 0);
         assert_ne!(read_epoch(&e.db).unwrap(), before);
-        assert_eq!(read_epoch(&e.db).unwrap(), Some(e.wal.epoch()));
+        assert_eq!(read_epoch(&e.db).unwrap(), (Some(e.wal.epoch()), false));
         assert_eq!(keys(&e, MESSAGES).len(), n as usize + 1);
     }
 
@@ -673,7 +690,7 @@ mod tests {
         }
         let big = std::fs::metadata(&path).unwrap().len();
         assert!(big > 10_000_000, "{big}");
-        let e = open_with(dir.path(), 1024 * 1024).unwrap();
+        let e = open_with(dir.path(), 1024 * 1024, SyncPolicy::Always).unwrap();
         let small = std::fs::metadata(&path).unwrap().len();
         assert!(small * 4 < big, "{big} -> {small}");
         assert!(keys(&e, MESSAGES).is_empty());
@@ -734,5 +751,26 @@ mod tests {
             }
         };
         assert!(err.contains(FILE_NAME), "{err}");
+    }
+    #[test]
+    fn each_epoch_records_the_sync_policy_its_replay_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let every = SyncPolicy::Every(std::time::Duration::from_secs(60));
+        let relaxed = |dir: &Path| {
+            let db = Database::open(dir.join(FILE_NAME)).unwrap();
+            read_epoch(&db).unwrap().1
+        };
+        {
+            let mut e = open_synced(dir.path(), every).unwrap();
+            // Done without waiting for a sync, and visible at once.
+            e.commit(&[put(MESSAGES, b"a", b"1")]).unwrap();
+            assert_eq!(keys(&e, MESSAGES), vec![b"a".to_vec()]);
+        }
+        assert!(relaxed(dir.path()));
+        {
+            let e = open(dir.path()).unwrap();
+            assert_eq!(keys(&e, MESSAGES), vec![b"a".to_vec()]);
+        }
+        assert!(!relaxed(dir.path()));
     }
 }

@@ -17,8 +17,9 @@ mod sync;
 pub mod wal;
 pub mod writer;
 
-pub use embedded::{open, Redb, FILE_NAME};
+pub use embedded::{open, open_synced, Redb, FILE_NAME};
 pub use engine::{
     Engine, MemoryEngine, OnDurable, Op, RangeVisit, Reader, StoreError, Table, Visit,
 };
+pub use wal::SyncPolicy;
 pub use writer::{GroupSlot, OpRef, Store, StoreStats, Then, Wake, Wakes, COMMIT_BUCKETS_MICROS};

@@ -41,6 +41,12 @@
 //! can follow a torn one only within [`DEPTH`] numbers of it; one further on means the log
 //! was damaged, and the store is refused. Logs written before frames were numbered (a 24-byte
 //! header without the number, one frame in flight at a time) are still replayed.
+//!
+//! With [`SyncPolicy::Every`] (`jetstream { sync_interval }`, nats-server's trade-off) a frame
+//! counts as done once it is written: the operating system holds it, so a crash of the process
+//! loses nothing, but a crash of the machine may lose what was written since the last sync. One
+//! thread syncs the log at that interval. Frames then reach the disk in any order, so the replay
+//! of such an epoch stops at the first torn frame without calling whole frames after it damage.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -48,6 +54,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::engine::{OnDurable, Op, StoreError, Table};
 use crate::sync::Lock;
@@ -64,6 +71,24 @@ pub const DEPTH: u64 = 4;
 /// The file grows by this much at a time, written with zeros and synced once, so that the
 /// appends of a commit never change the file's size (an `fdatasync` then writes only data).
 const GROW_BYTES: u64 = 16 * 1024 * 1024;
+
+/// When the log is synced, and so when a commit counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// A commit is done once its frame is synced (`sync_interval: always`; Junction's default).
+    #[default]
+    Always,
+    /// A commit is done once its frame is written; the log is synced at least this often
+    /// (`sync_interval: 2m`, nats-server's default).
+    Every(Duration),
+}
+
+impl SyncPolicy {
+    /// Whether a commit is done before it is synced.
+    pub fn relaxed(self) -> bool {
+        matches!(self, SyncPolicy::Every(_))
+    }
+}
 
 const HEADER: usize = 32;
 /// The header of logs written before frames were numbered.
@@ -91,6 +116,7 @@ pub struct Wal {
     epoch_base: u64,
     buf: Vec<u8>,
     syncs: Arc<Syncs>,
+    policy: SyncPolicy,
 }
 
 /// What the sync threads share with the log.
@@ -117,13 +143,21 @@ struct SyncState {
 }
 
 impl Syncs {
-    fn start(file: &File) -> io::Result<Arc<Syncs>> {
+    fn start(file: &File, policy: SyncPolicy) -> io::Result<Arc<Syncs>> {
         let syncs = Arc::new(Syncs {
             state: Mutex::new(SyncState::default()),
             work: Condvar::new(),
             done: Condvar::new(),
             on_durable: Mutex::new(None),
         });
+        if let SyncPolicy::Every(every) = policy {
+            let file = file.try_clone()?;
+            let s = syncs.clone();
+            std::thread::Builder::new()
+                .name("junction-wal-sync".into())
+                .spawn(move || s.run_every(&file, every))?;
+            return Ok(syncs);
+        }
         for i in 0..DEPTH {
             let file = file.try_clone()?;
             let s = syncs.clone();
@@ -170,6 +204,52 @@ impl Syncs {
         }
     }
 
+    /// The one sync thread of [`SyncPolicy::Every`]: syncs what was written since its last
+    /// sync, every `every`, until closed. A failed sync fails every later commit, as with
+    /// [`Syncs::run`].
+    fn run_every(&self, file: &File, every: Duration) {
+        // A year stands for longer intervals, which a clock could not add to now.
+        let every = every.min(Duration::from_secs(365 * 24 * 3600));
+        let mut synced = 0;
+        loop {
+            let target = {
+                let mut st = self.state.locked();
+                let deadline = Instant::now() + every;
+                loop {
+                    let now = Instant::now();
+                    if st.closed || now >= deadline {
+                        break;
+                    }
+                    st = self
+                        .work
+                        .wait_timeout(st, deadline - now)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0;
+                }
+                if st.closed {
+                    return;
+                }
+                st.written
+            };
+            if target == synced {
+                continue;
+            }
+            if let Err(e) = file.sync_data() {
+                self.state
+                    .locked()
+                    .failed
+                    .get_or_insert_with(|| e.to_string());
+                self.done.notify_all();
+                let notify = self.on_durable.locked().clone();
+                if let Some(f) = notify {
+                    f(None);
+                }
+                return;
+            }
+            synced = target;
+        }
+    }
+
     /// Waits until frame `n` is durable.
     fn wait_for(&self, n: u64) -> Result<(), String> {
         let mut st = self.state.locked();
@@ -199,6 +279,18 @@ impl Wal {
     /// Opens (or creates) the log in `dir` and reads the frames of `epoch` it holds (`None`: a
     /// new store, nothing to read).
     pub fn open(dir: &Path, epoch: Option<u64>) -> Result<(Wal, Vec<Op>), StoreError> {
+        Wal::open_with(dir, epoch, false, SyncPolicy::Always)
+    }
+
+    /// [`Wal::open`], with the frames of `epoch` replayed as a log written with a relaxed
+    /// [`SyncPolicy`] when `relaxed` (see the module's documentation), and new frames written
+    /// under `policy`.
+    pub fn open_with(
+        dir: &Path,
+        epoch: Option<u64>,
+        relaxed: bool,
+        policy: SyncPolicy,
+    ) -> Result<(Wal, Vec<Op>), StoreError> {
         let path = dir.join(WAL_FILE);
         let fail = |e: &dyn std::fmt::Display| {
             StoreError::Engine(format!("cannot open the log {}: {e}", path.display()))
@@ -225,11 +317,11 @@ impl Wal {
             }
         }
         let ops = match epoch {
-            Some(epoch) => decode_frames(&bytes, epoch).map_err(|e| fail(&e))?,
+            Some(epoch) => decode_frames_in(&bytes, epoch, relaxed).map_err(|e| fail(&e))?,
             None => Vec::new(),
         };
         let len = bytes.len() as u64;
-        let syncs = Syncs::start(&file).map_err(|e| fail(&e))?;
+        let syncs = Syncs::start(&file, policy).map_err(|e| fail(&e))?;
         Ok((
             Wal {
                 file,
@@ -242,6 +334,7 @@ impl Wal {
                 epoch_base: 0,
                 buf: Vec::new(),
                 syncs,
+                policy,
             },
             ops,
         ))
@@ -259,6 +352,11 @@ impl Wal {
     /// The epoch the log's frames carry now.
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// When the log is synced.
+    pub fn policy(&self) -> SyncPolicy {
+        self.policy
     }
 
     /// Bytes of log since the last checkpoint.
@@ -299,8 +397,16 @@ impl Wal {
             .map_err(|e| self.err(e))?;
         self.pos = end;
         self.last = n;
-        self.syncs.state.locked().written = n;
-        self.syncs.work.notify_one();
+        let mut st = self.syncs.state.locked();
+        st.written = n;
+        if self.policy.relaxed() {
+            // Done once written; the sync thread takes it at its interval.
+            st.claimed = n;
+            st.durable = n;
+        } else {
+            drop(st);
+            self.syncs.work.notify_one();
+        }
         Ok(n)
     }
 
@@ -414,6 +520,12 @@ fn seal(buf: &mut Vec<u8>, body: u32) {
 /// not parse or whose number is not the next. A log of unnumbered frames had one frame in
 /// flight at a time: only its last frame can be torn.
 fn decode_frames(bytes: &[u8], epoch: u64) -> Result<Vec<Op>, String> {
+    decode_frames_in(bytes, epoch, false)
+}
+
+/// [`decode_frames`]; for an epoch written with a relaxed [`SyncPolicy`] (`relaxed`), whole
+/// frames after a torn one are what a crash of the machine leaves, not damage.
+fn decode_frames_in(bytes: &[u8], epoch: u64, relaxed: bool) -> Result<Vec<Op>, String> {
     let v1_at = |i: usize| frame_at(bytes, i, Some(epoch), HEADER_V1).is_some();
     let header = if frame_at(bytes, 0, Some(epoch), HEADER).is_some() {
         HEADER
@@ -438,6 +550,9 @@ fn decode_frames(bytes: &[u8], epoch: u64) -> Result<Vec<Op>, String> {
         decode_body(f.body, &mut ops)
             .map_err(|e| format!("the frame at byte {at} is damaged: {e}"))?;
         at += (header + f.body.len()).next_multiple_of(8);
+    }
+    if relaxed {
+        return Ok(ops);
     }
     // Frames start at multiples of 8; `next` is the torn frame's number.
     let later = (at + 8..bytes.len())
@@ -784,5 +899,44 @@ mod tests {
         drop(wal);
         let (_, ops) = Wal::open(dir.path(), Some(3)).unwrap();
         assert_eq!(ops.len(), 50 * sample().len());
+    }
+    #[test]
+    fn a_relaxed_log_counts_frames_done_once_written_and_replays_them() {
+        let dir = tempfile::tempdir().unwrap();
+        // An interval short enough for its thread to sync several times meanwhile.
+        let policy = SyncPolicy::Every(Duration::from_millis(1));
+        let (mut wal, _) = Wal::open_with(dir.path(), Some(3), true, policy).unwrap();
+        assert_eq!(wal.policy(), policy);
+        for i in 1..=20u64 {
+            assert_eq!(wal.append(&sample()).unwrap(), i);
+            // Done at once: nothing waits for a sync.
+            assert_eq!(wal.durable().unwrap(), i);
+            std::thread::sleep(Duration::from_micros(300));
+        }
+        wal.wait_all().unwrap();
+        drop(wal);
+        let (_, ops) = Wal::open_with(dir.path(), Some(3), true, SyncPolicy::Always).unwrap();
+        assert_eq!(ops.len(), 20 * sample().len());
+    }
+
+    #[test]
+    fn a_relaxed_epoch_replays_up_to_its_first_torn_frame() {
+        // Under a relaxed policy a crash of the machine may leave any unsynced frame unwritten:
+        // whole frames after a hole are not damage there (they are in a strict log), and they
+        // are not replayed, since what they hold may depend on what the hole held.
+        let (mut file, mut buf) = (Vec::new(), Vec::new());
+        for n in 1..=DEPTH + 3 {
+            encode_frame(7, 6, n, &sample()[..1], &mut buf);
+            file.extend_from_slice(&buf);
+        }
+        let frame = buf.len();
+        file[frame..2 * frame].fill(0);
+        let err = decode_frames(&file, 7).unwrap_err();
+        assert!(err.contains("damaged"), "{err}");
+        assert_eq!(decode_frames_in(&file, 7, true).unwrap(), sample()[..1]);
+        // A checksum that fails is a hole like any other.
+        file[frame..2 * frame].copy_from_slice(&buf);
+        file[frame + HEADER] ^= 1;
+        assert_eq!(decode_frames_in(&file, 7, true).unwrap(), sample()[..1]);
     }
 }
