@@ -11,10 +11,10 @@
 // Driven by tests/python/test_jetstream_natsjs.py, against Junction and nats-server alike.
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
+import { failure, run, take, until } from "./common.mjs";
 import {
   AckPolicy,
   DeliverPolicy,
-  JSONCodec,
   RetentionPolicy,
   StorageType,
   StringCodec,
@@ -25,49 +25,11 @@ import {
   nanos,
 } from "nats";
 
-function arg(name, dflt) {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : dflt;
-}
-const port = Number(arg("port"));
-const only = arg("step");
-if (!port) {
-  console.error("usage: node jetstream.mjs --port N [--step NAME]");
-  process.exit(2);
-}
-
 const sc = StringCodec();
-const jc = JSONCodec();
-const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 
-const readers = new WeakMap();
-/** Collects what an iterator of the client yields until `n` items or `ms` pass. The client's
- * iterators can be iterated once only, so each keeps one reader across calls. */
-async function take(iter, n, ms = 5000) {
-  if (!readers.has(iter)) readers.set(iter, iter[Symbol.asyncIterator]());
-  const reader = readers.get(iter);
-  const out = [];
-  const deadline = Date.now() + ms;
-  while (out.length < n) {
-    let timer;
-    const timeout = new Promise((r) => (timer = setTimeout(() => r({ timeout: true }), Math.max(0, deadline - Date.now()))));
-    const next = await Promise.race([reader.next(), timeout]);
-    clearTimeout(timer);
-    if (next.timeout || next.done) break;
-    out.push(next.value);
-  }
-  return out;
-}
-
-/** The API error a rejected promise carries: nats.js keeps the server's code and err_code. */
-async function apiError(promise) {
-  try {
-    await promise;
-  } catch (err) {
-    return { message: err.message, code: err.api_error?.code, err_code: err.api_error?.err_code };
-  }
-  assert.fail("expected the request to fail");
-}
+/** The API error of a rejected request: nats.js v2 keeps the server's code and err_code. */
+const apiError = (promise) =>
+  failure(promise, (err) => ({ message: err.message, code: err.api_error?.code, err_code: err.api_error?.err_code }));
 
 const steps = {
   async account(nc) {
@@ -169,12 +131,7 @@ const steps = {
     }
     assert.deepEqual([...rest].sort((a, b) => a - b), Array.from({ length: 69 }, (_, i) => i + 52));
     // Workqueue retention: everything acknowledged is gone; the consumer's counts say so.
-    let info;
-    for (let i = 0; i < 50; i++) {
-      info = await c.info();
-      if (info.num_ack_pending === 0) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    const info = await until(() => c.info(), (i) => i.num_ack_pending === 0);
     assert.equal(info.num_pending, 0);
     assert.equal(info.num_ack_pending, 0);
     assert.equal(info.delivered.stream_seq, 120);
@@ -224,12 +181,7 @@ const steps = {
     const got = await take(sub, 20);
     assert.deepEqual(got.map((m) => sc.decode(m.data)), Array.from({ length: 20 }, (_, i) => `${i}`));
     for (const m of got) m.ack();
-    let info;
-    for (let i = 0; i < 50; i++) {
-      info = await jsm.consumers.info("EVENTS", "pusher");
-      if (info.num_ack_pending === 0) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    const info = await until(() => jsm.consumers.info("EVENTS", "pusher"), (i) => i.num_ack_pending === 0);
     assert.equal(info.num_ack_pending, 0);
     assert.equal(info.config.flow_control, true);
     sub.unsubscribe();
@@ -309,20 +261,4 @@ const steps = {
   },
 };
 
-let nc;
-let current = "connect";
-try {
-  nc = await connect({ servers: `127.0.0.1:${port}`, timeout: 5000 });
-  for (const [name, step] of Object.entries(steps)) {
-    if (only && only !== name) continue;
-    current = name;
-    const facts = await step(nc);
-    emit({ step: name, ok: true, ...facts });
-  }
-  await nc.drain();
-  emit({ done: true });
-  process.exit(0);
-} catch (err) {
-  emit({ step: current, ok: false, error: String(err && err.stack ? err.stack : err) });
-  process.exit(1);
-}
+await run(connect, steps);
