@@ -626,9 +626,10 @@ pub fn encode(epoch: u64, n: u64, ops: &[Op]) -> Vec<u8> {
     buf
 }
 
-/// The ops a log's bytes replay for `epoch`, as at startup (for tests and fuzzing).
-pub fn decode(bytes: &[u8], epoch: u64) -> Result<Vec<Op>, String> {
-    decode_frames(bytes, epoch)
+/// The ops a log's bytes replay for `epoch`, as at startup (for tests and fuzzing); `relaxed`:
+/// as the log of an epoch written with a relaxed [`SyncPolicy`].
+pub fn decode(bytes: &[u8], epoch: u64, relaxed: bool) -> Result<Vec<Op>, String> {
+    decode_frames_in(bytes, epoch, relaxed)
 }
 
 fn decode_body(mut body: &[u8], ops: &mut Vec<Op>) -> Result<(), &'static str> {
