@@ -176,6 +176,16 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
     } else {
         None
     };
+    // When the store acknowledges (MQTT's and JetStream's alike), as the store was opened.
+    let store_sync_interval = match engine.as_ref().map(|e| e.policy()) {
+        Some(junction_store::SyncPolicy::Every(d)) => {
+            tracing::info!(
+                "durable store: writes are acknowledged once written, synced every {d:?} (sync_interval)"
+            );
+            Some(d)
+        }
+        _ => None,
+    };
 
     let auth = match &settings.file {
         Some(map) => auth_config::load(map)?,
@@ -442,19 +452,14 @@ async fn run(cli: Cli, settings: Settings, logger: logging::Logger) -> Result<()
             system_account: auth.system_account.clone().unwrap_or_default(),
             hot_bytes: junction_jetstream::HOT_BYTES,
             server_name: server_name.clone(),
-            sync_interval: match settings.store_sync {
-                junction_store::SyncPolicy::Every(d) if !settings.in_memory => Some(d),
-                _ => None,
-            },
+            sync_interval: store_sync_interval,
         };
         tracing::info!("Starting JetStream");
         tracing::info!("    Max Memory:      {}", js.max_memory);
         tracing::info!("    Max Storage:     {}", js.max_store);
         tracing::info!("    Store Directory: \"{}\"", opts.store_dir);
         if let Some(d) = opts.sync_interval {
-            tracing::info!(
-                "    Sync Interval:   {d:?} (acknowledged once written, synced at this interval)"
-            );
+            tracing::info!("    Sync Interval:   {d:?}");
         }
         if let Some(d) = &js.domain {
             tracing::info!("    Domain:          {d}");

@@ -126,8 +126,19 @@ pub(crate) fn duration_of(item: &Item, key: &str) -> Result<Duration> {
 
 /// `sync_interval: always` (every commit synced before it is acknowledged, Junction's default)
 /// or a duration (acknowledged once written, synced at least that often, as nats-server does;
-/// 0 is nats-server's default of 2 minutes).
-fn sync_policy_of(item: &Item, key: &str) -> Result<junction_store::SyncPolicy> {
+/// 0 is nats-server's default of 2 minutes). A number is seconds, with nats-server's warning:
+/// unquoted, `2m` is the number 2,000,000.
+fn sync_policy_of(
+    item: &Item,
+    key: &str,
+    warnings: &mut Vec<String>,
+) -> Result<junction_store::SyncPolicy> {
+    if let Some(n) = item.as_i64() {
+        warnings.push(format!(
+            "{}: 'jetstream.{key}' is the number {n}, taken as seconds: write a duration such as \"2m\" (quoted)",
+            at(item)
+        ));
+    }
     if item
         .as_str()
         .is_some_and(|s| s.eq_ignore_ascii_case("always"))
@@ -357,7 +368,7 @@ impl Settings {
                         )
                     }
                     "enabled" | "enable" => on = bool_of(v, k)?,
-                    "sync_interval" | "sync" => self.store_sync = sync_policy_of(v, k)?,
+                    "sync_interval" | "sync" => self.store_sync = sync_policy_of(v, k, warnings)?,
                     "max_buffered_msgs"
                     | "max_buffered_size"
                     | "unique_tag"

@@ -215,8 +215,12 @@ fn jetstream_blocks() {
     assert_eq!((js.max_memory, js.max_store), (1 << 30, 10 << 30));
     assert_eq!(js.domain.as_deref(), Some("edge"));
     assert_eq!(s.data_dir, std::path::PathBuf::from("/tmp/js-x"));
-    assert!(warnings.is_empty(), "{warnings:?}");
-    // Unquoted, `2m` is the number 2,000,000, which nats-server takes as seconds.
+    // Unquoted, `2m` is the number 2,000,000, which nats-server takes as seconds (and warns).
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("2000000, taken as seconds"),
+        "{warnings:?}"
+    );
     assert_eq!(
         s.store_sync,
         junction_store::SyncPolicy::Every(std::time::Duration::from_secs(2_000_000))
@@ -235,7 +239,13 @@ fn jetstream_blocks() {
     ] {
         let mut s = Settings::default();
         let map = junction_config::parse_str(&format!("jetstream {{ {text} }}\n")).unwrap();
-        assert!(s.apply_file(&map).unwrap().is_empty(), "{text}");
+        let warnings = s.apply_file(&map).unwrap();
+        // A bare number is taken, with a warning.
+        assert_eq!(
+            warnings.len(),
+            usize::from(text.ends_with(": 0")),
+            "{text}: {warnings:?}"
+        );
         assert_eq!(s.store_sync, want, "{text}");
     }
     let mut s = Settings::default();

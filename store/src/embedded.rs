@@ -351,6 +351,11 @@ impl Redb {
         StoreError::Engine(format!("{what} {}: {e}", self.path.display()))
     }
 
+    /// When the store's log is synced.
+    pub fn policy(&self) -> SyncPolicy {
+        self.wal.policy()
+    }
+
     /// The store's file.
     pub fn path(&self) -> &Path {
         &self.path

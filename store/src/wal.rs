@@ -317,7 +317,20 @@ impl Wal {
             }
         }
         let ops = match epoch {
-            Some(epoch) => decode_frames_in(&bytes, epoch, relaxed).map_err(|e| fail(&e))?,
+            Some(epoch) => {
+                let (ops, left_out) =
+                    decode_frames_in(&bytes, epoch, relaxed).map_err(|e| fail(&e))?;
+                if left_out > 0 {
+                    tracing::warn!(
+                        frames = left_out,
+                        log = %path.display(),
+                        "the log was written with sync_interval and a frame of it is torn: the \
+                         whole frames after it (what a crash of the machine left of writes never \
+                         synced) are left out"
+                    );
+                }
+                ops
+            }
             None => Vec::new(),
         };
         let len = bytes.len() as u64;
@@ -519,13 +532,11 @@ fn seal(buf: &mut Vec<u8>, body: u32) {
 /// further on is damage, an error, and so is a frame whose checksum holds but whose body does
 /// not parse or whose number is not the next. A log of unnumbered frames had one frame in
 /// flight at a time: only its last frame can be torn.
-fn decode_frames(bytes: &[u8], epoch: u64) -> Result<Vec<Op>, String> {
-    decode_frames_in(bytes, epoch, false)
-}
-
-/// [`decode_frames`]; for an epoch written with a relaxed [`SyncPolicy`] (`relaxed`), whole
-/// frames after a torn one are what a crash of the machine leaves, not damage.
-fn decode_frames_in(bytes: &[u8], epoch: u64, relaxed: bool) -> Result<Vec<Op>, String> {
+///
+/// For an epoch written with a relaxed [`SyncPolicy`] (`relaxed`), whole frames after a torn
+/// one are what a crash of the machine leaves, not damage: they are left out, and counted (the
+/// second number).
+fn decode_frames_in(bytes: &[u8], epoch: u64, relaxed: bool) -> Result<(Vec<Op>, usize), String> {
     let v1_at = |i: usize| frame_at(bytes, i, Some(epoch), HEADER_V1).is_some();
     let header = if frame_at(bytes, 0, Some(epoch), HEADER).is_some() {
         HEADER
@@ -551,13 +562,14 @@ fn decode_frames_in(bytes: &[u8], epoch: u64, relaxed: bool) -> Result<Vec<Op>, 
             .map_err(|e| format!("the frame at byte {at} is damaged: {e}"))?;
         at += (header + f.body.len()).next_multiple_of(8);
     }
-    if relaxed {
-        return Ok(ops);
-    }
     // Frames start at multiples of 8; `next` is the torn frame's number.
-    let later = (at + 8..bytes.len())
+    let mut whole_after = (at + 8..bytes.len())
         .step_by(8)
-        .filter_map(|i| Some((i, frame_at(bytes, i, Some(epoch), header)?)))
+        .filter_map(|i| Some((i, frame_at(bytes, i, Some(epoch), header)?)));
+    if relaxed {
+        return Ok((ops, whole_after.count()));
+    }
+    let later = whole_after
         .find(|(_, f)| header == HEADER_V1 || f.n <= next || f.n >= next.saturating_add(DEPTH));
     if let Some((later, _)) = later {
         return Err(format!(
@@ -565,7 +577,7 @@ fn decode_frames_in(bytes: &[u8], epoch: u64, relaxed: bool) -> Result<Vec<Op>, 
              {later}, is whole"
         ));
     }
-    Ok(ops)
+    Ok((ops, 0))
 }
 
 /// A whole frame read from the log.
@@ -629,7 +641,7 @@ pub fn encode(epoch: u64, n: u64, ops: &[Op]) -> Vec<u8> {
 /// The ops a log's bytes replay for `epoch`, as at startup (for tests and fuzzing); `relaxed`:
 /// as the log of an epoch written with a relaxed [`SyncPolicy`].
 pub fn decode(bytes: &[u8], epoch: u64, relaxed: bool) -> Result<Vec<Op>, String> {
-    decode_frames_in(bytes, epoch, relaxed)
+    decode_frames_in(bytes, epoch, relaxed).map(|(ops, _)| ops)
 }
 
 fn decode_body(mut body: &[u8], ops: &mut Vec<Op>) -> Result<(), &'static str> {
@@ -672,6 +684,11 @@ fn decode_body(mut body: &[u8], ops: &mut Vec<Op>) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`decode_frames_in`] for a strict epoch.
+    fn decode_frames(bytes: &[u8], epoch: u64) -> Result<Vec<Op>, String> {
+        decode_frames_in(bytes, epoch, false).map(|(ops, _)| ops)
+    }
 
     const T: Table = Table::new("t");
     const U: Table = Table::new("u");
@@ -934,10 +951,17 @@ mod tests {
         file[frame..2 * frame].fill(0);
         let err = decode_frames(&file, 7).unwrap_err();
         assert!(err.contains("damaged"), "{err}");
-        assert_eq!(decode_frames_in(&file, 7, true).unwrap(), sample()[..1]);
+        let left_out = (DEPTH + 1) as usize;
+        assert_eq!(
+            decode_frames_in(&file, 7, true).unwrap(),
+            (sample()[..1].to_vec(), left_out)
+        );
         // A checksum that fails is a hole like any other.
         file[frame..2 * frame].copy_from_slice(&buf);
         file[frame + HEADER] ^= 1;
-        assert_eq!(decode_frames_in(&file, 7, true).unwrap(), sample()[..1]);
+        assert_eq!(
+            decode_frames_in(&file, 7, true).unwrap(),
+            (sample()[..1].to_vec(), left_out)
+        );
     }
 }
