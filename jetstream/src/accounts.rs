@@ -106,6 +106,25 @@ impl Task {
         (account, subs)
     }
 
+    /// Subscribes the system account (when there is one) to `$JS.API.ACCOUNT.PURGE.*`, the one
+    /// request of the API it makes, where nats-server serves it alone
+    /// (`account_purge` in the API's streams module).
+    pub(crate) fn serve_system(&mut self) {
+        let name = self.shared.opts.system_account.clone();
+        if name.is_empty() {
+            return;
+        }
+        let account = self.shared.bus.account_or_create(&name);
+        let sink: Arc<dyn Sink> = Arc::new(ServiceSink {
+            shared: self.shared.clone(),
+            account: account.clone(),
+            kind: Kind::Api,
+        });
+        let subject = Bytes::from_static(b"$JS.API.ACCOUNT.PURGE.*");
+        let subs = account.subscribe_service(self.shared.origin, [subject], &sink);
+        self.refusing.push((account, subs));
+    }
+
     /// Answers the API of `name`, an account without JetStream, with "JetStream not enabled
     /// for account" (as nats-server does).
     pub(crate) fn refuse(&mut self, name: &str) {

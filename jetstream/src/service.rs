@@ -188,7 +188,8 @@ pub(crate) struct Task {
     /// Streams with a consumer whose pacing (`replay_policy: original`, `rate_limit_bps`)
     /// holds a message back, and when it may go.
     pub(crate) paced: HashMap<(String, String), Instant>,
-    /// The API subscriptions of the accounts without JetStream, which are told so.
+    /// The API subscriptions of the accounts without JetStream: those told so, and the system
+    /// account's account purge.
     pub(crate) refusing: Vec<(Arc<Account>, Vec<Arc<Subscription>>)>,
     /// The accounts that lost JetStream while running, with their streams (stopped).
     pub(crate) disabled: HashMap<String, AccountJs>,
@@ -244,6 +245,7 @@ impl JetStream {
         };
         let (enabled, limits) = (shared.opts.accounts.clone(), shared.opts.limits.clone());
         task.set_accounts(enabled, limits);
+        task.serve_system();
         task.restore(restored);
         let handle = tokio::spawn(run(task, shutdown));
         (Arc::new(JetStream { shared }), handle)

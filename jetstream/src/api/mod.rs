@@ -86,6 +86,18 @@ pub(crate) fn handle(
     };
     let t: Vec<&str> = rest.split('.').collect();
     let acc = account.name().to_string();
+    if acc == task.shared.opts.system_account {
+        // Its one request (it has no JetStream of its own, and subscribes nothing else).
+        if let ["ACCOUNT", "PURGE", target] = t.as_slice() {
+            let body = response_body("account_purge_response", account_purge(task, target));
+            task.api_audit(account, subject, payload, &body, origin);
+            if let Some(r) = reply {
+                let origin = task.shared.origin;
+                task.send_msg(account, Message::new(r, None, body, origin));
+            }
+        }
+        return;
+    }
     // An account without JetStream is told so, as nats-server tells it; the subjects streams
     // and consumers serve themselves (direct get, pull requests) and unknown ones get no answer.
     let enabled = task.accounts.contains_key(&acc);
@@ -137,7 +149,8 @@ pub(crate) fn handle(
         ["CONSUMER", "MSG", "NEXT", ..] if !enabled => return,
         // The system's own directives (meta leader step-down, server removal, account purge
         // and stream moves) are not an account's to ask: nats-server's account API ignores
-        // them, and so the requester hears nothing.
+        // them, and so the requester hears nothing (an account purge is the system account's,
+        // above).
         ["META", "LEADER", "STEPDOWN"] | ["SERVER", "REMOVE"] | ["ACCOUNT", ..] if enabled => {
             return
         }

@@ -429,6 +429,44 @@ pub(super) fn stream_delete(task: &mut Task, acc: &str, name: &str) -> ApiResult
     Ok(json!({"success": true}))
 }
 
+/// `$JS.API.ACCOUNT.PURGE.<name>` from the system account: every stream of `name` is deleted
+/// with its consumers, as by stream deletes (advisories included), whether the account has
+/// JetStream now or lost it while running. As from nats-server, the answer says `initiated`,
+/// for an account without streams or unknown too.
+pub(crate) fn account_purge(task: &mut Task, name: &str) -> ApiResult {
+    // A disabled account's streams are deleted where stream deletes find them, then it goes
+    // back to being disabled.
+    let disabled = task.disabled.remove(name);
+    let was_disabled = disabled.is_some();
+    if let Some(a) = disabled {
+        task.accounts.insert(name.to_string(), a);
+    }
+    let streams: Vec<String> = task
+        .accounts
+        .get(name)
+        .map(|a| a.streams.keys().cloned().collect())
+        .unwrap_or_default();
+    tracing::info!(
+        account = %name,
+        streams = streams.len(),
+        has_account = task.accounts.contains_key(name),
+        "Purge request for account"
+    );
+    let mut result = Ok(json!({"initiated": true}));
+    for stream in &streams {
+        if let Err(e) = stream_delete(task, name, stream) {
+            result = Err(e);
+            break;
+        }
+    }
+    if was_disabled {
+        if let Some(a) = task.accounts.remove(name) {
+            task.disabled.insert(name.to_string(), a);
+        }
+    }
+    result
+}
+
 #[derive(Deserialize, Default)]
 struct InfoRequest {
     #[serde(default)]
