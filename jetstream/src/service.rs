@@ -245,8 +245,9 @@ impl JetStream {
         };
         let (enabled, limits) = (shared.opts.accounts.clone(), shared.opts.limits.clone());
         task.set_accounts(enabled, limits);
-        task.serve_system();
         task.restore(restored);
+        // After the restore, which may stop refusing an account it finds streams of.
+        task.serve_system();
         let handle = tokio::spawn(run(task, shutdown));
         (Arc::new(JetStream { shared }), handle)
     }

@@ -248,9 +248,16 @@ def purge_config(tmp_path) -> str:
 jetstream {{ store_dir: "{tmp_path / 'js'}" }}
 system_account: SYS
 accounts {{
-  SYS: {{ users: [{{user: sys, password: sys}}] }}
+  SYS: {{
+    users: [{{user: sys, password: sys}}]
+    exports: [{{service: "$JS.API.ACCOUNT.PURGE.*"}}]
+  }}
   A: {{ jetstream: enabled, users: [{{user: a, password: a}}] }}
   B: {{ jetstream: enabled, users: [{{user: b, password: b}}] }}
+  C: {{
+    users: [{{user: c, password: c}}]
+    imports: [{{service: {{account: SYS, subject: "$JS.API.ACCOUNT.PURGE.*"}}}}]
+  }}
 }}
 """
 
@@ -279,6 +286,11 @@ async def test_the_system_account_purges_an_accounts_jetstream(server_factory, t
             for subject in ["$JS.API.ACCOUNT.PURGE.A", "$JS.API.ACCOUNT.PURGE.B"]:
                 with pytest.raises(nats.errors.TimeoutError):
                     await a.request(subject, b"", timeout=0.5)
+            # Nor through an import of the system account's subject: the request is C's, not
+            # the system account's, and nobody answers it.
+            cc = await c.connect(user="c", password="c")
+            with pytest.raises(nats.errors.TimeoutError):
+                await cc.request("$JS.API.ACCOUNT.PURGE.A", b"", timeout=0.5)
         assert sorted(s.config.name for s in await ja.streams_info()) == ["S1", "S2"]
         deleted = await a.subscribe("$JS.EVENT.ADVISORY.STREAM.DELETED.>")
         await a.flush()
@@ -297,8 +309,8 @@ async def test_the_system_account_purges_an_accounts_jetstream(server_factory, t
         assert (await jb.stream_info("S1")).state.messages == 1
         await ja.add_stream(name="S1", subjects=["one.>"])
         assert (await ja.publish("one.x", b"a2")).seq == 1
-        # An account that has no streams, or does not exist, is purged all the same.
-        for target in ["B-none", "NOPE"]:
+        # An account without streams (C), or one that does not exist, is purged all the same.
+        for target in ["C", "NOPE"]:
             reply = await sys.request(f"$JS.API.ACCOUNT.PURGE.{target}", b"", timeout=5)
             assert json.loads(reply.data)["initiated"] is True
     # What the purge took stays gone after a restart.
@@ -308,5 +320,8 @@ async def test_the_system_account_purges_an_accounts_jetstream(server_factory, t
         ja = (await c.connect(user="a", password="a")).jetstream()
         infos = await ja.streams_info()
         assert [(s.config.name, s.state.messages) for s in infos] == [("S1", 1)]
+        assert (await ja.get_msg("S1", 1)).data == b"a2"
+        with pytest.raises(nats.js.errors.NotFoundError):
+            await ja.consumer_info("S1", "C")
         jb = (await c.connect(user="b", password="b")).jetstream()
         assert (await jb.stream_info("S1")).state.messages == 1

@@ -55,6 +55,7 @@ pub(crate) fn may_add_or_remove(subject: &[u8]) -> bool {
         b"CONSUMER.CREATE.",
         b"CONSUMER.DURABLE.CREATE.",
         b"CONSUMER.DELETE.",
+        b"ACCOUNT.PURGE.",
     ]
     .iter()
     .any(|p| op.starts_with(p))
@@ -86,9 +87,17 @@ pub(crate) fn handle(
     };
     let t: Vec<&str> = rest.split('.').collect();
     let acc = account.name().to_string();
-    if acc == task.shared.opts.system_account {
-        // Its one request (it has no JetStream of its own, and subscribes nothing else).
-        if let ["ACCOUNT", "PURGE", target] = t.as_slice() {
+    if !acc.is_empty() && acc == task.shared.opts.system_account {
+        // Its one request (it has no JetStream of its own, and subscribes nothing else), from
+        // one of its own connections only: a request another account's import brings in (an
+        // internal origin) is not the system account's, as nats-server reads its client info.
+        let own = task
+            .shared
+            .bus
+            .conns()
+            .snapshot(origin)
+            .is_some_and(|c| c.account == acc);
+        if let (["ACCOUNT", "PURGE", target], true) = (t.as_slice(), own) {
             let body = response_body("account_purge_response", account_purge(task, target));
             task.api_audit(account, subject, payload, &body, origin);
             if let Some(r) = reply {
