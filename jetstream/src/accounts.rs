@@ -87,22 +87,27 @@ impl Task {
     /// Subscribes the API subjects in `name` (each consumer subscribes its own
     /// acknowledgement and flow control subjects: [`ConsumerSubs`]).
     fn subscribe(&self, name: &str) -> (Arc<Account>, Vec<Arc<Subscription>>) {
-        let account = self.shared.bus.account_or_create(name);
-        let mut subs = Vec::new();
-        let mut subjects = vec!["$JS.API.>".to_string()];
+        let mut subjects = vec![Bytes::from_static(b"$JS.API.>")];
         // With a domain, clients that name it (`domain` option) use `$JS.<domain>.API`.
         if let Some(d) = &self.shared.opts.domain {
-            subjects.push(format!("$JS.{d}.API.>"));
+            subjects.push(Bytes::from(format!("$JS.{d}.API.>")));
         }
-        for subject in subjects {
-            let sink: Arc<dyn Sink> = Arc::new(ServiceSink {
-                shared: self.shared.clone(),
-                account: account.clone(),
-                kind: Kind::Api,
-            });
-            let origin = self.shared.origin;
-            subs.extend(account.subscribe_service(origin, [Bytes::from(subject)], &sink));
-        }
+        self.subscribe_api(name, subjects)
+    }
+
+    /// Subscribes `subjects` in `name` to the API's one service sink.
+    fn subscribe_api(
+        &self,
+        name: &str,
+        subjects: Vec<Bytes>,
+    ) -> (Arc<Account>, Vec<Arc<Subscription>>) {
+        let account = self.shared.bus.account_or_create(name);
+        let sink: Arc<dyn Sink> = Arc::new(ServiceSink {
+            shared: self.shared.clone(),
+            account: account.clone(),
+            kind: Kind::Api,
+        });
+        let subs = account.subscribe_service(self.shared.origin, subjects, &sink);
         (account, subs)
     }
 
@@ -114,15 +119,9 @@ impl Task {
         if name.is_empty() {
             return;
         }
-        let account = self.shared.bus.account_or_create(&name);
-        let sink: Arc<dyn Sink> = Arc::new(ServiceSink {
-            shared: self.shared.clone(),
-            account: account.clone(),
-            kind: Kind::Api,
-        });
-        let subject = Bytes::from_static(b"$JS.API.ACCOUNT.PURGE.*");
-        let subs = account.subscribe_service(self.shared.origin, [subject], &sink);
-        self.refusing.push((account, subs));
+        let purge = Bytes::from_static(b"$JS.API.ACCOUNT.PURGE.*");
+        let served = self.subscribe_api(&name, vec![purge]);
+        self.refusing.push(served);
     }
 
     /// Answers the API of `name`, an account without JetStream, with "JetStream not enabled

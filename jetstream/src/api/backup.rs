@@ -407,9 +407,7 @@ pub(crate) fn input(
     }
     r.bytes += payload.len() as u64;
     // The upload may not pass what the account, or the server, may still hold.
-    let over = budgets.iter().any(|b| {
-        b.limit() >= 0 && b.used.load(Ordering::Relaxed).saturating_add(r.bytes) > b.limit() as u64
-    });
+    let over = budgets.iter().any(|b| b.would_exceed(r.bytes));
     let failed = if over {
         Some(ApiError::new(
             500,
@@ -612,7 +610,6 @@ fn rebuild(
             Record::Consumer(name, rec) if meta.is_some() => {
                 let last = meta.as_ref().map_or(0, |m| m.last);
                 if ConsumerConfig::check_name(&name, true).is_err()
-                    || rec.config.is_none()
                     || !record_fits(&name, &rec, last)
                     || !names.insert(name.clone())
                 {
@@ -626,9 +623,7 @@ fn rebuild(
     let meta = meta.ok_or("the snapshot is empty")?;
     bytes += (meta.last - (meta.first - 1)) / 64 * 8;
     // Checked on what it holds, not on the compressed upload alone.
-    if budgets.iter().any(|b| {
-        b.limit() >= 0 && b.used.load(Ordering::Relaxed).saturating_add(bytes) > b.limit() as u64
-    }) {
+    if budgets.iter().any(|b| b.would_exceed(bytes)) {
         return Err("insufficient resources".into());
     }
     {
@@ -718,10 +713,7 @@ fn serve_restored(
     let account = a.account.clone();
     check_resources(task, &acc, &r.config, None)?;
     // What it holds is counted already: other restores built meanwhile may have taken room.
-    if restore_budgets(task, r)
-        .iter()
-        .any(|b| b.limit() >= 0 && b.used.load(Ordering::Relaxed) > b.limit() as u64)
-    {
+    if restore_budgets(task, r).iter().any(|b| b.would_exceed(0)) {
         return Err(ApiError::new(
             500,
             10062,

@@ -91,19 +91,19 @@ pub(crate) fn handle(
         // Its one request (it has no JetStream of its own, and subscribes nothing else), from
         // one of its own connections only: a request another account's import brings in (an
         // internal origin) is not the system account's, as nats-server reads its client info.
-        let own = task
-            .shared
-            .bus
-            .conns()
-            .snapshot(origin)
-            .is_some_and(|c| c.account == acc);
+        let own = task.client_info(account, origin).is_some();
         if let (["ACCOUNT", "PURGE", target], true) = (t.as_slice(), own) {
-            let body = response_body("account_purge_response", account_purge(task, target));
-            task.api_audit(account, subject, payload, &body, origin);
-            if let Some(r) = reply {
-                let origin = task.shared.origin;
-                task.send_msg(account, Message::new(r, None, body, origin));
-            }
+            let result = account_purge(task, target);
+            answer(
+                task,
+                account,
+                subject,
+                payload,
+                reply,
+                origin,
+                "account_purge_response",
+                result,
+            );
         }
         return;
     }
@@ -244,6 +244,21 @@ pub(crate) fn handle(
             counters.api_errors.fetch_add(1, Ordering::Relaxed);
         }
     }
+    answer(task, account, subject, payload, reply, origin, kind, result);
+}
+
+/// Sends the answer of type `kind` to a request, after its audit advisory.
+#[allow(clippy::too_many_arguments)]
+fn answer(
+    task: &mut Task,
+    account: &Arc<Account>,
+    subject: &str,
+    payload: &[u8],
+    reply: Option<Bytes>,
+    origin: junction_core::ConnId,
+    kind: &str,
+    result: ApiResult,
+) {
     let body = response_body(kind, result);
     task.api_audit(account, subject, payload, &body, origin);
     if let Some(r) = reply {

@@ -65,8 +65,13 @@ impl Budget {
     }
 
     /// Whether `n` more bytes would pass the limit.
-    pub(super) fn would_exceed(&self, n: u64) -> bool {
+    pub(crate) fn would_exceed(&self, n: u64) -> bool {
         let limit = self.limit();
-        limit >= 0 && self.used.load(std::sync::atomic::Ordering::Relaxed) + n > limit as u64
+        limit >= 0
+            && self
+                .used
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .saturating_add(n)
+                > limit as u64
     }
 }
